@@ -1,0 +1,141 @@
+/* engine.h — the generation engine as the rest of barista sees it.
+ *
+ * One engine owns one loaded llama-architecture model, its tokenizer, a KV
+ * cache and an engine thread that runs the scheduler: every iteration is one
+ * batched forward pass over all active sequences (continuous batching). The
+ * engine sees token ids, sampling parameters and deadlines — never JSON, never
+ * sockets. Not for: HTTP, caching of responses, or libuv (callers bridge
+ * engine events to their loop themselves, e.g. with uv_async_t).
+ *
+ * Threading: engine_submit / engine_cancel / engine_stats may be called from
+ * any thread. Event callbacks run ON THE ENGINE THREAD: they must be quick
+ * (copy the event, queue it, wake your loop) and must not call back into the
+ * engine except engine_cancel. */
+#ifndef BARISTA_ENGINE_ENGINE_H
+#define BARISTA_ENGINE_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+typedef struct engine engine_t;
+typedef struct tok tok_t; /* engine/tokenizer.h */
+
+typedef struct {
+    const char *model_path; /* GGUF file */
+    int n_threads;          /* matmul workers; <= 0 means number of cores */
+    int n_ctx;              /* per-sequence context; <= 0 means the model's, capped at 8192 */
+    int n_seq_max;          /* max sequences decoded together; <= 0 means 8 */
+} engine_config_t;
+
+/* Sampling and stopping. Zero-initialise then set what you need:
+ * engine_sampling_default() gives OpenAI's defaults. */
+typedef struct {
+    float temperature;       /* 0 = greedy */
+    float top_p;             /* 1 = off */
+    int top_k;               /* 0 = off */
+    float min_p;             /* 0 = off */
+    float presence_penalty;  /* OpenAI semantics, 0 = off */
+    float frequency_penalty; /* OpenAI semantics, 0 = off */
+    float repeat_penalty;    /* llama.cpp semantics, 1 = off */
+    uint64_t seed;
+    int has_seed;            /* 0: seed from the clock */
+    int max_tokens;          /* >= 1; the engine also stops at the context end */
+    const char *stop[4];     /* stop strings (copied by engine_submit), NULL-terminated or n_stop */
+    int n_stop;
+    int ignore_eos;
+    int logprobs;            /* report the chosen token's logprob */
+    int top_logprobs;        /* 0..20 alternatives per token */
+} engine_sampling_t;
+
+engine_sampling_t engine_sampling_default(void);
+
+typedef enum {
+    ENGINE_EV_TOKEN = 1, /* text (possibly empty while UTF-8 is incomplete or a stop string may start) */
+    ENGINE_EV_DONE = 2,  /* the last event of a request; nothing follows */
+} engine_ev_type_t;
+
+typedef enum {
+    ENGINE_FINISH_NONE = 0,
+    ENGINE_FINISH_STOP,      /* EOS/EOT token or a stop string */
+    ENGINE_FINISH_LENGTH,    /* max_tokens or context end */
+    ENGINE_FINISH_CANCELLED, /* engine_cancel or shutdown */
+    ENGINE_FINISH_TIMEOUT,   /* deadline passed */
+    ENGINE_FINISH_ERROR,     /* see err/msg */
+} engine_finish_t;
+
+typedef struct {
+    int token;
+    float logprob;
+} engine_top_t;
+
+typedef struct {
+    engine_ev_type_t type;
+    uint64_t req_id;
+    /* ENGINE_EV_TOKEN: UTF-8-complete text released by this step (stop strings
+     * already removed), the sampled token and optional logprobs. */
+    const char *text;
+    size_t text_len;
+    int token;
+    float logprob;
+    int n_top;
+    const engine_top_t *top;
+    /* ENGINE_EV_DONE */
+    engine_finish_t finish;
+    int err;           /* 0 or bar_err_t when finish == ENGINE_FINISH_ERROR */
+    const char *msg;   /* detail for errors, may be NULL */
+    /* both: counts so far */
+    int n_prompt;
+    int n_cached;      /* prompt tokens reused from the prefix cache */
+    int n_gen;
+    double t_first_token; /* seconds from submit to first token, 0 if none */
+} engine_event_t;
+
+typedef void (*engine_cb)(void *user, const engine_event_t *ev);
+
+typedef struct {
+    const int32_t *prompt; /* token ids (copied by engine_submit) */
+    size_t n_prompt;
+    engine_sampling_t sampling;
+    double deadline;       /* absolute time_now_mono() seconds; 0 = none */
+    int priority;          /* higher first; 0 normal */
+    engine_cb cb;          /* events, on the engine thread */
+    void *user;            /* passed to cb; must stay valid until ENGINE_EV_DONE */
+} engine_req_t;
+
+/* Load the model and start the engine thread. */
+int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg);
+
+/* Stop the engine thread (pending requests get DONE/CANCELLED), free all. */
+void engine_destroy(engine_t *e);
+
+/* The engine's tokenizer (owned by the engine; valid until engine_destroy). */
+const tok_t *engine_tok(const engine_t *e);
+
+/* Queue a request. On success *req_id identifies it; events follow on cb.
+ * Fails with BAR_ERR_INVALID (empty prompt), BAR_ERR_RANGE (prompt longer
+ * than the context, msg gives the counts) or BAR_ERR_BUSY (shutting down);
+ * on failure no event is ever delivered. */
+int engine_submit(engine_t *e, const engine_req_t *req, uint64_t *req_id, bar_msg_t *msg);
+
+/* Ask a request to stop; it ends within one engine step with a DONE event
+ * (finish CANCELLED) unless it already finished. Unknown ids are ignored. */
+void engine_cancel(engine_t *e, uint64_t req_id);
+
+typedef struct {
+    int n_ctx;            /* per-sequence context length */
+    int n_vocab;
+    int n_active;         /* sequences being decoded now */
+    int n_queued;         /* waiting for a slot */
+    uint64_t n_requests;  /* submitted since start */
+    uint64_t n_tokens_prompt;
+    uint64_t n_tokens_gen;
+    const char *model_id; /* e.g. "SmolLM2-135M-Instruct.Q4_1" (file basename w/o .gguf) */
+    const char *kernel_level; /* "scalar" | "avx2" | "avx512" */
+    int n_threads;
+} engine_stats_t;
+
+void engine_stats(engine_t *e, engine_stats_t *out);
+
+#endif

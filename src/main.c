@@ -1,0 +1,51 @@
+/* main.c — the barista binary: global flags and the subcommand table.
+ * Not for: any command's logic (src/cli/). A command is listed here only once
+ * it works. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+typedef struct {
+    const char *name;
+    const char *summary;
+    int (*main)(int argc, char **argv);
+} command_t;
+
+static const command_t commands[] = {
+    {"inspect", "print the metadata and tensor table of a GGUF or safetensors file",
+     cli_inspect_main},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: barista [--help] [--version] COMMAND [ARGS]\n\n"
+               "barista is an LLM serving engine: caching, streaming and latency control.\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nRun 'barista COMMAND --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+        printf("barista %s\n", BARISTA_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(cmd, commands[i].name))
+            return commands[i].main(argc - 1, argv + 1);
+    fprintf(stderr, "barista: unknown command '%s'\n", cmd);
+    usage(stderr);
+    return 2;
+}
