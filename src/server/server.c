@@ -1,0 +1,736 @@
+/* server.c — listener, connections, timeouts, limits, graceful shutdown.
+ * See server.h for the contract. Not for: routing or JSON (src/api/).
+ *
+ * Connection life: accepted → reading (header timer) → request parsed
+ * (dispatch; reading continues only to notice a disconnect, up to a bound of
+ * buffered pipelined bytes) → response finished → keep-alive (idle timer) or
+ * lingering close (shut down our side, discard input until EOF or a short
+ * timer, so the client reads the response instead of a reset). */
+#include "server/server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/buf.h"
+#include "util/timeutil.h"
+
+#define INBUF_MAX (64 * 1024) /* buffered pipelined bytes before reading pauses */
+#define LINGER_MS 2000
+#define BACKSTOP_MS 3000       /* after the grace period, force-close this much later */
+#define MAX_REJECTING 256      /* connections being sent a 503 at once */
+
+typedef struct conn conn_t;
+
+struct srv_req {
+    conn_t *c;
+    void *user;
+    srv_abort_fn on_abort;
+    srv_drain_fn on_drain;
+    const char *label;
+    int status;
+    int streaming;
+    int keep;       /* keep-alive decided when the head was sent */
+    int want_drain;
+    double t_start;
+    size_t bytes_out;
+};
+
+struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    srv_t *s;
+    conn_t *prev, *next;
+    http_rx_t rx;
+    buf_t inbuf;
+    srv_req_t req;
+    char peer[64];
+    int active;        /* req is with the handler */
+    int closing;       /* uv_close issued */
+    int n_open;        /* handles not yet closed */
+    int reading;
+    int in_process;
+    int lingering;     /* our side is shut down; discarding input */
+    int rejected;      /* over the connection limit: 503 then close */
+    int eof;           /* the client sent FIN */
+    int n_writes;      /* uv_write requests in flight */
+};
+
+struct srv {
+    uv_loop_t *loop;
+    srv_opts_t o;
+    char host[256];
+    uv_tcp_t listener;
+    uv_timer_t grace;
+    int port;
+    conn_t *conns;      /* open (not closing) connections */
+    int n_conns;        /* counted toward max_connections */
+    int n_rejecting;
+    int n_alloc;        /* conn_t not yet freed */
+    int n_own_open;     /* listener + grace timer handles not yet closed */
+    int listener_closed;
+    int shutting_down;
+    int grace_over;
+    int idle_fired;
+    int destroying;
+    char rbuf[64 * 1024];
+};
+
+typedef struct {
+    uv_write_t w;
+    conn_t *c;
+    char *mem;
+} wreq_t;
+
+static void conn_close(conn_t *c);
+static void conn_process(conn_t *c);
+static void conn_read_start(conn_t *c);
+
+/* ---- small helpers ---- */
+
+static void maybe_free_srv(srv_t *s)
+{
+    if (s->destroying && s->n_alloc == 0 && s->n_own_open == 0)
+        free(s);
+}
+
+static void check_idle(srv_t *s)
+{
+    if (s->shutting_down && !s->idle_fired && s->n_conns + s->n_rejecting == 0) {
+        s->idle_fired = 1;
+        if (s->o.on_idle && !s->destroying)
+            s->o.on_idle(s->o.ud);
+    }
+}
+
+static void on_write(uv_write_t *w, int status)
+{
+    wreq_t *wr = (wreq_t *)w;
+    conn_t *c = wr->c;
+    free(wr->mem);
+    free(wr);
+    c->n_writes--;
+    if (c->closing)
+        return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    srv_req_t *r = &c->req;
+    if (c->active && r->want_drain && srv_req_writable(r)) {
+        r->want_drain = 0;
+        if (r->on_drain)
+            r->on_drain(r->user, r);
+    }
+}
+
+/* Queue b's bytes on the socket; takes b's memory. */
+static int conn_write(conn_t *c, buf_t *b)
+{
+    if (c->closing || c->lingering || b->n == 0) {
+        buf_free(b);
+        return c->closing ? BAR_ERR_IO : 0;
+    }
+    wreq_t *wr = malloc(sizeof *wr);
+    if (!wr) {
+        buf_free(b);
+        conn_close(c);
+        return BAR_ERR_NOMEM;
+    }
+    size_t n = b->n;
+    wr->c = c;
+    wr->mem = buf_release(b);
+    uv_buf_t ub = uv_buf_init(wr->mem, (unsigned)n);
+    int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, on_write);
+    if (rc) {
+        free(wr->mem);
+        free(wr);
+        conn_close(c);
+        return BAR_ERR_IO;
+    }
+    c->n_writes++;
+    if (c->active)
+        c->req.bytes_out += n;
+    return 0;
+}
+
+static void on_conn_handle_closed(uv_handle_t *h)
+{
+    conn_t *c = h->data;
+    if (--c->n_open > 0)
+        return;
+    srv_t *s = c->s;
+    http_rx_free(&c->rx);
+    buf_free(&c->inbuf);
+    free(c);
+    s->n_alloc--;
+    maybe_free_srv(s);
+}
+
+static void conn_unlink(conn_t *c)
+{
+    srv_t *s = c->s;
+    if (c->prev)
+        c->prev->next = c->next;
+    else if (s->conns == c)
+        s->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    if (c->rejected)
+        s->n_rejecting--;
+    else
+        s->n_conns--;
+}
+
+static void conn_close(conn_t *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    srv_t *s = c->s;
+    if (c->active) {
+        srv_req_t *r = &c->req;
+        c->active = 0;
+        if (s->o.on_response)
+            s->o.on_response(s->o.ud, r->label ? r->label : "other", 499);
+        if (r->on_abort)
+            r->on_abort(r->user, r);
+        r->user = NULL;
+    }
+    conn_unlink(c);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+    uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+    check_idle(s);
+}
+
+static void on_linger_timer(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static void on_shutdown_done(uv_shutdown_t *req, int status)
+{
+    conn_t *c = req->data;
+    free(req);
+    if (c->closing)
+        return;
+    if (status < 0 || c->eof) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_linger_timer, LINGER_MS, 0);
+}
+
+/* Finish the connection politely: flush, send FIN, discard input briefly. */
+static void conn_linger_close(conn_t *c)
+{
+    if (c->closing || c->lingering)
+        return;
+    c->lingering = 1;
+    buf_clear(&c->inbuf);
+    uv_timer_stop(&c->timer);
+    uv_shutdown_t *sr = malloc(sizeof *sr);
+    if (!sr || uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_shutdown_done)) {
+        free(sr);
+        conn_close(c);
+        return;
+    }
+    sr->data = c;
+    if (!c->reading && !c->eof) {
+        /* keep reading (and discarding) so the kernel does not reset */
+        c->reading = 1;
+        conn_read_start(c);
+    }
+}
+
+static void json_escape_into(buf_t *b, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            buf_printf(b, "\\%c", ch);
+        else if (ch < 0x20)
+            buf_printf(b, "\\u%04x", ch);
+        else
+            buf_append(b, s, 1);
+    }
+}
+
+/* The server's own error answer (parse errors, limits, timeouts): an
+ * OpenAI-style error body, Connection: close, then a lingering close. */
+static void conn_error(conn_t *c, int status, const char *text)
+{
+    srv_t *s = c->s;
+    if (c->closing || c->lingering)
+        return;
+    const char *code = status == 413   ? "request_too_large"
+                       : status == 431 ? "headers_too_large"
+                       : status == 408 ? "request_timeout"
+                       : status == 503 ? "too_many_connections"
+                                       : "bad_request";
+    const char *type = status >= 500 ? "server_error" : "invalid_request_error";
+    buf_t body = {0}, out = {0};
+    buf_puts(&body, "{\"error\":{\"message\":\"");
+    json_escape_into(&body, text);
+    buf_printf(&body, "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}\n", type, code);
+    http_format_head(&out, status, "application/json", (long long)body.n, 0,
+                     status == 503 ? "Retry-After: 1\r\n" : NULL);
+    buf_append(&out, body.p, body.n);
+    buf_free(&body);
+    if (s->o.access_log)
+        fprintf(stderr, "access: %s - %d (%s)\n", c->peer, status, text);
+    if (s->o.on_response)
+        s->o.on_response(s->o.ud, "other", status);
+    conn_write(c, &out);
+    conn_linger_close(c);
+}
+
+/* ---- reading ---- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    conn_t *c = h->data;
+    (void)suggested;
+    *buf = uv_buf_init(c->s->rbuf, sizeof c->s->rbuf);
+}
+
+static void arm_timer(conn_t *c, uint64_t ms);
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    conn_t *c = st->data;
+    (void)buf;
+    if (nread == 0 || c->closing)
+        return;
+    if (c->lingering) {
+        if (nread < 0)
+            conn_close(c);
+        return;
+    }
+    if (nread < 0) {
+        if (c->active || nread != UV_EOF) {
+            conn_close(c);
+            return;
+        }
+        /* EOF: finish what is buffered; a request cut short gets a 400 */
+        c->eof = 1;
+        c->reading = 0;
+        if (c->inbuf.n) {
+            conn_process(c);
+            if (c->closing || c->lingering || c->active)
+                return;
+        }
+        if (c->rx.state == HTTP_RX_HEAD || c->rx.state == HTTP_RX_BODY) {
+            http_rx_feed(&c->rx, NULL, 0);
+            conn_error(c, c->rx.err_status ? c->rx.err_status : 400,
+                       c->rx.err_text ? c->rx.err_text : "connection closed mid-request");
+            return;
+        }
+        if (c->n_writes)
+            conn_linger_close(c); /* flush the answers already queued */
+        else
+            conn_close(c);
+        return;
+    }
+    if (c->rejected)
+        return; /* discard */
+    if (buf_append(&c->inbuf, buf->base, (size_t)nread)) {
+        conn_error(c, 500, "out of memory");
+        return;
+    }
+    conn_process(c);
+    if (!c->closing && c->reading && c->inbuf.n > INBUF_MAX) {
+        uv_read_stop(st);
+        c->reading = 0;
+    }
+}
+
+static void conn_read_start(conn_t *c)
+{
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
+        conn_close(c);
+}
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    if (c->active || c->closing || c->lingering)
+        return;
+    if (c->rx.state == HTTP_RX_HEAD || c->rx.state == HTTP_RX_BODY || c->inbuf.n)
+        conn_error(c, 408, c->rx.state == HTTP_RX_BODY ? "timed out reading the request body"
+                                                       : "timed out reading the request headers");
+    else
+        conn_close(c); /* idle keep-alive connection */
+}
+
+static void arm_timer(conn_t *c, uint64_t ms)
+{
+    uv_timer_start(&c->timer, on_conn_timer, ms, 0);
+}
+
+static void dispatch(conn_t *c)
+{
+    srv_req_t *r = &c->req;
+    memset(r, 0, sizeof *r);
+    r->c = c;
+    r->t_start = time_now_mono();
+    c->active = 1;
+    uv_timer_stop(&c->timer);
+    c->s->o.handler(c->s->o.ud, r);
+}
+
+static void conn_process(conn_t *c)
+{
+    if (c->in_process)
+        return;
+    c->in_process = 1;
+    srv_t *s = c->s;
+    while (!c->closing && !c->lingering && !c->active) {
+        if (c->rx.state == HTTP_RX_DONE) {
+            dispatch(c);
+            continue;
+        }
+        if (c->rx.state == HTTP_RX_ERROR) {
+            conn_error(c, c->rx.err_status, c->rx.err_text ? c->rx.err_text : "bad request");
+            break;
+        }
+        if (!c->inbuf.n)
+            break;
+        http_rx_state_t before = c->rx.state;
+        size_t n = http_rx_feed(&c->rx, c->inbuf.p, c->inbuf.n);
+        buf_consume(&c->inbuf, n);
+        http_rx_state_t after = c->rx.state;
+        if (before == HTTP_RX_IDLE && after == HTTP_RX_HEAD)
+            arm_timer(c, s->o.header_timeout_ms);
+        if (after == HTTP_RX_BODY && before != HTTP_RX_BODY) {
+            arm_timer(c, s->o.body_timeout_ms);
+            if (c->rx.req.expect_continue) {
+                buf_t b = {0};
+                buf_puts(&b, "HTTP/1.1 100 Continue\r\n\r\n");
+                conn_write(c, &b);
+            }
+        }
+        if (n == 0 && after != HTTP_RX_DONE && after != HTTP_RX_ERROR)
+            break;
+    }
+    c->in_process = 0;
+    if (!c->closing && !c->lingering && !c->reading && !c->eof && c->inbuf.n <= INBUF_MAX) {
+        c->reading = 1;
+        conn_read_start(c);
+    }
+}
+
+/* ---- accepting ---- */
+
+static void on_connection(uv_stream_t *ls, int status)
+{
+    srv_t *s = ls->data;
+    if (status < 0)
+        return;
+    conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->s = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    uv_timer_init(s->loop, &c->timer);
+    c->tcp.data = c;
+    c->timer.data = c;
+    c->n_open = 2;
+    s->n_alloc++;
+    http_rx_init(&c->rx, (size_t)s->o.max_header_bytes, (size_t)s->o.max_body_bytes);
+    /* link first so conn_close can unlink */
+    c->next = s->conns;
+    if (s->conns)
+        s->conns->prev = c;
+    s->conns = c;
+    int over = s->n_conns >= s->o.max_connections || s->shutting_down;
+    if (over)
+        c->rejected = 1, s->n_rejecting++;
+    else
+        s->n_conns++;
+    if (uv_accept(ls, (uv_stream_t *)&c->tcp)) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    snprintf(c->peer, sizeof c->peer, "?");
+    if (!uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len)) {
+        if (ss.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+        else if (ss.ss_family == AF_INET6)
+            uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+    }
+    if (over) {
+        if (s->n_rejecting > MAX_REJECTING) {
+            conn_close(c);
+            return;
+        }
+        c->reading = 1;
+        conn_read_start(c);
+        conn_error(c, 503, "too many connections; try again later");
+        return;
+    }
+    c->reading = 1;
+    conn_read_start(c);
+    arm_timer(c, s->o.header_timeout_ms);
+}
+
+static void on_own_closed(uv_handle_t *h)
+{
+    srv_t *s = h->data;
+    s->n_own_open--;
+    maybe_free_srv(s);
+}
+
+int srv_create(srv_t **out, uv_loop_t *loop, const srv_opts_t *o, bar_msg_t *msg)
+{
+    srv_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    s->loop = loop;
+    s->o = *o;
+    snprintf(s->host, sizeof s->host, "%s", o->host ? o->host : "127.0.0.1");
+    s->o.host = s->host;
+    struct sockaddr_storage addr;
+    int rc;
+    if (strchr(s->host, ':'))
+        rc = uv_ip6_addr(s->host, o->port, (struct sockaddr_in6 *)&addr);
+    else
+        rc = uv_ip4_addr(s->host, o->port, (struct sockaddr_in *)&addr);
+    if (rc) {
+        free(s);
+        return bar_fail(msg, BAR_ERR_INVALID, "bad listen address '%s': %s", o->host,
+                        uv_strerror(rc));
+    }
+    uv_tcp_init(loop, &s->listener);
+    uv_timer_init(loop, &s->grace);
+    s->listener.data = s;
+    s->grace.data = s;
+    s->n_own_open = 2;
+    rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+    if (!rc)
+        rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+    if (rc) {
+        bar_fail(msg, BAR_ERR_IO, "cannot listen on %s:%d: %s", s->host, o->port, uv_strerror(rc));
+        s->destroying = 1;
+        uv_close((uv_handle_t *)&s->listener, on_own_closed);
+        uv_close((uv_handle_t *)&s->grace, on_own_closed);
+        uv_run(loop, UV_RUN_NOWAIT);
+        return BAR_ERR_IO;
+    }
+    struct sockaddr_storage bound;
+    int len = sizeof bound;
+    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
+    s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
+    *out = s;
+    return 0;
+}
+
+int srv_port(const srv_t *s)
+{
+    return s->port;
+}
+
+int srv_shutting_down(const srv_t *s)
+{
+    return s->shutting_down;
+}
+
+int srv_n_connections(const srv_t *s)
+{
+    return s->n_conns;
+}
+
+static void on_backstop(uv_timer_t *t)
+{
+    srv_t *s = t->data;
+    while (s->conns)
+        conn_close(s->conns);
+}
+
+static void grace_over(srv_t *s)
+{
+    if (s->grace_over)
+        return;
+    s->grace_over = 1;
+    if (s->o.on_grace_expired)
+        s->o.on_grace_expired(s->o.ud);
+    if (s->conns)
+        uv_timer_start(&s->grace, on_backstop, BACKSTOP_MS, 0);
+}
+
+static void on_grace(uv_timer_t *t)
+{
+    grace_over(t->data);
+}
+
+void srv_shutdown(srv_t *s)
+{
+    if (s->shutting_down) {
+        grace_over(s);
+        return;
+    }
+    s->shutting_down = 1;
+    if (!s->listener_closed) {
+        s->listener_closed = 1;
+        uv_close((uv_handle_t *)&s->listener, on_own_closed);
+    }
+    for (conn_t *c = s->conns, *next; c; c = next) {
+        next = c->next;
+        if (!c->active && c->rx.state == HTTP_RX_IDLE && !c->inbuf.n)
+            conn_close(c);
+    }
+    uv_timer_start(&s->grace, on_grace, s->o.shutdown_grace_ms, 0);
+    check_idle(s);
+}
+
+void srv_destroy(srv_t *s)
+{
+    if (!s)
+        return;
+    s->destroying = 1;
+    while (s->conns)
+        conn_close(s->conns);
+    if (!s->listener_closed) {
+        s->listener_closed = 1;
+        uv_close((uv_handle_t *)&s->listener, on_own_closed);
+    }
+    uv_close((uv_handle_t *)&s->grace, on_own_closed);
+}
+
+/* ---- requests ---- */
+
+const http_req_t *srv_req_http(const srv_req_t *r)
+{
+    return &r->c->rx.req;
+}
+
+uv_loop_t *srv_req_loop(const srv_req_t *r)
+{
+    return r->c->s->loop;
+}
+
+void srv_req_set_user(srv_req_t *r, void *user, srv_abort_fn on_abort, srv_drain_fn on_drain)
+{
+    r->user = user;
+    r->on_abort = on_abort;
+    r->on_drain = on_drain;
+}
+
+void srv_req_set_label(srv_req_t *r, const char *label)
+{
+    r->label = label;
+}
+
+size_t srv_req_queued_bytes(const srv_req_t *r)
+{
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&r->c->tcp);
+}
+
+int srv_req_writable(const srv_req_t *r)
+{
+    srv_req_t *m = (srv_req_t *)r;
+    if (srv_req_queued_bytes(r) < r->c->s->o.write_queue_bytes)
+        return 1;
+    m->want_drain = 1;
+    return 0;
+}
+
+static void req_finish(srv_req_t *r)
+{
+    conn_t *c = r->c;
+    srv_t *s = c->s;
+    if (s->o.access_log) {
+        const http_req_t *h = &c->rx.req;
+        http_slice_t path = http_req_path(h);
+        fprintf(stderr, "access: %s \"%s %.*s\" %d %zuB %.1fms\n", c->peer,
+                http_req_method_name(h), (int)path.n, path.p, r->status, r->bytes_out,
+                (time_now_mono() - r->t_start) * 1e3);
+    }
+    if (s->o.on_response)
+        s->o.on_response(s->o.ud, r->label ? r->label : "other", r->status);
+    c->active = 0;
+    r->user = NULL;
+    r->on_abort = NULL;
+    r->on_drain = NULL;
+    if (!r->keep) {
+        conn_linger_close(c);
+        return;
+    }
+    http_rx_next(&c->rx);
+    arm_timer(c, s->o.idle_timeout_ms);
+    conn_process(c);
+}
+
+static int send_head(srv_req_t *r, int status, const char *ct, long long len, const char *extra)
+{
+    conn_t *c = r->c;
+    r->status = status;
+    r->keep = c->rx.req.keep_alive && !c->s->shutting_down;
+    buf_t out = {0};
+    if (http_format_head(&out, status, ct, len, r->keep, extra)) {
+        buf_free(&out);
+        return BAR_ERR_NOMEM;
+    }
+    return conn_write(c, &out);
+}
+
+int srv_respond(srv_req_t *r, int status, const char *content_type, const char *body, size_t n,
+                const char *extra)
+{
+    conn_t *c = r->c;
+    if (!c->active || r->streaming)
+        return BAR_ERR_INVALID;
+    buf_t out = {0};
+    r->status = status;
+    r->keep = c->rx.req.keep_alive && !c->s->shutting_down;
+    int rc = http_format_head(&out, status, content_type, (long long)n, r->keep, extra);
+    if (!rc && c->rx.req.method != HTTP_HEAD)
+        rc = buf_append(&out, body, n);
+    if (rc)
+        buf_free(&out), r->keep = 0;
+    else
+        rc = conn_write(c, &out);
+    req_finish(r);
+    return rc;
+}
+
+int srv_stream_begin(srv_req_t *r, int status, const char *content_type, const char *extra)
+{
+    if (!r->c->active || r->streaming)
+        return BAR_ERR_INVALID;
+    r->streaming = 1;
+    return send_head(r, status, content_type, -1, extra);
+}
+
+int srv_stream_write(srv_req_t *r, const char *data, size_t n)
+{
+    if (!r->c->active || !r->streaming)
+        return BAR_ERR_INVALID;
+    if (!n)
+        return 0;
+    buf_t out = {0};
+    if (buf_reserve(&out, n + 32) || buf_printf(&out, "%zx\r\n", n) || buf_append(&out, data, n) ||
+        buf_puts(&out, "\r\n")) {
+        buf_free(&out);
+        return BAR_ERR_NOMEM;
+    }
+    return conn_write(r->c, &out);
+}
+
+int srv_stream_end(srv_req_t *r)
+{
+    if (!r->c->active || !r->streaming)
+        return BAR_ERR_INVALID;
+    buf_t out = {0};
+    buf_puts(&out, "0\r\n\r\n");
+    int rc = conn_write(r->c, &out);
+    req_finish(r);
+    return rc;
+}

@@ -1,0 +1,105 @@
+/* server.h — the HTTP/1.1 server: listener, connections, limits, shutdown.
+ *
+ * One srv_t lives on one libuv loop and owns every socket on it. Each
+ * connection reads with http.c, hands complete requests to one handler
+ * callback strictly one at a time (pipelined requests wait, so responses go
+ * out in order), and keeps-alive between them. It enforces the connection
+ * limit (503 + close), header/body read timeouts (408 + close), the idle
+ * keep-alive timeout, header/body size limits (431/413) and answers
+ * `Expect: 100-continue`. A handler may answer at once (srv_respond) or later
+ * from the same loop, and may stream (srv_stream_*): chunked transfer with
+ * write-queue back-pressure reported through srv_req_writable/on_drain.
+ *
+ * Shutdown: srv_shutdown stops accepting, closes idle connections, lets
+ * active requests finish (every response then says Connection: close) and
+ * calls on_grace_expired after the grace period so the owner can cancel what
+ * is left; on_idle fires once no connection remains.
+ *
+ * Not for: routing, JSON or the engine (src/api/). */
+#ifndef BARISTA_SERVER_SERVER_H
+#define BARISTA_SERVER_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "server/http.h"
+#include "util/err.h"
+
+typedef struct srv srv_t;
+typedef struct srv_req srv_req_t;
+
+/* A complete request arrived. The handler owns `r` until it finishes it with
+ * srv_respond or srv_stream_end, or until on_abort is called. */
+typedef void (*srv_handler_fn)(void *ud, srv_req_t *r);
+/* The connection of an unfinished request died (client gone, write error,
+ * forced shutdown). After this returns `r` is freed: drop every pointer to it. */
+typedef void (*srv_abort_fn)(void *user, srv_req_t *r);
+/* The connection's write queue fell below the back-pressure bound. */
+typedef void (*srv_drain_fn)(void *user, srv_req_t *r);
+
+typedef struct {
+    const char *host;
+    int port;                    /* 0 = any free port (see srv_port) */
+    size_t max_body_bytes, max_header_bytes;
+    int max_connections;
+    uint64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms, shutdown_grace_ms;
+    size_t write_queue_bytes;    /* back-pressure bound per connection */
+    int access_log;              /* one stderr line per response */
+    srv_handler_fn handler;
+    void *ud;                    /* passed to every hook below */
+    void (*on_grace_expired)(void *ud); /* shutdown grace is over: cancel what is left */
+    void (*on_idle)(void *ud);          /* shutting down and no connection remains */
+    /* every finished response (also the server's own 4xx), for metrics */
+    void (*on_response)(void *ud, const char *label, int status);
+} srv_opts_t;
+
+/* Bind and listen. Ownership: *out is freed by srv_destroy (after the loop
+ * has run the close callbacks, see srv_destroy). */
+int srv_create(srv_t **out, uv_loop_t *loop, const srv_opts_t *o, bar_msg_t *msg);
+
+/* The bound TCP port. */
+int srv_port(const srv_t *s);
+
+/* Begin a graceful shutdown (idempotent). A second call skips the remaining grace. */
+void srv_shutdown(srv_t *s);
+int srv_shutting_down(const srv_t *s);
+
+/* Number of open connections. */
+int srv_n_connections(const srv_t *s);
+
+/* Close every handle (unfinished requests are aborted) and free the server
+ * once the loop has processed the closes: call, then run the loop until it
+ * returns. */
+void srv_destroy(srv_t *s);
+
+/* ---- per request ---- */
+
+const http_req_t *srv_req_http(const srv_req_t *r);
+uv_loop_t *srv_req_loop(const srv_req_t *r);
+
+/* Attach the handler's state and hooks (any may be NULL). */
+void srv_req_set_user(srv_req_t *r, void *user, srv_abort_fn on_abort, srv_drain_fn on_drain);
+
+/* Name this request's endpoint for metrics/logs (a static string). */
+void srv_req_set_label(srv_req_t *r, const char *label);
+
+/* Answer in one go and finish the request. `extra` are additional header
+ * lines, each ending in "\r\n" (may be NULL). 0 or an error (the request is
+ * finished either way). */
+int srv_respond(srv_req_t *r, int status, const char *content_type, const char *body, size_t n,
+                const char *extra);
+
+/* Streaming: send the head (chunked transfer), then chunks, then end (which
+ * finishes the request). Writing never blocks: bytes queue on the socket;
+ * check srv_req_writable and wait for on_drain to keep the queue bounded. */
+int srv_stream_begin(srv_req_t *r, int status, const char *content_type, const char *extra);
+int srv_stream_write(srv_req_t *r, const char *data, size_t n);
+int srv_stream_end(srv_req_t *r);
+
+/* Whether the connection's unsent bytes are below the back-pressure bound. */
+int srv_req_writable(const srv_req_t *r);
+/* Unsent bytes queued on the connection. */
+size_t srv_req_queued_bytes(const srv_req_t *r);
+
+#endif

@@ -1,0 +1,70 @@
+/* settings.c — the serve settings table (see settings.h). */
+#include "server/settings.h"
+
+#include <stddef.h>
+
+#define F(name) offsetof(srv_settings_t, name)
+#define STR(name) CFG_STR, F(name), sizeof(((srv_settings_t *)0)->name)
+#define INT(name) CFG_INT, F(name), 0
+#define BOOL(name) CFG_BOOL, F(name), 0
+#define MAXI 1000000000000LL
+
+static const cfg_opt_t table[] = {
+    {"host", 0, STR(host), "127.0.0.1", 0, 0, "ADDR", "address to listen on (0.0.0.0 for all)", 0},
+    {"port", 'p', INT(port), "8080", 0, 65535, "PORT", "TCP port (0 = pick a free one)", 0},
+    {"model", 'm', STR(model), "", 0, 0, "PATH",
+     "GGUF model file [default $BARISTA_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf]", 0},
+    {"model-id", 0, STR(model_id), "", 0, 0, "NAME",
+     "model id served by /v1/models [default the file name without .gguf]", 0},
+    {"config", 'c', STR(config), "", 0, 0, "FILE", "config file of 'name = value' lines",
+     CFG_NO_FILE},
+    {"threads", 't', INT(threads), "0", 0, 1024, "N", "matmul threads (0 = number of cores)", 0},
+    {"ctx", 0, INT(ctx), "0", 0, 1 << 20, "N",
+     "context length per sequence (0 = the model's, capped at 8192)", 0},
+    {"parallel", 0, INT(parallel), "8", 1, 256, "N", "sequences decoded together", 0},
+    {"max-body-bytes", 0, INT(max_body_bytes), "1048576", 1, 1LL << 32, "BYTES",
+     "largest request body accepted (larger: 413)", 0},
+    {"max-header-bytes", 0, INT(max_header_bytes), "16384", 256, 1 << 20, "BYTES",
+     "largest request line + headers accepted (larger: 431)", 0},
+    {"max-connections", 0, INT(max_connections), "1024", 1, 1000000, "N",
+     "open connections; further ones get 503 and are closed", 0},
+    {"header-timeout-ms", 0, INT(header_timeout_ms), "10000", 1, MAXI, "MS",
+     "time allowed to send the request line and headers (then 408)", 0},
+    {"body-timeout-ms", 0, INT(body_timeout_ms), "30000", 1, MAXI, "MS",
+     "time allowed to send the request body (then 408)", 0},
+    {"idle-timeout-ms", 0, INT(idle_timeout_ms), "60000", 1, MAXI, "MS",
+     "keep-alive: close a connection idle this long between requests", 0},
+    {"shutdown-grace-ms", 0, INT(shutdown_grace_ms), "10000", 0, MAXI, "MS",
+     "on SIGTERM/SIGINT, let in-flight requests finish this long, then cancel them", 0},
+    {"sse-ping-ms", 0, INT(sse_ping_ms), "5000", 0, MAXI, "MS",
+     "send an SSE comment after this much silence on a stream (0 = never)", 0},
+    {"max-tokens-default", 0, INT(max_tokens_default), "512", 1, 1 << 20, "N",
+     "max_tokens when a request gives none (always capped by the context)", 0},
+    {"write-queue-bytes", 0, INT(write_queue_bytes), "65536", 1024, 1LL << 30, "BYTES",
+     "unsent bytes per connection above which a stream stops writing and coalesces", 0},
+    {"stream-buffer-bytes", 0, INT(stream_buffer_bytes), "1048576", 1024, 1LL << 32, "BYTES",
+     "undelivered text per stream above which the reader is too slow: cancel", 0},
+    {"request-timeout-ms", 0, INT(request_timeout_ms), "0", 0, MAXI, "MS",
+     "deadline for a whole generation (0 = none); past it the reply ends early", 0},
+    {"api-key", 0, STR(api_key), "", 0, 0, "KEY",
+     "require 'Authorization: Bearer KEY' on /v1/* (empty = open)", CFG_SECRET},
+    {"access-log", 0, BOOL(access_log), "false", 0, 1, NULL, "log one line per request to stderr",
+     0},
+};
+
+const cfg_opt_t *srv_settings_table(size_t *n)
+{
+    *n = sizeof table / sizeof table[0];
+    return table;
+}
+
+size_t srv_settings_count(void)
+{
+    return sizeof table / sizeof table[0];
+}
+
+cfg_t srv_settings_cfg(srv_settings_t *s, cfg_source_t *src)
+{
+    cfg_t c = {table, sizeof table / sizeof table[0], s, src, "BARISTA_"};
+    return c;
+}

@@ -1,0 +1,46 @@
+/* settings.h — every `barista serve` setting, declared once.
+ *
+ * srv_settings_table() is the one table (util/config.h) behind the serve
+ * flags, the config file, the BARISTA_* environment variables, `barista serve
+ * --help` and GET /v1/config. Adding a setting = one field here + one table
+ * row in settings.c. Not for: per-request parameters. */
+#ifndef BARISTA_SERVER_SETTINGS_H
+#define BARISTA_SERVER_SETTINGS_H
+
+#include "util/config.h"
+
+typedef struct {
+    char host[256];
+    long long port;
+    char model[4096];       /* "" = the fetched default model */
+    char model_id[256];     /* "" = the model file's basename */
+    char config[4096];      /* config file path (flag or env only) */
+    long long threads;      /* 0 = number of cores */
+    long long ctx;          /* 0 = the model's, capped by the engine */
+    long long parallel;     /* sequences decoded together */
+    long long max_body_bytes;
+    long long max_header_bytes;
+    long long max_connections;
+    long long header_timeout_ms;
+    long long body_timeout_ms;
+    long long idle_timeout_ms;
+    long long shutdown_grace_ms;
+    long long sse_ping_ms;
+    long long max_tokens_default;
+    long long write_queue_bytes;   /* socket back-pressure bound per connection */
+    long long stream_buffer_bytes; /* max undelivered text per stream before it is cancelled */
+    long long request_timeout_ms;  /* total generation deadline; 0 = none */
+    char api_key[256];             /* "" = no authentication */
+    int access_log;
+} srv_settings_t;
+
+/* The table and its length. */
+const cfg_opt_t *srv_settings_table(size_t *n);
+
+/* Bind a settings object (and its n-entry source array) to the table. */
+cfg_t srv_settings_cfg(srv_settings_t *s, cfg_source_t *src);
+
+/* Number of settings (the size the source array needs). */
+size_t srv_settings_count(void);
+
+#endif
