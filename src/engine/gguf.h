@@ -78,11 +78,11 @@ typedef struct {
 typedef struct {
     gguf_str_t name;
     uint32_t n_dims;
-    int64_t ne[4];      /* ne[0] is the contiguous row length; unused dims = 1 */
+    int64_t ne[4]; /* ne[0] is the contiguous row length; unused dims = 1 */
     ggml_type_t type;
-    uint64_t offset;    /* relative to the data section */
-    uint64_t n_bytes;   /* computed from type and shape */
-    const void *data;   /* pointer into the mapping */
+    uint64_t offset;  /* relative to the data section */
+    uint64_t n_bytes; /* computed from type and shape */
+    const void *data; /* pointer into the mapping */
 } gguf_tensor_t;
 
 typedef struct gguf gguf_t;
@@ -115,7 +115,10 @@ int gguf_get_bool(const gguf_t *g, const char *key, int *out);
 int gguf_get_str(const gguf_t *g, const char *key, gguf_str_t *out);
 
 /* Element i of a string array kv (arrays of strings are walked on demand;
- * gguf_arr_strings builds an index once). Returns 0 or a negative code. */
+ * gguf_arr_strings builds an index once). Returns 0 or a negative code.
+ * Precisely: fills out[0..n) with the first n strings of the array (n <=
+ * kv->arr_n; pass arr_n for all of them), slices into the mapping;
+ * BAR_ERR_INVALID when kv is not a string array, BAR_ERR_RANGE when n > arr_n. */
 int gguf_arr_strings(const gguf_kv_t *kv, gguf_str_t *out, uint64_t n);
 
 size_t gguf_tensor_count(const gguf_t *g);
@@ -127,5 +130,9 @@ const char *ggml_type_name(uint32_t type);
 size_t ggml_type_block_elems(uint32_t type);
 size_t ggml_type_block_bytes(uint32_t type);
 const char *gguf_vtype_name(uint32_t t);
+/* Bytes of one value of a fixed-size value type (u8..f64, bool); 0 for string,
+ * array and unknown ids. Array elements of such types are packed little-endian
+ * at kv->arr_data. */
+size_t gguf_vtype_size(uint32_t t);
 
 #endif
