@@ -1,0 +1,715 @@
+/* openai.c — OpenAI request validation and response objects (see openai.h).
+ * Requests are parsed with cJSON; responses are written directly into a
+ * buffer (one per token chunk, so no DOM is built on the hot path). */
+#include "api/openai.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BAD_REQ "invalid_request_error"
+
+int oai_err(oai_err_t *e, int status, const char *type, const char *code, const char *param,
+            const char *fmt, ...)
+{
+    e->status = status;
+    e->type = type ? type : BAD_REQ;
+    e->code = code;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    return -status;
+}
+
+static const char *json_type_name(const cJSON *v)
+{
+    if (cJSON_IsNull(v))
+        return "null";
+    if (cJSON_IsBool(v))
+        return "a boolean";
+    if (cJSON_IsNumber(v))
+        return "a number";
+    if (cJSON_IsString(v))
+        return "a string";
+    if (cJSON_IsArray(v))
+        return "an array";
+    if (cJSON_IsObject(v))
+        return "an object";
+    return "invalid";
+}
+
+static int bad_type(oai_err_t *e, const char *param, const char *want, const cJSON *v)
+{
+    return oai_err(e, 400, BAD_REQ, "invalid_type", param,
+                   "Invalid type for '%s': expected %s, but got %s instead.", param, want,
+                   json_type_name(v));
+}
+
+/* A present, non-null member (NULL when absent or null: "not given"). */
+static const cJSON *member(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return (v && !cJSON_IsNull(v)) ? v : NULL;
+}
+
+static int get_number(const cJSON *o, const char *name, double lo, double hi, double *out,
+                      oai_err_t *e)
+{
+    const cJSON *v = member(o, name);
+    if (!v)
+        return 0;
+    if (!cJSON_IsNumber(v))
+        return bad_type(e, name, "a number", v);
+    double d = v->valuedouble;
+    if (!isfinite(d) || d < lo || d > hi)
+        return oai_err(e, 400, BAD_REQ, "invalid_value", name,
+                       "Invalid '%s': expected a value between %g and %g, but got %g instead.",
+                       name, lo, hi, d);
+    *out = d;
+    return 0;
+}
+
+static int get_int(const cJSON *o, const char *name, long long lo, long long hi, long long *out,
+                   int *given, oai_err_t *e)
+{
+    const cJSON *v = member(o, name);
+    if (!v)
+        return 0;
+    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || !isfinite(v->valuedouble))
+        return bad_type(e, name, "an integer", v);
+    double d = v->valuedouble;
+    if (d < (double)lo || d > (double)hi)
+        return oai_err(e, 400, BAD_REQ, "invalid_value", name,
+                       "Invalid '%s': expected an integer between %lld and %lld, but got %.0f "
+                       "instead.",
+                       name, lo, hi, d);
+    *out = (long long)d;
+    if (given)
+        *given = 1;
+    return 0;
+}
+
+static int get_bool(const cJSON *o, const char *name, int *out, oai_err_t *e)
+{
+    const cJSON *v = member(o, name);
+    if (!v)
+        return 0;
+    if (!cJSON_IsBool(v))
+        return bad_type(e, name, "a boolean", v);
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+static char *dup_n(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+static int nomem(oai_err_t *e)
+{
+    return oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
+}
+
+/* content: a string, or an array of {"type":"text","text":"..."} parts. */
+static int parse_content(oai_msg_t *m, const cJSON *c, int i, int allow_null, oai_err_t *e)
+{
+    char param[64];
+    snprintf(param, sizeof param, "messages[%d].content", i);
+    if (!c || cJSON_IsNull(c)) {
+        if (!allow_null)
+            return oai_err(e, 400, BAD_REQ, "missing_required_parameter", param,
+                           "Missing required parameter: '%s'.", param);
+        m->content = dup_n("", 0);
+        return m->content ? 0 : nomem(e);
+    }
+    if (cJSON_IsString(c)) {
+        m->content_len = strlen(c->valuestring);
+        m->content = dup_n(c->valuestring, m->content_len);
+        return m->content ? 0 : nomem(e);
+    }
+    if (!cJSON_IsArray(c))
+        return bad_type(e, param, "a string or an array of content parts", c);
+    buf_t b = {0};
+    int j = 0;
+    const cJSON *part;
+    cJSON_ArrayForEach(part, c)
+    {
+        char pp[96];
+        snprintf(pp, sizeof pp, "%s[%d]", param, j);
+        if (!cJSON_IsObject(part)) {
+            buf_free(&b);
+            return bad_type(e, pp, "an object", part);
+        }
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
+        if (!cJSON_IsString(type)) {
+            buf_free(&b);
+            snprintf(pp, sizeof pp, "%s[%d].type", param, j);
+            return type ? bad_type(e, pp, "a string", type)
+                        : oai_err(e, 400, BAD_REQ, "missing_required_parameter", pp,
+                                  "Missing required parameter: '%s'.", pp);
+        }
+        if (strcmp(type->valuestring, "text")) {
+            buf_free(&b);
+            snprintf(pp, sizeof pp, "%s[%d].type", param, j);
+            return oai_err(e, 400, BAD_REQ, "unsupported_value", pp,
+                           "Content part type '%.64s' is not supported; only 'text' parts are.",
+                           type->valuestring);
+        }
+        const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(text)) {
+            buf_free(&b);
+            snprintf(pp, sizeof pp, "%s[%d].text", param, j);
+            return text ? bad_type(e, pp, "a string", text)
+                        : oai_err(e, 400, BAD_REQ, "missing_required_parameter", pp,
+                                  "Missing required parameter: '%s'.", pp);
+        }
+        if (buf_puts(&b, text->valuestring)) {
+            buf_free(&b);
+            return nomem(e);
+        }
+        j++;
+    }
+    m->content_len = b.n;
+    m->content = b.p ? buf_release(&b) : dup_n("", 0);
+    return m->content ? 0 : nomem(e);
+}
+
+static int parse_messages(oai_req_t *r, const cJSON *root, oai_err_t *e)
+{
+    const cJSON *ms = cJSON_GetObjectItemCaseSensitive(root, "messages");
+    if (!ms || cJSON_IsNull(ms))
+        return oai_err(e, 400, BAD_REQ, "missing_required_parameter", "messages",
+                       "Missing required parameter: 'messages'.");
+    if (!cJSON_IsArray(ms))
+        return bad_type(e, "messages", "an array", ms);
+    int n = cJSON_GetArraySize(ms);
+    if (n == 0)
+        return oai_err(e, 400, BAD_REQ, "invalid_value", "messages",
+                       "Invalid 'messages': empty array. Expected an array with minimum length 1.");
+    r->msgs = calloc((size_t)n, sizeof *r->msgs);
+    if (!r->msgs)
+        return nomem(e);
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, ms)
+    {
+        char param[64];
+        snprintf(param, sizeof param, "messages[%d]", i);
+        if (!cJSON_IsObject(m))
+            return bad_type(e, param, "an object", m);
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+        snprintf(param, sizeof param, "messages[%d].role", i);
+        if (!role || cJSON_IsNull(role))
+            return oai_err(e, 400, BAD_REQ, "missing_required_parameter", param,
+                           "Missing required parameter: '%s'.", param);
+        if (!cJSON_IsString(role))
+            return bad_type(e, param, "a string", role);
+        const char *rs = role->valuestring;
+        if (!strcmp(rs, "developer"))
+            rs = "system";
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
+            return oai_err(e, 400, BAD_REQ, "invalid_value", param,
+                           "Invalid value for '%s': '%.32s'. Supported values are: 'system', "
+                           "'developer', 'user' and 'assistant'.",
+                           param, role->valuestring);
+        snprintf(r->msgs[i].role, sizeof r->msgs[i].role, "%s", rs);
+        r->n_msgs = i + 1;
+        int rc = parse_content(&r->msgs[i], cJSON_GetObjectItemCaseSensitive(m, "content"), i,
+                               !strcmp(rs, "assistant"), e);
+        if (rc)
+            return rc;
+        i++;
+    }
+    return 0;
+}
+
+static int parse_prompt(oai_req_t *r, const cJSON *root, oai_err_t *e)
+{
+    const cJSON *p = cJSON_GetObjectItemCaseSensitive(root, "prompt");
+    if (!p || cJSON_IsNull(p))
+        return oai_err(e, 400, BAD_REQ, "missing_required_parameter", "prompt",
+                       "Missing required parameter: 'prompt'.");
+    if (cJSON_IsArray(p)) {
+        if (cJSON_GetArraySize(p) != 1)
+            return oai_err(e, 400, BAD_REQ, "invalid_value", "prompt",
+                           "Invalid 'prompt': only a string or an array of exactly one string "
+                           "is supported (got an array of %d).",
+                           cJSON_GetArraySize(p));
+        const cJSON *s = cJSON_GetArrayItem(p, 0);
+        if (!cJSON_IsString(s))
+            return bad_type(e, "prompt[0]", "a string", s);
+        p = s;
+    } else if (!cJSON_IsString(p)) {
+        return bad_type(e, "prompt", "a string or an array of one string", p);
+    }
+    r->prompt_len = strlen(p->valuestring);
+    r->prompt = dup_n(p->valuestring, r->prompt_len);
+    return r->prompt ? 0 : nomem(e);
+}
+
+static int parse_stop(oai_req_t *r, const cJSON *root, oai_err_t *e)
+{
+    const cJSON *s = member(root, "stop");
+    if (!s)
+        return 0;
+    if (cJSON_IsString(s)) {
+        if (!s->valuestring[0])
+            return 0;
+        r->stop[0] = dup_n(s->valuestring, strlen(s->valuestring));
+        r->n_stop = 1;
+        return r->stop[0] ? 0 : nomem(e);
+    }
+    if (!cJSON_IsArray(s))
+        return bad_type(e, "stop", "a string or an array of strings", s);
+    if (cJSON_GetArraySize(s) > OAI_MAX_STOP)
+        return oai_err(e, 400, BAD_REQ, "invalid_value", "stop",
+                       "Invalid 'stop': array too long. Expected at most %d strings, got %d.",
+                       OAI_MAX_STOP, cJSON_GetArraySize(s));
+    int j = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, s)
+    {
+        char pp[32];
+        snprintf(pp, sizeof pp, "stop[%d]", j++);
+        if (!cJSON_IsString(it))
+            return bad_type(e, pp, "a string", it);
+        if (!it->valuestring[0])
+            return oai_err(e, 400, BAD_REQ, "invalid_value", pp,
+                           "Invalid '%s': stop strings must not be empty.", pp);
+        r->stop[r->n_stop] = dup_n(it->valuestring, strlen(it->valuestring));
+        if (!r->stop[r->n_stop])
+            return nomem(e);
+        r->n_stop++;
+    }
+    return 0;
+}
+
+/* Known OpenAI features barista does not implement: reject when used. */
+static int reject_unsupported(const cJSON *root, oai_kind_t kind, oai_err_t *e)
+{
+    const cJSON *v;
+    if ((v = member(root, "tools")) && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > 0))
+        return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "tools",
+                       "'tools' is not supported by this server.");
+    if ((v = member(root, "functions")) && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > 0))
+        return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "functions",
+                       "'functions' is not supported by this server.");
+    if ((v = member(root, "logit_bias")) && (!cJSON_IsObject(v) || cJSON_GetArraySize(v) > 0))
+        return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "logit_bias",
+                       "'logit_bias' is not supported by this server.");
+    if ((v = member(root, "response_format"))) {
+        const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : NULL;
+        if (!cJSON_IsObject(v))
+            return bad_type(e, "response_format", "an object", v);
+        if (!cJSON_IsString(t) || strcmp(t->valuestring, "text"))
+            return oai_err(e, 400, BAD_REQ, "unsupported_value", "response_format.type",
+                           "Only response_format type 'text' is supported by this server.");
+    }
+    if (kind == OAI_COMPLETION) {
+        int echo = 0;
+        if (get_bool(root, "echo", &echo, e))
+            return -e->status;
+        if (echo)
+            return oai_err(e, 400, BAD_REQ, "unsupported_value", "echo",
+                           "'echo' is not supported by this server.");
+        long long best_of = 1;
+        if (get_int(root, "best_of", 1, 1, &best_of, NULL, e))
+            return -e->status;
+        if ((v = member(root, "suffix")) && (!cJSON_IsString(v) || v->valuestring[0]))
+            return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "suffix",
+                           "'suffix' is not supported by this server.");
+    }
+    return 0;
+}
+
+void oai_req_free(oai_req_t *r)
+{
+    for (int i = 0; i < r->n_msgs; i++)
+        free(r->msgs[i].content);
+    free(r->msgs);
+    free(r->prompt);
+    for (int i = 0; i < r->n_stop; i++)
+        free(r->stop[i]);
+    memset(r, 0, sizeof *r);
+}
+
+static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
+{
+    int rc;
+    const cJSON *v = member(root, "model");
+    if (v) {
+        if (!cJSON_IsString(v))
+            return bad_type(e, "model", "a string", v);
+        if (strlen(v->valuestring) >= sizeof r->model)
+            return oai_err(e, 404, BAD_REQ, "model_not_found", "model",
+                           "The model '%.64s...' does not exist.", v->valuestring);
+        snprintf(r->model, sizeof r->model, "%s", v->valuestring);
+    }
+    if ((rc = reject_unsupported(root, r->kind, e)))
+        return rc;
+    if (r->kind == OAI_CHAT)
+        rc = parse_messages(r, root, e);
+    else
+        rc = parse_prompt(r, root, e);
+    if (rc)
+        return rc;
+
+    long long ll = 0;
+    int given = 0;
+    const char *mt_name = "max_tokens";
+    if (member(root, "max_completion_tokens"))
+        mt_name = "max_completion_tokens";
+    if ((rc = get_int(root, mt_name, 1, 1 << 30, &ll, &given, e)))
+        return rc;
+    if (given && !strcmp(mt_name, "max_completion_tokens") && member(root, "max_tokens")) {
+        long long ll2 = 0;
+        if ((rc = get_int(root, "max_tokens", 1, 1 << 30, &ll2, NULL, e)))
+            return rc;
+    }
+    r->max_tokens = given ? (int)ll : -1;
+
+    if ((rc = get_number(root, "temperature", 0, 2, &r->temperature, e)) ||
+        (rc = get_number(root, "top_p", 0, 1, &r->top_p, e)) ||
+        (rc = get_number(root, "min_p", 0, 1, &r->min_p, e)) ||
+        (rc = get_number(root, "presence_penalty", -2, 2, &r->presence_penalty, e)) ||
+        (rc = get_number(root, "frequency_penalty", -2, 2, &r->frequency_penalty, e)) ||
+        (rc = get_number(root, "repeat_penalty", 0, 10, &r->repeat_penalty, e)))
+        return rc;
+    ll = 0;
+    if ((rc = get_int(root, "top_k", -1, 1 << 20, &ll, NULL, e)))
+        return rc;
+    r->top_k = ll < 0 ? 0 : (int)ll;
+
+    v = member(root, "seed");
+    if (v) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
+            fabs(v->valuedouble) > 9.2e18)
+            return bad_type(e, "seed", "an integer", v);
+        r->has_seed = 1;
+        r->seed = (uint64_t)(int64_t)v->valuedouble;
+    }
+    ll = 1;
+    if ((rc = get_int(root, "n", 1, 128, &ll, NULL, e)))
+        return rc;
+    if (ll != 1)
+        return oai_err(e, 400, BAD_REQ, "unsupported_value", "n",
+                       "Invalid 'n': only n = 1 is supported by this server, got %lld.", ll);
+    if ((v = member(root, "user")) && !cJSON_IsString(v))
+        return bad_type(e, "user", "a string", v);
+    if ((rc = parse_stop(r, root, e)))
+        return rc;
+    if ((rc = get_bool(root, "stream", &r->stream, e)) ||
+        (rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)))
+        return rc;
+    v = member(root, "stream_options");
+    if (v) {
+        if (!cJSON_IsObject(v))
+            return bad_type(e, "stream_options", "an object", v);
+        if (!r->stream)
+            return oai_err(e, 400, BAD_REQ, "invalid_value", "stream_options",
+                           "The 'stream_options' parameter is only allowed when 'stream' is "
+                           "enabled.");
+        const cJSON *iu = member(v, "include_usage");
+        if (iu && !cJSON_IsBool(iu))
+            return bad_type(e, "stream_options.include_usage", "a boolean", iu);
+        r->include_usage = iu && cJSON_IsTrue(iu);
+    }
+    if (r->kind == OAI_CHAT) {
+        if ((rc = get_bool(root, "logprobs", &r->logprobs, e)))
+            return rc;
+        ll = 0;
+        given = 0;
+        if ((rc = get_int(root, "top_logprobs", 0, 20, &ll, &given, e)))
+            return rc;
+        if (given && !r->logprobs)
+            return oai_err(e, 400, BAD_REQ, "invalid_value", "top_logprobs",
+                           "'top_logprobs' requires 'logprobs' to be true.");
+        r->top_logprobs = (int)ll;
+    } else {
+        ll = 0;
+        given = 0;
+        if ((rc = get_int(root, "logprobs", 0, 5, &ll, &given, e)))
+            return rc;
+        r->logprobs = given;
+        r->top_logprobs = (int)ll;
+    }
+    return 0;
+}
+
+int oai_parse_request(oai_req_t *r, oai_kind_t kind, const char *body, size_t n, oai_err_t *e)
+{
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->max_tokens = -1;
+    r->temperature = 1.0;
+    r->top_p = 1.0;
+    r->repeat_penalty = 1.0;
+    if (n == 0)
+        return oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
+                       "The request body is empty; expected a JSON object.");
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(body, n, &end, 0);
+    if (!root) {
+        size_t off = end && end >= body && end <= body + n ? (size_t)(end - body) : 0;
+        return oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
+                       "We could not parse the JSON body of your request (error near byte %zu). "
+                       "Expected a JSON object.",
+                       off);
+    }
+    /* only whitespace may follow the value */
+    for (const char *p = end; p && p < body + n; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
+            cJSON_Delete(root);
+            return oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
+                           "Unexpected data after the JSON value at byte %zu.",
+                           (size_t)(p - body));
+        }
+    int rc;
+    if (!cJSON_IsObject(root))
+        rc = oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
+                     "The request body must be a JSON object, got %s.", json_type_name(root));
+    else
+        rc = parse_root(r, root, e);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* ---- output ---- */
+
+int oai_json_string(buf_t *out, const char *s, size_t n)
+{
+    if (buf_reserve(out, n + 2))
+        return -1;
+    buf_append(out, "\"", 1);
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x80) {
+            switch (c) {
+            case '"': buf_append(out, "\\\"", 2); break;
+            case '\\': buf_append(out, "\\\\", 2); break;
+            case '\n': buf_append(out, "\\n", 2); break;
+            case '\r': buf_append(out, "\\r", 2); break;
+            case '\t': buf_append(out, "\\t", 2); break;
+            default:
+                if (c < 0x20)
+                    buf_printf(out, "\\u%04x", c);
+                else
+                    buf_append(out, &s[i], 1);
+            }
+            i++;
+            continue;
+        }
+        /* validate one UTF-8 sequence */
+        size_t len = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 0;
+        int ok = len && c <= 0xF4 && i + len <= n && !(c == 0xC0 || c == 0xC1);
+        for (size_t k = 1; ok && k < len; k++)
+            ok = ((unsigned char)s[i + k] & 0xC0) == 0x80;
+        if (ok && len == 3) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0))
+                ok = 0;
+        }
+        if (ok && len == 4) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            if ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90))
+                ok = 0;
+        }
+        if (ok) {
+            buf_append(out, &s[i], len);
+            i += len;
+        } else {
+            buf_append(out, "\xEF\xBF\xBD", 3);
+            i++;
+        }
+    }
+    return buf_append(out, "\"", 1);
+}
+
+int oai_error_body(buf_t *out, const oai_err_t *e)
+{
+    buf_puts(out, "{\"error\":{\"message\":");
+    oai_json_string(out, e->message, strlen(e->message));
+    buf_puts(out, ",\"type\":");
+    oai_json_string(out, e->type ? e->type : BAD_REQ, strlen(e->type ? e->type : BAD_REQ));
+    buf_puts(out, ",\"param\":");
+    if (e->param[0])
+        oai_json_string(out, e->param, strlen(e->param));
+    else
+        buf_puts(out, "null");
+    buf_puts(out, ",\"code\":");
+    if (e->code)
+        oai_json_string(out, e->code, strlen(e->code));
+    else
+        buf_puts(out, "null");
+    return buf_puts(out, "}}\n");
+}
+
+static const char *finish_name(oai_finish_t f)
+{
+    return f == OAI_FINISH_STOP ? "\"stop\"" : f == OAI_FINISH_LENGTH ? "\"length\"" : "null";
+}
+
+static void put_lp(buf_t *o, double lp)
+{
+    if (!isfinite(lp) || lp < -9999.0)
+        lp = -9999.0;
+    buf_printf(o, "%.6g", lp);
+}
+
+static void put_bytes(buf_t *o, const char *s, size_t n)
+{
+    buf_puts(o, "[");
+    for (size_t i = 0; i < n; i++)
+        buf_printf(o, "%s%u", i ? "," : "", (unsigned char)s[i]);
+    buf_puts(o, "]");
+}
+
+static void put_usage(buf_t *o, const oai_usage_t *u)
+{
+    buf_printf(o,
+               "{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
+               "\"prompt_tokens_details\":{\"cached_tokens\":%d}}",
+               u->prompt_tokens, u->completion_tokens, u->prompt_tokens + u->completion_tokens,
+               u->cached_tokens);
+}
+
+/* chat: {"content":[{token,logprob,bytes,top_logprobs}]}
+ * completions: {"tokens":[],"token_logprobs":[],"top_logprobs":[{..}],"text_offset":[]} */
+static void put_logprobs(buf_t *o, oai_kind_t kind, const oai_logprob_t *lp, int n, int want)
+{
+    if (!want) {
+        buf_puts(o, "null");
+        return;
+    }
+    if (kind == OAI_CHAT) {
+        buf_puts(o, "{\"content\":[");
+        for (int i = 0; i < n; i++) {
+            buf_puts(o, i ? ",{\"token\":" : "{\"token\":");
+            oai_json_string(o, lp[i].token, lp[i].token_len);
+            buf_puts(o, ",\"logprob\":");
+            put_lp(o, lp[i].logprob);
+            buf_puts(o, ",\"bytes\":");
+            put_bytes(o, lp[i].token, lp[i].token_len);
+            buf_puts(o, ",\"top_logprobs\":[");
+            for (int k = 0; k < lp[i].n_top; k++) {
+                buf_puts(o, k ? ",{\"token\":" : "{\"token\":");
+                oai_json_string(o, lp[i].top_token[k], lp[i].top_len[k]);
+                buf_puts(o, ",\"logprob\":");
+                put_lp(o, lp[i].top_logprob[k]);
+                buf_puts(o, ",\"bytes\":");
+                put_bytes(o, lp[i].top_token[k], lp[i].top_len[k]);
+                buf_puts(o, "}");
+            }
+            buf_puts(o, "]}");
+        }
+        buf_puts(o, "]}");
+        return;
+    }
+    buf_puts(o, "{\"tokens\":[");
+    for (int i = 0; i < n; i++) {
+        if (i)
+            buf_puts(o, ",");
+        oai_json_string(o, lp[i].token, lp[i].token_len);
+    }
+    buf_puts(o, "],\"token_logprobs\":[");
+    for (int i = 0; i < n; i++) {
+        if (i)
+            buf_puts(o, ",");
+        put_lp(o, lp[i].logprob);
+    }
+    buf_puts(o, "],\"top_logprobs\":[");
+    for (int i = 0; i < n; i++) {
+        buf_puts(o, i ? ",{" : "{");
+        for (int k = 0; k < lp[i].n_top; k++) {
+            if (k)
+                buf_puts(o, ",");
+            oai_json_string(o, lp[i].top_token[k], lp[i].top_len[k]);
+            buf_puts(o, ":");
+            put_lp(o, lp[i].top_logprob[k]);
+        }
+        buf_puts(o, "}");
+    }
+    buf_puts(o, "],\"text_offset\":[");
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        buf_printf(o, "%s%zu", i ? "," : "", off);
+        off += lp[i].token_len;
+    }
+    buf_puts(o, "]}");
+}
+
+static void put_head(buf_t *o, const oai_resp_t *r, const char *object)
+{
+    buf_puts(o, "{\"id\":");
+    oai_json_string(o, r->id, strlen(r->id));
+    buf_printf(o, ",\"object\":\"%s\",\"created\":%ld,\"model\":", object, r->created);
+    oai_json_string(o, r->model, strlen(r->model));
+    buf_puts(o, ",\"system_fingerprint\":\"barista\"");
+}
+
+int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_t len,
+                        oai_finish_t finish, const oai_usage_t *u, const oai_logprob_t *lp,
+                        int n_lp, int want_logprobs)
+{
+    if (r->kind == OAI_CHAT) {
+        put_head(out, r, "chat.completion");
+        buf_puts(out, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+        oai_json_string(out, text, len);
+        buf_puts(out, ",\"refusal\":null},\"logprobs\":");
+    } else {
+        put_head(out, r, "text_completion");
+        buf_puts(out, ",\"choices\":[{\"index\":0,\"text\":");
+        oai_json_string(out, text, len);
+        buf_puts(out, ",\"logprobs\":");
+    }
+    put_logprobs(out, r->kind, lp, n_lp, want_logprobs);
+    buf_printf(out, ",\"finish_reason\":%s}],\"usage\":", finish_name(finish));
+    put_usage(out, u);
+    return buf_puts(out, "}\n");
+}
+
+int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text, size_t len,
+                     oai_finish_t finish, const oai_usage_t *usage, const oai_logprob_t *lp,
+                     int n_lp, int want_logprobs)
+{
+    buf_puts(out, "data: ");
+    put_head(out, r, r->kind == OAI_CHAT ? "chat.completion.chunk" : "text_completion");
+    if (usage) {
+        buf_puts(out, ",\"choices\":[],\"usage\":");
+        put_usage(out, usage);
+        return buf_puts(out, "}\n\n");
+    }
+    if (r->kind == OAI_CHAT) {
+        buf_puts(out, ",\"choices\":[{\"index\":0,\"delta\":{");
+        if (role) {
+            buf_puts(out, "\"role\":\"assistant\",\"content\":\"\"");
+        } else if (len || finish == OAI_FINISH_NONE) {
+            buf_puts(out, "\"content\":");
+            oai_json_string(out, text, len);
+        }
+        buf_puts(out, "},\"logprobs\":");
+    } else {
+        buf_puts(out, ",\"choices\":[{\"index\":0,\"text\":");
+        oai_json_string(out, text, len);
+        buf_puts(out, ",\"logprobs\":");
+    }
+    put_logprobs(out, r->kind, lp, n_lp, want_logprobs && !role && n_lp > 0);
+    buf_printf(out, ",\"finish_reason\":%s}]}\n\n", finish_name(finish));
+    return out->p ? 0 : -1;
+}
+
+int oai_format_done(buf_t *out)
+{
+    return buf_puts(out, "data: [DONE]\n\n");
+}

@@ -1,0 +1,133 @@
+/* openai.h — the OpenAI request/response schema: parsing + validation of
+ * /v1/chat/completions and /v1/completions bodies into a C struct, the
+ * OpenAI error body, and the response objects (chat.completion,
+ * chat.completion.chunk, text_completion).
+ *
+ * Validation follows OpenAI: a wrong type or out-of-range value is a 400 with
+ * {"error":{"message","type":"invalid_request_error","param","code"}} naming
+ * the field; unknown top-level fields are ignored; features barista cannot
+ * honour (n > 1, tools, non-text content parts, echo, ...) are rejected, never
+ * silently dropped. Not for: tokens, sampling structs or the engine (gen.c
+ * maps this struct onto engine_sampling_t), sockets (src/server/). */
+#ifndef BARISTA_API_OPENAI_H
+#define BARISTA_API_OPENAI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/buf.h"
+
+typedef enum {
+    OAI_CHAT = 1,   /* /v1/chat/completions */
+    OAI_COMPLETION, /* /v1/completions */
+} oai_kind_t;
+
+typedef struct {
+    char role[16];  /* "system" | "user" | "assistant" ("developer" maps to "system") */
+    char *content;  /* heap, text parts concatenated; NUL-terminated */
+    size_t content_len;
+} oai_msg_t;
+
+#define OAI_MAX_STOP 4
+
+typedef struct {
+    oai_kind_t kind;
+    char model[256];     /* as requested; "" when absent */
+    oai_msg_t *msgs;     /* OAI_CHAT */
+    int n_msgs;
+    char *prompt;        /* OAI_COMPLETION, heap */
+    size_t prompt_len;
+    int max_tokens;      /* -1 = not given */
+    double temperature;  /* defaults: OpenAI's (1, 1, 0, 0, 0, 0) */
+    double top_p;
+    int top_k;
+    double min_p;
+    double presence_penalty;
+    double frequency_penalty;
+    double repeat_penalty; /* llama.cpp extension, 1 = off */
+    int has_seed;
+    uint64_t seed;
+    char *stop[OAI_MAX_STOP]; /* heap */
+    int n_stop;
+    int stream;
+    int include_usage;
+    int logprobs;        /* chat: logprobs true; completions: logprobs >= 0 given */
+    int top_logprobs;    /* alternatives per token: chat top_logprobs, completions logprobs N */
+    int ignore_eos;      /* extension */
+} oai_req_t;
+
+typedef struct {
+    int status;          /* HTTP status: 400, 404, ... */
+    const char *type;    /* "invalid_request_error", "server_error", ... */
+    const char *code;    /* "invalid_type", "invalid_value", ... or NULL */
+    char param[64];      /* "" = null */
+    char message[512];
+} oai_err_t;
+
+/* Fill an error; returns e->status as a negative number so parse functions
+ * can `return oai_err(...)`. */
+int oai_err(oai_err_t *e, int status, const char *type, const char *code, const char *param,
+            const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* Parse and validate a request body. 0, or a negative value with *err filled.
+ * On success r owns heap memory released by oai_req_free (also call it after
+ * a failure: it is always safe). */
+int oai_parse_request(oai_req_t *r, oai_kind_t kind, const char *body, size_t n, oai_err_t *err);
+void oai_req_free(oai_req_t *r);
+
+/* The JSON error body (with a trailing newline) appended to out. */
+int oai_error_body(buf_t *out, const oai_err_t *e);
+
+/* ---- responses ---- */
+
+typedef enum {
+    OAI_FINISH_NONE = 0,
+    OAI_FINISH_STOP,
+    OAI_FINISH_LENGTH,
+} oai_finish_t;
+
+typedef struct {
+    int prompt_tokens, completion_tokens, cached_tokens;
+} oai_usage_t;
+
+/* One token's logprob entry; `token` is its text (may be partial UTF-8). */
+typedef struct {
+    const char *token;
+    size_t token_len;
+    double logprob;
+    int n_top;
+    const char *const *top_token; /* n_top texts */
+    const size_t *top_len;
+    const double *top_logprob;
+} oai_logprob_t;
+
+/* Common identity of one response. */
+typedef struct {
+    oai_kind_t kind;
+    const char *id;     /* "chatcmpl-..." / "cmpl-..." */
+    long created;
+    const char *model;
+} oai_resp_t;
+
+/* A whole non-streamed reply: chat.completion or text_completion. */
+int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_t len,
+                        oai_finish_t finish, const oai_usage_t *u, const oai_logprob_t *lp,
+                        int n_lp, int want_logprobs);
+
+/* One SSE event ("data: {...}\n\n") of a stream:
+ * role: the first chat chunk (delta.role = "assistant", content "").
+ * text: a delta (text may be empty only with finish).
+ * finish: the final chunk's finish_reason (OAI_FINISH_NONE for deltas).
+ * usage: non-NULL → the usage-only chunk (choices: []). */
+int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text, size_t len,
+                     oai_finish_t finish, const oai_usage_t *usage, const oai_logprob_t *lp,
+                     int n_lp, int want_logprobs);
+
+/* Append "data: [DONE]\n\n". */
+int oai_format_done(buf_t *out);
+
+/* Append a JSON string literal (quoted, escaped; invalid UTF-8 bytes become
+ * U+FFFD so the output is always valid JSON). */
+int oai_json_string(buf_t *out, const char *s, size_t n);
+
+#endif
