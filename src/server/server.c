@@ -99,7 +99,7 @@ static void check_idle(srv_t *s)
     if (s->shutting_down && !s->idle_fired && s->n_conns + s->n_rejecting == 0) {
         s->idle_fired = 1;
         if (s->o.on_idle && !s->destroying)
-            s->o.on_idle(s->o.ud);
+            s->o.on_idle(s->o.owner);
     }
 }
 
@@ -231,7 +231,8 @@ static void conn_linger_close(conn_t *c)
         return;
     c->lingering = 1;
     buf_clear(&c->inbuf);
-    uv_timer_stop(&c->timer);
+    /* a reader that never drains our queued bytes must not hold the socket forever */
+    uv_timer_start(&c->timer, on_linger_timer, c->s->o.idle_timeout_ms + LINGER_MS, 0);
     uv_shutdown_t *sr = malloc(sizeof *sr);
     if (!sr || uv_shutdown(sr, (uv_stream_t *)&c->tcp, on_shutdown_done)) {
         free(sr);
@@ -560,7 +561,7 @@ static void grace_over(srv_t *s)
         return;
     s->grace_over = 1;
     if (s->o.on_grace_expired)
-        s->o.on_grace_expired(s->o.ud);
+        s->o.on_grace_expired(s->o.owner);
     if (s->conns)
         uv_timer_start(&s->grace, on_backstop, BACKSTOP_MS, 0);
 }

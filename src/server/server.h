@@ -47,9 +47,10 @@ typedef struct {
     size_t write_queue_bytes;    /* back-pressure bound per connection */
     int access_log;              /* one stderr line per response */
     srv_handler_fn handler;
-    void *ud;                    /* passed to every hook below */
-    void (*on_grace_expired)(void *ud); /* shutdown grace is over: cancel what is left */
-    void (*on_idle)(void *ud);          /* shutting down and no connection remains */
+    void *ud;                    /* passed to handler and on_response */
+    void *owner;                 /* passed to on_grace_expired and on_idle */
+    void (*on_grace_expired)(void *owner); /* shutdown grace is over: cancel what is left */
+    void (*on_idle)(void *owner);          /* shutting down and no connection remains */
     /* every finished response (also the server's own 4xx), for metrics */
     void (*on_response)(void *ud, const char *label, int status);
 } srv_opts_t;
