@@ -313,12 +313,11 @@ static int rd_value(rd_t *r, gguf_kv_t *kv)
     uint32_t t = kv->type;
     if (t == GGUF_T_STRING) return rd_str(r, &kv->str, "string value");
     if (t == GGUF_T_ARRAY) {
-        size_t start = 0;
         uint32_t et;
         uint64_t n;
         int rc = rd_array(r, 1, &et, &n);
         if (rc) return rc;
-        start = at + 12; /* element type + count */
+        size_t start = at + 12; /* after the element type and count */
         kv->arr_type = (gguf_vtype_t)et;
         kv->arr_n = n;
         kv->arr_data = r->p + start;
