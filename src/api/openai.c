@@ -457,6 +457,10 @@ int oai_parse_request(oai_req_t *r, oai_kind_t kind, const char *body, size_t n,
     if (n == 0)
         return oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
                        "The request body is empty; expected a JSON object.");
+    if (memchr(body, '\0', n))
+        return oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
+                       "The request body contains a NUL byte at %zu; JSON text cannot.",
+                       (size_t)((const char *)memchr(body, '\0', n) - body));
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(body, n, &end, 0);
     if (!root) {

@@ -457,6 +457,10 @@ static void on_connection(uv_stream_t *ls, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    if (s->o.send_buffer_bytes > 0) {
+        int sz = s->o.send_buffer_bytes;
+        uv_send_buffer_size((uv_handle_t *)&c->tcp, &sz);
+    }
     struct sockaddr_storage ss;
     int len = sizeof ss;
     snprintf(c->peer, sizeof c->peer, "?");
@@ -660,7 +664,7 @@ static void req_finish(srv_req_t *r)
     r->user = NULL;
     r->on_abort = NULL;
     r->on_drain = NULL;
-    if (!r->keep) {
+    if (!r->keep || s->shutting_down) {
         conn_linger_close(c);
         return;
     }

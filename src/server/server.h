@@ -45,6 +45,7 @@ typedef struct {
     int max_connections;
     uint64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms, shutdown_grace_ms;
     size_t write_queue_bytes;    /* back-pressure bound per connection */
+    int send_buffer_bytes;       /* SO_SNDBUF for accepted sockets; 0 = OS default */
     int access_log;              /* one stderr line per response */
     srv_handler_fn handler;
     void *ud;                    /* passed to handler and on_response */

@@ -42,6 +42,8 @@ static const cfg_opt_t table[] = {
      "max_tokens when a request gives none (always capped by the context)", 0},
     {"write-queue-bytes", 0, INT(write_queue_bytes), "65536", 1024, 1LL << 30, "BYTES",
      "unsent bytes per connection above which a stream stops writing and coalesces", 0},
+    {"send-buffer-bytes", 0, INT(send_buffer_bytes), "0", 0, 1LL << 30, "BYTES",
+     "kernel send buffer per connection (SO_SNDBUF; 0 = the OS default)", 0},
     {"stream-buffer-bytes", 0, INT(stream_buffer_bytes), "1048576", 1024, 1LL << 32, "BYTES",
      "undelivered text per stream above which the reader is too slow: cancel", 0},
     {"request-timeout-ms", 0, INT(request_timeout_ms), "0", 0, MAXI, "MS",

@@ -28,6 +28,7 @@ typedef struct {
     long long sse_ping_ms;
     long long max_tokens_default;
     long long write_queue_bytes;   /* socket back-pressure bound per connection */
+    long long send_buffer_bytes;   /* SO_SNDBUF for connections; 0 = the OS default */
     long long stream_buffer_bytes; /* max undelivered text per stream before it is cancelled */
     long long request_timeout_ms;  /* total generation deadline; 0 = none */
     char api_key[256];             /* "" = no authentication */

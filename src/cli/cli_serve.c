@@ -1,0 +1,218 @@
+/* cli_serve.c — `barista serve`: settings → listener → model load → serve →
+ * graceful shutdown on SIGTERM/SIGINT (exit 0).
+ *
+ * The listener opens first and the model loads on a libuv worker thread, so
+ * /health answers at once and /ready turns 200 when the model is in. Not for:
+ * HTTP or API logic (src/server/, src/api/). */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "api/api.h"
+#include "cli/cli.h"
+#include "engine/engine.h"
+#include "server/server.h"
+#include "server/settings.h"
+
+typedef struct {
+    uv_loop_t loop;
+    srv_settings_t set;
+    cfg_source_t src[64];
+    cfg_t cfg;
+    api_t *api;
+    srv_t *srv;
+    engine_t *engine;
+    uv_signal_t sig_term, sig_int;
+    uv_work_t load;
+    int loading;
+    int load_rc;
+    bar_msg_t load_msg;
+    engine_t *loaded;
+    int stopping;
+    int cleaned;
+    int exit_code;
+} serve_t;
+
+static void cleanup(serve_t *s)
+{
+    if (s->cleaned || s->loading)
+        return;
+    s->cleaned = 1;
+    uv_close((uv_handle_t *)&s->sig_term, NULL);
+    uv_close((uv_handle_t *)&s->sig_int, NULL);
+    if (s->engine) {
+        engine_destroy(s->engine); /* pending requests get DONE/CANCELLED */
+        s->engine = NULL;
+    }
+    api_destroy(s->api); /* delivers those events, frees every generation */
+    srv_destroy(s->srv);
+}
+
+static void on_idle(void *ud)
+{
+    serve_t *s = ud;
+    fprintf(stderr, "barista serve: all connections closed, exiting\n");
+    cleanup(s);
+}
+
+static void on_grace_expired(void *ud)
+{
+    serve_t *s = ud;
+    int n = api_n_generations(s->api);
+    if (n)
+        fprintf(stderr, "barista serve: grace period over, cancelling %d generation(s)\n", n);
+    api_cancel_all(s->api);
+}
+
+static void begin_shutdown(serve_t *s, const char *why)
+{
+    if (!s->stopping)
+        fprintf(stderr, "barista serve: %s: no new connections; finishing in-flight requests "
+                        "(grace %lld ms)\n",
+                why, s->set.shutdown_grace_ms);
+    else
+        fprintf(stderr, "barista serve: %s again: cancelling now\n", why);
+    s->stopping = 1;
+    srv_shutdown(s->srv);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    begin_shutdown(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void load_work(uv_work_t *w)
+{
+    serve_t *s = w->data;
+    engine_config_t ec = {0};
+    ec.model_path = s->set.model;
+    ec.n_threads = (int)s->set.threads;
+    ec.n_ctx = (int)s->set.ctx;
+    ec.n_seq_max = (int)s->set.parallel;
+    s->load_rc = engine_create(&s->loaded, &ec, &s->load_msg);
+}
+
+static void after_load(uv_work_t *w, int status)
+{
+    serve_t *s = w->data;
+    s->loading = 0;
+    if (status || s->load_rc) {
+        fprintf(stderr, "barista serve: cannot load model %s: %s\n", s->set.model,
+                s->load_rc ? s->load_msg.text : uv_strerror(status));
+        s->exit_code = 1;
+        s->stopping = 1;
+        srv_shutdown(s->srv);
+        srv_shutdown(s->srv);
+        return;
+    }
+    s->engine = s->loaded;
+    if (s->stopping) {
+        cleanup(s);
+        return;
+    }
+    api_set_engine(s->api, s->engine);
+    engine_stats_t st;
+    engine_stats(s->engine, &st);
+    fprintf(stderr,
+            "barista serve: ready on http://%s:%d model=%s (%s) kernel=%s threads=%d ctx=%d "
+            "parallel=%lld\n",
+            s->set.host, srv_port(s->srv), st.model_id ? st.model_id : "?", s->set.model,
+            st.kernel_level ? st.kernel_level : "?", st.n_threads, st.n_ctx, s->set.parallel);
+}
+
+static const char *DESC =
+    "Serve the model over an OpenAI-compatible HTTP API: POST /v1/chat/completions,\n"
+    "POST /v1/completions (streaming with \"stream\": true), GET /v1/models, /health,\n"
+    "/ready, /v1/config and /metrics. With no options it serves the fetched default\n"
+    "model on http://127.0.0.1:8080. Every option can also be set in the config file\n"
+    "(--config FILE: one 'name = value' per line, '#' comments) or in the environment\n"
+    "(BARISTA_NAME, e.g. BARISTA_PORT=9000).";
+
+int cli_serve_main(int argc, char **argv)
+{
+    serve_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return 1;
+    s->cfg = srv_settings_cfg(&s->set, s->src);
+    bar_msg_t msg = {{0}};
+    int help = 0;
+    if (srv_settings_count() > sizeof s->src / sizeof s->src[0]) {
+        free(s);
+        return 1;
+    }
+    if (cfg_load(&s->cfg, argc, argv, "config", &help, &msg)) {
+        fprintf(stderr, "barista serve: %s\nRun 'barista serve --help' for the options.\n",
+                msg.text);
+        free(s);
+        return 2;
+    }
+    if (help) {
+        cfg_print_help(&s->cfg, stdout, "barista serve [OPTIONS]", DESC);
+        free(s);
+        return 0;
+    }
+    if (!s->set.model[0])
+        snprintf(s->set.model, sizeof s->set.model, "%s", cli_default_model());
+
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&s->loop);
+    if (api_create(&s->api, &s->loop, &s->set, &s->cfg, &msg)) {
+        fprintf(stderr, "barista serve: %s\n", msg.text);
+        free(s);
+        return 1;
+    }
+    srv_opts_t o = {0};
+    o.host = s->set.host;
+    o.port = (int)s->set.port;
+    o.max_body_bytes = (size_t)s->set.max_body_bytes;
+    o.max_header_bytes = (size_t)s->set.max_header_bytes;
+    o.max_connections = (int)s->set.max_connections;
+    o.header_timeout_ms = (uint64_t)s->set.header_timeout_ms;
+    o.body_timeout_ms = (uint64_t)s->set.body_timeout_ms;
+    o.idle_timeout_ms = (uint64_t)s->set.idle_timeout_ms;
+    o.shutdown_grace_ms = (uint64_t)s->set.shutdown_grace_ms;
+    o.write_queue_bytes = (size_t)s->set.write_queue_bytes;
+    o.send_buffer_bytes = (int)s->set.send_buffer_bytes;
+    o.access_log = s->set.access_log;
+    o.handler = api_handle;
+    o.ud = s->api;
+    o.on_response = api_on_response;
+    o.owner = s;
+    o.on_grace_expired = on_grace_expired;
+    o.on_idle = on_idle;
+    if (srv_create(&s->srv, &s->loop, &o, &msg)) {
+        fprintf(stderr, "barista serve: %s\n", msg.text);
+        api_destroy(s->api);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&s->loop);
+        free(s);
+        return 1;
+    }
+    api_set_server(s->api, s->srv);
+
+    uv_signal_init(&s->loop, &s->sig_term);
+    uv_signal_init(&s->loop, &s->sig_int);
+    s->sig_term.data = s->sig_int.data = s;
+    uv_signal_start(&s->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&s->sig_int, on_signal, SIGINT);
+
+    fprintf(stderr, "barista serve: listening on http://%s:%d, loading %s\n", s->set.host,
+            srv_port(s->srv), s->set.model);
+    s->load.data = s;
+    s->loading = 1;
+    uv_queue_work(&s->loop, &s->load, load_work, after_load);
+
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+    if (!s->cleaned) {
+        cleanup(s);
+        uv_run(&s->loop, UV_RUN_DEFAULT);
+    }
+    int rc = uv_loop_close(&s->loop);
+    if (rc)
+        fprintf(stderr, "barista serve: loop not empty at exit: %s\n", uv_strerror(rc));
+    int code = s->exit_code;
+    free(s);
+    return code;
+}
