@@ -15,6 +15,8 @@ typedef struct {
 static const command_t commands[] = {
     {"inspect", "print the metadata and tensor table of a GGUF or safetensors file",
      cli_inspect_main},
+    {"run", "generate text from a prompt with a GGUF model on the CPU", cli_run_main},
+    {"serve", "serve the model over an OpenAI-compatible HTTP API (SSE streaming)", cli_serve_main},
 };
 
 static void usage(FILE *f)

@@ -113,6 +113,13 @@ void engine_destroy(engine_t *e);
 /* The engine's tokenizer (owned by the engine; valid until engine_destroy). */
 const tok_t *engine_tok(const engine_t *e);
 
+/* The loaded model and its GGUF (metadata such as tokenizer.chat_template);
+ * owned by the engine, valid until engine_destroy. */
+typedef struct model model_t;
+typedef struct gguf gguf_t;
+const model_t *engine_model(const engine_t *e);
+const gguf_t *engine_gguf(const engine_t *e);
+
 /* Queue a request. On success *req_id identifies it; events follow on cb.
  * Fails with BAR_ERR_INVALID (empty prompt), BAR_ERR_RANGE (prompt longer
  * than the context, msg gives the counts) or BAR_ERR_BUSY (shutting down);
