@@ -619,6 +619,49 @@ static void test_open_file(void **state)
     free(b.p);
 }
 
+#ifdef BARISTA_SOURCE_DIR
+/* The real SmolLM2 file, when it has been fetched (model-facts.md). */
+static void test_real_smollm2(void **state)
+{
+    (void)state;
+    const char *dir = getenv("BARISTA_MODELS");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf",
+             dir && *dir ? dir : BARISTA_SOURCE_DIR "/models");
+    if (access(path, R_OK) != 0) skip();
+    gguf_t *g = NULL;
+    bar_msg_t msg = {{0}};
+    if (gguf_open(&g, path, &msg)) fail_msg("%s", msg.text);
+    assert_int_equal(gguf_version(g), 3);
+    assert_int_equal(gguf_tensor_count(g), 272);
+    gguf_str_t arch;
+    assert_int_equal(gguf_get_str(g, "general.architecture", &arch), 0);
+    assert_int_equal(arch.n, 5);
+    assert_memory_equal(arch.p, "llama", 5);
+    uint32_t u;
+    assert_int_equal(gguf_get_u32(g, "llama.block_count", &u), 0);
+    assert_int_equal(u, 30);
+    assert_int_equal(gguf_get_u32(g, "llama.embedding_length", &u), 0);
+    assert_int_equal(u, 576);
+    const gguf_tensor_t *t = gguf_tensor_find(g, "token_embd.weight");
+    assert_non_null(t);
+    assert_int_equal(t->type, GGML_Q8_0);
+    assert_int_equal(t->ne[0], 576);
+    assert_int_equal(t->ne[1], 49152);
+    assert_int_equal(gguf_tensor_find(g, "blk.0.attn_q.weight")->type, GGML_Q4_1);
+    assert_int_equal(gguf_tensor_find(g, "blk.29.ffn_norm.weight")->type, GGML_F32);
+    assert_null(gguf_tensor_find(g, "output.weight")); /* tied embeddings */
+    const gguf_kv_t *tok = gguf_kv_find(g, "tokenizer.ggml.tokens");
+    assert_non_null(tok);
+    assert_int_equal(tok->arr_n, 49152);
+    gguf_str_t first[3];
+    assert_int_equal(gguf_arr_strings(tok, first, 3), 0);
+    assert_int_equal(first[2].n, strlen("<|im_end|>"));
+    assert_memory_equal(first[2].p, "<|im_end|>", first[2].n);
+    gguf_close(g);
+}
+#endif
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -632,6 +675,9 @@ int main(void)
         cmocka_unit_test(test_every_prefix),
         cmocka_unit_test(test_nesting_limit),
         cmocka_unit_test(test_open_file),
+#ifdef BARISTA_SOURCE_DIR
+        cmocka_unit_test(test_real_smollm2),
+#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
