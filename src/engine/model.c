@@ -410,20 +410,6 @@ static inline float h2f(uint16_t h)
     return fp16_table[h];
 }
 
-static float dot_f32_f16(const float *a, const uint16_t *b, int n)
-{
-    float s = 0.0f;
-    for (int i = 0; i < n; i++)
-        s += a[i] * h2f(b[i]);
-    return s;
-}
-
-static void axpy_f16(float *y, float a, const uint16_t *x, int n)
-{
-    for (int i = 0; i < n; i++)
-        y[i] += a * h2f(x[i]);
-}
-
 int model_ctx_create(model_ctx_t **out, const model_t *m, int n_batch, int n_ctx, pool_t *pool,
                      bar_msg_t *msg)
 {
@@ -585,7 +571,7 @@ static void att_worker(void *ctx, int ith, int nth)
             q[d] = h2f(fp16_from_f32(q32[d]));
         float mx = -INFINITY;
         for (int p = 0; p <= pos; p++) {
-            float s = dot_f32_f16(q, K + (size_t)p * kv_dim, hd) * scale;
+            float s = kern_dot_f16(q, K + (size_t)p * kv_dim, hd) * scale;
             sc[p] = s;
             if (s > mx)
                 mx = s;
@@ -599,7 +585,7 @@ static void att_worker(void *ctx, int ith, int nth)
         float *o = c->att + (size_t)i * hp->n_embd + h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
         for (int p = 0; p <= pos; p++)
-            axpy_f16(o, h2f(fp16_from_f32(sc[p] * inv)), V + (size_t)p * kv_dim, hd);
+            kern_axpy_f16(o, h2f(fp16_from_f32(sc[p] * inv)), V + (size_t)p * kv_dim, hd);
     }
 }
 

@@ -189,3 +189,13 @@ void kern_axpy_f32(float *y, float a, const float *x, int n)
 {
     vt_get()->axpy_f32(y, a, x, n);
 }
+
+float kern_dot_f16(const float *a, const uint16_t *b, int n)
+{
+    return vt_get()->dot_f16(a, b, n);
+}
+
+void kern_axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    vt_get()->axpy_f16(y, a, x, n);
+}

@@ -68,5 +68,9 @@ float kern_dot_f32(const float *a, const float *b, int n);
 
 /* y[i] += a * x[i], i < n (any n >= 0). */
 void kern_axpy_f32(float *y, float a, const float *x, int n);
+/* Attention over an fp16 KV cache: sum of a[i] * half(b[i]), f32 accumulation;
+ * and y += a * half(x). Any n >= 0. */
+float kern_dot_f16(const float *a, const uint16_t *b, int n);
+void kern_axpy_f16(float *y, float a, const uint16_t *x, int n);
 
 #endif

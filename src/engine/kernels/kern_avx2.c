@@ -366,6 +366,35 @@ static void axpy_f32(float *y, float a, const float *x, int n)
         y[i] += a * x[i];
 }
 
+/* fp16 KV rows: 8 halves -> 8 floats per F16C conversion. */
+static float dot_f16(const float *a, const uint16_t *b, int n)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i),
+                              _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), acc);
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    float r = _mm_cvtss_f32(s);
+    for (; i < n; i++)
+        r += a[i] * fp16_to_f32(b[i]);
+    return r;
+}
+
+static void axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va,
+                                                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * fp16_to_f32(x[i]);
+}
+
 const kern_vtable_t kern_vtable_avx2 = {
     .name = "avx2",
     .quantize_act = quantize_act,
@@ -374,4 +403,6 @@ const kern_vtable_t kern_vtable_avx2 = {
     .dequant_row = KERN_SCALAR_DEQUANT_TABLE,
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
+    .dot_f16 = dot_f16,
+    .axpy_f16 = axpy_f16,
 };

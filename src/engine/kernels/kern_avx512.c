@@ -394,13 +394,13 @@ AI void tile_dot(int t, const tile_t *tl, int kc, int BB, const block_q8a *const
     }
 }
 
-#define TILE_BB 4 /* activation rows per tile_dot call */
+#define TILE_BB 6 /* max activation rows per tile_dot call (<= 8, see the switch) */
 
 AI void tile_run(int t, const tile_t *tl, int kc, int BB, const block_q8a *acts, int nblk, int k0,
                  int b0, int first, __mmask16 valid, float *Y, int ldy, int r)
 {
-    const block_q8a *a[TILE_BB];
-    __m512 acc[TILE_BB];
+    const block_q8a *a[8];
+    __m512 acc[8];
 #pragma GCC unroll 16
     for (int b = 0; b < BB; b++) {
         a[b] = acts + (size_t)(b0 + b) * nblk + k0;
@@ -427,21 +427,29 @@ AI void matmul_tiled(int t, const void *W, size_t row_bytes, int nblk, int r0, i
         for (int k0 = 0; k0 < nblk; k0 += kstep) {
             int kc = nblk - k0 < kstep ? nblk - k0 : kstep;
             repack(t, W, row_bytes, r, nr, k0, kc, &tl);
-            int b = 0;
-            for (; b + TILE_BB <= nb; b += TILE_BB)
-                tile_run(t, &tl, kc, TILE_BB, acts, nblk, k0, b, k0 == 0, valid, Y, ldy, r);
-            switch (nb - b) {
-            case 1:
-                tile_run(t, &tl, kc, 1, acts, nblk, k0, b, k0 == 0, valid, Y, ldy, r);
-                break;
-            case 2:
-                tile_run(t, &tl, kc, 2, acts, nblk, k0, b, k0 == 0, valid, Y, ldy, r);
-                break;
-            case 3:
-                tile_run(t, &tl, kc, 3, acts, nblk, k0, b, k0 == 0, valid, Y, ldy, r);
-                break;
-            default:
-                break;
+            /* nb split into ceil(nb / TILE_BB) groups of near-equal size, so a
+             * short tail group does not run with too few independent chains */
+            int ng = (nb + TILE_BB - 1) / TILE_BB;
+            for (int g = 0, b = 0; g < ng; g++) {
+                int bb = nb / ng + (g < nb % ng ? 1 : 0);
+                switch (bb) {
+#define TILE_CASE(N)                                                                               \
+    case N:                                                                                        \
+        tile_run(t, &tl, kc, N, acts, nblk, k0, b, k0 == 0, valid, Y, ldy, r);                     \
+        break;
+                    TILE_CASE(1)
+                    TILE_CASE(2)
+                    TILE_CASE(3)
+                    TILE_CASE(4)
+                    TILE_CASE(5)
+                    TILE_CASE(6)
+                    TILE_CASE(7)
+                    TILE_CASE(8)
+#undef TILE_CASE
+                default:
+                    break;
+                }
+                b += bb;
             }
         }
     }
@@ -580,6 +588,32 @@ static void axpy_f32(float *y, float a, const float *x, int n)
     }
 }
 
+/* fp16 KV rows: 16 halves -> 16 floats per conversion. */
+static float dot_f16(const float *a, const uint16_t *b, int n)
+{
+    __m512 acc = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i),
+                              _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + i))), acc);
+    float r = _mm512_reduce_add_ps(acc);
+    for (; i < n; i++)
+        r += a[i] * fp16_to_f32(b[i]);
+    return r;
+}
+
+static void axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    __m512 va = _mm512_set1_ps(a);
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i,
+                         _mm512_fmadd_ps(va, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))),
+                                         _mm512_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * fp16_to_f32(x[i]);
+}
+
 const kern_vtable_t kern_vtable_avx512 = {
     .name = "avx512",
     .quantize_act = quantize_act,
@@ -588,4 +622,6 @@ const kern_vtable_t kern_vtable_avx512 = {
     .dequant_row = KERN_SCALAR_DEQUANT_TABLE,
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
+    .dot_f16 = dot_f16,
+    .axpy_f16 = axpy_f16,
 };

@@ -8,6 +8,7 @@
 #define BARISTA_ENGINE_KERNELS_KERN_INT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "engine/gguf.h"
 #include "engine/kernels/quant.h"
@@ -39,6 +40,8 @@ typedef struct {
     kern_dequant_fn dequant_row[KT_COUNT];
     float (*dot_f32)(const float *a, const float *b, int n);
     void (*axpy_f32)(float *y, float a, const float *x, int n);
+    float (*dot_f16)(const float *a, const uint16_t *b, int n);
+    void (*axpy_f16)(float *y, float a, const uint16_t *x, int n);
 } kern_vtable_t;
 
 extern const kern_vtable_t kern_vtable_scalar;

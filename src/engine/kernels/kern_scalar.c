@@ -308,6 +308,20 @@ static void axpy_f32(float *y, float a, const float *x, int n)
         y[i] += a * x[i];
 }
 
+static float dot_f16(const float *a, const uint16_t *b, int n)
+{
+    float s = 0.0f;
+    for (int i = 0; i < n; i++)
+        s += a[i] * fp16_to_f32(b[i]);
+    return s;
+}
+
+static void axpy_f16(float *y, float a, const uint16_t *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] += a * fp16_to_f32(x[i]);
+}
+
 const kern_vtable_t kern_vtable_scalar = {
     .name = "scalar",
     .quantize_act = quantize_act,
@@ -316,4 +330,6 @@ const kern_vtable_t kern_vtable_scalar = {
     .dequant_row = KERN_SCALAR_DEQUANT_TABLE,
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
+    .dot_f16 = dot_f16,
+    .axpy_f16 = axpy_f16,
 };
