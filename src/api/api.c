@@ -333,12 +333,20 @@ void api_drain_events(api_t *a)
     gen_on_async(&a->async);
 }
 
-static void on_async_closed(uv_handle_t *h)
+void api_maybe_free(api_t *a)
 {
-    api_t *a = h->data;
+    if (!a->async_closed || a->n_work)
+        return;
     pthread_mutex_destroy(&a->mu);
     obs_metrics_destroy(a->metrics);
     free(a);
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+    api_t *a = h->data;
+    a->async_closed = 1;
+    api_maybe_free(a);
 }
 
 void api_destroy(api_t *a)
@@ -346,5 +354,6 @@ void api_destroy(api_t *a)
     if (!a)
         return;
     api_drain_events(a);
+    a->engine = NULL; /* work finishing later must not submit */
     uv_close((uv_handle_t *)&a->async, on_async_closed);
 }

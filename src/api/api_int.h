@@ -29,6 +29,8 @@ struct api {
     gen_ev_t *ev_head, *ev_tail;
     gen_t *gens;           /* generations awaiting their DONE event */
     int n_gens;
+    int n_work;            /* prompts being tokenized on the thread pool */
+    int async_closed;      /* api_destroy ran and the async handle is closed */
     uint64_t rng;          /* response ids */
     int chat_ok;           /* the model's chat template is usable */
     int chat_tmpl;         /* chat_tmpl_t */
@@ -39,6 +41,9 @@ struct api {
 void api_send_error(srv_req_t *r, const oai_err_t *e);
 void api_error(srv_req_t *r, int status, const char *type, const char *code, const char *param,
                const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* Free the api once it is destroyed and no thread-pool work refers to it. */
+void api_maybe_free(api_t *a);
 
 /* POST /v1/chat/completions and /v1/completions. */
 void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind);

@@ -58,6 +58,12 @@ struct gen {
     int n_prompt, n_gen, n_cached;
     double t_start;
     int cancel_sent;
+    int submitted;     /* engine_submit succeeded: a DONE event will come */
+    int failed;        /* prepare() failed: err says why */
+    oai_err_t err;
+    uv_work_t work;    /* prepare() on the thread pool for big prompts */
+    int32_t *toks;
+    size_t n_tok;
     gen_ev_t *done_ev; /* preallocated DONE event (handed to the queue by the engine callback) */
 };
 
@@ -80,6 +86,7 @@ struct gen_ev {
 };
 
 #define DONE_MSG_MAX 400
+#define PREPARE_INLINE_MAX 8192 /* bodies above this are tokenized off the loop */
 
 /* ---- logprob list ---- */
 
@@ -323,7 +330,8 @@ static void on_abort(void *user, srv_req_t *r)
     g->r = NULL;
     if (g->sse)
         sse_detach(g->sse);
-    gen_cancel(g, "disconnect");
+    if (g->submitted)
+        gen_cancel(g, "disconnect");
 }
 
 static oai_finish_t map_finish(engine_finish_t f)
@@ -465,6 +473,186 @@ static int model_ok(const api_t *a, const char *m)
     return !m[0] || !strcmp(m, "default") || !strcmp(m, a->model_id);
 }
 
+/* Render (chat) and tokenize g's prompt into g->toks. Pure computation on
+ * g's own data and the immutable tokenizer: safe on a worker thread. */
+static void prepare(gen_t *g)
+{
+    api_t *a = g->a;
+    oai_err_t *e = &g->err;
+    oai_kind_t kind = g->q.kind;
+    buf_t prompt = {0};
+    const char *ptxt;
+    size_t plen;
+    int parse_special;
+    if (kind == OAI_CHAT) {
+        if (render_chat(a, &g->q, &prompt, e) < 0) {
+            buf_free(&prompt);
+            g->failed = 1;
+            return;
+        }
+        ptxt = prompt.p;
+        plen = prompt.n;
+        parse_special = 1;
+    } else {
+        ptxt = g->q.prompt;
+        plen = g->q.prompt_len;
+        parse_special = 0;
+    }
+    const char *what = kind == OAI_CHAT ? "messages" : "prompt";
+    size_t cap = (size_t)a->n_ctx, n_tok = 0;
+    g->toks = malloc(cap * sizeof *g->toks);
+    if (!g->toks) {
+        buf_free(&prompt);
+        oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
+        g->failed = 1;
+        return;
+    }
+    int rc = tok_encode(a->tok, ptxt, plen, 1, parse_special, g->toks, cap, &n_tok);
+    buf_free(&prompt);
+    g->n_tok = n_tok;
+    if (rc == BAR_ERR_RANGE || (rc == 0 && n_tok >= (size_t)a->n_ctx)) {
+        oai_err(e, 400, "invalid_request_error", "context_length_exceeded", what,
+                "This model's maximum context length is %d tokens. However, your %s resulted "
+                "in %zu tokens, leaving no room for the completion. Please reduce the length "
+                "of the %s.",
+                a->n_ctx, what, n_tok, what);
+        g->failed = 1;
+    } else if (rc) {
+        oai_err(e, 500, "server_error", NULL, NULL, "tokenizer failed: %s", bar_strerror(rc));
+        g->failed = 1;
+    } else if (n_tok == 0) {
+        oai_err(e, 400, "invalid_request_error", "invalid_value", what, "The prompt is empty.");
+        g->failed = 1;
+    }
+}
+
+/* Free a generation that never reached the engine. */
+static void gen_free_unsubmitted(gen_t *g)
+{
+    oai_req_free(&g->q);
+    free(g->toks);
+    free(g->done_ev);
+    free(g);
+}
+
+/* The prompt is ready: hand it to the engine and start the response. */
+static void submit(gen_t *g)
+{
+    api_t *a = g->a;
+    srv_req_t *r = g->r;
+    oai_err_t *e = &g->err;
+    if (g->failed)
+        goto fail;
+    engine_sampling_t sp = engine_sampling_default();
+    sp.temperature = (float)g->q.temperature;
+    sp.top_p = (float)g->q.top_p;
+    sp.top_k = g->q.top_k;
+    sp.min_p = (float)g->q.min_p;
+    sp.presence_penalty = (float)g->q.presence_penalty;
+    sp.frequency_penalty = (float)g->q.frequency_penalty;
+    sp.repeat_penalty = (float)g->q.repeat_penalty;
+    sp.seed = g->q.seed;
+    sp.has_seed = g->q.has_seed;
+    long long room = (long long)a->n_ctx - (long long)g->n_tok;
+    long long mt = g->q.max_tokens > 0 ? g->q.max_tokens : a->set->max_tokens_default;
+    sp.max_tokens = (int)(mt < room ? mt : room);
+    for (int i = 0; i < g->q.n_stop; i++)
+        sp.stop[i] = g->q.stop[i];
+    sp.n_stop = g->q.n_stop;
+    sp.ignore_eos = g->q.ignore_eos;
+    sp.logprobs = g->q.logprobs;
+    sp.top_logprobs = g->q.top_logprobs;
+
+    g->done_ev = malloc(sizeof(gen_ev_t) + 1 + DONE_MSG_MAX + 1);
+    if (!g->done_ev) {
+        oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
+        goto fail;
+    }
+    engine_req_t er = {0};
+    er.prompt = g->toks;
+    er.n_prompt = g->n_tok;
+    er.sampling = sp;
+    er.deadline = a->set->request_timeout_ms
+                      ? time_now_mono() + (double)a->set->request_timeout_ms / 1e3
+                      : 0;
+    er.cb = gen_engine_cb;
+    er.user = g;
+    bar_msg_t msg = {{0}};
+    int rc = engine_submit(a->engine, &er, &g->req_id, &msg);
+    free(g->toks);
+    g->toks = NULL;
+    if (rc) {
+        const char *what = g->q.kind == OAI_CHAT ? "messages" : "prompt";
+        if (rc == BAR_ERR_RANGE)
+            oai_err(e, 400, "invalid_request_error", "context_length_exceeded", what, "%s",
+                    msg.text);
+        else if (rc == BAR_ERR_BUSY)
+            oai_err(e, 503, "server_error", "unavailable", NULL, "%s",
+                    msg.text[0] ? msg.text : "the engine is shutting down");
+        else
+            oai_err(e, rc == BAR_ERR_INVALID ? 400 : 500,
+                    rc == BAR_ERR_INVALID ? "invalid_request_error" : "server_error", NULL, NULL,
+                    "%s", msg.text[0] ? msg.text : bar_strerror(rc));
+        goto fail;
+    }
+
+    /* submitted: the engine now holds g until its DONE event */
+    g->submitted = 1;
+    g->next = a->gens;
+    if (a->gens)
+        a->gens->prev = g;
+    a->gens = g;
+    a->n_gens++;
+    make_id(a, g->id, sizeof g->id, g->q.kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
+    g->resp = (oai_resp_t){g->q.kind, g->id, time_now_unix(), a->model_id};
+    if (g->q.stream) {
+        g->sse = sse_open(r, (uint64_t)a->set->sse_ping_ms);
+        if (!g->sse) {
+            g->r = NULL;
+            gen_cancel(g, "error");
+            api_error(r, 500, "server_error", NULL, NULL, "cannot start the stream");
+            return;
+        }
+        if (g->q.kind == OAI_CHAT) {
+            buf_t out = {0};
+            oai_format_chunk(&out, &g->resp, 1, NULL, 0, OAI_FINISH_NONE, NULL, NULL, 0, 0);
+            sse_write(g->sse, out.p, out.n);
+            buf_free(&out);
+        }
+    }
+    return;
+
+fail:
+    g->r = NULL;
+    api_send_error(r, e);
+    gen_free_unsubmitted(g);
+}
+
+static void prepare_work(uv_work_t *w)
+{
+    prepare(w->data);
+}
+
+static void prepare_done(uv_work_t *w, int status)
+{
+    gen_t *g = w->data;
+    api_t *a = g->a;
+    a->n_work--;
+    if (status && !g->failed) {
+        oai_err(&g->err, 500, "server_error", NULL, NULL, "tokenization cancelled");
+        g->failed = 1;
+    }
+    if (!g->r || !a->engine) {
+        /* the client left (or the server is stopping) while we tokenized */
+        if (g->r)
+            api_error(g->r, 503, "server_error", "unavailable", NULL, "shutting down");
+        gen_free_unsubmitted(g);
+        api_maybe_free(a);
+        return;
+    }
+    submit(g);
+}
+
 void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
 {
     oai_err_t e;
@@ -489,140 +677,25 @@ void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
                 a->model_id);
         goto fail;
     }
-
-    /* prompt text → tokens */
-    buf_t prompt = {0};
-    const char *ptxt;
-    size_t plen;
-    int parse_special;
-    if (kind == OAI_CHAT) {
-        if (render_chat(a, &g->q, &prompt, &e) < 0) {
-            buf_free(&prompt);
-            goto fail;
-        }
-        ptxt = prompt.p;
-        plen = prompt.n;
-        parse_special = 1;
-    } else {
-        ptxt = g->q.prompt;
-        plen = g->q.prompt_len;
-        parse_special = 0;
-    }
-    size_t cap = (size_t)a->n_ctx, n_tok = 0;
-    int32_t *toks = malloc(cap * sizeof *toks);
-    if (!toks) {
-        buf_free(&prompt);
-        oai_err(&e, 500, "server_error", NULL, NULL, "out of memory");
-        goto fail;
-    }
-    int rc = tok_encode(a->tok, ptxt, plen, 1, parse_special, toks, cap, &n_tok);
-    buf_free(&prompt);
-    if (rc == BAR_ERR_RANGE || (rc == 0 && n_tok >= (size_t)a->n_ctx)) {
-        free(toks);
-        oai_err(&e, 400, "invalid_request_error", "context_length_exceeded",
-                kind == OAI_CHAT ? "messages" : "prompt",
-                "This model's maximum context length is %d tokens. However, your %s resulted "
-                "in %zu tokens, leaving no room for the completion. Please reduce the length "
-                "of the %s.",
-                a->n_ctx, kind == OAI_CHAT ? "messages" : "prompt", n_tok,
-                kind == OAI_CHAT ? "messages" : "prompt");
-        goto fail;
-    }
-    if (rc) {
-        free(toks);
-        oai_err(&e, 500, "server_error", NULL, NULL, "tokenizer failed: %s", bar_strerror(rc));
-        goto fail;
-    }
-    if (n_tok == 0) {
-        free(toks);
-        oai_err(&e, 400, "invalid_request_error", "invalid_value",
-                kind == OAI_CHAT ? "messages" : "prompt", "The prompt is empty.");
-        goto fail;
-    }
-
-    engine_sampling_t sp = engine_sampling_default();
-    sp.temperature = (float)g->q.temperature;
-    sp.top_p = (float)g->q.top_p;
-    sp.top_k = g->q.top_k;
-    sp.min_p = (float)g->q.min_p;
-    sp.presence_penalty = (float)g->q.presence_penalty;
-    sp.frequency_penalty = (float)g->q.frequency_penalty;
-    sp.repeat_penalty = (float)g->q.repeat_penalty;
-    sp.seed = g->q.seed;
-    sp.has_seed = g->q.has_seed;
-    long long room = (long long)a->n_ctx - (long long)n_tok;
-    long long mt = g->q.max_tokens > 0 ? g->q.max_tokens : a->set->max_tokens_default;
-    sp.max_tokens = (int)(mt < room ? mt : room);
-    for (int i = 0; i < g->q.n_stop; i++)
-        sp.stop[i] = g->q.stop[i];
-    sp.n_stop = g->q.n_stop;
-    sp.ignore_eos = g->q.ignore_eos;
-    sp.logprobs = g->q.logprobs;
-    sp.top_logprobs = g->q.top_logprobs;
-
-    g->done_ev = malloc(sizeof(gen_ev_t) + 1 + DONE_MSG_MAX + 1);
-    if (!g->done_ev) {
-        free(toks);
-        oai_err(&e, 500, "server_error", NULL, NULL, "out of memory");
-        goto fail;
-    }
-
-    engine_req_t er = {0};
-    er.prompt = toks;
-    er.n_prompt = n_tok;
-    er.sampling = sp;
-    er.deadline = a->set->request_timeout_ms
-                      ? time_now_mono() + (double)a->set->request_timeout_ms / 1e3
-                      : 0;
-    er.cb = gen_engine_cb;
-    er.user = g;
-    bar_msg_t msg = {{0}};
-    rc = engine_submit(a->engine, &er, &g->req_id, &msg);
-    free(toks);
-    if (rc) {
-        if (rc == BAR_ERR_RANGE)
-            oai_err(&e, 400, "invalid_request_error", "context_length_exceeded",
-                    kind == OAI_CHAT ? "messages" : "prompt", "%s", msg.text);
-        else if (rc == BAR_ERR_BUSY)
-            oai_err(&e, 503, "server_error", "unavailable", NULL, "%s",
-                    msg.text[0] ? msg.text : "the engine is shutting down");
-        else
-            oai_err(&e, rc == BAR_ERR_INVALID ? 400 : 500,
-                    rc == BAR_ERR_INVALID ? "invalid_request_error" : "server_error", NULL, NULL,
-                    "%s", msg.text[0] ? msg.text : bar_strerror(rc));
-        goto fail;
-    }
-
-    /* submitted: the engine now holds g until its DONE event */
-    g->next = a->gens;
-    if (a->gens)
-        a->gens->prev = g;
-    a->gens = g;
-    a->n_gens++;
     g->r = r;
-    make_id(a, g->id, sizeof g->id, kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
-    g->resp = (oai_resp_t){kind, g->id, time_now_unix(), a->model_id};
     srv_req_set_user(r, g, on_abort, on_drain);
-    if (g->q.stream) {
-        g->sse = sse_open(r, (uint64_t)a->set->sse_ping_ms);
-        if (!g->sse) {
-            g->r = NULL;
-            gen_cancel(g, "error");
-            api_error(r, 500, "server_error", NULL, NULL, "cannot start the stream");
-            return;
-        }
-        if (kind == OAI_CHAT) {
-            buf_t out = {0};
-            oai_format_chunk(&out, &g->resp, 1, NULL, 0, OAI_FINISH_NONE, NULL, NULL, 0, 0);
-            sse_write(g->sse, out.p, out.n);
-            buf_free(&out);
-        }
+    if (h->body.n < PREPARE_INLINE_MAX) {
+        prepare(g);
+        submit(g);
+        return;
     }
+    /* a big prompt: tokenize on the libuv thread pool so the loop stays free */
+    g->work.data = g;
+    if (uv_queue_work(a->loop, &g->work, prepare_work, prepare_done)) {
+        prepare(g);
+        submit(g);
+        return;
+    }
+    a->n_work++;
     return;
 
 fail:
     oai_req_free(&g->q);
-    free(g->done_ev);
     free(g);
     api_send_error(r, &e);
 }

@@ -132,3 +132,18 @@ def test_max_tokens_capped_by_context(server):
 
 def test_server_still_fine(server):
     assert request(server, "GET", "/health")[0] == 200
+
+
+def test_big_bodies_tokenized_off_the_loop(server):
+    """Bodies over 8 KiB are tokenized on the thread pool: same answers."""
+    status, _, resp = request(server, "POST", "/v1/completions",
+                              json.dumps({"prompt": "Hi", "max_tokens": 2, "pad": "x" * 20000}))
+    assert status == 200, resp
+    assert json.loads(resp)["usage"]["completion_tokens"] >= 1
+    status, _, resp = request(server, "POST", "/v1/chat/completions",
+                              json.dumps({"messages": [{"role": "user", "content": "Hi"}],
+                                          "max_tokens": 2, "stream": True, "pad": "x" * 20000}))
+    assert status == 200 and b"data: [DONE]" in resp
+    status, _, resp = request(server, "POST", "/v1/completions",
+                              json.dumps({"prompt": "hello " * 3000, "max_tokens": 2}))
+    assert check_error(status, resp)["code"] == "context_length_exceeded"
