@@ -55,8 +55,9 @@ void kern_quantize_act(const float *x, void *xq, int n);
  * Y rows may alias nothing else. Only Y[b*ldy + r0 .. r1) is written, so
  * threads may share Y with disjoint row ranges (see pool_split).
  *
- * nb = 1 is the decode case (memory bound); for nb >= 8 the AVX-512 path
- * repacks 16-row weight tiles once and reuses them across the batch. */
+ * nb = 1 is the decode case (memory bound); for nb >= 4 the AVX-512 path
+ * repacks 16-row weight tiles once and reuses them across the batch, so
+ * splitting rows between threads in multiples of 16 (pool_split) is best. */
 void kern_matmul(ggml_type_t wt, const void *W, int n, int r0, int r1, const void *xq,
                  const float *x, int ldx, int nb, float *Y, int ldy);
 

@@ -388,9 +388,9 @@ static void axpy_f16(float *y, float a, const uint16_t *x, int n)
     __m256 va = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va,
-                                                _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
-                                                _mm256_loadu_ps(y + i)));
+        _mm256_storeu_ps(
+            y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                   _mm256_loadu_ps(y + i)));
     for (; i < n; i++)
         y[i] += a * fp16_to_f32(x[i]);
 }

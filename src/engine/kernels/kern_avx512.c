@@ -8,13 +8,20 @@
  *   Q8_0: q ^ 0x80 (= q + 128), m_w = -128 d_w
  * and sum(code * qa) is VNNI dpbusd (u8 x s8, four products per i32 lane).
  * Two paths:
- *  - direct (nb < REPACK_MIN_NB, i.e. decode): one weight row at a time, one
- *    block per ymm, reused across up to 4 activation rows; memory bound.
+ *  - direct (nb < REPACK_MIN_NB, i.e. decode): 4 weight rows at a time, one
+ *    row per 128-bit chunk of a zmm (elements 0..15, then 16..31) against the
+ *    activation block broadcast to all chunks; the block scales of the 4 rows
+ *    are finished together in one vector. The next 4 rows are prefetched in
+ *    step (4 interleaved row streams defeat the hardware prefetcher). Each
+ *    unpacked block serves up to DIRECT_BB activation rows. Memory bound on
+ *    DRAM-resident weights.
  *  - tiled (prefill / batched decode): 16 weight rows x up to KC blocks are
  *    unpacked and transposed once into a tile whose dword lane i holds row i,
  *    so one dpbusd with a broadcast dword of the activation does 16 rows x 4
  *    elements and the per-row sums land in separate lanes (no horizontal
- *    reductions); the tile is reused across every activation row.
+ *    reductions); the tile is reused across every activation row, TILE_BB at
+ *    a time (independent dpbusd chains). Compute bound: ~12 zmm ops per
+ *    16 rows x 32 elements x 1 activation row.
  * Float weights (F32/F16/BF16) stream through zmm FMAs with masked tails.
  * Not for: the reference semantics (kern_scalar.c); dequantization reuses it. */
 #include <immintrin.h>
@@ -28,7 +35,7 @@
 
 enum {
     TILE_ROWS = 16,    /* rows per tile = i32 lanes of a zmm */
-    KC = 32,           /* blocks per K chunk: the tile is 16 * 32 * 40 B = 20 KB (L1) */
+    KC = 32,           /* blocks per K chunk: the tile is 32 * (512 + 128) B = 20 KB (L1) */
     REPACK_MIN_NB = 4, /* batch size from which the tiled path is used */
     DIRECT_BB = 3      /* activation rows per pass of the direct path */
 };
@@ -607,9 +614,10 @@ static void axpy_f16(float *y, float a, const uint16_t *x, int n)
     __m512 va = _mm512_set1_ps(a);
     int i = 0;
     for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(y + i,
-                         _mm512_fmadd_ps(va, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))),
-                                         _mm512_loadu_ps(y + i)));
+        _mm512_storeu_ps(
+            y + i,
+            _mm512_fmadd_ps(va, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))),
+                            _mm512_loadu_ps(y + i)));
     for (; i < n; i++)
         y[i] += a * fp16_to_f32(x[i]);
 }
