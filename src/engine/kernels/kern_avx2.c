@@ -1,17 +1,20 @@
 /* kern_avx2.c — the AVX2 + FMA + F16C kernel level (built with -mavx2 -mfma -mf16c).
  *
  * Quantized matmul: every weight type is brought to one form per 32-block —
- * 32 weight codes in a ymm and a pair [d_w, m_w] of floats — so one loop body
- * serves them all:
+ * 32 weight codes and a pair [d_w, m_w] of floats — so one loop body serves
+ * them all:
  *   Q4_0: codes = nibble,        m_w = -8 d_w     (nibble - 8 = nibble + (-8))
  *   Q4_1: codes = nibble,        m_w = m
  *   Q5_0: codes = q5,            m_w = -16 d_w
  *   Q5_1: codes = q5,            m_w = m
  *   Q8_0: codes = q (signed),    m_w = 0  (sign trick: |q| x sign(a, q))
- * and dot(block) = d_w d_a sum(code * qa) + m_w s_a, the integer sum from
- * maddubs (u8 x s8 -> pairs of i16; at most 2*31*127 = 7874, no saturation)
- * then madd with ones (-> 8 x i32). Each weight block is unpacked once and used
- * against up to 4 activation rows (the batch reuse that matters for prefill).
+ * and dot(block) = d_w d_a sum(code * qa) + m_w t_a (t_a: see quant.h), the
+ * integer sum from maddubs (u8 x s8 -> pairs of i16) then madd with ones.
+ * Layout: 4 weight rows at a time, two per ymm (128-bit lane = one row's
+ * elements 0..15, another ymm for 16..31) against the activation block
+ * broadcast to both lanes, so the 4 rows' block scales are finished together
+ * in one vector; the next 4 rows are prefetched in step. Each unpacked block
+ * serves up to 4 activation rows (the batch reuse that matters for prefill).
  * Float weights stream through FMA, converted with F16C / a shift for bf16.
  * Dequantization reuses the scalar code (only used for embedding lookups).
  * Not for: anything that needs AVX-512 (kern_avx512.c). */
@@ -79,7 +82,7 @@ static void quantize_act(const float *x, void *xq, int n)
     }
 }
 
-/* ---- weight block -> (32 codes, [d_w, m_w]) ------------------------------ */
+/* ---- quantized matmul: 4 weight rows x up to 4 activation rows ---------- */
 
 AI size_t blk_bytes(int t)
 {
@@ -97,19 +100,49 @@ AI size_t blk_bytes(int t)
     }
 }
 
-/* 16 packed bytes -> 32 nibble codes: low nibbles are elements 0..15, high 16..31 */
-AI __m256i nibbles(const uint8_t *qs)
+AI int has_m(int t)
 {
-    __m128i x = _mm_loadu_si128((const __m128i *)qs);
-    __m256i y = _mm256_inserti128_si256(_mm256_castsi128_si256(x), _mm_srli_epi16(x, 4), 1);
-    return _mm256_and_si256(y, _mm256_set1_epi8(0x0F));
+    return t == KT_Q4_1 || t == KT_Q5_1;
 }
 
-/* qh bit j -> 0x10 in byte j */
-AI __m256i fifth_bits(const uint8_t *qh)
+AI float m_scale(int t) /* m_w / d_w of the symmetric types (Q8_0 uses the sign trick) */
+{
+    return t == KT_Q4_0 ? -8.0f : t == KT_Q5_0 ? -16.0f : 0.0f;
+}
+
+AI const uint8_t *blk_qs(int t, const uint8_t *b)
+{
+    switch (t) {
+    case KT_Q4_0:
+        return ((const block_q4_0 *)b)->qs;
+    case KT_Q4_1:
+        return ((const block_q4_1 *)b)->qs;
+    case KT_Q5_0:
+        return ((const block_q5_0 *)b)->qs;
+    case KT_Q5_1:
+        return ((const block_q5_1 *)b)->qs;
+    default:
+        return (const uint8_t *)((const block_q8_0 *)b)->qs;
+    }
+}
+
+AI uint32_t blk_qh(int t, const uint8_t *b)
 {
     uint32_t h;
-    memcpy(&h, qh, 4);
+    memcpy(&h, t == KT_Q5_0 ? ((const block_q5_0 *)b)->qh : ((const block_q5_1 *)b)->qh, 4);
+    return h;
+}
+
+AI int ld_i32(const uint8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* mask bit j -> 0x10 in byte j */
+AI __m256i bits_to_0x10(uint32_t h)
+{
     const __m256i rep =
         _mm256_setr_epi64x(0, 0x0101010101010101LL, 0x0202020202020202LL, 0x0303030303030303LL);
     __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), rep);
@@ -118,109 +151,166 @@ AI __m256i fifth_bits(const uint8_t *qh)
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
 }
 
-AI __m128 f16x2(const void *p) /* [f16 p[0], f16 p[1], 0, 0] */
+AI __m256i load2x128(const uint8_t *p0, const uint8_t *p1) /* [16 B at p0 | 16 B at p1] */
 {
-    uint32_t u;
-    memcpy(&u, p, 4);
-    return _mm_cvtph_ps(_mm_cvtsi32_si128((int)u));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p0)),
+                                   _mm_loadu_si128((const __m128i *)p1), 1);
 }
 
-AI __m128 f16_dm(const void *p, float mscale) /* [d, mscale * d, 0, 0] */
+/* One block of rows (b0, b1) as codes, 128-bit lane i = row i:
+ * lo = elements 0..15, hi = elements 16..31 (Q8_0: signed q, else unsigned). */
+AI void codes_pair(int t, const uint8_t *b0, const uint8_t *b1, __m256i *lo, __m256i *hi)
 {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    __m128 d = _mm_cvtph_ps(_mm_set1_epi16((short)h));
-    return _mm_mul_ps(d, _mm_setr_ps(1.0f, mscale, 0.0f, 0.0f));
-}
-
-AI __m256i load_codes(int t, const uint8_t *b, __m128 *dm)
-{
-    switch (t) {
-    case KT_Q4_0:
-        *dm = f16_dm(b, -8.0f);
-        return nibbles(((const block_q4_0 *)b)->qs);
-    case KT_Q4_1:
-        *dm = f16x2(b);
-        return nibbles(((const block_q4_1 *)b)->qs);
-    case KT_Q5_0:
-        *dm = f16_dm(b, -16.0f);
-        return _mm256_or_si256(nibbles(((const block_q5_0 *)b)->qs),
-                               fifth_bits(((const block_q5_0 *)b)->qh));
-    case KT_Q5_1:
-        *dm = f16x2(b);
-        return _mm256_or_si256(nibbles(((const block_q5_1 *)b)->qs),
-                               fifth_bits(((const block_q5_1 *)b)->qh));
-    default:
-        *dm = f16_dm(b, 0.0f);
-        return _mm256_loadu_si256((const __m256i *)((const block_q8_0 *)b)->qs);
+    const uint8_t *q0 = blk_qs(t, b0), *q1 = blk_qs(t, b1);
+    if (t == KT_Q8_0) {
+        *lo = load2x128(q0, q1);
+        *hi = load2x128(q0 + 16, q1 + 16);
+        return;
     }
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256i z = load2x128(q0, q1);
+    *lo = _mm256_and_si256(z, m4);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(z, 4), m4);
+    if (t == KT_Q5_0 || t == KT_Q5_1) {
+        uint32_t h0 = blk_qh(t, b0), h1 = blk_qh(t, b1);
+        *lo = _mm256_or_si256(*lo, bits_to_0x10((h0 & 0xFFFF) | h1 << 16));
+        *hi = _mm256_or_si256(*hi, bits_to_0x10(h0 >> 16 | (h1 & 0xFFFF0000u)));
+    }
+}
+
+/* [d0 m0 d1 m1 d2 m2 d3 m3] of one block of 4 rows; for the symmetric types
+ * the m slots repeat d (m_w = m_scale * d is applied on the activation side). */
+AI __m256 dm_quad(int t, const uint8_t *b0, const uint8_t *b1, const uint8_t *b2, const uint8_t *b3)
+{
+    __m128i x = _mm_cvtsi32_si128(ld_i32(b0));
+    x = _mm_insert_epi32(x, ld_i32(b1), 1);
+    x = _mm_insert_epi32(x, ld_i32(b2), 2);
+    x = _mm_insert_epi32(x, ld_i32(b3), 3);
+    if (!has_m(t))
+        x = _mm_shuffle_epi8(x, _mm_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
+    return _mm256_cvtph_ps(x);
+}
+
+/* Integer dot of one 2-row code pair with an activation block broadcast to
+ * both lanes: 8 x i32, lanes 0..3 row 0, 4..7 row 1. */
+AI __m256i idot_pair(int t, __m256i lo, __m256i hi, __m256i alo, __m256i ahi)
+{
+    const __m256i ones = _mm256_set1_epi16(1);
+    if (t == KT_Q8_0) { /* |w| x sign(a, w); one maddubs may reach 2*128*127 */
+        __m256i pl = _mm256_maddubs_epi16(_mm256_sign_epi8(lo, lo), _mm256_sign_epi8(alo, lo));
+        __m256i ph = _mm256_maddubs_epi16(_mm256_sign_epi8(hi, hi), _mm256_sign_epi8(ahi, hi));
+        return _mm256_add_epi32(_mm256_madd_epi16(pl, ones), _mm256_madd_epi16(ph, ones));
+    }
+    /* unsigned codes <= 31: two maddubs pairs sum to at most 4*31*127, no i16 overflow */
+    return _mm256_madd_epi16(
+        _mm256_add_epi16(_mm256_maddubs_epi16(lo, alo), _mm256_maddubs_epi16(hi, ahi)), ones);
 }
 
 /* The (d_a, t_a) float pair that finishes a block of type t (see quant.h). */
 AI const double *act_pair(int t, const block_q8a *a)
 {
-    return (const double *)(t == KT_Q4_1 || t == KT_Q5_1 ? &a->d : &a->d2);
+    return (const double *)(has_m(t) ? &a->d : &a->d2);
 }
 
-/* One weight row against BB activation rows.
- * acc[b][k&1]: 8 lanes of d_w d_a * partial integer sums (two chains to hide
- * FMA latency); ms[b]: lane 1 accumulates m_w * s_a. */
-AI void qrow(int t, int BB, const uint8_t *row, const block_q8a *const *a, int nblk, float *out)
+/* Rows p0..p3 (at block 0, stepping bs per block; pf = where the next 4 rows
+ * start, prefetched in step) x BB activation rows. Per activation row:
+ *   acc[b][0]: lanes 4i..4i+3 = row i (i = 0, 1) partial d_w d_a * integer sums
+ *   acc[b][1]: the same for rows 2, 3
+ *   ms[b]:     lane 2i+1 = row i's sum of m_w t_a (even lanes are scratch). */
+AI void quad_rows(int t, int BB, const uint8_t *p0, const uint8_t *p1, const uint8_t *p2,
+                  const uint8_t *p3, const uint8_t *pf, const block_q8a *const *a, int nblk,
+                  float out[][4])
 {
     const size_t bs = blk_bytes(t);
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256 acc[4][2];
-    __m128 ms[4];
+    const __m256i sp01 = _mm256_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2);
+    const __m256i sp23 = _mm256_setr_epi32(4, 4, 4, 4, 6, 6, 6, 6);
+    const __m256 msc = _mm256_setr_ps(1, m_scale(t), 1, m_scale(t), 1, m_scale(t), 1, m_scale(t));
+    __m256 acc[4][2], ms[4];
+#pragma GCC unroll 16
     for (int b = 0; b < BB; b++) {
-        acc[b][0] = acc[b][1] = _mm256_setzero_ps();
-        ms[b] = _mm_setzero_ps();
+        acc[b][0] = acc[b][1] = ms[b] = _mm256_setzero_ps();
     }
-    for (int k = 0; k < nblk; k++) {
-        __m128 dm;
-        __m256i w = load_codes(t, row + (size_t)k * bs, &dm);
-        __m256i wabs = w;
-        if (t == KT_Q8_0) wabs = _mm256_sign_epi8(w, w);
+    for (int k = 0; k < nblk; k++, p0 += bs, p1 += bs, p2 += bs, p3 += bs, pf += 4 * bs) {
+        _mm_prefetch((const char *)pf, _MM_HINT_T0);
+        _mm_prefetch((const char *)pf + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)pf + 128, _MM_HINT_T0);
+        __m256i lo01, hi01, lo23, hi23;
+        codes_pair(t, p0, p1, &lo01, &hi01);
+        codes_pair(t, p2, p3, &lo23, &hi23);
+        __m256 dm = dm_quad(t, p0, p1, p2, p3);
+#pragma GCC unroll 16
         for (int b = 0; b < BB; b++) {
             const block_q8a *ab = a[b] + k;
-            __m256i qa = _mm256_loadu_si256((const __m256i *)ab->qs);
-            if (t == KT_Q8_0) qa = _mm256_sign_epi8(qa, w);
-            __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wabs, qa), ones);
-            /* [d_a, s_a] (asymmetric) or [d_a, d_a sum q] (symmetric) */
-            __m128 v = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd(act_pair(t, ab))));
-            acc[b][k & 1] =
-                _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcastss_ps(v), acc[b][k & 1]);
-            ms[b] = _mm_add_ps(ms[b], v);
+            __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ab->qs));
+            __m256i ahi =
+                _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab->qs + 16)));
+            __m256i i01 = idot_pair(t, lo01, hi01, alo, ahi);
+            __m256i i23 = idot_pair(t, lo23, hi23, alo, ahi);
+            __m256 pr = _mm256_castpd_ps(_mm256_broadcast_sd(act_pair(t, ab)));
+            if (!has_m(t)) pr = _mm256_mul_ps(pr, msc);
+            __m256 v = _mm256_mul_ps(dm, pr); /* [d_w d_a, m_w t_a] per row */
+            ms[b] = _mm256_add_ps(ms[b], v);
+            acc[b][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i01), _mm256_permutevar8x32_ps(v, sp01),
+                                        acc[b][0]);
+            acc[b][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i23), _mm256_permutevar8x32_ps(v, sp23),
+                                        acc[b][1]);
         }
     }
+#pragma GCC unroll 16
     for (int b = 0; b < BB; b++) {
-        __m128 m = ms[b];
-        out[b] = hsum8(_mm256_add_ps(acc[b][0], acc[b][1])) +
-                 _mm_cvtss_f32(_mm_shuffle_ps(m, m, _MM_SHUFFLE(1, 1, 1, 1)));
+        /* hadd twice: [r0 r0 r2 r2 | r1 r1 r3 r3] -> [r0 r2 r0 r2 | r1 r3 r1 r3] */
+        __m256 h = _mm256_hadd_ps(acc[b][0], acc[b][1]);
+        h = _mm256_hadd_ps(h, h);
+        __m128 r = _mm_unpacklo_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        /* r = [r0 r1 r2 r3]; m lanes 1, 3, 5, 7 */
+        __m128 m = _mm_shuffle_ps(_mm256_castps256_ps128(ms[b]), _mm256_extractf128_ps(ms[b], 1),
+                                  _MM_SHUFFLE(3, 1, 3, 1));
+        _mm_storeu_ps(out[b], _mm_add_ps(r, m));
     }
 }
 
+AI void quad_bb(int t, int BB, const uint8_t *const *rows, const uint8_t *pf, const block_q8a *acts,
+                int nblk, int b0, int r, int nr, float *Y, int ldy)
+{
+    const block_q8a *a[4];
+    float o[4][4];
+#pragma GCC unroll 16
+    for (int b = 0; b < BB; b++)
+        a[b] = acts + (size_t)(b0 + b) * nblk;
+    quad_rows(t, BB, rows[0], rows[1], rows[2], rows[3], pf, a, nblk, o);
+    for (int b = 0; b < BB; b++)
+        for (int i = 0; i < nr; i++)
+            Y[(size_t)(b0 + b) * ldy + r + i] = o[b][i];
+}
+
+/* Rows in quads (a short last quad repeats its last row), activation rows in
+ * groups of up to 4 sharing each unpacked block. */
 AI void matmul_q(int t, const void *W, size_t row_bytes, int n, int r0, int r1, const void *xq,
                  int nb, float *Y, int ldy)
 {
     const int nblk = n / QK;
     const block_q8a *acts = xq;
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *row = (const uint8_t *)W + (size_t)r * row_bytes;
-        int b = 0;
-        for (; b + 4 <= nb; b += 4) {
-            const block_q8a *a[4];
-            float o[4];
-            for (int i = 0; i < 4; i++)
-                a[i] = acts + (size_t)(b + i) * nblk;
-            qrow(t, 4, row, a, nblk, o);
-            for (int i = 0; i < 4; i++)
-                Y[(size_t)(b + i) * ldy + r] = o[i];
-        }
-        for (; b < nb; b++) {
-            const block_q8a *a[1] = {acts + (size_t)b * nblk};
-            float o[1];
-            qrow(t, 1, row, a, nblk, o);
-            Y[(size_t)b * ldy + r] = o[0];
+    for (int r = r0; r < r1; r += 4) {
+        int nr = r1 - r < 4 ? r1 - r : 4;
+        const uint8_t *rows[4];
+        for (int i = 0; i < 4; i++)
+            rows[i] = (const uint8_t *)W + (size_t)(r + (i < nr ? i : nr - 1)) * row_bytes;
+        const uint8_t *pf = r + 4 < r1 ? (const uint8_t *)W + (size_t)(r + 4) * row_bytes : rows[0];
+        for (int b = 0; b < nb; b += 4) {
+            switch (nb - b) {
+            case 1:
+                quad_bb(t, 1, rows, pf, acts, nblk, b, r, nr, Y, ldy);
+                break;
+            case 2:
+                quad_bb(t, 2, rows, pf, acts, nblk, b, r, nr, Y, ldy);
+                break;
+            case 3:
+                quad_bb(t, 3, rows, pf, acts, nblk, b, r, nr, Y, ldy);
+                break;
+            default:
+                quad_bb(t, 4, rows, pf, acts, nblk, b, r, nr, Y, ldy);
+                break;
+            }
         }
     }
 }
