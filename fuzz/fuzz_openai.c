@@ -17,15 +17,13 @@
 static void must_parse(const char *p, size_t n)
 {
     cJSON *j = cJSON_ParseWithLength(p, n);
-    if (!j)
-        abort();
+    if (!j) abort();
     cJSON_Delete(j);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
-        return 0;
+    if (size < 1) return 0;
     oai_kind_t kind = (data[0] & 1) ? OAI_CHAT : OAI_COMPLETION;
     oai_req_t r;
     oai_err_t e;
@@ -33,33 +31,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int rc = oai_parse_request(&r, kind, (const char *)data + 1, size - 1, &e);
     buf_t b = {0};
     if (rc < 0) {
-        if (e.status < 400 || e.status > 599 || !e.message[0] || rc != -e.status)
-            abort();
+        if (e.status < 400 || e.status > 599 || !e.message[0] || rc != -e.status) abort();
         oai_error_body(&b, &e);
         must_parse(b.p, b.n);
         buf_free(&b);
         oai_req_free(&r);
         return 0;
     }
-    if (r.n_stop < 0 || r.n_stop > OAI_MAX_STOP)
-        abort();
+    if (r.n_stop < 0 || r.n_stop > OAI_MAX_STOP) abort();
     const char *text = "";
     size_t len = 0;
     if (kind == OAI_CHAT) {
-        if (r.n_msgs < 1)
-            abort();
+        if (r.n_msgs < 1) abort();
         for (int i = 0; i < r.n_msgs; i++) {
             const char *role = r.msgs[i].role;
             if (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant"))
                 abort();
-            if (strlen(r.msgs[i].content) > r.msgs[i].content_len)
-                abort();
+            if (strlen(r.msgs[i].content) > r.msgs[i].content_len) abort();
         }
         text = r.msgs[r.n_msgs - 1].content;
         len = r.msgs[r.n_msgs - 1].content_len;
     } else {
-        if (!r.prompt)
-            abort();
+        if (!r.prompt) abort();
         text = r.prompt;
         len = r.prompt_len;
     }
@@ -73,10 +66,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     must_parse(b.p, b.n);
     buf_clear(&b);
     oai_format_chunk(&b, &resp, 0, text, len, OAI_FINISH_NONE, NULL, &lp, 1, r.logprobs);
-    if (b.n < 8 || memcmp(b.p, "data: ", 6) || memcmp(b.p + b.n - 2, "\n\n", 2))
-        abort();
-    if (memchr(b.p, '\n', b.n - 2))
-        abort(); /* a raw newline inside the event would split it */
+    if (b.n < 8 || memcmp(b.p, "data: ", 6) || memcmp(b.p + b.n - 2, "\n\n", 2)) abort();
+    if (memchr(b.p, '\n', b.n - 2)) abort(); /* a raw newline inside the event would split it */
     must_parse(b.p + 6, b.n - 8);
     buf_free(&b);
     oai_req_free(&r);

@@ -125,18 +125,16 @@ static void h_metrics(api_t *a, srv_req_t *r)
     obs_metrics_render(a->metrics, &b);
     engine_stats_t st;
     memset(&st, 0, sizeof st);
-    if (a->engine)
-        engine_stats(a->engine, &st);
+    if (a->engine) engine_stats(a->engine, &st);
     obs_metrics_gauge(&b, "barista_engine_active_sequences",
                       "Sequences the engine is decoding now.", st.n_active);
-    obs_metrics_gauge(&b, "barista_engine_queued_requests",
-                      "Requests waiting for an engine slot.", st.n_queued);
+    obs_metrics_gauge(&b, "barista_engine_queued_requests", "Requests waiting for an engine slot.",
+                      st.n_queued);
     obs_metrics_gauge(&b, "barista_api_generations", "Generation requests not yet finished.",
                       a->n_gens);
     obs_metrics_gauge(&b, "barista_http_connections", "Open HTTP connections.",
                       a->srv ? srv_n_connections(a->srv) : 0);
-    obs_metrics_gauge(&b, "barista_model_loaded", "1 once the model is loaded.",
-                      a->engine ? 1 : 0);
+    obs_metrics_gauge(&b, "barista_model_loaded", "1 once the model is loaded.", a->engine ? 1 : 0);
     srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.n, NULL);
     buf_free(&b);
 }
@@ -150,12 +148,10 @@ static int slice_is(http_slice_t s, const char *lit)
 static int authorized(const api_t *a, const http_req_t *h)
 {
     const char *key = a->set->api_key;
-    if (!key[0])
-        return 1;
+    if (!key[0]) return 1;
     http_slice_t v = http_req_header(h, "authorization");
     size_t kn = strlen(key);
-    if (!v.p || v.n != 7 + kn || strncasecmp(v.p, "Bearer ", 7))
-        return 0;
+    if (!v.p || v.n != 7 + kn || strncasecmp(v.p, "Bearer ", 7)) return 0;
     /* constant-time compare */
     unsigned diff = 0;
     for (size_t i = 0; i < kn; i++)
@@ -185,11 +181,10 @@ void api_handle(void *ud, srv_req_t *r)
     const http_req_t *h = srv_req_http(r);
     http_slice_t path = http_req_path(h);
     int m = h->method == HTTP_GET || h->method == HTTP_HEAD ? M_GET
-            : h->method == HTTP_POST                         ? M_POST
-                                                             : 0;
+            : h->method == HTTP_POST                        ? M_POST
+                                                            : 0;
     /* strip one trailing slash */
-    if (path.n > 1 && path.p[path.n - 1] == '/')
-        path.n--;
+    if (path.n > 1 && path.p[path.n - 1] == '/') path.n--;
     static const struct {
         const char *path;
         int methods;
@@ -279,8 +274,7 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     a->created = time_now_unix();
     a->rng = ((uint64_t)time_now_unix() << 20) ^ (uint64_t)getpid() ^
              (uint64_t)(time_now_mono() * 1e9) ^ 0x2545F4914F6CDD1Dull;
-    if (!a->rng)
-        a->rng = 1;
+    if (!a->rng) a->rng = 1;
     pthread_mutex_init(&a->mu, NULL);
     uv_async_init(loop, &a->async, gen_on_async);
     a->async.data = a;
@@ -304,8 +298,7 @@ void api_set_engine(api_t *a, engine_t *e)
     }
     a->chat_ok = rc == 0;
     a->chat_tmpl = (int)tmpl;
-    if (rc)
-        snprintf(a->chat_err, sizeof a->chat_err, "%.200s", msg.text);
+    if (rc) snprintf(a->chat_err, sizeof a->chat_err, "%.200s", msg.text);
     if (a->set->model_id[0])
         snprintf(a->model_id, sizeof a->model_id, "%s", a->set->model_id);
     else
@@ -319,8 +312,7 @@ void api_set_server(api_t *a, srv_t *s)
 
 void api_cancel_all(api_t *a)
 {
-    if (a->engine)
-        gen_cancel_all(a);
+    if (a->engine) gen_cancel_all(a);
 }
 
 int api_n_generations(const api_t *a)
@@ -335,8 +327,7 @@ void api_drain_events(api_t *a)
 
 void api_maybe_free(api_t *a)
 {
-    if (!a->async_closed || a->n_work)
-        return;
+    if (!a->async_closed || a->n_work) return;
     pthread_mutex_destroy(&a->mu);
     obs_metrics_destroy(a->metrics);
     free(a);
@@ -351,8 +342,7 @@ static void on_async_closed(uv_handle_t *h)
 
 void api_destroy(api_t *a)
 {
-    if (!a)
-        return;
+    if (!a) return;
     api_drain_events(a);
     a->engine = NULL; /* work finishing later must not submit */
     uv_close((uv_handle_t *)&a->async, on_async_closed);

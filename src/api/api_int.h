@@ -17,23 +17,23 @@ struct api {
     uv_loop_t *loop;
     const srv_settings_t *set;
     const cfg_t *cfg;
-    engine_t *engine;      /* NULL while loading */
+    engine_t *engine; /* NULL while loading */
     const tok_t *tok;
     int n_ctx;
     char model_id[256];
     long created;
     obs_metrics_t *metrics;
     srv_t *srv;
-    uv_async_t async;      /* engine thread → loop */
-    pthread_mutex_t mu;    /* guards ev_head/ev_tail */
+    uv_async_t async;   /* engine thread → loop */
+    pthread_mutex_t mu; /* guards ev_head/ev_tail */
     gen_ev_t *ev_head, *ev_tail;
-    gen_t *gens;           /* generations awaiting their DONE event */
+    gen_t *gens; /* generations awaiting their DONE event */
     int n_gens;
-    int n_work;            /* prompts being tokenized on the thread pool */
-    int async_closed;      /* api_destroy ran and the async handle is closed */
-    uint64_t rng;          /* response ids */
-    int chat_ok;           /* the model's chat template is usable */
-    int chat_tmpl;         /* chat_tmpl_t */
+    int n_work;       /* prompts being tokenized on the thread pool */
+    int async_closed; /* api_destroy ran and the async handle is closed */
+    uint64_t rng;     /* response ids */
+    int chat_ok;      /* the model's chat template is usable */
+    int chat_tmpl;    /* chat_tmpl_t */
     char chat_err[256];
 };
 

@@ -47,21 +47,21 @@ typedef struct {
 struct gen {
     api_t *a;
     gen_t *prev, *next;
-    srv_req_t *r;      /* NULL once answered or once the client is gone */
-    sse_t *sse;        /* streaming only */
+    srv_req_t *r; /* NULL once answered or once the client is gone */
+    sse_t *sse;   /* streaming only */
     oai_req_t q;
     oai_resp_t resp;
     char id[48];
     uint64_t req_id;
-    buf_t text;        /* non-stream: all text; stream: not yet written */
-    lp_list_t lp;      /* same split as text */
+    buf_t text;   /* non-stream: all text; stream: not yet written */
+    lp_list_t lp; /* same split as text */
     int n_prompt, n_gen, n_cached;
     double t_start;
     int cancel_sent;
-    int submitted;     /* engine_submit succeeded: a DONE event will come */
-    int failed;        /* prepare() failed: err says why */
+    int submitted; /* engine_submit succeeded: a DONE event will come */
+    int failed;    /* prepare() failed: err says why */
     oai_err_t err;
-    uv_work_t work;    /* prepare() on the thread pool for big prompts */
+    uv_work_t work; /* prepare() on the thread pool for big prompts */
     int32_t *toks;
     size_t n_tok;
     gen_ev_t *done_ev; /* preallocated DONE event (handed to the queue by the engine callback) */
@@ -109,8 +109,7 @@ static int lp_piece(api_t *a, lp_list_t *l, int id, size_t *off, size_t *len)
 {
     char tmp[256];
     size_t n = tok_piece(a->tok, id, 1, tmp, sizeof tmp);
-    if (n > sizeof tmp)
-        n = sizeof tmp;
+    if (n > sizeof tmp) n = sizeof tmp;
     *off = l->text.n;
     *len = n;
     return buf_append(&l->text, tmp, n);
@@ -121,8 +120,7 @@ static int lp_push(api_t *a, lp_list_t *l, const gen_ev_t *ev)
     if (l->n == l->cap) {
         int cap = l->cap ? l->cap * 2 : 16;
         lp_item_t *p = realloc(l->items, (size_t)cap * sizeof *p);
-        if (!p)
-            return -1;
+        if (!p) return -1;
         l->items = p;
         l->cap = cap;
     }
@@ -131,8 +129,7 @@ static int lp_push(api_t *a, lp_list_t *l, const gen_ev_t *ev)
         while (cap < l->n_tops + ev->n_top)
             cap *= 2;
         lp_top_t *p = realloc(l->tops, (size_t)cap * sizeof *p);
-        if (!p)
-            return -1;
+        if (!p) return -1;
         l->tops = p;
         l->cap_tops = cap;
     }
@@ -160,14 +157,12 @@ typedef struct {
 static int lp_view(const lp_list_t *l, lp_view_t *out)
 {
     memset(out, 0, sizeof *out);
-    if (!l->n)
-        return 0;
+    if (!l->n) return 0;
     out->v = calloc((size_t)l->n, sizeof *out->v);
     out->tt = calloc((size_t)l->n_tops + 1, sizeof *out->tt);
     out->tl = calloc((size_t)l->n_tops + 1, sizeof *out->tl);
     out->tlp = calloc((size_t)l->n_tops + 1, sizeof *out->tlp);
-    if (!out->v || !out->tt || !out->tl || !out->tlp)
-        return -1;
+    if (!out->v || !out->tt || !out->tl || !out->tlp) return -1;
     for (int k = 0; k < l->n_tops; k++) {
         out->tt[k] = l->text.p + l->tops[k].off;
         out->tl[k] = l->tops[k].len;
@@ -175,8 +170,10 @@ static int lp_view(const lp_list_t *l, lp_view_t *out)
     }
     for (int i = 0; i < l->n; i++) {
         const lp_item_t *it = &l->items[i];
-        out->v[i] = (oai_logprob_t){l->text.p + it->off, it->len, it->logprob, it->n_top,
-                                    out->tt + it->top0, out->tl + it->top0, out->tlp + it->top0};
+        out->v[i] = (oai_logprob_t){l->text.p + it->off, it->len,
+                                    it->logprob,         it->n_top,
+                                    out->tt + it->top0,  out->tl + it->top0,
+                                    out->tlp + it->top0};
     }
     return 0;
 }
@@ -196,39 +193,33 @@ static void gen_engine_cb(void *user, const engine_event_t *ev)
     gen_t *g = user;
     api_t *a = g->a;
     size_t msg_len = ev->msg ? strlen(ev->msg) : 0;
-    if (msg_len > DONE_MSG_MAX)
-        msg_len = DONE_MSG_MAX;
+    if (msg_len > DONE_MSG_MAX) msg_len = DONE_MSG_MAX;
     int n_top = ev->n_top > 0 && ev->top ? ev->n_top : 0;
     size_t text_len = ev->type == ENGINE_EV_DONE ? 0 : ev->text_len;
-    size_t sz = sizeof(gen_ev_t) + (size_t)n_top * sizeof(engine_top_t) + text_len + 1 +
-                msg_len + 1;
+    size_t sz =
+        sizeof(gen_ev_t) + (size_t)n_top * sizeof(engine_top_t) + text_len + 1 + msg_len + 1;
     gen_ev_t *e;
     if (ev->type == ENGINE_EV_DONE) {
         /* preallocated at submit: the DONE event cannot be lost to OOM */
         e = g->done_ev;
         g->done_ev = NULL;
         n_top = 0;
-        if (msg_len > DONE_MSG_MAX)
-            msg_len = DONE_MSG_MAX;
+        if (msg_len > DONE_MSG_MAX) msg_len = DONE_MSG_MAX;
     } else {
         e = malloc(sz);
-        if (!e)
-            return; /* drop one token's event under OOM */
+        if (!e) return; /* drop one token's event under OOM */
     }
     memset(e, 0, sizeof *e);
     char *p = (char *)(e + 1);
     e->top = (engine_top_t *)p;
-    if (n_top)
-        memcpy(e->top, ev->top, (size_t)n_top * sizeof(engine_top_t));
+    if (n_top) memcpy(e->top, ev->top, (size_t)n_top * sizeof(engine_top_t));
     p += (size_t)n_top * sizeof(engine_top_t);
     e->text = p;
-    if (text_len)
-        memcpy(e->text, ev->text, text_len);
+    if (text_len) memcpy(e->text, ev->text, text_len);
     e->text[text_len] = '\0';
     p += text_len + 1;
     e->msg = p;
-    if (msg_len)
-        memcpy(e->msg, ev->msg, msg_len);
+    if (msg_len) memcpy(e->msg, ev->msg, msg_len);
     e->msg[msg_len] = '\0';
     e->g = g;
     e->type = ev->type;
@@ -261,8 +252,7 @@ static void gen_free(gen_t *g)
         g->prev->next = g->next;
     else if (a->gens == g)
         a->gens = g->next;
-    if (g->next)
-        g->next->prev = g->prev;
+    if (g->next) g->next->prev = g->prev;
     a->n_gens--;
     oai_req_free(&g->q);
     buf_free(&g->text);
@@ -274,8 +264,7 @@ static void gen_free(gen_t *g)
 
 static void gen_cancel(gen_t *g, const char *reason)
 {
-    if (g->cancel_sent)
-        return;
+    if (g->cancel_sent) return;
     g->cancel_sent = 1;
     obs_metrics_cancelled(g->a->metrics, reason);
     engine_cancel(g->a->engine, g->req_id);
@@ -296,20 +285,17 @@ static int want_lp(const gen_t *g)
  * back-pressure bound (the stream is ending; what is pending is bounded). */
 static void stream_flush(gen_t *g, int final)
 {
-    if (!g->r || !g->sse)
-        return;
-    if (g->text.n == 0 && (!final || g->lp.n == 0))
-        return;
+    if (!g->r || !g->sse) return;
+    if (g->text.n == 0 && (!final || g->lp.n == 0)) return;
     if (!final && !sse_writable(g->sse)) {
-        if (g->text.n > (size_t)g->a->set->stream_buffer_bytes)
-            gen_cancel(g, "slow_reader");
+        if (g->text.n > (size_t)g->a->set->stream_buffer_bytes) gen_cancel(g, "slow_reader");
         return;
     }
     lp_view_t v;
     lp_view(&g->lp, &v);
     buf_t out = {0};
-    oai_format_chunk(&out, &g->resp, 0, g->text.p, g->text.n, OAI_FINISH_NONE, NULL, v.v,
-                     g->lp.n, want_lp(g));
+    oai_format_chunk(&out, &g->resp, 0, g->text.p, g->text.n, OAI_FINISH_NONE, NULL, v.v, g->lp.n,
+                     want_lp(g));
     lp_view_free(&v);
     sse_write(g->sse, out.p, out.n);
     buf_free(&out);
@@ -328,10 +314,8 @@ static void on_abort(void *user, srv_req_t *r)
     gen_t *g = user;
     (void)r;
     g->r = NULL;
-    if (g->sse)
-        sse_detach(g->sse);
-    if (g->submitted)
-        gen_cancel(g, "disconnect");
+    if (g->sse) sse_detach(g->sse);
+    if (g->submitted) gen_cancel(g, "disconnect");
 }
 
 static oai_finish_t map_finish(engine_finish_t f)
@@ -393,22 +377,16 @@ static void handle_event(gen_ev_t *ev)
     gen_t *g = ev->g;
     api_t *a = g->a;
     if (ev->type == ENGINE_EV_TOKEN) {
-        if (!g->r)
-            return;
-        if (want_lp(g))
-            lp_push(a, &g->lp, ev);
-        if (ev->text_len)
-            buf_append(&g->text, ev->text, ev->text_len);
-        if (g->sse)
-            stream_flush(g, 0);
+        if (!g->r) return;
+        if (want_lp(g)) lp_push(a, &g->lp, ev);
+        if (ev->text_len) buf_append(&g->text, ev->text, ev->text_len);
+        if (g->sse) stream_flush(g, 0);
         return;
     }
     /* DONE */
     obs_metrics_tokens(a->metrics, ev->n_prompt, ev->n_gen, ev->n_cached);
-    if (ev->t_first_token > 0)
-        obs_metrics_ttft(a->metrics, ev->t_first_token);
-    if (g->r)
-        finish_response(g, ev);
+    if (ev->t_first_token > 0) obs_metrics_ttft(a->metrics, ev->t_first_token);
+    if (g->r) finish_response(g, ev);
     gen_free(g);
 }
 
@@ -449,8 +427,7 @@ static int render_chat(api_t *a, const oai_req_t *q, buf_t *out, oai_err_t *e)
                        "This model has no usable chat template (%s); use /v1/completions.",
                        a->chat_err);
     chat_msg_t *m = calloc((size_t)q->n_msgs + 1, sizeof *m);
-    if (!m)
-        return oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
+    if (!m) return oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
     for (int i = 0; i < q->n_msgs; i++)
         m[i] = (chat_msg_t){q->msgs[i].role, strlen(q->msgs[i].role), q->msgs[i].content,
                             q->msgs[i].content_len};
@@ -459,12 +436,10 @@ static int render_chat(api_t *a, const oai_req_t *q, buf_t *out, oai_err_t *e)
     bar_msg_t msg = {{0}};
     int rc = chat_render(a->chat_tmpl, m, (size_t)q->n_msgs, 1, &txt, &n, &msg);
     free(m);
-    if (rc)
-        return oai_err(e, 500, "server_error", NULL, NULL, "chat template: %s", msg.text);
+    if (rc) return oai_err(e, 500, "server_error", NULL, NULL, "chat template: %s", msg.text);
     rc = buf_append(out, txt, n);
     free(txt);
-    if (rc)
-        return oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
+    if (rc) return oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
     return 0;
 }
 
@@ -541,8 +516,7 @@ static void submit(gen_t *g)
     api_t *a = g->a;
     srv_req_t *r = g->r;
     oai_err_t *e = &g->err;
-    if (g->failed)
-        goto fail;
+    if (g->failed) goto fail;
     engine_sampling_t sp = engine_sampling_default();
     sp.temperature = (float)g->q.temperature;
     sp.top_p = (float)g->q.top_p;
@@ -572,9 +546,8 @@ static void submit(gen_t *g)
     er.prompt = g->toks;
     er.n_prompt = g->n_tok;
     er.sampling = sp;
-    er.deadline = a->set->request_timeout_ms
-                      ? time_now_mono() + (double)a->set->request_timeout_ms / 1e3
-                      : 0;
+    er.deadline =
+        a->set->request_timeout_ms ? time_now_mono() + (double)a->set->request_timeout_ms / 1e3 : 0;
     er.cb = gen_engine_cb;
     er.user = g;
     bar_msg_t msg = {{0}};
@@ -599,8 +572,7 @@ static void submit(gen_t *g)
     /* submitted: the engine now holds g until its DONE event */
     g->submitted = 1;
     g->next = a->gens;
-    if (a->gens)
-        a->gens->prev = g;
+    if (a->gens) a->gens->prev = g;
     a->gens = g;
     a->n_gens++;
     make_id(a, g->id, sizeof g->id, g->q.kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
@@ -644,8 +616,7 @@ static void prepare_done(uv_work_t *w, int status)
     }
     if (!g->r || !a->engine) {
         /* the client left (or the server is stopping) while we tokenized */
-        if (g->r)
-            api_error(g->r, 503, "server_error", "unavailable", NULL, "shutting down");
+        if (g->r) api_error(g->r, 503, "server_error", "unavailable", NULL, "shutting down");
         gen_free_unsubmitted(g);
         api_maybe_free(a);
         return;
@@ -669,8 +640,7 @@ void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
     }
     g->a = a;
     g->t_start = time_now_mono();
-    if (oai_parse_request(&g->q, kind, h->body.p ? h->body.p : "", h->body.n, &e) < 0)
-        goto fail;
+    if (oai_parse_request(&g->q, kind, h->body.p ? h->body.p : "", h->body.n, &e) < 0) goto fail;
     if (!model_ok(a, g->q.model)) {
         oai_err(&e, 404, "invalid_request_error", "model_not_found", "model",
                 "The model '%s' does not exist. Available: '%s' (alias 'default').", g->q.model,

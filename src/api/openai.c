@@ -28,18 +28,12 @@ int oai_err(oai_err_t *e, int status, const char *type, const char *code, const 
 
 static const char *json_type_name(const cJSON *v)
 {
-    if (cJSON_IsNull(v))
-        return "null";
-    if (cJSON_IsBool(v))
-        return "a boolean";
-    if (cJSON_IsNumber(v))
-        return "a number";
-    if (cJSON_IsString(v))
-        return "a string";
-    if (cJSON_IsArray(v))
-        return "an array";
-    if (cJSON_IsObject(v))
-        return "an object";
+    if (cJSON_IsNull(v)) return "null";
+    if (cJSON_IsBool(v)) return "a boolean";
+    if (cJSON_IsNumber(v)) return "a number";
+    if (cJSON_IsString(v)) return "a string";
+    if (cJSON_IsArray(v)) return "an array";
+    if (cJSON_IsObject(v)) return "an object";
     return "invalid";
 }
 
@@ -61,10 +55,8 @@ static int get_number(const cJSON *o, const char *name, double lo, double hi, do
                       oai_err_t *e)
 {
     const cJSON *v = member(o, name);
-    if (!v)
-        return 0;
-    if (!cJSON_IsNumber(v))
-        return bad_type(e, name, "a number", v);
+    if (!v) return 0;
+    if (!cJSON_IsNumber(v)) return bad_type(e, name, "a number", v);
     double d = v->valuedouble;
     if (!isfinite(d) || d < lo || d > hi)
         return oai_err(e, 400, BAD_REQ, "invalid_value", name,
@@ -78,8 +70,7 @@ static int get_int(const cJSON *o, const char *name, long long lo, long long hi,
                    int *given, oai_err_t *e)
 {
     const cJSON *v = member(o, name);
-    if (!v)
-        return 0;
+    if (!v) return 0;
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || !isfinite(v->valuedouble))
         return bad_type(e, name, "an integer", v);
     double d = v->valuedouble;
@@ -89,18 +80,15 @@ static int get_int(const cJSON *o, const char *name, long long lo, long long hi,
                        "instead.",
                        name, lo, hi, d);
     *out = (long long)d;
-    if (given)
-        *given = 1;
+    if (given) *given = 1;
     return 0;
 }
 
 static int get_bool(const cJSON *o, const char *name, int *out, oai_err_t *e)
 {
     const cJSON *v = member(o, name);
-    if (!v)
-        return 0;
-    if (!cJSON_IsBool(v))
-        return bad_type(e, name, "a boolean", v);
+    if (!v) return 0;
+    if (!cJSON_IsBool(v)) return bad_type(e, name, "a boolean", v);
     *out = cJSON_IsTrue(v);
     return 0;
 }
@@ -137,8 +125,7 @@ static int parse_content(oai_msg_t *m, const cJSON *c, int i, int allow_null, oa
         m->content = dup_n(c->valuestring, m->content_len);
         return m->content ? 0 : nomem(e);
     }
-    if (!cJSON_IsArray(c))
-        return bad_type(e, param, "a string or an array of content parts", c);
+    if (!cJSON_IsArray(c)) return bad_type(e, param, "a string or an array of content parts", c);
     buf_t b = {0};
     int j = 0;
     const cJSON *part;
@@ -190,33 +177,28 @@ static int parse_messages(oai_req_t *r, const cJSON *root, oai_err_t *e)
     if (!ms || cJSON_IsNull(ms))
         return oai_err(e, 400, BAD_REQ, "missing_required_parameter", "messages",
                        "Missing required parameter: 'messages'.");
-    if (!cJSON_IsArray(ms))
-        return bad_type(e, "messages", "an array", ms);
+    if (!cJSON_IsArray(ms)) return bad_type(e, "messages", "an array", ms);
     int n = cJSON_GetArraySize(ms);
     if (n == 0)
         return oai_err(e, 400, BAD_REQ, "invalid_value", "messages",
                        "Invalid 'messages': empty array. Expected an array with minimum length 1.");
     r->msgs = calloc((size_t)n, sizeof *r->msgs);
-    if (!r->msgs)
-        return nomem(e);
+    if (!r->msgs) return nomem(e);
     int i = 0;
     const cJSON *m;
     cJSON_ArrayForEach(m, ms)
     {
         char param[64];
         snprintf(param, sizeof param, "messages[%d]", i);
-        if (!cJSON_IsObject(m))
-            return bad_type(e, param, "an object", m);
+        if (!cJSON_IsObject(m)) return bad_type(e, param, "an object", m);
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         snprintf(param, sizeof param, "messages[%d].role", i);
         if (!role || cJSON_IsNull(role))
             return oai_err(e, 400, BAD_REQ, "missing_required_parameter", param,
                            "Missing required parameter: '%s'.", param);
-        if (!cJSON_IsString(role))
-            return bad_type(e, param, "a string", role);
+        if (!cJSON_IsString(role)) return bad_type(e, param, "a string", role);
         const char *rs = role->valuestring;
-        if (!strcmp(rs, "developer"))
-            rs = "system";
+        if (!strcmp(rs, "developer")) rs = "system";
         if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
             return oai_err(e, 400, BAD_REQ, "invalid_value", param,
                            "Invalid value for '%s': '%.32s'. Supported values are: 'system', "
@@ -226,8 +208,7 @@ static int parse_messages(oai_req_t *r, const cJSON *root, oai_err_t *e)
         r->n_msgs = i + 1;
         int rc = parse_content(&r->msgs[i], cJSON_GetObjectItemCaseSensitive(m, "content"), i,
                                !strcmp(rs, "assistant"), e);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         i++;
     }
     return 0;
@@ -246,8 +227,7 @@ static int parse_prompt(oai_req_t *r, const cJSON *root, oai_err_t *e)
                            "is supported (got an array of %d).",
                            cJSON_GetArraySize(p));
         const cJSON *s = cJSON_GetArrayItem(p, 0);
-        if (!cJSON_IsString(s))
-            return bad_type(e, "prompt[0]", "a string", s);
+        if (!cJSON_IsString(s)) return bad_type(e, "prompt[0]", "a string", s);
         p = s;
     } else if (!cJSON_IsString(p)) {
         return bad_type(e, "prompt", "a string or an array of one string", p);
@@ -260,17 +240,14 @@ static int parse_prompt(oai_req_t *r, const cJSON *root, oai_err_t *e)
 static int parse_stop(oai_req_t *r, const cJSON *root, oai_err_t *e)
 {
     const cJSON *s = member(root, "stop");
-    if (!s)
-        return 0;
+    if (!s) return 0;
     if (cJSON_IsString(s)) {
-        if (!s->valuestring[0])
-            return 0;
+        if (!s->valuestring[0]) return 0;
         r->stop[0] = dup_n(s->valuestring, strlen(s->valuestring));
         r->n_stop = 1;
         return r->stop[0] ? 0 : nomem(e);
     }
-    if (!cJSON_IsArray(s))
-        return bad_type(e, "stop", "a string or an array of strings", s);
+    if (!cJSON_IsArray(s)) return bad_type(e, "stop", "a string or an array of strings", s);
     if (cJSON_GetArraySize(s) > OAI_MAX_STOP)
         return oai_err(e, 400, BAD_REQ, "invalid_value", "stop",
                        "Invalid 'stop': array too long. Expected at most %d strings, got %d.",
@@ -281,14 +258,12 @@ static int parse_stop(oai_req_t *r, const cJSON *root, oai_err_t *e)
     {
         char pp[32];
         snprintf(pp, sizeof pp, "stop[%d]", j++);
-        if (!cJSON_IsString(it))
-            return bad_type(e, pp, "a string", it);
+        if (!cJSON_IsString(it)) return bad_type(e, pp, "a string", it);
         if (!it->valuestring[0])
             return oai_err(e, 400, BAD_REQ, "invalid_value", pp,
                            "Invalid '%s': stop strings must not be empty.", pp);
         r->stop[r->n_stop] = dup_n(it->valuestring, strlen(it->valuestring));
-        if (!r->stop[r->n_stop])
-            return nomem(e);
+        if (!r->stop[r->n_stop]) return nomem(e);
         r->n_stop++;
     }
     return 0;
@@ -309,22 +284,19 @@ static int reject_unsupported(const cJSON *root, oai_kind_t kind, oai_err_t *e)
                        "'logit_bias' is not supported by this server.");
     if ((v = member(root, "response_format"))) {
         const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : NULL;
-        if (!cJSON_IsObject(v))
-            return bad_type(e, "response_format", "an object", v);
+        if (!cJSON_IsObject(v)) return bad_type(e, "response_format", "an object", v);
         if (!cJSON_IsString(t) || strcmp(t->valuestring, "text"))
             return oai_err(e, 400, BAD_REQ, "unsupported_value", "response_format.type",
                            "Only response_format type 'text' is supported by this server.");
     }
     if (kind == OAI_COMPLETION) {
         int echo = 0;
-        if (get_bool(root, "echo", &echo, e))
-            return -e->status;
+        if (get_bool(root, "echo", &echo, e)) return -e->status;
         if (echo)
             return oai_err(e, 400, BAD_REQ, "unsupported_value", "echo",
                            "'echo' is not supported by this server.");
         long long best_of = 1;
-        if (get_int(root, "best_of", 1, 1, &best_of, NULL, e))
-            return -e->status;
+        if (get_int(root, "best_of", 1, 1, &best_of, NULL, e)) return -e->status;
         if ((v = member(root, "suffix")) && (!cJSON_IsString(v) || v->valuestring[0]))
             return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "suffix",
                            "'suffix' is not supported by this server.");
@@ -348,33 +320,27 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
     int rc;
     const cJSON *v = member(root, "model");
     if (v) {
-        if (!cJSON_IsString(v))
-            return bad_type(e, "model", "a string", v);
+        if (!cJSON_IsString(v)) return bad_type(e, "model", "a string", v);
         if (strlen(v->valuestring) >= sizeof r->model)
             return oai_err(e, 404, BAD_REQ, "model_not_found", "model",
                            "The model '%.64s...' does not exist.", v->valuestring);
         snprintf(r->model, sizeof r->model, "%s", v->valuestring);
     }
-    if ((rc = reject_unsupported(root, r->kind, e)))
-        return rc;
+    if ((rc = reject_unsupported(root, r->kind, e))) return rc;
     if (r->kind == OAI_CHAT)
         rc = parse_messages(r, root, e);
     else
         rc = parse_prompt(r, root, e);
-    if (rc)
-        return rc;
+    if (rc) return rc;
 
     long long ll = 0;
     int given = 0;
     const char *mt_name = "max_tokens";
-    if (member(root, "max_completion_tokens"))
-        mt_name = "max_completion_tokens";
-    if ((rc = get_int(root, mt_name, 1, 1 << 30, &ll, &given, e)))
-        return rc;
+    if (member(root, "max_completion_tokens")) mt_name = "max_completion_tokens";
+    if ((rc = get_int(root, mt_name, 1, 1 << 30, &ll, &given, e))) return rc;
     if (given && !strcmp(mt_name, "max_completion_tokens") && member(root, "max_tokens")) {
         long long ll2 = 0;
-        if ((rc = get_int(root, "max_tokens", 1, 1 << 30, &ll2, NULL, e)))
-            return rc;
+        if ((rc = get_int(root, "max_tokens", 1, 1 << 30, &ll2, NULL, e))) return rc;
     }
     r->max_tokens = given ? (int)ll : -1;
 
@@ -386,8 +352,7 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
         (rc = get_number(root, "repeat_penalty", 0, 10, &r->repeat_penalty, e)))
         return rc;
     ll = 0;
-    if ((rc = get_int(root, "top_k", -1, 1 << 20, &ll, NULL, e)))
-        return rc;
+    if ((rc = get_int(root, "top_k", -1, 1 << 20, &ll, NULL, e))) return rc;
     r->top_k = ll < 0 ? 0 : (int)ll;
 
     v = member(root, "seed");
@@ -399,22 +364,18 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
         r->seed = (uint64_t)(int64_t)v->valuedouble;
     }
     ll = 1;
-    if ((rc = get_int(root, "n", 1, 128, &ll, NULL, e)))
-        return rc;
+    if ((rc = get_int(root, "n", 1, 128, &ll, NULL, e))) return rc;
     if (ll != 1)
         return oai_err(e, 400, BAD_REQ, "unsupported_value", "n",
                        "Invalid 'n': only n = 1 is supported by this server, got %lld.", ll);
-    if ((v = member(root, "user")) && !cJSON_IsString(v))
-        return bad_type(e, "user", "a string", v);
-    if ((rc = parse_stop(r, root, e)))
-        return rc;
+    if ((v = member(root, "user")) && !cJSON_IsString(v)) return bad_type(e, "user", "a string", v);
+    if ((rc = parse_stop(r, root, e))) return rc;
     if ((rc = get_bool(root, "stream", &r->stream, e)) ||
         (rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)))
         return rc;
     v = member(root, "stream_options");
     if (v) {
-        if (!cJSON_IsObject(v))
-            return bad_type(e, "stream_options", "an object", v);
+        if (!cJSON_IsObject(v)) return bad_type(e, "stream_options", "an object", v);
         if (!r->stream)
             return oai_err(e, 400, BAD_REQ, "invalid_value", "stream_options",
                            "The 'stream_options' parameter is only allowed when 'stream' is "
@@ -425,12 +386,10 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
         r->include_usage = iu && cJSON_IsTrue(iu);
     }
     if (r->kind == OAI_CHAT) {
-        if ((rc = get_bool(root, "logprobs", &r->logprobs, e)))
-            return rc;
+        if ((rc = get_bool(root, "logprobs", &r->logprobs, e))) return rc;
         ll = 0;
         given = 0;
-        if ((rc = get_int(root, "top_logprobs", 0, 20, &ll, &given, e)))
-            return rc;
+        if ((rc = get_int(root, "top_logprobs", 0, 20, &ll, &given, e))) return rc;
         if (given && !r->logprobs)
             return oai_err(e, 400, BAD_REQ, "invalid_value", "top_logprobs",
                            "'top_logprobs' requires 'logprobs' to be true.");
@@ -438,8 +397,7 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
     } else {
         ll = 0;
         given = 0;
-        if ((rc = get_int(root, "logprobs", 0, 5, &ll, &given, e)))
-            return rc;
+        if ((rc = get_int(root, "logprobs", 0, 5, &ll, &given, e))) return rc;
         r->logprobs = given;
         r->top_logprobs = (int)ll;
     }
@@ -475,8 +433,7 @@ int oai_parse_request(oai_req_t *r, oai_kind_t kind, const char *body, size_t n,
         if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n') {
             cJSON_Delete(root);
             return oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
-                           "Unexpected data after the JSON value at byte %zu.",
-                           (size_t)(p - body));
+                           "Unexpected data after the JSON value at byte %zu.", (size_t)(p - body));
         }
     int rc;
     if (!cJSON_IsObject(root))
@@ -492,19 +449,28 @@ int oai_parse_request(oai_req_t *r, oai_kind_t kind, const char *body, size_t n,
 
 int oai_json_string(buf_t *out, const char *s, size_t n)
 {
-    if (buf_reserve(out, n + 2))
-        return -1;
+    if (buf_reserve(out, n + 2)) return -1;
     buf_append(out, "\"", 1);
     size_t i = 0;
     while (i < n) {
         unsigned char c = (unsigned char)s[i];
         if (c < 0x80) {
             switch (c) {
-            case '"': buf_append(out, "\\\"", 2); break;
-            case '\\': buf_append(out, "\\\\", 2); break;
-            case '\n': buf_append(out, "\\n", 2); break;
-            case '\r': buf_append(out, "\\r", 2); break;
-            case '\t': buf_append(out, "\\t", 2); break;
+            case '"':
+                buf_append(out, "\\\"", 2);
+                break;
+            case '\\':
+                buf_append(out, "\\\\", 2);
+                break;
+            case '\n':
+                buf_append(out, "\\n", 2);
+                break;
+            case '\r':
+                buf_append(out, "\\r", 2);
+                break;
+            case '\t':
+                buf_append(out, "\\t", 2);
+                break;
             default:
                 if (c < 0x20)
                     buf_printf(out, "\\u%04x", c);
@@ -521,13 +487,11 @@ int oai_json_string(buf_t *out, const char *s, size_t n)
             ok = ((unsigned char)s[i + k] & 0xC0) == 0x80;
         if (ok && len == 3) {
             unsigned char c1 = (unsigned char)s[i + 1];
-            if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0))
-                ok = 0;
+            if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0)) ok = 0;
         }
         if (ok && len == 4) {
             unsigned char c1 = (unsigned char)s[i + 1];
-            if ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90))
-                ok = 0;
+            if ((c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 >= 0x90)) ok = 0;
         }
         if (ok) {
             buf_append(out, &s[i], len);
@@ -566,8 +530,7 @@ static const char *finish_name(oai_finish_t f)
 
 static void put_lp(buf_t *o, double lp)
 {
-    if (!isfinite(lp) || lp < -9999.0)
-        lp = -9999.0;
+    if (!isfinite(lp) || lp < -9999.0) lp = -9999.0;
     buf_printf(o, "%.6g", lp);
 }
 
@@ -622,22 +585,19 @@ static void put_logprobs(buf_t *o, oai_kind_t kind, const oai_logprob_t *lp, int
     }
     buf_puts(o, "{\"tokens\":[");
     for (int i = 0; i < n; i++) {
-        if (i)
-            buf_puts(o, ",");
+        if (i) buf_puts(o, ",");
         oai_json_string(o, lp[i].token, lp[i].token_len);
     }
     buf_puts(o, "],\"token_logprobs\":[");
     for (int i = 0; i < n; i++) {
-        if (i)
-            buf_puts(o, ",");
+        if (i) buf_puts(o, ",");
         put_lp(o, lp[i].logprob);
     }
     buf_puts(o, "],\"top_logprobs\":[");
     for (int i = 0; i < n; i++) {
         buf_puts(o, i ? ",{" : "{");
         for (int k = 0; k < lp[i].n_top; k++) {
-            if (k)
-                buf_puts(o, ",");
+            if (k) buf_puts(o, ",");
             oai_json_string(o, lp[i].top_token[k], lp[i].top_len[k]);
             buf_puts(o, ":");
             put_lp(o, lp[i].top_logprob[k]);
@@ -668,7 +628,8 @@ int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_
 {
     if (r->kind == OAI_CHAT) {
         put_head(out, r, "chat.completion");
-        buf_puts(out, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+        buf_puts(out,
+                 ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
         oai_json_string(out, text, len);
         buf_puts(out, ",\"refusal\":null},\"logprobs\":");
     } else {

@@ -23,8 +23,8 @@ typedef enum {
 } oai_kind_t;
 
 typedef struct {
-    char role[16];  /* "system" | "user" | "assistant" ("developer" maps to "system") */
-    char *content;  /* heap, text parts concatenated; NUL-terminated */
+    char role[16]; /* "system" | "user" | "assistant" ("developer" maps to "system") */
+    char *content; /* heap, text parts concatenated; NUL-terminated */
     size_t content_len;
 } oai_msg_t;
 
@@ -32,13 +32,13 @@ typedef struct {
 
 typedef struct {
     oai_kind_t kind;
-    char model[256];     /* as requested; "" when absent */
-    oai_msg_t *msgs;     /* OAI_CHAT */
+    char model[256]; /* as requested; "" when absent */
+    oai_msg_t *msgs; /* OAI_CHAT */
     int n_msgs;
-    char *prompt;        /* OAI_COMPLETION, heap */
+    char *prompt; /* OAI_COMPLETION, heap */
     size_t prompt_len;
-    int max_tokens;      /* -1 = not given */
-    double temperature;  /* defaults: OpenAI's (1, 1, 0, 0, 0, 0) */
+    int max_tokens;     /* -1 = not given */
+    double temperature; /* defaults: OpenAI's (1, 1, 0, 0, 0, 0) */
     double top_p;
     int top_k;
     double min_p;
@@ -51,16 +51,16 @@ typedef struct {
     int n_stop;
     int stream;
     int include_usage;
-    int logprobs;        /* chat: logprobs true; completions: logprobs >= 0 given */
-    int top_logprobs;    /* alternatives per token: chat top_logprobs, completions logprobs N */
-    int ignore_eos;      /* extension */
+    int logprobs;     /* chat: logprobs true; completions: logprobs >= 0 given */
+    int top_logprobs; /* alternatives per token: chat top_logprobs, completions logprobs N */
+    int ignore_eos;   /* extension */
 } oai_req_t;
 
 typedef struct {
-    int status;          /* HTTP status: 400, 404, ... */
-    const char *type;    /* "invalid_request_error", "server_error", ... */
-    const char *code;    /* "invalid_type", "invalid_value", ... or NULL */
-    char param[64];      /* "" = null */
+    int status;       /* HTTP status: 400, 404, ... */
+    const char *type; /* "invalid_request_error", "server_error", ... */
+    const char *code; /* "invalid_type", "invalid_value", ... or NULL */
+    char param[64];   /* "" = null */
     char message[512];
 } oai_err_t;
 
@@ -104,7 +104,7 @@ typedef struct {
 /* Common identity of one response. */
 typedef struct {
     oai_kind_t kind;
-    const char *id;     /* "chatcmpl-..." / "cmpl-..." */
+    const char *id; /* "chatcmpl-..." / "cmpl-..." */
     long created;
     const char *model;
 } oai_resp_t;

@@ -37,8 +37,7 @@ typedef struct {
 
 static void cleanup(serve_t *s)
 {
-    if (s->cleaned || s->loading)
-        return;
+    if (s->cleaned || s->loading) return;
     s->cleaned = 1;
     uv_close((uv_handle_t *)&s->sig_term, NULL);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
@@ -61,16 +60,16 @@ static void on_grace_expired(void *ud)
 {
     serve_t *s = ud;
     int n = api_n_generations(s->api);
-    if (n)
-        fprintf(stderr, "barista serve: grace period over, cancelling %d generation(s)\n", n);
+    if (n) fprintf(stderr, "barista serve: grace period over, cancelling %d generation(s)\n", n);
     api_cancel_all(s->api);
 }
 
 static void begin_shutdown(serve_t *s, const char *why)
 {
     if (!s->stopping)
-        fprintf(stderr, "barista serve: %s: no new connections; finishing in-flight requests "
-                        "(grace %lld ms)\n",
+        fprintf(stderr,
+                "barista serve: %s: no new connections; finishing in-flight requests "
+                "(grace %lld ms)\n",
                 why, s->set.shutdown_grace_ms);
     else
         fprintf(stderr, "barista serve: %s again: cancelling now\n", why);
@@ -133,8 +132,7 @@ static const char *DESC =
 int cli_serve_main(int argc, char **argv)
 {
     serve_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return 1;
+    if (!s) return 1;
     s->cfg = srv_settings_cfg(&s->set, s->src);
     bar_msg_t msg = {{0}};
     int help = 0;
@@ -153,8 +151,7 @@ int cli_serve_main(int argc, char **argv)
         free(s);
         return 0;
     }
-    if (!s->set.model[0])
-        snprintf(s->set.model, sizeof s->set.model, "%s", cli_default_model());
+    if (!s->set.model[0]) snprintf(s->set.model, sizeof s->set.model, "%s", cli_default_model());
 
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&s->loop);
@@ -210,8 +207,7 @@ int cli_serve_main(int argc, char **argv)
         uv_run(&s->loop, UV_RUN_DEFAULT);
     }
     int rc = uv_loop_close(&s->loop);
-    if (rc)
-        fprintf(stderr, "barista serve: loop not empty at exit: %s\n", uv_strerror(rc));
+    if (rc) fprintf(stderr, "barista serve: loop not empty at exit: %s\n", uv_strerror(rc));
     int code = s->exit_code;
     free(s);
     return code;

@@ -57,8 +57,7 @@ void obs_metrics_request(obs_metrics_t *m, const char *endpoint, int code)
             m->req[i].n++;
             return;
         }
-    if (m->n_req == MAX_SERIES)
-        return;
+    if (m->n_req == MAX_SERIES) return;
     m->req[m->n_req++] = (req_series_t){endpoint, code, 1};
 }
 
@@ -76,15 +75,13 @@ void obs_metrics_cancelled(obs_metrics_t *m, const char *reason)
             m->cancel[i].n++;
             return;
         }
-    if (m->n_cancel < 8)
-        m->cancel[m->n_cancel++] = (cancel_t){reason, 1};
+    if (m->n_cancel < 8) m->cancel[m->n_cancel++] = (cancel_t){reason, 1};
 }
 
 static void hist_observe(hist_t *h, double v)
 {
     for (int i = 0; i < N_BUCKETS; i++)
-        if (v <= buckets[i])
-            h->counts[i]++;
+        if (v <= buckets[i]) h->counts[i]++;
     h->n++;
     h->sum += v;
 }
@@ -101,8 +98,7 @@ void obs_metrics_duration(obs_metrics_t *m, const char *endpoint, double seconds
             hist_observe(&m->dur[i], seconds);
             return;
         }
-    if (m->n_dur == 16)
-        return;
+    if (m->n_dur == 16) return;
     m->dur[m->n_dur].label = endpoint;
     hist_observe(&m->dur[m->n_dur++], seconds);
 }
@@ -110,8 +106,7 @@ void obs_metrics_duration(obs_metrics_t *m, const char *endpoint, double seconds
 static void hist_render(buf_t *o, const char *name, const hist_t *h, const char *lname)
 {
     char lab[96] = "";
-    if (h->label)
-        snprintf(lab, sizeof lab, "%s=\"%s\",", lname, h->label);
+    if (h->label) snprintf(lab, sizeof lab, "%s=\"%s\",", lname, h->label);
     for (int i = 0; i < N_BUCKETS; i++)
         buf_printf(o, "%s_bucket{%sle=\"%g\"} %llu\n", name, lab, buckets[i],
                    (unsigned long long)h->counts[i]);
@@ -121,8 +116,7 @@ static void hist_render(buf_t *o, const char *name, const hist_t *h, const char 
         buf_printf(o, "%s_sum{%s} %.6f\n%s_count{%s} %llu\n", name, lab, h->sum, name, lab,
                    (unsigned long long)h->n);
     } else {
-        buf_printf(o, "%s_sum %.6f\n%s_count %llu\n", name, h->sum, name,
-                   (unsigned long long)h->n);
+        buf_printf(o, "%s_sum %.6f\n%s_count %llu\n", name, h->sum, name, (unsigned long long)h->n);
     }
 }
 
@@ -133,16 +127,17 @@ int obs_metrics_render(const obs_metrics_t *m, buf_t *o)
     for (int i = 0; i < m->n_req; i++)
         buf_printf(o, "barista_requests_total{endpoint=\"%s\",code=\"%d\"} %llu\n",
                    m->req[i].endpoint, m->req[i].code, (unsigned long long)m->req[i].n);
-    buf_printf(o,
-               "# HELP barista_prompt_tokens_total Prompt tokens of finished generations.\n"
-               "# TYPE barista_prompt_tokens_total counter\nbarista_prompt_tokens_total %llu\n"
-               "# HELP barista_generated_tokens_total Tokens generated.\n"
-               "# TYPE barista_generated_tokens_total counter\nbarista_generated_tokens_total %llu\n"
-               "# HELP barista_cached_prompt_tokens_total Prompt tokens reused from the prefix "
-               "cache.\n# TYPE barista_cached_prompt_tokens_total counter\n"
-               "barista_cached_prompt_tokens_total %llu\n",
-               (unsigned long long)m->prompt_tokens, (unsigned long long)m->gen_tokens,
-               (unsigned long long)m->cached_tokens);
+    buf_printf(
+        o,
+        "# HELP barista_prompt_tokens_total Prompt tokens of finished generations.\n"
+        "# TYPE barista_prompt_tokens_total counter\nbarista_prompt_tokens_total %llu\n"
+        "# HELP barista_generated_tokens_total Tokens generated.\n"
+        "# TYPE barista_generated_tokens_total counter\nbarista_generated_tokens_total %llu\n"
+        "# HELP barista_cached_prompt_tokens_total Prompt tokens reused from the prefix "
+        "cache.\n# TYPE barista_cached_prompt_tokens_total counter\n"
+        "barista_cached_prompt_tokens_total %llu\n",
+        (unsigned long long)m->prompt_tokens, (unsigned long long)m->gen_tokens,
+        (unsigned long long)m->cached_tokens);
     buf_puts(o, "# HELP barista_cancelled_requests_total Generations cancelled before their end, "
                 "by reason.\n# TYPE barista_cancelled_requests_total counter\n");
     for (int i = 0; i < m->n_cancel; i++)

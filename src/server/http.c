@@ -36,10 +36,8 @@ static int on_message_begin(http_parser *p)
 static int on_url(http_parser *p, const char *at, size_t n)
 {
     http_rx_t *rx = RX(p);
-    if (count_head(rx, n))
-        return -1;
-    if (buf_append(&rx->req.url, at, n))
-        return fail(rx, 500, "out of memory");
+    if (count_head(rx, n)) return -1;
+    if (buf_append(&rx->req.url, at, n)) return fail(rx, 500, "out of memory");
     return 0;
 }
 
@@ -47,13 +45,10 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     http_rx_t *rx = RX(p);
     http_req_t *r = &rx->req;
-    if (count_head(rx, n + 4))
-        return -1;
+    if (count_head(rx, n + 4)) return -1;
     if (rx->last_was_value || r->n_hdrs == 0) {
-        if (r->n_hdrs == HTTP_MAX_HEADERS)
-            return fail(rx, 431, "too many header fields");
-        if (r->n_hdrs > 0 && buf_append(&r->hbuf, "", 1))
-            return fail(rx, 500, "out of memory");
+        if (r->n_hdrs == HTTP_MAX_HEADERS) return fail(rx, 431, "too many header fields");
+        if (r->n_hdrs > 0 && buf_append(&r->hbuf, "", 1)) return fail(rx, 500, "out of memory");
         http_hdr_t *h = &r->hdrs[r->n_hdrs++];
         h->name_off = r->hbuf.n;
         h->name_len = 0;
@@ -62,8 +57,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
         rx->last_was_value = 0;
     }
     http_hdr_t *h = &r->hdrs[r->n_hdrs - 1];
-    if (buf_append(&r->hbuf, at, n))
-        return fail(rx, 500, "out of memory");
+    if (buf_append(&r->hbuf, at, n)) return fail(rx, 500, "out of memory");
     h->name_len += n;
     return 0;
 }
@@ -72,19 +66,15 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     http_rx_t *rx = RX(p);
     http_req_t *r = &rx->req;
-    if (count_head(rx, n))
-        return -1;
-    if (r->n_hdrs == 0)
-        return fail(rx, 400, "header value without a name");
+    if (count_head(rx, n)) return -1;
+    if (r->n_hdrs == 0) return fail(rx, 400, "header value without a name");
     http_hdr_t *h = &r->hdrs[r->n_hdrs - 1];
     if (!rx->last_was_value) {
-        if (buf_append(&r->hbuf, "", 1))
-            return fail(rx, 500, "out of memory");
+        if (buf_append(&r->hbuf, "", 1)) return fail(rx, 500, "out of memory");
         h->value_off = r->hbuf.n;
         rx->last_was_value = 1;
     }
-    if (buf_append(&r->hbuf, at, n))
-        return fail(rx, 500, "out of memory");
+    if (buf_append(&r->hbuf, at, n)) return fail(rx, 500, "out of memory");
     h->value_len += n;
     return 0;
 }
@@ -103,14 +93,12 @@ static int on_headers_complete(http_parser *p)
     r->http_major = p->http_major;
     r->http_minor = p->http_minor;
     r->keep_alive = http_should_keep_alive(p);
-    if (r->http_major != 1)
-        return fail(rx, 505, "HTTP version not supported");
+    if (r->http_major != 1) return fail(rx, 505, "HTTP version not supported");
     const char *q = memchr(r->url.p ? r->url.p : "", '?', r->url.n);
     r->path_len = q ? (size_t)(q - r->url.p) : r->url.n;
     http_slice_t ex = http_req_header(r, "expect");
     if (ex.p) {
-        if (!slice_ieq(ex, "100-continue"))
-            return fail(rx, 417, "unsupported Expect value");
+        if (!slice_ieq(ex, "100-continue")) return fail(rx, 417, "unsupported Expect value");
         r->expect_continue = 1;
     }
     /* content_length is ULLONG_MAX when absent (or chunked) */
@@ -123,10 +111,8 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t n)
 {
     http_rx_t *rx = RX(p);
-    if (rx->req.body.n + n > rx->max_body_bytes)
-        return fail(rx, 413, "request body too large");
-    if (buf_append(&rx->req.body, at, n))
-        return fail(rx, 500, "out of memory");
+    if (rx->req.body.n + n > rx->max_body_bytes) return fail(rx, 413, "request body too large");
+    if (buf_append(&rx->req.body, at, n)) return fail(rx, 500, "out of memory");
     return 0;
 }
 
@@ -176,8 +162,7 @@ static int errno_status(enum http_errno e)
 
 size_t http_rx_feed(http_rx_t *rx, const char *data, size_t len)
 {
-    if (rx->state == HTTP_RX_DONE || rx->state == HTTP_RX_ERROR)
-        return 0;
+    if (rx->state == HTTP_RX_DONE || rx->state == HTTP_RX_ERROR) return 0;
     if (len == 0) {
         /* EOF: a request in progress was cut short */
         if (rx->state == HTTP_RX_HEAD || rx->state == HTTP_RX_BODY)
@@ -190,8 +175,7 @@ size_t http_rx_feed(http_rx_t *rx, const char *data, size_t len)
         /* paused after a complete request; leave the rest for later */
         return n;
     }
-    if (rx->state == HTTP_RX_ERROR)
-        return n;
+    if (rx->state == HTTP_RX_ERROR) return n;
     if (e != HPE_OK) {
         fail(rx, errno_status(e), http_errno_description(e));
         return n;
@@ -225,8 +209,7 @@ http_slice_t http_req_header(const http_req_t *req, const char *name)
         const http_hdr_t *h = &req->hdrs[i];
         if (h->name_len == n && !strncasecmp(req->hbuf.p + h->name_off, name, n)) {
             http_slice_t s = {req->hbuf.p + h->value_off, h->value_len};
-            if (!h->value_off)
-                s.p = "";
+            if (!h->value_off) s.p = "";
             return s;
         }
     }
@@ -240,8 +223,7 @@ http_slice_t http_req_path(const http_req_t *req)
 
 http_slice_t http_req_query(const http_req_t *req)
 {
-    if (req->path_len >= req->url.n)
-        return (http_slice_t){"", 0};
+    if (req->path_len >= req->url.n) return (http_slice_t){"", 0};
     return (http_slice_t){req->url.p + req->path_len + 1, req->url.n - req->path_len - 1};
 }
 
@@ -253,26 +235,46 @@ const char *http_req_method_name(const http_req_t *req)
 const char *http_status_text(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
     }
 }
 
@@ -281,8 +283,7 @@ int http_format_head(buf_t *out, int status, const char *content_type, long long
 {
     int rc = buf_printf(out, "HTTP/1.1 %d %s\r\nServer: barista/%s\r\n", status,
                         http_status_text(status), BARISTA_VERSION);
-    if (!rc && content_type)
-        rc = buf_printf(out, "Content-Type: %s\r\n", content_type);
+    if (!rc && content_type) rc = buf_printf(out, "Content-Type: %s\r\n", content_type);
     if (!rc) {
         if (content_length >= 0)
             rc = buf_printf(out, "Content-Length: %lld\r\n", content_length);
@@ -291,9 +292,7 @@ int http_format_head(buf_t *out, int status, const char *content_type, long long
     }
     if (!rc)
         rc = buf_puts(out, keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
-    if (!rc && extra)
-        rc = buf_puts(out, extra);
-    if (!rc)
-        rc = buf_puts(out, "\r\n");
+    if (!rc && extra) rc = buf_puts(out, extra);
+    if (!rc) rc = buf_puts(out, "\r\n");
     return rc;
 }

@@ -31,7 +31,7 @@ typedef struct {
 } http_hdr_t;
 
 typedef struct {
-    int method;          /* enum http_method */
+    int method; /* enum http_method */
     int http_major, http_minor;
     int keep_alive;      /* the client wants the connection kept open */
     int expect_continue; /* Expect: 100-continue was sent */
@@ -40,7 +40,7 @@ typedef struct {
     buf_t hbuf;          /* header names and values, NUL-separated */
     http_hdr_t hdrs[HTTP_MAX_HEADERS];
     int n_hdrs;
-    buf_t body;          /* decoded body (chunked framing removed) */
+    buf_t body; /* decoded body (chunked framing removed) */
 } http_req_t;
 
 typedef enum {
@@ -59,7 +59,7 @@ typedef struct {
     const char *err_text; /* short reason for logs / error bodies */
     size_t max_header_bytes, max_body_bytes;
     size_t header_bytes;
-    int last_was_value;   /* header callback state */
+    int last_was_value; /* header callback state */
     http_req_t req;
 } http_rx_t;
 

@@ -17,8 +17,8 @@
 
 #define INBUF_MAX (64 * 1024) /* buffered pipelined bytes before reading pauses */
 #define LINGER_MS 2000
-#define BACKSTOP_MS 3000       /* after the grace period, force-close this much later */
-#define MAX_REJECTING 256      /* connections being sent a 503 at once */
+#define BACKSTOP_MS 3000  /* after the grace period, force-close this much later */
+#define MAX_REJECTING 256 /* connections being sent a 503 at once */
 
 typedef struct conn conn_t;
 
@@ -30,7 +30,7 @@ struct srv_req {
     const char *label;
     int status;
     int streaming;
-    int keep;       /* keep-alive decided when the head was sent */
+    int keep; /* keep-alive decided when the head was sent */
     int want_drain;
     double t_start;
     size_t bytes_out;
@@ -45,15 +45,15 @@ struct conn {
     buf_t inbuf;
     srv_req_t req;
     char peer[64];
-    int active;        /* req is with the handler */
-    int closing;       /* uv_close issued */
-    int n_open;        /* handles not yet closed */
+    int active;  /* req is with the handler */
+    int closing; /* uv_close issued */
+    int n_open;  /* handles not yet closed */
     int reading;
     int in_process;
-    int lingering;     /* our side is shut down; discarding input */
-    int rejected;      /* over the connection limit: 503 then close */
-    int eof;           /* the client sent FIN */
-    int n_writes;      /* uv_write requests in flight */
+    int lingering; /* our side is shut down; discarding input */
+    int rejected;  /* over the connection limit: 503 then close */
+    int eof;       /* the client sent FIN */
+    int n_writes;  /* uv_write requests in flight */
 };
 
 struct srv {
@@ -63,11 +63,11 @@ struct srv {
     uv_tcp_t listener;
     uv_timer_t grace;
     int port;
-    conn_t *conns;      /* open (not closing) connections */
-    int n_conns;        /* counted toward max_connections */
+    conn_t *conns; /* open (not closing) connections */
+    int n_conns;   /* counted toward max_connections */
     int n_rejecting;
-    int n_alloc;        /* conn_t not yet freed */
-    int n_own_open;     /* listener + grace timer handles not yet closed */
+    int n_alloc;    /* conn_t not yet freed */
+    int n_own_open; /* listener + grace timer handles not yet closed */
     int listener_closed;
     int shutting_down;
     int grace_over;
@@ -90,16 +90,14 @@ static void conn_read_start(conn_t *c);
 
 static void maybe_free_srv(srv_t *s)
 {
-    if (s->destroying && s->n_alloc == 0 && s->n_own_open == 0)
-        free(s);
+    if (s->destroying && s->n_alloc == 0 && s->n_own_open == 0) free(s);
 }
 
 static void check_idle(srv_t *s)
 {
     if (s->shutting_down && !s->idle_fired && s->n_conns + s->n_rejecting == 0) {
         s->idle_fired = 1;
-        if (s->o.on_idle && !s->destroying)
-            s->o.on_idle(s->o.owner);
+        if (s->o.on_idle && !s->destroying) s->o.on_idle(s->o.owner);
     }
 }
 
@@ -110,8 +108,7 @@ static void on_write(uv_write_t *w, int status)
     free(wr->mem);
     free(wr);
     c->n_writes--;
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (status < 0) {
         conn_close(c);
         return;
@@ -119,8 +116,7 @@ static void on_write(uv_write_t *w, int status)
     srv_req_t *r = &c->req;
     if (c->active && r->want_drain && srv_req_writable(r)) {
         r->want_drain = 0;
-        if (r->on_drain)
-            r->on_drain(r->user, r);
+        if (r->on_drain) r->on_drain(r->user, r);
     }
 }
 
@@ -149,16 +145,14 @@ static int conn_write(conn_t *c, buf_t *b)
         return BAR_ERR_IO;
     }
     c->n_writes++;
-    if (c->active)
-        c->req.bytes_out += n;
+    if (c->active) c->req.bytes_out += n;
     return 0;
 }
 
 static void on_conn_handle_closed(uv_handle_t *h)
 {
     conn_t *c = h->data;
-    if (--c->n_open > 0)
-        return;
+    if (--c->n_open > 0) return;
     srv_t *s = c->s;
     http_rx_free(&c->rx);
     buf_free(&c->inbuf);
@@ -174,8 +168,7 @@ static void conn_unlink(conn_t *c)
         c->prev->next = c->next;
     else if (s->conns == c)
         s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    if (c->next) c->next->prev = c->prev;
     c->prev = c->next = NULL;
     if (c->rejected)
         s->n_rejecting--;
@@ -185,17 +178,14 @@ static void conn_unlink(conn_t *c)
 
 static void conn_close(conn_t *c)
 {
-    if (c->closing)
-        return;
+    if (c->closing) return;
     c->closing = 1;
     srv_t *s = c->s;
     if (c->active) {
         srv_req_t *r = &c->req;
         c->active = 0;
-        if (s->o.on_response)
-            s->o.on_response(s->o.ud, r->label ? r->label : "other", 499);
-        if (r->on_abort)
-            r->on_abort(r->user, r);
+        if (s->o.on_response) s->o.on_response(s->o.ud, r->label ? r->label : "other", 499);
+        if (r->on_abort) r->on_abort(r->user, r);
         r->user = NULL;
     }
     conn_unlink(c);
@@ -215,8 +205,7 @@ static void on_shutdown_done(uv_shutdown_t *req, int status)
 {
     conn_t *c = req->data;
     free(req);
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (status < 0 || c->eof) {
         conn_close(c);
         return;
@@ -227,8 +216,7 @@ static void on_shutdown_done(uv_shutdown_t *req, int status)
 /* Finish the connection politely: flush, send FIN, discard input briefly. */
 static void conn_linger_close(conn_t *c)
 {
-    if (c->closing || c->lingering)
-        return;
+    if (c->closing || c->lingering) return;
     c->lingering = 1;
     buf_clear(&c->inbuf);
     /* a reader that never drains our queued bytes must not hold the socket forever */
@@ -265,8 +253,7 @@ static void json_escape_into(buf_t *b, const char *s)
 static void conn_error(conn_t *c, int status, const char *text)
 {
     srv_t *s = c->s;
-    if (c->closing || c->lingering)
-        return;
+    if (c->closing || c->lingering) return;
     const char *code = status == 413   ? "request_too_large"
                        : status == 431 ? "headers_too_large"
                        : status == 408 ? "request_timeout"
@@ -281,10 +268,8 @@ static void conn_error(conn_t *c, int status, const char *text)
                      status == 503 ? "Retry-After: 1\r\n" : NULL);
     buf_append(&out, body.p, body.n);
     buf_free(&body);
-    if (s->o.access_log)
-        fprintf(stderr, "access: %s - %d (%s)\n", c->peer, status, text);
-    if (s->o.on_response)
-        s->o.on_response(s->o.ud, "other", status);
+    if (s->o.access_log) fprintf(stderr, "access: %s - %d (%s)\n", c->peer, status, text);
+    if (s->o.on_response) s->o.on_response(s->o.ud, "other", status);
     conn_write(c, &out);
     conn_linger_close(c);
 }
@@ -304,11 +289,9 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     conn_t *c = st->data;
     (void)buf;
-    if (nread == 0 || c->closing)
-        return;
+    if (nread == 0 || c->closing) return;
     if (c->lingering) {
-        if (nread < 0)
-            conn_close(c);
+        if (nread < 0) conn_close(c);
         return;
     }
     if (nread < 0) {
@@ -321,8 +304,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         c->reading = 0;
         if (c->inbuf.n) {
             conn_process(c);
-            if (c->closing || c->lingering || c->active)
-                return;
+            if (c->closing || c->lingering || c->active) return;
         }
         if (c->rx.state == HTTP_RX_HEAD || c->rx.state == HTTP_RX_BODY) {
             http_rx_feed(&c->rx, NULL, 0);
@@ -336,8 +318,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             conn_close(c);
         return;
     }
-    if (c->rejected)
-        return; /* discard */
+    if (c->rejected) return; /* discard */
     if (buf_append(&c->inbuf, buf->base, (size_t)nread)) {
         conn_error(c, 500, "out of memory");
         return;
@@ -351,18 +332,17 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 
 static void conn_read_start(conn_t *c)
 {
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read))
-        conn_close(c);
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read)) conn_close(c);
 }
 
 static void on_conn_timer(uv_timer_t *t)
 {
     conn_t *c = t->data;
-    if (c->active || c->closing || c->lingering)
-        return;
+    if (c->active || c->closing || c->lingering) return;
     if (c->rx.state == HTTP_RX_HEAD || c->rx.state == HTTP_RX_BODY || c->inbuf.n)
-        conn_error(c, 408, c->rx.state == HTTP_RX_BODY ? "timed out reading the request body"
-                                                       : "timed out reading the request headers");
+        conn_error(c, 408,
+                   c->rx.state == HTTP_RX_BODY ? "timed out reading the request body"
+                                               : "timed out reading the request headers");
     else
         conn_close(c); /* idle keep-alive connection */
 }
@@ -385,8 +365,7 @@ static void dispatch(conn_t *c)
 
 static void conn_process(conn_t *c)
 {
-    if (c->in_process)
-        return;
+    if (c->in_process) return;
     c->in_process = 1;
     srv_t *s = c->s;
     while (!c->closing && !c->lingering && !c->active) {
@@ -398,14 +377,12 @@ static void conn_process(conn_t *c)
             conn_error(c, c->rx.err_status, c->rx.err_text ? c->rx.err_text : "bad request");
             break;
         }
-        if (!c->inbuf.n)
-            break;
+        if (!c->inbuf.n) break;
         http_rx_state_t before = c->rx.state;
         size_t n = http_rx_feed(&c->rx, c->inbuf.p, c->inbuf.n);
         buf_consume(&c->inbuf, n);
         http_rx_state_t after = c->rx.state;
-        if (before == HTTP_RX_IDLE && after == HTTP_RX_HEAD)
-            arm_timer(c, s->o.header_timeout_ms);
+        if (before == HTTP_RX_IDLE && after == HTTP_RX_HEAD) arm_timer(c, s->o.header_timeout_ms);
         if (after == HTTP_RX_BODY && before != HTTP_RX_BODY) {
             arm_timer(c, s->o.body_timeout_ms);
             if (c->rx.req.expect_continue) {
@@ -414,8 +391,7 @@ static void conn_process(conn_t *c)
                 conn_write(c, &b);
             }
         }
-        if (n == 0 && after != HTTP_RX_DONE && after != HTTP_RX_ERROR)
-            break;
+        if (n == 0 && after != HTTP_RX_DONE && after != HTTP_RX_ERROR) break;
     }
     c->in_process = 0;
     if (!c->closing && !c->lingering && !c->reading && !c->eof && c->inbuf.n <= INBUF_MAX) {
@@ -429,11 +405,9 @@ static void conn_process(conn_t *c)
 static void on_connection(uv_stream_t *ls, int status)
 {
     srv_t *s = ls->data;
-    if (status < 0)
-        return;
+    if (status < 0) return;
     conn_t *c = calloc(1, sizeof *c);
-    if (!c)
-        return;
+    if (!c) return;
     c->s = s;
     uv_tcp_init(s->loop, &c->tcp);
     uv_timer_init(s->loop, &c->timer);
@@ -444,8 +418,7 @@ static void on_connection(uv_stream_t *ls, int status)
     http_rx_init(&c->rx, (size_t)s->o.max_header_bytes, (size_t)s->o.max_body_bytes);
     /* link first so conn_close can unlink */
     c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
+    if (s->conns) s->conns->prev = c;
     s->conns = c;
     int over = s->n_conns >= s->o.max_connections || s->shutting_down;
     if (over)
@@ -495,8 +468,7 @@ static void on_own_closed(uv_handle_t *h)
 int srv_create(srv_t **out, uv_loop_t *loop, const srv_opts_t *o, bar_msg_t *msg)
 {
     srv_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    if (!s) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     s->loop = loop;
     s->o = *o;
     snprintf(s->host, sizeof s->host, "%s", o->host ? o->host : "127.0.0.1");
@@ -518,8 +490,7 @@ int srv_create(srv_t **out, uv_loop_t *loop, const srv_opts_t *o, bar_msg_t *msg
     s->grace.data = s;
     s->n_own_open = 2;
     rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
-    if (!rc)
-        rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
+    if (!rc) rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
     if (rc) {
         bar_fail(msg, BAR_ERR_IO, "cannot listen on %s:%d: %s", s->host, o->port, uv_strerror(rc));
         s->destroying = 1;
@@ -561,13 +532,10 @@ static void on_backstop(uv_timer_t *t)
 
 static void grace_over(srv_t *s)
 {
-    if (s->grace_over)
-        return;
+    if (s->grace_over) return;
     s->grace_over = 1;
-    if (s->o.on_grace_expired)
-        s->o.on_grace_expired(s->o.owner);
-    if (s->conns)
-        uv_timer_start(&s->grace, on_backstop, BACKSTOP_MS, 0);
+    if (s->o.on_grace_expired) s->o.on_grace_expired(s->o.owner);
+    if (s->conns) uv_timer_start(&s->grace, on_backstop, BACKSTOP_MS, 0);
 }
 
 static void on_grace(uv_timer_t *t)
@@ -588,8 +556,7 @@ void srv_shutdown(srv_t *s)
     }
     for (conn_t *c = s->conns, *next; c; c = next) {
         next = c->next;
-        if (!c->active && c->rx.state == HTTP_RX_IDLE && !c->inbuf.n)
-            conn_close(c);
+        if (!c->active && c->rx.state == HTTP_RX_IDLE && !c->inbuf.n) conn_close(c);
     }
     uv_timer_start(&s->grace, on_grace, s->o.shutdown_grace_ms, 0);
     check_idle(s);
@@ -597,8 +564,7 @@ void srv_shutdown(srv_t *s)
 
 void srv_destroy(srv_t *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     s->destroying = 1;
     while (s->conns)
         conn_close(s->conns);
@@ -641,8 +607,7 @@ size_t srv_req_queued_bytes(const srv_req_t *r)
 int srv_req_writable(const srv_req_t *r)
 {
     srv_req_t *m = (srv_req_t *)r;
-    if (srv_req_queued_bytes(r) < r->c->s->o.write_queue_bytes)
-        return 1;
+    if (srv_req_queued_bytes(r) < r->c->s->o.write_queue_bytes) return 1;
     m->want_drain = 1;
     return 0;
 }
@@ -654,12 +619,10 @@ static void req_finish(srv_req_t *r)
     if (s->o.access_log) {
         const http_req_t *h = &c->rx.req;
         http_slice_t path = http_req_path(h);
-        fprintf(stderr, "access: %s \"%s %.*s\" %d %zuB %.1fms\n", c->peer,
-                http_req_method_name(h), (int)path.n, path.p, r->status, r->bytes_out,
-                (time_now_mono() - r->t_start) * 1e3);
+        fprintf(stderr, "access: %s \"%s %.*s\" %d %zuB %.1fms\n", c->peer, http_req_method_name(h),
+                (int)path.n, path.p, r->status, r->bytes_out, (time_now_mono() - r->t_start) * 1e3);
     }
-    if (s->o.on_response)
-        s->o.on_response(s->o.ud, r->label ? r->label : "other", r->status);
+    if (s->o.on_response) s->o.on_response(s->o.ud, r->label ? r->label : "other", r->status);
     c->active = 0;
     r->user = NULL;
     r->on_abort = NULL;
@@ -690,14 +653,12 @@ int srv_respond(srv_req_t *r, int status, const char *content_type, const char *
                 const char *extra)
 {
     conn_t *c = r->c;
-    if (!c->active || r->streaming)
-        return BAR_ERR_INVALID;
+    if (!c->active || r->streaming) return BAR_ERR_INVALID;
     buf_t out = {0};
     r->status = status;
     r->keep = c->rx.req.keep_alive && !c->s->shutting_down;
     int rc = http_format_head(&out, status, content_type, (long long)n, r->keep, extra);
-    if (!rc && c->rx.req.method != HTTP_HEAD)
-        rc = buf_append(&out, body, n);
+    if (!rc && c->rx.req.method != HTTP_HEAD) rc = buf_append(&out, body, n);
     if (rc)
         buf_free(&out), r->keep = 0;
     else
@@ -708,18 +669,15 @@ int srv_respond(srv_req_t *r, int status, const char *content_type, const char *
 
 int srv_stream_begin(srv_req_t *r, int status, const char *content_type, const char *extra)
 {
-    if (!r->c->active || r->streaming)
-        return BAR_ERR_INVALID;
+    if (!r->c->active || r->streaming) return BAR_ERR_INVALID;
     r->streaming = 1;
     return send_head(r, status, content_type, -1, extra);
 }
 
 int srv_stream_write(srv_req_t *r, const char *data, size_t n)
 {
-    if (!r->c->active || !r->streaming)
-        return BAR_ERR_INVALID;
-    if (!n)
-        return 0;
+    if (!r->c->active || !r->streaming) return BAR_ERR_INVALID;
+    if (!n) return 0;
     buf_t out = {0};
     if (buf_reserve(&out, n + 32) || buf_printf(&out, "%zx\r\n", n) || buf_append(&out, data, n) ||
         buf_puts(&out, "\r\n")) {
@@ -731,8 +689,7 @@ int srv_stream_write(srv_req_t *r, const char *data, size_t n)
 
 int srv_stream_end(srv_req_t *r)
 {
-    if (!r->c->active || !r->streaming)
-        return BAR_ERR_INVALID;
+    if (!r->c->active || !r->streaming) return BAR_ERR_INVALID;
     buf_t out = {0};
     buf_puts(&out, "0\r\n\r\n");
     int rc = conn_write(r->c, &out);

@@ -40,16 +40,16 @@ typedef void (*srv_drain_fn)(void *user, srv_req_t *r);
 
 typedef struct {
     const char *host;
-    int port;                    /* 0 = any free port (see srv_port) */
+    int port; /* 0 = any free port (see srv_port) */
     size_t max_body_bytes, max_header_bytes;
     int max_connections;
     uint64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms, shutdown_grace_ms;
-    size_t write_queue_bytes;    /* back-pressure bound per connection */
-    int send_buffer_bytes;       /* SO_SNDBUF for accepted sockets; 0 = OS default */
-    int access_log;              /* one stderr line per response */
+    size_t write_queue_bytes; /* back-pressure bound per connection */
+    int send_buffer_bytes;    /* SO_SNDBUF for accepted sockets; 0 = OS default */
+    int access_log;           /* one stderr line per response */
     srv_handler_fn handler;
-    void *ud;                    /* passed to handler and on_response */
-    void *owner;                 /* passed to on_grace_expired and on_idle */
+    void *ud;                              /* passed to handler and on_response */
+    void *owner;                           /* passed to on_grace_expired and on_idle */
     void (*on_grace_expired)(void *owner); /* shutdown grace is over: cancel what is left */
     void (*on_idle)(void *owner);          /* shutting down and no connection remains */
     /* every finished response (also the server's own 4xx), for metrics */

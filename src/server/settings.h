@@ -12,12 +12,12 @@
 typedef struct {
     char host[256];
     long long port;
-    char model[4096];       /* "" = the fetched default model */
-    char model_id[256];     /* "" = the model file's basename */
-    char config[4096];      /* config file path (flag or env only) */
-    long long threads;      /* 0 = number of cores */
-    long long ctx;          /* 0 = the model's, capped by the engine */
-    long long parallel;     /* sequences decoded together */
+    char model[4096];   /* "" = the fetched default model */
+    char model_id[256]; /* "" = the model file's basename */
+    char config[4096];  /* config file path (flag or env only) */
+    long long threads;  /* 0 = number of cores */
+    long long ctx;      /* 0 = the model's, capped by the engine */
+    long long parallel; /* sequences decoded together */
     long long max_body_bytes;
     long long max_header_bytes;
     long long max_connections;

@@ -15,13 +15,10 @@ struct sse {
 static void on_ping(uv_timer_t *t)
 {
     sse_t *s = t->data;
-    if (!s->r)
-        return;
+    if (!s->r) return;
     double now = time_now_mono();
-    if ((now - s->last_write) * 1e3 + 1 < (double)s->ping_ms)
-        return;
-    if (!srv_req_writable(s->r))
-        return; /* the client is not even reading: no point */
+    if ((now - s->last_write) * 1e3 + 1 < (double)s->ping_ms) return;
+    if (!srv_req_writable(s->r)) return; /* the client is not even reading: no point */
     static const char ping[] = ": ping\n\n";
     srv_stream_write(s->r, ping, sizeof ping - 1);
     s->last_write = now;
@@ -30,8 +27,7 @@ static void on_ping(uv_timer_t *t)
 sse_t *sse_open(srv_req_t *r, uint64_t ping_ms)
 {
     sse_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return NULL;
+    if (!s) return NULL;
     if (srv_stream_begin(r, 200, "text/event-stream",
                          "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n")) {
         free(s);
@@ -52,8 +48,7 @@ sse_t *sse_open(srv_req_t *r, uint64_t ping_ms)
 
 int sse_write(sse_t *s, const char *data, size_t n)
 {
-    if (!s->r)
-        return -1;
+    if (!s->r) return -1;
     s->last_write = time_now_mono();
     return srv_stream_write(s->r, data, n);
 }
@@ -71,8 +66,7 @@ void sse_detach(sse_t *s)
 
 int sse_end(sse_t *s)
 {
-    if (!s->r)
-        return -1;
+    if (!s->r) return -1;
     srv_req_t *r = s->r;
     sse_detach(s);
     return srv_stream_end(r);
@@ -85,8 +79,7 @@ static void on_closed(uv_handle_t *h)
 
 void sse_close(sse_t *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     s->r = NULL;
     uv_close((uv_handle_t *)&s->ping, on_closed);
 }

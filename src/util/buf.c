@@ -9,17 +9,14 @@
 
 int buf_reserve(buf_t *b, size_t extra)
 {
-    if (extra > ((size_t)-1) / 2 - b->n)
-        return BAR_ERR_NOMEM;
+    if (extra > ((size_t)-1) / 2 - b->n) return BAR_ERR_NOMEM;
     size_t need = b->n + extra + 1;
-    if (need <= b->cap)
-        return 0;
+    if (need <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 64;
     while (cap < need)
         cap *= 2;
     char *p = realloc(b->p, cap);
-    if (!p)
-        return BAR_ERR_NOMEM;
+    if (!p) return BAR_ERR_NOMEM;
     b->p = p;
     b->cap = cap;
     return 0;
@@ -27,10 +24,8 @@ int buf_reserve(buf_t *b, size_t extra)
 
 int buf_append(buf_t *b, const void *data, size_t len)
 {
-    if (buf_reserve(b, len))
-        return BAR_ERR_NOMEM;
-    if (len)
-        memcpy(b->p + b->n, data, len);
+    if (buf_reserve(b, len)) return BAR_ERR_NOMEM;
+    if (len) memcpy(b->p + b->n, data, len);
     b->n += len;
     b->p[b->n] = '\0';
     return 0;
@@ -48,12 +43,9 @@ int buf_vprintf(buf_t *b, const char *fmt, va_list ap)
     char tmp[256];
     int k = vsnprintf(tmp, sizeof tmp, fmt, ap2);
     va_end(ap2);
-    if (k < 0)
-        return BAR_ERR_INVALID;
-    if ((size_t)k < sizeof tmp)
-        return buf_append(b, tmp, (size_t)k);
-    if (buf_reserve(b, (size_t)k))
-        return BAR_ERR_NOMEM;
+    if (k < 0) return BAR_ERR_INVALID;
+    if ((size_t)k < sizeof tmp) return buf_append(b, tmp, (size_t)k);
+    if (buf_reserve(b, (size_t)k)) return BAR_ERR_NOMEM;
     vsnprintf(b->p + b->n, (size_t)k + 1, fmt, ap);
     b->n += (size_t)k;
     return 0;
@@ -82,8 +74,7 @@ void buf_consume(buf_t *b, size_t len)
 void buf_clear(buf_t *b)
 {
     b->n = 0;
-    if (b->p)
-        b->p[0] = '\0';
+    if (b->p) b->p[0] = '\0';
 }
 
 void buf_free(buf_t *b)

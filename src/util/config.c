@@ -13,12 +13,9 @@ static int name_eq(const char *opt, const char *name, size_t len)
     size_t i = 0;
     for (; i < len; i++) {
         char a = opt[i], b = name[i];
-        if (!a)
-            return 0;
-        if (b == '_')
-            b = '-';
-        if (a != (char)tolower((unsigned char)b))
-            return 0;
+        if (!a) return 0;
+        if (b == '_') b = '-';
+        if (a != (char)tolower((unsigned char)b)) return 0;
     }
     return opt[i] == '\0';
 }
@@ -26,8 +23,7 @@ static int name_eq(const char *opt, const char *name, size_t len)
 int cfg_find(const cfg_t *c, const char *name, size_t name_len)
 {
     for (size_t i = 0; i < c->n_opts; i++)
-        if (name_eq(c->opts[i].name, name, name_len))
-            return (int)i;
+        if (name_eq(c->opts[i].name, name, name_len)) return (int)i;
     return -1;
 }
 
@@ -64,16 +60,16 @@ int cfg_set(cfg_t *c, int i, const char *value, cfg_source_t src, bar_msg_t *msg
         if (end == value || *end || errno == ERANGE || isspace((unsigned char)*value))
             return bar_fail(msg, BAR_ERR_INVALID, "%s: '%s' is not an integer", o->name, value);
         if (v < o->min || v > o->max)
-            return bar_fail(msg, BAR_ERR_RANGE, "%s: %lld is out of range [%lld, %lld]", o->name,
-                            v, o->min, o->max);
+            return bar_fail(msg, BAR_ERR_RANGE, "%s: %lld is out of range [%lld, %lld]", o->name, v,
+                            o->min, o->max);
         *(long long *)field(c, i) = v;
         break;
     }
     case CFG_BOOL: {
         int v;
         if (parse_bool(value, &v))
-            return bar_fail(msg, BAR_ERR_INVALID, "%s: '%s' is not a boolean (true/false)",
-                            o->name, value);
+            return bar_fail(msg, BAR_ERR_INVALID, "%s: '%s' is not a boolean (true/false)", o->name,
+                            value);
         *(int *)field(c, i) = v;
         break;
     }
@@ -88,8 +84,7 @@ int cfg_set(cfg_t *c, int i, const char *value, cfg_source_t src, bar_msg_t *msg
     default:
         return bar_fail(msg, BAR_ERR_INTERNAL, "%s: bad setting type", o->name);
     }
-    if (c->src)
-        c->src[i] = src;
+    if (c->src) c->src[i] = src;
     return 0;
 }
 
@@ -97,8 +92,7 @@ int cfg_set_defaults(cfg_t *c, bar_msg_t *msg)
 {
     for (size_t i = 0; i < c->n_opts; i++) {
         int rc = cfg_set(c, (int)i, c->opts[i].def ? c->opts[i].def : "", CFG_SRC_DEFAULT, msg);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return 0;
 }
@@ -116,8 +110,7 @@ static char *trim(char *s)
 int cfg_load_file(cfg_t *c, const char *path, bar_msg_t *msg)
 {
     FILE *f = fopen(path, "r");
-    if (!f)
-        return bar_fail(msg, BAR_ERR_IO, "config file %s: %s", path, strerror(errno));
+    if (!f) return bar_fail(msg, BAR_ERR_IO, "config file %s: %s", path, strerror(errno));
     char line[8192];
     int lineno = 0, rc = 0;
     while (fgets(line, sizeof line, f)) {
@@ -128,8 +121,7 @@ int cfg_load_file(cfg_t *c, const char *path, bar_msg_t *msg)
             break;
         }
         char *s = trim(line);
-        if (!*s || *s == '#')
-            continue;
+        if (!*s || *s == '#') continue;
         char *eq = strchr(s, '=');
         if (!eq) {
             rc = bar_fail(msg, BAR_ERR_FORMAT, "%s:%d: expected 'name = value'", path, lineno);
@@ -171,12 +163,10 @@ int cfg_load_env(cfg_t *c, bar_msg_t *msg)
         char name[128];
         env_name(c, (int)i, name, sizeof name);
         const char *v = getenv(name);
-        if (!v)
-            continue;
+        if (!v) continue;
         bar_msg_t m2;
         int rc = cfg_set(c, (int)i, v, CFG_SRC_ENV, &m2);
-        if (rc)
-            return bar_fail(msg, rc, "environment %s: %s", name, m2.text);
+        if (rc) return bar_fail(msg, rc, "environment %s: %s", name, m2.text);
     }
     return 0;
 }
@@ -187,20 +177,16 @@ static int match_flag(const cfg_t *c, const char *arg, const char **inline_val, 
     *inline_val = NULL;
     *negated = 0;
     if (arg[0] == '-' && arg[1] && arg[1] != '-') {
-        if (arg[2])
-            return -1;
+        if (arg[2]) return -1;
         for (size_t i = 0; i < c->n_opts; i++)
-            if (c->opts[i].short_flag == arg[1])
-                return (int)i;
+            if (c->opts[i].short_flag == arg[1]) return (int)i;
         return -1;
     }
-    if (strncmp(arg, "--", 2))
-        return -1;
+    if (strncmp(arg, "--", 2)) return -1;
     const char *name = arg + 2;
     const char *eq = strchr(name, '=');
     size_t len = eq ? (size_t)(eq - name) : strlen(name);
-    if (eq)
-        *inline_val = eq + 1;
+    if (eq) *inline_val = eq + 1;
     int i = cfg_find(c, name, len);
     if (i < 0 && !eq && len > 3 && !strncmp(name, "no-", 3)) {
         i = cfg_find(c, name + 3, len - 3);
@@ -225,34 +211,28 @@ int cfg_parse_args(cfg_t *c, int argc, char **argv, int *help, bar_msg_t *msg)
         int neg;
         int i = match_flag(c, arg, &val, &neg);
         if (i < 0) {
-            if (arg[0] == '-')
-                return bar_fail(msg, BAR_ERR_INVALID, "unknown option '%s'", arg);
+            if (arg[0] == '-') return bar_fail(msg, BAR_ERR_INVALID, "unknown option '%s'", arg);
             return bar_fail(msg, BAR_ERR_INVALID, "unexpected argument '%s'", arg);
         }
-        if (c->opts[i].type == CFG_BOOL && !val)
-            val = neg ? "false" : "true";
+        if (c->opts[i].type == CFG_BOOL && !val) val = neg ? "false" : "true";
         if (!val) {
             if (a + 1 >= argc)
                 return bar_fail(msg, BAR_ERR_INVALID, "option '%s' needs a value", arg);
             val = argv[++a];
         }
         int rc = cfg_set(c, i, val, CFG_SRC_FLAG, msg);
-        if (rc)
-            return rc;
+        if (rc) return rc;
     }
     return 0;
 }
 
-int cfg_load(cfg_t *c, int argc, char **argv, const char *config_opt, int *help,
-             bar_msg_t *msg)
+int cfg_load(cfg_t *c, int argc, char **argv, const char *config_opt, int *help, bar_msg_t *msg)
 {
     int rc = cfg_set_defaults(c, msg);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     /* flags first into a scratch pass only to learn --help and --config */
     rc = cfg_parse_args(c, argc, argv, help, msg);
-    if (rc || *help)
-        return rc;
+    if (rc || *help) return rc;
     if (config_opt) {
         int ci = cfg_find(c, config_opt, strlen(config_opt));
         char path[4096] = "";
@@ -262,30 +242,25 @@ int cfg_load(cfg_t *c, int argc, char **argv, const char *config_opt, int *help,
                 char name[128];
                 env_name(c, ci, name, sizeof name);
                 const char *v = getenv(name);
-                if (v)
-                    snprintf(path, sizeof path, "%s", v);
+                if (v) snprintf(path, sizeof path, "%s", v);
             }
         }
         rc = cfg_set_defaults(c, msg);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         if (path[0]) {
             rc = cfg_load_file(c, path, msg);
-            if (rc)
-                return rc;
+            if (rc) return rc;
         }
     }
     rc = cfg_load_env(c, msg);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     return cfg_parse_args(c, argc, argv, help, msg);
 }
 
 void cfg_print_help(const cfg_t *c, FILE *f, const char *usage, const char *desc)
 {
     fprintf(f, "usage: %s\n\n", usage);
-    if (desc)
-        fprintf(f, "%s\n\n", desc);
+    if (desc) fprintf(f, "%s\n\n", desc);
     fprintf(f, "options (flag > %s* environment > config file > default):\n",
             c->env_prefix ? c->env_prefix : "");
     fprintf(f, "  -h, --help\n      print this help and exit\n");
@@ -323,8 +298,7 @@ const char *cfg_format(const cfg_t *c, int i, char *out, size_t size)
         break;
     case CFG_STR: {
         const char *s = (const char *)field(c, i);
-        if ((o->flags & CFG_SECRET) && s[0])
-            s = "***";
+        if ((o->flags & CFG_SECRET) && s[0]) s = "***";
         snprintf(out, size, "%s", s);
         break;
     }
@@ -337,17 +311,14 @@ const char *cfg_format(const cfg_t *c, int i, char *out, size_t size)
 long long cfg_get_int(const cfg_t *c, int i)
 {
     const cfg_opt_t *o = &c->opts[i];
-    if (o->type == CFG_BOOL)
-        return *(const int *)field(c, i);
-    if (o->type == CFG_INT)
-        return *(const long long *)field(c, i);
+    if (o->type == CFG_BOOL) return *(const int *)field(c, i);
+    if (o->type == CFG_INT) return *(const long long *)field(c, i);
     return 0;
 }
 
 const char *cfg_get_str(const cfg_t *c, int i)
 {
-    if (c->opts[i].type != CFG_STR)
-        return "";
+    if (c->opts[i].type != CFG_STR) return "";
     return (const char *)field(c, i);
 }
 

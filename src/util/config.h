@@ -24,19 +24,19 @@
 #include "util/err.h"
 
 typedef enum {
-    CFG_INT = 1,  /* long long in the struct */
-    CFG_BOOL,     /* int in the struct: 0/1; text: 1/0, true/false, yes/no, on/off */
-    CFG_STR,      /* char[size] in the struct */
+    CFG_INT = 1, /* long long in the struct */
+    CFG_BOOL,    /* int in the struct: 0/1; text: 1/0, true/false, yes/no, on/off */
+    CFG_STR,     /* char[size] in the struct */
 } cfg_type_t;
 
 enum {
-    CFG_SECRET = 1 << 0, /* shown as "***" (or "" when unset) in dumps */
+    CFG_SECRET = 1 << 0,  /* shown as "***" (or "" when unset) in dumps */
     CFG_NO_FILE = 1 << 1, /* not accepted in the config file (e.g. --config itself) */
 };
 
 typedef struct {
-    const char *name;    /* long flag without "--", lower-case, '-' separated */
-    char short_flag;     /* e.g. 'm' for -m, or 0 */
+    const char *name; /* long flag without "--", lower-case, '-' separated */
+    char short_flag;  /* e.g. 'm' for -m, or 0 */
     cfg_type_t type;
     size_t offset;       /* offsetof(settings struct, field) */
     size_t size;         /* CFG_STR: size of the char array incl. NUL */
@@ -90,8 +90,7 @@ int cfg_parse_args(cfg_t *c, int argc, char **argv, int *help, bar_msg_t *msg);
 /* The whole pipeline: defaults, the config file named by the setting
  * `config_opt` (from a flag, else from the environment; may be NULL), the
  * environment, then flags. */
-int cfg_load(cfg_t *c, int argc, char **argv, const char *config_opt, int *help,
-             bar_msg_t *msg);
+int cfg_load(cfg_t *c, int argc, char **argv, const char *config_opt, int *help, bar_msg_t *msg);
 
 /* Print "usage: USAGE\n\nDESC\n\noptions:\n" and one entry per setting with
  * its default, range and environment variable. */

@@ -45,7 +45,7 @@ static void test_defaults(void **st)
 static void test_flags(void **st)
 {
     (void)st;
-    char *argv[] = {"serve", "--port", "9000", "-m", "x.gguf", "--max-body-bytes=100",
+    char *argv[] = {"serve",        "--port",    "9000", "-m", "x.gguf", "--max-body-bytes=100",
                     "--access-log", "--threads", "3"};
     int help = 0;
     bar_msg_t m;
@@ -98,14 +98,14 @@ static void test_precedence(void **st)
     int help;
     bar_msg_t m;
     assert_int_equal(cfg_load(&c, 1, argv, "config", &help, &m), 0);
-    assert_int_equal(s.port, 7000);  /* file */
-    assert_int_equal(s.threads, 6);  /* env beats file */
+    assert_int_equal(s.port, 7000); /* file */
+    assert_int_equal(s.threads, 6); /* env beats file */
     assert_int_equal(s.max_connections, 12);
     assert_string_equal(s.host, "0.0.0.0");
     assert_int_equal(src[cfg_find(&c, "port", 4)], CFG_SRC_FILE);
     assert_int_equal(src[cfg_find(&c, "threads", 7)], CFG_SRC_ENV);
     assert_int_equal(cfg_load(&c, 3, argv, "config", &help, &m), 0);
-    assert_int_equal(s.threads, 7);  /* flag beats env */
+    assert_int_equal(s.threads, 7); /* flag beats env */
     assert_int_equal(src[cfg_find(&c, "threads", 7)], CFG_SRC_FLAG);
     unsetenv("BARISTA_THREADS");
     unsetenv("BARISTA_CONFIG");
@@ -194,7 +194,7 @@ static void test_help(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_defaults), T(test_flags),  T(test_bad_flags),       T(test_precedence),
+        T(test_defaults), T(test_flags),   T(test_bad_flags),       T(test_precedence),
         T(test_bad_file), T(test_env_bad), T(test_secret_redacted), T(test_help),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -67,8 +67,9 @@ static void test_byte_by_byte(void **st)
 static void test_pipelined(void **st)
 {
     (void)st;
-    const char *two = "GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
-                      "GET /c HTTP/1.1\r\n\r\n";
+    const char *two =
+        "GET /a HTTP/1.1\r\nHost: x\r\n\r\nPOST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
+        "GET /c HTTP/1.1\r\n\r\n";
     size_t off = 0, n = strlen(two);
     const char *paths[] = {"/a", "/b", "/c"};
     for (int k = 0; k < 3; k++) {
@@ -77,8 +78,7 @@ static void test_pipelined(void **st)
         http_slice_t p = http_req_path(&rx.req);
         assert_int_equal(p.n, 2);
         assert_memory_equal(p.p, paths[k], 2);
-        if (k == 1)
-            assert_memory_equal(rx.req.body.p, "hi", 2);
+        if (k == 1) assert_memory_equal(rx.req.body.p, "hi", 2);
         http_rx_next(&rx);
     }
     assert_int_equal(off, n);
@@ -223,11 +223,21 @@ static void test_format_head(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_simple_get),          T(test_byte_by_byte),   T(test_pipelined),
-        T(test_chunked),             T(test_bad_chunk_size), T(test_chunked_too_big),
-        T(test_garbage_request_line), T(test_huge_headers),  T(test_too_many_headers),
-        T(test_content_length_too_big), T(test_expect_continue), T(test_truncated_body_eof),
-        T(test_cl_and_chunked),      T(test_http10_close),   T(test_connection_close),
+        T(test_simple_get),
+        T(test_byte_by_byte),
+        T(test_pipelined),
+        T(test_chunked),
+        T(test_bad_chunk_size),
+        T(test_chunked_too_big),
+        T(test_garbage_request_line),
+        T(test_huge_headers),
+        T(test_too_many_headers),
+        T(test_content_length_too_big),
+        T(test_expect_continue),
+        T(test_truncated_body_eof),
+        T(test_cl_and_chunked),
+        T(test_http10_close),
+        T(test_connection_close),
         T(test_format_head),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

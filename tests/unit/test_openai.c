@@ -20,13 +20,14 @@ static void test_chat_ok(void **st)
     (void)st;
     oai_req_t r;
     oai_err_t e;
-    const char *b = "{\"model\":\"default\",\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},"
-                    "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi \"},"
-                    "{\"type\":\"text\",\"text\":\"there\"}]}],\"max_tokens\":8,\"temperature\":0,"
-                    "\"top_p\":0.9,\"top_k\":40,\"min_p\":0.05,\"seed\":42,\"stop\":[\"a\",\"b\"],"
-                    "\"presence_penalty\":0.5,\"frequency_penalty\":-0.5,\"n\":1,\"user\":\"u\","
-                    "\"stream\":true,\"stream_options\":{\"include_usage\":true},"
-                    "\"logprobs\":true,\"top_logprobs\":3,\"unknown_field\":{\"x\":1}}";
+    const char *b =
+        "{\"model\":\"default\",\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi \"},"
+        "{\"type\":\"text\",\"text\":\"there\"}]}],\"max_tokens\":8,\"temperature\":0,"
+        "\"top_p\":0.9,\"top_k\":40,\"min_p\":0.05,\"seed\":42,\"stop\":[\"a\",\"b\"],"
+        "\"presence_penalty\":0.5,\"frequency_penalty\":-0.5,\"n\":1,\"user\":\"u\","
+        "\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+        "\"logprobs\":true,\"top_logprobs\":3,\"unknown_field\":{\"x\":1}}";
     assert_int_equal(parse(&r, OAI_CHAT, b, &e), 0);
     assert_string_equal(r.model, "default");
     assert_int_equal(r.n_msgs, 2);
@@ -57,8 +58,11 @@ static void test_defaults(void **st)
     assert_false(r.stream);
     assert_false(r.logprobs);
     oai_req_free(&r);
-    assert_int_equal(parse(&r, OAI_COMPLETION, "{\"prompt\":\"x\",\"max_completion_tokens\":3,"
-                                               "\"logprobs\":2,\"stop\":\"\\n\"}", &e), 0);
+    assert_int_equal(parse(&r, OAI_COMPLETION,
+                           "{\"prompt\":\"x\",\"max_completion_tokens\":3,"
+                           "\"logprobs\":2,\"stop\":\"\\n\"}",
+                           &e),
+                     0);
     assert_int_equal(r.max_tokens, 3);
     assert_true(r.logprobs);
     assert_int_equal(r.top_logprobs, 2);
@@ -91,39 +95,53 @@ static const bad_t bad[] = {
     {OAI_CHAT, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", 400, "messages[0].role"},
     {OAI_CHAT, "{\"messages\":[{\"role\":\"user\"}]}", 400, "messages[0].content"},
     {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", 400, "messages[0].content"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
-               "\"image_url\":{\"url\":\"x\"}}]}]}", 400, "messages[0].content[0].type"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\","
+     "\"image_url\":{\"url\":\"x\"}}]}]}",
+     400, "messages[0].content[0].type"},
     {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\"}]}]}", 400,
      "messages[0].content[0].text"},
     {OAI_CHAT, "{\"model\":5,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", 400, "model"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":\"hot\"}", 400,
-     "temperature"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":\"hot\"}",
+     400, "temperature"},
     {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":3}", 400,
      "temperature"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":1.5}", 400, "top_p"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":1.5}", 400,
+     "top_p"},
     {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":0}", 400,
      "max_tokens"},
     {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":2.5}", 400,
      "max_tokens"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_completion_tokens\":-1}",
-     400, "max_completion_tokens"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_completion_tokens\":-1}", 400,
+     "max_completion_tokens"},
     {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}", 400, "n"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\",\"d\","
-               "\"e\"]}", 400, "stop"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[1]}", 400, "stop[0]"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\",\"d\","
+     "\"e\"]}",
+     400, "stop"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[1]}", 400,
+     "stop[0]"},
     {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":\"yes\"}", 400,
      "stream"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream_options\":"
-               "{\"include_usage\":true}}", 400, "stream_options"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream_options\":"
+     "{\"include_usage\":true}}",
+     400, "stream_options"},
     {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":2}", 400,
      "top_logprobs"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,"
-               "\"top_logprobs\":21}", 400, "top_logprobs"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"seed\":\"s\"}", 400, "seed"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"presence_penalty\":-3}", 400,
-     "presence_penalty"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
-               "\"function\"}]}", 400, "tools"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logprobs\":true,"
+     "\"top_logprobs\":21}",
+     400, "top_logprobs"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"seed\":\"s\"}", 400,
+     "seed"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"presence_penalty\":-3}",
+     400, "presence_penalty"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+     "\"function\"}]}",
+     400, "tools"},
     {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"user\":1}", 400, "user"},
     {OAI_COMPLETION, "{}", 400, "prompt"},
     {OAI_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", 400, "prompt"},
@@ -166,7 +184,8 @@ static void test_json_string(void **st)
     (void)st;
     buf_t b = {0};
     oai_json_string(&b, "a\"b\\c\n\x01\xc3\xa9\xff\xe2\x82", 12);
-    assert_string_equal(b.p, "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\"");
+    assert_string_equal(b.p,
+                        "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\"");
     buf_free(&b);
 }
 
@@ -199,11 +218,12 @@ static void test_format(void **st)
     j = cJSON_Parse(b.p + 6);
     assert_non_null(j);
     ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
-    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "delta"), "content")->valuestring,
-                        "a");
+    assert_string_equal(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "delta"), "content")->valuestring, "a");
     cJSON *lc = cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "logprobs"), "content");
     assert_int_equal(cJSON_GetArraySize(lc), 1);
-    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(lc, 0), "top_logprobs")), 2);
+    assert_int_equal(
+        cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(lc, 0), "top_logprobs")), 2);
     cJSON_Delete(j);
     buf_clear(&b);
 
@@ -229,7 +249,7 @@ static void test_format(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_chat_ok),   cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_chat_ok),      cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_json_string),
         cmocka_unit_test(test_format),
     };
