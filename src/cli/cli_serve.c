@@ -35,6 +35,10 @@ typedef struct {
     int exit_code;
 } serve_t;
 
+/* IPv6 literals go in brackets in URLs */
+#define V6L(s) (strchr((s)->set.host, ':') ? "[" : "")
+#define V6R(s) (strchr((s)->set.host, ':') ? "]" : "")
+
 static void cleanup(serve_t *s)
 {
     if (s->cleaned || s->loading) return;
@@ -115,10 +119,11 @@ static void after_load(uv_work_t *w, int status)
     engine_stats_t st;
     engine_stats(s->engine, &st);
     fprintf(stderr,
-            "barista serve: ready on http://%s:%d model=%s (%s) kernel=%s threads=%d ctx=%d "
+            "barista serve: ready on http://%s%s%s:%d model=%s (%s) kernel=%s threads=%d ctx=%d "
             "parallel=%lld\n",
-            s->set.host, srv_port(s->srv), st.model_id ? st.model_id : "?", s->set.model,
-            st.kernel_level ? st.kernel_level : "?", st.n_threads, st.n_ctx, s->set.parallel);
+            V6L(s), s->set.host, V6R(s), srv_port(s->srv), st.model_id ? st.model_id : "?",
+            s->set.model, st.kernel_level ? st.kernel_level : "?", st.n_threads, st.n_ctx,
+            s->set.parallel);
 }
 
 static const char *DESC =
@@ -195,8 +200,8 @@ int cli_serve_main(int argc, char **argv)
     uv_signal_start(&s->sig_term, on_signal, SIGTERM);
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
 
-    fprintf(stderr, "barista serve: listening on http://%s:%d, loading %s\n", s->set.host,
-            srv_port(s->srv), s->set.model);
+    fprintf(stderr, "barista serve: listening on http://%s%s%s:%d, loading %s\n", V6L(s),
+            s->set.host, V6R(s), srv_port(s->srv), s->set.model);
     s->load.data = s;
     s->loading = 1;
     uv_queue_work(&s->loop, &s->load, load_work, after_load);
