@@ -1,0 +1,850 @@
+/* cache_redis.c — Redis L2 over hiredis async + its libuv adapter (see
+ * cache_redis.h for behaviour).
+ *
+ * Two connections, each a conn_t with its own reconnect timer: "main" for
+ * GET/SET/SCAN/UNLINK/PUBLISH, and "sub" (only with on_peer_purge) parked in
+ * SUBSCRIBE. A conn is down (ac == NULL, retry timer armed), handshaking (ac
+ * set, AUTH/SELECT/PING queued) or up (PING answered). conn_drop() is the one
+ * way we close a context ourselves; hiredis's own disconnect/connect-failure
+ * callbacks are ignored for a context we already dropped.
+ *
+ * GET timeouts: every GET has the same timeout, so deadlines are in send
+ * order; outstanding GETs sit on a FIFO and one uv_timer fires at the head's
+ * deadline. A timed-out op is completed (callback with TIMEOUT) but stays
+ * allocated until hiredis delivers its reply (or NULL when the context is
+ * freed) — hiredis guarantees that callback, so nothing leaks.
+ * Not for: policy, L1, key building. */
+#include "cache/cache_redis.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <hiredis/adapters/libuv.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "util/buf.h"
+
+#define HANDSHAKE_MS 1000 /* connect + AUTH/SELECT/PING must answer within this */
+
+typedef struct conn {
+    cache_redis_t *r;
+    redisAsyncContext *ac;
+    int up;
+    int is_sub;
+    uint64_t backoff_ms;
+    uv_timer_t retry;
+} conn_t;
+
+struct cache_redis_op {
+    cache_redis_t *r;
+    cache_redis_get_fn cb;
+    void *user;
+    cache_key_t key;
+    uint64_t ns;
+    uint64_t deadline;             /* uv_now ms */
+    int done;                      /* completed (reply, timeout) or cancelled: cb never again */
+    cache_redis_op_t *prev, *next; /* deadline FIFO, while !done */
+};
+
+typedef struct {
+    cache_redis_t *r;
+    cache_purge_kind_t kind;
+    uint64_t ns;
+    cache_key_t key;
+    char pattern[128];
+    int pending; /* commands awaiting replies */
+    int scan_done;
+    int failed;
+    uint64_t deleted;
+    cache_redis_done_fn done;
+    void *user;
+} purge_t;
+
+struct cache_redis {
+    uv_loop_t *loop;
+    cache_redis_url_t url;
+    char addr[256]; /* resolved numeric address, or the host name */
+    cache_redis_opts_t o;
+    char prefix[33];
+    char channel[48];
+    char instance[17]; /* random id: skip our own purge messages */
+    conn_t main, sub;
+    uv_timer_t timer; /* GET deadlines */
+    cache_redis_op_t *head, *tail;
+    int inflight;
+    int consecutive_timeouts;
+    int closing;
+    int closes_pending;
+    cache_redis_stats_t st;
+    char last_error[256];
+};
+
+static void conn_open(conn_t *c);
+static void on_retry(uv_timer_t *t);
+
+const char *cache_l2_status_name(cache_l2_status_t s)
+{
+    switch (s) {
+    case CACHE_L2_HIT:
+        return "hit";
+    case CACHE_L2_MISS:
+        return "miss";
+    case CACHE_L2_TIMEOUT:
+        return "timeout";
+    case CACHE_L2_ERROR:
+        return "error";
+    case CACHE_L2_GARBAGE:
+        return "garbage";
+    case CACHE_L2_DOWN:
+        return "down";
+    }
+    return "?";
+}
+
+/* ---- URL ---- */
+
+static int parse_int(const char *s, size_t n, int lo, int hi, int *out)
+{
+    if (n == 0 || n > 9) return -1;
+    int v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+int cache_redis_parse_url(const char *url, cache_redis_url_t *u, bar_msg_t *msg)
+{
+    memset(u, 0, sizeof *u);
+    u->port = 6379;
+    if (!url || strncmp(url, "redis://", 8))
+        return bar_fail(msg, BAR_ERR_INVALID, "--redis: '%s' is not a redis://host[:port][/db] URL",
+                        url ? url : "");
+    const char *p = url + 8, *end = p + strlen(p);
+    const char *slash = memchr(p, '/', (size_t)(end - p));
+    const char *auth_end = NULL;
+    for (const char *q = p; q < (slash ? slash : end); q++)
+        if (*q == '@') auth_end = q; /* the last '@' before the path */
+    if (auth_end) {
+        const char *colon = memchr(p, ':', (size_t)(auth_end - p));
+        if (!colon)
+            return bar_fail(msg, BAR_ERR_INVALID,
+                            "--redis: credentials must be user:password@ or :password@");
+        size_t ul = (size_t)(colon - p), pl = (size_t)(auth_end - colon - 1);
+        if (ul >= sizeof u->user || pl >= sizeof u->password)
+            return bar_fail(msg, BAR_ERR_INVALID, "--redis: user or password too long");
+        memcpy(u->user, p, ul);
+        memcpy(u->password, colon + 1, pl);
+        p = auth_end + 1;
+    }
+    const char *hend = slash ? slash : end;
+    const char *port = NULL;
+    if (*p == '[') {
+        const char *rb = memchr(p, ']', (size_t)(hend - p));
+        if (!rb || rb == p + 1)
+            return bar_fail(msg, BAR_ERR_INVALID, "--redis: bad [IPv6] host in '%s'", url);
+        if ((size_t)(rb - p - 1) >= sizeof u->host)
+            return bar_fail(msg, BAR_ERR_INVALID, "--redis: host too long");
+        memcpy(u->host, p + 1, (size_t)(rb - p - 1));
+        if (rb + 1 < hend) {
+            if (rb[1] != ':')
+                return bar_fail(msg, BAR_ERR_INVALID, "--redis: junk after ']' in '%s'", url);
+            port = rb + 2;
+        }
+    } else {
+        const char *colon = memchr(p, ':', (size_t)(hend - p));
+        const char *he = colon ? colon : hend;
+        if (he == p) return bar_fail(msg, BAR_ERR_INVALID, "--redis: no host in '%s'", url);
+        if ((size_t)(he - p) >= sizeof u->host)
+            return bar_fail(msg, BAR_ERR_INVALID, "--redis: host too long");
+        memcpy(u->host, p, (size_t)(he - p));
+        for (const char *q = p; q < he; q++)
+            if (!isalnum((unsigned char)*q) && *q != '.' && *q != '-' && *q != '_')
+                return bar_fail(msg, BAR_ERR_INVALID, "--redis: bad host name in '%s'", url);
+        if (colon) port = colon + 1;
+    }
+    if (port && parse_int(port, (size_t)(hend - port), 1, 65535, &u->port))
+        return bar_fail(msg, BAR_ERR_INVALID, "--redis: bad port in '%s' (1-65535)", url);
+    if (slash && slash + 1 < end &&
+        parse_int(slash + 1, (size_t)(end - slash - 1), 0, 100000, &u->db))
+        return bar_fail(msg, BAR_ERR_INVALID, "--redis: bad database number in '%s'", url);
+    return 0;
+}
+
+/* ---- connections ---- */
+
+static void set_error(cache_redis_t *r, const char *what, const char *detail)
+{
+    snprintf(r->last_error, sizeof r->last_error, "%s%s%s", what, detail ? ": " : "",
+             detail ? detail : "");
+}
+
+static void conn_retry(conn_t *c)
+{
+    cache_redis_t *r = c->r;
+    if (r->closing) return;
+    uv_timer_start(&c->retry, on_retry, c->backoff_ms, 0);
+    c->backoff_ms =
+        c->backoff_ms * 2 > r->o.backoff_max_ms ? r->o.backoff_max_ms : c->backoff_ms * 2;
+}
+
+/* Close our context (callbacks of its pending commands run now, with NULL
+ * replies) and schedule a reconnect. */
+static void conn_drop(conn_t *c)
+{
+    redisAsyncContext *ac = c->ac;
+    if (!ac) return;
+    c->ac = NULL;
+    c->up = 0;
+    c->r->st.conn_failures++;
+    redisAsyncFree(ac);
+    conn_retry(c);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    conn_t *c = ac->data;
+    if (status == REDIS_OK || c->ac != ac) return;
+    /* hiredis frees ac after this returns */
+    set_error(c->r, "connect", ac->errstr);
+    c->ac = NULL;
+    c->up = 0;
+    c->r->st.conn_failures++;
+    conn_retry(c);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    conn_t *c = ac->data;
+    (void)status;
+    if (c->ac != ac) return; /* one we dropped ourselves */
+    set_error(c->r, "disconnected", ac->errstr[0] ? ac->errstr : NULL);
+    c->ac = NULL;
+    c->up = 0;
+    c->r->st.conn_failures++;
+    conn_retry(c);
+}
+
+/* AUTH / SELECT replies: an error means misconfiguration; keep retrying
+ * (with backoff) so a fixed Redis is picked up. */
+static void on_handshake(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    conn_t *c = priv;
+    redisReply *reply = reply_;
+    if (!reply || c->ac != ac) return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        set_error(c->r, "handshake", reply->str);
+        conn_drop(c);
+    }
+}
+
+static void on_ready(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    conn_t *c = priv;
+    redisReply *reply = reply_;
+    if (!reply || c->ac != ac) return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        set_error(c->r, "ping", reply->str);
+        conn_drop(c);
+        return;
+    }
+    c->up = 1;
+    uv_timer_stop(&c->retry);
+    c->backoff_ms = c->r->o.backoff_min_ms;
+    c->r->consecutive_timeouts = 0;
+    c->r->st.connects++;
+}
+
+static int hex_u64(const char *s, size_t n, uint64_t *out)
+{
+    if (n != 16) return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < 16; i++) {
+        int d = isdigit((unsigned char)s[i])   ? s[i] - '0'
+                : (s[i] >= 'a' && s[i] <= 'f') ? s[i] - 'a' + 10
+                                               : -1;
+        if (d < 0) return -1;
+        v = v << 4 | (uint64_t)d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* "<instance> all" | "<instance> ns <16 hex>" | "<instance> key <32 hex>" */
+static void peer_message(cache_redis_t *r, const char *m, size_t n)
+{
+    if (n < 18 || m[16] != ' ' || !memcmp(m, r->instance, 16)) return;
+    const char *k = m + 17;
+    size_t kn = n - 17;
+    cache_key_t key;
+    uint64_t ns;
+    if (kn == 3 && !memcmp(k, "all", 3)) {
+        r->st.peer_purges++;
+        r->o.on_peer_purge(r->o.peer_user, CACHE_PURGE_ALL, 0, NULL);
+    } else if (kn == 19 && !memcmp(k, "ns ", 3) && !hex_u64(k + 3, 16, &ns)) {
+        r->st.peer_purges++;
+        r->o.on_peer_purge(r->o.peer_user, CACHE_PURGE_NS, ns, NULL);
+    } else if (kn == 36 && !memcmp(k, "key ", 4) && !cache_key_from_hex(&key, k + 4, 32)) {
+        r->st.peer_purges++;
+        r->o.on_peer_purge(r->o.peer_user, CACHE_PURGE_KEY, 0, &key);
+    }
+}
+
+static void on_sub(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    conn_t *c = priv;
+    redisReply *reply = reply_;
+    if (!reply || c->ac != ac) return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        set_error(c->r, "subscribe", reply->str);
+        conn_drop(c);
+        return;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = reply->element[0]->str;
+    if (!strcmp(kind, "subscribe")) {
+        c->up = 1;
+        uv_timer_stop(&c->retry);
+        c->backoff_ms = c->r->o.backoff_min_ms;
+    } else if (!strcmp(kind, "message") && reply->element[2]->type == REDIS_REPLY_STRING) {
+        peer_message(c->r, reply->element[2]->str, reply->element[2]->len);
+    }
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    conn_open(t->data);
+}
+
+/* connected at TCP level but no answer to the handshake: a hung server */
+static void on_handshake_timeout(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    if (c->ac && !c->up) {
+        set_error(c->r, "handshake", "no reply");
+        conn_drop(c);
+    }
+}
+
+static void conn_open(conn_t *c)
+{
+    cache_redis_t *r = c->r;
+    if (r->closing || c->ac) return;
+    redisAsyncContext *ac = redisAsyncConnect(r->addr, r->url.port);
+    if (!ac) {
+        set_error(r, "connect", "out of memory");
+        r->st.conn_failures++;
+        conn_retry(c);
+        return;
+    }
+    if (ac->err) {
+        set_error(r, "connect", ac->errstr);
+        redisAsyncFree(ac);
+        r->st.conn_failures++;
+        conn_retry(c);
+        return;
+    }
+    ac->data = c;
+    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
+        set_error(r, "connect", "cannot attach to the event loop");
+        redisAsyncFree(ac);
+        r->st.conn_failures++;
+        conn_retry(c);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    c->ac = ac;
+    uv_timer_start(&c->retry, on_handshake_timeout, HANDSHAKE_MS, 0);
+    /* queued now, written once the socket connects */
+    if (r->url.password[0]) {
+        if (r->url.user[0])
+            redisAsyncCommand(ac, on_handshake, c, "AUTH %s %s", r->url.user, r->url.password);
+        else
+            redisAsyncCommand(ac, on_handshake, c, "AUTH %s", r->url.password);
+    }
+    if (c->is_sub) {
+        redisAsyncCommand(ac, on_sub, c, "SUBSCRIBE %s", r->channel);
+    } else {
+        if (r->url.db) redisAsyncCommand(ac, on_handshake, c, "SELECT %d", r->url.db);
+        redisAsyncCommand(ac, on_ready, c, "PING");
+    }
+}
+
+/* ---- create / destroy ---- */
+
+static int prefix_ok(const char *p)
+{
+    size_t n = strlen(p);
+    if (n == 0 || n > 32) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)p[i]) && p[i] != '_' && p[i] != '.' && p[i] != '-') return 0;
+    return 1;
+}
+
+static void on_get_timer(uv_timer_t *t);
+
+static void resolve(cache_redis_t *r)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(r->addr, sizeof r->addr, "%s", r->url.host);
+    if (getaddrinfo(r->url.host, NULL, &hints, &res) || !res)
+        return; /* hiredis will try the name itself on each attempt */
+    struct addrinfo *pick = res;
+    for (struct addrinfo *a = res; a; a = a->ai_next)
+        if (a->ai_family == AF_INET) { /* prefer IPv4, as hiredis does */
+            pick = a;
+            break;
+        }
+    void *a = pick->ai_family == AF_INET6
+                  ? (void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
+                  : (void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr;
+    char tmp[INET6_ADDRSTRLEN];
+    if (inet_ntop(pick->ai_family, a, tmp, sizeof tmp))
+        snprintf(r->addr, sizeof r->addr, "%s", tmp);
+    freeaddrinfo(res);
+}
+
+static void conn_init(cache_redis_t *r, conn_t *c, int is_sub)
+{
+    c->r = r;
+    c->is_sub = is_sub;
+    c->backoff_ms = r->o.backoff_min_ms;
+    uv_timer_init(r->loop, &c->retry);
+    c->retry.data = c;
+}
+
+cache_redis_t *cache_redis_create(uv_loop_t *loop, const char *url, const cache_redis_opts_t *opts,
+                                  bar_msg_t *msg)
+{
+    cache_redis_url_t u;
+    if (cache_redis_parse_url(url, &u, msg)) return NULL;
+    cache_redis_opts_t o = opts ? *opts : (cache_redis_opts_t){0};
+    if (!o.timeout_ms) o.timeout_ms = 5;
+    if (!o.backoff_min_ms) o.backoff_min_ms = 100;
+    if (!o.backoff_max_ms) o.backoff_max_ms = 5000;
+    if (o.backoff_max_ms < o.backoff_min_ms) o.backoff_max_ms = o.backoff_min_ms;
+    if (o.max_inflight <= 0) o.max_inflight = 1024;
+    if (o.trip_timeouts <= 0) o.trip_timeouts = 8;
+    if (!o.prefix) o.prefix = "barista";
+    if (!prefix_ok(o.prefix)) {
+        bar_fail(msg, BAR_ERR_INVALID, "redis key prefix '%s' must be 1-32 of [A-Za-z0-9_.-]",
+                 o.prefix);
+        return NULL;
+    }
+    cache_redis_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    r->loop = loop;
+    r->url = u;
+    r->o = o;
+    snprintf(r->prefix, sizeof r->prefix, "%s", o.prefix);
+    r->o.prefix = r->prefix;
+    snprintf(r->channel, sizeof r->channel, "%s:purge", r->prefix);
+    uint64_t seed = (uint64_t)uv_hrtime() ^ (uint64_t)(uintptr_t)r ^ ((uint64_t)getpid() << 32);
+    snprintf(r->instance, sizeof r->instance, "%016llx", (unsigned long long)seed);
+    resolve(r);
+    uv_timer_init(loop, &r->timer);
+    r->timer.data = r;
+    conn_init(r, &r->main, 0);
+    conn_init(r, &r->sub, 1);
+    conn_open(&r->main);
+    if (o.on_peer_purge) conn_open(&r->sub);
+    return r;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    cache_redis_t *r = h->data;
+    if (--r->closes_pending == 0) free(r);
+}
+
+void cache_redis_destroy(cache_redis_t *r)
+{
+    if (!r) return;
+    r->closing = 1;
+    conn_t *cs[2] = {&r->main, &r->sub};
+    for (int i = 0; i < 2; i++) {
+        conn_t *c = cs[i];
+        uv_timer_stop(&c->retry);
+        if (c->ac) {
+            redisAsyncContext *ac = c->ac;
+            c->ac = NULL;
+            c->up = 0;
+            redisAsyncFree(ac); /* pending callbacks run now with NULL replies */
+        }
+    }
+    /* GETs hiredis never saw cannot exist (every op is sent), so the FIFO
+     * is empty now; the timer can go */
+    uv_timer_stop(&r->timer);
+    r->closes_pending = 3;
+    r->main.retry.data = r;
+    r->sub.retry.data = r;
+    uv_close((uv_handle_t *)&r->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&r->main.retry, on_handle_closed);
+    uv_close((uv_handle_t *)&r->sub.retry, on_handle_closed);
+}
+
+/* ---- GET ---- */
+
+static void key_name(const cache_redis_t *r, uint64_t ns, const cache_key_t *key, char *out,
+                     size_t size)
+{
+    char hex[CACHE_KEY_HEX_LEN + 1];
+    cache_key_hex(key, hex);
+    snprintf(out, size, "%s:%016llx:%s", r->prefix, (unsigned long long)ns, hex);
+}
+
+void cache_redis_key_name(const cache_redis_t *r, uint64_t ns, const cache_key_t *key, char *out,
+                          size_t size)
+{
+    key_name(r, ns, key, out, size);
+}
+
+static void fifo_remove(cache_redis_t *r, cache_redis_op_t *op)
+{
+    if (op->prev)
+        op->prev->next = op->next;
+    else
+        r->head = op->next;
+    if (op->next)
+        op->next->prev = op->prev;
+    else
+        r->tail = op->prev;
+    op->prev = op->next = NULL;
+}
+
+static void arm_timer(cache_redis_t *r)
+{
+    if (!r->head || r->closing) {
+        uv_timer_stop(&r->timer);
+        return;
+    }
+    uint64_t now = uv_now(r->loop);
+    uint64_t wait = r->head->deadline > now ? r->head->deadline - now : 0;
+    uv_timer_start(&r->timer, on_get_timer, wait, 0);
+}
+
+static void on_get_timer(uv_timer_t *t)
+{
+    cache_redis_t *r = t->data;
+    uint64_t now = uv_now(r->loop);
+    while (r->head && r->head->deadline <= now) {
+        cache_redis_op_t *op = r->head;
+        fifo_remove(r, op);
+        op->done = 1; /* freed when hiredis calls back */
+        r->st.timeouts++;
+        r->consecutive_timeouts++;
+        op->cb(op->user, NULL, CACHE_L2_TIMEOUT);
+    }
+    if (r->consecutive_timeouts >= r->o.trip_timeouts && r->main.ac) {
+        /* the server accepts but does not answer (hung, SIGSTOPped, swapping) */
+        r->st.trips++;
+        r->consecutive_timeouts = 0;
+        set_error(r, "no replies", "connection dropped after consecutive timeouts");
+        conn_drop(&r->main);
+    }
+    arm_timer(r);
+}
+
+static void delete_garbage(cache_redis_t *r, const char *name)
+{
+    if (r->main.ac && r->main.up) redisAsyncCommand(r->main.ac, NULL, NULL, "UNLINK %s", name);
+}
+
+static void on_get_reply(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    (void)ac;
+    cache_redis_op_t *op = priv;
+    cache_redis_t *r = op->r;
+    redisReply *reply = reply_;
+    r->inflight--;
+    if (reply) r->consecutive_timeouts = 0;
+    if (op->done) {
+        free(op);
+        return;
+    }
+    fifo_remove(r, op);
+    op->done = 1;
+    cache_entry_t *e = NULL;
+    cache_l2_status_t st;
+    if (!reply) {
+        st = r->closing ? CACHE_L2_DOWN : CACHE_L2_ERROR;
+        r->st.errors++;
+    } else if (reply->type == REDIS_REPLY_NIL) {
+        st = CACHE_L2_MISS;
+        r->st.misses++;
+    } else if (reply->type == REDIS_REPLY_STRING) {
+        bar_msg_t m;
+        if (cache_entry_decode(reply->str, reply->len, &e, &m) == 0 &&
+            cache_key_equal(&e->key, &op->key)) {
+            st = CACHE_L2_HIT;
+            r->st.hits++;
+        } else {
+            cache_entry_release(e);
+            e = NULL;
+            st = CACHE_L2_GARBAGE;
+            r->st.garbage++;
+        }
+    } else {
+        st = CACHE_L2_ERROR;
+        r->st.errors++;
+    }
+    if (st == CACHE_L2_GARBAGE) {
+        char name[96];
+        key_name(r, op->ns, &op->key, name, sizeof name);
+        delete_garbage(r, name);
+    }
+    op->cb(op->user, e, st);
+    free(op);
+    arm_timer(r);
+}
+
+int cache_redis_get(cache_redis_t *r, const cache_key_t *key, uint64_t ns, cache_redis_get_fn cb,
+                    void *user, cache_redis_op_t **opp)
+{
+    if (opp) *opp = NULL;
+    if (r->closing || !r->main.up || r->inflight >= r->o.max_inflight) {
+        r->st.skipped++;
+        return BAR_ERR_BUSY;
+    }
+    cache_redis_op_t *op = calloc(1, sizeof *op);
+    if (!op) {
+        r->st.skipped++;
+        return BAR_ERR_BUSY;
+    }
+    op->r = r;
+    op->cb = cb;
+    op->user = user;
+    op->key = *key;
+    op->ns = ns;
+    op->deadline = uv_now(r->loop) + r->o.timeout_ms;
+    char name[96];
+    key_name(r, ns, key, name, sizeof name);
+    if (redisAsyncCommand(r->main.ac, on_get_reply, op, "GET %s", name) != REDIS_OK) {
+        free(op);
+        r->st.skipped++;
+        return BAR_ERR_BUSY;
+    }
+    r->inflight++;
+    r->st.gets++;
+    op->prev = r->tail;
+    if (r->tail)
+        r->tail->next = op;
+    else
+        r->head = op;
+    r->tail = op;
+    if (r->head == op) arm_timer(r);
+    if (opp) *opp = op;
+    return 0;
+}
+
+void cache_redis_cancel(cache_redis_t *r, cache_redis_op_t *op)
+{
+    if (!op || op->done) return;
+    fifo_remove(r, op);
+    op->done = 1;
+    arm_timer(r);
+}
+
+/* ---- SET ---- */
+
+static void on_set_reply(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    (void)ac;
+    cache_redis_t *r = priv;
+    redisReply *reply = reply_;
+    r->inflight--;
+    if (!reply || reply->type == REDIS_REPLY_ERROR) r->st.set_errors++;
+}
+
+int cache_redis_set(cache_redis_t *r, const cache_entry_t *e, uint64_t ttl_ms)
+{
+    if (e->finish != CACHE_FINISH_STOP && e->finish != CACHE_FINISH_LENGTH) return BAR_ERR_INVALID;
+    if (r->closing || !r->main.up || r->inflight >= r->o.max_inflight) {
+        r->st.skipped++;
+        return BAR_ERR_BUSY;
+    }
+    buf_t v = {0};
+    if (cache_entry_encode(e, &v)) return BAR_ERR_NOMEM;
+    char name[96];
+    key_name(r, e->ns, &e->key, name, sizeof name);
+    int rc;
+    if (ttl_ms)
+        rc = redisAsyncCommand(r->main.ac, on_set_reply, r, "SET %s %b PX %llu", name, v.p, v.n,
+                               (unsigned long long)ttl_ms);
+    else
+        rc = redisAsyncCommand(r->main.ac, on_set_reply, r, "SET %s %b", name, v.p, v.n);
+    buf_free(&v);
+    if (rc != REDIS_OK) {
+        r->st.skipped++;
+        return BAR_ERR_BUSY;
+    }
+    r->inflight++;
+    r->st.sets++;
+    return 0;
+}
+
+/* ---- purge ---- */
+
+static void purge_maybe_done(purge_t *p)
+{
+    if (p->pending || (!p->scan_done && !p->failed)) return;
+    cache_redis_t *r = p->r;
+    if (!p->failed && r->main.up) {
+        char m[80];
+        char hex[CACHE_KEY_HEX_LEN + 1];
+        if (p->kind == CACHE_PURGE_ALL)
+            snprintf(m, sizeof m, "%s all", r->instance);
+        else if (p->kind == CACHE_PURGE_NS)
+            snprintf(m, sizeof m, "%s ns %016llx", r->instance, (unsigned long long)p->ns);
+        else {
+            cache_key_hex(&p->key, hex);
+            snprintf(m, sizeof m, "%s key %s", r->instance, hex);
+        }
+        redisAsyncCommand(r->main.ac, NULL, NULL, "PUBLISH %s %s", r->channel, m);
+    }
+    int err = p->failed ? (r->closing ? BAR_ERR_CANCELLED : BAR_ERR_IO) : 0;
+    p->done(p->user, err, p->deleted);
+    free(p);
+}
+
+static void on_unlink(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    (void)ac;
+    purge_t *p = priv;
+    redisReply *reply = reply_;
+    p->pending--;
+    p->r->inflight--;
+    if (!reply || reply->type != REDIS_REPLY_INTEGER)
+        p->failed = 1;
+    else
+        p->deleted += (uint64_t)reply->integer;
+    purge_maybe_done(p);
+}
+
+static void on_scan(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    purge_t *p = priv;
+    cache_redis_t *r = p->r;
+    redisReply *reply = reply_;
+    p->pending--;
+    r->inflight--;
+    if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_ARRAY || p->failed || ac != r->main.ac) {
+        p->failed = 1;
+        purge_maybe_done(p);
+        return;
+    }
+    redisReply *keys = reply->element[1];
+    if (keys->elements) {
+        size_t n = keys->elements + 1;
+        const char **argv = malloc(n * sizeof *argv);
+        size_t *lens = malloc(n * sizeof *lens);
+        if (!argv || !lens) {
+            free(argv);
+            free(lens);
+            p->failed = 1;
+            purge_maybe_done(p);
+            return;
+        }
+        argv[0] = "UNLINK";
+        lens[0] = 6;
+        for (size_t i = 0; i < keys->elements; i++) {
+            argv[i + 1] = keys->element[i]->str ? keys->element[i]->str : "";
+            lens[i + 1] = keys->element[i]->str ? keys->element[i]->len : 0;
+        }
+        if (redisAsyncCommandArgv(ac, on_unlink, p, (int)n, argv, lens) == REDIS_OK) {
+            p->pending++;
+            r->inflight++;
+        } else {
+            p->failed = 1;
+        }
+        free(argv);
+        free(lens);
+    }
+    const char *cur = reply->element[0]->str;
+    if (!strcmp(cur, "0") || p->failed) {
+        p->scan_done = 1;
+    } else {
+        char c[32];
+        snprintf(c, sizeof c, "%s", cur);
+        if (redisAsyncCommand(ac, on_scan, p, "SCAN %s MATCH %s COUNT 1000", c, p->pattern) ==
+            REDIS_OK) {
+            p->pending++;
+            r->inflight++;
+        } else {
+            p->failed = 1;
+        }
+    }
+    purge_maybe_done(p);
+}
+
+int cache_redis_purge(cache_redis_t *r, cache_purge_kind_t kind, uint64_t ns,
+                      const cache_key_t *key, cache_redis_done_fn done, void *user)
+{
+    if (r->closing || !r->main.up) return BAR_ERR_BUSY;
+    if (kind == CACHE_PURGE_KEY && !key) return BAR_ERR_INVALID;
+    purge_t *p = calloc(1, sizeof *p);
+    if (!p) return BAR_ERR_NOMEM;
+    p->r = r;
+    p->kind = kind;
+    p->ns = ns;
+    if (key) p->key = *key;
+    p->done = done;
+    p->user = user;
+    char hex[CACHE_KEY_HEX_LEN + 1];
+    if (kind == CACHE_PURGE_ALL) {
+        snprintf(p->pattern, sizeof p->pattern, "%s:*", r->prefix);
+    } else if (kind == CACHE_PURGE_NS) {
+        snprintf(p->pattern, sizeof p->pattern, "%s:%016llx:*", r->prefix, (unsigned long long)ns);
+    } else {
+        cache_key_hex(key, hex);
+        snprintf(p->pattern, sizeof p->pattern, "%s:*:%s", r->prefix, hex);
+    }
+    if (redisAsyncCommand(r->main.ac, on_scan, p, "SCAN 0 MATCH %s COUNT 1000", p->pattern) !=
+        REDIS_OK) {
+        free(p);
+        return BAR_ERR_BUSY;
+    }
+    p->pending = 1;
+    r->inflight++;
+    r->st.purges++;
+    return 0;
+}
+
+/* ---- stats ---- */
+
+void cache_redis_stats(const cache_redis_t *r, cache_redis_stats_t *st)
+{
+    *st = r->st;
+    st->connected = r->main.up;
+    st->subscribed = r->sub.up;
+    st->inflight = r->inflight;
+}
+
+int cache_redis_connected(const cache_redis_t *r)
+{
+    return r->main.up;
+}
+
+const char *cache_redis_last_error(const cache_redis_t *r)
+{
+    return r->last_error;
+}
