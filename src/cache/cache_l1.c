@@ -201,9 +201,8 @@ static void node_evict(cache_l1_t *l1, node_t *n, double now)
 /* ---- S3-FIFO ---- */
 
 /* A node leaves the small queue for the main one when it was hit at least
- * this many times while in the small queue (the paper's "freq > 1" is 2;
- * bench/cache-policy measured both and 1 wins on Zipf traces). */
-#define S3_PROMOTE 1
+ * o.s3_promote_hits times while there (default 1; the paper's "freq > 1" is
+ * 2 — bench/cache-policy measures both). */
 #define S3_MAX_FREQ 3
 
 static size_t ghost_cap(const cache_l1_t *l1)
@@ -243,7 +242,7 @@ static int s3_evict_small(cache_l1_t *l1, double now)
             return 1;
         }
         q_unlink(l1, t);
-        if (t->freq >= S3_PROMOTE) {
+        if (t->freq >= l1->o.s3_promote_hits) {
             t->freq = 0;
             q_push_head(l1, Q_MAIN, t);
             continue;
@@ -351,6 +350,8 @@ cache_l1_t *cache_l1_create(const cache_l1_opts_t *o)
     l1->o = *o;
     if (!l1->o.now) l1->o.now = default_now;
     if (!l1->o.max_entry_bytes) l1->o.max_entry_bytes = o->budget_bytes / 8;
+    if (!l1->o.s3_promote_hits) l1->o.s3_promote_hits = 1;
+    if (l1->o.s3_promote_hits > S3_MAX_FREQ) l1->o.s3_promote_hits = S3_MAX_FREQ;
     l1->pol = o->policy == CACHE_POLICY_LRU ? &k_lru : &k_s3fifo;
     l1->small_target = o->budget_bytes / 10;
     l1->n_buckets = 1024;

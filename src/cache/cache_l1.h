@@ -51,6 +51,9 @@ typedef struct {
     size_t max_entry_bytes;   /* larger entries are refused; 0 = budget / 8 */
     double (*now)(void *ctx); /* monotonic seconds; NULL = time_now_mono */
     void *now_ctx;
+    unsigned s3_promote_hits; /* S3-FIFO: hits while in the small queue that earn a
+                                 place in main; 0 → 1 (the paper uses 2; see
+                                 docs/CACHE.md for the measurement) */
 } cache_l1_opts_t;
 
 typedef struct {
