@@ -348,10 +348,6 @@ AI void repack(int t, const void *W, size_t row_bytes, int r, int nr, int k0, in
     for (int i = 0; i < TILE_ROWS; i++)
         rows[i] = (const uint8_t *)W + (size_t)(r + (i < nr ? i : 0)) * row_bytes + (size_t)k0 * bs;
     const __mmask16 valid = (__mmask16)((1u << nr) - 1);
-    const __m512i vidx =
-        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                           _mm512_set1_epi32((int)row_bytes));
-    const uint8_t *base = rows[0];
     for (int k = 0; k < kc; k++) {
         __m512i z[8];
 #pragma GCC unroll 16
@@ -361,9 +357,15 @@ AI void repack(int t, const void *W, size_t row_bytes, int r, int nr, int k0, in
 #pragma GCC unroll 16
         for (int g = 0; g < 8; g++)
             _mm512_store_si512((__m512i *)tl->q[k][g], z[g]);
-        /* the first dword of each row's block: fp16 d (| fp16 m << 16) */
-        __m512i dm = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), valid, vidx,
-                                                 base + (size_t)k * bs, 1);
+        /* the first dword of each row's block: fp16 d (| fp16 m << 16); plain
+         * loads beat vpgatherdd here */
+        const size_t o = (size_t)k * bs;
+        __m512i dm = _mm512_setr_epi32(
+            ld_i32(rows[0] + o), ld_i32(rows[1] + o), ld_i32(rows[2] + o), ld_i32(rows[3] + o),
+            ld_i32(rows[4] + o), ld_i32(rows[5] + o), ld_i32(rows[6] + o), ld_i32(rows[7] + o),
+            ld_i32(rows[8] + o), ld_i32(rows[9] + o), ld_i32(rows[10] + o), ld_i32(rows[11] + o),
+            ld_i32(rows[12] + o), ld_i32(rows[13] + o), ld_i32(rows[14] + o), ld_i32(rows[15] + o));
+        dm = _mm512_maskz_mov_epi32(valid, dm);
         __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
         __m512 m = has_m(t) ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)))
                             : _mm512_mul_ps(d, _mm512_set1_ps(m_scale(t)));
