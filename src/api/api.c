@@ -135,6 +135,7 @@ static void h_metrics(api_t *a, srv_req_t *r)
     obs_metrics_gauge(&b, "barista_http_connections", "Open HTTP connections.",
                       a->srv ? srv_n_connections(a->srv) : 0);
     obs_metrics_gauge(&b, "barista_model_loaded", "1 once the model is loaded.", a->engine ? 1 : 0);
+    api_cache_metrics(a->cache, &b);
     srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.n, NULL);
     buf_free(&b);
 }
@@ -145,9 +146,9 @@ static int slice_is(http_slice_t s, const char *lit)
     return s.n == n && !memcmp(s.p, lit, n);
 }
 
-static int authorized(const api_t *a, const http_req_t *h)
+/* Whether h carries 'Authorization: Bearer <key>' (key "" = always). */
+static int bearer_is(const char *key, const http_req_t *h)
 {
-    const char *key = a->set->api_key;
     if (!key[0]) return 1;
     http_slice_t v = http_req_header(h, "authorization");
     size_t kn = strlen(key);
@@ -157,6 +158,36 @@ static int authorized(const api_t *a, const http_req_t *h)
     for (size_t i = 0; i < kn; i++)
         diff |= (unsigned char)v.p[7 + i] ^ (unsigned char)key[i];
     return diff == 0;
+}
+
+static int authorized(const api_t *a, const http_req_t *h)
+{
+    return bearer_is(a->set->api_key, h);
+}
+
+/* /v1/cache, /v1/cache/stats, /v1/cache/{key}: the cache admin API, only
+ * with --admin-key (otherwise 404: it does not exist). No key → 401, another
+ * key → 403. */
+static void h_cache_admin(api_t *a, srv_req_t *r)
+{
+    const http_req_t *h = srv_req_http(r);
+    srv_req_set_label(r, "cache_admin");
+    if (!a->set->admin_key[0] || !a->cache) {
+        api_error(r, 404, "invalid_request_error", "not_found", NULL,
+                  "The cache admin API is off; start barista with --admin-key to enable it.");
+        return;
+    }
+    if (!http_req_header(h, "authorization").p) {
+        api_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                  "The cache admin API needs 'Authorization: Bearer <admin key>'.");
+        return;
+    }
+    if (!bearer_is(a->set->admin_key, h)) {
+        api_error(r, 403, "invalid_request_error", "forbidden", NULL,
+                  "This key may not use the cache admin API.");
+        return;
+    }
+    api_cache_admin(a->cache, r);
 }
 
 enum { M_GET = 1, M_POST = 2 };
@@ -185,6 +216,10 @@ void api_handle(void *ud, srv_req_t *r)
                                                             : 0;
     /* strip one trailing slash */
     if (path.n > 1 && path.p[path.n - 1] == '/') path.n--;
+    if (path.n >= 9 && !memcmp(path.p, "/v1/cache", 9) && (path.n == 9 || path.p[9] == '/')) {
+        h_cache_admin(a, r);
+        return;
+    }
     static const struct {
         const char *path;
         int methods;
@@ -275,6 +310,12 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     a->rng = ((uint64_t)time_now_unix() << 20) ^ (uint64_t)getpid() ^
              (uint64_t)(time_now_mono() * 1e9) ^ 0x2545F4914F6CDD1Dull;
     if (!a->rng) a->rng = 1;
+    int rc = api_cache_create(&a->cache, loop, s, gen_on_sf_empty, a, msg);
+    if (rc) {
+        obs_metrics_destroy(a->metrics);
+        free(a);
+        return rc;
+    }
     pthread_mutex_init(&a->mu, NULL);
     uv_async_init(loop, &a->async, gen_on_async);
     a->async.data = a;
@@ -303,6 +344,11 @@ void api_set_engine(api_t *a, engine_t *e)
         snprintf(a->model_id, sizeof a->model_id, "%s", a->set->model_id);
     else
         snprintf(a->model_id, sizeof a->model_id, "%s", st.model_id ? st.model_id : "model");
+}
+
+void api_set_model_digest(api_t *a, const char *digest)
+{
+    if (a->cache) api_cache_set_digest(a->cache, digest);
 }
 
 void api_set_server(api_t *a, srv_t *s)
@@ -345,5 +391,6 @@ void api_destroy(api_t *a)
     if (!a) return;
     api_drain_events(a);
     a->engine = NULL; /* work finishing later must not submit */
+    api_cache_destroy(a->cache); /* snapshot, Redis; freed by close callbacks */
     uv_close((uv_handle_t *)&a->async, on_async_closed);
 }

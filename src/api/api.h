@@ -33,6 +33,11 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
  * engine stays owned by the caller. */
 void api_set_engine(api_t *a, engine_t *e);
 
+/* The model file's digest (cache_key_file_digest): part of every response
+ * cache key, so a changed model never serves old answers. Call before
+ * api_set_engine. */
+void api_set_model_digest(api_t *a, const char *digest);
+
 /* The server, for the open-connections gauge (optional). */
 void api_set_server(api_t *a, srv_t *s);
 

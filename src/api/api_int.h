@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "api/api.h"
+#include "api/api_cache.h"
 #include "api/openai.h"
 #include "obs/metrics.h"
 
@@ -35,6 +36,7 @@ struct api {
     int chat_ok;      /* the model's chat template is usable */
     int chat_tmpl;    /* chat_tmpl_t */
     char chat_err[256];
+    api_cache_t *cache; /* the response cache (docs/CACHE.md) */
 };
 
 /* Answer an error with an OpenAI body. */
@@ -50,6 +52,9 @@ void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind);
 
 /* engine_cancel every unfinished generation (reason "shutdown"). */
 void gen_cancel_all(api_t *a);
+
+/* single-flight hook: the last client of a generation left (cancel it). */
+void gen_on_sf_empty(void *ctx, sf_entry_t *e);
 
 /* uv_async_t callback: deliver queued engine events. */
 void gen_on_async(uv_async_t *h);

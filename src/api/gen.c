@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api_cache.h"
 #include "api/api_int.h"
 #include "engine/chat.h"
 #include "engine/tokenizer.h"
@@ -44,19 +45,37 @@ typedef struct {
     int n_tops, cap_tops;
 } lp_list_t;
 
+typedef struct client client_t;
+
+/* One HTTP request for a generation: the miss that started it, a twin that
+ * joined it (single-flight), or a request waiting for its L2 lookup. */
+struct client {
+    api_t *a;
+    gen_t *g;         /* the generation it follows; NULL while waiting for L2 */
+    client_t *next;   /* in g->clients */
+    srv_req_t *r;     /* NULL once answered or once the client is gone */
+    sse_t *sse;       /* streaming only, once started */
+    oai_req_t q;      /* parsed request (moved to the generation on a miss) */
+    oai_kind_t kind;
+    int stream, include_usage, want_lp;
+    int started;      /* the response head is out (SSE) or owed (JSON) */
+    api_cache_req_t cq;
+    const char *xcache; /* "MISS" | "COALESCED" | "BYPASS"; NULL: cache off */
+    cache_redis_op_t *l2op;
+    oai_resp_t resp;
+    char id[48];
+    buf_t text;   /* non-stream: all text; stream: not yet written */
+    lp_list_t lp; /* same split as text */
+};
+
+/* One engine generation, answering one or more clients. */
 struct gen {
     api_t *a;
     gen_t *prev, *next;
-    srv_req_t *r; /* NULL once answered or once the client is gone */
-    sse_t *sse;   /* streaming only */
-    oai_req_t q;
-    oai_resp_t resp;
-    char id[48];
+    client_t *clients; /* join order; the first one started it */
+    oai_req_t q;       /* the request that started it (prompt, sampling) */
     uint64_t req_id;
-    buf_t text;   /* non-stream: all text; stream: not yet written */
-    lp_list_t lp; /* same split as text */
-    int n_prompt, n_gen, n_cached;
-    double t_start;
+    long created;
     int cancel_sent;
     int submitted; /* engine_submit succeeded: a DONE event will come */
     int failed;    /* prepare() failed: err says why */
@@ -65,8 +84,11 @@ struct gen {
     int32_t *toks;
     size_t n_tok;
     gen_ev_t *done_ev; /* preallocated DONE event (handed to the queue by the engine callback) */
+    /* cache: recorded when the request is cacheable */
+    api_cache_req_t cq;
+    cache_rec_t *rec;
+    sf_entry_t *sfe; /* single-flight record twins join; NULL when none */
 };
-
 struct gen_ev {
     gen_ev_t *next;
     gen_t *g;
@@ -105,17 +127,8 @@ static void lp_free(lp_list_t *l)
     memset(l, 0, sizeof *l);
 }
 
-static int lp_piece(api_t *a, lp_list_t *l, int id, size_t *off, size_t *len)
-{
-    char tmp[256];
-    size_t n = tok_piece(a->tok, id, 1, tmp, sizeof tmp);
-    if (n > sizeof tmp) n = sizeof tmp;
-    *off = l->text.n;
-    *len = n;
-    return buf_append(&l->text, tmp, n);
-}
-
-static int lp_push(api_t *a, lp_list_t *l, const gen_ev_t *ev)
+/* Append one token's logprob entry (copied). */
+static int lp_push(lp_list_t *l, const cache_lp_t *x)
 {
     if (l->n == l->cap) {
         int cap = l->cap ? l->cap * 2 : 16;
@@ -124,9 +137,9 @@ static int lp_push(api_t *a, lp_list_t *l, const gen_ev_t *ev)
         l->items = p;
         l->cap = cap;
     }
-    if (l->n_tops + ev->n_top > l->cap_tops) {
+    if (l->n_tops + x->n_top > l->cap_tops) {
         int cap = l->cap_tops ? l->cap_tops : 16;
-        while (cap < l->n_tops + ev->n_top)
+        while (cap < l->n_tops + x->n_top)
             cap *= 2;
         lp_top_t *p = realloc(l->tops, (size_t)cap * sizeof *p);
         if (!p) return -1;
@@ -134,14 +147,18 @@ static int lp_push(api_t *a, lp_list_t *l, const gen_ev_t *ev)
         l->cap_tops = cap;
     }
     lp_item_t *it = &l->items[l->n++];
-    lp_piece(a, l, ev->token, &it->off, &it->len);
-    it->logprob = ev->logprob;
+    it->off = l->text.n;
+    it->len = x->token_len;
+    buf_append(&l->text, x->token, x->token_len);
+    it->logprob = x->logprob;
     it->top0 = l->n_tops;
-    it->n_top = ev->n_top;
-    for (int k = 0; k < ev->n_top; k++) {
+    it->n_top = x->n_top;
+    for (int k = 0; k < x->n_top; k++) {
         lp_top_t *t = &l->tops[l->n_tops++];
-        lp_piece(a, l, ev->top[k].token, &t->off, &t->len);
-        t->logprob = ev->top[k].logprob;
+        t->off = l->text.n;
+        t->len = x->top[k].len;
+        buf_append(&l->text, x->top[k].token, x->top[k].len);
+        t->logprob = x->top[k].logprob;
     }
     return 0;
 }
@@ -243,28 +260,59 @@ static void gen_engine_cb(void *user, const engine_event_t *ev)
     uv_async_send(&a->async);
 }
 
-/* ---- loop side ---- */
+/* ---- loop side: clients ---- */
 
-static void gen_free(gen_t *g)
+static void make_id(api_t *a, char *out, size_t size, const char *prefix)
 {
-    api_t *a = g->a;
-    if (g->prev)
-        g->prev->next = g->next;
-    else if (a->gens == g)
-        a->gens = g->next;
-    if (g->next) g->next->prev = g->prev;
-    a->n_gens--;
-    oai_req_free(&g->q);
-    buf_free(&g->text);
-    lp_free(&g->lp);
-    sse_close(g->sse);
-    free(g->done_ev);
-    free(g);
+    uint64_t x = a->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    a->rng = x;
+    uint64_t y = x * 0x9E3779B97F4A7C15ull;
+    snprintf(out, size, "%s%016llx%08llx", prefix, (unsigned long long)y,
+             (unsigned long long)(x >> 32));
+}
+
+static void client_free(client_t *c)
+{
+    oai_req_free(&c->q);
+    buf_free(&c->text);
+    lp_free(&c->lp);
+    sse_close(c->sse);
+    free(c);
+}
+
+/* Remove c from its generation's list (not from single-flight). */
+static void client_unlink(client_t *c)
+{
+    gen_t *g = c->g;
+    if (!g) return;
+    for (client_t **pp = &g->clients; *pp; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    c->next = NULL;
+    c->g = NULL;
+}
+
+/* The X-Cache headers of a reply to c. tier/age only for hits. */
+static void cache_headers(const client_t *c, const char *xcache, const char *tier, long long age,
+                          char *out, size_t size)
+{
+    out[0] = '\0';
+    if (!xcache) return;
+    int n = snprintf(out, size, "X-Cache: %s\r\n", xcache);
+    if (tier && n > 0 && (size_t)n < size)
+        n += snprintf(out + n, size - (size_t)n, "X-Cache-Tier: %s\r\nAge: %lld\r\n", tier, age);
+    if (c->cq.cacheable && n > 0 && (size_t)n < size)
+        snprintf(out + n, size - (size_t)n, "X-Cache-Key: %s\r\n", c->cq.hex);
 }
 
 static void gen_cancel(gen_t *g, const char *reason)
 {
-    if (g->cancel_sent) return;
+    if (g->cancel_sent || !g->submitted) return;
     g->cancel_sent = 1;
     obs_metrics_cancelled(g->a->metrics, reason);
     engine_cancel(g->a->engine, g->req_id);
@@ -276,31 +324,62 @@ void gen_cancel_all(api_t *a)
         gen_cancel(g, "shutdown");
 }
 
-static int want_lp(const gen_t *g)
+/* Single-flight: the last subscriber of a generation left. */
+void gen_on_sf_empty(void *ctx, sf_entry_t *e)
 {
-    return g->q.logprobs;
+    (void)ctx;
+    gen_cancel(sf_data(e), "disconnect");
+}
+
+static sf_t *api_sf(api_t *a)
+{
+    return a->cache && !a->cache->closing ? a->cache->sf : NULL;
+}
+
+/* c leaves its generation (gone, or dropped as too slow) and is freed. */
+static void client_leave(client_t *c, const char *reason)
+{
+    gen_t *g = c->g;
+    client_unlink(c);
+    if (g && g->sfe && api_sf(g->a))
+        sf_leave(g->sfe, c); /* the last one out cancels (gen_on_sf_empty) */
+    else if (g && !g->clients)
+        gen_cancel(g, reason);
+    client_free(c);
 }
 
 /* Write the pending text (and logprobs) as one chunk. final: ignore the
- * back-pressure bound (the stream is ending; what is pending is bounded). */
-static void stream_flush(gen_t *g, int final)
+ * back-pressure bound (the stream is ending; what is pending is bounded).
+ * May free c (a too-slow reader of a shared generation): touch c no more. */
+static void stream_flush(client_t *c, int final)
 {
-    if (!g->r || !g->sse) return;
-    if (g->text.n == 0 && (!final || g->lp.n == 0)) return;
-    if (!final && !sse_writable(g->sse)) {
-        if (g->text.n > (size_t)g->a->set->stream_buffer_bytes) gen_cancel(g, "slow_reader");
+    if (!c->r || !c->sse) return;
+    if (c->text.n == 0 && (!final || c->lp.n == 0)) return;
+    if (!final && !sse_writable(c->sse)) {
+        if (c->text.n > (size_t)c->a->set->stream_buffer_bytes) {
+            gen_t *g = c->g;
+            if (g && g->clients == c && !c->next) {
+                gen_cancel(g, "slow_reader"); /* alone: end the generation as before */
+            } else {
+                obs_metrics_cancelled(c->a->metrics, "slow_reader");
+                srv_req_set_user(c->r, NULL, NULL, NULL);
+                sse_end(c->sse);
+                c->r = NULL;
+                client_leave(c, "slow_reader");
+            }
+        }
         return;
     }
     lp_view_t v;
-    lp_view(&g->lp, &v);
+    lp_view(&c->lp, &v);
     buf_t out = {0};
-    oai_format_chunk(&out, &g->resp, 0, g->text.p, g->text.n, OAI_FINISH_NONE, NULL, v.v, g->lp.n,
-                     want_lp(g));
+    oai_format_chunk(&out, &c->resp, 0, c->text.p, c->text.n, OAI_FINISH_NONE, NULL, v.v, c->lp.n,
+                     c->want_lp);
     lp_view_free(&v);
-    sse_write(g->sse, out.p, out.n);
+    sse_write(c->sse, out.p, out.n);
     buf_free(&out);
-    buf_clear(&g->text);
-    lp_clear(&g->lp);
+    buf_clear(&c->text);
+    lp_clear(&c->lp);
 }
 
 static void on_drain(void *user, srv_req_t *r)
@@ -311,83 +390,311 @@ static void on_drain(void *user, srv_req_t *r)
 
 static void on_abort(void *user, srv_req_t *r)
 {
-    gen_t *g = user;
+    client_t *c = user;
+    api_t *a = c->a;
     (void)r;
-    g->r = NULL;
-    if (g->sse) sse_detach(g->sse);
-    if (g->submitted) gen_cancel(g, "disconnect");
+    c->r = NULL;
+    if (c->sse) sse_detach(c->sse);
+    if (c->l2op) {
+        /* waiting for Redis: no generation yet */
+        if (a->cache && a->cache->l2) cache_redis_cancel(a->cache->l2, c->l2op);
+        c->l2op = NULL;
+        client_free(c);
+        return;
+    }
+    if (!c->g) {
+        client_free(c);
+        return;
+    }
+    client_leave(c, "disconnect");
 }
 
-static oai_finish_t map_finish(engine_finish_t f)
+/* Add one token's text and logprob to c's pending output. */
+static void client_push(client_t *c, const char *text, size_t len, const cache_lp_t *lp, int n_lp)
 {
-    return f == ENGINE_FINISH_STOP ? OAI_FINISH_STOP : OAI_FINISH_LENGTH;
+    if (c->want_lp)
+        for (int i = 0; i < n_lp; i++)
+            lp_push(&c->lp, &lp[i]);
+    if (len) buf_append(&c->text, text, len);
 }
 
-static void finish_response(gen_t *g, const gen_ev_t *ev)
+/* Start c's response (the generation is submitted): the SSE head and role
+ * chunk, then what the generation produced before c joined. May free c. */
+static int client_start(client_t *c)
+{
+    api_t *a = c->a;
+    gen_t *g = c->g;
+    c->started = 1;
+    make_id(a, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
+    c->resp = (oai_resp_t){c->kind, c->id, g->created, a->model_id};
+    if (c->stream) {
+        char hdr[256];
+        cache_headers(c, c->xcache, NULL, 0, hdr, sizeof hdr);
+        c->sse = sse_open(c->r, (uint64_t)a->set->sse_ping_ms, hdr);
+        if (!c->sse) return -1;
+        if (c->kind == OAI_CHAT) {
+            buf_t out = {0};
+            oai_format_chunk(&out, &c->resp, 1, NULL, 0, OAI_FINISH_NONE, NULL, NULL, 0, 0);
+            sse_write(c->sse, out.p, out.n);
+            buf_free(&out);
+        }
+    }
+    if (g->rec && cache_rec_n_chunks(g->rec) > 0) {
+        /* a twin joined late: catch up with what is recorded so far */
+        cache_meta_t m = {0};
+        m.key = g->cq.key;
+        m.model = a->model_id;
+        cache_entry_t *e = cache_rec_build(g->rec, &m);
+        if (e) {
+            client_push(c, e->text, e->text_len, e->lp, e->n_lp);
+            cache_entry_release(e);
+        }
+        if (c->stream) stream_flush(c, 0);
+    }
+    return 0;
+}
+
+/* ---- hits: replies from a stored entry ---- */
+
+/* The oai_logprob_t view of entry logprob items [lp, lp + n). */
+static int entry_lp_view(const cache_lp_t *lp, int n, lp_view_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (n <= 0) return 0;
+    int n_tops = 0;
+    for (int i = 0; i < n; i++)
+        n_tops += lp[i].n_top;
+    out->v = calloc((size_t)n, sizeof *out->v);
+    out->tt = calloc((size_t)n_tops + 1, sizeof *out->tt);
+    out->tl = calloc((size_t)n_tops + 1, sizeof *out->tl);
+    out->tlp = calloc((size_t)n_tops + 1, sizeof *out->tlp);
+    if (!out->v || !out->tt || !out->tl || !out->tlp) return -1;
+    int t = 0;
+    for (int i = 0; i < n; i++) {
+        out->v[i] = (oai_logprob_t){lp[i].token, lp[i].token_len, lp[i].logprob, lp[i].n_top,
+                                    out->tt + t,  out->tl + t,      out->tlp + t};
+        for (int k = 0; k < lp[i].n_top; k++, t++) {
+            out->tt[t] = lp[i].top[k].token;
+            out->tl[t] = lp[i].top[k].len;
+            out->tlp[t] = lp[i].top[k].logprob;
+        }
+    }
+    return 0;
+}
+
+/* Answer c from e at once (JSON object or the whole SSE stream) and free c.
+ * Never leaves the loop thread. */
+static void reply_entry(client_t *c, const cache_entry_t *e, const char *tier)
+{
+    api_t *a = c->a;
+    srv_req_t *r = c->r;
+    c->r = NULL;
+    srv_req_set_user(r, NULL, NULL, NULL);
+    make_id(a, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
+    oai_resp_t resp = {c->kind, c->id, (long)e->created, a->model_id};
+    oai_usage_t u = {e->prompt_tokens, e->completion_tokens, e->cached_tokens};
+    oai_finish_t fin = e->finish == CACHE_FINISH_STOP ? OAI_FINISH_STOP : OAI_FINISH_LENGTH;
+    long long age = (api_cache_now_ms() - e->stored_ms) / 1000;
+    if (age < 0) age = 0;
+    char hdr[320];
+    cache_headers(c, "HIT", tier, age, hdr, sizeof hdr);
+    buf_t out = {0};
+    buf_reserve(&out, e->text_len * 2 + 512);
+    if (!c->stream) {
+        lp_view_t v;
+        entry_lp_view(e->lp, e->n_lp, &v);
+        oai_format_response(&out, &resp, e->text, e->text_len, fin, &u, v.v, e->n_lp, c->want_lp);
+        lp_view_free(&v);
+        srv_respond(r, 200, "application/json", out.p, out.n, hdr);
+    } else {
+        if (c->kind == OAI_CHAT)
+            oai_format_chunk(&out, &resp, 1, NULL, 0, OAI_FINISH_NONE, NULL, NULL, 0, 0);
+        for (int i = 0; i < e->n_chunks; i++) {
+            const cache_chunk_t *ch = &e->chunks[i];
+            lp_view_t v;
+            entry_lp_view(e->lp + ch->lp0, ch->n_lp, &v);
+            if (ch->len || (c->want_lp && ch->n_lp))
+                oai_format_chunk(&out, &resp, 0, e->text + ch->off, ch->len, OAI_FINISH_NONE,
+                                 NULL, v.v, ch->n_lp, c->want_lp);
+            lp_view_free(&v);
+        }
+        oai_format_chunk(&out, &resp, 0, NULL, 0, fin, NULL, NULL, 0, 0);
+        if (c->include_usage)
+            oai_format_chunk(&out, &resp, 0, NULL, 0, OAI_FINISH_NONE, &u, NULL, 0, 0);
+        oai_format_done(&out);
+        size_t n = strlen(hdr);
+        snprintf(hdr + n, sizeof hdr - n, "Cache-Control: no-cache\r\n");
+        srv_respond(r, 200, "text/event-stream", out.p, out.n, hdr);
+    }
+    buf_free(&out);
+    client_free(c);
+}
+
+/* ---- generations ---- */
+
+static void gen_free(gen_t *g)
 {
     api_t *a = g->a;
+    if (g->prev)
+        g->prev->next = g->next;
+    else if (a->gens == g)
+        a->gens = g->next;
+    if (g->next) g->next->prev = g->prev;
+    a->n_gens--;
+    oai_req_free(&g->q);
+    cache_rec_destroy(g->rec);
+    free(g->done_ev);
+    free(g);
+}
+
+/* Detach and free the single-flight record (before answering: a pipelined
+ * twin dispatched by an answer must not join a finished generation). */
+static void gen_sf_finish(gen_t *g)
+{
+    sf_t *sf = api_sf(g->a);
+    if (g->sfe && sf) sf_finish(sf, g->sfe);
+    g->sfe = NULL;
+}
+
+static void finish_client(client_t *c, const gen_ev_t *ev)
+{
+    srv_req_t *r = c->r;
     oai_usage_t u = {ev->n_prompt, ev->n_gen, ev->n_cached};
     if (ev->finish == ENGINE_FINISH_ERROR) {
         oai_err_t e;
         oai_err(&e, 500, "server_error", "engine_error", NULL, "generation failed: %s%s%s",
                 bar_strerror(ev->err), ev->msg[0] ? ": " : "", ev->msg);
-        if (g->sse) {
-            stream_flush(g, 1);
+        if (c->sse) {
+            stream_flush(c, 1);
             buf_t out = {0};
             buf_puts(&out, "data: ");
             oai_error_body(&out, &e);
             buf_puts(&out, "\n");
             oai_format_done(&out);
-            sse_write(g->sse, out.p, out.n);
+            sse_write(c->sse, out.p, out.n);
             buf_free(&out);
-            sse_end(g->sse);
+            c->r = NULL;
+            sse_end(c->sse);
         } else {
-            api_send_error(g->r, &e);
+            c->r = NULL;
+            api_send_error(r, &e);
         }
-        g->r = NULL;
         return;
     }
-    oai_finish_t fin = map_finish(ev->finish);
-    if (g->sse) {
-        stream_flush(g, 1);
+    oai_finish_t fin = ev->finish == ENGINE_FINISH_STOP ? OAI_FINISH_STOP : OAI_FINISH_LENGTH;
+    if (c->sse) {
+        stream_flush(c, 1);
         buf_t out = {0};
-        oai_format_chunk(&out, &g->resp, 0, NULL, 0, fin, NULL, NULL, 0, 0);
-        if (g->q.include_usage)
-            oai_format_chunk(&out, &g->resp, 0, NULL, 0, OAI_FINISH_NONE, &u, NULL, 0, 0);
+        oai_format_chunk(&out, &c->resp, 0, NULL, 0, fin, NULL, NULL, 0, 0);
+        if (c->include_usage)
+            oai_format_chunk(&out, &c->resp, 0, NULL, 0, OAI_FINISH_NONE, &u, NULL, 0, 0);
         oai_format_done(&out);
-        sse_write(g->sse, out.p, out.n);
+        sse_write(c->sse, out.p, out.n);
         buf_free(&out);
-        sse_end(g->sse);
+        c->r = NULL;
+        sse_end(c->sse);
     } else {
         lp_view_t v;
-        lp_view(&g->lp, &v);
+        lp_view(&c->lp, &v);
         buf_t out = {0};
-        oai_format_response(&out, &g->resp, g->text.p ? g->text.p : "", g->text.n, fin, &u, v.v,
-                            g->lp.n, want_lp(g));
+        oai_format_response(&out, &c->resp, c->text.p ? c->text.p : "", c->text.n, fin, &u, v.v,
+                            c->lp.n, c->want_lp);
         lp_view_free(&v);
-        srv_respond(g->r, 200, "application/json", out.p, out.n, NULL);
+        char hdr[256];
+        cache_headers(c, c->xcache, NULL, 0, hdr, sizeof hdr);
+        c->r = NULL;
+        srv_respond(r, 200, "application/json", out.p, out.n, hdr);
         buf_free(&out);
     }
-    (void)a;
-    g->r = NULL;
+}
+
+/* One token: record it, then fan it out to every client. */
+static void on_token(gen_t *g, const gen_ev_t *ev)
+{
+    api_t *a = g->a;
+    cache_lp_t lp = {0};
+    cache_lp_top_t tops[CACHE_LP_MAX_TOP];
+    char pieces[(CACHE_LP_MAX_TOP + 1) * 64];
+    int n_lp = 0;
+    if (g->q.logprobs) {
+        /* token texts for the logprob entries (bounded: long pieces are cut) */
+        size_t used = 0;
+        int n_top = ev->n_top < CACHE_LP_MAX_TOP ? ev->n_top : CACHE_LP_MAX_TOP;
+        size_t n = tok_piece(a->tok, ev->token, 1, pieces, 64);
+        if (n > 64) n = 64;
+        lp.token = pieces;
+        lp.token_len = n;
+        lp.logprob = ev->logprob;
+        used = 64;
+        for (int k = 0; k < n_top; k++) {
+            size_t m = tok_piece(a->tok, ev->top[k].token, 1, pieces + used, 64);
+            if (m > 64) m = 64;
+            tops[k] = (cache_lp_top_t){pieces + used, m, ev->top[k].logprob};
+            used += 64;
+        }
+        lp.n_top = n_top;
+        lp.top = tops;
+        n_lp = 1;
+    }
+    if (g->rec) cache_rec_add(g->rec, ev->text, ev->text_len, &lp, n_lp);
+    for (client_t *c = g->clients, *next; c; c = next) {
+        next = c->next;
+        if (!c->r || !c->started) continue;
+        client_push(c, ev->text, ev->text_len, &lp, n_lp);
+        if (c->sse) stream_flush(c, 0); /* may free c */
+    }
+}
+
+static void on_done(gen_t *g, const gen_ev_t *ev)
+{
+    api_t *a = g->a;
+    obs_metrics_tokens(a->metrics, ev->n_prompt, ev->n_gen, ev->n_cached);
+    if (ev->t_first_token > 0) obs_metrics_ttft(a->metrics, ev->t_first_token);
+    /* only completed replies are stored: never errors, cancels, timeouts */
+    int complete = ev->finish == ENGINE_FINISH_STOP || ev->finish == ENGINE_FINISH_LENGTH;
+    if (g->rec && complete && a->cache && !a->cache->closing && !g->cq.no_store) {
+        cache_meta_t m = {0};
+        m.key = g->cq.key;
+        m.ns = g->cq.ns;
+        m.model = a->model_id;
+        m.created = g->created;
+        m.stored_ms = api_cache_now_ms();
+        m.ttl_ms = api_cache_ttl_ms(a->cache, &g->cq);
+        m.finish = ev->finish == ENGINE_FINISH_STOP ? CACHE_FINISH_STOP : CACHE_FINISH_LENGTH;
+        m.prompt_tokens = ev->n_prompt;
+        m.completion_tokens = ev->n_gen;
+        m.cached_tokens = ev->n_cached;
+        cache_entry_t *e = cache_rec_build(g->rec, &m);
+        if (e) {
+            api_cache_store(a->cache, e, &g->cq);
+            cache_entry_release(e);
+        }
+    }
+    gen_sf_finish(g);
+    while (g->clients) {
+        client_t *c = g->clients;
+        g->clients = c->next;
+        c->g = NULL;
+        if (c->r) {
+            srv_req_set_user(c->r, NULL, NULL, NULL);
+            if (c->started)
+                finish_client(c, ev);
+            else
+                api_error(c->r, 503, "server_error", "unavailable", NULL, "shutting down");
+        }
+        c->r = NULL;
+        client_free(c);
+    }
+    gen_free(g);
 }
 
 static void handle_event(gen_ev_t *ev)
 {
     gen_t *g = ev->g;
-    api_t *a = g->a;
-    if (ev->type == ENGINE_EV_TOKEN) {
-        if (!g->r) return;
-        if (want_lp(g)) lp_push(a, &g->lp, ev);
-        if (ev->text_len) buf_append(&g->text, ev->text, ev->text_len);
-        if (g->sse) stream_flush(g, 0);
-        return;
-    }
-    /* DONE */
-    obs_metrics_tokens(a->metrics, ev->n_prompt, ev->n_gen, ev->n_cached);
-    if (ev->t_first_token > 0) obs_metrics_ttft(a->metrics, ev->t_first_token);
-    if (g->r) finish_response(g, ev);
-    gen_free(g);
+    if (ev->type == ENGINE_EV_TOKEN)
+        on_token(g, ev);
+    else
+        on_done(g, ev);
 }
 
 void gen_on_async(uv_async_t *h)
@@ -406,18 +713,6 @@ void gen_on_async(uv_async_t *h)
 }
 
 /* ---- request → engine ---- */
-
-static void make_id(api_t *a, char *out, size_t size, const char *prefix)
-{
-    uint64_t x = a->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    a->rng = x;
-    uint64_t y = x * 0x9E3779B97F4A7C15ull;
-    snprintf(out, size, "%s%016llx%08llx", prefix, (unsigned long long)y,
-             (unsigned long long)(x >> 32));
-}
 
 /* The model's chat template (engine/chat.h) over the request's messages. */
 static int render_chat(api_t *a, const oai_req_t *q, buf_t *out, oai_err_t *e)
@@ -501,20 +796,37 @@ static void prepare(gen_t *g)
     }
 }
 
-/* Free a generation that never reached the engine. */
-static void gen_free_unsubmitted(gen_t *g)
+/* Answer every client of a generation that never reached the engine with e
+ * (or 503 when e is NULL), then free it. */
+static void gen_fail_unsubmitted(gen_t *g, const oai_err_t *e)
 {
+    gen_sf_finish(g);
+    while (g->clients) {
+        client_t *c = g->clients;
+        g->clients = c->next;
+        c->g = NULL;
+        if (c->r) {
+            srv_req_t *r = c->r;
+            c->r = NULL;
+            srv_req_set_user(r, NULL, NULL, NULL);
+            if (e)
+                api_send_error(r, e);
+            else
+                api_error(r, 503, "server_error", "unavailable", NULL, "shutting down");
+        }
+        client_free(c);
+    }
     oai_req_free(&g->q);
+    cache_rec_destroy(g->rec);
     free(g->toks);
     free(g->done_ev);
     free(g);
 }
 
-/* The prompt is ready: hand it to the engine and start the response. */
+/* The prompt is ready: hand it to the engine and start the responses. */
 static void submit(gen_t *g)
 {
     api_t *a = g->a;
-    srv_req_t *r = g->r;
     oai_err_t *e = &g->err;
     if (g->failed) goto fail;
     engine_sampling_t sp = engine_sampling_default();
@@ -575,29 +887,22 @@ static void submit(gen_t *g)
     if (a->gens) a->gens->prev = g;
     a->gens = g;
     a->n_gens++;
-    make_id(a, g->id, sizeof g->id, g->q.kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
-    g->resp = (oai_resp_t){g->q.kind, g->id, time_now_unix(), a->model_id};
-    if (g->q.stream) {
-        g->sse = sse_open(r, (uint64_t)a->set->sse_ping_ms);
-        if (!g->sse) {
-            g->r = NULL;
-            gen_cancel(g, "error");
+    g->created = time_now_unix();
+    for (client_t *c = g->clients, *next; c; c = next) {
+        next = c->next;
+        if (!c->r) continue;
+        if (client_start(c) < 0) {
+            srv_req_t *r = c->r;
+            c->r = NULL;
+            srv_req_set_user(r, NULL, NULL, NULL);
             api_error(r, 500, "server_error", NULL, NULL, "cannot start the stream");
-            return;
-        }
-        if (g->q.kind == OAI_CHAT) {
-            buf_t out = {0};
-            oai_format_chunk(&out, &g->resp, 1, NULL, 0, OAI_FINISH_NONE, NULL, NULL, 0, 0);
-            sse_write(g->sse, out.p, out.n);
-            buf_free(&out);
+            client_leave(c, "error");
         }
     }
     return;
 
 fail:
-    g->r = NULL;
-    api_send_error(r, e);
-    gen_free_unsubmitted(g);
+    gen_fail_unsubmitted(g, e);
 }
 
 static void prepare_work(uv_work_t *w)
@@ -614,42 +919,49 @@ static void prepare_done(uv_work_t *w, int status)
         oai_err(&g->err, 500, "server_error", NULL, NULL, "tokenization cancelled");
         g->failed = 1;
     }
-    if (!g->r || !a->engine) {
-        /* the client left (or the server is stopping) while we tokenized */
-        if (g->r) api_error(g->r, 503, "server_error", "unavailable", NULL, "shutting down");
-        gen_free_unsubmitted(g);
+    if (!g->clients || !a->engine) {
+        /* every client left (or the server is stopping) while we tokenized */
+        gen_fail_unsubmitted(g, NULL);
         api_maybe_free(a);
         return;
     }
     submit(g);
 }
 
-void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
+/* A miss: start a generation for c (its request moves to the generation). */
+static void start_gen(client_t *c)
 {
-    oai_err_t e;
-    const http_req_t *h = srv_req_http(r);
-    if (!a->engine) {
-        api_error(r, 503, "server_error", "model_not_ready", NULL,
-                  "The model is still loading; retry when GET /ready answers 200.");
-        return;
-    }
+    api_t *a = c->a;
+    srv_req_t *r = c->r;
     gen_t *g = calloc(1, sizeof *g);
     if (!g) {
+        c->r = NULL;
+        srv_req_set_user(r, NULL, NULL, NULL);
         api_error(r, 500, "server_error", NULL, NULL, "out of memory");
+        client_free(c);
         return;
     }
     g->a = a;
-    g->t_start = time_now_mono();
-    if (oai_parse_request(&g->q, kind, h->body.p ? h->body.p : "", h->body.n, &e) < 0) goto fail;
-    if (!model_ok(a, g->q.model)) {
-        oai_err(&e, 404, "invalid_request_error", "model_not_found", "model",
-                "The model '%s' does not exist. Available: '%s' (alias 'default').", g->q.model,
-                a->model_id);
-        goto fail;
+    g->q = c->q;
+    memset(&c->q, 0, sizeof c->q);
+    g->clients = c;
+    c->g = g;
+    if (c->cq.cacheable) {
+        sf_t *sf = api_sf(a);
+        g->cq = c->cq;
+        g->rec = cache_rec_create(g->q.logprobs);
+        if (sf && !c->cq.no_cache) {
+            g->sfe = sf_begin(sf, &g->cq.key, g);
+            if (g->sfe && sf_join(g->sfe, c)) {
+                sf_finish(sf, g->sfe);
+                g->sfe = NULL;
+            }
+        }
+        c->xcache = "MISS";
+        a->cache->miss++;
     }
-    g->r = r;
-    srv_req_set_user(r, g, on_abort, on_drain);
-    if (h->body.n < PREPARE_INLINE_MAX) {
+    size_t body_n = srv_req_http(r)->body.n;
+    if (body_n < PREPARE_INLINE_MAX) {
         prepare(g);
         submit(g);
         return;
@@ -662,10 +974,136 @@ void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
         return;
     }
     a->n_work++;
+}
+
+/* A twin of a generation in flight: follow it. */
+static void join_gen(client_t *c, sf_entry_t *sfe)
+{
+    gen_t *g = sf_data(sfe);
+    if (sf_join(sfe, c)) {
+        start_gen(c);
+        return;
+    }
+    c->g = g;
+    client_t **pp = &g->clients;
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = c;
+    c->xcache = "COALESCED";
+    c->a->cache->coalesced++;
+    if (g->submitted && client_start(c) < 0) {
+        srv_req_t *r = c->r;
+        c->r = NULL;
+        srv_req_set_user(r, NULL, NULL, NULL);
+        api_error(r, 500, "server_error", NULL, NULL, "cannot start the stream");
+        client_leave(c, "error");
+    }
+}
+
+/* An L1 or L2 entry may answer c: not older than the request's max-age. */
+static int fresh_enough(const client_t *c, const cache_entry_t *e)
+{
+    if (c->cq.max_age < 0) return 1;
+    return api_cache_now_ms() - e->stored_ms <= c->cq.max_age * 1000;
+}
+
+static void on_l2(void *user, cache_entry_t *e, cache_l2_status_t st)
+{
+    client_t *c = user;
+    api_t *a = c->a;
+    c->l2op = NULL;
+    if (!c->r) { /* cannot happen: an abort cancels the lookup */
+        cache_entry_release(e);
+        client_free(c);
+        return;
+    }
+    if (st == CACHE_L2_HIT && e && fresh_enough(c, e)) {
+        int64_t left = e->ttl_ms ? e->stored_ms + (int64_t)e->ttl_ms - api_cache_now_ms() : 0;
+        if (a->cache->l1 && (e->ttl_ms == 0 || left > 0))
+            cache_l1_put(a->cache->l1, e, e->ttl_ms ? (uint64_t)left : 0, 0);
+        a->cache->hit_l2++;
+        reply_entry(c, e, "L2");
+        cache_entry_release(e);
+        return;
+    }
+    cache_entry_release(e);
+    if (!a->engine || a->cache->closing) {
+        srv_req_t *r = c->r;
+        c->r = NULL;
+        srv_req_set_user(r, NULL, NULL, NULL);
+        api_error(r, 503, "server_error", "unavailable", NULL, "shutting down");
+        client_free(c);
+        return;
+    }
+    /* a twin may have started while we waited */
+    sf_t *sf = api_sf(a);
+    sf_entry_t *sfe = sf ? sf_find(sf, &c->cq.key) : NULL;
+    if (sfe) {
+        join_gen(c, sfe);
+        return;
+    }
+    start_gen(c);
+}
+
+void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
+{
+    oai_err_t e;
+    const http_req_t *h = srv_req_http(r);
+    if (!a->engine) {
+        api_error(r, 503, "server_error", "model_not_ready", NULL,
+                  "The model is still loading; retry when GET /ready answers 200.");
+        return;
+    }
+    client_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        api_error(r, 500, "server_error", NULL, NULL, "out of memory");
+        return;
+    }
+    c->a = a;
+    if (oai_parse_request(&c->q, kind, h->body.p ? h->body.p : "", h->body.n, &e) < 0) goto fail;
+    if (!model_ok(a, c->q.model)) {
+        oai_err(&e, 404, "invalid_request_error", "model_not_found", "model",
+                "The model '%s' does not exist. Available: '%s' (alias 'default').", c->q.model,
+                a->model_id);
+        goto fail;
+    }
+    c->kind = kind;
+    c->stream = c->q.stream;
+    c->include_usage = c->q.include_usage;
+    c->want_lp = c->q.logprobs;
+    c->r = r;
+    srv_req_set_user(r, c, on_abort, on_drain);
+    api_cache_t *ac = a->cache;
+    if (api_cache_on(ac)) {
+        api_cache_decide(ac, h, kind == OAI_CHAT ? "chat" : "completions", a->model_id, &c->cq);
+        if (!c->cq.cacheable) {
+            c->xcache = "BYPASS";
+            ac->bypass++;
+        } else if (!c->cq.no_cache) {
+            cache_entry_t *hit = ac->l1 ? cache_l1_get(ac->l1, &c->cq.key) : NULL;
+            if (hit && fresh_enough(c, hit)) {
+                ac->hit_l1++;
+                reply_entry(c, hit, "L1");
+                cache_entry_release(hit);
+                return;
+            }
+            cache_entry_release(hit);
+            sf_entry_t *sfe = sf_find(ac->sf, &c->cq.key);
+            if (sfe) {
+                join_gen(c, sfe);
+                return;
+            }
+            if (ac->l2 &&
+                cache_redis_get(ac->l2, &c->cq.key, c->cq.ns, on_l2, c, &c->l2op) == 0)
+                return; /* on_l2 continues */
+            c->l2op = NULL;
+        }
+    }
+    start_gen(c);
     return;
 
 fail:
-    oai_req_free(&g->q);
-    free(g);
+    oai_req_free(&c->q);
+    free(c);
     api_send_error(r, &e);
 }

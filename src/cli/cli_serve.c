@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "api/api.h"
+#include "cache/cache_key.h"
 #include "cli/cli.h"
 #include "engine/engine.h"
 #include "server/server.h"
@@ -30,6 +31,7 @@ typedef struct {
     int load_rc;
     bar_msg_t load_msg;
     engine_t *loaded;
+    char digest[CACHE_KEY_HEX_LEN + 1]; /* model file digest for cache keys */
     int stopping;
     int cleaned;
     int exit_code;
@@ -95,6 +97,14 @@ static void load_work(uv_work_t *w)
     ec.n_ctx = (int)s->set.ctx;
     ec.n_seq_max = (int)s->set.parallel;
     s->load_rc = engine_create(&s->loaded, &ec, &s->load_msg);
+    if (s->load_rc == 0) {
+        /* the response cache keys on the file's bytes, not its name */
+        bar_msg_t m = {{0}};
+        if (cache_key_file_digest(s->set.model, s->digest, &m)) {
+            fprintf(stderr, "barista serve: warning: model digest: %s\n", m.text);
+            s->digest[0] = '\0';
+        }
+    }
 }
 
 static void after_load(uv_work_t *w, int status)
@@ -115,6 +125,7 @@ static void after_load(uv_work_t *w, int status)
         cleanup(s);
         return;
     }
+    api_set_model_digest(s->api, s->digest);
     api_set_engine(s->api, s->engine);
     engine_stats_t st;
     engine_stats(s->engine, &st);

@@ -1,6 +1,7 @@
 /* sse.c — SSE framing, pings and back-pressure checks (see sse.h). */
 #include "server/sse.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "util/timeutil.h"
@@ -24,12 +25,14 @@ static void on_ping(uv_timer_t *t)
     s->last_write = now;
 }
 
-sse_t *sse_open(srv_req_t *r, uint64_t ping_ms)
+sse_t *sse_open(srv_req_t *r, uint64_t ping_ms, const char *extra)
 {
     sse_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    if (srv_stream_begin(r, 200, "text/event-stream",
-                         "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n")) {
+    char head[512];
+    snprintf(head, sizeof head, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n%s",
+             extra ? extra : "");
+    if (srv_stream_begin(r, 200, "text/event-stream", head)) {
         free(s);
         return NULL;
     }

@@ -19,10 +19,11 @@
 
 typedef struct sse sse_t;
 
-/* Start the stream on r: 200, text/event-stream, no caching. ping_ms 0 = no
+/* Start the stream on r: 200, text/event-stream, no caching, plus the
+ * header lines in extra (each ending in \r\n; NULL = none). ping_ms 0 = no
  * pings. Ownership: the caller frees with sse_close. NULL on failure (the
  * request is then still unanswered). */
-sse_t *sse_open(srv_req_t *r, uint64_t ping_ms);
+sse_t *sse_open(srv_req_t *r, uint64_t ping_ms, const char *extra);
 
 /* Write bytes that are already SSE-framed ("data: ...\n\n"). */
 int sse_write(sse_t *s, const char *data, size_t n);

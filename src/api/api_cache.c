@@ -1,0 +1,548 @@
+/* api_cache.c — the server's response cache: tiers, timers, snapshots, the
+ * per-request decision and the admin endpoints (see api_cache.h). The
+ * request path itself (hits, coalescing, recording) is in gen.c. */
+#include "api/api_cache.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "api/openai.h"
+#include "obs/metrics.h"
+#include "util/timeutil.h"
+
+#define SWEEP_MS 60000
+
+int64_t api_cache_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- lifecycle ---- */
+
+static void on_peer_purge(void *user, cache_purge_kind_t kind, uint64_t ns, const cache_key_t *key)
+{
+    api_cache_t *c = user;
+    if (!c->l1) return;
+    if (kind == CACHE_PURGE_ALL)
+        cache_l1_purge_all(c->l1);
+    else if (kind == CACHE_PURGE_NS)
+        cache_l1_purge_ns(c->l1, ns);
+    else if (key)
+        cache_l1_del(c->l1, key);
+}
+
+static void maybe_free(api_cache_t *c)
+{
+    if (c->closing && c->n_open == 0 && !c->snap_busy) free(c);
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    api_cache_t *c = h->data;
+    c->n_open--;
+    maybe_free(c);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    api_cache_t *c = t->data;
+    if (c->l1) cache_l1_sweep(c->l1);
+}
+
+static void snap_work(uv_work_t *w)
+{
+    api_cache_t *c = w->data;
+    c->snap_rc = cache_snapshot_write(c->snap_data, c->set->cache_file, &c->snap_msg);
+}
+
+static void snap_after(uv_work_t *w, int status)
+{
+    api_cache_t *c = w->data;
+    if (status == 0 && c->snap_rc)
+        fprintf(stderr, "barista serve: warning: cache snapshot %s: %s\n", c->set->cache_file,
+                c->snap_msg.text);
+    cache_snapshot_free(c->snap_data);
+    c->snap_data = NULL;
+    c->snap_busy = 0;
+    maybe_free(c);
+}
+
+static void on_snap_timer(uv_timer_t *t)
+{
+    api_cache_t *c = t->data;
+    if (c->snap_busy || c->closing || !c->l1) return;
+    c->snap_data = cache_snapshot_collect(c->l1, api_cache_now_ms());
+    if (!c->snap_data) return;
+    c->snap_work.data = c;
+    memset(&c->snap_msg, 0, sizeof c->snap_msg);
+    if (uv_queue_work(c->loop, &c->snap_work, snap_work, snap_after)) {
+        cache_snapshot_free(c->snap_data);
+        c->snap_data = NULL;
+        return;
+    }
+    c->snap_busy = 1;
+}
+
+int api_cache_create(api_cache_t **out, uv_loop_t *loop, const srv_settings_t *set,
+                     sf_empty_fn on_sf_empty, void *ctx, bar_msg_t *msg)
+{
+    *out = NULL;
+    cache_policy_t pol;
+    if (cache_policy_parse(set->cache_policy, &pol))
+        return bar_fail(msg, BAR_ERR_INVALID, "--cache-policy: '%s' is not s3fifo or lru",
+                        set->cache_policy);
+    api_cache_t *c = calloc(1, sizeof *c);
+    if (!c) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    c->set = set;
+    c->loop = loop;
+    if (set->cache_mem > 0) {
+        cache_l1_opts_t o = {0};
+        o.budget_bytes = (size_t)set->cache_mem;
+        o.policy = pol;
+        c->l1 = cache_l1_create(&o);
+    }
+    c->sf = sf_create(on_sf_empty, ctx);
+    if ((set->cache_mem > 0 && !c->l1) || !c->sf) {
+        cache_l1_destroy(c->l1);
+        sf_destroy(c->sf);
+        free(c);
+        return bar_fail(msg, BAR_ERR_NOMEM, "out of memory for the response cache");
+    }
+    if (set->redis[0]) {
+        cache_redis_opts_t ro = {0};
+        ro.timeout_ms = (uint64_t)set->redis_timeout_ms;
+        ro.on_peer_purge = on_peer_purge;
+        ro.peer_user = c;
+        bar_msg_t m = {{0}};
+        c->l2 = cache_redis_create(loop, set->redis, &ro, &m);
+        if (!c->l2) {
+            cache_l1_destroy(c->l1);
+            sf_destroy(c->sf);
+            free(c);
+            return bar_fail(msg, BAR_ERR_INVALID, "--redis: %s", m.text);
+        }
+    }
+    if (set->cache_file[0] && c->l1) {
+        cache_snapshot_load_stats_t st = {0};
+        bar_msg_t m = {{0}};
+        int rc = cache_snapshot_load(c->l1, set->cache_file, api_cache_now_ms(), &st, &m);
+        if (rc)
+            fprintf(stderr,
+                    "barista serve: warning: cache snapshot %s not loaded (%s); starting with an "
+                    "empty cache\n",
+                    set->cache_file, m.text);
+        else if (st.loaded || st.expired)
+            fprintf(stderr, "barista serve: cache snapshot %s: %zu entries loaded, %zu expired\n",
+                    set->cache_file, st.loaded, st.expired);
+    }
+    uv_timer_init(loop, &c->sweep);
+    uv_timer_init(loop, &c->snap);
+    c->sweep.data = c->snap.data = c;
+    c->n_open = 2;
+    if (c->l1) {
+        uv_timer_start(&c->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+        uv_unref((uv_handle_t *)&c->sweep);
+        if (set->cache_file[0] && set->cache_snapshot_s > 0) {
+            uint64_t ms = (uint64_t)set->cache_snapshot_s * 1000;
+            uv_timer_start(&c->snap, on_snap_timer, ms, ms);
+            uv_unref((uv_handle_t *)&c->snap);
+        }
+    }
+    *out = c;
+    return 0;
+}
+
+void api_cache_destroy(api_cache_t *c)
+{
+    if (!c || c->closing) return;
+    c->closing = 1;
+    if (c->l1 && c->set->cache_file[0]) {
+        size_t n = 0;
+        bar_msg_t m = {{0}};
+        if (cache_snapshot_save(c->l1, c->set->cache_file, api_cache_now_ms(), &n, &m))
+            fprintf(stderr, "barista serve: warning: cache snapshot %s: %s\n", c->set->cache_file,
+                    m.text);
+        else
+            fprintf(stderr, "barista serve: cache snapshot %s: %zu entries written\n",
+                    c->set->cache_file, n);
+    }
+    if (c->l2) cache_redis_destroy(c->l2);
+    c->l2 = NULL;
+    sf_destroy(c->sf);
+    c->sf = NULL;
+    cache_l1_destroy(c->l1);
+    c->l1 = NULL;
+    uv_close((uv_handle_t *)&c->sweep, on_timer_closed);
+    uv_close((uv_handle_t *)&c->snap, on_timer_closed);
+}
+
+int api_cache_on(const api_cache_t *c)
+{
+    return c && !c->closing && (c->l1 || c->l2);
+}
+
+void api_cache_set_digest(api_cache_t *c, const char *digest)
+{
+    snprintf(c->digest, sizeof c->digest, "%s", digest ? digest : "");
+}
+
+/* ---- per request ---- */
+
+/* Cache-Control directives (comma-separated, case-insensitive). */
+static void parse_cache_control(http_slice_t v, api_cache_req_t *q)
+{
+    size_t i = 0;
+    while (i < v.n) {
+        while (i < v.n && (v.p[i] == ' ' || v.p[i] == '\t' || v.p[i] == ','))
+            i++;
+        size_t s = i;
+        while (i < v.n && v.p[i] != ',')
+            i++;
+        size_t e = i;
+        while (e > s && (v.p[e - 1] == ' ' || v.p[e - 1] == '\t'))
+            e--;
+        size_t n = e - s;
+        const char *d = v.p + s;
+        if (n == 8 && !strncasecmp(d, "no-cache", 8))
+            q->no_cache = 1;
+        else if (n == 8 && !strncasecmp(d, "no-store", 8))
+            q->no_store = 1;
+        else if (n > 8 && !strncasecmp(d, "max-age=", 8)) {
+            long long x = 0;
+            size_t k = 8;
+            int ok = k < n;
+            for (; k < n; k++) {
+                if (d[k] < '0' || d[k] > '9') {
+                    ok = 0;
+                    break;
+                }
+                if (x < 1000000000000LL) x = x * 10 + (d[k] - '0');
+            }
+            if (ok) q->max_age = x;
+        }
+    }
+}
+
+int api_cache_decide(api_cache_t *c, const http_req_t *h, const char *endpoint,
+                     const char *model_id, api_cache_req_t *q)
+{
+    memset(q, 0, sizeof *q);
+    q->max_age = -1;
+    http_slice_t cc = http_req_header(h, "cache-control");
+    if (cc.p) parse_cache_control(cc, q);
+    cJSON *body = cJSON_ParseWithLength(h->body.p ? h->body.p : "", h->body.n);
+    if (!body) return BAR_ERR_INVALID;
+    q->cacheable = cache_key_cacheable(body, q->max_age > 0 || c->set->cache_sampled);
+    if (!q->cacheable) {
+        cJSON_Delete(body);
+        return 0;
+    }
+    /* namespace: the presented bearer token, NUL, X-Cache-Namespace */
+    char nsbuf[1024];
+    size_t nn = 0;
+    http_slice_t auth = http_req_header(h, "authorization");
+    if (auth.p && auth.n >= 7 && !strncasecmp(auth.p, "Bearer ", 7)) {
+        size_t k = auth.n - 7;
+        if (k > 500) k = 500;
+        memcpy(nsbuf, auth.p + 7, k);
+        nn = k;
+    }
+    nsbuf[nn++] = '\0';
+    http_slice_t hn = http_req_header(h, "x-cache-namespace");
+    if (hn.p) {
+        size_t k = hn.n > 500 ? 500 : hn.n;
+        memcpy(nsbuf + nn, hn.p, k);
+        nn += k;
+    }
+    cache_key_ctx_t kc = {endpoint, model_id, c->digest, nsbuf, nn};
+    bar_msg_t m = {{0}};
+    int rc = cache_key_make(&q->key, body, &kc, &m);
+    cJSON_Delete(body);
+    if (rc) {
+        q->cacheable = 0;
+        return rc;
+    }
+    q->ns = cache_ns_hash(nsbuf, nn);
+    cache_key_hex(&q->key, q->hex);
+    return 0;
+}
+
+uint64_t api_cache_ttl_ms(const api_cache_t *c, const api_cache_req_t *q)
+{
+    if (q->max_age > 0) return (uint64_t)q->max_age * 1000;
+    return (uint64_t)c->set->cache_ttl_s * 1000;
+}
+
+void api_cache_store(api_cache_t *c, cache_entry_t *e, const api_cache_req_t *q)
+{
+    if (q->no_store || c->closing) return;
+    uint64_t ttl = api_cache_ttl_ms(c, q);
+    int ok = 0;
+    if (c->l1 && cache_l1_put(c->l1, e, ttl, 0) == 0) ok = 1;
+    if (c->l2 && cache_redis_set(c->l2, e, ttl) == 0) ok = 1;
+    if (ok)
+        c->stored++;
+    else
+        c->store_refused++;
+}
+
+/* ---- admin ---- */
+
+typedef struct {
+    api_cache_t *c;
+    srv_req_t *r; /* NULL once the client left */
+    size_t l1_n;
+    const char *what;
+} purge_op_t;
+
+static void purge_abort(void *user, srv_req_t *r)
+{
+    purge_op_t *op = user;
+    (void)r;
+    op->r = NULL;
+}
+
+static void purge_reply(srv_req_t *r, const char *what, size_t l1_n, const char *l2_state,
+                        long long l2_n)
+{
+    buf_t b = {0};
+    buf_printf(&b, "{\"object\":\"cache.purge\",\"scope\":\"%s\",\"l1_deleted\":%zu,", what, l1_n);
+    if (l2_n >= 0)
+        buf_printf(&b, "\"l2\":\"%s\",\"l2_deleted\":%lld}\n", l2_state, l2_n);
+    else
+        buf_printf(&b, "\"l2\":\"%s\",\"l2_deleted\":null}\n", l2_state);
+    srv_respond(r, 200, "application/json", b.p, b.n, NULL);
+    buf_free(&b);
+}
+
+static void purge_done(void *user, int err, uint64_t n)
+{
+    purge_op_t *op = user;
+    if (op->r)
+        purge_reply(op->r, op->what, op->l1_n, err ? "failed" : "ok", err ? -1 : (long long)n);
+    free(op);
+}
+
+static void purge(api_cache_t *c, srv_req_t *r, const char *what, cache_purge_kind_t kind,
+                  uint64_t ns, const cache_key_t *key)
+{
+    size_t n = 0;
+    if (c->l1) {
+        if (kind == CACHE_PURGE_ALL)
+            n = cache_l1_purge_all(c->l1);
+        else if (kind == CACHE_PURGE_NS)
+            n = cache_l1_purge_ns(c->l1, ns);
+        else
+            n = (size_t)cache_l1_del(c->l1, key);
+    }
+    if (!c->l2) {
+        purge_reply(r, what, n, "none", -1);
+        return;
+    }
+    purge_op_t *op = calloc(1, sizeof *op);
+    if (!op) {
+        purge_reply(r, what, n, "failed", -1);
+        return;
+    }
+    *op = (purge_op_t){c, r, n, what};
+    srv_req_set_user(r, op, purge_abort, NULL);
+    if (cache_redis_purge(c->l2, kind, ns, key, purge_done, op)) {
+        srv_req_set_user(r, NULL, NULL, NULL);
+        free(op);
+        purge_reply(r, what, n, "down", -1);
+    }
+}
+
+static int hexval(char ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+    return -1;
+}
+
+/* The percent-decoded value of query parameter name into out; -1 if absent. */
+static long query_param(http_slice_t q, const char *name, char *out, size_t size)
+{
+    size_t nl = strlen(name), i = 0;
+    while (i < q.n) {
+        size_t s = i;
+        while (i < q.n && q.p[i] != '&')
+            i++;
+        if (i - s > nl && !memcmp(q.p + s, name, nl) && q.p[s + nl] == '=') {
+            size_t o = 0;
+            for (size_t k = s + nl + 1; k < i && o + 1 < size; k++) {
+                char ch = q.p[k];
+                if (ch == '+')
+                    ch = ' ';
+                else if (ch == '%' && k + 2 < i + 1 && hexval(q.p[k + 1]) >= 0 &&
+                         hexval(q.p[k + 2]) >= 0) {
+                    ch = (char)(hexval(q.p[k + 1]) * 16 + hexval(q.p[k + 2]));
+                    k += 2;
+                }
+                out[o++] = ch;
+            }
+            out[o] = '\0';
+            return (long)o;
+        }
+        i++;
+    }
+    return -1;
+}
+
+static void stats_reply(api_cache_t *c, srv_req_t *r)
+{
+    buf_t b = {0};
+    cache_l1_stats_t s1;
+    memset(&s1, 0, sizeof s1);
+    if (c->l1) cache_l1_stats(c->l1, &s1);
+    buf_printf(&b,
+               "{\"object\":\"cache.stats\",\"entries\":%zu,\"bytes\":%zu,\"budget\":%zu,"
+               "\"policy\":\"%s\",\"requests\":{\"hit_l1\":%llu,\"hit_l2\":%llu,\"miss\":%llu,"
+               "\"coalesced\":%llu,\"bypass\":%llu},\"stored\":%llu,\"inflight\":%zu,",
+               s1.entries, s1.bytes, s1.budget, c->l1 ? c->set->cache_policy : "off",
+               (unsigned long long)c->hit_l1, (unsigned long long)c->hit_l2,
+               (unsigned long long)c->miss, (unsigned long long)c->coalesced,
+               (unsigned long long)c->bypass, (unsigned long long)c->stored,
+               c->sf ? sf_size(c->sf) : 0);
+    buf_printf(&b,
+               "\"l1\":{\"enabled\":%s,\"hits\":%llu,\"misses\":%llu,\"inserts\":%llu,"
+               "\"evictions\":%llu,\"expirations\":%llu,\"rejected\":%llu,\"ghosts\":%zu},",
+               c->l1 ? "true" : "false", (unsigned long long)s1.hits,
+               (unsigned long long)s1.misses, (unsigned long long)s1.inserts,
+               (unsigned long long)s1.evictions, (unsigned long long)s1.expirations,
+               (unsigned long long)s1.rejected, s1.ghosts);
+    if (c->l2) {
+        cache_redis_stats_t s2;
+        cache_redis_stats(c->l2, &s2);
+        buf_printf(&b,
+                   "\"l2\":{\"enabled\":true,\"connected\":%s,\"gets\":%llu,\"hits\":%llu,"
+                   "\"misses\":%llu,\"timeouts\":%llu,\"errors\":%llu,\"garbage\":%llu,"
+                   "\"skipped\":%llu,\"sets\":%llu,\"set_errors\":%llu,\"connects\":%llu,"
+                   "\"conn_failures\":%llu,\"trips\":%llu,\"purges\":%llu,\"peer_purges\":%llu}}\n",
+                   s2.connected ? "true" : "false", (unsigned long long)s2.gets,
+                   (unsigned long long)s2.hits, (unsigned long long)s2.misses,
+                   (unsigned long long)s2.timeouts, (unsigned long long)s2.errors,
+                   (unsigned long long)s2.garbage, (unsigned long long)s2.skipped,
+                   (unsigned long long)s2.sets, (unsigned long long)s2.set_errors,
+                   (unsigned long long)s2.connects, (unsigned long long)s2.conn_failures,
+                   (unsigned long long)s2.trips, (unsigned long long)s2.purges,
+                   (unsigned long long)s2.peer_purges);
+    } else {
+        buf_puts(&b, "\"l2\":{\"enabled\":false}}\n");
+    }
+    srv_respond(r, 200, "application/json", b.p, b.n, NULL);
+    buf_free(&b);
+}
+
+static void admin_error(srv_req_t *r, int status, const char *code, const char *text)
+{
+    oai_err_t e;
+    oai_err(&e, status, "invalid_request_error", code, NULL, "%s", text);
+    buf_t b = {0};
+    oai_error_body(&b, &e);
+    srv_respond(r, status, "application/json", b.p, b.n, NULL);
+    buf_free(&b);
+}
+
+void api_cache_admin(api_cache_t *c, srv_req_t *r)
+{
+    const http_req_t *h = srv_req_http(r);
+    http_slice_t path = http_req_path(h);
+    if (path.n > 1 && path.p[path.n - 1] == '/') path.n--;
+    int is_get = h->method == HTTP_GET || h->method == HTTP_HEAD;
+    if (path.n == 15 && !memcmp(path.p, "/v1/cache/stats", 15)) {
+        if (!is_get) {
+            srv_respond(r, 405, "application/json", "{}\n", 3, "Allow: GET, HEAD\r\n");
+            return;
+        }
+        stats_reply(c, r);
+        return;
+    }
+    if (h->method != HTTP_DELETE) {
+        srv_respond(r, 405, "application/json", "{}\n", 3, "Allow: DELETE\r\n");
+        return;
+    }
+    if (path.n == 9) { /* /v1/cache */
+        char ns[600], key[600];
+        http_slice_t q = http_req_query(h);
+        long nl = query_param(q, "namespace", ns, 501);
+        long kl = query_param(q, "api_key", key, 501);
+        if (nl < 0 && kl < 0) {
+            purge(c, r, "all", CACHE_PURGE_ALL, 0, NULL);
+            return;
+        }
+        /* the namespace bytes exactly as api_cache_decide builds them */
+        char nsbuf[1024];
+        size_t nn = 0;
+        if (kl > 0) memcpy(nsbuf, key, (size_t)kl), nn = (size_t)kl;
+        nsbuf[nn++] = '\0';
+        if (nl > 0) memcpy(nsbuf + nn, ns, (size_t)nl), nn += (size_t)nl;
+        purge(c, r, "namespace", CACHE_PURGE_NS, cache_ns_hash(nsbuf, nn), NULL);
+        return;
+    }
+    cache_key_t k;
+    if (path.n != 10 + CACHE_KEY_HEX_LEN || cache_key_from_hex(&k, path.p + 10, CACHE_KEY_HEX_LEN)) {
+        admin_error(r, 404, "not_found", "Unknown cache key: use the 32 hex digits of X-Cache-Key.");
+        return;
+    }
+    purge(c, r, "key", CACHE_PURGE_KEY, 0, &k);
+}
+
+/* ---- metrics ---- */
+
+void api_cache_metrics(const api_cache_t *c, buf_t *b)
+{
+    if (!c) return;
+    buf_puts(b, "# HELP barista_cache_requests_total Cacheable generation requests by outcome.\n"
+                "# TYPE barista_cache_requests_total counter\n");
+    buf_printf(b, "barista_cache_requests_total{result=\"hit\",tier=\"l1\"} %llu\n",
+               (unsigned long long)c->hit_l1);
+    buf_printf(b, "barista_cache_requests_total{result=\"hit\",tier=\"l2\"} %llu\n",
+               (unsigned long long)c->hit_l2);
+    buf_printf(b, "barista_cache_requests_total{result=\"miss\",tier=\"none\"} %llu\n",
+               (unsigned long long)c->miss);
+    buf_printf(b, "barista_cache_requests_total{result=\"coalesced\",tier=\"none\"} %llu\n",
+               (unsigned long long)c->coalesced);
+    buf_printf(b, "barista_cache_requests_total{result=\"bypass\",tier=\"none\"} %llu\n",
+               (unsigned long long)c->bypass);
+    cache_l1_stats_t s1;
+    memset(&s1, 0, sizeof s1);
+    if (c->l1) cache_l1_stats(c->l1, &s1);
+    obs_metrics_gauge(b, "barista_cache_entries", "Replies in the in-process cache.",
+                      (double)s1.entries);
+    obs_metrics_gauge(b, "barista_cache_bytes", "Bytes charged to the in-process cache.",
+                      (double)s1.bytes);
+    buf_printf(b,
+               "# HELP barista_cache_evictions_total Entries dropped for room.\n"
+               "# TYPE barista_cache_evictions_total counter\nbarista_cache_evictions_total %llu\n",
+               (unsigned long long)s1.evictions);
+    buf_printf(b,
+               "# HELP barista_cache_expirations_total Entries dropped because their TTL passed.\n"
+               "# TYPE barista_cache_expirations_total counter\n"
+               "barista_cache_expirations_total %llu\n",
+               (unsigned long long)s1.expirations);
+    cache_redis_stats_t s2;
+    memset(&s2, 0, sizeof s2);
+    if (c->l2) cache_redis_stats(c->l2, &s2);
+    buf_printf(b,
+               "# HELP barista_redis_errors_total L2 operations that failed or were skipped.\n"
+               "# TYPE barista_redis_errors_total counter\n"
+               "barista_redis_errors_total{kind=\"timeout\"} %llu\n"
+               "barista_redis_errors_total{kind=\"error\"} %llu\n"
+               "barista_redis_errors_total{kind=\"garbage\"} %llu\n"
+               "barista_redis_errors_total{kind=\"skipped\"} %llu\n"
+               "barista_redis_errors_total{kind=\"set\"} %llu\n"
+               "barista_redis_errors_total{kind=\"connect\"} %llu\n",
+               (unsigned long long)s2.timeouts, (unsigned long long)s2.errors,
+               (unsigned long long)s2.garbage, (unsigned long long)s2.skipped,
+               (unsigned long long)s2.set_errors, (unsigned long long)s2.conn_failures);
+    obs_metrics_gauge(b, "barista_redis_connected", "1 while the L2 connection is up.",
+                      s2.connected ? 1 : 0);
+}
