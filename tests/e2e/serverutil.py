@@ -228,3 +228,63 @@ def sse_events(body):
             elif line.startswith(":"):
                 out.append(line)
     return out
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Redis:
+    """A real redis-server on a free port, no persistence; stop/start keep the port."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.proc = None
+        self.start()
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def chat(server, body, headers=None, path="/v1/chat/completions"):
+    """POST a generation request; returns (status, headers, parsed JSON or SSE events)."""
+    import json
+    status, h, raw = request(server, "POST", path, json.dumps(body), headers=headers)
+    if h.get("content-type", "").startswith("text/event-stream"):
+        return status, h, [e for e in sse_events(raw) if not e.startswith(":")]
+    return status, h, json.loads(raw) if raw else None
+
+
+def sse_text(events):
+    """The concatenated delta text of chat SSE events."""
+    import json
+    out = ""
+    for e in events:
+        if e == "[DONE]":
+            continue
+        for ch in json.loads(e).get("choices", []):
+            out += (ch.get("delta") or {}).get("content") or ch.get("text") or ""
+    return out
