@@ -1,0 +1,125 @@
+"""The response cache's Redis L2 end to end: a real redis-server started here
+on a free port, two barista processes sharing it, an L2-only barista, and
+Redis killed and restarted while requests keep coming."""
+import json
+import shutil
+
+import pytest
+
+from serverutil import Redis, Server, chat, metrics, request, sse_text, wait_for
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server not installed (scripts/deps.sh)")
+
+ADMIN = {"Authorization": "Bearer adm-secret"}
+
+
+def body(text, **kw):
+    b = {"model": "default", "messages": [{"role": "user", "content": text}],
+         "temperature": 0, "max_tokens": 6}
+    b.update(kw)
+    return b
+
+
+def stats(s):
+    st, _, raw = request(s, "GET", "/v1/cache/stats", headers=ADMIN)
+    assert st == 200
+    return json.loads(raw)
+
+
+@pytest.fixture(scope="module")
+def redis():
+    r = Redis()
+    yield r
+    r.stop()
+
+
+def connected(s):
+    return stats(s)["l2"]["connected"]
+
+
+def test_two_servers_share_one_redis(barista_bin, gguf_path, redis):
+    args = ["--redis", redis.url, "--redis-timeout-ms", "200", "--admin-key", "adm-secret"]
+    a = Server(barista_bin, gguf_path, args=args)
+    b = Server(barista_bin, gguf_path, args=args)
+    try:
+        assert wait_for(lambda: connected(a) and connected(b), timeout=10)
+        q = body("Name a fish.")
+        st, h, ra = chat(a, q)
+        assert st == 200 and h["x-cache"] == "MISS"
+        wait_for(lambda: stats(a)["l2"]["sets"] >= 1, timeout=5)
+        st, h, rb = chat(b, q)
+        assert h["x-cache"] == "HIT" and h["x-cache-tier"] == "L2"
+        assert rb["choices"][0]["message"]["content"] == ra["choices"][0]["message"]["content"]
+        st, h, _ = chat(b, q)
+        assert h["x-cache"] == "HIT" and h["x-cache-tier"] == "L1"  # promoted
+        # streamed hit from L2 on a server that has not seen it
+        st, h, ev = chat(a, dict(body("Name a bird."), stream=True))
+        assert h["x-cache"] == "MISS"
+        wait_for(lambda: stats(a)["l2"]["sets"] >= 2, timeout=5)
+        st, h, ev2 = chat(b, dict(body("Name a bird."), stream=True))
+        assert h["x-cache-tier"] == "L2" and ev2[-1] == "[DONE]"
+        assert sse_text(ev2) == sse_text(ev) and sse_text(ev)
+        # a purge on A reaches B's L1 (pub/sub) and Redis
+        key = chat(b, q)[1]["x-cache-key"]
+        st, _, raw = request(a, "DELETE", f"/v1/cache/{key}", headers=ADMIN)
+        assert st == 200 and json.loads(raw)["l2_deleted"] == 1
+        wait_for(lambda: stats(b)["l2"]["peer_purges"] >= 1, timeout=5)
+        assert chat(b, q)[1]["x-cache"] == "MISS"
+    finally:
+        assert a.stop() == 0
+        assert b.stop() == 0
+
+
+def test_l2_only(barista_bin, gguf_path, redis):
+    s = Server(barista_bin, gguf_path, args=["--cache-mem", "0", "--redis", redis.url,
+                                             "--redis-timeout-ms", "200",
+                                             "--admin-key", "adm-secret"])
+    try:
+        assert wait_for(lambda: connected(s), timeout=10)
+        q = body("Name a gem.")
+        assert chat(s, q)[1]["x-cache"] == "MISS"
+        wait_for(lambda: stats(s)["l2"]["sets"] >= 1, timeout=5)
+        st, h, _ = chat(s, q)
+        assert h["x-cache"] == "HIT" and h["x-cache-tier"] == "L2"
+        assert stats(s)["entries"] == 0
+    finally:
+        assert s.stop() == 0
+
+
+def test_redis_killed_and_restarted_no_failed_requests(barista_bin, gguf_path):
+    r = Redis()
+    s = Server(barista_bin, gguf_path, args=["--redis", r.url, "--admin-key", "adm-secret",
+                                             "--cache-mem", "0"])
+    try:
+        assert wait_for(lambda: connected(s), timeout=10)
+        statuses = []
+        q = body("Name a metal.")
+        statuses.append(chat(s, q)[0])
+        r.stop()
+        for i in range(4):
+            st, h, _ = chat(s, body(f"Name a number {i}."))
+            statuses.append(st)
+            assert h["x-cache"] in ("MISS",)
+        r.start()
+        assert wait_for(lambda: connected(s), timeout=15)
+        st, h, _ = chat(s, q)
+        statuses.append(st)
+        assert h["x-cache"] == "MISS"  # the new Redis is empty
+        wait_for(lambda: stats(s)["l2"]["sets"] >= 1, timeout=5)
+        st, h, _ = chat(s, q)
+        statuses.append(st)
+        assert statuses == [200] * len(statuses)
+        assert h["x-cache"] == "HIT" and h["x-cache-tier"] == "L2"
+        m = metrics(s)
+        errs = sum(v for k, v in m.items() if k.startswith("barista_redis_errors_total"))
+        assert errs >= 1
+        assert m["barista_redis_connected"] == 1
+    finally:
+        assert s.stop() == 0
+        r.stop()
+
+
+def test_bad_redis_url_is_a_startup_error(barista_bin, gguf_path):
+    with pytest.raises(RuntimeError):
+        Server(barista_bin, gguf_path, args=["--redis", "http://nope"])
