@@ -340,15 +340,26 @@ AI void transpose8x8_halves(__m512i z[8])
 }
 
 /* Unpack rows [r, r+nr) (nr <= 16), blocks [k0, k0+kc) of W into tl. Padding
- * rows repeat row r's codes but get zero scales, so they contribute 0. */
-AI void repack(int t, const void *W, size_t row_bytes, int r, int nr, int k0, int kc, tile_t *tl)
+ * rows repeat row r's codes but get zero scales, so they contribute 0.
+ * next_rows (<= 16) rows after the tile get the same blocks prefetched. */
+AI void repack(int t, const void *W, size_t row_bytes, int r, int nr, int next_rows, int k0, int kc,
+               tile_t *tl)
 {
     const size_t bs = blk_bytes(t);
     const uint8_t *rows[TILE_ROWS];
     for (int i = 0; i < TILE_ROWS; i++)
         rows[i] = (const uint8_t *)W + (size_t)(r + (i < nr ? i : 0)) * row_bytes + (size_t)k0 * bs;
     const __mmask16 valid = (__mmask16)((1u << nr) - 1);
+    /* the same blocks of the next 16 rows, prefetched in step: 16 interleaved
+     * row streams are more than the hardware prefetcher follows */
+    const uint8_t *next =
+        (const uint8_t *)W + (size_t)(r + TILE_ROWS) * row_bytes + (size_t)k0 * bs;
+    const int pf = nr == TILE_ROWS && next_rows > 0;
     for (int k = 0; k < kc; k++) {
+        if (pf)
+            for (int i = 0; i < next_rows; i++)
+                _mm_prefetch((const char *)next + (size_t)i * row_bytes + (size_t)k * bs,
+                             _MM_HINT_T1); /* to L2: L1 has too few miss buffers */
         __m512i z[8];
 #pragma GCC unroll 16
         for (int i = 0; i < 8; i++)
@@ -435,7 +446,9 @@ AI void matmul_tiled(int t, const void *W, size_t row_bytes, int nblk, int r0, i
         __mmask16 valid = (__mmask16)((1u << nr) - 1);
         for (int k0 = 0; k0 < nblk; k0 += kstep) {
             int kc = nblk - k0 < kstep ? nblk - k0 : kstep;
-            repack(t, W, row_bytes, r, nr, k0, kc, &tl);
+            int next_rows = r1 - r - TILE_ROWS;
+            repack(t, W, row_bytes, r, nr, next_rows < TILE_ROWS ? next_rows : TILE_ROWS, k0, kc,
+                   &tl);
             /* nb split into ceil(nb / TILE_BB) groups of near-equal size, so a
              * short tail group does not run with too few independent chains */
             int ng = (nb + TILE_BB - 1) / TILE_BB;
