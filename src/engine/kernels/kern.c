@@ -13,6 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #include "engine/kernels/kern.h"
 #include "engine/kernels/kern_int.h"
 
@@ -22,9 +26,13 @@ static _Atomic(const kern_vtable_t *) g_vt;
 static int cpu_has_avx2(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
+    /* F16C is read from CPUID leaf 1 (ECX bit 29): clang's
+     * __builtin_cpu_supports does not know "f16c". */
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29)))
+        return 0;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
     return 0;
 #endif
