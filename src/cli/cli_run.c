@@ -235,40 +235,33 @@ int cli_run_main(int argc, char **argv)
         return 1;
     }
     const tok_t *tok = engine_tok(e);
-    char *text = (char *)prompt;
-    size_t text_len = prompt_len;
-    char *rendered = NULL;
     int rc = 0;
+    size_t n_tok = 0;
+    int32_t *ids = NULL;
     if (chat) {
         chat_tmpl_t tmpl;
-        if (chat_template_detect(engine_gguf(e), &tmpl, &msg)) {
-            fprintf(stderr, "barista run: %s\n", msg.text);
-            rc = 1;
-            goto out;
-        }
         chat_msg_t msgs[2];
         size_t n = 0;
         if (system)
             msgs[n++] = (chat_msg_t){"system", 6, system, strlen(system)};
         msgs[n++] = (chat_msg_t){"user", 4, prompt, prompt_len};
-        if (chat_render(tmpl, msgs, n, 1, &rendered, &text_len, &msg)) {
+        if (chat_template_detect(engine_gguf(e), &tmpl, &msg) ||
+            chat_encode(tmpl, tok, msgs, n, 1, &ids, &n_tok, &msg)) {
             fprintf(stderr, "barista run: %s\n", msg.text);
             rc = 1;
             goto out;
         }
-        text = rendered;
-    }
-    size_t cap = text_len + 16, n_tok = 0;
-    int32_t *ids = malloc(cap * sizeof(int32_t));
-    if (!ids || tok_encode(tok, text, text_len, 1, chat, ids, cap, &n_tok)) {
-        fprintf(stderr, "barista run: cannot tokenize the prompt\n");
-        free(ids);
-        rc = 1;
-        goto out;
+    } else {
+        size_t cap = prompt_len + 16;
+        ids = malloc(cap * sizeof(int32_t));
+        if (!ids || tok_encode(tok, prompt, prompt_len, 1, 0, ids, cap, &n_tok)) {
+            fprintf(stderr, "barista run: cannot tokenize the prompt\n");
+            rc = 1;
+            goto out;
+        }
     }
     if (n_tok == 0) {
         fprintf(stderr, "barista run: the prompt is empty after tokenization\n");
-        free(ids);
         rc = 2;
         goto out;
     }
@@ -282,11 +275,9 @@ int cli_run_main(int argc, char **argv)
     double t0 = time_now_mono();
     if (engine_submit(e, &req, &id, &msg)) {
         fprintf(stderr, "barista run: %s\n", msg.text);
-        free(ids);
         rc = 1;
         goto out_st;
     }
-    free(ids);
     pthread_mutex_lock(&st.mu);
     while (!st.done)
         pthread_cond_wait(&st.cv, &st.mu);
@@ -310,7 +301,7 @@ out_st:
     pthread_mutex_destroy(&st.mu);
     pthread_cond_destroy(&st.cv);
 out:
-    free(rendered);
+    free(ids);
     engine_destroy(e);
     free(owned_prompt);
     return rc;

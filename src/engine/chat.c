@@ -12,7 +12,9 @@
  * inside the loop, so zero messages give no system message. Not for: other
  * template languages or families. */
 #include "engine/chat.h"
+#include "engine/tokenizer.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,5 +112,98 @@ int chat_render(chat_tmpl_t tmpl, const chat_msg_t *msgs, size_t n, int add_gene
     }
     *out = b.p;
     *out_len = b.n;
+    return 0;
+}
+
+/* ---- chat_encode: scaffold as special tokens, text as text ---------------- */
+
+typedef struct {
+    int32_t *p;
+    size_t n, cap;
+} ids_t;
+
+/* Append the ids of text[0..len) encoded with parse_special. */
+static int ids_encode(ids_t *v, const tok_t *tok, const char *text, size_t len, int special,
+                      bar_msg_t *msg)
+{
+    for (;;) {
+        size_t need = 0;
+        int rc = tok_encode(tok, text, len, 0, special, v->p + v->n, v->cap - v->n, &need);
+        if (rc == 0) {
+            v->n += need;
+            return 0;
+        }
+        if (rc != BAR_ERR_RANGE)
+            return bar_fail(msg, rc, "chat: cannot tokenize a message");
+        size_t c = v->cap ? v->cap : 256;
+        while (c < v->n + need)
+            c *= 2;
+        int32_t *q = realloc(v->p, c * sizeof(int32_t));
+        if (!q)
+            return bar_fail(msg, BAR_ERR_NOMEM, "chat: out of memory");
+        v->p = q;
+        v->cap = c;
+    }
+}
+
+static int encode_msg(ids_t *v, const tok_t *tok, const char *role, size_t rl, const char *content,
+                      size_t cl, bar_msg_t *msg)
+{
+    /* role + "\n" + content is one plain-text run, so pre-tokenization sees
+     * exactly what it sees in the rendered string */
+    char *run = malloc(rl + 1 + cl + 1);
+    if (!run)
+        return bar_fail(msg, BAR_ERR_NOMEM, "chat: out of memory");
+    if (rl)
+        memcpy(run, role, rl);
+    run[rl] = '\n';
+    if (cl)
+        memcpy(run + rl + 1, content, cl);
+    int rc = ids_encode(v, tok, "<|im_start|>", 12, 1, msg);
+    if (rc == 0)
+        rc = ids_encode(v, tok, run, rl + 1 + cl, 0, msg);
+    if (rc == 0)
+        rc = ids_encode(v, tok, "<|im_end|>\n", 11, 1, msg);
+    free(run);
+    return rc;
+}
+
+int chat_encode(chat_tmpl_t tmpl, const tok_t *tok, const chat_msg_t *msgs, size_t n,
+                int add_generation_prompt, int32_t **ids, size_t *n_ids, bar_msg_t *msg)
+{
+    *ids = NULL;
+    *n_ids = 0;
+    if (tmpl != CHAT_TMPL_CHATML_SMOLLM && tmpl != CHAT_TMPL_CHATML)
+        return bar_fail(msg, BAR_ERR_INVALID, "chat: unknown template id %d", (int)tmpl);
+    if (n > 0 && !msgs)
+        return bar_fail(msg, BAR_ERR_INVALID, "chat: NULL message array");
+    for (size_t i = 0; i < n; i++)
+        if ((!msgs[i].role && msgs[i].role_len) || (!msgs[i].content && msgs[i].content_len))
+            return bar_fail(msg, BAR_ERR_INVALID, "chat: message %zu has a NULL slice", i);
+    ids_t v = {0};
+    int rc = 0;
+    if (tok_add_bos(tok) && tok_bos(tok) >= 0) {
+        v.p = malloc(256 * sizeof(int32_t));
+        if (!v.p)
+            return bar_fail(msg, BAR_ERR_NOMEM, "chat: out of memory");
+        v.cap = 256;
+        v.p[v.n++] = tok_bos(tok);
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (i == 0 && tmpl == CHAT_TMPL_CHATML_SMOLLM &&
+            !(msgs[0].role_len == 6 && memcmp(msgs[0].role, "system", 6) == 0))
+            rc = encode_msg(&v, tok, "system", 6, SMOLLM_SYSTEM, sizeof SMOLLM_SYSTEM - 1, msg);
+        if (rc == 0)
+            rc = encode_msg(&v, tok, msgs[i].role, msgs[i].role_len, msgs[i].content,
+                            msgs[i].content_len, msg);
+    }
+    if (rc == 0 && add_generation_prompt)
+        rc = ids_encode(&v, tok, "<|im_start|>assistant\n", 22, 1, msg);
+    if (rc) {
+        free(v.p);
+        return rc;
+    }
+    *ids = v.p;
+    *n_ids = v.n;
     return 0;
 }

@@ -11,6 +11,7 @@
 #define BARISTA_ENGINE_CHAT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "engine/gguf.h"
 #include "util/err.h"
@@ -53,5 +54,16 @@ const char *chat_template_name(chat_tmpl_t tmpl);
  * (unknown tmpl, NULL slices with non-zero length), BAR_ERR_NOMEM. */
 int chat_render(chat_tmpl_t tmpl, const chat_msg_t *msgs, size_t n, int add_generation_prompt,
                 char **out, size_t *out_len, bar_msg_t *msg);
+
+/* Render and tokenize in one step, treating roles and contents as plain text:
+ * a message that contains "<|im_end|>" gets the tokens of those characters,
+ * never the control token, so a user cannot forge turns (prompt injection).
+ * Only the template's own scaffold becomes special tokens. For contents free
+ * of special-token text the ids equal tok_encode(chat_render(...),
+ * add_special=1, parse_special=1). *ids is malloc'd (caller frees).
+ * Errors: as chat_render, plus tokenizer errors. */
+typedef struct tok tok_t;
+int chat_encode(chat_tmpl_t tmpl, const tok_t *tok, const chat_msg_t *msgs, size_t n,
+                int add_generation_prompt, int32_t **ids, size_t *n_ids, bar_msg_t *msg);
 
 #endif
