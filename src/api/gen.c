@@ -714,8 +714,10 @@ void gen_on_async(uv_async_t *h)
 
 /* ---- request → engine ---- */
 
-/* The model's chat template (engine/chat.h) over the request's messages. */
-static int render_chat(api_t *a, const oai_req_t *q, buf_t *out, oai_err_t *e)
+/* The model's chat template over the request's messages, tokenized with
+ * roles and contents as plain text (chat_encode): a message cannot forge a
+ * turn by typing control tokens. *ids is malloc'd. */
+static int encode_chat(api_t *a, const oai_req_t *q, int32_t **ids, size_t *n_ids, oai_err_t *e)
 {
     if (!a->chat_ok)
         return oai_err(e, 400, "invalid_request_error", "unsupported_model", "messages",
@@ -726,15 +728,10 @@ static int render_chat(api_t *a, const oai_req_t *q, buf_t *out, oai_err_t *e)
     for (int i = 0; i < q->n_msgs; i++)
         m[i] = (chat_msg_t){q->msgs[i].role, strlen(q->msgs[i].role), q->msgs[i].content,
                             q->msgs[i].content_len};
-    char *txt = NULL;
-    size_t n = 0;
     bar_msg_t msg = {{0}};
-    int rc = chat_render(a->chat_tmpl, m, (size_t)q->n_msgs, 1, &txt, &n, &msg);
+    int rc = chat_encode(a->chat_tmpl, a->tok, m, (size_t)q->n_msgs, 1, ids, n_ids, &msg);
     free(m);
     if (rc) return oai_err(e, 500, "server_error", NULL, NULL, "chat template: %s", msg.text);
-    rc = buf_append(out, txt, n);
-    free(txt);
-    if (rc) return oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
     return 0;
 }
 
@@ -750,35 +747,27 @@ static void prepare(gen_t *g)
     api_t *a = g->a;
     oai_err_t *e = &g->err;
     oai_kind_t kind = g->q.kind;
-    buf_t prompt = {0};
-    const char *ptxt;
-    size_t plen;
-    int parse_special;
+    const char *what = kind == OAI_CHAT ? "messages" : "prompt";
+    size_t n_tok = 0;
+    int rc;
     if (kind == OAI_CHAT) {
-        if (render_chat(a, &g->q, &prompt, e) < 0) {
-            buf_free(&prompt);
+        int32_t *ids = NULL;
+        if (encode_chat(a, &g->q, &ids, &n_tok, e) < 0) {
             g->failed = 1;
             return;
         }
-        ptxt = prompt.p;
-        plen = prompt.n;
-        parse_special = 1;
+        g->toks = ids;
+        rc = 0;
     } else {
-        ptxt = g->q.prompt;
-        plen = g->q.prompt_len;
-        parse_special = 0;
+        size_t cap = (size_t)a->n_ctx;
+        g->toks = malloc(cap * sizeof *g->toks);
+        if (!g->toks) {
+            oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
+            g->failed = 1;
+            return;
+        }
+        rc = tok_encode(a->tok, g->q.prompt, g->q.prompt_len, 1, 0, g->toks, cap, &n_tok);
     }
-    const char *what = kind == OAI_CHAT ? "messages" : "prompt";
-    size_t cap = (size_t)a->n_ctx, n_tok = 0;
-    g->toks = malloc(cap * sizeof *g->toks);
-    if (!g->toks) {
-        buf_free(&prompt);
-        oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
-        g->failed = 1;
-        return;
-    }
-    int rc = tok_encode(a->tok, ptxt, plen, 1, parse_special, g->toks, cap, &n_tok);
-    buf_free(&prompt);
     g->n_tok = n_tok;
     if (rc == BAR_ERR_RANGE || (rc == 0 && n_tok >= (size_t)a->n_ctx)) {
         oai_err(e, 400, "invalid_request_error", "context_length_exceeded", what,
