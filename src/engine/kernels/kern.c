@@ -29,8 +29,7 @@ static int cpu_has_avx2(void)
     /* F16C is read from CPUID leaf 1 (ECX bit 29): clang's
      * __builtin_cpu_supports does not know "f16c". */
     unsigned a, b, c, d;
-    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29)))
-        return 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) return 0;
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
