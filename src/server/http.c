@@ -278,21 +278,51 @@ const char *http_status_text(int status)
     }
 }
 
+/* Decimal digits of v (v >= 0) into the end of tmp; returns the first. */
+static char *fmt_ull(char tmp[24], unsigned long long v)
+{
+    char *p = tmp + 24;
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    return p;
+}
+
 int http_format_head(buf_t *out, int status, const char *content_type, long long content_length,
                      int keep_alive, const char *extra)
 {
-    int rc = buf_printf(out, "HTTP/1.1 %d %s\r\nServer: barista/%s\r\n", status,
-                        http_status_text(status), BARISTA_VERSION);
-    if (!rc && content_type) rc = buf_printf(out, "Content-Type: %s\r\n", content_type);
+    /* hot on every response: plain appends, no printf */
+    static const char server[] = "Server: barista/" BARISTA_VERSION "\r\n";
+    char tmp[24];
+    const char *st = http_status_text(status);
+    if (status < 100 || status > 999) status = 500;
+    char code[5] = {(char)('0' + status / 100), (char)('0' + status / 10 % 10),
+                    (char)('0' + status % 10), ' ', 0};
+    int rc = buf_reserve(out, 160 + (content_type ? strlen(content_type) : 0) +
+                                  (extra ? strlen(extra) : 0));
+    if (!rc) rc = buf_append(out, "HTTP/1.1 ", 9);
+    if (!rc) rc = buf_append(out, code, 4);
+    if (!rc) rc = buf_puts(out, st);
+    if (!rc) rc = buf_append(out, "\r\n", 2);
+    if (!rc) rc = buf_append(out, server, sizeof server - 1);
+    if (!rc && content_type) {
+        rc = buf_append(out, "Content-Type: ", 14);
+        if (!rc) rc = buf_puts(out, content_type);
+        if (!rc) rc = buf_append(out, "\r\n", 2);
+    }
     if (!rc) {
-        if (content_length >= 0)
-            rc = buf_printf(out, "Content-Length: %lld\r\n", content_length);
-        else
+        if (content_length >= 0) {
+            char *d = fmt_ull(tmp, (unsigned long long)content_length);
+            rc = buf_append(out, "Content-Length: ", 16);
+            if (!rc) rc = buf_append(out, d, (size_t)(tmp + sizeof tmp - d));
+            if (!rc) rc = buf_append(out, "\r\n", 2);
+        } else {
             rc = buf_puts(out, "Transfer-Encoding: chunked\r\n");
+        }
     }
     if (!rc)
         rc = buf_puts(out, keep_alive ? "Connection: keep-alive\r\n" : "Connection: close\r\n");
     if (!rc && extra) rc = buf_puts(out, extra);
-    if (!rc) rc = buf_puts(out, "\r\n");
+    if (!rc) rc = buf_append(out, "\r\n", 2);
     return rc;
 }

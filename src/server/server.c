@@ -43,6 +43,7 @@ struct conn {
     conn_t *prev, *next;
     http_rx_t rx;
     buf_t inbuf;
+    buf_t head; /* response head, reused across keep-alive requests */
     srv_req_t req;
     char peer[64];
     int active;  /* req is with the handler */
@@ -120,33 +121,66 @@ static void on_write(uv_write_t *w, int status)
     }
 }
 
-/* Queue b's bytes on the socket; takes b's memory. */
-static int conn_write(conn_t *c, buf_t *b)
+/* Send bufs on the socket. What the kernel takes at once is written now
+ * (uv_try_write: no request, no allocation, no callback, and no epoll change
+ * — the common case for a reply that fits the socket buffer); the rest is
+ * copied into one block and queued with uv_write. The caller keeps its
+ * buffers. Bytes are never reordered: uv_try_write refuses while earlier
+ * writes are queued. */
+static int conn_writev(conn_t *c, const uv_buf_t *bufs, int nbufs)
 {
-    if (c->closing || c->lingering || b->n == 0) {
-        buf_free(b);
-        return c->closing ? BAR_ERR_IO : 0;
+    size_t total = 0;
+    for (int i = 0; i < nbufs; i++)
+        total += bufs[i].len;
+    if (c->closing || c->lingering || total == 0) return c->closing ? BAR_ERR_IO : 0;
+    if (c->active) c->req.bytes_out += total;
+    size_t done = 0;
+    if (c->n_writes == 0) {
+        int w = uv_try_write((uv_stream_t *)&c->tcp, bufs, (unsigned)nbufs);
+        if (w > 0) done = (size_t)w;
+        /* an error (EPIPE, ECONNRESET ...) is reported by the queued write below */
+        if (done == total) return 0;
     }
     wreq_t *wr = malloc(sizeof *wr);
-    if (!wr) {
-        buf_free(b);
+    char *mem = malloc(total - done);
+    if (!wr || !mem) {
+        free(wr);
+        free(mem);
         conn_close(c);
         return BAR_ERR_NOMEM;
     }
-    size_t n = b->n;
+    size_t skip = done, k = 0;
+    for (int i = 0; i < nbufs; i++) {
+        size_t len = bufs[i].len;
+        if (skip >= len) {
+            skip -= len;
+            continue;
+        }
+        memcpy(mem + k, bufs[i].base + skip, len - skip);
+        k += len - skip;
+        skip = 0;
+    }
     wr->c = c;
-    wr->mem = buf_release(b);
-    uv_buf_t ub = uv_buf_init(wr->mem, (unsigned)n);
+    wr->mem = mem;
+    uv_buf_t ub = uv_buf_init(mem, (unsigned)k);
     int rc = uv_write(&wr->w, (uv_stream_t *)&c->tcp, &ub, 1, on_write);
     if (rc) {
-        free(wr->mem);
+        free(mem);
         free(wr);
         conn_close(c);
         return BAR_ERR_IO;
     }
     c->n_writes++;
-    if (c->active) c->req.bytes_out += n;
     return 0;
+}
+
+/* Queue b's bytes on the socket; frees b. */
+static int conn_write(conn_t *c, buf_t *b)
+{
+    uv_buf_t ub = uv_buf_init(b->p, (unsigned)b->n);
+    int rc = conn_writev(c, &ub, 1);
+    buf_free(b);
+    return rc;
 }
 
 static void on_conn_handle_closed(uv_handle_t *h)
@@ -156,6 +190,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     srv_t *s = c->s;
     http_rx_free(&c->rx);
     buf_free(&c->inbuf);
+    buf_free(&c->head);
     free(c);
     s->n_alloc--;
     maybe_free_srv(s);
@@ -654,15 +689,19 @@ int srv_respond(srv_req_t *r, int status, const char *content_type, const char *
 {
     conn_t *c = r->c;
     if (!c->active || r->streaming) return BAR_ERR_INVALID;
-    buf_t out = {0};
     r->status = status;
     r->keep = c->rx.req.keep_alive && !c->s->shutting_down;
-    int rc = http_format_head(&out, status, content_type, (long long)n, r->keep, extra);
-    if (!rc && c->rx.req.method != HTTP_HEAD) rc = buf_append(&out, body, n);
-    if (rc)
-        buf_free(&out), r->keep = 0;
-    else
-        rc = conn_write(c, &out);
+    /* the head goes into the connection's reusable buffer; the body is sent
+     * from the caller's memory (copied only if the socket cannot take it now) */
+    buf_clear(&c->head);
+    int rc = http_format_head(&c->head, status, content_type, (long long)n, r->keep, extra);
+    if (rc) {
+        r->keep = 0;
+    } else {
+        uv_buf_t v[2] = {uv_buf_init(c->head.p, (unsigned)c->head.n),
+                         uv_buf_init((char *)(body ? body : ""), (unsigned)n)};
+        rc = conn_writev(c, v, c->rx.req.method != HTTP_HEAD && n ? 2 : 1);
+    }
     req_finish(r);
     return rc;
 }
