@@ -355,8 +355,11 @@ AI void repack(int t, const void *W, size_t row_bytes, int r, int nr, int next_r
     const uint8_t *next =
         (const uint8_t *)W + (size_t)(r + TILE_ROWS) * row_bytes + (size_t)k0 * bs;
     const int pf = nr == TILE_ROWS && next_rows > 0;
-    for (int k = 0; k < kc; k++) {
-        if (pf)
+    /* one prefetch per row every pstep blocks: pstep * bs <= 64, so every
+     * cache line of each row is touched once or twice */
+    const int pstep = (int)(64 / bs);
+    for (int k = 0, kp = 0; k < kc; k++, kp = kp + 1 == pstep ? 0 : kp + 1) {
+        if (pf && kp == 0)
             for (int i = 0; i < next_rows; i++)
                 _mm_prefetch((const char *)next + (size_t)i * row_bytes + (size_t)k * bs,
                              _MM_HINT_T1); /* to L2: L1 has too few miss buffers */
