@@ -229,20 +229,16 @@ static void parse_cache_control(http_slice_t v, api_cache_req_t *q)
     }
 }
 
-int api_cache_decide(api_cache_t *c, const http_req_t *h, const char *endpoint,
+int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body, const char *endpoint,
                      const char *model_id, api_cache_req_t *q)
 {
     memset(q, 0, sizeof *q);
     q->max_age = -1;
     http_slice_t cc = http_req_header(h, "cache-control");
     if (cc.p) parse_cache_control(cc, q);
-    cJSON *body = cJSON_ParseWithLength(h->body.p ? h->body.p : "", h->body.n);
     if (!body) return BAR_ERR_INVALID;
     q->cacheable = cache_key_cacheable(body, q->max_age > 0 || c->set->cache_sampled);
-    if (!q->cacheable) {
-        cJSON_Delete(body);
-        return 0;
-    }
+    if (!q->cacheable) return 0;
     /* namespace: the presented bearer token, NUL, X-Cache-Namespace */
     char nsbuf[1024];
     size_t nn = 0;
@@ -263,7 +259,6 @@ int api_cache_decide(api_cache_t *c, const http_req_t *h, const char *endpoint,
     cache_key_ctx_t kc = {endpoint, model_id, c->digest, nsbuf, nn};
     bar_msg_t m = {{0}};
     int rc = cache_key_make(&q->key, body, &kc, &m);
-    cJSON_Delete(body);
     if (rc) {
         q->cacheable = 0;
         return rc;

@@ -75,12 +75,14 @@ typedef struct {
     char hex[CACHE_KEY_HEX_LEN + 1];
 } api_cache_req_t;
 
-/* Decide for request h (its body already validated by oai_parse_request):
- * Cache-Control, cacheability, namespace (docs/CACHE.md: bearer token + "\0"
- * + X-Cache-Namespace) and key. 0, or a negative code (the body did not parse
- * as JSON again, OOM): then treat the request as not cacheable. */
-int api_cache_decide(api_cache_t *c, const http_req_t *h, const char *endpoint,
-                     const char *model_id, api_cache_req_t *out);
+/* Decide for request h, whose body parsed (oai_parse_json) to the JSON
+ * object body (borrowed; not yet validated — the caller validates fully
+ * unless the key hits, see gen_handle): Cache-Control, cacheability,
+ * namespace (docs/CACHE.md: bearer token + "\0" + X-Cache-Namespace) and key.
+ * 0, or a negative code (no body, OOM, nesting too deep): then treat the
+ * request as not cacheable. */
+int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
+                     const char *endpoint, const char *model_id, api_cache_req_t *out);
 
 /* TTL to store a reply of request q with, in ms (0 = none). */
 uint64_t api_cache_ttl_ms(const api_cache_t *c, const api_cache_req_t *q);

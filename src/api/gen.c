@@ -297,17 +297,45 @@ static void client_unlink(client_t *c)
     c->g = NULL;
 }
 
-/* The X-Cache headers of a reply to c. tier/age only for hits. */
+/* Append NUL-terminated s at *p, not past end. */
+static void hdr_put(char **p, const char *end, const char *s)
+{
+    size_t n = strlen(s);
+    if (n > (size_t)(end - *p)) n = (size_t)(end - *p);
+    memcpy(*p, s, n);
+    *p += n;
+}
+
+/* The X-Cache headers of a reply to c. tier/age only for hits. Built with
+ * plain copies (this runs on every hit). */
 static void cache_headers(const client_t *c, const char *xcache, const char *tier, long long age,
                           char *out, size_t size)
 {
     out[0] = '\0';
-    if (!xcache) return;
-    int n = snprintf(out, size, "X-Cache: %s\r\n", xcache);
-    if (tier && n > 0 && (size_t)n < size)
-        n += snprintf(out + n, size - (size_t)n, "X-Cache-Tier: %s\r\nAge: %lld\r\n", tier, age);
-    if (c->cq.cacheable && n > 0 && (size_t)n < size)
-        snprintf(out + n, size - (size_t)n, "X-Cache-Key: %s\r\n", c->cq.hex);
+    if (!xcache || size < 2) return;
+    char *p = out, *end = out + size - 1;
+    hdr_put(&p, end, "X-Cache: ");
+    hdr_put(&p, end, xcache);
+    hdr_put(&p, end, "\r\n");
+    if (tier) {
+        char num[24], *d = num + sizeof num;
+        unsigned long long v = age < 0 ? 0 : (unsigned long long)age;
+        *--d = '\0';
+        do
+            *--d = (char)('0' + v % 10);
+        while (v /= 10);
+        hdr_put(&p, end, "X-Cache-Tier: ");
+        hdr_put(&p, end, tier);
+        hdr_put(&p, end, "\r\nAge: ");
+        hdr_put(&p, end, d);
+        hdr_put(&p, end, "\r\n");
+    }
+    if (c->cq.cacheable) {
+        hdr_put(&p, end, "X-Cache-Key: ");
+        hdr_put(&p, end, c->cq.hex);
+        hdr_put(&p, end, "\r\n");
+    }
+    *p = '\0';
 }
 
 static void gen_cancel(gen_t *g, const char *reason)
@@ -484,21 +512,28 @@ static int entry_lp_view(const cache_lp_t *lp, int n, lp_view_t *out)
 
 /* Answer c from e at once (JSON object or the whole SSE stream) and free c.
  * Never leaves the loop thread. */
-static void reply_entry(client_t *c, const cache_entry_t *e, const char *tier)
+static void reply_entry(client_t *c, cache_entry_t *e, const char *tier)
 {
     api_t *a = c->a;
     srv_req_t *r = c->r;
     c->r = NULL;
     srv_req_set_user(r, NULL, NULL, NULL);
-    make_id(a, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
-    oai_resp_t resp = {c->kind, c->id, (long)e->created, a->model_id};
-    oai_usage_t u = {e->prompt_tokens, e->completion_tokens, e->cached_tokens};
-    oai_finish_t fin = e->finish == CACHE_FINISH_STOP ? OAI_FINISH_STOP : OAI_FINISH_LENGTH;
     long long age = (api_cache_now_ms() - e->stored_ms) / 1000;
     if (age < 0) age = 0;
     char hdr[320];
     cache_headers(c, "HIT", tier, age, hdr, sizeof hdr);
     buf_t out = {0};
+    unsigned tag = (unsigned)c->kind << 1 | (c->want_lp ? 1u : 0u);
+    if (!c->stream && e->memo && e->memo_tag == tag) {
+        /* the reply rendered by an earlier hit of this entry, sent as it is */
+        srv_respond(r, 200, "application/json", e->memo, e->memo_len, hdr);
+        client_free(c);
+        return;
+    }
+    make_id(a, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
+    oai_resp_t resp = {c->kind, c->id, (long)e->created, a->model_id};
+    oai_usage_t u = {e->prompt_tokens, e->completion_tokens, e->cached_tokens};
+    oai_finish_t fin = e->finish == CACHE_FINISH_STOP ? OAI_FINISH_STOP : OAI_FINISH_LENGTH;
     buf_reserve(&out, e->text_len * 2 + 512);
     if (!c->stream) {
         lp_view_t v;
@@ -506,6 +541,17 @@ static void reply_entry(client_t *c, const cache_entry_t *e, const char *tier)
         oai_format_response(&out, &resp, e->text, e->text_len, fin, &u, v.v, e->n_lp, c->want_lp);
         lp_view_free(&v);
         srv_respond(r, 200, "application/json", out.p, out.n, hdr);
+        /* Keep the rendering for the next hit (its id too: every non-streaming
+         * hit of one entry answers with the same "id"). Charged to the L1
+         * budget. Entries from L2 are promoted to L1 before this runs. */
+        if (!e->memo && out.n) {
+            size_t n = out.n;
+            char *p = buf_release(&out);
+            if (cache_entry_set_memo(e, p, n, tag))
+                free(p);
+            else if (a->cache && a->cache->l1)
+                cache_l1_recharge(a->cache->l1, e);
+        }
     } else {
         if (c->kind == OAI_CHAT)
             oai_format_chunk(&out, &resp, 1, NULL, 0, OAI_FINISH_NONE, NULL, NULL, 0, 0);
@@ -1043,40 +1089,78 @@ void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
                   "The model is still loading; retry when GET /ready answers 200.");
         return;
     }
+    /* the body is parsed once: the cache keys on this tree and validation
+     * reads it */
+    cJSON *root = NULL;
+    if (oai_parse_json(h->body.p ? h->body.p : "", h->body.n, &root, &e) < 0) {
+        api_send_error(r, &e);
+        return;
+    }
     client_t *c = calloc(1, sizeof *c);
     if (!c) {
+        cJSON_Delete(root);
         api_error(r, 500, "server_error", NULL, NULL, "out of memory");
         return;
     }
     c->a = a;
-    if (oai_parse_request(&c->q, kind, h->body.p ? h->body.p : "", h->body.n, &e) < 0) goto fail;
+    c->kind = kind;
+    api_cache_t *ac = a->cache;
+    int cache_on = api_cache_on(ac);
+    if (cache_on) {
+        api_cache_decide(ac, h, root, kind == OAI_CHAT ? "chat" : "completions", a->model_id,
+                         &c->cq);
+        cache_entry_t *hit = c->cq.cacheable && !c->cq.no_cache && ac->l1
+                                 ? cache_l1_get(ac->l1, &c->cq.key)
+                                 : NULL;
+        if (hit && fresh_enough(c, hit)) {
+            /* An exact L1 hit skips the full validation. Only replies to
+             * requests that passed oai_parse_tree are ever stored, and the key
+             * covers every member of the body except model, stream,
+             * stream_options, user, metadata and store (cache_key.c); so this
+             * body equals, member for member, one that was valid. What the key
+             * leaves out is checked here (oai_parse_delivery: model, user,
+             * stream, stream_options; metadata and store are never checked),
+             * and the model must still be this one. */
+            int rc = oai_parse_delivery(&c->q, kind, root, &e);
+            if (rc == 0 && !model_ok(a, c->q.model))
+                rc = oai_err(&e, 404, "invalid_request_error", "model_not_found", "model",
+                             "The model '%s' does not exist. Available: '%s' (alias 'default').",
+                             c->q.model, a->model_id);
+            if (rc < 0) {
+                cache_entry_release(hit);
+                goto fail;
+            }
+            cJSON_Delete(root);
+            c->stream = c->q.stream;
+            c->include_usage = c->q.include_usage;
+            c->want_lp = c->q.logprobs;
+            c->r = r;
+            ac->hit_l1++;
+            reply_entry(c, hit, "L1");
+            cache_entry_release(hit);
+            return;
+        }
+        cache_entry_release(hit);
+    }
+    if (oai_parse_tree(&c->q, kind, root, &e) < 0) goto fail;
+    cJSON_Delete(root);
+    root = NULL;
     if (!model_ok(a, c->q.model)) {
         oai_err(&e, 404, "invalid_request_error", "model_not_found", "model",
                 "The model '%s' does not exist. Available: '%s' (alias 'default').", c->q.model,
                 a->model_id);
         goto fail;
     }
-    c->kind = kind;
     c->stream = c->q.stream;
     c->include_usage = c->q.include_usage;
     c->want_lp = c->q.logprobs;
     c->r = r;
     srv_req_set_user(r, c, on_abort, on_drain);
-    api_cache_t *ac = a->cache;
-    if (api_cache_on(ac)) {
-        api_cache_decide(ac, h, kind == OAI_CHAT ? "chat" : "completions", a->model_id, &c->cq);
+    if (cache_on) {
         if (!c->cq.cacheable) {
             c->xcache = "BYPASS";
             ac->bypass++;
         } else if (!c->cq.no_cache) {
-            cache_entry_t *hit = ac->l1 ? cache_l1_get(ac->l1, &c->cq.key) : NULL;
-            if (hit && fresh_enough(c, hit)) {
-                ac->hit_l1++;
-                reply_entry(c, hit, "L1");
-                cache_entry_release(hit);
-                return;
-            }
-            cache_entry_release(hit);
             sf_entry_t *sfe = sf_find(ac->sf, &c->cq.key);
             if (sfe) {
                 join_gen(c, sfe);
@@ -1092,6 +1176,7 @@ void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
     return;
 
 fail:
+    cJSON_Delete(root);
     oai_req_free(&c->q);
     free(c);
     api_send_error(r, &e);

@@ -315,9 +315,8 @@ void oai_req_free(oai_req_t *r)
     memset(r, 0, sizeof *r);
 }
 
-static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
+static int parse_model(oai_req_t *r, const cJSON *root, oai_err_t *e)
 {
-    int rc;
     const cJSON *v = member(root, "model");
     if (v) {
         if (!cJSON_IsString(v)) return bad_type(e, "model", "a string", v);
@@ -326,6 +325,32 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
                            "The model '%.64s...' does not exist.", v->valuestring);
         snprintf(r->model, sizeof r->model, "%s", v->valuestring);
     }
+    return 0;
+}
+
+/* stream_options (after r->stream is known) */
+static int parse_stream_options(oai_req_t *r, const cJSON *root, oai_err_t *e)
+{
+    const cJSON *v = member(root, "stream_options");
+    if (v) {
+        if (!cJSON_IsObject(v)) return bad_type(e, "stream_options", "an object", v);
+        if (!r->stream)
+            return oai_err(e, 400, BAD_REQ, "invalid_value", "stream_options",
+                           "The 'stream_options' parameter is only allowed when 'stream' is "
+                           "enabled.");
+        const cJSON *iu = member(v, "include_usage");
+        if (iu && !cJSON_IsBool(iu))
+            return bad_type(e, "stream_options.include_usage", "a boolean", iu);
+        r->include_usage = iu && cJSON_IsTrue(iu);
+    }
+    return 0;
+}
+
+static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
+{
+    int rc;
+    const cJSON *v;
+    if ((rc = parse_model(r, root, e))) return rc;
     if ((rc = reject_unsupported(root, r->kind, e))) return rc;
     if (r->kind == OAI_CHAT)
         rc = parse_messages(r, root, e);
@@ -371,20 +396,9 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
     if ((v = member(root, "user")) && !cJSON_IsString(v)) return bad_type(e, "user", "a string", v);
     if ((rc = parse_stop(r, root, e))) return rc;
     if ((rc = get_bool(root, "stream", &r->stream, e)) ||
-        (rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)))
+        (rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)) ||
+        (rc = parse_stream_options(r, root, e)))
         return rc;
-    v = member(root, "stream_options");
-    if (v) {
-        if (!cJSON_IsObject(v)) return bad_type(e, "stream_options", "an object", v);
-        if (!r->stream)
-            return oai_err(e, 400, BAD_REQ, "invalid_value", "stream_options",
-                           "The 'stream_options' parameter is only allowed when 'stream' is "
-                           "enabled.");
-        const cJSON *iu = member(v, "include_usage");
-        if (iu && !cJSON_IsBool(iu))
-            return bad_type(e, "stream_options.include_usage", "a boolean", iu);
-        r->include_usage = iu && cJSON_IsTrue(iu);
-    }
     if (r->kind == OAI_CHAT) {
         if ((rc = get_bool(root, "logprobs", &r->logprobs, e))) return rc;
         ll = 0;
@@ -404,7 +418,7 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
     return 0;
 }
 
-int oai_parse_request(oai_req_t *r, oai_kind_t kind, const char *body, size_t n, oai_err_t *e)
+static void req_init(oai_req_t *r, oai_kind_t kind)
 {
     memset(r, 0, sizeof *r);
     r->kind = kind;
@@ -412,6 +426,11 @@ int oai_parse_request(oai_req_t *r, oai_kind_t kind, const char *body, size_t n,
     r->temperature = 1.0;
     r->top_p = 1.0;
     r->repeat_penalty = 1.0;
+}
+
+int oai_parse_json(const char *body, size_t n, cJSON **out, oai_err_t *e)
+{
+    *out = NULL;
     if (n == 0)
         return oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
                        "The request body is empty; expected a JSON object.");
@@ -435,12 +454,48 @@ int oai_parse_request(oai_req_t *r, oai_kind_t kind, const char *body, size_t n,
             return oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
                            "Unexpected data after the JSON value at byte %zu.", (size_t)(p - body));
         }
+    if (!cJSON_IsObject(root)) {
+        int rc = oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
+                         "The request body must be a JSON object, got %s.", json_type_name(root));
+        cJSON_Delete(root);
+        return rc;
+    }
+    *out = root;
+    return 0;
+}
+
+int oai_parse_tree(oai_req_t *r, oai_kind_t kind, const cJSON *root, oai_err_t *e)
+{
+    req_init(r, kind);
+    return parse_root(r, root, e);
+}
+
+int oai_parse_delivery(oai_req_t *r, oai_kind_t kind, const cJSON *root, oai_err_t *e)
+{
+    req_init(r, kind);
     int rc;
-    if (!cJSON_IsObject(root))
-        rc = oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
-                     "The request body must be a JSON object, got %s.", json_type_name(root));
-    else
-        rc = parse_root(r, root, e);
+    const cJSON *v;
+    if ((rc = parse_model(r, root, e))) return rc;
+    if ((v = member(root, "user")) && !cJSON_IsString(v)) return bad_type(e, "user", "a string", v);
+    if ((rc = get_bool(root, "stream", &r->stream, e)) || (rc = parse_stream_options(r, root, e)))
+        return rc;
+    /* logprobs is part of the key (valid when stored); read it for the output */
+    if (kind == OAI_CHAT) {
+        v = member(root, "logprobs");
+        r->logprobs = v && cJSON_IsTrue(v);
+    } else {
+        r->logprobs = member(root, "logprobs") != NULL;
+    }
+    return 0;
+}
+
+int oai_parse_request(oai_req_t *r, oai_kind_t kind, const char *body, size_t n, oai_err_t *e)
+{
+    req_init(r, kind);
+    cJSON *root;
+    int rc = oai_parse_json(body, n, &root, e);
+    if (rc) return rc;
+    rc = parse_root(r, root, e);
     cJSON_Delete(root);
     return rc;
 }

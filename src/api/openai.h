@@ -73,6 +73,21 @@ int oai_err(oai_err_t *e, int status, const char *type, const char *code, const 
  * On success r owns heap memory released by oai_req_free (also call it after
  * a failure: it is always safe). */
 int oai_parse_request(oai_req_t *r, oai_kind_t kind, const char *body, size_t n, oai_err_t *err);
+
+/* The three steps of oai_parse_request, for a caller that needs the tree too
+ * (the response cache keys on it, so a body is parsed once).
+ * oai_parse_json: the body as a JSON object (empty, NUL bytes, bad syntax,
+ * trailing data, not an object → 400). *root is the caller's (cJSON_Delete).
+ * oai_parse_tree: validate and extract every member, as oai_parse_request.
+ * oai_parse_delivery: only the members the cache key leaves out and the reply
+ * needs — model, user, stream, stream_options — plus logprobs (read, not
+ * checked: it is in the key). For a cache hit: the rest of the body equals,
+ * member for member, a request that passed oai_parse_tree when its reply was
+ * stored (docs/CACHE.md). r: as oai_parse_request (oai_req_free). */
+struct cJSON;
+int oai_parse_json(const char *body, size_t n, struct cJSON **root, oai_err_t *err);
+int oai_parse_tree(oai_req_t *r, oai_kind_t kind, const struct cJSON *root, oai_err_t *err);
+int oai_parse_delivery(oai_req_t *r, oai_kind_t kind, const struct cJSON *root, oai_err_t *err);
 void oai_req_free(oai_req_t *r);
 
 /* The JSON error body (with a trailing newline) appended to out. */

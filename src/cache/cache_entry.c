@@ -70,7 +70,20 @@ cache_entry_t *cache_entry_ref(cache_entry_t *e)
 
 void cache_entry_release(cache_entry_t *e)
 {
-    if (e && --e->refs == 0) free(e);
+    if (e && --e->refs == 0) {
+        free(e->memo);
+        free(e);
+    }
+}
+
+int cache_entry_set_memo(cache_entry_t *e, char *p, size_t n, unsigned tag)
+{
+    if (e->memo) return BAR_ERR_INVALID;
+    e->memo = p;
+    e->memo_len = n;
+    e->memo_tag = tag;
+    e->mem_bytes += n + MALLOC_OVERHEAD;
+    return 0;
 }
 
 int64_t cache_entry_expires_ms(const cache_entry_t *e)

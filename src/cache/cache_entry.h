@@ -71,8 +71,15 @@ typedef struct cache_entry {
     int has_logprobs; /* the request asked for logprobs */
     const cache_lp_t *lp;
     int n_lp;
-    size_t mem_bytes; /* honest size of this entry in memory */
+    size_t mem_bytes; /* honest size of this entry in memory (memo included) */
     int refs;         /* private: use cache_entry_ref/release */
+    /* The one mutable part: a rendering derived from the entry by its user
+     * (the API keeps the preformatted JSON reply of a non-streaming hit here),
+     * set at most once with cache_entry_set_memo on the loop thread, freed
+     * with the entry, never encoded. memo_tag says which rendering it is. */
+    char *memo;
+    size_t memo_len;
+    unsigned memo_tag;
 } cache_entry_t;
 
 /* Take another reference; returns e. */
@@ -80,6 +87,12 @@ cache_entry_t *cache_entry_ref(cache_entry_t *e);
 
 /* Drop a reference; the last one frees. NULL is fine. */
 void cache_entry_release(cache_entry_t *e);
+
+/* Attach a derived rendering p[0, n) (malloc'd; e takes it) with the caller's
+ * tag, and add its size to e->mem_bytes (then cache_l1_recharge, when e is
+ * resident). Loop thread only. 0, or BAR_ERR_INVALID when e already has a
+ * memo (p stays the caller's). */
+int cache_entry_set_memo(cache_entry_t *e, char *p, size_t n, unsigned tag);
 
 /* Absolute unix-ms expiry (stored_ms + ttl_ms), or 0 when it never expires. */
 int64_t cache_entry_expires_ms(const cache_entry_t *e);

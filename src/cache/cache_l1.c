@@ -456,6 +456,15 @@ int cache_l1_put(cache_l1_t *l1, cache_entry_t *e, uint64_t ttl_ms, unsigned fla
     return 0;
 }
 
+void cache_l1_recharge(cache_l1_t *l1, const cache_entry_t *e)
+{
+    node_t *n = idx_find(l1, &e->key);
+    if (!n || n->e != e) return;
+    node_recharge(l1, n, e->mem_bytes + CACHE_L1_NODE_BYTES);
+    while (l1->bytes > l1->o.budget_bytes && l1->pol->evict(l1))
+        ;
+}
+
 int cache_l1_del(cache_l1_t *l1, const cache_key_t *k)
 {
     node_t *n = idx_find(l1, k);

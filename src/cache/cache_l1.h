@@ -91,6 +91,12 @@ cache_entry_t *cache_l1_get(cache_l1_t *l1, const cache_key_t *k);
  * BAR_ERR_NOMEM. */
 int cache_l1_put(cache_l1_t *l1, cache_entry_t *e, uint64_t ttl_ms, unsigned flags);
 
+/* e (resident under its key) grew (cache_entry_set_memo): charge its new
+ * mem_bytes and evict until the budget holds again (e itself may go; the
+ * caller's reference keeps it alive). No-op when e is not the resident
+ * entry for its key. */
+void cache_l1_recharge(cache_l1_t *l1, const cache_entry_t *e);
+
 /* Remove one key. 1 if it was resident, else 0. */
 int cache_l1_del(cache_l1_t *l1, const cache_key_t *k);
 

@@ -101,6 +101,36 @@ def test_model_alias_shares_but_unknown_model_is_404(server):
     assert st == 404 and "x-cache" not in h
 
 
+@pytest.mark.parametrize("bad,status", [
+    ({"stream": "yes"}, 400),
+    ({"stream_options": {"include_usage": True}}, 400),
+    ({"stream": True, "stream_options": {"include_usage": 1}}, 400),
+    ({"user": 5}, 400),
+    ({"model": 7}, 400),
+    ({"model": "other-model"}, 404),
+], ids=["stream", "stream_options_no_stream", "include_usage", "user", "model_type", "model"])
+def test_hit_still_validates_the_members_the_key_leaves_out(server, bad, status):
+    # a hit skips the full validation (the keyed members equal a stored, valid
+    # request's) but not the members the key excludes
+    b = body_with(messages=[{"role": "user", "content": "Name a stone."}])
+    chat(server, b)
+    st, h, _ = chat(server, b)
+    assert h["x-cache"] == "HIT"
+    st, h, body = chat(server, dict(b, **bad))
+    assert st == status, body
+    assert "x-cache" not in h
+
+
+def test_plain_hits_reuse_one_rendering(server):
+    b = body_with(messages=[{"role": "user", "content": "Name a metal."}])
+    chat(server, b)
+    bodies = [request(server, "POST", "/v1/chat/completions", json.dumps(b)) for _ in range(3)]
+    assert all(st == 200 and h["x-cache"] == "HIT" for st, h, _ in bodies)
+    # the stored rendering (its id included) is replayed byte for byte
+    assert bodies[1][2] == bodies[2][2]
+    assert int(bodies[2][1]["content-length"]) == len(bodies[2][2])
+
+
 def test_sampled_request_bypasses(server):
     b = body_with(temperature=0.8)
     for _ in range(2):
