@@ -4,6 +4,8 @@ Redis killed and restarted while requests keep coming."""
 import json
 import shutil
 
+import time
+
 import pytest
 
 from serverutil import Redis, Server, chat, metrics, request, sse_text, wait_for
@@ -107,11 +109,19 @@ def test_redis_killed_and_restarted_no_failed_requests(barista_bin, gguf_path):
         st, h, _ = chat(s, q)
         statuses.append(st)
         assert h["x-cache"] == "MISS"  # the new Redis is empty
-        wait_for(lambda: stats(s)["l2"]["sets"] > sets, timeout=5)
-        st, h, _ = chat(s, q)
-        statuses.append(st)
+        assert wait_for(lambda: stats(s)["l2"]["sets"] > sets, timeout=10)
+        # L2 serves again. A lookup slower than --redis-timeout-ms is a miss by
+        # design (a loaded CI box can make one), so allow a few tries.
+        hit = False
+        for _ in range(10):
+            st, h, _ = chat(s, q)
+            statuses.append(st)
+            if h["x-cache"] == "HIT" and h.get("x-cache-tier") == "L2":
+                hit = True
+                break
+            time.sleep(0.3)
         assert statuses == [200] * len(statuses)
-        assert h["x-cache"] == "HIT" and h["x-cache-tier"] == "L2"
+        assert hit
         m = metrics(s)
         errs = sum(v for k, v in m.items() if k.startswith("barista_redis_errors_total"))
         assert errs >= 1
