@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <xxhash.h>
 
 #include "api/openai.h"
 #include "obs/metrics.h"
@@ -37,9 +38,22 @@ static void on_peer_purge(void *user, cache_purge_kind_t kind, uint64_t ns, cons
         cache_l1_del(c->l1, key);
 }
 
+static void memo_free(api_cache_t *c)
+{
+    if (c->memo)
+        for (int i = 0; i < API_CACHE_MEMO_SLOTS; i++)
+            free(c->memo[i].id);
+    free(c->memo);
+    c->memo = NULL;
+    buf_free(&c->memo_id);
+}
+
 static void maybe_free(api_cache_t *c)
 {
-    if (c->closing && c->n_open == 0 && !c->snap_busy) free(c);
+    if (c->closing && c->n_open == 0 && !c->snap_busy) {
+        memo_free(c);
+        free(c);
+    }
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -266,6 +280,61 @@ int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body, con
     q->ns = cache_ns_hash(nsbuf, nn);
     cache_key_hex(&q->key, q->hex);
     return 0;
+}
+
+/* identity: kind, model id, digest, Cache-Control, Authorization,
+ * X-Cache-Namespace (each length-prefixed, present or not), then the body */
+static int memo_put_slice(buf_t *b, const char *p, size_t n, int present)
+{
+    uint32_t len = present ? (uint32_t)n + 1 : 0;
+    if (buf_append(b, &len, sizeof len)) return -1;
+    return n ? buf_append(b, p, n) : 0;
+}
+
+static int memo_identity(api_cache_t *c, const http_req_t *h, int kind, const char *model_id)
+{
+    buf_t *b = &c->memo_id;
+    buf_clear(b);
+    if (!h->body.p || h->body.n > API_CACHE_MEMO_MAX) return -1;
+    static const char *const names[] = {"cache-control", "authorization", "x-cache-namespace"};
+    unsigned char k = (unsigned char)kind;
+    if (buf_append(b, &k, 1) || memo_put_slice(b, model_id, strlen(model_id), 1) ||
+        memo_put_slice(b, c->digest, strlen(c->digest), 1))
+        return -1;
+    for (int i = 0; i < 3; i++) {
+        http_slice_t v = http_req_header(h, names[i]);
+        if (memo_put_slice(b, v.p, v.p ? v.n : 0, v.p != NULL)) return -1;
+    }
+    if (buf_append(b, h->body.p, h->body.n)) return -1;
+    return b->n > API_CACHE_MEMO_MAX + 2048 ? -1 : 0;
+}
+
+const api_cache_memo_t *api_cache_memo_find(api_cache_t *c, const http_req_t *h, int kind,
+                                            const char *model_id)
+{
+    if (!c->memo || memo_identity(c, h, kind, model_id)) return NULL;
+    uint64_t x = XXH3_64bits(c->memo_id.p, c->memo_id.n);
+    const api_cache_memo_t *m = &c->memo[x & (API_CACHE_MEMO_SLOTS - 1)];
+    if (!m->id || m->h != x || m->n != c->memo_id.n || memcmp(m->id, c->memo_id.p, m->n))
+        return NULL;
+    return m;
+}
+
+void api_cache_memo_put(api_cache_t *c, const http_req_t *h, int kind, const char *model_id,
+                        const api_cache_req_t *cq, int stream, int include_usage, int want_lp)
+{
+    if (!c->memo) {
+        c->memo = calloc(API_CACHE_MEMO_SLOTS, sizeof *c->memo);
+        if (!c->memo) return;
+    }
+    if (memo_identity(c, h, kind, model_id)) return;
+    uint64_t x = XXH3_64bits(c->memo_id.p, c->memo_id.n);
+    api_cache_memo_t *m = &c->memo[x & (API_CACHE_MEMO_SLOTS - 1)];
+    char *id = malloc(c->memo_id.n);
+    if (!id) return;
+    memcpy(id, c->memo_id.p, c->memo_id.n);
+    free(m->id);
+    *m = (api_cache_memo_t){x, id, c->memo_id.n, *cq, stream, include_usage, want_lp};
 }
 
 uint64_t api_cache_ttl_ms(const api_cache_t *c, const api_cache_req_t *q)

@@ -24,6 +24,14 @@
 #include "server/settings.h"
 #include "util/buf.h"
 
+/* Raw-request memo (see api_cache_memo_find): one slot remembers that a
+ * byte-identical request (endpoint, model, digest, the three headers the key
+ * reads, the body) was fully decided and answered as an exact L1 hit. */
+#define API_CACHE_MEMO_SLOTS 64
+#define API_CACHE_MEMO_MAX (16 * 1024) /* identities longer than this are not memoised */
+
+typedef struct api_cache_memo api_cache_memo_t;
+
 typedef struct api_cache {
     const srv_settings_t *set;
     uv_loop_t *loop;
@@ -42,6 +50,8 @@ typedef struct api_cache {
     /* outcomes (barista_cache_requests_total) */
     uint64_t hit_l1, hit_l2, miss, bypass, coalesced;
     uint64_t stored, store_refused;
+    api_cache_memo_t *memo; /* API_CACHE_MEMO_SLOTS slots, allocated on first use */
+    buf_t memo_id;          /* scratch: the identity of the request being looked up */
 } api_cache_t;
 
 /* Create the tiers from the settings (--cache-mem, --cache-policy, --redis,
@@ -85,6 +95,25 @@ int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
                      const char *endpoint, const char *model_id, api_cache_req_t *out);
 
 /* TTL to store a reply of request q with, in ms (0 = none). */
+/* The decision of an earlier exact L1 hit, reused for a byte-identical
+ * request: if the raw identity bytes are equal, the parse, the key and the
+ * delivery checks would all come out the same, so none of them runs again. */
+struct api_cache_memo {
+    uint64_t h;
+    char *id; /* identity bytes, NULL when the slot is empty */
+    size_t n;
+    api_cache_req_t cq;
+    int stream, include_usage, want_lp;
+};
+
+/* The memo slot for this request, or NULL. kind tells chat from completions. */
+const api_cache_memo_t *api_cache_memo_find(api_cache_t *c, const http_req_t *h, int kind,
+                                            const char *model_id);
+
+/* Remember a request that was just answered as an exact L1 hit. */
+void api_cache_memo_put(api_cache_t *c, const http_req_t *h, int kind, const char *model_id,
+                        const api_cache_req_t *cq, int stream, int include_usage, int want_lp);
+
 uint64_t api_cache_ttl_ms(const api_cache_t *c, const api_cache_req_t *q);
 
 /* Store a finished entry in L1 and L2 (unless the request said no-store). */

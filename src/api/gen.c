@@ -1089,6 +1089,36 @@ void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
                   "The model is still loading; retry when GET /ready answers 200.");
         return;
     }
+    api_cache_t *ac = a->cache;
+    if (api_cache_on(ac) && ac->l1) {
+        /* A byte-identical repeat of a request that was answered as an exact
+         * L1 hit (same endpoint, model, digest, Cache-Control, Authorization,
+         * X-Cache-Namespace and body): parsing, keying and the delivery checks
+         * would give the same result, so the remembered one is used and the
+         * body is not parsed. A miss here takes the full path below. */
+        const api_cache_memo_t *m = api_cache_memo_find(ac, h, (int)kind, a->model_id);
+        if (m) {
+            cache_entry_t *hit = cache_l1_get(ac->l1, &m->cq.key);
+            client_t *c = hit ? calloc(1, sizeof *c) : NULL;
+            if (c) {
+                c->a = a;
+                c->kind = kind;
+                c->cq = m->cq;
+                if (fresh_enough(c, hit)) {
+                    c->stream = m->stream;
+                    c->include_usage = m->include_usage;
+                    c->want_lp = m->want_lp;
+                    c->r = r;
+                    ac->hit_l1++;
+                    reply_entry(c, hit, "L1");
+                    cache_entry_release(hit);
+                    return;
+                }
+                free(c);
+            }
+            cache_entry_release(hit);
+        }
+    }
     /* the body is parsed once: the cache keys on this tree and validation
      * reads it */
     cJSON *root = NULL;
@@ -1104,7 +1134,6 @@ void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
     }
     c->a = a;
     c->kind = kind;
-    api_cache_t *ac = a->cache;
     int cache_on = api_cache_on(ac);
     if (cache_on) {
         api_cache_decide(ac, h, root, kind == OAI_CHAT ? "chat" : "completions", a->model_id,
@@ -1136,6 +1165,8 @@ void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
             c->want_lp = c->q.logprobs;
             c->r = r;
             ac->hit_l1++;
+            api_cache_memo_put(ac, h, (int)kind, a->model_id, &c->cq, c->stream,
+                               c->include_usage, c->want_lp);
             reply_entry(c, hit, "L1");
             cache_entry_release(hit);
             return;

@@ -131,6 +131,28 @@ def test_plain_hits_reuse_one_rendering(server):
     assert int(bodies[2][1]["content-length"]) == len(bodies[2][2])
 
 
+def test_byte_identical_repeats_keep_their_own_delivery(server):
+    # repeats of the same bytes skip parsing (the raw-request memo); what the
+    # first full decision said about delivery and headers must still hold
+    b = body_with(messages=[{"role": "user", "content": "Name a bird."}])
+    chat(server, b)
+    for _ in range(3):
+        st, h, r = chat(server, b)
+        assert st == 200 and h["x-cache"] == "HIT" and r["object"] == "chat.completion"
+    sb = body_with(messages=b["messages"], stream=True,
+                   stream_options={"include_usage": True})
+    for _ in range(3):
+        st, h, ev = chat(server, sb)
+        assert st == 200 and h["x-cache"] == "HIT"
+        assert h["content-type"].startswith("text/event-stream")
+        assert json.loads(ev[-2])["usage"]["completion_tokens"] >= 1
+    # the same bytes under other headers are decided again
+    assert chat(server, b, headers={"Cache-Control": "no-cache"})[1]["x-cache"] == "MISS"
+    assert chat(server, b, headers={"X-Cache-Namespace": "memo"})[1]["x-cache"] == "MISS"
+    assert chat(server, b, path="/v1/completions")[0] == 400
+    assert chat(server, b)[1]["x-cache"] == "HIT"
+
+
 def test_sampled_request_bypasses(server):
     b = body_with(temperature=0.8)
     for _ in range(2):
