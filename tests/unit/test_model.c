@@ -33,7 +33,13 @@
 /* Under sanitizers, and on the (slow) scalar path, the first 8 cases: memory
  * safety and level agreement are the point there; the full accuracy check runs
  * in release on the SIMD level. */
+#ifdef BARISTA_SANITIZED
+#define SMALL_CASES 4 /* ASan+UBSan: memory safety is the point */
+#define GEN_CMP 16    /* compare the first 16 greedy tokens */
+#else
 #define SMALL_CASES 8
+#define GEN_CMP GEN
+#endif
 #define MAX_CASES 64
 static int small_run(void)
 {
@@ -43,7 +49,8 @@ static int small_run(void)
     return !strcmp(kern_level_name(), "scalar");
 #endif
 }
-#define GREEDY_MIN(n) ((n) <= SMALL_CASES ? 1 : ((n) + 3) / 4) /* small: measured 2-4 of 8 */
+/* measured: 10-16 of 31 (32 tokens), 3 of 8 (scalar, 32 tokens), 3-4 of 4 (16 tokens) */
+#define GREEDY_MIN(n) ((n) <= 8 ? 2 : ((n) + 3) / 4)
 #define GEN 32
 
 typedef struct {
@@ -226,7 +233,7 @@ static void test_teacher_forcing(void **state)
     double rate = (double)agree / total, mean_kl = kl_sum / total;
     fprintf(stderr, "teacher forcing: top-1 agreement %d/%d = %.2f%%, mean KL %.5f nats\n", agree,
             total, 100.0 * rate, mean_kl);
-    assert_true(total > (n_cases <= SMALL_CASES ? 150 : 500));
+    assert_true(total > (n_cases <= SMALL_CASES ? 20 * n_cases : 500));
     assert_true(rate >= 0.93); /* measured 94.5-97.3% across levels and subsets */
     assert_true(mean_kl < 0.008);
     free(logits);
@@ -283,7 +290,7 @@ static int greedy_batch(int chat)
         }
     }
     /* decode all unfinished sequences together */
-    for (int step = 1; step < GEN; step++) {
+    for (int step = 1; step < GEN_CMP; step++) {
         int m = 0;
         for (int k = 0; k < n; k++) {
             if (done[k])
@@ -314,6 +321,8 @@ static int greedy_batch(int chat)
     for (int k = 0; k < n; k++) {
         const int32_t *ref = chat ? cases[k].ref_chat : cases[k].ref;
         int nr = chat ? cases[k].n_ref_chat : cases[k].n_ref;
+        if (nr > GEN_CMP)
+            nr = GEN_CMP;
         int ok = nr == n_gen[k] && !memcmp(ref, gen[k], (size_t)nr * sizeof(int32_t));
         if (!ok) {
             int d = 0;
