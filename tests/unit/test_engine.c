@@ -73,10 +73,12 @@ static void res_wait(res_t *r)
     r->text[r->n_text] = 0;
 }
 
-#ifdef BARISTA_SANITIZED
+#ifdef BARISTA_SANITIZED /* smaller workload under ASan+UBSan */
 #define BUSY_TOKENS 12
+#define N_GEN 10
 #else
 #define BUSY_TOKENS 48
+#define N_GEN 24
 #endif
 
 static engine_t *eng;
@@ -153,14 +155,14 @@ static void test_batching_matches_alone(void **state)
     (void)state;
     res_t alone[4], together[4];
     for (int i = 0; i < 4; i++) {
-        submit(prompts[i], greedy(24), &alone[i], 0);
+        submit(prompts[i], greedy(N_GEN), &alone[i], 0);
         res_wait(&alone[i]);
         assert_int_equal(alone[i].finish == ENGINE_FINISH_LENGTH ||
                              alone[i].finish == ENGINE_FINISH_STOP,
                          1);
     }
     for (int i = 0; i < 4; i++)
-        submit(prompts[i], greedy(24), &together[i], 0);
+        submit(prompts[i], greedy(N_GEN), &together[i], 0);
     int same = 0;
     for (int i = 0; i < 4; i++) {
         res_wait(&together[i]);
@@ -181,7 +183,7 @@ static void test_stop_string(void **state)
 {
     (void)state;
     res_t a, b;
-    submit(prompts[1], greedy(32), &a, 0);
+    submit(prompts[1], greedy(N_GEN), &a, 0);
     res_wait(&a);
     assert_true(a.n_text > 12);
     /* stop on a piece from the middle of the text */
@@ -191,7 +193,7 @@ static void test_stop_string(void **state)
     stop[4] = 0;
     const char *first = strstr(a.text, stop);
     size_t expect = (size_t)(first - a.text);
-    engine_sampling_t sp = greedy(32);
+    engine_sampling_t sp = greedy(N_GEN);
     sp.stop[0] = "\x01never";
     sp.stop[1] = stop;
     sp.n_stop = 2;
