@@ -45,8 +45,7 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(cmd, commands[i].name))
-            return commands[i].main(argc - 1, argv + 1);
+        if (!strcmp(cmd, commands[i].name)) return commands[i].main(argc - 1, argv + 1);
     fprintf(stderr, "barista: unknown command '%s'\n", cmd);
     usage(stderr);
     return 2;

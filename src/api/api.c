@@ -390,7 +390,7 @@ void api_destroy(api_t *a)
 {
     if (!a) return;
     api_drain_events(a);
-    a->engine = NULL; /* work finishing later must not submit */
+    a->engine = NULL;            /* work finishing later must not submit */
     api_cache_destroy(a->cache); /* snapshot, Redis; freed by close callbacks */
     uv_close((uv_handle_t *)&a->async, on_async_closed);
 }

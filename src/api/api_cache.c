@@ -478,10 +478,9 @@ static void stats_reply(api_cache_t *c, srv_req_t *r)
     buf_printf(&b,
                "\"l1\":{\"enabled\":%s,\"hits\":%llu,\"misses\":%llu,\"inserts\":%llu,"
                "\"evictions\":%llu,\"expirations\":%llu,\"rejected\":%llu,\"ghosts\":%zu},",
-               c->l1 ? "true" : "false", (unsigned long long)s1.hits,
-               (unsigned long long)s1.misses, (unsigned long long)s1.inserts,
-               (unsigned long long)s1.evictions, (unsigned long long)s1.expirations,
-               (unsigned long long)s1.rejected, s1.ghosts);
+               c->l1 ? "true" : "false", (unsigned long long)s1.hits, (unsigned long long)s1.misses,
+               (unsigned long long)s1.inserts, (unsigned long long)s1.evictions,
+               (unsigned long long)s1.expirations, (unsigned long long)s1.rejected, s1.ghosts);
     if (c->l2) {
         cache_redis_stats_t s2;
         cache_redis_stats(c->l2, &s2);
@@ -552,8 +551,10 @@ void api_cache_admin(api_cache_t *c, srv_req_t *r)
         return;
     }
     cache_key_t k;
-    if (path.n != 10 + CACHE_KEY_HEX_LEN || cache_key_from_hex(&k, path.p + 10, CACHE_KEY_HEX_LEN)) {
-        admin_error(r, 404, "not_found", "Unknown cache key: use the 32 hex digits of X-Cache-Key.");
+    if (path.n != 10 + CACHE_KEY_HEX_LEN ||
+        cache_key_from_hex(&k, path.p + 10, CACHE_KEY_HEX_LEN)) {
+        admin_error(r, 404, "not_found",
+                    "Unknown cache key: use the 32 hex digits of X-Cache-Key.");
         return;
     }
     purge(c, r, "key", CACHE_PURGE_KEY, 0, &k);

@@ -76,9 +76,9 @@ void api_cache_set_digest(api_cache_t *c, const char *digest);
 
 /* What one request asks of the cache. */
 typedef struct {
-    int cacheable;   /* reproducible or opted in: X-Cache applies, not BYPASS */
-    int no_cache;    /* Cache-Control: no-cache — do not read */
-    int no_store;    /* Cache-Control: no-store — do not write */
+    int cacheable;     /* reproducible or opted in: X-Cache applies, not BYPASS */
+    int no_cache;      /* Cache-Control: no-cache — do not read */
+    int no_store;      /* Cache-Control: no-store — do not write */
     long long max_age; /* Cache-Control: max-age=N seconds, -1 when absent */
     cache_key_t key;
     uint64_t ns; /* cache_ns_hash of the namespace */
@@ -91,8 +91,8 @@ typedef struct {
  * namespace (docs/CACHE.md: bearer token + "\0" + X-Cache-Namespace) and key.
  * 0, or a negative code (no body, OOM, nesting too deep): then treat the
  * request as not cacheable. */
-int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
-                     const char *endpoint, const char *model_id, api_cache_req_t *out);
+int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body, const char *endpoint,
+                     const char *model_id, api_cache_req_t *out);
 
 /* TTL to store a reply of request q with, in ms (0 = none). */
 /* The decision of an earlier exact L1 hit, reused for a byte-identical

@@ -51,14 +51,14 @@ typedef struct client client_t;
  * joined it (single-flight), or a request waiting for its L2 lookup. */
 struct client {
     api_t *a;
-    gen_t *g;         /* the generation it follows; NULL while waiting for L2 */
-    client_t *next;   /* in g->clients */
-    srv_req_t *r;     /* NULL once answered or once the client is gone */
-    sse_t *sse;       /* streaming only, once started */
-    oai_req_t q;      /* parsed request (moved to the generation on a miss) */
+    gen_t *g;       /* the generation it follows; NULL while waiting for L2 */
+    client_t *next; /* in g->clients */
+    srv_req_t *r;   /* NULL once answered or once the client is gone */
+    sse_t *sse;     /* streaming only, once started */
+    oai_req_t q;    /* parsed request (moved to the generation on a miss) */
     oai_kind_t kind;
     int stream, include_usage, want_lp;
-    int started;      /* the response head is out (SSE) or owed (JSON) */
+    int started; /* the response head is out (SSE) or owed (JSON) */
     api_cache_req_t cq;
     const char *xcache; /* "MISS" | "COALESCED" | "BYPASS"; NULL: cache off */
     cache_redis_op_t *l2op;
@@ -500,7 +500,7 @@ static int entry_lp_view(const cache_lp_t *lp, int n, lp_view_t *out)
     int t = 0;
     for (int i = 0; i < n; i++) {
         out->v[i] = (oai_logprob_t){lp[i].token, lp[i].token_len, lp[i].logprob, lp[i].n_top,
-                                    out->tt + t,  out->tl + t,      out->tlp + t};
+                                    out->tt + t, out->tl + t,     out->tlp + t};
         for (int k = 0; k < lp[i].n_top; k++, t++) {
             out->tt[t] = lp[i].top[k].token;
             out->tl[t] = lp[i].top[k].len;
@@ -560,8 +560,8 @@ static void reply_entry(client_t *c, cache_entry_t *e, const char *tier)
             lp_view_t v;
             entry_lp_view(e->lp + ch->lp0, ch->n_lp, &v);
             if (ch->len || (c->want_lp && ch->n_lp))
-                oai_format_chunk(&out, &resp, 0, e->text + ch->off, ch->len, OAI_FINISH_NONE,
-                                 NULL, v.v, ch->n_lp, c->want_lp);
+                oai_format_chunk(&out, &resp, 0, e->text + ch->off, ch->len, OAI_FINISH_NONE, NULL,
+                                 v.v, ch->n_lp, c->want_lp);
             lp_view_free(&v);
         }
         oai_format_chunk(&out, &resp, 0, NULL, 0, fin, NULL, NULL, 0, 0);
@@ -1138,9 +1138,8 @@ void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
     if (cache_on) {
         api_cache_decide(ac, h, root, kind == OAI_CHAT ? "chat" : "completions", a->model_id,
                          &c->cq);
-        cache_entry_t *hit = c->cq.cacheable && !c->cq.no_cache && ac->l1
-                                 ? cache_l1_get(ac->l1, &c->cq.key)
-                                 : NULL;
+        cache_entry_t *hit =
+            c->cq.cacheable && !c->cq.no_cache && ac->l1 ? cache_l1_get(ac->l1, &c->cq.key) : NULL;
         if (hit && fresh_enough(c, hit)) {
             /* An exact L1 hit skips the full validation. Only replies to
              * requests that passed oai_parse_tree are ever stored, and the key
@@ -1165,8 +1164,8 @@ void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
             c->want_lp = c->q.logprobs;
             c->r = r;
             ac->hit_l1++;
-            api_cache_memo_put(ac, h, (int)kind, a->model_id, &c->cq, c->stream,
-                               c->include_usage, c->want_lp);
+            api_cache_memo_put(ac, h, (int)kind, a->model_id, &c->cq, c->stream, c->include_usage,
+                               c->want_lp);
             reply_entry(c, hit, "L1");
             cache_entry_release(hit);
             return;
@@ -1197,8 +1196,7 @@ void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
                 join_gen(c, sfe);
                 return;
             }
-            if (ac->l2 &&
-                cache_redis_get(ac->l2, &c->cq.key, c->cq.ns, on_l2, c, &c->l2op) == 0)
+            if (ac->l2 && cache_redis_get(ac->l2, &c->cq.key, c->cq.ns, on_l2, c, &c->l2op) == 0)
                 return; /* on_l2 continues */
             c->l2op = NULL;
         }

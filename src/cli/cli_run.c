@@ -74,8 +74,7 @@ static void on_event(void *user, const engine_event_t *ev)
     st->t_first = ev->t_first_token;
     st->err = ev->err;
     st->t_done = time_now_mono();
-    if (ev->msg)
-        snprintf(st->msg, sizeof st->msg, "%s", ev->msg);
+    if (ev->msg) snprintf(st->msg, sizeof st->msg, "%s", ev->msg);
     pthread_cond_signal(&st->cv);
     pthread_mutex_unlock(&st->mu);
 }
@@ -96,15 +95,13 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
 static char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
+    if (!f) return NULL;
     size_t cap = 4096, n = 0;
     char *buf = malloc(cap);
     while (buf) {
         size_t r = fread(buf + n, 1, cap - n - 1, f);
         n += r;
-        if (r == 0)
-            break;
+        if (r == 0) break;
         if (n + 1 == cap) {
             char *nb = realloc(buf, cap * 2);
             if (!nb) {
@@ -117,8 +114,7 @@ static char *read_file(const char *path, size_t *len)
         }
     }
     fclose(f);
-    if (buf)
-        buf[n] = 0;
+    if (buf) buf[n] = 0;
     *len = n;
     return buf;
 }
@@ -162,41 +158,32 @@ int cli_run_main(int argc, char **argv)
         } else if (!strcmp(a, "--system")) {
             system = v;
         } else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) {
-            if (parse_num(a, v, 1, 1 << 20, &d))
-                return 2;
+            if (parse_num(a, v, 1, 1 << 20, &d)) return 2;
             n_predict = (int)d;
         } else if (!strcmp(a, "--temp")) {
-            if (parse_num(a, v, 0, 100, &d))
-                return 2;
+            if (parse_num(a, v, 0, 100, &d)) return 2;
             sp.temperature = (float)d;
         } else if (!strcmp(a, "--top-k")) {
-            if (parse_num(a, v, 0, 1 << 20, &d))
-                return 2;
+            if (parse_num(a, v, 0, 1 << 20, &d)) return 2;
             sp.top_k = (int)d;
         } else if (!strcmp(a, "--top-p")) {
-            if (parse_num(a, v, 0, 1, &d))
-                return 2;
+            if (parse_num(a, v, 0, 1, &d)) return 2;
             sp.top_p = (float)d;
         } else if (!strcmp(a, "--min-p")) {
-            if (parse_num(a, v, 0, 1, &d))
-                return 2;
+            if (parse_num(a, v, 0, 1, &d)) return 2;
             sp.min_p = (float)d;
         } else if (!strcmp(a, "--repeat-penalty")) {
-            if (parse_num(a, v, 0, 10, &d))
-                return 2;
+            if (parse_num(a, v, 0, 10, &d)) return 2;
             sp.repeat_penalty = (float)d;
         } else if (!strcmp(a, "--seed")) {
-            if (parse_num(a, v, 0, 1.8e19, &d))
-                return 2;
+            if (parse_num(a, v, 0, 1.8e19, &d)) return 2;
             sp.seed = (uint64_t)d;
             sp.has_seed = 1;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
-            if (parse_num(a, v, 1, 256, &d))
-                return 2;
+            if (parse_num(a, v, 1, 256, &d)) return 2;
             threads = (int)d;
         } else if (!strcmp(a, "--ctx")) {
-            if (parse_num(a, v, 16, 1 << 20, &d))
-                return 2;
+            if (parse_num(a, v, 16, 1 << 20, &d)) return 2;
             ctx = (int)d;
         } else {
             fprintf(stderr, "barista run: unknown option '%s'\n%s", a, usage_line);
@@ -242,8 +229,7 @@ int cli_run_main(int argc, char **argv)
         chat_tmpl_t tmpl;
         chat_msg_t msgs[2];
         size_t n = 0;
-        if (system)
-            msgs[n++] = (chat_msg_t){"system", 6, system, strlen(system)};
+        if (system) msgs[n++] = (chat_msg_t){"system", 6, system, strlen(system)};
         msgs[n++] = (chat_msg_t){"user", 4, prompt, prompt_len};
         if (chat_template_detect(engine_gguf(e), &tmpl, &msg) ||
             chat_encode(tmpl, tok, msgs, n, 1, &ids, &n_tok, &msg)) {
@@ -269,8 +255,8 @@ int cli_run_main(int argc, char **argv)
     memset(&st, 0, sizeof st);
     pthread_mutex_init(&st.mu, NULL);
     pthread_cond_init(&st.cv, NULL);
-    engine_req_t req = {.prompt = ids, .n_prompt = n_tok, .sampling = sp, .cb = on_event,
-                        .user = &st};
+    engine_req_t req = {
+        .prompt = ids, .n_prompt = n_tok, .sampling = sp, .cb = on_event, .user = &st};
     uint64_t id;
     double t0 = time_now_mono();
     if (engine_submit(e, &req, &id, &msg)) {

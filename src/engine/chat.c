@@ -133,14 +133,12 @@ static int ids_encode(ids_t *v, const tok_t *tok, const char *text, size_t len, 
             v->n += need;
             return 0;
         }
-        if (rc != BAR_ERR_RANGE)
-            return bar_fail(msg, rc, "chat: cannot tokenize a message");
+        if (rc != BAR_ERR_RANGE) return bar_fail(msg, rc, "chat: cannot tokenize a message");
         size_t c = v->cap ? v->cap : 256;
         while (c < v->n + need)
             c *= 2;
         int32_t *q = realloc(v->p, c * sizeof(int32_t));
-        if (!q)
-            return bar_fail(msg, BAR_ERR_NOMEM, "chat: out of memory");
+        if (!q) return bar_fail(msg, BAR_ERR_NOMEM, "chat: out of memory");
         v->p = q;
         v->cap = c;
     }
@@ -152,18 +150,13 @@ static int encode_msg(ids_t *v, const tok_t *tok, const char *role, size_t rl, c
     /* role + "\n" + content is one plain-text run, so pre-tokenization sees
      * exactly what it sees in the rendered string */
     char *run = malloc(rl + 1 + cl + 1);
-    if (!run)
-        return bar_fail(msg, BAR_ERR_NOMEM, "chat: out of memory");
-    if (rl)
-        memcpy(run, role, rl);
+    if (!run) return bar_fail(msg, BAR_ERR_NOMEM, "chat: out of memory");
+    if (rl) memcpy(run, role, rl);
     run[rl] = '\n';
-    if (cl)
-        memcpy(run + rl + 1, content, cl);
+    if (cl) memcpy(run + rl + 1, content, cl);
     int rc = ids_encode(v, tok, "<|im_start|>", 12, 1, msg);
-    if (rc == 0)
-        rc = ids_encode(v, tok, run, rl + 1 + cl, 0, msg);
-    if (rc == 0)
-        rc = ids_encode(v, tok, "<|im_end|>\n", 11, 1, msg);
+    if (rc == 0) rc = ids_encode(v, tok, run, rl + 1 + cl, 0, msg);
+    if (rc == 0) rc = ids_encode(v, tok, "<|im_end|>\n", 11, 1, msg);
     free(run);
     return rc;
 }
@@ -175,8 +168,7 @@ int chat_encode(chat_tmpl_t tmpl, const tok_t *tok, const chat_msg_t *msgs, size
     *n_ids = 0;
     if (tmpl != CHAT_TMPL_CHATML_SMOLLM && tmpl != CHAT_TMPL_CHATML)
         return bar_fail(msg, BAR_ERR_INVALID, "chat: unknown template id %d", (int)tmpl);
-    if (n > 0 && !msgs)
-        return bar_fail(msg, BAR_ERR_INVALID, "chat: NULL message array");
+    if (n > 0 && !msgs) return bar_fail(msg, BAR_ERR_INVALID, "chat: NULL message array");
     for (size_t i = 0; i < n; i++)
         if ((!msgs[i].role && msgs[i].role_len) || (!msgs[i].content && msgs[i].content_len))
             return bar_fail(msg, BAR_ERR_INVALID, "chat: message %zu has a NULL slice", i);
@@ -184,8 +176,7 @@ int chat_encode(chat_tmpl_t tmpl, const tok_t *tok, const chat_msg_t *msgs, size
     int rc = 0;
     if (tok_add_bos(tok) && tok_bos(tok) >= 0) {
         v.p = malloc(256 * sizeof(int32_t));
-        if (!v.p)
-            return bar_fail(msg, BAR_ERR_NOMEM, "chat: out of memory");
+        if (!v.p) return bar_fail(msg, BAR_ERR_NOMEM, "chat: out of memory");
         v.cap = 256;
         v.p[v.n++] = tok_bos(tok);
     }

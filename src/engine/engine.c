@@ -44,19 +44,19 @@ typedef struct req {
 } req_t;
 
 typedef struct {
-    req_t *req;       /* NULL when free */
-    int32_t *tokens;  /* [n_ctx] prompt + generated (retained after finish) */
-    int n_tokens;     /* valid entries in tokens */
-    int n_past;       /* positions already in the KV cache */
-    int n_cached;     /* prompt tokens reused from a previous occupant */
+    req_t *req;      /* NULL when free */
+    int32_t *tokens; /* [n_ctx] prompt + generated (retained after finish) */
+    int n_tokens;    /* valid entries in tokens */
+    int n_past;      /* positions already in the KV cache */
+    int n_cached;    /* prompt tokens reused from a previous occupant */
     int n_gen;
-    int want_logits;  /* set while building a batch */
+    int want_logits; /* set while building a batch */
     double t_first;
     sampler_t *smp;
     tok_stream_t ts;
     char hold[HOLD_MAX]; /* text not yet released (a stop string may start here) */
     size_t n_hold;
-    uint64_t last_use;   /* for choosing which free slot to overwrite */
+    uint64_t last_use; /* for choosing which free slot to overwrite */
 } slot_t;
 
 struct engine {
@@ -105,8 +105,7 @@ engine_sampling_t engine_sampling_default(void)
 
 static void req_free(req_t *r)
 {
-    if (!r)
-        return;
+    if (!r) return;
     free(r->prompt);
     free(r->stop_store);
     free(r);
@@ -179,8 +178,7 @@ static int slot_admit(engine_t *e, req_t *r)
     uint64_t best_use = UINT64_MAX;
     for (int i = 0; i < e->n_slots; i++) {
         slot_t *s = &e->slots[i];
-        if (s->req)
-            continue;
+        if (s->req) continue;
         int lcp = common_prefix(s->tokens, s->n_past < s->n_tokens ? s->n_past : s->n_tokens,
                                 r->prompt, r->n_prompt);
         if (lcp > best_lcp || (lcp == best_lcp && s->last_use < best_use)) {
@@ -189,13 +187,11 @@ static int slot_admit(engine_t *e, req_t *r)
             best_use = s->last_use;
         }
     }
-    if (best < 0)
-        return -1;
+    if (best < 0) return -1;
     slot_t *s = &e->slots[best];
     /* keep at least one prompt token to evaluate, so we get logits */
     int reuse = best_lcp < r->n_prompt ? best_lcp : r->n_prompt - 1;
-    if (reuse < 0)
-        reuse = 0;
+    if (reuse < 0) reuse = 0;
     memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
     s->n_tokens = r->n_prompt;
     s->n_past = reuse;
@@ -228,12 +224,10 @@ static int hold_release(slot_t *s, req_t *r, int token, float lp, const engine_t
     for (int i = 0; i < r->sp.n_stop; i++) {
         const char *st = stop_str(r, i);
         size_t sl = r->stop_len[i];
-        if (sl == 0 || sl > s->n_hold)
-            continue;
+        if (sl == 0 || sl > s->n_hold) continue;
         for (size_t p = 0; p + sl <= s->n_hold; p++)
             if (!memcmp(s->hold + p, st, sl)) {
-                if (p < match_at)
-                    match_at = p;
+                if (p < match_at) match_at = p;
                 matched = 1;
                 break;
             }
@@ -290,8 +284,7 @@ static void handle_sample(engine_t *e, slot_t *s, float *logits)
     int want_lp = r->sp.logprobs || n_top > 0;
     int tok = sampler_sample(s->smp, logits, want_lp ? &lp : NULL, top, n_top);
     sampler_accept(s->smp, tok);
-    if (s->n_gen == 0)
-        s->t_first = time_now_mono();
+    if (s->n_gen == 0) s->t_first = time_now_mono();
     s->n_gen++;
     pthread_mutex_lock(&e->mu);
     e->n_tok_gen++;
@@ -319,8 +312,7 @@ static void handle_sample(engine_t *e, slot_t *s, float *logits)
         finish_slot(e, s, ENGINE_FINISH_STOP, 0, NULL);
         return;
     }
-    if (at_end)
-        finish_slot(e, s, ENGINE_FINISH_LENGTH, 0, NULL);
+    if (at_end) finish_slot(e, s, ENGINE_FINISH_LENGTH, 0, NULL);
 }
 
 static void *engine_main(void *arg)
@@ -344,8 +336,7 @@ static void *engine_main(void *arg)
             req_t *r = *pp;
             int c = 0;
             for (int i = 0; i < n_cancels; i++)
-                if (cancels[i] == r->id)
-                    c = 1;
+                if (cancels[i] == r->id) c = 1;
             if (c) {
                 *pp = r->next;
                 r->next = dead;
@@ -357,8 +348,7 @@ static void *engine_main(void *arg)
         }
         while (e->queue) {
             req_t *r = e->queue;
-            if (slot_admit(e, r) != 0)
-                break;
+            if (slot_admit(e, r) != 0) break;
             e->queue = r->next;
             r->next = NULL;
             e->n_queued--;
@@ -380,12 +370,10 @@ static void *engine_main(void *arg)
         double now = time_now_mono();
         for (int i = 0; i < e->n_slots; i++) {
             slot_t *s = &e->slots[i];
-            if (!s->req)
-                continue;
+            if (!s->req) continue;
             int c = 0;
             for (int k = 0; k < n_cancels; k++)
-                if (cancels[k] == s->req->id)
-                    c = 1;
+                if (cancels[k] == s->req->id) c = 1;
             if (c)
                 finish_slot(e, s, ENGINE_FINISH_CANCELLED, 0, NULL);
             else if (s->req->deadline > 0 && now >= s->req->deadline)
@@ -397,8 +385,7 @@ static void *engine_main(void *arg)
         for (int i = 0; i < e->n_slots; i++) {
             slot_t *s = &e->slots[i];
             s->want_logits = -1;
-            if (!s->req || s->n_past < s->req->n_prompt)
-                continue;
+            if (!s->req || s->n_past < s->req->n_prompt) continue;
             /* decoding: feed the last sampled token */
             e->b_tok[n] = s->tokens[s->n_past];
             e->b_pos[n] = s->n_past;
@@ -409,8 +396,7 @@ static void *engine_main(void *arg)
         }
         for (int i = 0; i < e->n_slots && n < N_BATCH; i++) {
             slot_t *s = &e->slots[i];
-            if (!s->req || s->n_past >= s->req->n_prompt)
-                continue;
+            if (!s->req || s->n_past >= s->req->n_prompt) continue;
             int todo = s->req->n_prompt - s->n_past;
             int take = todo < N_BATCH - n ? todo : N_BATCH - n;
             for (int k = 0; k < take; k++) {
@@ -425,8 +411,7 @@ static void *engine_main(void *arg)
                 s->want_logits = n_rows++;
             }
         }
-        if (n == 0)
-            continue;
+        if (n == 0) continue;
         /* logits rows must be in token order for the fast path */
         model_batch_t b = {n, e->b_tok, e->b_pos, e->b_slot, e->b_row};
         bar_msg_t msg = {{0}};
@@ -441,8 +426,7 @@ static void *engine_main(void *arg)
         int prompt_tokens = 0;
         for (int k = 0; k < n; k++) {
             slot_t *s = &e->slots[b.slot[k]];
-            if (s->n_past < s->req->n_prompt)
-                prompt_tokens++;
+            if (s->n_past < s->req->n_prompt) prompt_tokens++;
             s->n_past = b.pos[k] + 1;
         }
         pthread_mutex_lock(&e->mu);
@@ -456,8 +440,7 @@ static void *engine_main(void *arg)
     }
     /* shutting down: everything still here is cancelled */
     for (int i = 0; i < e->n_slots; i++)
-        if (e->slots[i].req)
-            finish_slot(e, &e->slots[i], ENGINE_FINISH_CANCELLED, 0, NULL);
+        if (e->slots[i].req) finish_slot(e, &e->slots[i], ENGINE_FINISH_CANCELLED, 0, NULL);
     pthread_mutex_lock(&e->mu);
     req_t *q = e->queue;
     e->queue = NULL;
@@ -478,21 +461,17 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
 {
     *out = NULL;
     engine_t *e = calloc(1, sizeof *e);
-    if (!e)
-        return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    if (!e) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     e->next_id = 1;
     int rc = model_load(&e->model, cfg->model_path, msg);
-    if (rc)
-        goto fail;
+    if (rc) goto fail;
     rc = tok_create(&e->tok, model_gguf(e->model), msg);
-    if (rc)
-        goto fail;
+    if (rc) goto fail;
     const model_hparams_t *hp = model_hparams(e->model);
     e->n_ctx = cfg->n_ctx > 0 ? cfg->n_ctx : hp->n_ctx_train;
-    if (e->n_ctx > 8192 && cfg->n_ctx <= 0)
-        e->n_ctx = 8192;
+    if (e->n_ctx > 8192 && cfg->n_ctx <= 0) e->n_ctx = 8192;
     e->n_slots = cfg->n_seq_max > 0 ? cfg->n_seq_max : 8;
     e->pool = pool_create(cfg->n_threads);
     if (!e->pool) {
@@ -526,8 +505,7 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
     base = base ? base + 1 : cfg->model_path;
     snprintf(e->model_id, sizeof e->model_id, "%s", base);
     size_t L = strlen(e->model_id);
-    if (L > 5 && !strcmp(e->model_id + L - 5, ".gguf"))
-        e->model_id[L - 5] = 0;
+    if (L > 5 && !strcmp(e->model_id + L - 5, ".gguf")) e->model_id[L - 5] = 0;
     if (pthread_create(&e->thread, NULL, engine_main, e) != 0) {
         rc = bar_fail(msg, BAR_ERR_INTERNAL, "cannot start the engine thread");
         goto fail;
@@ -542,8 +520,7 @@ fail:
 
 void engine_destroy(engine_t *e)
 {
-    if (!e)
-        return;
+    if (!e) return;
     if (e->thread) {
         pthread_mutex_lock(&e->mu);
         e->stopping = 1;
@@ -566,10 +543,8 @@ void engine_destroy(engine_t *e)
     free(e->b_row);
     model_ctx_destroy(e->ctx);
     kv_destroy(e->kv);
-    if (e->pool)
-        pool_destroy(e->pool);
-    if (e->tok)
-        tok_destroy(e->tok);
+    if (e->pool) pool_destroy(e->pool);
+    if (e->tok) tok_destroy(e->tok);
     model_free(e->model);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
@@ -600,8 +575,7 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
                         "the prompt has %zu tokens; the context holds %d (prompt plus at least one "
                         "generated token)",
                         in->n_prompt, e->n_ctx);
-    if (!in->cb)
-        return bar_fail(msg, BAR_ERR_INVALID, "no event callback");
+    if (!in->cb) return bar_fail(msg, BAR_ERR_INVALID, "no event callback");
     int vocab = model_hparams(e->model)->n_vocab;
     for (size_t i = 0; i < in->n_prompt; i++)
         if (in->prompt[i] < 0 || in->prompt[i] >= vocab)
@@ -610,8 +584,7 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
     if (in->sampling.n_stop < 0 || in->sampling.n_stop > 4)
         return bar_fail(msg, BAR_ERR_INVALID, "at most 4 stop strings");
     req_t *r = calloc(1, sizeof *r);
-    if (!r)
-        return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    if (!r) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     r->prompt = malloc(in->n_prompt * sizeof(int32_t));
     size_t stop_total = 0;
     for (int i = 0; i < in->sampling.n_stop; i++)
@@ -628,8 +601,7 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
     for (int i = 0; i < in->sampling.n_stop; i++) {
         const char *st = in->sampling.stop[i] ? in->sampling.stop[i] : "";
         size_t l = strlen(st);
-        if (l >= HOLD_MAX / 2)
-            l = HOLD_MAX / 2;
+        if (l >= HOLD_MAX / 2) l = HOLD_MAX / 2;
         memcpy(p, st, l);
         p[l] = 0;
         r->sp.stop[i] = p;
@@ -638,8 +610,7 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
     }
     for (int i = in->sampling.n_stop; i < 4; i++)
         r->sp.stop[i] = NULL;
-    if (r->sp.max_tokens <= 0)
-        r->sp.max_tokens = 1;
+    if (r->sp.max_tokens <= 0) r->sp.max_tokens = 1;
     r->deadline = in->deadline;
     r->priority = in->priority;
     r->cb = in->cb;
@@ -660,8 +631,7 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
     *pp = r;
     e->n_queued++;
     e->n_requests++;
-    if (req_id)
-        *req_id = r->id;
+    if (req_id) *req_id = r->id;
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
     return 0;
@@ -670,8 +640,7 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
 void engine_cancel(engine_t *e, uint64_t req_id)
 {
     pthread_mutex_lock(&e->mu);
-    if (e->n_cancels < MAX_CANCELS)
-        e->cancels[e->n_cancels++] = req_id;
+    if (e->n_cancels < MAX_CANCELS) e->cancels[e->n_cancels++] = req_id;
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
 }

@@ -40,20 +40,21 @@ typedef struct {
     float frequency_penalty; /* OpenAI semantics, 0 = off */
     float repeat_penalty;    /* llama.cpp semantics, 1 = off */
     uint64_t seed;
-    int has_seed;            /* 0: seed from the clock */
-    int max_tokens;          /* >= 1; the engine also stops at the context end */
-    const char *stop[4];     /* stop strings (copied by engine_submit), NULL-terminated or n_stop */
+    int has_seed;        /* 0: seed from the clock */
+    int max_tokens;      /* >= 1; the engine also stops at the context end */
+    const char *stop[4]; /* stop strings (copied by engine_submit), NULL-terminated or n_stop */
     int n_stop;
     int ignore_eos;
-    int logprobs;            /* report the chosen token's logprob */
-    int top_logprobs;        /* 0..20 alternatives per token */
+    int logprobs;     /* report the chosen token's logprob */
+    int top_logprobs; /* 0..20 alternatives per token */
 } engine_sampling_t;
 
 engine_sampling_t engine_sampling_default(void);
 
 typedef enum {
-    ENGINE_EV_TOKEN = 1, /* text (possibly empty while UTF-8 is incomplete or a stop string may start) */
-    ENGINE_EV_DONE = 2,  /* the last event of a request; nothing follows */
+    ENGINE_EV_TOKEN =
+        1, /* text (possibly empty while UTF-8 is incomplete or a stop string may start) */
+    ENGINE_EV_DONE = 2, /* the last event of a request; nothing follows */
 } engine_ev_type_t;
 
 typedef enum {
@@ -83,11 +84,11 @@ typedef struct {
     const engine_top_t *top;
     /* ENGINE_EV_DONE */
     engine_finish_t finish;
-    int err;           /* 0 or bar_err_t when finish == ENGINE_FINISH_ERROR */
-    const char *msg;   /* detail for errors, may be NULL */
+    int err;         /* 0 or bar_err_t when finish == ENGINE_FINISH_ERROR */
+    const char *msg; /* detail for errors, may be NULL */
     /* both: counts so far */
     int n_prompt;
-    int n_cached;      /* prompt tokens reused from the prefix cache */
+    int n_cached; /* prompt tokens reused from the prefix cache */
     int n_gen;
     double t_first_token; /* seconds from submit to first token, 0 if none */
 } engine_event_t;
@@ -98,10 +99,10 @@ typedef struct {
     const int32_t *prompt; /* token ids (copied by engine_submit) */
     size_t n_prompt;
     engine_sampling_t sampling;
-    double deadline;       /* absolute time_now_mono() seconds; 0 = none */
-    int priority;          /* higher first; 0 normal */
-    engine_cb cb;          /* events, on the engine thread */
-    void *user;            /* passed to cb; must stay valid until ENGINE_EV_DONE */
+    double deadline; /* absolute time_now_mono() seconds; 0 = none */
+    int priority;    /* higher first; 0 normal */
+    engine_cb cb;    /* events, on the engine thread */
+    void *user;      /* passed to cb; must stay valid until ENGINE_EV_DONE */
 } engine_req_t;
 
 /* Load the model and start the engine thread. */
@@ -131,14 +132,14 @@ int engine_submit(engine_t *e, const engine_req_t *req, uint64_t *req_id, bar_ms
 void engine_cancel(engine_t *e, uint64_t req_id);
 
 typedef struct {
-    int n_ctx;            /* per-sequence context length */
+    int n_ctx; /* per-sequence context length */
     int n_vocab;
-    int n_active;         /* sequences being decoded now */
-    int n_queued;         /* waiting for a slot */
-    uint64_t n_requests;  /* submitted since start */
+    int n_active;        /* sequences being decoded now */
+    int n_queued;        /* waiting for a slot */
+    uint64_t n_requests; /* submitted since start */
     uint64_t n_tokens_prompt;
     uint64_t n_tokens_gen;
-    const char *model_id; /* e.g. "SmolLM2-135M-Instruct.Q4_1" (file basename w/o .gguf) */
+    const char *model_id;     /* e.g. "SmolLM2-135M-Instruct.Q4_1" (file basename w/o .gguf) */
     const char *kernel_level; /* "scalar" | "avx2" | "avx512" */
     int n_threads;
 } engine_stats_t;

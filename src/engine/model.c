@@ -98,8 +98,7 @@ static int get_f32(const gguf_t *g, const char *arch, const char *suffix, float 
         *out = dflt;
         return 0;
     }
-    if (rc)
-        return bar_fail(msg, BAR_ERR_FORMAT, "metadata %s: not a float", key);
+    if (rc) return bar_fail(msg, BAR_ERR_FORMAT, "metadata %s: not a float", key);
     return 0;
 }
 
@@ -107,8 +106,7 @@ static int find_tensor(const gguf_t *g, const char *name, int64_t ne0, int64_t n
                        const gguf_tensor_t **out, bar_msg_t *msg)
 {
     const gguf_tensor_t *t = gguf_tensor_find(g, name);
-    if (!t)
-        return bar_fail(msg, BAR_ERR_FORMAT, "tensor %s: missing", name);
+    if (!t) return bar_fail(msg, BAR_ERR_FORMAT, "tensor %s: missing", name);
     int64_t want1 = ne1 < 0 ? 1 : ne1;
     uint32_t want_dims = ne1 < 0 ? 1 : 2;
     int ok = t->ne[0] == ne0 && t->ne[1] == want1 && t->ne[2] == 1 && t->ne[3] == 1 &&
@@ -129,8 +127,7 @@ static int load_mat(const gguf_t *g, const char *name, int n_in, int n_out, wmat
 {
     const gguf_tensor_t *t;
     int rc = find_tensor(g, name, n_in, n_out, &t, msg);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     if (!kern_type_supported(t->type)) {
         const char *tn = ggml_type_name(t->type);
         return bar_fail(msg, BAR_ERR_UNSUPPORTED,
@@ -152,11 +149,9 @@ static int load_norm(model_t *m, const char *name, int n, float **out, bar_msg_t
 {
     const gguf_tensor_t *t;
     int rc = find_tensor(m->g, name, n, -1, &t, msg);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     float *f = malloc((size_t)n * sizeof(float));
-    if (!f)
-        return bar_fail(msg, BAR_ERR_NOMEM, "tensor %s: out of memory", name);
+    if (!f) return bar_fail(msg, BAR_ERR_NOMEM, "tensor %s: out of memory", name);
     m->owned[m->n_owned++] = f;
     if (t->type == GGML_F32) {
         memcpy(f, t->data, (size_t)n * sizeof(float));
@@ -199,8 +194,7 @@ static int load_all(model_t *m, bar_msg_t *msg)
     int rc;
 #define U32(field, key, req, dflt)                                                                 \
     do {                                                                                           \
-        if ((rc = get_u32(g, a, key, req, dflt, &u, msg)))                                         \
-            return rc;                                                                             \
+        if ((rc = get_u32(g, a, key, req, dflt, &u, msg))) return rc;                              \
         hp->field = (int)u;                                                                        \
     } while (0)
     U32(n_layer, "block_count", 1, 0);
@@ -220,22 +214,18 @@ static int load_all(model_t *m, bar_msg_t *msg)
     if (hp->head_dim % 2 || hp->head_dim > 256)
         return bar_fail(msg, BAR_ERR_UNSUPPORTED, "head dimension %d (must be even, <= 256)",
                         hp->head_dim);
-    if ((rc = get_u32(g, a, "rope.dimension_count", 0, (uint32_t)hp->head_dim, &u, msg)))
-        return rc;
+    if ((rc = get_u32(g, a, "rope.dimension_count", 0, (uint32_t)hp->head_dim, &u, msg))) return rc;
     hp->n_rot = (int)u;
     if (hp->n_rot <= 0 || hp->n_rot > hp->head_dim || hp->n_rot % 2)
-        return bar_fail(msg, BAR_ERR_FORMAT, "rope dimension %d invalid for head dim %d",
-                        hp->n_rot, hp->head_dim);
-    if ((rc = get_f32(g, a, "rope.freq_base", 10000.0f, &hp->rope_base, msg)))
-        return rc;
+        return bar_fail(msg, BAR_ERR_FORMAT, "rope dimension %d invalid for head dim %d", hp->n_rot,
+                        hp->head_dim);
+    if ((rc = get_f32(g, a, "rope.freq_base", 10000.0f, &hp->rope_base, msg))) return rc;
     if ((rc = get_f32(g, a, "attention.layer_norm_rms_epsilon", 1e-5f, &hp->rms_eps, msg)))
         return rc;
-    if (hp->n_ctx_train <= 0)
-        hp->n_ctx_train = 2048;
+    if (hp->n_ctx_train <= 0) hp->n_ctx_train = 2048;
 
     const gguf_tensor_t *emb = gguf_tensor_find(g, "token_embd.weight");
-    if (!emb)
-        return bar_fail(msg, BAR_ERR_FORMAT, "tensor token_embd.weight: missing");
+    if (!emb) return bar_fail(msg, BAR_ERR_FORMAT, "tensor token_embd.weight: missing");
     if (emb->n_dims != 2 || emb->ne[0] != hp->n_embd || emb->ne[1] <= 0 || emb->ne[1] > (1 << 24))
         return bar_fail(msg, BAR_ERR_FORMAT,
                         "tensor token_embd.weight: shape [%lld, %lld], expected [%d, n_vocab]",
@@ -252,10 +242,8 @@ static int load_all(model_t *m, bar_msg_t *msg)
 
     m->owned = calloc((size_t)hp->n_layer * 2 + 1, sizeof(float *));
     m->layers = calloc((size_t)hp->n_layer, sizeof(layer_t));
-    if (!m->owned || !m->layers)
-        return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
-    if ((rc = load_norm(m, "output_norm.weight", hp->n_embd, &m->out_norm, msg)))
-        return rc;
+    if (!m->owned || !m->layers) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    if ((rc = load_norm(m, "output_norm.weight", hp->n_embd, &m->out_norm, msg))) return rc;
     int kv_dim = hp->n_head_kv * hp->head_dim;
     for (int l = 0; l < hp->n_layer; l++) {
         layer_t *L = &m->layers[l];
@@ -281,11 +269,9 @@ int model_load(model_t **out, const char *path, bar_msg_t *msg)
     *out = NULL;
     kern_init();
     model_t *m = calloc(1, sizeof *m);
-    if (!m)
-        return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    if (!m) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     int rc = gguf_open(&m->g, path, msg);
-    if (rc == 0)
-        rc = load_all(m, msg);
+    if (rc == 0) rc = load_all(m, msg);
     if (rc) {
         model_free(m);
         return rc;
@@ -296,14 +282,12 @@ int model_load(model_t **out, const char *path, bar_msg_t *msg)
 
 void model_free(model_t *m)
 {
-    if (!m)
-        return;
+    if (!m) return;
     for (int i = 0; i < m->n_owned; i++)
         free(m->owned[i]);
     free(m->owned);
     free(m->layers);
-    if (m->g)
-        gguf_close(m->g);
+    if (m->g) gguf_close(m->g);
     free(m);
 }
 
@@ -338,8 +322,7 @@ int kv_create(kv_cache_t **out, const model_t *m, int n_slots, int n_ctx, bar_ms
     if (n_slots <= 0 || n_ctx <= 0)
         return bar_fail(msg, BAR_ERR_INVALID, "kv cache: %d slots x %d positions", n_slots, n_ctx);
     kv_cache_t *kv = calloc(1, sizeof *kv);
-    if (!kv)
-        return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    if (!kv) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     kv->n_slots = n_slots;
     kv->n_ctx = n_ctx;
     kv->n_layer = m->hp.n_layer;
@@ -358,12 +341,9 @@ int kv_create(kv_cache_t **out, const model_t *m, int n_slots, int n_ctx, bar_ms
 
 void kv_destroy(kv_cache_t *kv)
 {
-    if (!kv)
-        return;
-    if (kv->k)
-        munmap(kv->k, kv->bytes);
-    if (kv->v)
-        munmap(kv->v, kv->bytes);
+    if (!kv) return;
+    if (kv->k) munmap(kv->k, kv->bytes);
+    if (kv->v) munmap(kv->v, kv->bytes);
     free(kv);
 }
 
@@ -384,8 +364,7 @@ static inline size_t kv_off(const kv_cache_t *kv, int slot, int layer, int pos)
 
 void kv_copy_prefix(kv_cache_t *kv, int dst, int src, int n)
 {
-    if (dst == src || n <= 0)
-        return;
+    if (dst == src || n <= 0) return;
     for (int l = 0; l < kv->n_layer; l++) {
         size_t bytes = (size_t)n * kv->kv_dim * sizeof(uint16_t);
         memcpy(kv->k + kv_off(kv, dst, l, 0), kv->k + kv_off(kv, src, l, 0), bytes);
@@ -417,8 +396,7 @@ int model_ctx_create(model_ctx_t **out, const model_t *m, int n_batch, int n_ctx
     pthread_once(&fp16_once, fp16_table_build);
     const model_hparams_t *hp = &m->hp;
     model_ctx_t *c = calloc(1, sizeof *c);
-    if (!c)
-        return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    if (!c) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     c->m = m;
     c->pool = pool;
     c->n_batch = n_batch;
@@ -453,8 +431,7 @@ int model_ctx_create(model_ctx_t **out, const model_t *m, int n_batch, int n_ctx
 
 void model_ctx_destroy(model_ctx_t *c)
 {
-    if (!c)
-        return;
+    if (!c) return;
     free(c->x);
     free(c->xn);
     free(c->q);
@@ -513,8 +490,7 @@ static void mm_worker(void *ctx, int ith, int nth)
         const wmat_t *w = j->w[i];
         int lo, hi;
         pool_split(w->n_out, ith, nth, &lo, &hi);
-        if (lo >= hi)
-            continue;
+        if (lo >= hi) continue;
         kern_matmul(w->type, w->data, w->n_in, lo, hi, j->xq, j->x, j->ldx, j->nb, j->y[i],
                     w->n_out);
     }
@@ -529,8 +505,8 @@ static void quantize_rows(model_ctx_t *c, const float *x, int n, int ldx, int nb
         kern_quantize_act(x + (size_t)b * ldx, c->xq + (size_t)b * stride, n);
 }
 
-static void matmul3(model_ctx_t *c, int nb, const float *x, int n_mat, const wmat_t *w0,
-                    float *y0, const wmat_t *w1, float *y1, const wmat_t *w2, float *y2)
+static void matmul3(model_ctx_t *c, int nb, const float *x, int n_mat, const wmat_t *w0, float *y0,
+                    const wmat_t *w1, float *y1, const wmat_t *w2, float *y2)
 {
     mm_job_t j = {.n_mat = n_mat,
                   .w = {w0, w1, w2},
@@ -573,8 +549,7 @@ static void att_worker(void *ctx, int ith, int nth)
         for (int p = 0; p <= pos; p++) {
             float s = kern_dot_f16(q, K + (size_t)p * kv_dim, hd) * scale;
             sc[p] = s;
-            if (s > mx)
-                mx = s;
+            if (s > mx) mx = s;
         }
         float sum = 0.0f;
         for (int p = 0; p <= pos; p++) {
@@ -612,7 +587,8 @@ int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float 
 
     size_t emb_row = kern_row_bytes(m->tok_embd.type, E);
     for (int i = 0; i < n; i++)
-        kern_dequant_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + emb_row * b->tokens[i],
+        kern_dequant_row(m->tok_embd.type,
+                         (const uint8_t *)m->tok_embd.data + emb_row * b->tokens[i],
                          c->x + (size_t)i * E, E);
 
     for (int l = 0; l < hp->n_layer; l++) {
@@ -657,21 +633,17 @@ int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float 
     /* logits for the rows that asked: gather normalised rows, one matmul */
     int n_out = 0;
     for (int i = 0; i < n; i++) {
-        if (b->logit_row[i] < 0)
-            continue;
+        if (b->logit_row[i] < 0) continue;
         rmsnorm(c->xn + (size_t)n_out * E, c->x + (size_t)i * E, m->out_norm, E, hp->rms_eps);
         n_out++;
     }
-    if (n_out == 0)
-        return 0;
+    if (n_out == 0) return 0;
     quantize_rows(c, c->xn, E, E, n_out);
     /* compute into tmp-ordered rows, then scatter to the requested rows */
     int k = 0;
     for (int i = 0; i < n; i++) {
-        if (b->logit_row[i] < 0)
-            continue;
-        if (b->logit_row[i] != k)
-            break; /* rows not in order: fall back below */
+        if (b->logit_row[i] < 0) continue;
+        if (b->logit_row[i] != k) break; /* rows not in order: fall back below */
         k++;
     }
     if (k == n_out) {
@@ -681,8 +653,7 @@ int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float 
     /* general case: one row at a time into its place */
     int r = 0;
     for (int i = 0; i < n; i++) {
-        if (b->logit_row[i] < 0)
-            continue;
+        if (b->logit_row[i] < 0) continue;
         kern_quantize_act(c->xn + (size_t)r * E, c->xq, E);
         matmul3(c, 1, c->xn + (size_t)r * E, 1, &m->output,
                 logits + (size_t)b->logit_row[i] * hp->n_vocab, NULL, NULL, NULL, NULL);

@@ -26,10 +26,10 @@ typedef struct {
     int n_ff;
     int n_head;
     int n_head_kv;
-    int head_dim;  /* n_embd / n_head */
+    int head_dim; /* n_embd / n_head */
     int n_vocab;
     int n_ctx_train;
-    int n_rot;     /* rotary dimensions per head (<= head_dim) */
+    int n_rot; /* rotary dimensions per head (<= head_dim) */
     float rope_base;
     float rms_eps;
 } model_hparams_t;

@@ -23,14 +23,14 @@ struct sampler {
     int n_vocab;
     engine_sampling_t p;
     uint64_t rng[4];
-    cand_t *cand;      /* [n_vocab] */
-    float *raw;        /* [n_vocab] unpenalised logits, when logprobs are asked */
-    float lse;         /* log-sum-exp of raw */
-    int *counts;       /* [n_vocab] generated-token counts */
-    int *touched;      /* ids with counts > 0, for O(generated) reset */
+    cand_t *cand; /* [n_vocab] */
+    float *raw;   /* [n_vocab] unpenalised logits, when logprobs are asked */
+    float lse;    /* log-sum-exp of raw */
+    int *counts;  /* [n_vocab] generated-token counts */
+    int *touched; /* ids with counts > 0, for O(generated) reset */
     int n_touched;
     int window[REPEAT_WINDOW];
-    int n_window;      /* tokens in window (ring) */
+    int n_window; /* tokens in window (ring) */
     int window_head;
 };
 
@@ -70,8 +70,7 @@ int sampler_create(sampler_t **out, int n_vocab)
 {
     *out = NULL;
     sampler_t *s = calloc(1, sizeof *s);
-    if (!s)
-        return BAR_ERR_NOMEM;
+    if (!s) return BAR_ERR_NOMEM;
     s->n_vocab = n_vocab;
     s->cand = malloc((size_t)n_vocab * sizeof(cand_t));
     s->counts = calloc((size_t)n_vocab, sizeof(int));
@@ -87,8 +86,7 @@ int sampler_create(sampler_t **out, int n_vocab)
 
 void sampler_destroy(sampler_t *s)
 {
-    if (!s)
-        return;
+    if (!s) return;
     free(s->cand);
     free(s->counts);
     free(s->touched);
@@ -100,8 +98,7 @@ static void window_push(sampler_t *s, int token)
 {
     s->window[s->window_head] = token;
     s->window_head = (s->window_head + 1) % REPEAT_WINDOW;
-    if (s->n_window < REPEAT_WINDOW)
-        s->n_window++;
+    if (s->n_window < REPEAT_WINDOW) s->n_window++;
 }
 
 void sampler_reset(sampler_t *s, const engine_sampling_t *p, const int32_t *prompt, int n_prompt)
@@ -115,7 +112,8 @@ void sampler_reset(sampler_t *s, const engine_sampling_t *p, const int32_t *prom
     int from = n_prompt > REPEAT_WINDOW ? n_prompt - REPEAT_WINDOW : 0;
     for (int i = from; i < n_prompt; i++)
         window_push(s, prompt[i]);
-    uint64_t seed = p->has_seed ? p->seed : (uint64_t)(time_now_mono() * 1e9) ^ (uint64_t)(uintptr_t)s;
+    uint64_t seed =
+        p->has_seed ? p->seed : (uint64_t)(time_now_mono() * 1e9) ^ (uint64_t)(uintptr_t)s;
     uint64_t x = seed;
     for (int i = 0; i < 4; i++)
         s->rng[i] = splitmix64(&x);
@@ -123,10 +121,8 @@ void sampler_reset(sampler_t *s, const engine_sampling_t *p, const int32_t *prom
 
 void sampler_accept(sampler_t *s, int token)
 {
-    if (token < 0 || token >= s->n_vocab)
-        return;
-    if (s->counts[token]++ == 0)
-        s->touched[s->n_touched++] = token;
+    if (token < 0 || token >= s->n_vocab) return;
+    if (s->counts[token]++ == 0) s->touched[s->n_touched++] = token;
     window_push(s, token);
 }
 
@@ -189,8 +185,7 @@ static void apply_penalties(sampler_t *s, float *logits)
                     seen = 1;
                     break;
                 }
-            if (seen || id < 0 || id >= s->n_vocab)
-                continue;
+            if (seen || id < 0 || id >= s->n_vocab) continue;
             if (logits[id] > 0)
                 logits[id] /= p->repeat_penalty;
             else
@@ -204,8 +199,7 @@ static void report_logprobs(sampler_t *s, const float *logits, engine_top_t *top
 {
     float mx = -INFINITY;
     for (int i = 0; i < s->n_vocab; i++)
-        if (logits[i] > mx)
-            mx = logits[i];
+        if (logits[i] > mx) mx = logits[i];
     double sum = 0.0;
     for (int i = 0; i < s->n_vocab; i++)
         sum += exp((double)(logits[i] - mx));
@@ -236,14 +230,12 @@ int sampler_sample(sampler_t *s, float *logits, float *logprob, engine_top_t *to
     if (p->temperature <= 0.0f || p->top_k == 1) {
         chosen = 0;
         for (int i = 1; i < n; i++)
-            if (logits[i] > logits[chosen])
-                chosen = i;
+            if (logits[i] > logits[chosen]) chosen = i;
     } else {
         float t = p->temperature;
         float mx = -INFINITY;
         for (int i = 0; i < n; i++)
-            if (logits[i] > mx)
-                mx = logits[i];
+            if (logits[i] > mx) mx = logits[i];
         /* Candidates within exp(-30) of the best: what is dropped weighs less
          * than n_vocab * 1e-13 of the mass, and sorting stays cheap. */
         float floor_v = mx - 30.0f * t;
@@ -279,8 +271,7 @@ int sampler_sample(sampler_t *s, float *logits, float *logprob, engine_top_t *to
             while (mm < m) {
                 acc += s->cand[mm].v;
                 mm++;
-                if (acc >= target)
-                    break;
+                if (acc >= target) break;
             }
             m = mm;
             sum = acc;
@@ -295,7 +286,6 @@ int sampler_sample(sampler_t *s, float *logits, float *logprob, engine_top_t *to
             }
         }
     }
-    if (logprob)
-        *logprob = s->raw[chosen] - s->lse;
+    if (logprob) *logprob = s->raw[chosen] - s->lse;
     return chosen;
 }

@@ -11,17 +11,17 @@
 
 typedef enum {
     BAR_OK = 0,
-    BAR_ERR_NOMEM = -1,    /* allocation failed */
-    BAR_ERR_IO = -2,       /* open/read/mmap/write failed */
-    BAR_ERR_FORMAT = -3,   /* malformed input file or data */
+    BAR_ERR_NOMEM = -1,       /* allocation failed */
+    BAR_ERR_IO = -2,          /* open/read/mmap/write failed */
+    BAR_ERR_FORMAT = -3,      /* malformed input file or data */
     BAR_ERR_UNSUPPORTED = -4, /* well-formed but not something we implement */
-    BAR_ERR_INVALID = -5,  /* bad argument or request value */
-    BAR_ERR_RANGE = -6,    /* value out of the allowed range / too large */
-    BAR_ERR_NOTFOUND = -7, /* a named thing does not exist */
-    BAR_ERR_BUSY = -8,     /* try again later (queue full, shutting down) */
-    BAR_ERR_TIMEOUT = -9,  /* a deadline passed */
-    BAR_ERR_CANCELLED = -10, /* the caller cancelled */
-    BAR_ERR_INTERNAL = -11,  /* should not happen; a bug */
+    BAR_ERR_INVALID = -5,     /* bad argument or request value */
+    BAR_ERR_RANGE = -6,       /* value out of the allowed range / too large */
+    BAR_ERR_NOTFOUND = -7,    /* a named thing does not exist */
+    BAR_ERR_BUSY = -8,        /* try again later (queue full, shutting down) */
+    BAR_ERR_TIMEOUT = -9,     /* a deadline passed */
+    BAR_ERR_CANCELLED = -10,  /* the caller cancelled */
+    BAR_ERR_INTERNAL = -11,   /* should not happen; a bug */
 } bar_err_t;
 
 /* Static string naming the code; never NULL. */
@@ -34,7 +34,6 @@ typedef struct {
 
 /* printf into msg (if non-NULL) and return err, so call sites read
  * `return bar_fail(msg, BAR_ERR_FORMAT, "offset %zu: ...", off);` */
-int bar_fail(bar_msg_t *msg, int err, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+int bar_fail(bar_msg_t *msg, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -45,18 +45,15 @@ static inline uint16_t fp16_from_f32(float f)
     if (exp == 0xff) /* inf / nan */
         return (uint16_t)(sign | 0x7c00 | (man ? 0x200 : 0));
     int e = (int)exp - 127 + 15;
-    if (e >= 31)
-        return (uint16_t)(sign | 0x7c00);
+    if (e >= 31) return (uint16_t)(sign | 0x7c00);
     if (e <= 0) {
-        if (e < -10)
-            return (uint16_t)sign;
+        if (e < -10) return (uint16_t)sign;
         man |= 0x800000;
         int shift = 14 - e;
         uint32_t half = man >> shift;
         uint32_t rem = man & ((1u << shift) - 1);
         uint32_t mid = 1u << (shift - 1);
-        if (rem > mid || (rem == mid && (half & 1)))
-            half++;
+        if (rem > mid || (rem == mid && (half & 1))) half++;
         return (uint16_t)(sign | half);
     }
     uint32_t half = ((uint32_t)e << 10) | (man >> 13);

@@ -13,8 +13,7 @@ int mfile_open(mfile_t *out, const char *path, bar_msg_t *msg)
     out->data = NULL;
     out->size = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return bar_fail(msg, BAR_ERR_IO, "%s: %s", path, strerror(errno));
+    if (fd < 0) return bar_fail(msg, BAR_ERR_IO, "%s: %s", path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
@@ -41,8 +40,7 @@ int mfile_open(mfile_t *out, const char *path, bar_msg_t *msg)
 
 void mfile_close(mfile_t *f)
 {
-    if (f->data)
-        munmap((void *)f->data, f->size);
+    if (f->data) munmap((void *)f->data, f->size);
     f->data = NULL;
     f->size = 0;
 }

@@ -118,8 +118,8 @@ static uint64_t submit(const char *prompt, engine_sampling_t sp, res_t *r, int p
     int32_t ids[512];
     size_t n = encode(prompt, ids, 512);
     res_init(r);
-    engine_req_t req = {.prompt = ids, .n_prompt = n, .sampling = sp, .cb = on_ev, .user = r,
-                        .priority = priority};
+    engine_req_t req = {
+        .prompt = ids, .n_prompt = n, .sampling = sp, .cb = on_ev, .user = r, .priority = priority};
     uint64_t id = 0;
     bar_msg_t msg = {{0}};
     assert_int_equal(engine_submit(eng, &req, &id, &msg), 0);
@@ -139,16 +139,14 @@ static void wait_idle(void)
     engine_stats_t st;
     for (int i = 0; i < 2000; i++) {
         engine_stats(eng, &st);
-        if (st.n_active == 0 && st.n_queued == 0)
-            return;
+        if (st.n_active == 0 && st.n_queued == 0) return;
         usleep(1000);
     }
     fail_msg("engine did not go idle");
 }
 
-static const char *prompts[4] = {
-    "The quick brown fox", "In 1969, the first humans", "def fibonacci(n):",
-    "Caching is useful because"};
+static const char *prompts[4] = {"The quick brown fox", "In 1969, the first humans",
+                                 "def fibonacci(n):", "Caching is useful because"};
 
 static void test_batching_matches_alone(void **state)
 {
@@ -157,9 +155,8 @@ static void test_batching_matches_alone(void **state)
     for (int i = 0; i < 4; i++) {
         submit(prompts[i], greedy(N_GEN), &alone[i], 0);
         res_wait(&alone[i]);
-        assert_int_equal(alone[i].finish == ENGINE_FINISH_LENGTH ||
-                             alone[i].finish == ENGINE_FINISH_STOP,
-                         1);
+        assert_int_equal(
+            alone[i].finish == ENGINE_FINISH_LENGTH || alone[i].finish == ENGINE_FINISH_STOP, 1);
     }
     for (int i = 0; i < 4; i++)
         submit(prompts[i], greedy(N_GEN), &together[i], 0);
@@ -168,8 +165,7 @@ static void test_batching_matches_alone(void **state)
         res_wait(&together[i]);
         same += !strcmp(alone[i].text, together[i].text);
     }
-    fprintf(stderr, "batched == alone for %d/4 prompts (kernel %s)\n", same,
-            kern_level_name());
+    fprintf(stderr, "batched == alone for %d/4 prompts (kernel %s)\n", same, kern_level_name());
     /* The scalar path is order-identical between batch sizes; SIMD paths may sum
      * in another order for batches of 4+, which can flip a near-tie token. */
     if (!strcmp(kern_level_name(), "scalar"))
@@ -215,8 +211,7 @@ static void test_cancel_frees_slot(void **state)
         pthread_mutex_lock(&r.mu);
         int ev = r.n_events;
         pthread_mutex_unlock(&r.mu);
-        if (ev >= 2)
-            break;
+        if (ev >= 2) break;
         usleep(1000);
     }
     engine_cancel(eng, id);
@@ -224,7 +219,7 @@ static void test_cancel_frees_slot(void **state)
     assert_int_equal(r.finish, ENGINE_FINISH_CANCELLED);
     assert_true(r.n_gen < 400);
     wait_idle();
-    engine_cancel(eng, id);      /* already finished: ignored */
+    engine_cancel(eng, id);       /* already finished: ignored */
     engine_cancel(eng, 1u << 30); /* unknown: ignored */
 }
 
@@ -268,7 +263,11 @@ static void test_deadline(void **state)
     res_init(&r);
     engine_sampling_t sp = greedy(400);
     sp.ignore_eos = 1;
-    engine_req_t req = {.prompt = ids, .n_prompt = n, .sampling = sp, .cb = on_ev, .user = &r,
+    engine_req_t req = {.prompt = ids,
+                        .n_prompt = n,
+                        .sampling = sp,
+                        .cb = on_ev,
+                        .user = &r,
                         .deadline = time_now_mono() + 0.3};
     bar_msg_t msg = {{0}};
     assert_int_equal(engine_submit(eng, &req, NULL, &msg), 0);
@@ -283,8 +282,8 @@ static void test_submit_errors(void **state)
     res_t r;
     res_init(&r);
     bar_msg_t msg = {{0}};
-    engine_req_t req = {.prompt = NULL, .n_prompt = 0, .sampling = greedy(4), .cb = on_ev,
-                        .user = &r};
+    engine_req_t req = {
+        .prompt = NULL, .n_prompt = 0, .sampling = greedy(4), .cb = on_ev, .user = &r};
     assert_int_equal(engine_submit(eng, &req, NULL, &msg), BAR_ERR_INVALID);
     int32_t *big = calloc(600, sizeof(int32_t));
     req.prompt = big;

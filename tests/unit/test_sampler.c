@@ -29,8 +29,7 @@ static int draw(sampler_t *s, engine_sampling_t *p, int n, int *hist)
         fill(l);
         last = sampler_sample(s, l, NULL, NULL, 0);
         assert_true(last >= 0 && last < V);
-        if (hist)
-            hist[last]++;
+        if (hist) hist[last]++;
     }
     return last;
 }
@@ -199,9 +198,12 @@ static void test_logprobs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_greedy),          cmocka_unit_test(test_top_k_and_top_p_and_min_p),
-        cmocka_unit_test(test_temperature_spreads), cmocka_unit_test(test_seed_reproducible),
-        cmocka_unit_test(test_penalties),       cmocka_unit_test(test_logprobs),
+        cmocka_unit_test(test_greedy),
+        cmocka_unit_test(test_top_k_and_top_p_and_min_p),
+        cmocka_unit_test(test_temperature_spreads),
+        cmocka_unit_test(test_seed_reproducible),
+        cmocka_unit_test(test_penalties),
+        cmocka_unit_test(test_logprobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
