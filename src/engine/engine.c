@@ -25,7 +25,6 @@
 #include "util/timeutil.h"
 
 #define N_BATCH 512
-#define MAX_CANCELS 1024
 #define HOLD_MAX 4096
 
 typedef struct req {
@@ -83,8 +82,10 @@ struct engine {
     req_t *queue; /* priority-ordered */
     int n_queued;
     uint64_t next_id;
-    uint64_t cancels[MAX_CANCELS];
-    int n_cancels;
+    uint64_t *cancels; /* pending cancellations (grows; swapped with `taken`) */
+    int n_cancels, cap_cancels;
+    uint64_t *taken; /* the engine thread's copy for one iteration */
+    int cap_taken;
     uint64_t use_clock;
 
     /* stats (under mu) */
@@ -326,9 +327,14 @@ static void *engine_main(void *arg)
             pthread_mutex_unlock(&e->mu);
             break;
         }
-        uint64_t cancels[MAX_CANCELS];
+        /* take the pending cancellations by swapping buffers */
+        uint64_t *cancels = e->cancels;
         int n_cancels = e->n_cancels;
-        memcpy(cancels, e->cancels, sizeof(uint64_t) * (size_t)n_cancels);
+        e->cancels = e->taken;
+        e->taken = cancels;
+        int cap = e->cap_cancels;
+        e->cap_cancels = e->cap_taken;
+        e->cap_taken = cap;
         e->n_cancels = 0;
         /* queued requests that were cancelled: pull them out */
         req_t *dead = NULL;
@@ -546,6 +552,8 @@ void engine_destroy(engine_t *e)
     if (e->pool) pool_destroy(e->pool);
     if (e->tok) tok_destroy(e->tok);
     model_free(e->model);
+    free(e->cancels);
+    free(e->taken);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e);
@@ -640,7 +648,17 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
 void engine_cancel(engine_t *e, uint64_t req_id)
 {
     pthread_mutex_lock(&e->mu);
-    if (e->n_cancels < MAX_CANCELS) e->cancels[e->n_cancels++] = req_id;
+    if (e->n_cancels == e->cap_cancels) {
+        int cap = e->cap_cancels ? e->cap_cancels * 2 : 64;
+        uint64_t *p = realloc(e->cancels, (size_t)cap * sizeof(uint64_t));
+        if (!p) { /* out of memory: the request runs to its end instead */
+            pthread_mutex_unlock(&e->mu);
+            return;
+        }
+        e->cancels = p;
+        e->cap_cancels = cap;
+    }
+    e->cancels[e->n_cancels++] = req_id;
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);
 }
