@@ -12,6 +12,7 @@
 #include "engine/chat.h"
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
+#include "util/mfile.h"
 #include "util/timeutil.h"
 
 static const char *usage_line =
@@ -92,33 +93,6 @@ static int parse_num(const char *flag, const char *v, double lo, double hi, doub
     return 0;
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        size_t r = fread(buf + n, 1, cap - n - 1, f);
-        n += r;
-        if (r == 0) break;
-        if (n + 1 == cap) {
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    if (buf) buf[n] = 0;
-    *len = n;
-    return buf;
-}
-
 int cli_run_main(int argc, char **argv)
 {
     const char *model = cli_default_model(), *prompt = NULL, *file = NULL, *system = NULL;
@@ -194,31 +168,31 @@ int cli_run_main(int argc, char **argv)
         fprintf(stderr, "barista run: give exactly one of -p PROMPT or -f FILE\n%s", usage_line);
         return 2;
     }
-    char *owned_prompt = NULL;
+    mfile_t pf = {0};
+    bar_msg_t msg = {{0}};
     size_t prompt_len;
     if (file) {
-        owned_prompt = read_file(file, &prompt_len);
-        if (!owned_prompt) {
-            fprintf(stderr, "barista run: %s: %s\n", file, strerror(errno));
+        if (mfile_open(&pf, file, &msg)) {
+            fprintf(stderr, "barista run: %s\n", msg.text);
             return 1;
         }
-        prompt = owned_prompt;
+        prompt = (const char *)pf.data;
+        prompt_len = pf.size;
     } else {
         prompt_len = strlen(prompt);
     }
     if (prompt_len == 0) {
         fprintf(stderr, "barista run: the prompt is empty\n");
-        free(owned_prompt);
+        mfile_close(&pf);
         return 2;
     }
     sp.max_tokens = n_predict;
 
     engine_config_t cfg = {.model_path = model, .n_threads = threads, .n_ctx = ctx, .n_seq_max = 1};
     engine_t *e;
-    bar_msg_t msg = {{0}};
     if (engine_create(&e, &cfg, &msg)) {
         fprintf(stderr, "barista run: %s\n", msg.text);
-        free(owned_prompt);
+        mfile_close(&pf);
         return 1;
     }
     const tok_t *tok = engine_tok(e);
@@ -289,6 +263,6 @@ out_st:
 out:
     free(ids);
     engine_destroy(e);
-    free(owned_prompt);
+    mfile_close(&pf);
     return rc;
 }

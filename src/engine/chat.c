@@ -84,17 +84,25 @@ static int put_msg(buf_t *b, const char *role, size_t rl, const char *content, s
     return 0;
 }
 
-int chat_render(chat_tmpl_t tmpl, const chat_msg_t *msgs, size_t n, int add_generation_prompt,
-                char **out, size_t *out_len, bar_msg_t *msg)
+/* The arguments chat_render and chat_encode share. */
+static int check_args(chat_tmpl_t tmpl, const chat_msg_t *msgs, size_t n, bar_msg_t *msg)
 {
-    *out = NULL;
-    *out_len = 0;
     if (tmpl != CHAT_TMPL_CHATML_SMOLLM && tmpl != CHAT_TMPL_CHATML)
         return bar_fail(msg, BAR_ERR_INVALID, "chat: unknown template id %d", (int)tmpl);
     if (n > 0 && !msgs) return bar_fail(msg, BAR_ERR_INVALID, "chat: NULL message array");
     for (size_t i = 0; i < n; i++)
         if ((!msgs[i].role && msgs[i].role_len) || (!msgs[i].content && msgs[i].content_len))
             return bar_fail(msg, BAR_ERR_INVALID, "chat: message %zu has a NULL slice", i);
+    return 0;
+}
+
+int chat_render(chat_tmpl_t tmpl, const chat_msg_t *msgs, size_t n, int add_generation_prompt,
+                char **out, size_t *out_len, bar_msg_t *msg)
+{
+    *out = NULL;
+    *out_len = 0;
+    int rc0 = check_args(tmpl, msgs, n, msg);
+    if (rc0) return rc0;
 
     buf_t b = {0};
     int rc = buf_put(&b, "", 0);
@@ -166,12 +174,8 @@ int chat_encode(chat_tmpl_t tmpl, const tok_t *tok, const chat_msg_t *msgs, size
 {
     *ids = NULL;
     *n_ids = 0;
-    if (tmpl != CHAT_TMPL_CHATML_SMOLLM && tmpl != CHAT_TMPL_CHATML)
-        return bar_fail(msg, BAR_ERR_INVALID, "chat: unknown template id %d", (int)tmpl);
-    if (n > 0 && !msgs) return bar_fail(msg, BAR_ERR_INVALID, "chat: NULL message array");
-    for (size_t i = 0; i < n; i++)
-        if ((!msgs[i].role && msgs[i].role_len) || (!msgs[i].content && msgs[i].content_len))
-            return bar_fail(msg, BAR_ERR_INVALID, "chat: message %zu has a NULL slice", i);
+    int rc0 = check_args(tmpl, msgs, n, msg);
+    if (rc0) return rc0;
     ids_t v = {0};
     int rc = 0;
     if (tok_add_bos(tok) && tok_bos(tok) >= 0) {

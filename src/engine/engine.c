@@ -114,41 +114,40 @@ static void req_free(req_t *r)
 
 /* ------------------------------------------------------------- events */
 
-static void emit_done(engine_t *e, req_t *r, slot_t *s, engine_finish_t fin, int err,
-                      const char *msg)
+/* An event of `type` for r with the counts every event carries (s may be
+ * NULL for a request that never reached a slot). */
+static engine_event_t event_for(engine_ev_type_t type, const req_t *r, const slot_t *s)
 {
     engine_event_t ev;
     memset(&ev, 0, sizeof ev);
-    ev.type = ENGINE_EV_DONE;
+    ev.type = type;
     ev.req_id = r->id;
-    ev.finish = fin;
-    ev.err = err;
-    ev.msg = msg;
     ev.n_prompt = r->n_prompt;
     ev.n_cached = s ? s->n_cached : 0;
     ev.n_gen = s ? s->n_gen : 0;
     ev.t_first_token = s && s->t_first > 0 ? s->t_first - r->t_submit : 0;
-    (void)e;
+    return ev;
+}
+
+static void emit_done(req_t *r, slot_t *s, engine_finish_t fin, int err, const char *msg)
+{
+    engine_event_t ev = event_for(ENGINE_EV_DONE, r, s);
+    ev.finish = fin;
+    ev.err = err;
+    ev.msg = msg;
     r->cb(r->user, &ev);
 }
 
 static void emit_text(req_t *r, slot_t *s, const char *text, size_t n, int token, float lp,
                       const engine_top_t *top, int n_top)
 {
-    engine_event_t ev;
-    memset(&ev, 0, sizeof ev);
-    ev.type = ENGINE_EV_TOKEN;
-    ev.req_id = r->id;
+    engine_event_t ev = event_for(ENGINE_EV_TOKEN, r, s);
     ev.text = text;
     ev.text_len = n;
     ev.token = token;
     ev.logprob = lp;
     ev.top = top;
     ev.n_top = n_top;
-    ev.n_prompt = r->n_prompt;
-    ev.n_cached = s->n_cached;
-    ev.n_gen = s->n_gen;
-    ev.t_first_token = s->t_first > 0 ? s->t_first - r->t_submit : 0;
     r->cb(r->user, &ev);
 }
 
@@ -209,11 +208,6 @@ static int slot_admit(engine_t *e, req_t *r)
 
 /* --------------------------------------------------------- text release */
 
-static const char *stop_str(const req_t *r, int i)
-{
-    return r->sp.stop[i];
-}
-
 /* Release what of s->hold cannot begin a stop string; returns 1 if a stop
  * string matched (text before it is released and the request should end). */
 static int hold_release(slot_t *s, req_t *r, int token, float lp, const engine_top_t *top,
@@ -223,7 +217,7 @@ static int hold_release(slot_t *s, req_t *r, int token, float lp, const engine_t
     int matched = 0;
     size_t match_at = s->n_hold;
     for (int i = 0; i < r->sp.n_stop; i++) {
-        const char *st = stop_str(r, i);
+        const char *st = r->sp.stop[i];
         size_t sl = r->stop_len[i];
         if (sl == 0 || sl > s->n_hold) continue;
         for (size_t p = 0; p + sl <= s->n_hold; p++)
@@ -242,7 +236,7 @@ static int hold_release(slot_t *s, req_t *r, int token, float lp, const engine_t
         /* keep the longest suffix that is a proper prefix of some stop string */
         size_t keep = 0;
         for (int i = 0; i < r->sp.n_stop; i++) {
-            const char *st = stop_str(r, i);
+            const char *st = r->sp.stop[i];
             size_t sl = r->stop_len[i];
             for (size_t k = sl > 1 ? sl - 1 : 0; k > keep; k--) {
                 if (k <= s->n_hold && !memcmp(s->hold + s->n_hold - k, st, k)) {
@@ -272,7 +266,7 @@ static void hold_append(slot_t *s, const char *p, size_t n)
 
 static void finish_slot(engine_t *e, slot_t *s, engine_finish_t fin, int err, const char *msg)
 {
-    emit_done(e, s->req, s, fin, err, msg);
+    emit_done(s->req, s, fin, err, msg);
     slot_release(e, s);
 }
 
@@ -369,7 +363,7 @@ static void *engine_main(void *arg)
         while (dead) {
             req_t *r = dead;
             dead = r->next;
-            emit_done(e, r, NULL, ENGINE_FINISH_CANCELLED, 0, NULL);
+            emit_done(r, NULL, ENGINE_FINISH_CANCELLED, 0, NULL);
             req_free(r);
         }
 
@@ -455,7 +449,7 @@ static void *engine_main(void *arg)
     while (q) {
         req_t *r = q;
         q = r->next;
-        emit_done(e, r, NULL, ENGINE_FINISH_CANCELLED, 0, NULL);
+        emit_done(r, NULL, ENGINE_FINISH_CANCELLED, 0, NULL);
         req_free(r);
     }
     return NULL;

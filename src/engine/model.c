@@ -573,6 +573,7 @@ int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float 
     int kv_dim = hp->n_head_kv * hp->head_dim;
     if (n <= 0 || n > c->n_batch)
         return bar_fail(msg, BAR_ERR_INVALID, "batch of %d tokens (max %d)", n, c->n_batch);
+    int next_row = 0;
     for (int i = 0; i < n; i++) {
         if (b->tokens[i] < 0 || b->tokens[i] >= hp->n_vocab)
             return bar_fail(msg, BAR_ERR_INVALID, "token id %d outside vocabulary of %d",
@@ -580,6 +581,8 @@ int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float 
         if (b->pos[i] < 0 || b->pos[i] >= kv->n_ctx || b->pos[i] >= c->n_ctx)
             return bar_fail(msg, BAR_ERR_RANGE, "position %d outside context of %d", b->pos[i],
                             kv->n_ctx);
+        if (b->logit_row[i] >= 0 && b->logit_row[i] != next_row++)
+            return bar_fail(msg, BAR_ERR_INVALID, "logit rows must be 0, 1, 2, ... in token order");
         if (b->slot[i] < 0 || b->slot[i] >= kv->n_slots)
             return bar_fail(msg, BAR_ERR_INVALID, "slot %d outside %d slots", b->slot[i],
                             kv->n_slots);
@@ -639,25 +642,6 @@ int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float 
     }
     if (n_out == 0) return 0;
     quantize_rows(c, c->xn, E, E, n_out);
-    /* compute into tmp-ordered rows, then scatter to the requested rows */
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        if (b->logit_row[i] < 0) continue;
-        if (b->logit_row[i] != k) break; /* rows not in order: fall back below */
-        k++;
-    }
-    if (k == n_out) {
-        matmul3(c, n_out, c->xn, 1, &m->output, logits, NULL, NULL, NULL, NULL);
-        return 0;
-    }
-    /* general case: one row at a time into its place */
-    int r = 0;
-    for (int i = 0; i < n; i++) {
-        if (b->logit_row[i] < 0) continue;
-        kern_quantize_act(c->xn + (size_t)r * E, c->xq, E);
-        matmul3(c, 1, c->xn + (size_t)r * E, 1, &m->output,
-                logits + (size_t)b->logit_row[i] * hp->n_vocab, NULL, NULL, NULL, NULL);
-        r++;
-    }
+    matmul3(c, n_out, c->xn, 1, &m->output, logits, NULL, NULL, NULL, NULL);
     return 0;
 }

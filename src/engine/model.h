@@ -67,7 +67,9 @@ void model_ctx_destroy(model_ctx_t *c);
  * Tokens of one slot must appear in increasing position order, and every
  * position below pos[i] of that slot must already be in the cache or earlier in
  * this batch. `logit_row[i]` >= 0 asks for token i's logits in row
- * logit_row[i] of `logits` ([n_rows][n_vocab] floats); -1 skips them. */
+ * logit_row[i] of `logits` ([n_rows][n_vocab] floats); -1 skips them. The
+ * rows asked for are numbered 0, 1, 2, ... in token order (one matmul fills
+ * them all); anything else is BAR_ERR_INVALID. */
 typedef struct {
     int n;
     const int32_t *tokens;

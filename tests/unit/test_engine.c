@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,9 +89,7 @@ static int setup(void **state)
 {
     (void)state;
     char path[4096];
-    const char *dir = getenv("BARISTA_MODELS");
-    snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf",
-             dir && *dir ? dir : BARISTA_SOURCE_DIR "/models");
+    test_model_path(path, sizeof path, TEST_SMOLLM2);
     engine_config_t cfg = {.model_path = path, .n_threads = 2, .n_ctx = 512, .n_seq_max = 4};
     bar_msg_t msg = {{0}};
     if (engine_create(&eng, &cfg, &msg)) {

@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "engine/gguf.h"
 
 /* ---- a tiny GGUF writer --------------------------------------------------- */
@@ -624,10 +626,8 @@ static void test_open_file(void **state)
 static void test_real_smollm2(void **state)
 {
     (void)state;
-    const char *dir = getenv("BARISTA_MODELS");
     char path[4096];
-    snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf",
-             dir && *dir ? dir : BARISTA_SOURCE_DIR "/models");
+    test_model_path(path, sizeof path, TEST_SMOLLM2);
     if (access(path, R_OK) != 0) skip();
     gguf_t *g = NULL;
     bar_msg_t msg = {{0}};

@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -150,9 +152,7 @@ static int setup(void **state)
     }
     cJSON_Delete(root);
 
-    const char *dir = getenv("BARISTA_MODELS");
-    snprintf(path, sizeof path, "%s/SmolLM2-135M-Instruct.Q4_1.gguf",
-             dir && *dir ? dir : BARISTA_SOURCE_DIR "/models");
+    test_model_path(path, sizeof path, TEST_SMOLLM2);
     bar_msg_t msg = {{0}};
     if (model_load(&model, path, &msg)) {
         fprintf(stderr, "model_load %s: %s (run scripts/fetch-models)\n", path, msg.text);

@@ -14,6 +14,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "engine/safetensors.h"
 
 /* u64 LE header length, the header text, `pad` spaces, then data_n bytes. */
@@ -306,10 +308,8 @@ static void test_open_file(void **state)
 static void test_real_minilm(void **state)
 {
     (void)state;
-    const char *dir = getenv("BARISTA_MODELS");
     char path[4096];
-    snprintf(path, sizeof path, "%s/all-MiniLM-L6-v2/model.safetensors",
-             dir && *dir ? dir : BARISTA_SOURCE_DIR "/models");
+    test_model_path(path, sizeof path, "all-MiniLM-L6-v2/model.safetensors");
     if (access(path, R_OK) != 0) skip();
     safet_t *s = NULL;
     bar_msg_t msg = {{0}};

@@ -20,6 +20,8 @@
 #include <cJSON.h>
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
 
@@ -293,8 +295,7 @@ static int setup(void **state)
 {
     static fix_t f;
     char path[1024];
-    const char *dir = getenv("BARISTA_MODELS");
-    snprintf(path, sizeof path, "%s/%s", dir ? dir : BARISTA_SOURCE_DIR "/models", MODEL_FILE);
+    test_model_path(path, sizeof path, MODEL_FILE);
     bar_msg_t msg = {{0}};
     int rc = gguf_open(&f.g, path, &msg);
     if (rc != 0) {

@@ -468,9 +468,7 @@ static float dot_f16(const float *a, const uint16_t *b, int n)
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     float r = _mm_cvtss_f32(s);
-    for (; i < n; i++)
-        r += a[i] * fp16_to_f32(b[i]);
-    return r;
+    return r + kern_scalar_dot_f16(a + i, b + i, n - i);
 }
 
 static void axpy_f16(float *y, float a, const uint16_t *x, int n)
@@ -481,8 +479,7 @@ static void axpy_f16(float *y, float a, const uint16_t *x, int n)
         _mm256_storeu_ps(
             y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
                                    _mm256_loadu_ps(y + i)));
-    for (; i < n; i++)
-        y[i] += a * fp16_to_f32(x[i]);
+    kern_scalar_axpy_f16(y + i, a, x + i, n - i);
 }
 
 const kern_vtable_t kern_vtable_avx2 = {

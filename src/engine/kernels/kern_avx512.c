@@ -622,9 +622,7 @@ static float dot_f16(const float *a, const uint16_t *b, int n)
         acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i),
                               _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + i))), acc);
     float r = _mm512_reduce_add_ps(acc);
-    for (; i < n; i++)
-        r += a[i] * fp16_to_f32(b[i]);
-    return r;
+    return r + kern_scalar_dot_f16(a + i, b + i, n - i);
 }
 
 static void axpy_f16(float *y, float a, const uint16_t *x, int n)
@@ -636,8 +634,7 @@ static void axpy_f16(float *y, float a, const uint16_t *x, int n)
             y + i,
             _mm512_fmadd_ps(va, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))),
                             _mm512_loadu_ps(y + i)));
-    for (; i < n; i++)
-        y[i] += a * fp16_to_f32(x[i]);
+    kern_scalar_axpy_f16(y + i, a, x + i, n - i);
 }
 
 const kern_vtable_t kern_vtable_avx512 = {

@@ -64,6 +64,9 @@ void kern_scalar_dequant_q4_1(const void *row, float *out, int n);
 void kern_scalar_dequant_q5_0(const void *row, float *out, int n);
 void kern_scalar_dequant_q5_1(const void *row, float *out, int n);
 void kern_scalar_dequant_q8_0(const void *row, float *out, int n);
+/* fp16 attention helpers; SIMD levels use them for their tails. */
+float kern_scalar_dot_f16(const float *a, const uint16_t *b, int n);
+void kern_scalar_axpy_f16(float *y, float a, const uint16_t *x, int n);
 
 #define KERN_SCALAR_DEQUANT_TABLE                                                                  \
     {                                                                                              \

@@ -308,7 +308,7 @@ static void axpy_f32(float *y, float a, const float *x, int n)
         y[i] += a * x[i];
 }
 
-static float dot_f16(const float *a, const uint16_t *b, int n)
+float kern_scalar_dot_f16(const float *a, const uint16_t *b, int n)
 {
     float s = 0.0f;
     for (int i = 0; i < n; i++)
@@ -316,7 +316,7 @@ static float dot_f16(const float *a, const uint16_t *b, int n)
     return s;
 }
 
-static void axpy_f16(float *y, float a, const uint16_t *x, int n)
+void kern_scalar_axpy_f16(float *y, float a, const uint16_t *x, int n)
 {
     for (int i = 0; i < n; i++)
         y[i] += a * fp16_to_f32(x[i]);
@@ -330,6 +330,6 @@ const kern_vtable_t kern_vtable_scalar = {
     .dequant_row = KERN_SCALAR_DEQUANT_TABLE,
     .dot_f32 = dot_f32,
     .axpy_f32 = axpy_f32,
-    .dot_f16 = dot_f16,
-    .axpy_f16 = axpy_f16,
+    .dot_f16 = kern_scalar_dot_f16,
+    .axpy_f16 = kern_scalar_axpy_f16,
 };
