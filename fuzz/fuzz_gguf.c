@@ -14,26 +14,9 @@
 #include <string.h>
 
 #include "cli/cli_inspect.c"
+#define FUZZ_INSPECT
+#include "fuzz_util.h"
 #include "engine/gguf.h"
-
-static volatile uint8_t sink;
-
-static void touch(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    uint8_t x = 0;
-    for (size_t i = 0; i < n; i++)
-        x ^= b[i];
-    sink ^= x;
-}
-
-static FILE *devnull(void)
-{
-    static FILE *f;
-    if (!f) f = fopen("/dev/null", "w");
-    if (!f) abort();
-    return f;
-}
 
 /* A C copy of a slice for the *_find lookups; NULL when it holds a NUL. */
 static const char *cstr(char *buf, size_t cap, gguf_str_t s)
@@ -98,14 +81,7 @@ static void render(const gguf_t *g)
 {
     view_t v = {0};
     v.path = "fuzz.gguf";
-    if (view_from_gguf(&v, g) == 0) {
-        print_text(devnull(), &v);
-        cJSON *doc = json_view(&v);
-        char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
-        if (text) fputs(text, devnull());
-        cJSON_free(text);
-        cJSON_Delete(doc);
-    }
+    if (view_from_gguf(&v, g) == 0) render_view(&v);
     view_free(&v);
 }
 

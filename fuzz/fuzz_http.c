@@ -11,18 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_util.h"
 #include "server/http.h"
-
-static volatile uint8_t sink;
-
-static void touch(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    uint8_t x = 0;
-    for (size_t i = 0; i < n; i++)
-        x ^= b[i];
-    sink ^= x;
-}
 
 static void check_request(const http_req_t *r, size_t max_body)
 {

@@ -13,26 +13,9 @@
 #include <string.h>
 
 #include "cli/cli_inspect.c"
+#define FUZZ_INSPECT
+#include "fuzz_util.h"
 #include "engine/safetensors.h"
-
-static volatile uint8_t sink;
-
-static void touch(const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    uint8_t x = 0;
-    for (size_t i = 0; i < n; i++)
-        x ^= b[i];
-    sink ^= x;
-}
-
-static FILE *devnull(void)
-{
-    static FILE *f;
-    if (!f) f = fopen("/dev/null", "w");
-    if (!f) abort();
-    return f;
-}
 
 static void walk(const safet_t *s, const uint8_t *data, size_t size)
 {
@@ -67,14 +50,7 @@ static void render(const safet_t *s)
 {
     view_t v = {0};
     v.path = "fuzz.safetensors";
-    if (view_from_safet(&v, s) == 0) {
-        print_text(devnull(), &v);
-        cJSON *doc = json_view(&v);
-        char *text = doc ? cJSON_PrintUnformatted(doc) : NULL;
-        if (text) fputs(text, devnull());
-        cJSON_free(text);
-        cJSON_Delete(doc);
-    }
+    if (view_from_safet(&v, s) == 0) render_view(&v);
     view_free(&v);
 }
 
