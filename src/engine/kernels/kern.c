@@ -206,3 +206,13 @@ void kern_axpy_f16(float *y, float a, const uint16_t *x, int n)
 {
     vt_get()->axpy_f16(y, a, x, n);
 }
+
+float kern_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order)
+{
+    return vt_get()->dot_hh(a, b, n, order);
+}
+
+void kern_expf(const float *x, float *y, int n)
+{
+    vt_get()->expf_v(x, y, n);
+}

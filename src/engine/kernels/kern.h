@@ -74,4 +74,17 @@ void kern_axpy_f32(float *y, float a, const float *x, int n);
 float kern_dot_f16(const float *a, const uint16_t *b, int n);
 void kern_axpy_f16(float *y, float a, const uint16_t *x, int n);
 
+/* sum a[i] * b[i] over two fp16 vectors in one of llama.cpp's two orders
+ * (all levels give the same bits):
+ *  KERN_ORDER_TILE (its batched sgemm; needs n % 16 == 0, else VEC is used):
+ *    16 lanes, lane i = fma chain over elements i, i+16, ...; kern_hsum16.
+ *  KERN_ORDER_VEC (its single-row vec_dot): 4 x 16 lanes over steps of 64,
+ *    folded (L0+L2)+(L1+L3), kern_hsum16, then the n % 64 tail in double. */
+enum { KERN_ORDER_TILE = 0, KERN_ORDER_VEC = 1 };
+float kern_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order);
+
+/* y[i] = exp(x[i]) as llama.cpp's AVX-512 ggml_v_expf computes it (a
+ * polynomial, not libm; exp of -inf is 0). y may equal x. */
+void kern_expf(const float *x, float *y, int n);
+
 #endif

@@ -647,4 +647,6 @@ const kern_vtable_t kern_vtable_avx512 = {
     .axpy_f32 = axpy_f32,
     .dot_f16 = dot_f16,
     .axpy_f16 = axpy_f16,
+    .dot_hh = kern_scalar_dot_hh,
+    .expf_v = kern_scalar_expf_v,
 };

@@ -42,6 +42,8 @@ typedef struct {
     void (*axpy_f32)(float *y, float a, const float *x, int n);
     float (*dot_f16)(const float *a, const uint16_t *b, int n);
     void (*axpy_f16)(float *y, float a, const uint16_t *x, int n);
+    float (*dot_hh)(const uint16_t *a, const uint16_t *b, int n, int order);
+    void (*expf_v)(const float *x, float *y, int n);
 } kern_vtable_t;
 
 extern const kern_vtable_t kern_vtable_scalar;
@@ -67,6 +69,15 @@ void kern_scalar_dequant_q8_0(const void *row, float *out, int n);
 /* fp16 attention helpers; SIMD levels use them for their tails. */
 float kern_scalar_dot_f16(const float *a, const uint16_t *b, int n);
 void kern_scalar_axpy_f16(float *y, float a, const uint16_t *x, int n);
+float kern_scalar_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order);
+/* llama.cpp's AVX-512 expf (ggml_v_expf) for one value; SIMD tails use it. */
+float kern_scalar_expf1(float x);
+void kern_scalar_expf_v(const float *x, float *y, int n);
+/* The fixed horizontal folds of 8 and 16 float lanes the exact order uses:
+ * hsum8: ((a4+a0)+(a6+a2)) + ((a5+a1)+(a7+a3)); hsum16: t_i = v_{8+i}+v_i,
+ * then hsum8-like over t with the same pairing (t4+t0 ...). */
+float kern_hsum8(const float a[8]);
+float kern_hsum16(const float v[16]);
 
 #define KERN_SCALAR_DEQUANT_TABLE                                                                  \
     {                                                                                              \

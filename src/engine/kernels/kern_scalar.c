@@ -1,16 +1,16 @@
 /* kern_scalar.c — the reference implementation of every kernel, in plain C.
  *
- * This is what the SIMD levels are tested against, so it favours the obvious
- * formulation: one weight row against one activation row at a time, integer
- * dot products per 32-block finished in float as
- *   acc += (d_w * d_a) * isum + m_w * s_a          (m_w = 0 for symmetric types)
- * where isum = sum(qw * qa) with qw the signed weight code for Q4_0/Q5_0/Q8_0
- * ((nibble - 8), (q5 - 16), q) and the unsigned code for Q4_1/Q5_1.
+ * This is what the SIMD levels are tested against (bit for bit), so it
+ * favours the obvious formulation: one weight row against one activation row
+ * at a time, in the summation order of llama.cpp's AVX-512 CPU build (see
+ * dot_q below and docs/ARCHITECTURE.md, "Numerics"): that order is what makes
+ * barista's tokens equal llama.cpp's. fmaf is a library call without -mfma.
  * Not for: speed. No intrinsics, no ISA flags. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "engine/kernels/kern.h"
 #include "engine/kernels/kern_int.h"
 #include "util/fp16.h"
 
@@ -39,7 +39,8 @@ static void quantize_act(const float *x, void *xq, int n)
             amax = a > amax ? a : amax;
         }
         float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        /* 127 / amax, not 1 / d: llama.cpp's multiplier, which rounds differently */
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int i = 0; i < QK; i++) {
             int q = (int)nearbyintf(v[i] * id); /* ties to even, as cvtps2dq */
@@ -47,8 +48,8 @@ static void quantize_act(const float *x, void *xq, int n)
             out[k].qs[i] = (int8_t)q;
             sum += q;
         }
-        /* scales rounded to fp16 as llama.cpp's Q8_1 stores them, so dot
-         * products match it; the codes above used the exact scale. */
+        /* scales rounded to fp16 as llama.cpp's Q8_1 stores them (s from the
+         * unrounded d); the codes above used the exact multiplier. */
         out[k].d = fp16_to_f32(fp16_from_f32(d));
         out[k].s = fp16_to_f32(fp16_from_f32(d * (float)sum));
         out[k].d2 = out[k].d;
@@ -56,84 +57,115 @@ static void quantize_act(const float *x, void *xq, int n)
     }
 }
 
-/* ---- per-row dots: one weight row (nblk blocks) x one activation row ---- */
+/* ---- per-row dots in llama.cpp's summation order ------------------------
+ * Eight float lanes; lane l of block k gets fma(d_w * d_a, isum_l, lane),
+ * isum_l = sum of code * qa over elements 4l..4l+3 (signed codes for the
+ * symmetric types); the asymmetric types chain fma(m_w, s_a, summs) apart.
+ * The lanes then fold as kern_hsum8 says, and summs is added last. */
 
-static float dot_q4_0(const void *row, const block_q8a *a, int nblk)
+float kern_hsum8(const float a[8])
 {
-    const block_q4_0 *w = row;
-    float acc = 0.0f;
-    for (int k = 0; k < nblk; k++) {
-        int isum = 0;
-        for (int j = 0; j < QK / 2; j++) {
-            isum += ((w[k].qs[j] & 15) - 8) * a[k].qs[j];
-            isum += ((w[k].qs[j] >> 4) - 8) * a[k].qs[j + 16];
-        }
-        acc += ld_f16(&w[k].d) * a[k].d * (float)isum;
-    }
-    return acc;
+    float r0 = a[4] + a[0], r1 = a[5] + a[1], r2 = a[6] + a[2], r3 = a[7] + a[3];
+    return (r0 + r2) + (r1 + r3);
 }
 
-static float dot_q4_1(const void *row, const block_q8a *a, int nblk)
+float kern_hsum16(const float v[16])
 {
-    const block_q4_1 *w = row;
-    float acc = 0.0f;
-    for (int k = 0; k < nblk; k++) {
-        int isum = 0;
-        for (int j = 0; j < QK / 2; j++) {
-            isum += (w[k].qs[j] & 15) * a[k].qs[j];
-            isum += (w[k].qs[j] >> 4) * a[k].qs[j + 16];
-        }
-        acc += ld_f16(&w[k].d) * a[k].d * (float)isum + ld_f16(&w[k].m) * a[k].s;
-    }
-    return acc;
+    float t[8];
+    for (int i = 0; i < 8; i++)
+        t[i] = v[8 + i] + v[i];
+    float u0 = t[4] + t[0], u1 = t[5] + t[1], u2 = t[6] + t[2], u3 = t[7] + t[3];
+    return (u0 + u2) + (u1 + u3);
 }
 
-static float dot_q5_0(const void *row, const block_q8a *a, int nblk)
+/* codes of one block (signed for Q4_0/Q5_0/Q8_0) and its d, m (m = 0 when symmetric) */
+static int block_codes(int t, const uint8_t *b, int q[QK], float *d, float *m)
 {
-    const block_q5_0 *w = row;
-    float acc = 0.0f;
-    for (int k = 0; k < nblk; k++) {
-        uint32_t qh = ld_u32(w[k].qh);
-        int isum = 0;
+    switch (t) {
+    case KT_Q4_0: {
+        const block_q4_0 *w = (const block_q4_0 *)b;
         for (int j = 0; j < QK / 2; j++) {
-            int lo = (w[k].qs[j] & 15) | (int)((qh >> j) & 1) << 4;
-            int hi = (w[k].qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-            isum += (lo - 16) * a[k].qs[j] + (hi - 16) * a[k].qs[j + 16];
+            q[j] = (w->qs[j] & 15) - 8;
+            q[j + 16] = (w->qs[j] >> 4) - 8;
         }
-        acc += ld_f16(&w[k].d) * a[k].d * (float)isum;
+        *d = ld_f16(&w->d);
+        *m = 0.0f;
+        return 0;
     }
-    return acc;
-}
-
-static float dot_q5_1(const void *row, const block_q8a *a, int nblk)
-{
-    const block_q5_1 *w = row;
-    float acc = 0.0f;
-    for (int k = 0; k < nblk; k++) {
-        uint32_t qh = ld_u32(w[k].qh);
-        int isum = 0;
+    case KT_Q4_1: {
+        const block_q4_1 *w = (const block_q4_1 *)b;
         for (int j = 0; j < QK / 2; j++) {
-            int lo = (w[k].qs[j] & 15) | (int)((qh >> j) & 1) << 4;
-            int hi = (w[k].qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
-            isum += lo * a[k].qs[j] + hi * a[k].qs[j + 16];
+            q[j] = w->qs[j] & 15;
+            q[j + 16] = w->qs[j] >> 4;
         }
-        acc += ld_f16(&w[k].d) * a[k].d * (float)isum + ld_f16(&w[k].m) * a[k].s;
+        *d = ld_f16(&w->d);
+        *m = ld_f16(&w->m);
+        return 1;
     }
-    return acc;
-}
-
-static float dot_q8_0(const void *row, const block_q8a *a, int nblk)
-{
-    const block_q8_0 *w = row;
-    float acc = 0.0f;
-    for (int k = 0; k < nblk; k++) {
-        int isum = 0;
+    case KT_Q5_0: {
+        const block_q5_0 *w = (const block_q5_0 *)b;
+        uint32_t qh = ld_u32(w->qh);
+        for (int j = 0; j < QK / 2; j++) {
+            q[j] = ((w->qs[j] & 15) | (int)((qh >> j) & 1) << 4) - 16;
+            q[j + 16] = ((w->qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4) - 16;
+        }
+        *d = ld_f16(&w->d);
+        *m = 0.0f;
+        return 0;
+    }
+    case KT_Q5_1: {
+        const block_q5_1 *w = (const block_q5_1 *)b;
+        uint32_t qh = ld_u32(w->qh);
+        for (int j = 0; j < QK / 2; j++) {
+            q[j] = (w->qs[j] & 15) | (int)((qh >> j) & 1) << 4;
+            q[j + 16] = (w->qs[j] >> 4) | (int)((qh >> (j + 16)) & 1) << 4;
+        }
+        *d = ld_f16(&w->d);
+        *m = ld_f16(&w->m);
+        return 1;
+    }
+    default: {
+        const block_q8_0 *w = (const block_q8_0 *)b;
         for (int j = 0; j < QK; j++)
-            isum += w[k].qs[j] * a[k].qs[j];
-        acc += ld_f16(&w[k].d) * a[k].d * (float)isum;
+            q[j] = w->qs[j];
+        *d = ld_f16(&w->d);
+        *m = 0.0f;
+        return 0;
     }
-    return acc;
+    }
 }
+
+static float dot_q(int t, size_t bs, const uint8_t *row, const block_q8a *a, int nblk)
+{
+    float acc[8] = {0}, summs = 0.0f;
+    int asym = 0;
+    for (int k = 0; k < nblk; k++) {
+        int q[QK];
+        float d, m;
+        asym = block_codes(t, row + (size_t)k * bs, q, &d, &m);
+        if (asym) summs = fmaf(m, a[k].s, summs);
+        float dd = d * a[k].d;
+        for (int l = 0; l < 8; l++) {
+            int s = 0;
+            for (int e = 4 * l; e < 4 * l + 4; e++)
+                s += q[e] * a[k].qs[e];
+            acc[l] = fmaf(dd, (float)s, acc[l]);
+        }
+    }
+    float r = kern_hsum8(acc);
+    return asym ? r + summs : r;
+}
+
+#define DEF_DOT_Q(T, KT, BT)                                                                       \
+    static float dot_##T(const void *row, const block_q8a *a, int nblk)                            \
+    {                                                                                              \
+        return dot_q(KT, sizeof(BT), row, a, nblk);                                                \
+    }
+DEF_DOT_Q(q4_0, KT_Q4_0, block_q4_0)
+DEF_DOT_Q(q4_1, KT_Q4_1, block_q4_1)
+DEF_DOT_Q(q5_0, KT_Q5_0, block_q5_0)
+DEF_DOT_Q(q5_1, KT_Q5_1, block_q5_1)
+DEF_DOT_Q(q8_0, KT_Q8_0, block_q8_0)
 
 typedef float (*qdot_fn)(const void *row, const block_q8a *a, int nblk);
 
@@ -322,6 +354,50 @@ void kern_scalar_axpy_f16(float *y, float a, const uint16_t *x, int n)
         y[i] += a * fp16_to_f32(x[i]);
 }
 
+/* fp16 . fp16 in llama.cpp's two orders (see kern.h, kern_dot_hh). */
+float kern_scalar_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order)
+{
+    if (order == KERN_ORDER_TILE && n % 16 == 0) {
+        float acc[16] = {0};
+        for (int l = 0; l < n; l += 16)
+            for (int i = 0; i < 16; i++)
+                acc[i] = fmaf(fp16_to_f32(a[l + i]), fp16_to_f32(b[l + i]), acc[i]);
+        return kern_hsum16(acc);
+    }
+    int np = n & ~63;
+    float acc[4][16] = {{0}};
+    for (int l = 0; l < np; l += 64)
+        for (int j = 0; j < 4; j++)
+            for (int i = 0; i < 16; i++)
+                acc[j][i] = fmaf(fp16_to_f32(a[l + 16 * j + i]), fp16_to_f32(b[l + 16 * j + i]),
+                                 acc[j][i]);
+    float x[16];
+    for (int i = 0; i < 16; i++)
+        x[i] = (acc[0][i] + acc[2][i]) + (acc[1][i] + acc[3][i]);
+    double sum = (double)kern_hsum16(x);
+    for (int l = np; l < n; l++)
+        sum += (double)(fp16_to_f32(a[l]) * fp16_to_f32(b[l]));
+    return (float)sum;
+}
+
+float kern_scalar_expf1(float x)
+{
+    float z = fmaf(x, 0x1.715476p+0f, 0x1.8p23f), n = z - 0x1.8p23f;
+    float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    if (fabsf(n) > 192.0f || n != n) return n <= 0.0f ? 0.0f : n > 0.0f ? INFINITY : n;
+    float u = b * b;
+    float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
+                        fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                   u, fmaf(0x1.ffffecp-1f, b, 1.0f));
+    return ldexpf(j, (int)n);
+}
+
+void kern_scalar_expf_v(const float *x, float *y, int n)
+{
+    for (int i = 0; i < n; i++)
+        y[i] = kern_scalar_expf1(x[i]);
+}
+
 const kern_vtable_t kern_vtable_scalar = {
     .name = "scalar",
     .quantize_act = quantize_act,
@@ -332,4 +408,6 @@ const kern_vtable_t kern_vtable_scalar = {
     .axpy_f32 = axpy_f32,
     .dot_f16 = kern_scalar_dot_f16,
     .axpy_f16 = kern_scalar_axpy_f16,
+    .dot_hh = kern_scalar_dot_hh,
+    .expf_v = kern_scalar_expf_v,
 };
