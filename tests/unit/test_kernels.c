@@ -349,7 +349,9 @@ static void check_shape(ggml_type_t t, int n, int rows, int nb, stats_t *st)
                 double m = mag[(size_t)b * rows + r] + 1e-12;
                 double rel = fabs((double)g - e) / m;
                 if (rel > st->max_rel) st->max_rel = rel;
-                if (rel > 1e-5)
+                /* quantized types: every level sums in the same (llama.cpp's)
+                 * order, so the bits must be equal; float weights: close */
+                if (is_quant(t) ? memcmp(&g, &e, sizeof g) != 0 : rel > 1e-5)
                     fail_msg(
                         "%s type %d n=%d rows=%d nb=%d r=%d b=%d: got %.9g want %.9g (rel %.3g)",
                         vt->name, (int)t, n, rows, nb, r, b, g, e, rel);
@@ -469,6 +471,75 @@ static void test_f16_helpers(void **state)
 
 /* ---- public API ------------------------------------------------------------ */
 
+/* fp16 . fp16 in both orders and the polynomial expf: every level gives the
+ * scalar level's bits; the scalar level is close to the exact values. */
+static void test_exact_order_helpers(void **state)
+{
+    (void)state;
+    enum { N = 1100 };
+    uint16_t *a = malloc(N * sizeof(uint16_t)), *b = malloc(N * sizeof(uint16_t));
+    float *x = malloc(N * sizeof(float)), *y0 = malloc(N * sizeof(float)),
+          *y1 = malloc(N * sizeof(float));
+    static const int NS[] = {0, 1, 15, 16, 17, 63, 64, 65, 128, 192, 256, 1024, 1100};
+    for (int rep = 0; rep < 4; rep++) {
+        for (int i = 0; i < N; i++) {
+            a[i] = fp16_from_f32((float)(rand() % 20001 - 10000) / 3000.0f);
+            b[i] = fp16_from_f32((float)(rand() % 20001 - 10000) / 7000.0f);
+        }
+        for (size_t k = 0; k < sizeof NS / sizeof *NS; k++) {
+            int n = NS[k];
+            double exact = 0, m = 0;
+            for (int i = 0; i < n; i++) {
+                double p = (double)fp16_to_f32(a[i]) * fp16_to_f32(b[i]);
+                exact += p;
+                m += fabs(p);
+            }
+            for (int order = KERN_ORDER_TILE; order <= KERN_ORDER_VEC; order++) {
+                float ref = kern_vtable_scalar.dot_hh(a, b, n, order);
+                assert_true(fabs(ref - exact) <= 1e-6 * m + 1e-30);
+                for (size_t l = 0; l < sizeof LEVELS / sizeof *LEVELS; l++) {
+                    const kern_vtable_t *vt = kern_vtable_for(LEVELS[l]);
+                    if (!vt) continue;
+                    float got = vt->dot_hh(a, b, n, order);
+                    if (memcmp(&got, &ref, sizeof got))
+                        fail_msg("%s dot_hh n=%d order=%d: %.9g vs %.9g", vt->name, n, order, got,
+                                 ref);
+                }
+            }
+        }
+        /* expf over its whole useful range, plus the special cases */
+        for (int i = 0; i < N; i++)
+            x[i] = (float)(rand() % 2000001 - 1500000) / 10000.0f; /* -150 .. 50 */
+        x[0] = -INFINITY;
+        x[1] = 0.0f;
+        x[2] = -87.5f;
+        x[3] = -103.0f;
+        x[4] = 88.7f;
+        x[5] = 100.0f;
+        kern_vtable_scalar.expf_v(x, y0, N);
+        assert_true(y0[0] == 0.0f && y0[1] == 1.0f && isinf(y0[5]));
+        for (int i = 1; i < N; i++) {
+            double e = exp((double)x[i]);
+            if (e > 1e-37 && e < 3e38) assert_true(fabs(y0[i] - e) <= 3e-7 * e);
+        }
+        for (size_t l = 0; l < sizeof LEVELS / sizeof *LEVELS; l++) {
+            const kern_vtable_t *vt = kern_vtable_for(LEVELS[l]);
+            if (!vt) continue;
+            for (int n = N - 37; n <= N; n += 37) {
+                memset(y1, 0x7f, N * sizeof(float));
+                vt->expf_v(x, y1, n);
+                if (memcmp(y1, y0, (size_t)n * sizeof(float)))
+                    fail_msg("%s expf differs from scalar (n=%d)", vt->name, n);
+            }
+        }
+    }
+    free(a);
+    free(b);
+    free(x);
+    free(y0);
+    free(y1);
+}
+
 static void test_public_api(void **state)
 {
     (void)state;
@@ -510,7 +581,7 @@ int main(void)
         cmocka_unit_test(test_q4_1_dot_fact), cmocka_unit_test(test_quantize_act),
         cmocka_unit_test(test_matmul_levels), cmocka_unit_test(test_matmul_float_odd_n),
         cmocka_unit_test(test_float_helpers), cmocka_unit_test(test_f16_helpers),
-        cmocka_unit_test(test_public_api),
+        cmocka_unit_test(test_exact_order_helpers), cmocka_unit_test(test_public_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
