@@ -6,10 +6,18 @@
  *   k, v            : [n][n_head_kv * head_dim]
  *   gate, up        : [n][n_ff]
  *   xq              : [n][kern_act_bytes(max(n_embd, n_ff))]  Q8 activations
- *   KV cache        : [slot][layer][pos][n_head_kv * head_dim] fp16, K and V apart
- * Attention follows llama.cpp's CPU numerics (so greedy outputs match it): K
- * and V are stored as fp16, Q is rounded to fp16 before Q.K, and the softmax
- * weights are rounded to fp16 before they weigh V; sums are f32.
+ *   K cache         : [slot][layer][pos][n_head_kv * head_dim] fp16
+ *   V cache         : [slot][layer][n_head_kv * head_dim][pos] fp16 (transposed,
+ *                     so that each output element is one fp16 dot over positions)
+ * Numerics follow llama.cpp's CPU backend (AVX-512 build) operation by
+ * operation, so that barista's logits equal its bit for bit and greedy tokens
+ * agree (docs/ARCHITECTURE.md, "Numerics"): RMSNorm sums float squares in
+ * double; RoPE angles come from theta *= base^(-2/n_rot) per pair, rotated
+ * with one fma each; Q, K, V and the softmax weights are rounded to fp16 and
+ * dotted by kern_dot_hh in llama.cpp's batched order when the sequence has
+ * two or more tokens in this step and in its single-row order otherwise;
+ * softmax and SiLU use its exp polynomial (kern_expf) and sum exps in 16-lane
+ * blocks into a double; matmuls use the kernels' exact order.
  * Weights are GGUF matrices [n_in, n_out] (ne[0] = n_in is the row length);
  * kern_matmul dots each output row with every activation row of the batch.
  * Matmuls are split by output rows over the worker pool; attention is split
@@ -65,8 +73,13 @@ struct model_ctx {
     float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up;
     uint8_t *xq;
     size_t act_stride; /* bytes per activation row of the widest input */
-    float *scores;     /* [nth][n_ctx] */
-    float *rope_inv;   /* [n_rot/2] inverse frequencies */
+    float *scores;     /* [nth][n_ctx_pad] */
+    uint16_t *half;    /* [nth][n_ctx_pad + head_dim] fp16 softmax weights and Q */
+    float *rope;       /* [n_batch][n_rot] cos, sin per pair of each batch row */
+    float *ex;         /* [n_batch][n_ff] exp scratch for SwiGLU */
+    int *order;        /* [n_batch] attention dot order per batch row */
+    int n_ctx_pad;     /* n_ctx rounded up to 64 */
+    float theta_scale; /* rope base ^ (-2 / n_rot) */
     int nth;
 };
 
@@ -357,6 +370,8 @@ int kv_n_slots(const kv_cache_t *kv)
     return kv->n_slots;
 }
 
+/* K: row of position pos; V (transposed): the start of (slot, layer), where
+ * element (dim d, position p) is at d * n_ctx + p. */
 static inline size_t kv_off(const kv_cache_t *kv, int slot, int layer, int pos)
 {
     return (((size_t)slot * kv->n_layer + layer) * kv->n_ctx + pos) * kv->kv_dim;
@@ -368,7 +383,11 @@ void kv_copy_prefix(kv_cache_t *kv, int dst, int src, int n)
     for (int l = 0; l < kv->n_layer; l++) {
         size_t bytes = (size_t)n * kv->kv_dim * sizeof(uint16_t);
         memcpy(kv->k + kv_off(kv, dst, l, 0), kv->k + kv_off(kv, src, l, 0), bytes);
-        memcpy(kv->v + kv_off(kv, dst, l, 0), kv->v + kv_off(kv, src, l, 0), bytes);
+        uint16_t *vd = kv->v + kv_off(kv, dst, l, 0);
+        const uint16_t *vs = kv->v + kv_off(kv, src, l, 0);
+        for (int d = 0; d < kv->kv_dim; d++)
+            memcpy(vd + (size_t)d * kv->n_ctx, vs + (size_t)d * kv->n_ctx,
+                   (size_t)n * sizeof(uint16_t));
     }
 }
 
@@ -416,15 +435,18 @@ int model_ctx_create(model_ctx_t **out, const model_t *m, int n_batch, int n_ctx
     c->gate = malloc(nb * hp->n_ff * sizeof(float));
     c->up = malloc(nb * hp->n_ff * sizeof(float));
     c->xq = malloc(nb * c->act_stride);
-    c->scores = malloc((size_t)c->nth * n_ctx * sizeof(float));
-    c->rope_inv = malloc((size_t)(hp->n_rot / 2) * sizeof(float));
+    c->n_ctx_pad = (n_ctx + 63) & ~63;
+    c->scores = malloc((size_t)c->nth * c->n_ctx_pad * sizeof(float));
+    c->half = malloc((size_t)c->nth * (c->n_ctx_pad + hp->head_dim) * sizeof(uint16_t));
+    c->rope = malloc(nb * hp->n_rot * sizeof(float));
+    c->ex = malloc(nb * hp->n_ff * sizeof(float));
+    c->order = malloc(nb * sizeof(int));
     if (!c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->tmp || !c->gate || !c->up ||
-        !c->xq || !c->scores || !c->rope_inv) {
+        !c->xq || !c->scores || !c->half || !c->rope || !c->ex || !c->order) {
         model_ctx_destroy(c);
         return bar_fail(msg, BAR_ERR_NOMEM, "forward scratch: out of memory");
     }
-    for (int i = 0; i < hp->n_rot / 2; i++)
-        c->rope_inv[i] = (float)pow((double)hp->rope_base, -2.0 * i / hp->n_rot);
+    c->theta_scale = powf(hp->rope_base, -2.0f / (float)hp->n_rot);
     *out = c;
     return 0;
 }
@@ -443,36 +465,52 @@ void model_ctx_destroy(model_ctx_t *c)
     free(c->up);
     free(c->xq);
     free(c->scores);
-    free(c->rope_inv);
+    free(c->half);
+    free(c->rope);
+    free(c->ex);
+    free(c->order);
     free(c);
 }
 
+/* llama.cpp's rms_norm then mul: float squares summed in double, the mean
+ * and scale in float, (x * scale) * w. */
 static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
 {
     double ss = 0.0;
     for (int i = 0; i < n; i++)
-        ss += (double)x[i] * x[i];
-    float scale = (float)(1.0 / sqrt(ss / n + eps));
+        ss += (double)(x[i] * x[i]);
+    float mean = (float)(ss / n);
+    float scale = 1.0f / sqrtf(mean + eps);
     for (int i = 0; i < n; i++)
         out[i] = x[i] * scale * w[i];
 }
 
-/* Rotate adjacent pairs (x[2i], x[2i+1]) of each head by pos * inv_freq[i]. */
-static void rope(float *x, int n_heads, int head_dim, int n_rot, int pos, const float *inv)
+/* cos, sin of each rotated pair at position pos: the angle starts at pos and
+ * is multiplied by theta_scale per pair, in float (llama.cpp's rope cache). */
+static void rope_angles(float *cs, int n_rot, int pos, float theta_scale)
 {
-    for (int i = 0; i < n_rot / 2; i++) {
-        float th = (float)pos * inv[i];
-        float cs = cosf(th), sn = sinf(th);
-        for (int h = 0; h < n_heads; h++) {
-            float *p = x + h * head_dim + 2 * i;
-            float a = p[0], b = p[1];
-            p[0] = a * cs - b * sn;
-            p[1] = a * sn + b * cs;
+    float theta = (float)pos;
+    for (int i = 0; i < n_rot; i += 2) {
+        cs[i] = cosf(theta);
+        cs[i + 1] = sinf(theta);
+        theta *= theta_scale;
+    }
+}
+
+/* Rotate adjacent pairs (llama's "normal" RoPE) of every head; dimensions at
+ * and past n_rot stay as they are. */
+static void rope(float *x, int n_heads, int head_dim, int n_rot, const float *cs)
+{
+    for (int h = 0; h < n_heads; h++) {
+        float *p = x + h * head_dim;
+        for (int i = 0; i < n_rot; i += 2) {
+            float a = p[i], b = p[i + 1], c = cs[i], s = cs[i + 1];
+            p[i] = fmaf(a, c, -(b * s));
+            p[i + 1] = fmaf(a, s, b * c);
         }
     }
 }
 
-/* Up to three matrices that share one input, computed in one pool_run. */
 typedef struct {
     int n_mat;
     const wmat_t *w[3];
@@ -534,34 +572,59 @@ static void att_worker(void *ctx, int ith, int nth)
     int hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
     int kv_dim = kv->kv_dim;
     float scale = 1.0f / sqrtf((float)hd);
-    float *sc = c->scores + (size_t)ith * c->n_ctx;
+    float *sc = c->scores + (size_t)ith * c->n_ctx_pad;
+    uint16_t *pw = c->half + (size_t)ith * (c->n_ctx_pad + hd), *q = pw + c->n_ctx_pad;
     int items = j->b->n * hp->n_head;
     for (int it = ith; it < items; it += nth) {
         int i = it / hp->n_head, h = it % hp->n_head;
         int kvh = h / group, pos = j->b->pos[i], slot = j->b->slot[i];
+        int order = c->order[i];
         const float *q32 = c->q + (size_t)i * hp->n_embd + h * hd;
         const uint16_t *K = kv->k + kv_off(kv, slot, j->layer, 0) + kvh * hd;
-        const uint16_t *V = kv->v + kv_off(kv, slot, j->layer, 0) + kvh * hd;
-        float q[256]; /* head_dim <= 256, checked at load */
+        const uint16_t *Vt = kv->v + kv_off(kv, slot, j->layer, 0) + (size_t)kvh * hd * kv->n_ctx;
         for (int d = 0; d < hd; d++)
-            q[d] = h2f(fp16_from_f32(q32[d]));
+            q[d] = fp16_from_f32(q32[d]);
+        /* scores; exps summed in blocks of 16 positions (masked lanes are 0) */
+        int n = pos + 1, n16 = (n + 15) & ~15;
         float mx = -INFINITY;
-        for (int p = 0; p <= pos; p++) {
-            float s = kern_dot_f16(q, K + (size_t)p * kv_dim, hd) * scale;
+        for (int p = 0; p < n; p++) {
+            float s = kern_dot_hh(K + (size_t)p * kv_dim, q, hd, order) * scale;
             sc[p] = s;
             if (s > mx) mx = s;
         }
-        float sum = 0.0f;
-        for (int p = 0; p <= pos; p++) {
-            sc[p] = expf(sc[p] - mx);
-            sum += sc[p];
-        }
-        float inv = 1.0f / sum;
+        for (int p = 0; p < n; p++)
+            sc[p] -= mx;
+        for (int p = n; p < n16; p++)
+            sc[p] = -INFINITY;
+        kern_expf(sc, sc, n16);
+        double sum = 0.0;
+        for (int p = 0; p < n16; p += 16)
+            sum += (double)kern_hsum16(sc + p);
+        float inv = (float)(1.0 / sum);
+        /* weights rounded to fp16, zero up to the dot's step (16 or 64) */
+        int nv = order == KERN_ORDER_TILE ? n16 : (n + 63) & ~63;
+        for (int p = 0; p < n; p++)
+            pw[p] = fp16_from_f32(sc[p] * inv);
+        for (int p = n; p < nv; p++)
+            pw[p] = 0;
         float *o = c->att + (size_t)i * hp->n_embd + h * hd;
-        memset(o, 0, (size_t)hd * sizeof(float));
-        for (int p = 0; p <= pos; p++)
-            kern_axpy_f16(o, h2f(fp16_from_f32(sc[p] * inv)), V + (size_t)p * kv_dim, hd);
+        for (int d = 0; d < hd; d++)
+            o[d] = kern_dot_hh(Vt + (size_t)d * kv->n_ctx, pw, nv, order);
     }
+}
+
+/* y = silu(g) * u over n values as llama.cpp's swiglu: x / (1 + exp(0 - x))
+ * with its exp polynomial in blocks of 16, libm expf for a tail. */
+static void swiglu(float *g, const float *u, float *ex, int n)
+{
+    int n16 = n & ~15;
+    for (int i = 0; i < n16; i++)
+        ex[i] = 0.0f - g[i];
+    kern_expf(ex, ex, n16);
+    for (int i = n16; i < n; i++)
+        ex[i] = expf(-g[i]);
+    for (int i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + ex[i]) * u[i];
 }
 
 int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float *logits,
@@ -594,6 +657,16 @@ int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float 
                          (const uint8_t *)m->tok_embd.data + emb_row * b->tokens[i],
                          c->x + (size_t)i * E, E);
 
+    /* per row: rope angles, and llama.cpp's attention order — its batched
+     * kernels run when the sequence has two or more tokens in this step */
+    for (int i = 0; i < n; i++) {
+        rope_angles(c->rope + (size_t)i * hp->n_rot, hp->n_rot, b->pos[i], c->theta_scale);
+        int same = 0;
+        for (int j = 0; j < n && same < 2; j++)
+            same += b->slot[j] == b->slot[i];
+        c->order[i] = same >= 2 ? KERN_ORDER_TILE : KERN_ORDER_VEC;
+    }
+
     for (int l = 0; l < hp->n_layer; l++) {
         const layer_t *L = &m->layers[l];
         /* attention block */
@@ -602,13 +675,14 @@ int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float 
         quantize_rows(c, c->xn, E, E, n);
         matmul3(c, n, c->xn, 3, &L->wq, c->q, &L->wk, c->k, &L->wv, c->v);
         for (int i = 0; i < n; i++) {
-            rope(c->q + (size_t)i * E, hp->n_head, hp->head_dim, hp->n_rot, b->pos[i], c->rope_inv);
-            rope(c->k + (size_t)i * kv_dim, hp->n_head_kv, hp->head_dim, hp->n_rot, b->pos[i],
-                 c->rope_inv);
+            const float *cs = c->rope + (size_t)i * hp->n_rot;
+            rope(c->q + (size_t)i * E, hp->n_head, hp->head_dim, hp->n_rot, cs);
+            rope(c->k + (size_t)i * kv_dim, hp->n_head_kv, hp->head_dim, hp->n_rot, cs);
             size_t off = kv_off(kv, b->slot[i], l, b->pos[i]);
+            uint16_t *vt = kv->v + kv_off(kv, b->slot[i], l, 0) + b->pos[i];
             for (int d = 0; d < kv_dim; d++) {
                 kv->k[off + d] = fp16_from_f32(c->k[(size_t)i * kv_dim + d]);
-                kv->v[off + d] = fp16_from_f32(c->v[(size_t)i * kv_dim + d]);
+                vt[(size_t)d * kv->n_ctx] = fp16_from_f32(c->v[(size_t)i * kv_dim + d]);
             }
         }
         att_job_t aj = {c, kv, b, l};
@@ -623,10 +697,8 @@ int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float 
             rmsnorm(c->xn + (size_t)i * E, c->x + (size_t)i * E, L->ffn_norm, E, hp->rms_eps);
         quantize_rows(c, c->xn, E, E, n);
         matmul3(c, n, c->xn, 2, &L->w_gate, c->gate, &L->w_up, c->up, NULL, NULL);
-        for (size_t i = 0; i < (size_t)n * F; i++) {
-            float g = c->gate[i];
-            c->gate[i] = g / (1.0f + expf(-g)) * c->up[i];
-        }
+        for (int i = 0; i < n; i++)
+            swiglu(c->gate + (size_t)i * F, c->up + (size_t)i * F, c->ex + (size_t)i * F, F);
         quantize_rows(c, c->gate, F, F, n);
         matmul3(c, n, c->gate, 1, &L->w_down, c->tmp, NULL, NULL, NULL, NULL);
         for (size_t i = 0; i < (size_t)n * E; i++)

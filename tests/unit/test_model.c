@@ -50,8 +50,10 @@ static int small_run(void)
     return !strcmp(kern_level_name(), "scalar");
 #endif
 }
-/* measured: 10-16 of 31 (32 tokens), 3 of 8 (scalar, 32 tokens), 3-4 of 4 (16 tokens) */
-#define GREEDY_MIN(n) ((n) <= 8 ? 2 : ((n) + 3) / 4)
+/* The issue's goal: >= 90% of continuations identical to llama.cpp's.
+ * Measured since the kernels follow llama.cpp's summation order: all of them
+ * (31/31 raw and chat on every level; 8/8 scalar; 4/4 sanitized). */
+#define GREEDY_MIN(n) (((n) * 9 + 9) / 10)
 #define GEN 32
 
 typedef struct {
@@ -186,7 +188,7 @@ static void test_teacher_forcing(void **state)
     float *logits = malloc((size_t)256 * hp->n_vocab * sizeof(float));
     int pos[256], slot[256], row[256];
     int agree = 0, total = 0;
-    double kl_sum = 0.0;
+    double kl_sum = 0.0, lp_maxdiff = 0.0;
     for (int ci = 0; ci < n_cases; ci++) {
         tcase_t *t = &cases[ci];
         for (int i = 0; i < t->n_prompt; i++) {
@@ -214,6 +216,7 @@ static void test_teacher_forcing(void **state)
                 double lp_ref = t->top_lp[i][k];
                 double lp_ours = l[t->top_id[i][k]] - lse;
                 kl += exp(lp_ref) * (lp_ref - lp_ours);
+                if (fabs(lp_ours - lp_ref) > lp_maxdiff) lp_maxdiff = fabs(lp_ours - lp_ref);
             }
             kl_sum += kl;
             if (getenv("BARISTA_TEST_VERBOSE") && (best != t->top1[i] || kl > 0.02))
@@ -224,11 +227,17 @@ static void test_teacher_forcing(void **state)
         }
     }
     double rate = (double)agree / total, mean_kl = kl_sum / total;
-    fprintf(stderr, "teacher forcing: top-1 agreement %d/%d = %.2f%%, mean KL %.5f nats\n", agree,
-            total, 100.0 * rate, mean_kl);
+    fprintf(stderr,
+            "teacher forcing: top-1 agreement %d/%d = %.2f%%, mean KL %.2g nats, "
+            "max |logprob - llama.cpp| %.2g (reference rounded to 1e-5)\n",
+            agree, total, 100.0 * rate, mean_kl, lp_maxdiff);
     assert_true(total > (n_cases <= SMALL_CASES ? 20 * n_cases : 500));
-    assert_true(rate >= 0.93); /* measured 94.5-97.3% across levels and subsets */
-    assert_true(mean_kl < 0.008);
+    /* the issue's goal is 99%; barista's logits equal llama.cpp's, so every
+     * position agrees and the 32 best logprobs match to the reference's
+     * rounding (before the exact order: 94.5-97.3%, KL 0.0035-0.0043) */
+    assert_true(rate >= 0.99);
+    assert_true(mean_kl < 1e-4);
+    assert_true(lp_maxdiff < 1e-4);
     free(logits);
     model_ctx_destroy(ctx);
     kv_destroy(kv);

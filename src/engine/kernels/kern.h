@@ -81,6 +81,9 @@ void kern_axpy_f16(float *y, float a, const uint16_t *x, int n);
  *  KERN_ORDER_VEC (its single-row vec_dot): 4 x 16 lanes over steps of 64,
  *    folded (L0+L2)+(L1+L3), kern_hsum16, then the n % 64 tail in double. */
 enum { KERN_ORDER_TILE = 0, KERN_ORDER_VEC = 1 };
+/* The fixed fold of 16 float lanes both orders end with (also used for
+ * softmax sums): t_i = v[8+i] + v[i], u_i = t[4+i] + t[i], (u0+u2) + (u1+u3). */
+float kern_hsum16(const float v[16]);
 float kern_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order);
 
 /* y[i] = exp(x[i]) as llama.cpp's AVX-512 ggml_v_expf computes it (a
