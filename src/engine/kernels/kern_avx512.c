@@ -1,35 +1,49 @@
 /* kern_avx512.c — the AVX-512 (F/BW/VL/DQ) + VNNI kernel level.
  *
- * Quantized matmul, like the AVX2 level, first maps every weight type to 32
- * unsigned codes and a pair (d_w, m_w) per block so that
- *   dot(block) = d_w d_a sum(code * qa) + m_w s_a:
- *   Q4_0: nibble, m_w = -8 d_w      Q4_1: nibble, m_w = m
- *   Q5_0: q5,     m_w = -16 d_w     Q5_1: q5,     m_w = m
- *   Q8_0: q ^ 0x80 (= q + 128), m_w = -128 d_w
- * and sum(code * qa) is VNNI dpbusd (u8 x s8, four products per i32 lane).
+ * Quantized matmul gives the scalar level's bits: llama.cpp's summation
+ * order (kern_scalar.c, dot_q). Per (weight row, activation row) there are
+ * eight float lanes; block k adds fma(d_w * d_a, isum_l, lane l), isum_l =
+ * sum of code * qa over elements 4l..4l+3 with the signed code (Q4_0 nibble-8,
+ * Q5_0 q5-16, Q8_0 q; Q4_1/Q5_1 unsigned, plus fma(m_w, s_a, summs) apart);
+ * the lanes fold as kern_hsum8, then summs is added. The integer sums are
+ * exact, so they may be formed any way: VNNI dpbusd (u8 x s8, four products
+ * per i32 lane) of the unsigned codes
+ *   Q4_0: nibble   Q5_0: q5   Q8_0: q ^ 0x80 (= q + 128)   Q4_1/Q5_1: as is
+ * started from the bias -off * (sum of the lane's 4 qa) (off = 8/16/128, the
+ * code's offset): one dpbusd of off bytes with the activation block
+ * (act_bias), made once per call (direct path) or once per 16-row tile
+ * (tiled path) and reused across those weight rows. Only the float steps (d_w * d_a, one
+ * fma per lane per block, the final fold) have a fixed order, and every lane
+ * is its own vector lane, so nothing is summed horizontally before the fold.
  * Two paths:
  *  - direct (nb < REPACK_MIN_NB, i.e. decode): 4 weight rows at a time, one
- *    row per 128-bit chunk of a zmm (elements 0..15, then 16..31) against the
- *    activation block broadcast to all chunks; the block scales of the 4 rows
- *    are finished together in one vector. The next 4 rows are prefetched in
- *    step (4 interleaved row streams defeat the hardware prefetcher). Each
- *    unpacked block serves up to DIRECT_BB activation rows. Memory bound on
- *    DRAM-resident weights.
+ *    row per 128-bit chunk of a zmm: lo = elements 0..15, hi = 16..31 against
+ *    the activation's qs[0..15] / qs[16..31] broadcast to all chunks, so the
+ *    dword lanes of chunk i are row i's lanes 0..3 (lo) and 4..7 (hi), kept
+ *    in two float accumulators. The next 4 rows are prefetched in step (4
+ *    interleaved row streams defeat the hardware prefetcher). Each unpacked
+ *    block serves up to DIRECT_BB activation rows.
  *  - tiled (prefill / batched decode): 16 weight rows x up to KC blocks are
  *    unpacked and transposed once into a tile whose dword lane i holds row i,
- *    so one dpbusd with a broadcast dword of the activation does 16 rows x 4
- *    elements and the per-row sums land in separate lanes (no horizontal
- *    reductions); the tile is reused across every activation row, TILE_BB at
- *    a time (independent dpbusd chains). Compute bound: ~12 zmm ops per
- *    16 rows x 32 elements x 1 activation row.
- * Float weights (F32/F16/BF16) stream through zmm FMAs with masked tails.
+ *    so one dpbusd with a broadcast dword g of the activation gives lane g of
+ *    16 rows; eight float accumulators (one per lane g) per activation row,
+ *    TILE_BB activation rows at a time. When K is longer than KC blocks the
+ *    accumulators are carried from chunk to chunk through a stack scratch
+ *    (NB_PASS activation rows per pass), never summed early. Compute bound:
+ *    per 16 rows x 32 elements x 1 activation row, 8 dpbusd + 8 cvt + 8 fma
+ *    + 1 mul; dpbusd, fma and mul share Zen 4's two multiply pipes, which
+ *    makes it ~1.6x the cost of the former one-integer-sum-per-block form.
+ * dot_hh and expf_v are llama.cpp's fp16 dots and ggml_v_expf in zmm, in the
+ * scalar level's order. Float weights (F32/F16/BF16) stream through zmm FMAs
+ * with masked tails (close to, not equal to, the scalar level).
  * Not for: the reference semantics (kern_scalar.c); dequantization reuses it. */
 #include <immintrin.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
+#include "engine/kernels/kern.h"
 #include "engine/kernels/kern_int.h"
-#include "util/fp16.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -37,13 +51,17 @@ enum {
     TILE_ROWS = 16,    /* rows per tile = i32 lanes of a zmm */
     KC = 32,           /* blocks per K chunk: the tile is 32 * (512 + 128) B = 20 KB (L1) */
     REPACK_MIN_NB = 4, /* batch size from which the tiled path is used */
-    DIRECT_BB = 3      /* activation rows per pass of the direct path */
+    DIRECT_BB = 3,     /* activation rows per pass of the direct path */
+    TILE_BB = 3,       /* activation rows per tile_dot call (8 accumulators each; see the switch) */
+    NB_PASS = 64,      /* activation rows per pass when K is split (carry scratch) */
+    BIAS_CAP = 512     /* direct path: blocks per activation row with precomputed biases */
 };
 
 /* A repacked 16-row x kc-block weight tile.
  * q[k][g] (64 bytes) = for row i = 0..15: the 4 codes of elements 4g..4g+3 of
  * block k, i.e. exactly the dword lane i that dpbusd pairs with dword g of an
- * activation block. d/m[k][i] = the block scales of row i (0 for padding rows). */
+ * activation block. d/m[k][i] = the block scales of row i (0 for padding
+ * rows; m only for Q4_1/Q5_1). */
 typedef struct {
     uint8_t q[KC][8][64];
     float d[KC][TILE_ROWS];
@@ -59,24 +77,28 @@ static void quantize_act(const float *x, void *xq, int n)
         __m512 x0 = _mm512_loadu_ps(x + k * QK), x1 = _mm512_loadu_ps(x + k * QK + 16);
         float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(x0), _mm512_abs_ps(x1)));
         float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        /* 127 / amax, not 1 / d: llama.cpp's multiplier, which rounds differently */
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         __m512 vid = _mm512_set1_ps(id);
-        /* cvtps2dq rounds to nearest even under the default MXCSR */
+        /* cvtps2dq rounds to nearest even under the default MXCSR; |x id| <= 127 */
         __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vid));
         __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vid));
         _mm_storeu_si128((__m128i *)out[k].qs, _mm512_cvtsepi32_epi8(i0));
         _mm_storeu_si128((__m128i *)(out[k].qs + 16), _mm512_cvtsepi32_epi8(i1));
-        /* scales rounded to fp16 as llama.cpp's Q8_1 stores them, so dot
-         * products match it; the codes above used the exact scale. */
-        out[k].d = fp16_to_f32(fp16_from_f32(d));
+        /* scales rounded to fp16 as llama.cpp's Q8_1 stores them (s from the
+         * unrounded d); the codes above used the exact multiplier. F16C
+         * rounds to nearest even like the scalar level's fp16_from_f32. */
         int sum = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
-        out[k].s = fp16_to_f32(fp16_from_f32(d * (float)sum));
+        __m128 h = _mm_cvtph_ps(
+            _mm_cvtps_ph(_mm_setr_ps(d, d * (float)sum, 0.0f, 0.0f), _MM_FROUND_TO_NEAREST_INT));
+        out[k].d = _mm_cvtss_f32(h);
+        out[k].s = _mm_cvtss_f32(_mm_movehdup_ps(h));
         out[k].d2 = out[k].d;
         out[k].ds = out[k].d * (float)sum;
     }
 }
 
-/* ---- weight block -> (32 codes, [d_w, m_w]) ------------------------------ */
+/* ---- weight block -> (32 unsigned codes, d_w [, m_w]) -------------------- */
 
 AI size_t blk_bytes(int t)
 {
@@ -99,9 +121,9 @@ AI int has_m(int t)
     return t == KT_Q4_1 || t == KT_Q5_1;
 }
 
-AI float m_scale(int t) /* m_w / d_w for the symmetric types */
+AI int code_off(int t) /* unsigned code - signed code (0 for Q4_1/Q5_1) */
 {
-    return t == KT_Q4_0 ? -8.0f : t == KT_Q5_0 ? -16.0f : -128.0f;
+    return t == KT_Q4_0 ? 8 : t == KT_Q5_0 ? 16 : t == KT_Q8_0 ? 128 : 0;
 }
 
 AI const uint8_t *blk_qs(int t, const uint8_t *b)
@@ -127,12 +149,29 @@ AI uint32_t blk_qh(int t, const uint8_t *b)
     return h;
 }
 
+AI int ld_i32(const uint8_t *p)
+{
+    int32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* The dpbusd start values of one activation block for a symmetric type:
+ * dword l = -off * (qs[4l] + ... + qs[4l+3]), so that dpbusd(bias, unsigned
+ * codes, qs) is the signed-code lane sum isum_l exactly. */
+AI __m256i act_bias(int t, const block_q8a *a)
+{
+    __m256i s = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)code_off(t)),
+                                    _mm256_loadu_si256((const __m256i *)a->qs));
+    return _mm256_sub_epi32(_mm256_setzero_si256(), s);
+}
+
 /* ---- direct path: 4 weight rows x up to DIRECT_BB activation rows ------- */
 
-/* One block of 4 rows as two zmm of codes, 128-bit chunk i = row i:
+/* One block of 4 rows as two zmm of unsigned codes, 128-bit chunk i = row i:
  * lo = elements 0..15, hi = elements 16..31. dpbusd against the activation's
- * qs[0..15] / qs[16..31] broadcast to all four chunks leaves, per row, four
- * i32 lanes whose sum is the block's integer dot. */
+ * qs[0..15] / qs[16..31] broadcast to all four chunks leaves row i's lanes
+ * 0..3 (lo) and 4..7 (hi) in the four dwords of chunk i. */
 AI void codes_quad(int t, const uint8_t *b0, const uint8_t *b1, const uint8_t *b2,
                    const uint8_t *b3, __m512i *lo, __m512i *hi)
 {
@@ -165,41 +204,35 @@ AI void codes_quad(int t, const uint8_t *b0, const uint8_t *b1, const uint8_t *b
     }
 }
 
-AI int ld_i32(const uint8_t *p)
-{
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-/* [d0 m0 d1 m1 d2 m2 d3 m3] of one block of 4 rows; for the symmetric types
- * the m slots repeat d (m_w = m_scale * d is applied on the activation side). */
-AI __m256 dm_quad(int t, const uint8_t *b0, const uint8_t *b1, const uint8_t *b2, const uint8_t *b3)
+/* [d0 m0 d1 m1 d2 m2 d3 m3] of one block of 4 rows (the m slots are
+ * meaningless for the symmetric types). */
+AI __m256 dm_quad(const uint8_t *b0, const uint8_t *b1, const uint8_t *b2, const uint8_t *b3)
 {
     __m128i x = _mm_cvtsi32_si128(ld_i32(b0));
     x = _mm_insert_epi32(x, ld_i32(b1), 1);
     x = _mm_insert_epi32(x, ld_i32(b2), 2);
     x = _mm_insert_epi32(x, ld_i32(b3), 3);
-    if (!has_m(t))
-        x = _mm_shuffle_epi8(x, _mm_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
     return _mm256_cvtph_ps(x);
 }
 
-/* Rows p0..p3 (at block 0; stepping bs per block) x BB activation rows:
- *   acc[b]: lanes 4i..4i+3 = row i's (d_w d_a * partial integer sums)
- *   ms[b]:  lane 2i+1 = row i's sum of m_w s_a (even lanes are scratch). */
-AI void quad_rows(int t, int BB, const uint8_t *p0, const uint8_t *p1, const uint8_t *p2,
-                  const uint8_t *p3, const uint8_t *pf, const block_q8a *const *a, int nblk,
-                  float out[][4])
+/* Rows p0..p3 (at block 0; stepping bs per block) x BB activation rows into
+ * out[b][i] = dot(row i, activation b). bias[b] (pre) holds act_bias of
+ * activation b's blocks; without pre they are computed here.
+ *   lo[b] / hi[b]: lanes 4i..4i+3 = row i's float lanes 0..3 / 4..7
+ *   ms[b]: lane 2i+1 = row i's summs (even lanes are scratch). */
+AI void quad_rows(int t, int BB, int pre, const uint8_t *p0, const uint8_t *p1, const uint8_t *p2,
+                  const uint8_t *p3, const uint8_t *pf, const block_q8a *const *a,
+                  const __m256i *const *bias, int nblk, float out[][4])
 {
     const size_t bs = blk_bytes(t);
+    const int sym = !has_m(t);
     const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
-    const __m256 msc = _mm256_setr_ps(1, m_scale(t), 1, m_scale(t), 1, m_scale(t), 1, m_scale(t));
-    __m512 acc[DIRECT_BB];
+    __m512 lo[DIRECT_BB], hi[DIRECT_BB];
     __m256 ms[DIRECT_BB];
 #pragma GCC unroll 16
     for (int b = 0; b < BB; b++) {
-        acc[b] = _mm512_setzero_ps();
+        lo[b] = _mm512_setzero_ps();
+        hi[b] = _mm512_setzero_ps();
         ms[b] = _mm256_setzero_ps();
     }
     for (int k = 0; k < nblk; k++, p0 += bs, p1 += bs, p2 += bs, p3 += bs, pf += 4 * bs) {
@@ -208,59 +241,69 @@ AI void quad_rows(int t, int BB, const uint8_t *p0, const uint8_t *p1, const uin
         _mm_prefetch((const char *)pf, _MM_HINT_T0);
         _mm_prefetch((const char *)pf + 64, _MM_HINT_T0);
         _mm_prefetch((const char *)pf + 128, _MM_HINT_T0);
-        __m512i lo, hi;
-        codes_quad(t, p0, p1, p2, p3, &lo, &hi);
-        __m256 dm = dm_quad(t, p0, p1, p2, p3);
+        __m512i cl, ch;
+        codes_quad(t, p0, p1, p2, p3, &cl, &ch);
+        __m256 dm = dm_quad(p0, p1, p2, p3);
+        __m512 dw = _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(dm)); /* d_w of row i */
 #pragma GCC unroll 16
         for (int b = 0; b < BB; b++) {
             const block_q8a *ab = a[b] + k;
-            __m512i p = _mm512_dpbusd_epi32(
-                _mm512_setzero_si512(), lo,
-                _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)ab->qs)));
-            p = _mm512_dpbusd_epi32(
-                p, hi, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(ab->qs + 16))));
-            /* [d_a, s_a] (asymmetric) or [d_a, d_a sum q] (symmetric) */
-            __m256 pr = _mm256_castpd_ps(
-                _mm256_broadcast_sd((const double *)(has_m(t) ? &ab->d : &ab->d2)));
-            if (!has_m(t)) pr = _mm256_mul_ps(pr, msc);
-            __m256 v = _mm256_mul_ps(dm, pr); /* [d_w d_a, m_w s_a] per row */
-            ms[b] = _mm256_add_ps(ms[b], v);
-            __m512 sc = _mm512_permutexvar_ps(spread, _mm512_castps256_ps512(v));
-            acc[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), sc, acc[b]);
+            __m512i il = _mm512_setzero_si512(), ih = _mm512_setzero_si512();
+            if (sym && pre) {
+                const __m128i *bp = (const __m128i *)(bias[b] + k);
+                il = _mm512_broadcast_i32x4(_mm_load_si128(bp));
+                ih = _mm512_broadcast_i32x4(_mm_load_si128(bp + 1));
+            } else if (sym) {
+                __m256i bv = act_bias(t, ab);
+                il = _mm512_broadcast_i32x4(_mm256_castsi256_si128(bv));
+                ih = _mm512_broadcast_i32x4(_mm256_extracti128_si256(bv, 1));
+            }
+            il = _mm512_dpbusd_epi32(
+                il, cl, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)ab->qs)));
+            ih = _mm512_dpbusd_epi32(
+                ih, ch, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(ab->qs + 16))));
+            __m512 dd = _mm512_mul_ps(dw, _mm512_set1_ps(ab->d));
+            lo[b] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(il), lo[b]);
+            hi[b] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(ih), hi[b]);
+            if (!sym) ms[b] = _mm256_fmadd_ps(dm, _mm256_set1_ps(ab->s), ms[b]);
         }
     }
-    /* row sums: add the four lanes of each 128-bit chunk, then the m lane */
+    /* kern_hsum8 per row: r_j = lane j+4 + lane j, then (r0+r2) + (r1+r3) */
+    const __m512i first = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 1, 3, 5, 7, 1, 3, 5, 7, 1, 3, 5, 7);
 #pragma GCC unroll 16
     for (int b = 0; b < BB; b++) {
-        __m512 x = acc[b];
-        x = _mm512_add_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(2, 3, 0, 1)));
+        __m512 x = _mm512_add_ps(lo[b], hi[b]);
         x = _mm512_add_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(1, 0, 3, 2)));
-        /* lane 4i now holds row i's integer part; gather to lanes 0..3 */
-        __m128 r = _mm512_castps512_ps128(_mm512_permutexvar_ps(
-            _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), x));
-        __m128 m =
-            _mm512_castps512_ps128(_mm512_permutexvar_ps(odd, _mm512_castps256_ps512(ms[b])));
-        _mm_storeu_ps(out[b], _mm_add_ps(r, m));
+        x = _mm512_add_ps(x, _mm512_permute_ps(x, _MM_SHUFFLE(2, 3, 0, 1)));
+        __m128 r = _mm512_castps512_ps128(_mm512_permutexvar_ps(first, x));
+        if (!sym)
+            r = _mm_add_ps(r, _mm512_castps512_ps128(
+                                  _mm512_permutexvar_ps(odd, _mm512_castps256_ps512(ms[b]))));
+        _mm_storeu_ps(out[b], r);
     }
 }
 
-AI void direct_bb(int t, int BB, const uint8_t *const *rows, const uint8_t *pf,
-                  const block_q8a *acts, int nblk, int b0, int r, int nr, float *Y, int ldy)
+AI void direct_bb(int t, int BB, int pre, const uint8_t *const *rows, const uint8_t *pf,
+                  const block_q8a *acts, const __m256i *bias, int nblk, int b0, int r, int nr,
+                  float *Y, int ldy)
 {
     const block_q8a *a[DIRECT_BB];
+    const __m256i *bi[DIRECT_BB];
     float o[DIRECT_BB][4];
 #pragma GCC unroll 16
-    for (int b = 0; b < BB; b++)
+    for (int b = 0; b < BB; b++) {
         a[b] = acts + (size_t)(b0 + b) * nblk;
-    quad_rows(t, BB, rows[0], rows[1], rows[2], rows[3], pf, a, nblk, o);
+        bi[b] = bias + (size_t)(b0 + b) * nblk;
+    }
+    quad_rows(t, BB, pre, rows[0], rows[1], rows[2], rows[3], pf, a, bi, nblk, o);
     for (int b = 0; b < BB; b++)
         for (int i = 0; i < nr; i++)
             Y[(size_t)(b0 + b) * ldy + r + i] = o[b][i];
 }
 
-AI void matmul_direct(int t, const void *W, size_t row_bytes, int nblk, int r0, int r1,
-                      const block_q8a *acts, int nb, float *Y, int ldy)
+AI void direct_rows(int t, int pre, const void *W, size_t row_bytes, int nblk, int r0, int r1,
+                    const block_q8a *acts, const __m256i *bias, int nb, float *Y, int ldy)
 {
     for (int r = r0; r < r1; r += 4) {
         int nr = r1 - r < 4 ? r1 - r : 4;
@@ -272,17 +315,35 @@ AI void matmul_direct(int t, const void *W, size_t row_bytes, int nblk, int r0, 
         for (int b = 0; b < nb; b += DIRECT_BB) {
             switch (nb - b) {
             case 1:
-                direct_bb(t, 1, rows, pf, acts, nblk, b, r, nr, Y, ldy);
+                direct_bb(t, 1, pre, rows, pf, acts, bias, nblk, b, r, nr, Y, ldy);
                 break;
             case 2:
-                direct_bb(t, 2, rows, pf, acts, nblk, b, r, nr, Y, ldy);
+                direct_bb(t, 2, pre, rows, pf, acts, bias, nblk, b, r, nr, Y, ldy);
                 break;
             default:
-                direct_bb(t, 3, rows, pf, acts, nblk, b, r, nr, Y, ldy);
+                direct_bb(t, 3, pre, rows, pf, acts, bias, nblk, b, r, nr, Y, ldy);
                 break;
             }
         }
     }
+}
+
+AI void matmul_direct(int t, const void *W, size_t row_bytes, int nblk, int r0, int r1,
+                      const block_q8a *acts, int nb, float *Y, int ldy)
+{
+    if (has_m(t)) {
+        direct_rows(t, 0, W, row_bytes, nblk, r0, r1, acts, NULL, nb, Y, ldy);
+        return;
+    }
+    /* the symmetric types' per-activation-block biases, once for all rows */
+    __m256i bias[DIRECT_BB * BIAS_CAP];
+    if ((size_t)nb * nblk > sizeof bias / sizeof *bias) {
+        direct_rows(t, 0, W, row_bytes, nblk, r0, r1, acts, NULL, nb, Y, ldy);
+        return;
+    }
+    for (size_t i = 0; i < (size_t)nb * nblk; i++)
+        bias[i] = act_bias(t, acts + i);
+    direct_rows(t, 1, W, row_bytes, nblk, r0, r1, acts, bias, nb, Y, ldy);
 }
 
 /* ---- tiled path ---------------------------------------------------------- */
@@ -340,7 +401,7 @@ AI void transpose8x8_halves(__m512i z[8])
 }
 
 /* Unpack rows [r, r+nr) (nr <= 16), blocks [k0, k0+kc) of W into tl. Padding
- * rows repeat row r's codes but get zero scales, so they contribute 0.
+ * rows repeat row r's codes but get zero scales (and are never stored).
  * next_rows (<= 16) rows after the tile get the same blocks prefetched. */
 AI void repack(int t, const void *W, size_t row_bytes, int r, int nr, int next_rows, int k0, int kc,
                tile_t *tl)
@@ -380,61 +441,97 @@ AI void repack(int t, const void *W, size_t row_bytes, int r, int nr, int next_r
             ld_i32(rows[8] + o), ld_i32(rows[9] + o), ld_i32(rows[10] + o), ld_i32(rows[11] + o),
             ld_i32(rows[12] + o), ld_i32(rows[13] + o), ld_i32(rows[14] + o), ld_i32(rows[15] + o));
         dm = _mm512_maskz_mov_epi32(valid, dm);
-        __m512 d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm));
-        __m512 m = has_m(t) ? _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16)))
-                            : _mm512_mul_ps(d, _mm512_set1_ps(m_scale(t)));
-        _mm512_store_ps(tl->d[k], d);
-        _mm512_store_ps(tl->m[k], m);
+        _mm512_store_ps(tl->d[k], _mm512_cvtph_ps(_mm512_cvtepi32_epi16(dm)));
+        if (has_m(t))
+            _mm512_store_ps(tl->m[k],
+                            _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(dm, 16))));
     }
 }
 
-/* acc[b] (lane i = row i) += dot(tile rows, activation b) over the tile's kc
- * blocks; a[b] points at activation b's block k0. */
-AI void tile_dot(int t, const tile_t *tl, int kc, int BB, const block_q8a *const *a, __m512 *acc)
+/* acc[b][g] (lane i = row i's float lane g) and ms[b] (row i's summs) over the
+ * tile's kc blocks, in the scalar order; a[b] points at activation b's block
+ * k0. The symmetric types' act_bias of block k + 1 is made (into the other
+ * half of biasbuf) while block k runs: as a separate pass before the loop it
+ * cost ~10%, and in the same iteration the broadcasts wait for the stores. */
+AI void tile_dot(int t, const tile_t *tl, int kc, int BB, const block_q8a *const *a,
+                 __m512 acc[][8], __m512 *ms)
 {
-    for (int k = 0; k < kc; k++) {
-        __m512i is[8];
+    const int sym = !has_m(t);
+    int32_t biasbuf[2][TILE_BB][8] __attribute__((aligned(32)));
+    if (sym)
 #pragma GCC unroll 16
         for (int b = 0; b < BB; b++)
-            is[b] = _mm512_setzero_si512();
+            _mm256_store_si256((__m256i *)biasbuf[0][b], act_bias(t, a[b]));
+    for (int k = 0; k < kc; k++) {
+        int32_t(*bias)[8] = biasbuf[k & 1];
+        if (sym) {
+            if (k + 1 < kc)
+#pragma GCC unroll 16
+                for (int b = 0; b < BB; b++)
+                    _mm256_store_si256((__m256i *)biasbuf[(k + 1) & 1][b],
+                                       act_bias(t, a[b] + k + 1));
+            __asm__("" : "+m"(biasbuf)); /* broadcast from memory, not through shuffles */
+        }
+        __m512 dd[TILE_BB];
+        const __m512 dw = _mm512_load_ps(tl->d[k]);
+#pragma GCC unroll 16
+        for (int b = 0; b < BB; b++)
+            dd[b] = _mm512_mul_ps(dw, _mm512_set1_ps(a[b][k].d));
 #pragma GCC unroll 16
         for (int g = 0; g < 8; g++) {
-            __m512i w = _mm512_load_si512((const __m512i *)tl->q[k][g]);
+            const __m512i w = _mm512_load_si512((const __m512i *)tl->q[k][g]);
 #pragma GCC unroll 16
             for (int b = 0; b < BB; b++) {
-                int32_t q4;
-                memcpy(&q4, a[b][k].qs + 4 * g, 4);
-                is[b] = _mm512_dpbusd_epi32(is[b], w, _mm512_set1_epi32(q4));
+                __m512i is = sym ? _mm512_set1_epi32(bias[b][g]) : _mm512_setzero_si512();
+                is = _mm512_dpbusd_epi32(
+                    is, w, _mm512_set1_epi32(ld_i32((const uint8_t *)a[b][k].qs + 4 * g)));
+                acc[b][g] = _mm512_fmadd_ps(dd[b], _mm512_cvtepi32_ps(is), acc[b][g]);
             }
         }
-        __m512 dv = _mm512_load_ps(tl->d[k]), mv = _mm512_load_ps(tl->m[k]);
-#pragma GCC unroll 16
-        for (int b = 0; b < BB; b++) {
-            __m512 sc = _mm512_mul_ps(dv, _mm512_set1_ps(a[b][k].d));
-            acc[b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[b]), sc, acc[b]);
-            acc[b] = _mm512_fmadd_ps(mv, _mm512_set1_ps(has_m(t) ? a[b][k].s : a[b][k].ds), acc[b]);
-        }
     }
+    if (!sym)
+        for (int k = 0; k < kc; k++) {
+            const __m512 mw = _mm512_load_ps(tl->m[k]);
+#pragma GCC unroll 16
+            for (int b = 0; b < BB; b++)
+                ms[b] = _mm512_fmadd_ps(mw, _mm512_set1_ps(a[b][k].s), ms[b]);
+        }
 }
 
-#define TILE_BB 6 /* max activation rows per tile_dot call (<= 8, see the switch) */
-
+/* One group of BB activation rows (from b0) against the tile's kc blocks
+ * (from k0). carry ([BB][9][16], the 8 lanes and summs of each activation
+ * row) takes the accumulators from chunk to chunk: read unless first, written
+ * unless last; the last chunk folds them into Y. */
 AI void tile_run(int t, const tile_t *tl, int kc, int BB, const block_q8a *acts, int nblk, int k0,
-                 int b0, int first, __mmask16 valid, float *Y, int ldy, int r)
+                 int b0, int first, int last, float (*carry)[9][16], __mmask16 valid, float *Y,
+                 int ldy, int r)
 {
-    const block_q8a *a[8];
-    __m512 acc[8];
+    const block_q8a *a[TILE_BB];
+    __m512 acc[TILE_BB][8], ms[TILE_BB];
 #pragma GCC unroll 16
     for (int b = 0; b < BB; b++) {
         a[b] = acts + (size_t)(b0 + b) * nblk + k0;
-        acc[b] = _mm512_setzero_ps();
+#pragma GCC unroll 16
+        for (int g = 0; g < 8; g++)
+            acc[b][g] = first ? _mm512_setzero_ps() : _mm512_load_ps(carry[b][g]);
+        ms[b] = first ? _mm512_setzero_ps() : _mm512_load_ps(carry[b][8]);
     }
-    tile_dot(t, tl, kc, BB, a, acc);
+    tile_dot(t, tl, kc, BB, a, acc, ms);
 #pragma GCC unroll 16
     for (int b = 0; b < BB; b++) {
-        float *y = Y + (size_t)(b0 + b) * ldy + r;
-        if (!first) acc[b] = _mm512_add_ps(acc[b], _mm512_maskz_loadu_ps(valid, y));
-        _mm512_mask_storeu_ps(y, valid, acc[b]);
+        if (!last) {
+#pragma GCC unroll 16
+            for (int g = 0; g < 8; g++)
+                _mm512_store_ps(carry[b][g], acc[b][g]);
+            _mm512_store_ps(carry[b][8], ms[b]);
+            continue;
+        }
+        /* kern_hsum8 lanewise over the 16 rows, then summs */
+        __m512 r0 = _mm512_add_ps(acc[b][4], acc[b][0]), r1 = _mm512_add_ps(acc[b][5], acc[b][1]);
+        __m512 r2 = _mm512_add_ps(acc[b][6], acc[b][2]), r3 = _mm512_add_ps(acc[b][7], acc[b][3]);
+        __m512 s = _mm512_add_ps(_mm512_add_ps(r0, r2), _mm512_add_ps(r1, r3));
+        if (has_m(t)) s = _mm512_add_ps(s, ms[b]);
+        _mm512_mask_storeu_ps(Y + (size_t)(b0 + b) * ldy + r, valid, s);
     }
 }
 
@@ -442,39 +539,44 @@ AI void matmul_tiled(int t, const void *W, size_t row_bytes, int nblk, int r0, i
                      const block_q8a *acts, int nb, float *Y, int ldy)
 {
     tile_t tl __attribute__((aligned(64)));
+    float carry[NB_PASS][9][16] __attribute__((aligned(64)));
     int nchunk = (nblk + KC - 1) / KC;
     int kstep = (nblk + nchunk - 1) / nchunk;
+    /* a split K carries 9 vectors per activation row: NB_PASS rows per pass */
+    int bstep = nchunk > 1 ? NB_PASS : nb;
     for (int r = r0; r < r1; r += TILE_ROWS) {
         int nr = r1 - r < TILE_ROWS ? r1 - r : TILE_ROWS;
         __mmask16 valid = (__mmask16)((1u << nr) - 1);
-        for (int k0 = 0; k0 < nblk; k0 += kstep) {
-            int kc = nblk - k0 < kstep ? nblk - k0 : kstep;
-            int next_rows = r1 - r - TILE_ROWS;
-            repack(t, W, row_bytes, r, nr, next_rows < TILE_ROWS ? next_rows : TILE_ROWS, k0, kc,
-                   &tl);
-            /* nb split into ceil(nb / TILE_BB) groups of near-equal size, so a
-             * short tail group does not run with too few independent chains */
-            int ng = (nb + TILE_BB - 1) / TILE_BB;
-            for (int g = 0, b = 0; g < ng; g++) {
-                int bb = nb / ng + (g < nb % ng ? 1 : 0);
-                switch (bb) {
-#define TILE_CASE(N)                                                                               \
-    case N:                                                                                        \
-        tile_run(t, &tl, kc, N, acts, nblk, k0, b, k0 == 0, valid, Y, ldy, r);                     \
-        break;
-                    TILE_CASE(1)
-                    TILE_CASE(2)
-                    TILE_CASE(3)
-                    TILE_CASE(4)
-                    TILE_CASE(5)
-                    TILE_CASE(6)
-                    TILE_CASE(7)
-                    TILE_CASE(8)
-#undef TILE_CASE
-                default:
-                    break;
+        int next_rows = r1 - r - TILE_ROWS;
+        next_rows = next_rows < TILE_ROWS ? next_rows : TILE_ROWS;
+        for (int bp = 0; bp < nb; bp += bstep) {
+            int nbp = nb - bp < bstep ? nb - bp : bstep;
+            for (int k0 = 0; k0 < nblk; k0 += kstep) {
+                int kc = nblk - k0 < kstep ? nblk - k0 : kstep;
+                int first = k0 == 0, last = k0 + kc == nblk;
+                repack(t, W, row_bytes, r, nr, next_rows, k0, kc, &tl);
+                /* nbp split into ceil(nbp / TILE_BB) groups of near-equal size,
+                 * so a short tail group does not run with too few chains */
+                int ng = (nbp + TILE_BB - 1) / TILE_BB;
+                for (int g = 0, b = 0; g < ng; g++) {
+                    int bb = nbp / ng + (g < nbp % ng ? 1 : 0);
+                    float(*cy)[9][16] = nchunk > 1 ? carry + b : carry;
+                    switch (bb) { /* TILE_BB == 3 */
+                    case 1:
+                        tile_run(t, &tl, kc, 1, acts, nblk, k0, bp + b, first, last, cy, valid, Y,
+                                 ldy, r);
+                        break;
+                    case 2:
+                        tile_run(t, &tl, kc, 2, acts, nblk, k0, bp + b, first, last, cy, valid, Y,
+                                 ldy, r);
+                        break;
+                    default:
+                        tile_run(t, &tl, kc, 3, acts, nblk, k0, bp + b, first, last, cy, valid, Y,
+                                 ldy, r);
+                        break;
+                    }
+                    b += bb;
                 }
-                b += bb;
             }
         }
     }
@@ -637,6 +739,80 @@ static void axpy_f16(float *y, float a, const uint16_t *x, int n)
     kern_scalar_axpy_f16(y + i, a, x + i, n - i);
 }
 
+/* ---- fp16 dots and expf in llama.cpp's order ------------------------------ */
+
+AI __m512 ldh16(const uint16_t *p)
+{
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+}
+
+/* kern_hsum16: t_i = v_{8+i} + v_i, u_i = t_{4+i} + t_i, (u0 + u2) + (u1 + u3) */
+AI float hsum16(__m512 v)
+{
+    __m256 t = _mm256_add_ps(_mm512_extractf32x8_ps(v, 1), _mm512_castps512_ps256(v));
+    __m128 u = _mm_add_ps(_mm256_extractf128_ps(t, 1), _mm256_castps256_ps128(t));
+    __m128 w = _mm_add_ps(u, _mm_movehl_ps(u, u));
+    return _mm_cvtss_f32(_mm_add_ss(w, _mm_movehdup_ps(w)));
+}
+
+static float dot_hh(const uint16_t *a, const uint16_t *b, int n, int order)
+{
+    if (order == KERN_ORDER_TILE && n % 16 == 0) {
+        /* one fma chain per lane: the order fixes it, so no unrolling */
+        __m512 acc = _mm512_setzero_ps();
+        for (int i = 0; i < n; i += 16)
+            acc = _mm512_fmadd_ps(ldh16(a + i), ldh16(b + i), acc);
+        return hsum16(acc);
+    }
+    int np = n & ~63;
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    for (int i = 0; i < np; i += 64) {
+        c0 = _mm512_fmadd_ps(ldh16(a + i), ldh16(b + i), c0);
+        c1 = _mm512_fmadd_ps(ldh16(a + i + 16), ldh16(b + i + 16), c1);
+        c2 = _mm512_fmadd_ps(ldh16(a + i + 32), ldh16(b + i + 32), c2);
+        c3 = _mm512_fmadd_ps(ldh16(a + i + 48), ldh16(b + i + 48), c3);
+    }
+    double sum = (double)hsum16(_mm512_add_ps(_mm512_add_ps(c0, c2), _mm512_add_ps(c1, c3)));
+    for (int i = np; i < n; i++)
+        sum += (double)(_cvtsh_ss(a[i]) * _cvtsh_ss(b[i]));
+    return (float)sum;
+}
+
+/* llama.cpp's ggml_v_expf (AVX-512): exp(x) = 2^n (1 + b p(b)), n = round(x
+ * log2 e), b = x - n ln 2 in two steps; |n| > 192 gives 0 or +inf. */
+AI __m512 v_expf(__m512 x)
+{
+    const __m512 r = _mm512_set1_ps(0x1.8p23f);
+    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
+    const __m512 n = _mm512_sub_ps(z, r);
+    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+    const __mmask16 d = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 j = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(
+            _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+            _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
+    const __m512 res = _mm512_scalef_ps(j, n);
+    if (!d) return res;
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 alt = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n, zero, _CMP_LE_OQ),
+                                            _mm512_set1_ps(INFINITY), zero);
+    return _mm512_mask_blend_ps(d, res, alt);
+}
+
+static void expf_v(const float *x, float *y, int n)
+{
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, v_expf(_mm512_loadu_ps(x + i)));
+    if (i < n) {
+        __mmask16 mk = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(y + i, mk, v_expf(_mm512_maskz_loadu_ps(mk, x + i)));
+    }
+}
+
 const kern_vtable_t kern_vtable_avx512 = {
     .name = "avx512",
     .quantize_act = quantize_act,
@@ -647,6 +823,6 @@ const kern_vtable_t kern_vtable_avx512 = {
     .axpy_f32 = axpy_f32,
     .dot_f16 = dot_f16,
     .axpy_f16 = axpy_f16,
-    .dot_hh = kern_scalar_dot_hh,
-    .expf_v = kern_scalar_expf_v,
+    .dot_hh = dot_hh,
+    .expf_v = expf_v,
 };
