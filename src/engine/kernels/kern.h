@@ -38,7 +38,7 @@ size_t kern_row_bytes(ggml_type_t t, int n);
 size_t kern_act_bytes(int n);
 
 /* Quantize one activation row x[n] (n % 32 == 0) into xq (kern_act_bytes(n)
- * bytes, 4-byte aligned): per 32-block, with D = max|x| / 127, q = x * (1/D)
+ * bytes, 4-byte aligned): per 32-block, with D = max|x| / 127, q = x * (127/max|x|)
  * rounded to nearest, ties to even (nearbyintf / cvtps2dq); the block keeps
  * d = D and s = D * sum(q), both rounded to fp16 as llama.cpp's Q8_1 does.
  * All levels produce bit-identical output. */

@@ -58,16 +58,13 @@ typedef struct {
 _Static_assert(sizeof(block_q8_0) == 34, "block_q8_0 is 34 bytes");
 
 /* Activation block, produced by kern_quantize_act (never stored on disk).
- * With D = max|x| / 127: q = nearest-even(x * (1/D)), d = fp16(D) and
- * s = fp16(D * sum(q)) — the values llama.cpp's Q8_0 / Q8_1 blocks hold
- * (fp16-rounded, kept as floats so kernels need no conversion), so dot
- * products match it. The SIMD kernels finish every weight type's block as
- *   dot(w, a) = d_w * d_a * sum(code * qa) + m_w * t_a
- * with unsigned codes: t_a = s for Q4_1/Q5_1 (m_w = m), and for the symmetric
- * types (code = q + 8/16/128, m_w = -8/16/128 d_w) t_a = ds = d * sum(q),
- * which is exact in float (11-bit d times |sum| < 2^12) so the offset cancels
- * exactly as in the integer formula. d2 repeats d so that both (d, s) and
- * (d, ds) are adjacent pairs; qs is 16-byte aligned in an aligned row. */
+ * With D = max|x| / 127: q = nearest-even(x * (127 / max|x|)), d = fp16(D)
+ * and s = fp16(D * sum(q)) — exactly the values llama.cpp's Q8_1 / Q8_0
+ * blocks hold (fp16-rounded, kept as floats so kernels need no conversion).
+ * The kernels dot every weight type in llama.cpp's order (kern_scalar.c):
+ * 8 lanes of fma(d_w * d, isum of 4 elements, lane) per block, plus an fma
+ * chain of m_w * s for Q4_1/Q5_1. d2 repeats d and ds = d * sum(q) (exact);
+ * no level reads them any more. qs is 16-byte aligned in an aligned row. */
 typedef struct {
     float d;
     float s;
