@@ -53,7 +53,7 @@ static int small_run(void)
 /* The issue's goal: >= 90% of continuations identical to llama.cpp's.
  * Measured since the kernels follow llama.cpp's summation order: all of them
  * (31/31 raw and chat on every level; 8/8 scalar; 4/4 sanitized). */
-#define GREEDY_MIN(n) (((n) * 9 + 9) / 10)
+#define GREEDY_MIN(n) (((n)*9 + 9) / 10)
 #define GEN 32
 
 typedef struct {

@@ -83,6 +83,10 @@ static void quantize_act(const float *x, void *xq, int n)
         /* cvtps2dq rounds to nearest even under the default MXCSR; |x id| <= 127 */
         __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vid));
         __m512i i1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vid));
+        /* a block so tiny that 127 / amax is inf gives inf / NaN products,
+         * which convert to INT_MIN: every level maps them to -127 */
+        i0 = _mm512_max_epi32(i0, _mm512_set1_epi32(-127));
+        i1 = _mm512_max_epi32(i1, _mm512_set1_epi32(-127));
         _mm_storeu_si128((__m128i *)out[k].qs, _mm512_cvtsepi32_epi8(i0));
         _mm_storeu_si128((__m128i *)(out[k].qs + 16), _mm512_cvtsepi32_epi8(i1));
         /* scales rounded to fp16 as llama.cpp's Q8_1 stores them (s from the

@@ -43,8 +43,11 @@ static void quantize_act(const float *x, void *xq, int n)
         float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int i = 0; i < QK; i++) {
-            int q = (int)nearbyintf(v[i] * id); /* ties to even, as cvtps2dq */
-            q = q > 127 ? 127 : q < -127 ? -127 : q;
+            float r = nearbyintf(v[i] * id); /* ties to even, as cvtps2dq */
+            /* |r| <= 127 always, except in a block so tiny that 127 / amax is
+             * inf: its inf / NaN products map to -127 (where cvtps2dq gives
+             * INT_MIN and the SIMD levels clamp) */
+            int q = r >= -127.0f && r <= 127.0f ? (int)r : -127;
             out[k].qs[i] = (int8_t)q;
             sum += q;
         }
@@ -369,8 +372,8 @@ float kern_scalar_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order)
     for (int l = 0; l < np; l += 64)
         for (int j = 0; j < 4; j++)
             for (int i = 0; i < 16; i++)
-                acc[j][i] = fmaf(fp16_to_f32(a[l + 16 * j + i]), fp16_to_f32(b[l + 16 * j + i]),
-                                 acc[j][i]);
+                acc[j][i] =
+                    fmaf(fp16_to_f32(a[l + 16 * j + i]), fp16_to_f32(b[l + 16 * j + i]), acc[j][i]);
     float x[16];
     for (int i = 0; i < 16; i++)
         x[i] = (acc[0][i] + acc[2][i]) + (acc[1][i] + acc[3][i]);
@@ -386,9 +389,9 @@ float kern_scalar_expf1(float x)
     float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
     if (fabsf(n) > 192.0f || n != n) return n <= 0.0f ? 0.0f : n > 0.0f ? INFINITY : n;
     float u = b * b;
-    float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u,
-                        fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
-                   u, fmaf(0x1.ffffecp-1f, b, 1.0f));
+    float j = fmaf(
+        fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+        u, fmaf(0x1.ffffecp-1f, b, 1.0f));
     return ldexpf(j, (int)n);
 }
 
