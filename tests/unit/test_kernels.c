@@ -405,73 +405,6 @@ static void test_matmul_float_odd_n(void **state)
 
 /* ---- float helpers -------------------------------------------------------- */
 
-static void test_float_helpers(void **state)
-{
-    (void)state;
-    float a[200], b[200], y0[200], y1[200];
-    for (int i = 0; i < 200; i++) {
-        a[i] = rnd_f(-1, 1);
-        b[i] = rnd_f(-1, 1);
-    }
-    for (int n = 0; n <= 200; n += (n < 40 ? 1 : 23)) {
-        float ref = kern_vtable_scalar.dot_f32(a, b, n);
-        double m = 0;
-        for (int i = 0; i < n; i++)
-            m += fabs((double)a[i] * b[i]);
-        for (size_t l = 0; l < sizeof LEVELS / sizeof *LEVELS; l++) {
-            const kern_vtable_t *vt = kern_vtable_for(LEVELS[l]);
-            if (!vt) continue;
-            assert_float_equal(vt->dot_f32(a, b, n), ref, 1e-5 * m + 1e-7);
-            memcpy(y0, b, sizeof b);
-            memcpy(y1, b, sizeof b);
-            kern_vtable_scalar.axpy_f32(y0, 0.75f, a, n);
-            vt->axpy_f32(y1, 0.75f, a, n);
-            for (int i = 0; i < 200; i++)
-                assert_float_equal(y1[i], y0[i], 1e-6);
-        }
-        assert_float_equal(kern_dot_f32(a, b, n), ref, 1e-5 * m + 1e-7);
-    }
-}
-
-/* fp16 KV-cache helpers: every level against scalar, scalar against double. */
-static void test_f16_helpers(void **state)
-{
-    (void)state;
-    float a[200], y0[200], y1[200];
-    uint16_t h[200];
-    for (int i = 0; i < 200; i++) {
-        a[i] = rnd_f(-1, 1);
-        h[i] = fp16_from_f32(rnd_f(-1, 1));
-        y0[i] = rnd_f(-1, 1);
-    }
-    for (int n = 0; n <= 200; n += (n < 40 ? 1 : 23)) {
-        double exact = 0, m = 0;
-        for (int i = 0; i < n; i++) {
-            exact += (double)a[i] * fp16_to_f32(h[i]);
-            m += fabs((double)a[i] * fp16_to_f32(h[i]));
-        }
-        float ref = kern_vtable_scalar.dot_f16(a, h, n);
-        assert_float_equal(ref, exact, 1e-5 * m + 1e-7);
-        for (size_t l = 0; l < sizeof LEVELS / sizeof *LEVELS; l++) {
-            const kern_vtable_t *vt = kern_vtable_for(LEVELS[l]);
-            if (!vt) continue;
-            assert_float_equal(vt->dot_f16(a, h, n), ref, 1e-5 * m + 1e-7);
-            float z0[200], z1[200];
-            memcpy(z0, y0, sizeof y0);
-            memcpy(z1, y0, sizeof y0);
-            kern_vtable_scalar.axpy_f16(z0, -0.5f, h, n);
-            vt->axpy_f16(z1, -0.5f, h, n);
-            for (int i = 0; i < 200; i++)
-                assert_float_equal(z1[i], z0[i], 1e-6);
-        }
-        assert_float_equal(kern_dot_f16(a, h, n), ref, 1e-5 * m + 1e-7);
-        memcpy(y1, y0, sizeof y0);
-        kern_axpy_f16(y1, 2.0f, h, n);
-        for (int i = 0; i < n; i++)
-            assert_float_equal(y1[i], y0[i] + 2.0f * fp16_to_f32(h[i]), 1e-6);
-    }
-}
-
 /* ---- public API ------------------------------------------------------------ */
 
 /* fp16 . fp16 in both orders and the polynomial expf: every level gives the
@@ -583,7 +516,7 @@ int main(void)
         cmocka_unit_test(test_row_bytes),           cmocka_unit_test(test_dequant_facts),
         cmocka_unit_test(test_q4_1_dot_fact),       cmocka_unit_test(test_quantize_act),
         cmocka_unit_test(test_matmul_levels),       cmocka_unit_test(test_matmul_float_odd_n),
-        cmocka_unit_test(test_float_helpers),       cmocka_unit_test(test_f16_helpers),
+
         cmocka_unit_test(test_exact_order_helpers), cmocka_unit_test(test_public_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

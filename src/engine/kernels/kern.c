@@ -187,26 +187,6 @@ void kern_dequant_row(ggml_type_t t, const void *row, float *out, int n)
     vt_get()->dequant_row[ti](row, out, n);
 }
 
-float kern_dot_f32(const float *a, const float *b, int n)
-{
-    return vt_get()->dot_f32(a, b, n);
-}
-
-void kern_axpy_f32(float *y, float a, const float *x, int n)
-{
-    vt_get()->axpy_f32(y, a, x, n);
-}
-
-float kern_dot_f16(const float *a, const uint16_t *b, int n)
-{
-    return vt_get()->dot_f16(a, b, n);
-}
-
-void kern_axpy_f16(float *y, float a, const uint16_t *x, int n)
-{
-    vt_get()->axpy_f16(y, a, x, n);
-}
-
 float kern_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order)
 {
     return vt_get()->dot_hh(a, b, n, order);

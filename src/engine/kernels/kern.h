@@ -64,16 +64,6 @@ void kern_matmul(ggml_type_t wt, const void *W, int n, int r0, int r1, const voi
 /* Dequantize one row of n elements of type t (any supported type) to floats. */
 void kern_dequant_row(ggml_type_t t, const void *row, float *out, int n);
 
-/* sum a[i] * b[i], i < n (any n >= 0). */
-float kern_dot_f32(const float *a, const float *b, int n);
-
-/* y[i] += a * x[i], i < n (any n >= 0). */
-void kern_axpy_f32(float *y, float a, const float *x, int n);
-/* Attention over an fp16 KV cache: sum of a[i] * half(b[i]), f32 accumulation;
- * and y += a * half(x). Any n >= 0. */
-float kern_dot_f16(const float *a, const uint16_t *b, int n);
-void kern_axpy_f16(float *y, float a, const uint16_t *x, int n);
-
 /* sum a[i] * b[i] over two fp16 vectors in one of llama.cpp's two orders
  * (all levels give the same bits):
  *  KERN_ORDER_TILE (its batched sgemm; needs n % 16 == 0, else VEC is used):

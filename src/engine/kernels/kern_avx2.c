@@ -502,59 +502,7 @@ DEF_MATMUL_F(bf16, KT_BF16)
 
 /* ---- float helpers ------------------------------------------------------ */
 
-static float dot_f32(const float *a, const float *b, int n)
-{
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-    }
-    for (; i + 8 <= n; i += 8)
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float s = hsum8(_mm256_add_ps(s0, s1));
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
-static void axpy_f32(float *y, float a, const float *x, int n)
-{
-    __m256 va = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i,
-                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++)
-        y[i] += a * x[i];
-}
-
 /* fp16 KV rows: 8 halves -> 8 floats per F16C conversion. */
-static float dot_f16(const float *a, const uint16_t *b, int n)
-{
-    __m256 acc = _mm256_setzero_ps();
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i),
-                              _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), acc);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    float r = _mm_cvtss_f32(s);
-    return r + kern_scalar_dot_f16(a + i, b + i, n - i);
-}
-
-static void axpy_f16(float *y, float a, const uint16_t *x, int n)
-{
-    __m256 va = _mm256_set1_ps(a);
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(
-            y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
-                                   _mm256_loadu_ps(y + i)));
-    kern_scalar_axpy_f16(y + i, a, x + i, n - i);
-}
-
 /* ---- llama.cpp-order fp16 dots and exp --------------------------------- */
 
 AI __m256 ld_h8(const uint16_t *p) /* 8 halves -> 8 floats */
@@ -651,10 +599,6 @@ const kern_vtable_t kern_vtable_avx2 = {
     .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q4_0, matmul_q4_1, matmul_q5_0,
                matmul_q5_1, matmul_q8_0},
     .dequant_row = KERN_SCALAR_DEQUANT_TABLE,
-    .dot_f32 = dot_f32,
-    .axpy_f32 = axpy_f32,
-    .dot_f16 = dot_f16,
-    .axpy_f16 = axpy_f16,
     .dot_hh = dot_hh,
     .expf_v = expf_v,
 };

@@ -692,57 +692,7 @@ DEF_MATMUL_F(bf16, KT_BF16)
 
 /* ---- float helpers ------------------------------------------------------ */
 
-static float dot_f32(const float *a, const float *b, int n)
-{
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-    }
-    for (; i < n; i += 16) {
-        __mmask16 mk = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        s0 =
-            _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mk, a + i), _mm512_maskz_loadu_ps(mk, b + i), s0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-}
-
-static void axpy_f32(float *y, float a, const float *x, int n)
-{
-    __m512 va = _mm512_set1_ps(a);
-    for (int i = 0; i < n; i += 16) {
-        __mmask16 mk = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        _mm512_mask_storeu_ps(y + i, mk,
-                              _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(mk, x + i),
-                                              _mm512_maskz_loadu_ps(mk, y + i)));
-    }
-}
-
 /* fp16 KV rows: 16 halves -> 16 floats per conversion. */
-static float dot_f16(const float *a, const uint16_t *b, int n)
-{
-    __m512 acc = _mm512_setzero_ps();
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-        acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i),
-                              _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(b + i))), acc);
-    float r = _mm512_reduce_add_ps(acc);
-    return r + kern_scalar_dot_f16(a + i, b + i, n - i);
-}
-
-static void axpy_f16(float *y, float a, const uint16_t *x, int n)
-{
-    __m512 va = _mm512_set1_ps(a);
-    int i = 0;
-    for (; i + 16 <= n; i += 16)
-        _mm512_storeu_ps(
-            y + i,
-            _mm512_fmadd_ps(va, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))),
-                            _mm512_loadu_ps(y + i)));
-    kern_scalar_axpy_f16(y + i, a, x + i, n - i);
-}
-
 /* ---- fp16 dots and expf in llama.cpp's order ------------------------------ */
 
 AI __m512 ldh16(const uint16_t *p)
@@ -823,10 +773,6 @@ const kern_vtable_t kern_vtable_avx512 = {
     .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q4_0, matmul_q4_1, matmul_q5_0,
                matmul_q5_1, matmul_q8_0},
     .dequant_row = KERN_SCALAR_DEQUANT_TABLE,
-    .dot_f32 = dot_f32,
-    .axpy_f32 = axpy_f32,
-    .dot_f16 = dot_f16,
-    .axpy_f16 = axpy_f16,
     .dot_hh = dot_hh,
     .expf_v = expf_v,
 };

@@ -38,10 +38,6 @@ typedef struct {
     void (*quantize_act)(const float *x, void *xq, int n);
     kern_matmul_fn matmul[KT_COUNT];
     kern_dequant_fn dequant_row[KT_COUNT];
-    float (*dot_f32)(const float *a, const float *b, int n);
-    void (*axpy_f32)(float *y, float a, const float *x, int n);
-    float (*dot_f16)(const float *a, const uint16_t *b, int n);
-    void (*axpy_f16)(float *y, float a, const uint16_t *x, int n);
     float (*dot_hh)(const uint16_t *a, const uint16_t *b, int n, int order);
     void (*expf_v)(const float *x, float *y, int n);
 } kern_vtable_t;
@@ -66,9 +62,7 @@ void kern_scalar_dequant_q4_1(const void *row, float *out, int n);
 void kern_scalar_dequant_q5_0(const void *row, float *out, int n);
 void kern_scalar_dequant_q5_1(const void *row, float *out, int n);
 void kern_scalar_dequant_q8_0(const void *row, float *out, int n);
-/* fp16 attention helpers; SIMD levels use them for their tails. */
-float kern_scalar_dot_f16(const float *a, const uint16_t *b, int n);
-void kern_scalar_axpy_f16(float *y, float a, const uint16_t *x, int n);
+/* Exact-order helpers; SIMD levels use them for their tails. */
 float kern_scalar_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order);
 /* llama.cpp's AVX-512 expf (ggml_v_expf) for one value; SIMD tails use it. */
 float kern_scalar_expf1(float x);

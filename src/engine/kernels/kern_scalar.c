@@ -329,34 +329,6 @@ void kern_scalar_dequant_q8_0(const void *row, float *out, int n)
 
 /* ---- float helpers ------------------------------------------------------ */
 
-static float dot_f32(const float *a, const float *b, int n)
-{
-    float acc = 0.0f;
-    for (int i = 0; i < n; i++)
-        acc += a[i] * b[i];
-    return acc;
-}
-
-static void axpy_f32(float *y, float a, const float *x, int n)
-{
-    for (int i = 0; i < n; i++)
-        y[i] += a * x[i];
-}
-
-float kern_scalar_dot_f16(const float *a, const uint16_t *b, int n)
-{
-    float s = 0.0f;
-    for (int i = 0; i < n; i++)
-        s += a[i] * fp16_to_f32(b[i]);
-    return s;
-}
-
-void kern_scalar_axpy_f16(float *y, float a, const uint16_t *x, int n)
-{
-    for (int i = 0; i < n; i++)
-        y[i] += a * fp16_to_f32(x[i]);
-}
-
 /* fp16 . fp16 in llama.cpp's two orders (see kern.h, kern_dot_hh). */
 float kern_scalar_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order)
 {
@@ -407,10 +379,6 @@ const kern_vtable_t kern_vtable_scalar = {
     .matmul = {matmul_f32, matmul_f16, matmul_bf16, matmul_q4_0, matmul_q4_1, matmul_q5_0,
                matmul_q5_1, matmul_q8_0},
     .dequant_row = KERN_SCALAR_DEQUANT_TABLE,
-    .dot_f32 = dot_f32,
-    .axpy_f32 = axpy_f32,
-    .dot_f16 = kern_scalar_dot_f16,
-    .axpy_f16 = kern_scalar_axpy_f16,
     .dot_hh = kern_scalar_dot_hh,
     .expf_v = kern_scalar_expf_v,
 };
