@@ -516,7 +516,6 @@ int main(void)
         cmocka_unit_test(test_row_bytes),           cmocka_unit_test(test_dequant_facts),
         cmocka_unit_test(test_q4_1_dot_fact),       cmocka_unit_test(test_quantize_act),
         cmocka_unit_test(test_matmul_levels),       cmocka_unit_test(test_matmul_float_odd_n),
-
         cmocka_unit_test(test_exact_order_helpers), cmocka_unit_test(test_public_api),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
