@@ -7,8 +7,11 @@
  *   gate, up        : [n][n_ff]
  *   xq              : [n][kern_act_bytes(max(n_embd, n_ff))]  Q8 activations
  *   K cache         : [slot][layer][pos][n_head_kv * head_dim] fp16
- *   V cache         : [slot][layer][n_head_kv * head_dim][pos] fp16 (transposed,
- *                     so that each output element is one fp16 dot over positions)
+ *   V cache         : [slot][layer][pos / 64][n_head_kv * head_dim][pos % 64] fp16:
+ *                     transposed in chunks of 64 positions, so that each output
+ *                     element is one fp16 dot over positions (kern_dot_hh reads
+ *                     the segments) while memory is touched only as far as the
+ *                     sequence has come
  * Numerics follow llama.cpp's CPU backend (AVX-512 build) operation by
  * operation, so that barista's logits equal its bit for bit and greedy tokens
  * agree (docs/ARCHITECTURE.md, "Numerics"): RMSNorm sums float squares in
@@ -62,6 +65,7 @@ struct model {
 
 struct kv_cache {
     int n_slots, n_ctx, n_layer, kv_dim;
+    int n_chunk;     /* V chunks of KERN_SEG positions per (slot, layer) */
     uint16_t *k, *v; /* fp16 */
     size_t bytes;
 };
@@ -340,7 +344,10 @@ int kv_create(kv_cache_t **out, const model_t *m, int n_slots, int n_ctx, bar_ms
     kv->n_ctx = n_ctx;
     kv->n_layer = m->hp.n_layer;
     kv->kv_dim = m->hp.n_head_kv * m->hp.head_dim;
-    kv->bytes = (size_t)n_slots * kv->n_layer * n_ctx * kv->kv_dim * sizeof(uint16_t);
+    kv->n_chunk = (n_ctx + KERN_SEG - 1) / KERN_SEG;
+    /* K needs n_ctx rows; V n_chunk full chunks: allocate the larger for both */
+    kv->bytes =
+        (size_t)n_slots * kv->n_layer * kv->n_chunk * KERN_SEG * kv->kv_dim * sizeof(uint16_t);
     kv->k = big_alloc(kv->bytes);
     kv->v = big_alloc(kv->bytes);
     if (!kv->k || !kv->v) {
@@ -370,11 +377,18 @@ int kv_n_slots(const kv_cache_t *kv)
     return kv->n_slots;
 }
 
-/* K: row of position pos; V (transposed): the start of (slot, layer), where
- * element (dim d, position p) is at d * n_ctx + p. */
+/* K: the row of position pos */
 static inline size_t kv_off(const kv_cache_t *kv, int slot, int layer, int pos)
 {
     return (((size_t)slot * kv->n_layer + layer) * kv->n_ctx + pos) * kv->kv_dim;
+}
+
+/* V: element (dim d, position p) of (slot, layer) */
+static inline size_t v_off(const kv_cache_t *kv, int slot, int layer, int d, int p)
+{
+    size_t chunk = (size_t)KERN_SEG * kv->kv_dim;
+    return (((size_t)slot * kv->n_layer + layer) * kv->n_chunk + (size_t)(p / KERN_SEG)) * chunk +
+           (size_t)d * KERN_SEG + (size_t)(p % KERN_SEG);
 }
 
 void kv_copy_prefix(kv_cache_t *kv, int dst, int src, int n)
@@ -383,11 +397,10 @@ void kv_copy_prefix(kv_cache_t *kv, int dst, int src, int n)
     for (int l = 0; l < kv->n_layer; l++) {
         size_t bytes = (size_t)n * kv->kv_dim * sizeof(uint16_t);
         memcpy(kv->k + kv_off(kv, dst, l, 0), kv->k + kv_off(kv, src, l, 0), bytes);
-        uint16_t *vd = kv->v + kv_off(kv, dst, l, 0);
-        const uint16_t *vs = kv->v + kv_off(kv, src, l, 0);
-        for (int d = 0; d < kv->kv_dim; d++)
-            memcpy(vd + (size_t)d * kv->n_ctx, vs + (size_t)d * kv->n_ctx,
-                   (size_t)n * sizeof(uint16_t));
+        /* whole chunks: positions past n in the last one are never read */
+        size_t vbytes =
+            (size_t)((n + KERN_SEG - 1) / KERN_SEG) * KERN_SEG * kv->kv_dim * sizeof(uint16_t);
+        memcpy(kv->v + v_off(kv, dst, l, 0, 0), kv->v + v_off(kv, src, l, 0, 0), vbytes);
     }
 }
 
@@ -581,16 +594,16 @@ static void att_worker(void *ctx, int ith, int nth)
         int order = c->order[i];
         const float *q32 = c->q + (size_t)i * hp->n_embd + h * hd;
         const uint16_t *K = kv->k + kv_off(kv, slot, j->layer, 0) + kvh * hd;
-        const uint16_t *Vt = kv->v + kv_off(kv, slot, j->layer, 0) + (size_t)kvh * hd * kv->n_ctx;
+        const uint16_t *Vt = kv->v + v_off(kv, slot, j->layer, kvh * hd, 0);
         for (int d = 0; d < hd; d++)
             q[d] = fp16_from_f32(q32[d]);
         /* scores; exps summed in blocks of 16 positions (masked lanes are 0) */
         int n = pos + 1, n16 = (n + 15) & ~15;
+        kern_dot_hh(K, (size_t)kv_dim, KERN_SEG, n, q, hd, order, sc);
         float mx = -INFINITY;
         for (int p = 0; p < n; p++) {
-            float s = kern_dot_hh(K + (size_t)p * kv_dim, q, hd, order) * scale;
-            sc[p] = s;
-            if (s > mx) mx = s;
+            sc[p] *= scale;
+            if (sc[p] > mx) mx = sc[p];
         }
         for (int p = 0; p < n; p++)
             sc[p] -= mx;
@@ -608,8 +621,7 @@ static void att_worker(void *ctx, int ith, int nth)
         for (int p = n; p < nv; p++)
             pw[p] = 0;
         float *o = c->att + (size_t)i * hp->n_embd + h * hd;
-        for (int d = 0; d < hd; d++)
-            o[d] = kern_dot_hh(Vt + (size_t)d * kv->n_ctx, pw, nv, order);
+        kern_dot_hh(Vt, KERN_SEG, (size_t)KERN_SEG * kv_dim, hd, pw, nv, order, o);
     }
 }
 
@@ -679,10 +691,10 @@ int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float 
             rope(c->q + (size_t)i * E, hp->n_head, hp->head_dim, hp->n_rot, cs);
             rope(c->k + (size_t)i * kv_dim, hp->n_head_kv, hp->head_dim, hp->n_rot, cs);
             size_t off = kv_off(kv, b->slot[i], l, b->pos[i]);
-            uint16_t *vt = kv->v + kv_off(kv, b->slot[i], l, 0) + b->pos[i];
+            uint16_t *vt = kv->v + v_off(kv, b->slot[i], l, 0, b->pos[i]);
             for (int d = 0; d < kv_dim; d++) {
                 kv->k[off + d] = fp16_from_f32(c->k[(size_t)i * kv_dim + d]);
-                vt[(size_t)d * kv->n_ctx] = fp16_from_f32(c->v[(size_t)i * kv_dim + d]);
+                vt[(size_t)d * KERN_SEG] = fp16_from_f32(c->v[(size_t)i * kv_dim + d]);
             }
         }
         att_job_t aj = {c, kv, b, l};

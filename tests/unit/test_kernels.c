@@ -412,34 +412,45 @@ static void test_matmul_float_odd_n(void **state)
 static void test_exact_order_helpers(void **state)
 {
     (void)state;
-    enum { N = 1100 };
-    uint16_t *a = malloc(N * sizeof(uint16_t)), *b = malloc(N * sizeof(uint16_t));
+    enum { N = 1100, NR = 5, SS = 64 * NR + 5 }; /* rows in 64-segments, gaps between */
+    size_t nseg = (N + 63) / 64;
+    uint16_t *a = malloc(nseg * SS * sizeof(uint16_t)), *b = malloc(N * sizeof(uint16_t));
     float *x = malloc(N * sizeof(float)), *y0 = malloc(N * sizeof(float)),
           *y1 = malloc(N * sizeof(float));
     static const int NS[] = {0, 1, 15, 16, 17, 63, 64, 65, 128, 192, 256, 1024, 1100};
     for (int rep = 0; rep < 4; rep++) {
-        for (int i = 0; i < N; i++) {
+        for (size_t i = 0; i < nseg * SS; i++)
             a[i] = fp16_from_f32((float)(rand() % 20001 - 10000) / 3000.0f);
+        for (int i = 0; i < N; i++)
             b[i] = fp16_from_f32((float)(rand() % 20001 - 10000) / 7000.0f);
-        }
         for (size_t k = 0; k < sizeof NS / sizeof *NS; k++) {
             int n = NS[k];
-            double exact = 0, m = 0;
-            for (int i = 0; i < n; i++) {
-                double p = (double)fp16_to_f32(a[i]) * fp16_to_f32(b[i]);
-                exact += p;
-                m += fabs(p);
-            }
-            for (int order = KERN_ORDER_TILE; order <= KERN_ORDER_VEC; order++) {
-                float ref = kern_vtable_scalar.dot_hh(a, b, n, order);
-                assert_true(fabs(ref - exact) <= 1e-6 * m + 1e-30);
-                for (size_t l = 0; l < sizeof LEVELS / sizeof *LEVELS; l++) {
-                    const kern_vtable_t *vt = kern_vtable_for(LEVELS[l]);
-                    if (!vt) continue;
-                    float got = vt->dot_hh(a, b, n, order);
-                    if (memcmp(&got, &ref, sizeof got))
-                        fail_msg("%s dot_hh n=%d order=%d: %.9g vs %.9g", vt->name, n, order, got,
-                                 ref);
+            /* rows r < NR: segmented (element i at r * 64 + (i / 64) * SS + i % 64,
+             * as the V cache) and contiguous (at r * 64 * nseg + i, as K rows) */
+            for (int layout = 0; layout < 2; layout++) {
+                size_t rs = layout ? 64 * nseg : 64, ss = layout ? 64 : SS;
+                int nr = NR;
+                float ref[NR], got[NR];
+                for (int order = KERN_ORDER_TILE; order <= KERN_ORDER_VEC; order++) {
+                    kern_vtable_scalar.dot_hh(a, rs, ss, nr, b, n, order, ref);
+                    for (int r = 0; r < nr; r++) {
+                        double exact = 0, m = 0;
+                        for (int i = 0; i < n; i++) {
+                            double p = (double)fp16_to_f32(a[r * rs + (i / 64) * ss + i % 64]) *
+                                       fp16_to_f32(b[i]);
+                            exact += p;
+                            m += fabs(p);
+                        }
+                        assert_true(fabs(ref[r] - exact) <= 1e-6 * m + 1e-30);
+                    }
+                    for (size_t l = 0; l < sizeof LEVELS / sizeof *LEVELS; l++) {
+                        const kern_vtable_t *vt = kern_vtable_for(LEVELS[l]);
+                        if (!vt) continue;
+                        vt->dot_hh(a, rs, ss, nr, b, n, order, got);
+                        if (memcmp(got, ref, (size_t)nr * sizeof(float)))
+                            fail_msg("%s dot_hh n=%d order=%d layout=%d: %.9g vs %.9g", vt->name, n,
+                                     order, layout, got[0], ref[0]);
+                    }
                 }
             }
         }

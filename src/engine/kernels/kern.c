@@ -187,9 +187,10 @@ void kern_dequant_row(ggml_type_t t, const void *row, float *out, int n)
     vt_get()->dequant_row[ti](row, out, n);
 }
 
-float kern_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order)
+void kern_dot_hh(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
+                 const uint16_t *b, int n, int order, float *out)
 {
-    return vt_get()->dot_hh(a, b, n, order);
+    vt_get()->dot_hh(a, row_stride, seg_stride, nrows, b, n, order, out);
 }
 
 void kern_expf(const float *x, float *y, int n)

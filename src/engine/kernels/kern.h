@@ -64,17 +64,21 @@ void kern_matmul(ggml_type_t wt, const void *W, int n, int r0, int r1, const voi
 /* Dequantize one row of n elements of type t (any supported type) to floats. */
 void kern_dequant_row(ggml_type_t t, const void *row, float *out, int n);
 
-/* sum a[i] * b[i] over two fp16 vectors in one of llama.cpp's two orders
- * (all levels give the same bits):
+/* out[r] = sum over i < n of a_r[i] * b[i] for rows r < nrows of fp16 values,
+ * in one of llama.cpp's two orders (all levels give the same bits). Row r's
+ * element i is at a[r * row_stride + (i / 64) * seg_stride + i % 64]: rows
+ * may be stored in segments of KERN_SEG elements (the V cache is); for
+ * contiguous rows pass seg_stride = KERN_SEG. b is contiguous. Orders:
  *  KERN_ORDER_TILE (its batched sgemm; needs n % 16 == 0, else VEC is used):
  *    16 lanes, lane i = fma chain over elements i, i+16, ...; kern_hsum16.
  *  KERN_ORDER_VEC (its single-row vec_dot): 4 x 16 lanes over steps of 64,
  *    folded (L0+L2)+(L1+L3), kern_hsum16, then the n % 64 tail in double. */
-enum { KERN_ORDER_TILE = 0, KERN_ORDER_VEC = 1 };
+enum { KERN_ORDER_TILE = 0, KERN_ORDER_VEC = 1, KERN_SEG = 64 };
 /* The fixed fold of 16 float lanes both orders end with (also used for
  * softmax sums): t_i = v[8+i] + v[i], u_i = t[4+i] + t[i], (u0+u2) + (u1+u3). */
 float kern_hsum16(const float v[16]);
-float kern_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order);
+void kern_dot_hh(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
+                 const uint16_t *b, int n, int order, float *out);
 
 /* y[i] = exp(x[i]) as llama.cpp's AVX-512 ggml_v_expf computes it (a
  * polynomial, not libm; exp of -inf is 0). y may equal x. */

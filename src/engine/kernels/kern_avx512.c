@@ -709,27 +709,63 @@ AI float hsum16(__m512 v)
     return _mm_cvtss_f32(_mm_add_ss(w, _mm_movehdup_ps(w)));
 }
 
-static float dot_hh(const uint16_t *a, const uint16_t *b, int n, int order)
+/* element i of a segmented row (see kern_dot_hh) */
+AI const uint16_t *seg_at(const uint16_t *a, size_t ss, int i)
+{
+    return a + ((size_t)i >> 6) * ss + ((size_t)i & 63);
+}
+
+/* TILE order, 4 rows at once: four independent fma chains hide the latency
+ * of the one chain per lane the order fixes. */
+AI void tile4(const uint16_t *a, size_t rs, size_t ss, const uint16_t *b, int n, float *out)
+{
+    __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
+    for (int i = 0; i < n; i += 16) {
+        const uint16_t *p = seg_at(a, ss, i);
+        __m512 bv = ldh16(b + i);
+        c0 = _mm512_fmadd_ps(ldh16(p), bv, c0);
+        c1 = _mm512_fmadd_ps(ldh16(p + rs), bv, c1);
+        c2 = _mm512_fmadd_ps(ldh16(p + 2 * rs), bv, c2);
+        c3 = _mm512_fmadd_ps(ldh16(p + 3 * rs), bv, c3);
+    }
+    out[0] = hsum16(c0);
+    out[1] = hsum16(c1);
+    out[2] = hsum16(c2);
+    out[3] = hsum16(c3);
+}
+
+static float dot_hh1(const uint16_t *a, size_t ss, const uint16_t *b, int n, int order)
 {
     if (order == KERN_ORDER_TILE && n % 16 == 0) {
-        /* one fma chain per lane: the order fixes it, so no unrolling */
         __m512 acc = _mm512_setzero_ps();
         for (int i = 0; i < n; i += 16)
-            acc = _mm512_fmadd_ps(ldh16(a + i), ldh16(b + i), acc);
+            acc = _mm512_fmadd_ps(ldh16(seg_at(a, ss, i)), ldh16(b + i), acc);
         return hsum16(acc);
     }
     int np = n & ~63;
     __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
     for (int i = 0; i < np; i += 64) {
-        c0 = _mm512_fmadd_ps(ldh16(a + i), ldh16(b + i), c0);
-        c1 = _mm512_fmadd_ps(ldh16(a + i + 16), ldh16(b + i + 16), c1);
-        c2 = _mm512_fmadd_ps(ldh16(a + i + 32), ldh16(b + i + 32), c2);
-        c3 = _mm512_fmadd_ps(ldh16(a + i + 48), ldh16(b + i + 48), c3);
+        const uint16_t *p = seg_at(a, ss, i);
+        c0 = _mm512_fmadd_ps(ldh16(p), ldh16(b + i), c0);
+        c1 = _mm512_fmadd_ps(ldh16(p + 16), ldh16(b + i + 16), c1);
+        c2 = _mm512_fmadd_ps(ldh16(p + 32), ldh16(b + i + 32), c2);
+        c3 = _mm512_fmadd_ps(ldh16(p + 48), ldh16(b + i + 48), c3);
     }
     double sum = (double)hsum16(_mm512_add_ps(_mm512_add_ps(c0, c2), _mm512_add_ps(c1, c3)));
     for (int i = np; i < n; i++)
-        sum += (double)(_cvtsh_ss(a[i]) * _cvtsh_ss(b[i]));
+        sum += (double)(_cvtsh_ss(*seg_at(a, ss, i)) * _cvtsh_ss(b[i]));
     return (float)sum;
+}
+
+static void dot_hh(const uint16_t *a, size_t rs, size_t ss, int nrows, const uint16_t *b, int n,
+                   int order, float *out)
+{
+    int r = 0;
+    if (order == KERN_ORDER_TILE && n % 16 == 0)
+        for (; r + 4 <= nrows; r += 4)
+            tile4(a + (size_t)r * rs, rs, ss, b, n, out + r);
+    for (; r < nrows; r++)
+        out[r] = dot_hh1(a + (size_t)r * rs, ss, b, n, order);
 }
 
 /* llama.cpp's ggml_v_expf (AVX-512): exp(x) = 2^n (1 + b p(b)), n = round(x

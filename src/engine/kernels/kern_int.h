@@ -38,7 +38,8 @@ typedef struct {
     void (*quantize_act)(const float *x, void *xq, int n);
     kern_matmul_fn matmul[KT_COUNT];
     kern_dequant_fn dequant_row[KT_COUNT];
-    float (*dot_hh)(const uint16_t *a, const uint16_t *b, int n, int order);
+    void (*dot_hh)(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
+                   const uint16_t *b, int n, int order, float *out);
     void (*expf_v)(const float *x, float *y, int n);
 } kern_vtable_t;
 
@@ -63,7 +64,11 @@ void kern_scalar_dequant_q5_0(const void *row, float *out, int n);
 void kern_scalar_dequant_q5_1(const void *row, float *out, int n);
 void kern_scalar_dequant_q8_0(const void *row, float *out, int n);
 /* Exact-order helpers; SIMD levels use them for their tails. */
-float kern_scalar_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order);
+/* one row of kern_dot_hh (element i at a[(i / 64) * seg_stride + i % 64]) */
+float kern_scalar_dot_hh1(const uint16_t *a, size_t seg_stride, const uint16_t *b, int n,
+                          int order);
+void kern_scalar_dot_hh(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
+                        const uint16_t *b, int n, int order, float *out);
 /* llama.cpp's AVX-512 expf (ggml_v_expf) for one value; SIMD tails use it. */
 float kern_scalar_expf1(float x);
 void kern_scalar_expf_v(const float *x, float *y, int n);

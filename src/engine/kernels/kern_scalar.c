@@ -330,29 +330,39 @@ void kern_scalar_dequant_q8_0(const void *row, float *out, int n)
 /* ---- float helpers ------------------------------------------------------ */
 
 /* fp16 . fp16 in llama.cpp's two orders (see kern.h, kern_dot_hh). */
-float kern_scalar_dot_hh(const uint16_t *a, const uint16_t *b, int n, int order)
+#define SEG(a, ss, i) ((a)[((size_t)(i) / 64) * (ss) + (size_t)(i) % 64])
+
+float kern_scalar_dot_hh1(const uint16_t *a, size_t ss, const uint16_t *b, int n, int order)
 {
     if (order == KERN_ORDER_TILE && n % 16 == 0) {
         float acc[16] = {0};
         for (int l = 0; l < n; l += 16)
             for (int i = 0; i < 16; i++)
-                acc[i] = fmaf(fp16_to_f32(a[l + i]), fp16_to_f32(b[l + i]), acc[i]);
+                acc[i] = fmaf(fp16_to_f32(SEG(a, ss, l + i)), fp16_to_f32(b[l + i]), acc[i]);
         return kern_hsum16(acc);
     }
     int np = n & ~63;
     float acc[4][16] = {{0}};
     for (int l = 0; l < np; l += 64)
         for (int j = 0; j < 4; j++)
-            for (int i = 0; i < 16; i++)
-                acc[j][i] =
-                    fmaf(fp16_to_f32(a[l + 16 * j + i]), fp16_to_f32(b[l + 16 * j + i]), acc[j][i]);
+            for (int i = 0; i < 16; i++) {
+                int e = l + 16 * j + i;
+                acc[j][i] = fmaf(fp16_to_f32(SEG(a, ss, e)), fp16_to_f32(b[e]), acc[j][i]);
+            }
     float x[16];
     for (int i = 0; i < 16; i++)
         x[i] = (acc[0][i] + acc[2][i]) + (acc[1][i] + acc[3][i]);
     double sum = (double)kern_hsum16(x);
     for (int l = np; l < n; l++)
-        sum += (double)(fp16_to_f32(a[l]) * fp16_to_f32(b[l]));
+        sum += (double)(fp16_to_f32(SEG(a, ss, l)) * fp16_to_f32(b[l]));
     return (float)sum;
+}
+
+void kern_scalar_dot_hh(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
+                        const uint16_t *b, int n, int order, float *out)
+{
+    for (int r = 0; r < nrows; r++)
+        out[r] = kern_scalar_dot_hh1(a + (size_t)r * row_stride, seg_stride, b, n, order);
 }
 
 float kern_scalar_expf1(float x)
