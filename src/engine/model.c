@@ -32,7 +32,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pthread.h>
 #include <sys/mman.h>
 
 #include "engine/kernels/kern.h"
@@ -406,26 +405,10 @@ void kv_copy_prefix(kv_cache_t *kv, int dst, int src, int n)
 
 /* ---------------------------------------------------------- forward pass */
 
-/* fp16 -> f32 for every half value: 256 KiB, built once. */
-static float fp16_table[65536];
-static pthread_once_t fp16_once = PTHREAD_ONCE_INIT;
-
-static void fp16_table_build(void)
-{
-    for (uint32_t i = 0; i < 65536; i++)
-        fp16_table[i] = fp16_to_f32((uint16_t)i);
-}
-
-static inline float h2f(uint16_t h)
-{
-    return fp16_table[h];
-}
-
 int model_ctx_create(model_ctx_t **out, const model_t *m, int n_batch, int n_ctx, pool_t *pool,
                      bar_msg_t *msg)
 {
     *out = NULL;
-    pthread_once(&fp16_once, fp16_table_build);
     const model_hparams_t *hp = &m->hp;
     model_ctx_t *c = calloc(1, sizeof *c);
     if (!c) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
@@ -524,6 +507,7 @@ static void rope(float *x, int n_heads, int head_dim, int n_rot, const float *cs
     }
 }
 
+/* Up to three matrices that share one input, computed in one pool_run. */
 typedef struct {
     int n_mat;
     const wmat_t *w[3];
