@@ -189,8 +189,12 @@ static int slot_admit(engine_t *e, req_t *r)
     }
     if (best < 0) return -1;
     slot_t *s = &e->slots[best];
-    /* keep at least one prompt token to evaluate, so we get logits */
+    /* keep at least one prompt token to evaluate, so we get logits, and never
+     * exactly one when the prompt has more: a lone token is summed in
+     * llama.cpp's single-row order, and a repeated prompt should give the
+     * logits of its first evaluation (engine_prefill_take) */
     int reuse = best_lcp < r->n_prompt ? best_lcp : r->n_prompt - 1;
+    if (reuse > 0 && r->n_prompt - reuse == 1) reuse--;
     if (reuse < 0) reuse = 0;
     memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
     s->n_tokens = r->n_prompt;
@@ -398,7 +402,8 @@ static void *engine_main(void *arg)
             slot_t *s = &e->slots[i];
             if (!s->req || s->n_past >= s->req->n_prompt) continue;
             int todo = s->req->n_prompt - s->n_past;
-            int take = todo < N_BATCH - n ? todo : N_BATCH - n;
+            int take = engine_prefill_take(todo, N_BATCH - n);
+            if (take == 0) continue;
             for (int k = 0; k < take; k++) {
                 e->b_tok[n] = s->tokens[s->n_past + k];
                 e->b_pos[n] = s->n_past + k;
@@ -566,6 +571,15 @@ const model_t *engine_model(const engine_t *e)
 const gguf_t *engine_gguf(const engine_t *e)
 {
     return model_gguf(e->model);
+}
+
+int engine_prefill_take(int todo, int room)
+{
+    int take = todo < room ? todo : room;
+    if (take == todo) return take; /* the rest of the prompt (1 token if that is all) */
+    if (take < 2) return 0;        /* a lone token now, more later: wait */
+    if (todo - take == 1) take = take >= 3 ? take - 1 : 0; /* leave 2, not 1 */
+    return take;
 }
 
 int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg_t *msg)

@@ -146,4 +146,12 @@ typedef struct {
 
 void engine_stats(engine_t *e, engine_stats_t *out);
 
+/* How many of a sequence's `todo` remaining prompt tokens go into a step that
+ * has `room` batch positions left (0 = wait for the next step). Never leaves a
+ * chunk of one token behind or starts one while more remain: llama.cpp sums
+ * attention in another order for a one-token batch, and a prompt's logits
+ * should not depend on how the engine happened to split it (exposed for the
+ * unit test). */
+int engine_prefill_take(int todo, int room);
+
 #endif

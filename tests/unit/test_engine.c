@@ -17,6 +17,9 @@
 
 #include "engine/engine.h"
 #include "engine/kernels/kern.h"
+#include "engine/model.h"
+#include "engine/pool.h"
+#include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "util/timeutil.h"
 
@@ -29,7 +32,11 @@ typedef struct {
     size_t n_text;
     int n_gen, n_cached, n_events;
     double t_done;
-    int order; /* completion order stamp */
+    int order;    /* completion order stamp */
+    float lp[64]; /* logprob of each generated token (when asked) */
+    int n_lp;
+    engine_top_t top[20]; /* the first token's alternatives (when asked) */
+    int n_top;
 } res_t;
 
 static int g_order;
@@ -41,6 +48,11 @@ static void on_ev(void *user, const engine_event_t *ev)
     pthread_mutex_lock(&r->mu);
     r->n_events++;
     if (ev->type == ENGINE_EV_TOKEN) {
+        if (r->n_lp == 0 && ev->n_top > 0) {
+            r->n_top = ev->n_top < 20 ? ev->n_top : 20;
+            memcpy(r->top, ev->top, (size_t)r->n_top * sizeof(engine_top_t));
+        }
+        if (r->n_lp < 64) r->lp[r->n_lp++] = ev->logprob;
         if (r->n_text + ev->text_len < sizeof r->text) {
             memcpy(r->text + r->n_text, ev->text, ev->text_len);
             r->n_text += ev->text_len;
@@ -113,10 +125,9 @@ static size_t encode(const char *text, int32_t *ids, size_t cap)
     return n;
 }
 
-static uint64_t submit(const char *prompt, engine_sampling_t sp, res_t *r, int priority)
+static uint64_t submit_ids(const int32_t *ids, size_t n, engine_sampling_t sp, res_t *r,
+                           int priority)
 {
-    int32_t ids[512];
-    size_t n = encode(prompt, ids, 512);
     res_init(r);
     engine_req_t req = {
         .prompt = ids, .n_prompt = n, .sampling = sp, .cb = on_ev, .user = r, .priority = priority};
@@ -124,6 +135,13 @@ static uint64_t submit(const char *prompt, engine_sampling_t sp, res_t *r, int p
     bar_msg_t msg = {{0}};
     assert_int_equal(engine_submit(eng, &req, &id, &msg), 0);
     return id;
+}
+
+static uint64_t submit(const char *prompt, engine_sampling_t sp, res_t *r, int priority)
+{
+    int32_t ids[512];
+    size_t n = encode(prompt, ids, 512);
+    return submit_ids(ids, n, sp, r, priority);
 }
 
 static engine_sampling_t greedy(int n)
@@ -170,6 +188,131 @@ static void test_batching_matches_alone(void **state)
      * (llama.cpp's, docs/ARCHITECTURE.md "Numerics"), never by the batch it
      * shares, so batching cannot change a token. */
     assert_int_equal(same, 4);
+    wait_idle();
+}
+
+/* Chunking never leaves a one-token prefill step (llama.cpp would sum that
+ * token's attention in its single-row order, so the logits would depend on
+ * how the engine split the prompt). */
+static void test_prefill_take(void **state)
+{
+    (void)state;
+    static const int T[][3] = {/* todo, room, take */
+                               {1, 512, 1},     {5, 512, 5}, {512, 512, 512}, {513, 512, 511},
+                               {600, 512, 512}, {3, 2, 0},   {10, 1, 0},      {10, 2, 2},
+                               {3, 3, 3},       {4, 3, 2},   {2, 1, 0},       {1, 1, 1}};
+    for (size_t i = 0; i < sizeof T / sizeof *T; i++) {
+        int got = engine_prefill_take(T[i][0], T[i][1]);
+        if (got != T[i][2])
+            fail_msg("engine_prefill_take(%d, %d) = %d, want %d", T[i][0], T[i][1], got, T[i][2]);
+    }
+}
+
+/* n token ids of a long text (salt picks the text) */
+static void long_ids(int salt, int32_t *ids, size_t n)
+{
+    static const char *texts[2] = {
+        "Coffee houses spread across Europe in the seventeenth century, and merchants met "
+        "there to trade news, insure ships and sign contracts. ",
+        "A cache keeps answers close to where they are needed, so that a repeated question "
+        "costs a lookup instead of a computation. "};
+    char buf[16384] = "";
+    size_t got = 0;
+    while (got < n) {
+        strncat(buf, texts[salt], sizeof buf - strlen(buf) - 1);
+        got = encode(buf, ids, 512);
+    }
+}
+
+/* The first token's 20 best logprobs llama.cpp's order gives for this prompt
+ * evaluated in one batch (every attention sum in its batched order). */
+static void reference_top(const int32_t *ids, int n, engine_top_t top[20])
+{
+    const model_t *m = engine_model(eng);
+    int n_vocab = model_hparams(m)->n_vocab;
+    pool_t *pool = pool_create(2);
+    kv_cache_t *kv;
+    model_ctx_t *ctx;
+    bar_msg_t msg = {{0}};
+    assert_int_equal(kv_create(&kv, m, 1, 512, &msg), 0);
+    assert_int_equal(model_ctx_create(&ctx, m, 512, 512, pool, &msg), 0);
+    int *pos = malloc((size_t)n * sizeof(int)), *slot = calloc((size_t)n, sizeof(int)),
+        *row = malloc((size_t)n * sizeof(int));
+    for (int i = 0; i < n; i++) {
+        pos[i] = i;
+        row[i] = i == n - 1 ? 0 : -1;
+    }
+    float *logits = malloc((size_t)n_vocab * sizeof(float));
+    model_batch_t b = {n, ids, pos, slot, row};
+    assert_int_equal(model_forward(ctx, kv, &b, logits, &msg), 0);
+    sampler_t *smp;
+    assert_int_equal(sampler_create(&smp, n_vocab), 0);
+    engine_sampling_t sp = greedy(1);
+    sp.logprobs = 1;
+    sp.top_logprobs = 20;
+    sampler_reset(smp, &sp, ids, n);
+    float lp = 0.0f;
+    sampler_sample(smp, logits, &lp, top, 20);
+    sampler_destroy(smp);
+    free(logits);
+    free(pos);
+    free(slot);
+    free(row);
+    model_ctx_destroy(ctx);
+    kv_destroy(kv);
+    pool_destroy(pool);
+}
+
+static void check_top(const char *what, const res_t *r, const engine_top_t want[20])
+{
+    assert_int_equal(r->n_top, 20);
+    for (int i = 0; i < 20; i++)
+        if (r->top[i].token != want[i].token ||
+            memcmp(&r->top[i].logprob, &want[i].logprob, sizeof(float)))
+            fail_msg("%s: alternative %d is %d (%.9g), one batch gives %d (%.9g)", what, i,
+                     r->top[i].token, r->top[i].logprob, want[i].token, want[i].logprob);
+}
+
+/* A prompt split across steps by other work, and the same prompt again with
+ * its prefix reused, give logits bit-identical to one fresh batch. */
+static void test_split_prefill_exact(void **state)
+{
+    (void)state;
+    if (!strcmp(kern_level_name(), "scalar")) {
+        print_message("skipped on the scalar level (two 512-token prefills are too slow)\n");
+        return; /* engine_prefill_take is tested above on every level */
+    }
+    enum { NA = 300, NB = 212 };
+    int32_t a_ids[512], b_ids[512];
+    long_ids(0, a_ids, NA);
+    long_ids(1, b_ids, NB);
+    engine_top_t want_a[20], want_b[20];
+    reference_top(a_ids, NA, want_a);
+    reference_top(b_ids, NB, want_b);
+
+    /* a busy decoder holds the engine while A and B queue up, so they are
+     * admitted together: 1 decode + 300 + 212 > 512 splits one of them */
+    res_t busy, a, b, again;
+    engine_sampling_t sp = greedy(4);
+    sp.logprobs = 1;
+    sp.top_logprobs = 20;
+    submit("The weather today", greedy(BUSY_TOKENS), &busy, 0);
+    usleep(20000);
+    submit_ids(a_ids, NA, sp, &a, 0);
+    submit_ids(b_ids, NB, sp, &b, 0);
+    res_wait(&busy);
+    res_wait(&a);
+    res_wait(&b);
+    check_top("split prefill A", &a, want_a);
+    check_top("split prefill B", &b, want_b);
+
+    /* the same prompt again: its KV is reused, the rest re-evaluated (A: its
+     * last token alone in a step moves its logprobs by ~1e-3) */
+    submit_ids(a_ids, NA, sp, &again, 0);
+    res_wait(&again);
+    assert_true(again.n_cached > 0);
+    check_top("prefix reuse", &again, want_a);
+    assert_string_equal(again.text, a.text);
     wait_idle();
 }
 
@@ -298,9 +441,14 @@ static void test_submit_errors(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_submit_errors), cmocka_unit_test(test_batching_matches_alone),
-        cmocka_unit_test(test_stop_string),   cmocka_unit_test(test_cancel_frees_slot),
-        cmocka_unit_test(test_prefix_reuse),  cmocka_unit_test(test_priority),
+        cmocka_unit_test(test_submit_errors),
+        cmocka_unit_test(test_batching_matches_alone),
+        cmocka_unit_test(test_stop_string),
+        cmocka_unit_test(test_cancel_frees_slot),
+        cmocka_unit_test(test_prefix_reuse),
+        cmocka_unit_test(test_prefill_take),
+        cmocka_unit_test(test_split_prefill_exact),
+        cmocka_unit_test(test_priority),
         cmocka_unit_test(test_deadline),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
