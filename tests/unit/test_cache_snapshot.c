@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "testutil.h"
+
 #include "cache/cache_snapshot.h"
 
 static double fake_now = 100.0;
@@ -189,14 +191,8 @@ static void test_ttl_and_expired(void **st)
 
 static uint8_t *read_file(size_t *n)
 {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    *n = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc(*n);
-    assert_int_equal(fread(p, 1, *n, f), *n);
-    fclose(f);
+    uint8_t *p = (uint8_t *)test_read_file(path, n);
+    assert_non_null(p);
     return p;
 }
 

@@ -28,23 +28,6 @@ typedef struct {
     cJSON *vec;
 } fix_t;
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *p = malloc((size_t)sz + 1);
-    if (p && fread(p, 1, (size_t)sz, f) != (size_t)sz) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    if (p) p[sz] = '\0';
-    return p;
-}
-
 static int setup(void **state)
 {
     static fix_t f;
@@ -63,7 +46,7 @@ static int setup(void **state)
         fprintf(stderr, "test_chat: tok_create: %s\n", msg.text);
         return -1;
     }
-    char *txt = read_file(BARISTA_SOURCE_DIR "/tests/ref/chat_vectors.json");
+    char *txt = test_read_file(BARISTA_SOURCE_DIR "/tests/ref/chat_vectors.json", NULL);
     if (!txt) {
         fprintf(stderr, "test_chat: cannot read tests/ref/chat_vectors.json\n");
         return -1;

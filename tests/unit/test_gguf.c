@@ -16,23 +16,13 @@
 #include "testutil.h"
 
 #include "engine/gguf.h"
+#include "util/buf.h"
 
 /* ---- a tiny GGUF writer --------------------------------------------------- */
 
-typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-} buf_t;
-
 static void put(buf_t *b, const void *d, size_t n)
 {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    if (n) memcpy(b->p + b->n, d, n);
-    b->n += n;
+    assert_int_equal(buf_append(b, d, n), 0);
 }
 
 static void put_u8(buf_t *b, uint8_t v)
@@ -228,7 +218,7 @@ static void check_valid(opts_t o)
     build_valid(&b, &ps, o);
     gguf_t *g = NULL;
     bar_msg_t msg = {{0}};
-    int rc = gguf_parse(&g, b.p, b.n, &msg);
+    int rc = gguf_parse(&g, (const uint8_t *)b.p, b.n, &msg);
     if (rc) fail_msg("parse failed: %s", msg.text);
     assert_non_null(g);
     assert_int_equal(gguf_version(g), o.version);
@@ -360,7 +350,7 @@ static void test_empty_file_no_tensors(void **state)
     put_u64(&b, 0);
     gguf_t *g = NULL;
     bar_msg_t msg = {{0}};
-    assert_int_equal(gguf_parse(&g, b.p, b.n, &msg), 0);
+    assert_int_equal(gguf_parse(&g, (const uint8_t *)b.p, b.n, &msg), 0);
     assert_int_equal(gguf_tensor_count(g), 0);
     assert_int_equal(gguf_kv_count(g), 0);
     assert_null(gguf_kv_find(g, "x"));
@@ -531,7 +521,7 @@ static void test_patched(void **state)
         build_valid(&b, &ps, V3);
         size_t at = pt->field == F_ABS ? (size_t)pt->index : field_at(&ps, pt);
         patch_le(&b, at, pt->value, pt->width);
-        expect_fail(b.p, b.n, pt->label, pt->needle);
+        expect_fail((const uint8_t *)b.p, b.n, pt->label, pt->needle);
         free(b.p);
     }
 }
@@ -577,12 +567,12 @@ static void test_nesting_limit(void **state)
         put_u8(&b, 7);
         gguf_t *g = NULL;
         bar_msg_t msg = {{0}};
-        int rc = gguf_parse(&g, b.p, b.n, &msg);
+        int rc = gguf_parse(&g, (const uint8_t *)b.p, b.n, &msg);
         if (depth <= 4) {
             if (rc) fail_msg("depth %d: %s", depth, msg.text);
             gguf_close(g);
         } else {
-            expect_fail(b.p, b.n, "nested too deep", "nested");
+            expect_fail((const uint8_t *)b.p, b.n, "nested too deep", "nested");
         }
         free(b.p);
     }
@@ -604,7 +594,7 @@ static void test_open_file(void **state)
     assert_int_equal(gguf_open(&g, path, &msg), 0);
     assert_int_equal(gguf_tensor_count(g), 3);
     assert_int_equal(((const uint8_t *)gguf_tensor_find(g, "b")->data)[0],
-                     b.p[ps.data_start + ps.t_offset[1]]);
+                     ((const uint8_t *)b.p)[ps.data_start + ps.t_offset[1]]);
     gguf_close(g);
 
     /* truncated on disk: the message is prefixed with the path */

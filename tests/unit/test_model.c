@@ -75,23 +75,6 @@ static int n_cases;
 static model_t *model;
 static pool_t *pool;
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    if (b) b[n] = 0;
-    fclose(f);
-    return b;
-}
-
 static int read_ids(const cJSON *arr, int32_t *out, int cap)
 {
     int n = 0;
@@ -109,7 +92,7 @@ static int setup(void **state)
     (void)state;
     char path[4096];
     snprintf(path, sizeof path, "%s/tests/ref/model_vectors.json", BARISTA_SOURCE_DIR);
-    char *txt = slurp(path);
+    char *txt = test_read_file(path, NULL);
     if (!txt) {
         fprintf(stderr, "cannot read %s\n", path);
         return -1;

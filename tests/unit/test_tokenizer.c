@@ -24,6 +24,7 @@
 
 #include "engine/gguf.h"
 #include "engine/tokenizer.h"
+#include "util/buf.h"
 
 #define MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -35,26 +36,6 @@ typedef struct {
 } fix_t;
 
 /* ---- helpers -------------------------------------------------------------- */
-
-static char *read_file(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *p = malloc((size_t)sz + 1);
-    if (p && fread(p, 1, (size_t)sz, f) != (size_t)sz) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    if (p) {
-        p[sz] = '\0';
-        if (n) *n = (size_t)sz;
-    }
-    return p;
-}
 
 static int b64val(int c)
 {
@@ -190,23 +171,12 @@ static int utf8_valid(const char *s, size_t n)
 
 /* ---- an in-memory GGUF rewriter (vocabulary variants, error cases) ---------- */
 
-typedef struct {
-    uint8_t *p;
-    size_t n, cap;
-} wbuf_t;
-
-static void put(wbuf_t *b, const void *d, size_t n)
+static void put(buf_t *b, const void *d, size_t n)
 {
-    if (b->n + n > b->cap) {
-        b->cap = (b->n + n) * 2 + 64;
-        b->p = realloc(b->p, b->cap);
-        assert_non_null(b->p);
-    }
-    if (n) memcpy(b->p + b->n, d, n);
-    b->n += n;
+    assert_int_equal(buf_append(b, d, n), 0);
 }
 
-static void put_le(wbuf_t *b, uint64_t v, size_t n)
+static void put_le(buf_t *b, uint64_t v, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
         uint8_t x = (uint8_t)(v >> (8 * i));
@@ -214,7 +184,7 @@ static void put_le(wbuf_t *b, uint64_t v, size_t n)
     }
 }
 
-static void put_str(wbuf_t *b, const char *s, size_t n)
+static void put_str(buf_t *b, const char *s, size_t n)
 {
     put_le(b, n, 8);
     put(b, s, n);
@@ -225,7 +195,7 @@ static void put_str(wbuf_t *b, const char *s, size_t n)
 static uint8_t *rewrite(const gguf_t *g, const char *skey, const char *sval, const char *bkey,
                         int bval, size_t *size)
 {
-    wbuf_t b = {0};
+    buf_t b = {0};
     size_t n = gguf_kv_count(g), n_out = 0;
     put(&b, "GGUF", 4);
     put_le(&b, 3, 4);
@@ -286,7 +256,7 @@ static uint8_t *rewrite(const gguf_t *g, const char *skey, const char *sval, con
     while (b.n % 32)
         put(&b, "", 1);
     *size = b.n;
-    return b.p;
+    return (uint8_t *)b.p;
 }
 
 /* ---- fixture -------------------------------------------------------------- */
@@ -310,7 +280,7 @@ static int setup(void **state)
         fprintf(stderr, "test_tokenizer: tok_create: %s (%s)\n", bar_strerror(rc), msg.text);
         return -1;
     }
-    f.vec_text = read_file(BARISTA_SOURCE_DIR "/tests/ref/tokenizer_vectors.json", NULL);
+    f.vec_text = test_read_file(BARISTA_SOURCE_DIR "/tests/ref/tokenizer_vectors.json", NULL);
     if (!f.vec_text) {
         fprintf(stderr, "test_tokenizer: cannot read tests/ref/tokenizer_vectors.json\n");
         return -1;

@@ -359,28 +359,20 @@ AI void matmul_q(int t, const void *W, size_t row_bytes, int n, int r0, int r1, 
     const int nblk = n / QK;
     const block_q8a *acts = xq;
     for (int b0 = 0; b0 < nb; b0 += 8) {
+        /* B is a compile-time constant in each case (act_tile is inlined) */
         switch (nb - b0) {
-        case 1:
-            act_tile(t, 1, W, row_bytes, nblk, r0, r1, acts, b0, Y, ldy);
-            break;
-        case 2:
-            act_tile(t, 2, W, row_bytes, nblk, r0, r1, acts, b0, Y, ldy);
-            break;
-        case 3:
-            act_tile(t, 3, W, row_bytes, nblk, r0, r1, acts, b0, Y, ldy);
-            break;
-        case 4:
-            act_tile(t, 4, W, row_bytes, nblk, r0, r1, acts, b0, Y, ldy);
-            break;
-        case 5:
-            act_tile(t, 5, W, row_bytes, nblk, r0, r1, acts, b0, Y, ldy);
-            break;
-        case 6:
-            act_tile(t, 6, W, row_bytes, nblk, r0, r1, acts, b0, Y, ldy);
-            break;
-        case 7:
-            act_tile(t, 7, W, row_bytes, nblk, r0, r1, acts, b0, Y, ldy);
-            break;
+#define ACT_CASE(B)                                                                                \
+    case B:                                                                                        \
+        act_tile(t, B, W, row_bytes, nblk, r0, r1, acts, b0, Y, ldy);                              \
+        break;
+            ACT_CASE(1)
+            ACT_CASE(2)
+            ACT_CASE(3)
+            ACT_CASE(4)
+            ACT_CASE(5)
+            ACT_CASE(6)
+            ACT_CASE(7)
+#undef ACT_CASE
         default:
             act_tile(t, 8, W, row_bytes, nblk, r0, r1, acts, b0, Y, ldy);
             break;
@@ -500,9 +492,6 @@ DEF_MATMUL_F(f32, KT_F32)
 DEF_MATMUL_F(f16, KT_F16)
 DEF_MATMUL_F(bf16, KT_BF16)
 
-/* ---- float helpers ------------------------------------------------------ */
-
-/* fp16 KV rows: 8 halves -> 8 floats per F16C conversion. */
 /* ---- llama.cpp-order fp16 dots and exp --------------------------------- */
 
 AI __m256 ld_h8(const uint16_t *p) /* 8 halves -> 8 floats */

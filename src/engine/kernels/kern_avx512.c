@@ -690,9 +690,6 @@ DEF_MATMUL_F(f32, KT_F32)
 DEF_MATMUL_F(f16, KT_F16)
 DEF_MATMUL_F(bf16, KT_BF16)
 
-/* ---- float helpers ------------------------------------------------------ */
-
-/* fp16 KV rows: 16 halves -> 16 floats per conversion. */
 /* ---- fp16 dots and expf in llama.cpp's order ------------------------------ */
 
 AI __m512 ldh16(const uint16_t *p)

@@ -72,11 +72,9 @@ void kern_scalar_dot_hh(const uint16_t *a, size_t row_stride, size_t seg_stride,
 /* llama.cpp's AVX-512 expf (ggml_v_expf) for one value; SIMD tails use it. */
 float kern_scalar_expf1(float x);
 void kern_scalar_expf_v(const float *x, float *y, int n);
-/* The fixed horizontal folds of 8 and 16 float lanes the exact order uses:
- * hsum8: ((a4+a0)+(a6+a2)) + ((a5+a1)+(a7+a3)); hsum16: t_i = v_{8+i}+v_i,
- * then hsum8-like over t with the same pairing (t4+t0 ...). */
+/* The fixed fold of 8 float lanes the quantized dots end with:
+ * ((a4+a0)+(a6+a2)) + ((a5+a1)+(a7+a3)); kern_hsum16 is in kern.h. */
 float kern_hsum8(const float a[8]);
-float kern_hsum16(const float v[16]);
 
 #define KERN_SCALAR_DEQUANT_TABLE                                                                  \
     {                                                                                              \
