@@ -58,10 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     oai_resp_t resp = {kind, "id-1", 1, r.model[0] ? r.model : "m"};
     oai_usage_t u = {1, 2, 0};
-    const char *tt[1] = {text};
-    size_t tl[1] = {len};
-    double tlp[1] = {-1.0};
-    oai_logprob_t lp = {text, len, -0.5, 1, tt, tl, tlp};
+    lp_alt_t top = {text, len, -1.0};
+    lp_tok_t lp = {text, len, -0.5, 1, &top};
     oai_format_response(&b, &resp, text, len, OAI_FINISH_STOP, &u, &lp, 1, r.logprobs);
     must_parse(b.p, b.n);
     buf_clear(&b);

@@ -1,6 +1,7 @@
-/* api.c — routing, admin endpoints (/health, /ready, /v1/models, /v1/config,
- * /metrics), authentication and the api object's lifecycle. Generation
- * endpoints live in gen.c. */
+/* api.c — the api object (its models, lifecycle), the route table and its
+ * dispatcher (authentication by the row's key), and the plain endpoints
+ * (/health, /ready, /v1/models, /v1/config, /metrics). Generation endpoints
+ * are pipeline.c; the cache admin endpoints api_cache.c. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,7 +9,7 @@
 #include <unistd.h>
 
 #include "api/api_int.h"
-#include "engine/chat.h"
+#include "api/route.h"
 #include "util/timeutil.h"
 
 void api_send_error(srv_req_t *r, const oai_err_t *e)
@@ -38,36 +39,52 @@ static void respond_json(srv_req_t *r, int status, buf_t *b)
     buf_free(b);
 }
 
-static void model_obj(const api_t *a, buf_t *b, const char *id)
+static void model_obj(const api_t *a, buf_t *b, const api_model_t *m, const char *id)
 {
+    (void)a;
     buf_puts(b, "{\"id\":");
     oai_json_string(b, id, strlen(id));
-    buf_printf(b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"barista\"", a->created);
-    buf_printf(b, ",\"meta\":{\"n_ctx\":%d,\"ready\":%s}}", a->n_ctx, a->engine ? "true" : "false");
+    buf_printf(b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"barista\"", m->created);
+    buf_printf(b, ",\"meta\":{\"n_ctx\":%d,\"ready\":%s,\"backend\":\"local\"}}", m->n_ctx,
+               m->bk ? "true" : "false");
 }
 
-static void h_models(api_t *a, srv_req_t *r, const char *id, size_t id_len)
+api_model_t *api_model_find(api_t *a, const char *name)
+{
+    if (!name[0] || !strcmp(name, "default")) return &a->models[a->default_idx];
+    for (int i = 0; i < a->n_models; i++)
+        if (!strcmp(name, a->models[i].cfg.name)) return &a->models[i];
+    return NULL;
+}
+
+static void h_models(api_t *a, srv_req_t *r, http_slice_t id)
 {
     buf_t b = {0};
-    if (id) {
-        int ok = (id_len == strlen(a->model_id) && !memcmp(id, a->model_id, id_len)) ||
-                 (id_len == 7 && !memcmp(id, "default", 7));
-        if (!ok) {
+    if (id.n) {
+        char tmp[MODEL_NAME_MAX];
+        api_model_t *m = NULL;
+        if (id.n < sizeof tmp) {
+            memcpy(tmp, id.p, id.n);
+            tmp[id.n] = '\0';
+            m = api_model_find(a, tmp);
+        }
+        if (!m) {
             api_error(r, 404, "invalid_request_error", "model_not_found", "model",
-                      "The model '%.*s' does not exist.", (int)(id_len > 200 ? 200 : id_len), id);
+                      "The model '%.*s' does not exist.", (int)(id.n > 200 ? 200 : id.n), id.p);
             return;
         }
-        char tmp[256];
-        snprintf(tmp, sizeof tmp, "%.*s", (int)id_len, id);
-        model_obj(a, &b, tmp);
+        model_obj(a, &b, m, tmp);
         buf_puts(&b, "\n");
         respond_json(r, 200, &b);
         return;
     }
     buf_puts(&b, "{\"object\":\"list\",\"data\":[");
-    model_obj(a, &b, a->model_id);
+    for (int i = 0; i < a->n_models; i++) {
+        if (i) buf_puts(&b, ",");
+        model_obj(a, &b, &a->models[i], a->models[i].cfg.name);
+    }
     buf_puts(&b, ",");
-    model_obj(a, &b, "default");
+    model_obj(a, &b, &a->models[a->default_idx], "default");
     buf_puts(&b, "]}\n");
     respond_json(r, 200, &b);
 }
@@ -83,15 +100,22 @@ static void h_health(api_t *a, srv_req_t *r)
 static void h_ready(api_t *a, srv_req_t *r)
 {
     buf_t b = {0};
-    if (!a->engine) {
-        buf_puts(&b, "{\"status\":\"loading\"}\n");
+    if (a->n_ready < a->n_models) {
+        buf_printf(&b, "{\"status\":\"loading\",\"models_ready\":%d,\"models\":%d}\n",
+                   a->n_ready, a->n_models);
         srv_respond(r, 503, "application/json", b.p, b.n, "Retry-After: 1\r\n");
         buf_free(&b);
         return;
     }
+    const char *name = a->models[a->default_idx].cfg.name;
     buf_puts(&b, "{\"status\":\"ready\",\"model\":");
-    oai_json_string(&b, a->model_id, strlen(a->model_id));
-    buf_puts(&b, "}\n");
+    oai_json_string(&b, name, strlen(name));
+    buf_puts(&b, ",\"models\":[");
+    for (int i = 0; i < a->n_models; i++) {
+        if (i) buf_puts(&b, ",");
+        oai_json_string(&b, a->models[i].cfg.name, strlen(a->models[i].cfg.name));
+    }
+    buf_puts(&b, "]}\n");
     respond_json(r, 200, &b);
 }
 
@@ -102,7 +126,7 @@ static void h_config(api_t *a, srv_req_t *r)
     buf_puts(&b, "{\"object\":\"barista.config\",\"settings\":{");
     for (size_t i = 0; i < c->n_opts; i++) {
         const cfg_opt_t *o = &c->opts[i];
-        char v[4200];
+        char v[16600];
         cfg_format(c, (int)i, v, sizeof v);
         buf_printf(&b, "%s\"%s\":{\"value\":", i ? "," : "", o->name);
         if (o->type == CFG_STR)
@@ -123,27 +147,28 @@ static void h_metrics(api_t *a, srv_req_t *r)
 {
     buf_t b = {0};
     obs_metrics_render(a->metrics, &b);
-    engine_stats_t st;
-    memset(&st, 0, sizeof st);
-    if (a->engine) engine_stats(a->engine, &st);
+    int active = 0, queued = 0;
+    for (int i = 0; i < a->n_models; i++) {
+        if (!a->models[i].bk) continue;
+        bk_stats_t st;
+        bk_stats(a->models[i].bk, &st);
+        active += st.n_active;
+        queued += st.n_queued;
+    }
     obs_metrics_gauge(&b, "barista_engine_active_sequences",
-                      "Sequences the engine is decoding now.", st.n_active);
+                      "Sequences the engines are decoding now.", active);
     obs_metrics_gauge(&b, "barista_engine_queued_requests", "Requests waiting for an engine slot.",
-                      st.n_queued);
+                      queued);
     obs_metrics_gauge(&b, "barista_api_generations", "Generation requests not yet finished.",
                       a->n_gens);
     obs_metrics_gauge(&b, "barista_http_connections", "Open HTTP connections.",
                       a->srv ? srv_n_connections(a->srv) : 0);
-    obs_metrics_gauge(&b, "barista_model_loaded", "1 once the model is loaded.", a->engine ? 1 : 0);
+    obs_metrics_gauge(&b, "barista_model_loaded", "1 once every model is loaded.",
+                      a->n_ready == a->n_models ? 1 : 0);
+    obs_metrics_gauge(&b, "barista_models_loaded", "Models loaded and serving.", a->n_ready);
     api_cache_metrics(a->cache, &b);
     srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.n, NULL);
     buf_free(&b);
-}
-
-static int slice_is(http_slice_t s, const char *lit)
-{
-    size_t n = strlen(lit);
-    return s.n == n && !memcmp(s.p, lit, n);
 }
 
 /* Whether h carries 'Authorization: Bearer <key>' (key "" = always). */
@@ -165,32 +190,31 @@ static int authorized(const api_t *a, const http_req_t *h)
     return bearer_is(a->set->api_key, h);
 }
 
-/* /v1/cache, /v1/cache/stats, /v1/cache/{key}: the cache admin API, only
- * with --admin-key (otherwise 404: it does not exist). No key → 401, another
- * key → 403. */
-static void h_cache_admin(api_t *a, srv_req_t *r)
-{
-    const http_req_t *h = srv_req_http(r);
-    srv_req_set_label(r, "cache_admin");
-    if (!a->set->admin_key[0] || !a->cache) {
-        api_error(r, 404, "invalid_request_error", "not_found", NULL,
-                  "The cache admin API is off; start barista with --admin-key to enable it.");
-        return;
-    }
-    if (!http_req_header(h, "authorization").p) {
-        api_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
-                  "The cache admin API needs 'Authorization: Bearer <admin key>'.");
-        return;
-    }
-    if (!bearer_is(a->set->admin_key, h)) {
-        api_error(r, 403, "invalid_request_error", "forbidden", NULL,
-                  "This key may not use the cache admin API.");
-        return;
-    }
-    api_cache_admin(a->cache, r);
-}
+enum {
+    H_CHAT,
+    H_COMPLETIONS,
+    H_MODELS,
+    H_HEALTH,
+    H_READY,
+    H_CONFIG,
+    H_METRICS,
+    H_CACHE_ADMIN,
+};
 
-enum { M_GET = 1, M_POST = 2 };
+/* The route table: a new endpoint is one row (route.h). */
+static const route_t ROUTES[] = {
+    {ROUTE_POST, "/v1/chat/completions", "chat_completions", ROUTE_API_KEY, H_CHAT},
+    {ROUTE_POST, "/v1/completions", "completions", ROUTE_API_KEY, H_COMPLETIONS},
+    {ROUTE_GET, "/v1/models", "models", ROUTE_API_KEY, H_MODELS},
+    {ROUTE_GET, "/v1/models/", "models", ROUTE_API_KEY, H_MODELS},
+    {ROUTE_GET, "/health", "health", ROUTE_OPEN, H_HEALTH},
+    {ROUTE_GET, "/ready", "ready", ROUTE_OPEN, H_READY},
+    {ROUTE_GET, "/v1/config", "config", ROUTE_API_KEY, H_CONFIG},
+    {ROUTE_GET, "/metrics", "metrics", ROUTE_OPEN, H_METRICS},
+    {ROUTE_GET, "/v1/cache/stats", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
+    {ROUTE_DELETE, "/v1/cache", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
+    {ROUTE_DELETE, "/v1/cache/", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
+};
 
 static void method_not_allowed(srv_req_t *r, const char *allow, http_slice_t path)
 {
@@ -200,10 +224,39 @@ static void method_not_allowed(srv_req_t *r, const char *allow, http_slice_t pat
             (int)(path.n > 200 ? 200 : path.n), path.p, allow);
     buf_t b = {0};
     oai_error_body(&b, &e);
-    char extra[64];
+    char extra[80];
     snprintf(extra, sizeof extra, "Allow: %s\r\n", allow);
     srv_respond(r, 405, "application/json", b.p, b.n, extra);
     buf_free(&b);
+}
+
+/* The row's key: 0 to go on, or answered (401/403/404) and -1. */
+static int check_auth(api_t *a, srv_req_t *r, const route_t *row)
+{
+    const http_req_t *h = srv_req_http(r);
+    if (row->auth == ROUTE_OPEN) return 0;
+    if (row->auth == ROUTE_API_KEY) {
+        if (authorized(a, h)) return 0;
+        api_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                  "Incorrect or missing API key: send 'Authorization: Bearer <key>'.");
+        return -1;
+    }
+    if (!a->set->admin_key[0] || !a->cache) {
+        api_error(r, 404, "invalid_request_error", "not_found", NULL,
+                  "The cache admin API is off; start barista with --admin-key to enable it.");
+        return -1;
+    }
+    if (!http_req_header(h, "authorization").p) {
+        api_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                  "The cache admin API needs 'Authorization: Bearer <admin key>'.");
+        return -1;
+    }
+    if (!bearer_is(a->set->admin_key, h)) {
+        api_error(r, 403, "invalid_request_error", "forbidden", NULL,
+                  "This key may not use the cache admin API.");
+        return -1;
+    }
+    return 0;
 }
 
 void api_handle(void *ud, srv_req_t *r)
@@ -211,95 +264,85 @@ void api_handle(void *ud, srv_req_t *r)
     api_t *a = ud;
     const http_req_t *h = srv_req_http(r);
     http_slice_t path = http_req_path(h);
-    int m = h->method == HTTP_GET || h->method == HTTP_HEAD ? M_GET
-            : h->method == HTTP_POST                        ? M_POST
-                                                            : 0;
-    /* strip one trailing slash */
-    if (path.n > 1 && path.p[path.n - 1] == '/') path.n--;
-    if (path.n >= 9 && !memcmp(path.p, "/v1/cache", 9) && (path.n == 9 || path.p[9] == '/')) {
-        h_cache_admin(a, r);
-        return;
-    }
-    static const struct {
-        const char *path;
-        int methods;
-        const char *label;
-        int open; /* no API key needed */
-    } routes[] = {
-        {"/v1/chat/completions", M_POST, "chat_completions", 0},
-        {"/v1/completions", M_POST, "completions", 0},
-        {"/v1/models", M_GET, "models", 0},
-        {"/health", M_GET, "health", 1},
-        {"/ready", M_GET, "ready", 1},
-        {"/v1/config", M_GET, "config", 0},
-        {"/metrics", M_GET, "metrics", 1},
-    };
-    int idx = -1;
-    const char *model_id = NULL;
-    size_t model_id_len = 0;
-    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
-        if (slice_is(path, routes[i].path)) {
-            idx = (int)i;
-            break;
-        }
-    if (idx < 0 && path.n > 11 && !memcmp(path.p, "/v1/models/", 11)) {
-        idx = 2;
-        model_id = path.p + 11;
-        model_id_len = path.n - 11;
-    }
-    if (idx < 0) {
+    const route_t *row;
+    http_slice_t rest;
+    route_status_t st = route_find(ROUTES, sizeof ROUTES / sizeof ROUTES[0], path, h->method,
+                                   &row, &rest);
+    if (st == ROUTE_NOT_FOUND) {
         srv_req_set_label(r, "not_found");
         api_error(r, 404, "invalid_request_error", "not_found", NULL,
                   "Unknown request URL: %s %.*s. See the API reference for valid endpoints.",
                   http_req_method_name(h), (int)(path.n > 200 ? 200 : path.n), path.p);
         return;
     }
-    srv_req_set_label(r, routes[idx].label);
-    if (!(routes[idx].methods & m)) {
-        method_not_allowed(r, routes[idx].methods == M_POST ? "POST" : "GET, HEAD", path);
+    srv_req_set_label(r, row->label);
+    if (st == ROUTE_BAD_METHOD) {
+        /* every row with this path says which methods it takes */
+        unsigned methods = 0;
+        for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++)
+            if (!strcmp(ROUTES[i].path, row->path)) methods |= ROUTES[i].methods;
+        char allow[64];
+        route_allow(methods, allow, sizeof allow);
+        if (row->auth == ROUTE_ADMIN_KEY && check_auth(a, r, row) < 0) return;
+        method_not_allowed(r, allow, path);
         return;
     }
-    if (!routes[idx].open && !authorized(a, h)) {
-        api_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
-                  "Incorrect or missing API key: send 'Authorization: Bearer <key>'.");
-        return;
-    }
-    switch (idx) {
-    case 0:
-        gen_handle(a, r, OAI_CHAT);
+    if (check_auth(a, r, row) < 0) return;
+    switch (row->handler) {
+    case H_CHAT:
+        pipeline_handle(a, r, OAI_CHAT);
         break;
-    case 1:
-        gen_handle(a, r, OAI_COMPLETION);
+    case H_COMPLETIONS:
+        pipeline_handle(a, r, OAI_COMPLETION);
         break;
-    case 2:
-        h_models(a, r, model_id, model_id_len);
+    case H_MODELS:
+        h_models(a, r, rest);
         break;
-    case 3:
+    case H_HEALTH:
         h_health(a, r);
         break;
-    case 4:
+    case H_READY:
         h_ready(a, r);
         break;
-    case 5:
+    case H_CONFIG:
         h_config(a, r);
         break;
-    default:
+    case H_METRICS:
         h_metrics(a, r);
+        break;
+    default:
+        api_cache_admin(a->cache, r);
         break;
     }
 }
 
-void api_on_response(void *ud, const char *label, int status)
+void api_on_response(void *ud, const char *label, int status, double seconds)
 {
     api_t *a = ud;
     obs_metrics_request(a->metrics, label, status);
+    if (seconds > 0) obs_metrics_duration(a->metrics, label, seconds);
+}
+
+void api_make_id(api_t *a, char *out, size_t size, const char *prefix)
+{
+    uint64_t x = a->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    a->rng = x;
+    uint64_t y = x * 0x9E3779B97F4A7C15ull;
+    snprintf(out, size, "%s%016llx%08llx", prefix, (unsigned long long)y,
+             (unsigned long long)(x >> 32));
 }
 
 int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_t *cfg,
-               bar_msg_t *msg)
+               const model_list_t *models, bar_msg_t *msg)
 {
+    if (!models || models->n < 1) return bar_fail(msg, BAR_ERR_INVALID, "no model to serve");
     api_t *a = calloc(1, sizeof *a);
-    if (!a || !(a->metrics = obs_metrics_create())) {
+    if (!a || !(a->metrics = obs_metrics_create()) ||
+        !(a->models = calloc((size_t)models->n, sizeof *a->models))) {
+        if (a) obs_metrics_destroy(a->metrics);
         free(a);
         return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     }
@@ -307,48 +350,40 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     a->set = s;
     a->cfg = cfg;
     a->created = time_now_unix();
+    a->n_models = models->n;
+    a->default_idx = models->default_idx;
+    for (int i = 0; i < models->n; i++) {
+        a->models[i].cfg = models->v[i];
+        a->models[i].created = a->created;
+    }
     a->rng = ((uint64_t)time_now_unix() << 20) ^ (uint64_t)getpid() ^
              (uint64_t)(time_now_mono() * 1e9) ^ 0x2545F4914F6CDD1Dull;
     if (!a->rng) a->rng = 1;
     int rc = api_cache_create(&a->cache, loop, s, gen_on_sf_empty, a, msg);
     if (rc) {
         obs_metrics_destroy(a->metrics);
+        free(a->models);
         free(a);
         return rc;
     }
-    pthread_mutex_init(&a->mu, NULL);
-    uv_async_init(loop, &a->async, gen_on_async);
-    a->async.data = a;
     *out = a;
     return 0;
 }
 
-void api_set_engine(api_t *a, engine_t *e)
+void api_set_backend(api_t *a, int i, backend_t *b, const char *digest)
 {
-    engine_stats_t st;
-    engine_stats(e, &st);
-    a->engine = e;
-    a->tok = engine_tok(e);
-    a->n_ctx = st.n_ctx;
-    chat_tmpl_t tmpl;
-    bar_msg_t msg = {{0}};
-    int rc = chat_template_detect(engine_gguf(e), &tmpl, &msg);
-    if (rc == BAR_ERR_NOTFOUND) {
-        tmpl = CHAT_TMPL_CHATML; /* no template in the file: ChatML, as llama.cpp */
-        rc = 0;
-    }
-    a->chat_ok = rc == 0;
-    a->chat_tmpl = (int)tmpl;
-    if (rc) snprintf(a->chat_err, sizeof a->chat_err, "%.200s", msg.text);
-    if (a->set->model_id[0])
-        snprintf(a->model_id, sizeof a->model_id, "%s", a->set->model_id);
-    else
-        snprintf(a->model_id, sizeof a->model_id, "%s", st.model_id ? st.model_id : "model");
+    api_model_t *m = &a->models[i];
+    bk_stats_t st;
+    bk_stats(b, &st);
+    m->bk = b;
+    m->n_ctx = st.n_ctx;
+    snprintf(m->digest, sizeof m->digest, "%s", digest ? digest : "");
+    a->n_ready++;
 }
 
-void api_set_model_digest(api_t *a, const char *digest)
+backend_t *api_backend(api_t *a, int i)
 {
-    if (a->cache) api_cache_set_digest(a->cache, digest);
+    return a->models[i].bk;
 }
 
 void api_set_server(api_t *a, srv_t *s)
@@ -358,7 +393,7 @@ void api_set_server(api_t *a, srv_t *s)
 
 void api_cancel_all(api_t *a)
 {
-    if (a->engine) gen_cancel_all(a);
+    gen_cancel_all(a);
 }
 
 int api_n_generations(const api_t *a)
@@ -366,31 +401,26 @@ int api_n_generations(const api_t *a)
     return a->n_gens;
 }
 
-void api_drain_events(api_t *a)
-{
-    gen_on_async(&a->async);
-}
-
 void api_maybe_free(api_t *a)
 {
-    if (!a->async_closed || a->n_work) return;
-    pthread_mutex_destroy(&a->mu);
+    if (!a->destroyed || a->n_gens) return;
     obs_metrics_destroy(a->metrics);
+    free(a->models);
     free(a);
-}
-
-static void on_async_closed(uv_handle_t *h)
-{
-    api_t *a = h->data;
-    a->async_closed = 1;
-    api_maybe_free(a);
 }
 
 void api_destroy(api_t *a)
 {
     if (!a) return;
-    api_drain_events(a);
-    a->engine = NULL;            /* work finishing later must not submit */
+    a->destroyed = 1;
+    /* every backend ends its jobs (DONE/CANCELLED) now or on the next loop
+     * turns; their generations free themselves, the last one frees the api */
+    for (int i = 0; i < a->n_models; i++) {
+        backend_t *b = a->models[i].bk;
+        a->models[i].bk = NULL;
+        bk_destroy(b);
+    }
     api_cache_destroy(a->cache); /* snapshot, Redis; freed by close callbacks */
-    uv_close((uv_handle_t *)&a->async, on_async_closed);
+    a->cache = NULL;
+    api_maybe_free(a);
 }

@@ -17,6 +17,35 @@
 
 #define SWEEP_MS 60000
 
+struct api_cache_memo_slot {
+    uint64_t h;
+    char *id; /* identity bytes, NULL when the slot is empty */
+    size_t n;
+    api_cache_memo_t m;
+};
+
+struct api_cache {
+    const srv_settings_t *set;
+    uv_loop_t *loop;
+    cache_l1_t *l1;    /* NULL with --cache-mem 0 */
+    cache_redis_t *l2; /* NULL without --redis */
+    cache_tier_t t1, t2;
+    cache_tiers_t tiers; /* L1, L2 in lookup order */
+    sf_t *sf;
+    uv_timer_t sweep, snap;
+    int n_open;    /* timer handles not yet closed */
+    int snap_busy; /* a periodic snapshot is being written on the thread pool */
+    int closing;
+    uv_work_t snap_work;
+    cache_snap_t *snap_data;
+    int snap_rc;
+    bar_msg_t snap_msg;
+    uint64_t outcomes[API_CACHE_N_OUTCOMES]; /* barista_cache_requests_total */
+    uint64_t stored, store_refused;
+    struct api_cache_memo_slot *memo; /* API_CACHE_MEMO_SLOTS, allocated on first use */
+    buf_t memo_id; /* scratch: the identity of the request being looked up */
+};
+
 int64_t api_cache_now_ms(void)
 {
     struct timespec ts;
@@ -142,6 +171,14 @@ int api_cache_create(api_cache_t **out, uv_loop_t *loop, const srv_settings_t *s
             return bar_fail(msg, BAR_ERR_INVALID, "--redis: %s", m.text);
         }
     }
+    if (c->l1) {
+        cache_tier_l1(&c->t1, c->l1);
+        cache_tiers_add(&c->tiers, &c->t1);
+    }
+    if (c->l2) {
+        cache_tier_redis(&c->t2, c->l2);
+        cache_tiers_add(&c->tiers, &c->t2);
+    }
     if (set->cache_file[0] && c->l1) {
         cache_snapshot_load_stats_t st = {0};
         bar_msg_t m = {{0}};
@@ -186,6 +223,7 @@ void api_cache_destroy(api_cache_t *c)
             fprintf(stderr, "barista serve: cache snapshot %s: %zu entries written\n",
                     c->set->cache_file, n);
     }
+    c->tiers.n = 0;
     if (c->l2) cache_redis_destroy(c->l2);
     c->l2 = NULL;
     sf_destroy(c->sf);
@@ -201,9 +239,29 @@ int api_cache_on(const api_cache_t *c)
     return c && !c->closing && (c->l1 || c->l2);
 }
 
-void api_cache_set_digest(api_cache_t *c, const char *digest)
+cache_tiers_t *api_cache_tiers(api_cache_t *c)
 {
-    snprintf(c->digest, sizeof c->digest, "%s", digest ? digest : "");
+    return &c->tiers;
+}
+
+sf_t *api_cache_sf(api_cache_t *c)
+{
+    return c && !c->closing ? c->sf : NULL;
+}
+
+int api_cache_storing(const api_cache_t *c)
+{
+    return c && !c->closing;
+}
+
+void api_cache_recharge(api_cache_t *c, const cache_entry_t *e)
+{
+    if (c && c->l1) cache_l1_recharge(c->l1, e);
+}
+
+void api_cache_count(api_cache_t *c, api_cache_outcome_t o)
+{
+    if (c) c->outcomes[o]++;
 }
 
 /* ---- per request ---- */
@@ -243,15 +301,15 @@ static void parse_cache_control(http_slice_t v, api_cache_req_t *q)
     }
 }
 
-int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body, const char *endpoint,
-                     const char *model_id, api_cache_req_t *q)
+int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
+                     const api_cache_keyin_t *in, api_cache_req_t *q)
 {
     memset(q, 0, sizeof *q);
     q->max_age = -1;
     http_slice_t cc = http_req_header(h, "cache-control");
     if (cc.p) parse_cache_control(cc, q);
     if (!body) return BAR_ERR_INVALID;
-    q->cacheable = cache_key_cacheable(body, q->max_age > 0 || c->set->cache_sampled);
+    q->cacheable = in->reproducible || q->max_age > 0 || c->set->cache_sampled;
     if (!q->cacheable) return 0;
     /* namespace: the presented bearer token, NUL, X-Cache-Namespace */
     char nsbuf[1024];
@@ -270,7 +328,8 @@ int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body, con
         memcpy(nsbuf + nn, hn.p, k);
         nn += k;
     }
-    cache_key_ctx_t kc = {endpoint, model_id, c->digest, nsbuf, nn};
+    cache_key_ctx_t kc = {in->endpoint, in->model, in->digest, nsbuf, nn,
+                          in->skip,     in->extra, in->extra_len};
     bar_msg_t m = {{0}};
     int rc = cache_key_make(&q->key, body, &kc, &m);
     if (rc) {
@@ -282,8 +341,8 @@ int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body, con
     return 0;
 }
 
-/* identity: kind, model id, digest, Cache-Control, Authorization,
- * X-Cache-Namespace (each length-prefixed, present or not), then the body */
+/* identity: kind, Cache-Control, Authorization, X-Cache-Namespace (each
+ * length-prefixed, present or not), then the body ("model" is in it) */
 static int memo_put_slice(buf_t *b, const char *p, size_t n, int present)
 {
     uint32_t len = present ? (uint32_t)n + 1 : 0;
@@ -291,16 +350,14 @@ static int memo_put_slice(buf_t *b, const char *p, size_t n, int present)
     return n ? buf_append(b, p, n) : 0;
 }
 
-static int memo_identity(api_cache_t *c, const http_req_t *h, int kind, const char *model_id)
+static int memo_identity(api_cache_t *c, const http_req_t *h, int kind)
 {
     buf_t *b = &c->memo_id;
     buf_clear(b);
     if (!h->body.p || h->body.n > API_CACHE_MEMO_MAX) return -1;
     static const char *const names[] = {"cache-control", "authorization", "x-cache-namespace"};
     unsigned char k = (unsigned char)kind;
-    if (buf_append(b, &k, 1) || memo_put_slice(b, model_id, strlen(model_id), 1) ||
-        memo_put_slice(b, c->digest, strlen(c->digest), 1))
-        return -1;
+    if (buf_append(b, &k, 1)) return -1;
     for (int i = 0; i < 3; i++) {
         http_slice_t v = http_req_header(h, names[i]);
         if (memo_put_slice(b, v.p, v.p ? v.n : 0, v.p != NULL)) return -1;
@@ -309,32 +366,41 @@ static int memo_identity(api_cache_t *c, const http_req_t *h, int kind, const ch
     return b->n > API_CACHE_MEMO_MAX + 2048 ? -1 : 0;
 }
 
-const api_cache_memo_t *api_cache_memo_find(api_cache_t *c, const http_req_t *h, int kind,
-                                            const char *model_id)
+const api_cache_memo_t *api_cache_memo_find(api_cache_t *c, const http_req_t *h, int kind)
 {
-    if (!c->memo || memo_identity(c, h, kind, model_id)) return NULL;
+    if (!c || c->closing || !c->memo || memo_identity(c, h, kind)) return NULL;
     uint64_t x = XXH3_64bits(c->memo_id.p, c->memo_id.n);
-    const api_cache_memo_t *m = &c->memo[x & (API_CACHE_MEMO_SLOTS - 1)];
+    const struct api_cache_memo_slot *m = &c->memo[x & (API_CACHE_MEMO_SLOTS - 1)];
     if (!m->id || m->h != x || m->n != c->memo_id.n || memcmp(m->id, c->memo_id.p, m->n))
         return NULL;
-    return m;
+    return &m->m;
 }
 
-void api_cache_memo_put(api_cache_t *c, const http_req_t *h, int kind, const char *model_id,
-                        const api_cache_req_t *cq, int stream, int include_usage, int want_lp)
+void api_cache_memo_put(api_cache_t *c, const http_req_t *h, int kind, const api_cache_memo_t *mm)
 {
     if (!c->memo) {
         c->memo = calloc(API_CACHE_MEMO_SLOTS, sizeof *c->memo);
         if (!c->memo) return;
     }
-    if (memo_identity(c, h, kind, model_id)) return;
+    if (memo_identity(c, h, kind)) return;
     uint64_t x = XXH3_64bits(c->memo_id.p, c->memo_id.n);
-    api_cache_memo_t *m = &c->memo[x & (API_CACHE_MEMO_SLOTS - 1)];
+    struct api_cache_memo_slot *m = &c->memo[x & (API_CACHE_MEMO_SLOTS - 1)];
     char *id = malloc(c->memo_id.n);
     if (!id) return;
     memcpy(id, c->memo_id.p, c->memo_id.n);
     free(m->id);
-    *m = (api_cache_memo_t){x, id, c->memo_id.n, *cq, stream, include_usage, want_lp};
+    *m = (struct api_cache_memo_slot){x, id, c->memo_id.n, *mm};
+}
+
+cache_entry_t *api_cache_l1_get(api_cache_t *c, const api_cache_req_t *q)
+{
+    if (!c || c->closing || !c->l1) return NULL;
+    cache_entry_t *e = cache_l1_get(c->l1, &q->key);
+    if (e && q->max_age >= 0 && api_cache_now_ms() - e->stored_ms > q->max_age * 1000) {
+        cache_entry_release(e);
+        return NULL;
+    }
+    return e;
 }
 
 uint64_t api_cache_ttl_ms(const api_cache_t *c, const api_cache_req_t *q)
@@ -346,11 +412,7 @@ uint64_t api_cache_ttl_ms(const api_cache_t *c, const api_cache_req_t *q)
 void api_cache_store(api_cache_t *c, cache_entry_t *e, const api_cache_req_t *q)
 {
     if (q->no_store || c->closing) return;
-    uint64_t ttl = api_cache_ttl_ms(c, q);
-    int ok = 0;
-    if (c->l1 && cache_l1_put(c->l1, e, ttl, 0) == 0) ok = 1;
-    if (c->l2 && cache_redis_set(c->l2, e, ttl) == 0) ok = 1;
-    if (ok)
+    if (cache_tiers_store(&c->tiers, e, api_cache_ttl_ms(c, q)) > 0)
         c->stored++;
     else
         c->store_refused++;
@@ -396,16 +458,20 @@ static void purge_done(void *user, int err, uint64_t n)
 static void purge(api_cache_t *c, srv_req_t *r, const char *what, cache_purge_kind_t kind,
                   uint64_t ns, const cache_key_t *key)
 {
+    /* synchronous tiers (L1) answer with a count; an asynchronous one (L2)
+     * answers later, and the reply waits for it */
     size_t n = 0;
-    if (c->l1) {
-        if (kind == CACHE_PURGE_ALL)
-            n = cache_l1_purge_all(c->l1);
-        else if (kind == CACHE_PURGE_NS)
-            n = cache_l1_purge_ns(c->l1, ns);
-        else
-            n = (size_t)cache_l1_del(c->l1, key);
+    cache_tier_t *async = NULL;
+    for (int i = 0; i < c->tiers.n; i++) {
+        cache_tier_t *t = c->tiers.v[i];
+        if (t == &c->t2) {
+            async = t;
+            continue;
+        }
+        long long k = t->ops->purge(t, kind, ns, key, NULL, NULL);
+        if (k > 0) n += (size_t)k;
     }
-    if (!c->l2) {
+    if (!async) {
         purge_reply(r, what, n, "none", -1);
         return;
     }
@@ -416,7 +482,7 @@ static void purge(api_cache_t *c, srv_req_t *r, const char *what, cache_purge_ki
     }
     *op = (purge_op_t){c, r, n, what};
     srv_req_set_user(r, op, purge_abort, NULL);
-    if (cache_redis_purge(c->l2, kind, ns, key, purge_done, op)) {
+    if (async->ops->purge(async, kind, ns, key, purge_done, op) != CACHE_TIER_PENDING) {
         srv_req_set_user(r, NULL, NULL, NULL);
         free(op);
         purge_reply(r, what, n, "down", -1);
@@ -471,9 +537,11 @@ static void stats_reply(api_cache_t *c, srv_req_t *r)
                "\"policy\":\"%s\",\"requests\":{\"hit_l1\":%llu,\"hit_l2\":%llu,\"miss\":%llu,"
                "\"coalesced\":%llu,\"bypass\":%llu},\"stored\":%llu,\"inflight\":%zu,",
                s1.entries, s1.bytes, s1.budget, c->l1 ? c->set->cache_policy : "off",
-               (unsigned long long)c->hit_l1, (unsigned long long)c->hit_l2,
-               (unsigned long long)c->miss, (unsigned long long)c->coalesced,
-               (unsigned long long)c->bypass, (unsigned long long)c->stored,
+               (unsigned long long)c->outcomes[API_CACHE_HIT_L1],
+               (unsigned long long)c->outcomes[API_CACHE_HIT_L2],
+               (unsigned long long)c->outcomes[API_CACHE_MISS],
+               (unsigned long long)c->outcomes[API_CACHE_COALESCED],
+               (unsigned long long)c->outcomes[API_CACHE_BYPASS], (unsigned long long)c->stored,
                c->sf ? sf_size(c->sf) : 0);
     buf_printf(&b,
                "\"l1\":{\"enabled\":%s,\"hits\":%llu,\"misses\":%llu,\"inserts\":%llu,"
@@ -568,15 +636,15 @@ void api_cache_metrics(const api_cache_t *c, buf_t *b)
     buf_puts(b, "# HELP barista_cache_requests_total Cacheable generation requests by outcome.\n"
                 "# TYPE barista_cache_requests_total counter\n");
     buf_printf(b, "barista_cache_requests_total{result=\"hit\",tier=\"l1\"} %llu\n",
-               (unsigned long long)c->hit_l1);
+               (unsigned long long)c->outcomes[API_CACHE_HIT_L1]);
     buf_printf(b, "barista_cache_requests_total{result=\"hit\",tier=\"l2\"} %llu\n",
-               (unsigned long long)c->hit_l2);
+               (unsigned long long)c->outcomes[API_CACHE_HIT_L2]);
     buf_printf(b, "barista_cache_requests_total{result=\"miss\",tier=\"none\"} %llu\n",
-               (unsigned long long)c->miss);
+               (unsigned long long)c->outcomes[API_CACHE_MISS]);
     buf_printf(b, "barista_cache_requests_total{result=\"coalesced\",tier=\"none\"} %llu\n",
-               (unsigned long long)c->coalesced);
+               (unsigned long long)c->outcomes[API_CACHE_COALESCED]);
     buf_printf(b, "barista_cache_requests_total{result=\"bypass\",tier=\"none\"} %llu\n",
-               (unsigned long long)c->bypass);
+               (unsigned long long)c->outcomes[API_CACHE_BYPASS]);
     cache_l1_stats_t s1;
     memset(&s1, 0, sizeof s1);
     if (c->l1) cache_l1_stats(c->l1, &s1);

@@ -19,6 +19,7 @@
 #include "cache/cache_l1.h"
 #include "cache/cache_redis.h"
 #include "cache/cache_snapshot.h"
+#include "cache/cache_tier.h"
 #include "cache/singleflight.h"
 #include "server/server.h"
 #include "server/settings.h"
@@ -30,29 +31,7 @@
 #define API_CACHE_MEMO_SLOTS 64
 #define API_CACHE_MEMO_MAX (16 * 1024) /* identities longer than this are not memoised */
 
-typedef struct api_cache_memo api_cache_memo_t;
-
-typedef struct api_cache {
-    const srv_settings_t *set;
-    uv_loop_t *loop;
-    cache_l1_t *l1;    /* NULL with --cache-mem 0 */
-    cache_redis_t *l2; /* NULL without --redis */
-    sf_t *sf;
-    char digest[CACHE_KEY_HEX_LEN + 1]; /* model file digest ("" until the model loads) */
-    uv_timer_t sweep, snap;
-    int n_open;    /* timer handles not yet closed */
-    int snap_busy; /* a periodic snapshot is being written on the thread pool */
-    int closing;
-    uv_work_t snap_work;
-    cache_snap_t *snap_data;
-    int snap_rc;
-    bar_msg_t snap_msg;
-    /* outcomes (barista_cache_requests_total) */
-    uint64_t hit_l1, hit_l2, miss, bypass, coalesced;
-    uint64_t stored, store_refused;
-    api_cache_memo_t *memo; /* API_CACHE_MEMO_SLOTS slots, allocated on first use */
-    buf_t memo_id;          /* scratch: the identity of the request being looked up */
-} api_cache_t;
+typedef struct api_cache api_cache_t; /* opaque: api_cache.c */
 
 /* Create the tiers from the settings (--cache-mem, --cache-policy, --redis,
  * --cache-file ...): loads the snapshot (a corrupt one is a warning on stderr
@@ -71,8 +50,28 @@ void api_cache_destroy(api_cache_t *c);
 /* Whether any tier is configured (otherwise requests carry no X-Cache). */
 int api_cache_on(const api_cache_t *c);
 
-/* The model's file digest (part of every key). */
-void api_cache_set_digest(api_cache_t *c, const char *digest);
+/* The ordered tiers (L1, then L2) the request path walks. */
+cache_tiers_t *api_cache_tiers(api_cache_t *c);
+
+/* Single-flight, or NULL once the cache is closing. */
+sf_t *api_cache_sf(api_cache_t *c);
+
+/* Whether replies may still be stored (not closing). */
+int api_cache_storing(const api_cache_t *c);
+
+/* e's size grew (a memo was attached): charge L1 again. */
+void api_cache_recharge(api_cache_t *c, const cache_entry_t *e);
+
+/* Request outcomes (barista_cache_requests_total). */
+typedef enum {
+    API_CACHE_HIT_L1 = 0,
+    API_CACHE_HIT_L2,
+    API_CACHE_MISS,
+    API_CACHE_BYPASS,
+    API_CACHE_COALESCED,
+    API_CACHE_N_OUTCOMES,
+} api_cache_outcome_t;
+void api_cache_count(api_cache_t *c, api_cache_outcome_t o);
 
 /* What one request asks of the cache. */
 typedef struct {
@@ -85,14 +84,41 @@ typedef struct {
     char hex[CACHE_KEY_HEX_LEN + 1];
 } api_cache_req_t;
 
-/* Decide for request h, whose body parsed (oai_parse_json) to the JSON
- * object body (borrowed; not yet validated — the caller validates fully
- * unless the key hits, see gen_handle): Cache-Control, cacheability,
- * namespace (docs/CACHE.md: bearer token + "\0" + X-Cache-Namespace) and key.
- * 0, or a negative code (no body, OOM, nesting too deep): then treat the
- * request as not cacheable. */
-int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body, const char *endpoint,
-                     const char *model_id, api_cache_req_t *out);
+/* What the key is made of, decided by the request path (pipeline.c). */
+typedef struct {
+    const char *endpoint;    /* "chat" | "completions" */
+    const char *model;       /* the resolved model name */
+    const char *digest;      /* its weights' digest */
+    const char *const *skip; /* body members that never change the answer */
+    const char *extra;       /* canonical bytes of the sampling values used */
+    size_t extra_len;
+    int reproducible; /* greedy or seeded: cacheable without opting in */
+} api_cache_keyin_t;
+
+/* Decide for request h, whose validated body is the JSON object body
+ * (borrowed): Cache-Control, cacheability, namespace (docs/CACHE.md: bearer
+ * token + "\0" + X-Cache-Namespace) and key. 0, or a negative code (OOM,
+ * nesting too deep): then treat the request as not cacheable. */
+int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
+                     const api_cache_keyin_t *in, api_cache_req_t *out);
+
+/* The raw-request memo: a byte-identical repeat (endpoint, the three headers
+ * the key reads, the body) of a request that was answered as an exact L1
+ * hit reuses that decision, so neither parsing nor keying runs again. */
+typedef struct {
+    api_cache_req_t cq;
+    int model; /* index into the api's models */
+    int stream, include_usage, want_lp;
+} api_cache_memo_t;
+
+/* The memo for this request, or NULL. kind tells chat from completions. */
+const api_cache_memo_t *api_cache_memo_find(api_cache_t *c, const http_req_t *h, int kind);
+
+/* Remember a request that was just answered as an exact L1 hit. */
+void api_cache_memo_put(api_cache_t *c, const http_req_t *h, int kind, const api_cache_memo_t *m);
+
+/* The L1 entry for key (a reference) if fresh for q, else NULL. */
+cache_entry_t *api_cache_l1_get(api_cache_t *c, const api_cache_req_t *q);
 
 /* TTL to store a reply of request q with, in ms (0 = none). */
 /* The decision of an earlier exact L1 hit, reused for a byte-identical
@@ -106,14 +132,7 @@ struct api_cache_memo {
     int stream, include_usage, want_lp;
 };
 
-/* The memo slot for this request, or NULL. kind tells chat from completions. */
-const api_cache_memo_t *api_cache_memo_find(api_cache_t *c, const http_req_t *h, int kind,
-                                            const char *model_id);
-
-/* Remember a request that was just answered as an exact L1 hit. */
-void api_cache_memo_put(api_cache_t *c, const http_req_t *h, int kind, const char *model_id,
-                        const api_cache_req_t *cq, int stream, int include_usage, int want_lp);
-
+/* TTL to store a reply of request q with, in ms (0 = none). */
 uint64_t api_cache_ttl_ms(const api_cache_t *c, const api_cache_req_t *q);
 
 /* Store a finished entry in L1 and L2 (unless the request said no-store). */

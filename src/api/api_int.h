@@ -1,42 +1,51 @@
-/* api_int.h — what api.c (routing, admin endpoints) and gen.c (generation
- * requests) share. Not a public interface. */
+/* api_int.h — what the files of src/api/ share: the api object, the models
+ * it serves, and the client/generation nouns of the request path. Not a
+ * public interface (api.h is).
+ *
+ * Files: api.c (lifecycle, plain endpoints), route.c (the route table),
+ * pipeline.c (the generation request path, stage by stage), gen.c
+ * (generations and the clients following them), reply.c (OpenAI JSON / SSE
+ * bytes), api_cache.c (cache tiers, keys, admin endpoints). */
 #ifndef BARISTA_API_API_INT_H
 #define BARISTA_API_API_INT_H
 
-#include <pthread.h>
 #include <stdint.h>
 
 #include "api/api.h"
 #include "api/api_cache.h"
 #include "api/openai.h"
+#include "backend/backend.h"
+#include "backend/model_list.h"
 #include "obs/metrics.h"
 
 typedef struct gen gen_t;
-typedef struct gen_ev gen_ev_t;
+typedef struct client client_t;
+
+/* One served model: a name requests route by, its settings, its backend. */
+typedef struct {
+    model_entry_t cfg;                  /* name, path, per-model settings, sampling defaults */
+    backend_t *bk;                      /* NULL while loading */
+    char digest[CACHE_KEY_HEX_LEN + 1]; /* weights digest: part of every cache key */
+    int n_ctx;
+    long created;
+} api_model_t;
 
 struct api {
     uv_loop_t *loop;
     const srv_settings_t *set;
     const cfg_t *cfg;
-    engine_t *engine; /* NULL while loading */
-    const tok_t *tok;
-    int n_ctx;
-    char model_id[256];
+    api_model_t *models;
+    int n_models;
+    int default_idx;
+    int n_ready; /* models with a backend */
     long created;
     obs_metrics_t *metrics;
     srv_t *srv;
-    uv_async_t async;   /* engine thread → loop */
-    pthread_mutex_t mu; /* guards ev_head/ev_tail */
-    gen_ev_t *ev_head, *ev_tail;
-    gen_t *gens; /* generations awaiting their DONE event */
+    gen_t *gens; /* generations not yet DONE */
     int n_gens;
-    int n_work;       /* prompts being tokenized on the thread pool */
-    int async_closed; /* api_destroy ran and the async handle is closed */
-    uint64_t rng;     /* response ids */
-    int chat_ok;      /* the model's chat template is usable */
-    int chat_tmpl;    /* chat_tmpl_t */
-    char chat_err[256];
-    api_cache_t *cache; /* the response cache (docs/CACHE.md) */
+    int destroyed; /* api_destroy ran: free once the last generation ends */
+    uint64_t rng;  /* response ids */
+    api_cache_t *cache;
 };
 
 /* Answer an error with an OpenAI body. */
@@ -44,19 +53,71 @@ void api_send_error(srv_req_t *r, const oai_err_t *e);
 void api_error(srv_req_t *r, int status, const char *type, const char *code, const char *param,
                const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
-/* Free the api once it is destroyed and no thread-pool work refers to it. */
+/* Free the api once it is destroyed and no generation refers to it. */
 void api_maybe_free(api_t *a);
 
+/* The model a request names ("" and "default" → the default), or NULL. */
+api_model_t *api_model_find(api_t *a, const char *name);
+
+/* A fresh response id with prefix ("chatcmpl-", "cmpl-"). */
+void api_make_id(api_t *a, char *out, size_t size, const char *prefix);
+
+/* ---- pipeline.c ---- */
+
 /* POST /v1/chat/completions and /v1/completions. */
-void gen_handle(api_t *a, srv_req_t *r, oai_kind_t kind);
+void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind);
 
-/* engine_cancel every unfinished generation (reason "shutdown"). */
+/* ---- gen.c: one HTTP request waiting for a generation ---- */
+
+struct client {
+    api_t *a;
+    api_model_t *m;
+    gen_t *g;       /* the generation it follows; NULL before */
+    client_t *next; /* in g->clients */
+    srv_req_t *r;   /* NULL once answered or once the client is gone */
+    struct sse *sse;
+    oai_req_t q; /* parsed request (a leader's moves to its generation) */
+    oai_kind_t kind;
+    int stream, include_usage, want_lp;
+    int started; /* the reply has begun (SSE head out, or JSON owed) */
+    api_cache_req_t cq;
+    const char *xcache; /* "MISS" | "COALESCED" | "BYPASS"; NULL: cache off */
+    cache_walk_t *walk; /* pending tier lookup */
+    double deadline;    /* absolute monotonic seconds, 0 = none */
+    double t0;          /* when the request arrived */
+    uv_timer_t timer;   /* the deadline (when deadline > 0) */
+    int timer_on;
+    oai_resp_t resp;
+    char id[48];
+    buf_t text;         /* non-stream: all text; stream: not yet written */
+    struct lp_list *lp; /* same split as text */
+};
+
+/* A miss: start a generation for c on its model's backend. */
+void gen_start(client_t *c);
+/* A twin of a generation in flight: follow it (or start one if it ended). */
+void gen_join(client_t *c, sf_entry_t *sfe);
+/* Answer c from a stored entry at once, and free c. */
+void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier);
+/* Free a client that is not attached to a generation. */
+void client_free(client_t *c);
+/* Arm c's deadline timer (after c->r is set). */
+void client_arm_deadline(client_t *c);
+
+/* Wait for an asynchronous cache tier: disconnects reach the client. */
+void client_wait(client_t *c);
+
+/* The sampling values actually used: the request's, the model's defaults for
+ * what it left out, OpenAI's for the rest (pipeline.c). */
+void api_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp);
+
+/* c's request for its model's backend (cb/user left for the caller). *msgs
+ * is the caller's to free after bk_submit. */
+int api_backend_req(client_t *c, bk_req_t *br, bk_msg_t **msgs);
+
+/* Cancel every unfinished generation (shutdown). */
 void gen_cancel_all(api_t *a);
-
-/* single-flight hook: the last client of a generation left (cancel it). */
+/* single-flight hook: the last client of a generation left. */
 void gen_on_sf_empty(void *ctx, sf_entry_t *e);
-
-/* uv_async_t callback: deliver queued engine events. */
-void gen_on_async(uv_async_t *h);
 
 #endif

@@ -394,6 +394,33 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
         return oai_err(e, 400, BAD_REQ, "unsupported_value", "n",
                        "Invalid 'n': only n = 1 is supported by this server, got %lld.", ll);
     if ((v = member(root, "user")) && !cJSON_IsString(v)) return bad_type(e, "user", "a string", v);
+    ll = 0;
+    if ((rc = get_int(root, "priority", -1000000, 1000000, &ll, NULL, e))) return rc;
+    r->priority = (int)ll;
+    if ((rc = get_number(root, "timeout", 0, 86400, &r->timeout_s, e))) return rc;
+    if ((v = member(root, "cache_salt"))) {
+        if (!cJSON_IsString(v)) return bad_type(e, "cache_salt", "a string", v);
+        if (strlen(v->valuestring) >= sizeof r->cache_salt)
+            return oai_err(e, 400, BAD_REQ, "invalid_value", "cache_salt",
+                           "Invalid 'cache_salt': at most %zu bytes.", sizeof r->cache_salt - 1);
+        snprintf(r->cache_salt, sizeof r->cache_salt, "%s", v->valuestring);
+    }
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } sampling[] = {
+        {"temperature", OAI_GIVEN_TEMPERATURE},
+        {"top_p", OAI_GIVEN_TOP_P},
+        {"top_k", OAI_GIVEN_TOP_K},
+        {"min_p", OAI_GIVEN_MIN_P},
+        {"repeat_penalty", OAI_GIVEN_REPEAT_PENALTY},
+        {"presence_penalty", OAI_GIVEN_PRESENCE_PENALTY},
+        {"frequency_penalty", OAI_GIVEN_FREQUENCY_PENALTY},
+        {"seed", OAI_GIVEN_SEED},
+    };
+    for (size_t i = 0; i < sizeof sampling / sizeof sampling[0]; i++)
+        if (member(root, sampling[i].name)) r->given |= sampling[i].bit;
+    if (r->max_tokens > 0) r->given |= OAI_GIVEN_MAX_TOKENS;
     if ((rc = parse_stop(r, root, e))) return rc;
     if ((rc = get_bool(root, "stream", &r->stream, e)) ||
         (rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)) ||
@@ -580,7 +607,18 @@ int oai_error_body(buf_t *out, const oai_err_t *e)
 
 static const char *finish_name(oai_finish_t f)
 {
-    return f == OAI_FINISH_STOP ? "\"stop\"" : f == OAI_FINISH_LENGTH ? "\"length\"" : "null";
+    switch (f) {
+    case OAI_FINISH_STOP:
+        return "\"stop\"";
+    case OAI_FINISH_LENGTH:
+        return "\"length\"";
+    case OAI_FINISH_TOOL_CALLS:
+        return "\"tool_calls\"";
+    case OAI_FINISH_TIMEOUT:
+        return "\"timeout\"";
+    default:
+        return "null";
+    }
 }
 
 static void put_lp(buf_t *o, double lp)
@@ -608,7 +646,7 @@ static void put_usage(buf_t *o, const oai_usage_t *u)
 
 /* chat: {"content":[{token,logprob,bytes,top_logprobs}]}
  * completions: {"tokens":[],"token_logprobs":[],"top_logprobs":[{..}],"text_offset":[]} */
-static void put_logprobs(buf_t *o, oai_kind_t kind, const oai_logprob_t *lp, int n, int want)
+static void put_logprobs(buf_t *o, oai_kind_t kind, const lp_tok_t *lp, int n, int want)
 {
     if (!want) {
         buf_puts(o, "null");
@@ -626,11 +664,11 @@ static void put_logprobs(buf_t *o, oai_kind_t kind, const oai_logprob_t *lp, int
             buf_puts(o, ",\"top_logprobs\":[");
             for (int k = 0; k < lp[i].n_top; k++) {
                 buf_puts(o, k ? ",{\"token\":" : "{\"token\":");
-                oai_json_string(o, lp[i].top_token[k], lp[i].top_len[k]);
+                oai_json_string(o, lp[i].top[k].token, lp[i].top[k].len);
                 buf_puts(o, ",\"logprob\":");
-                put_lp(o, lp[i].top_logprob[k]);
+                put_lp(o, lp[i].top[k].logprob);
                 buf_puts(o, ",\"bytes\":");
-                put_bytes(o, lp[i].top_token[k], lp[i].top_len[k]);
+                put_bytes(o, lp[i].top[k].token, lp[i].top[k].len);
                 buf_puts(o, "}");
             }
             buf_puts(o, "]}");
@@ -653,9 +691,9 @@ static void put_logprobs(buf_t *o, oai_kind_t kind, const oai_logprob_t *lp, int
         buf_puts(o, i ? ",{" : "{");
         for (int k = 0; k < lp[i].n_top; k++) {
             if (k) buf_puts(o, ",");
-            oai_json_string(o, lp[i].top_token[k], lp[i].top_len[k]);
+            oai_json_string(o, lp[i].top[k].token, lp[i].top[k].len);
             buf_puts(o, ":");
-            put_lp(o, lp[i].top_logprob[k]);
+            put_lp(o, lp[i].top[k].logprob);
         }
         buf_puts(o, "}");
     }
@@ -678,7 +716,7 @@ static void put_head(buf_t *o, const oai_resp_t *r, const char *object)
 }
 
 int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_t len,
-                        oai_finish_t finish, const oai_usage_t *u, const oai_logprob_t *lp,
+                        oai_finish_t finish, const oai_usage_t *u, const lp_tok_t *lp,
                         int n_lp, int want_logprobs)
 {
     if (r->kind == OAI_CHAT) {
@@ -700,7 +738,7 @@ int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_
 }
 
 int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text, size_t len,
-                     oai_finish_t finish, const oai_usage_t *usage, const oai_logprob_t *lp,
+                     oai_finish_t finish, const oai_usage_t *usage, const lp_tok_t *lp,
                      int n_lp, int want_logprobs)
 {
     buf_puts(out, "data: ");

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "util/buf.h"
+#include "util/logprob.h"
 
 typedef enum {
     OAI_CHAT = 1,   /* /v1/chat/completions */
@@ -54,7 +55,24 @@ typedef struct {
     int logprobs;     /* chat: logprobs true; completions: logprobs >= 0 given */
     int top_logprobs; /* alternatives per token: chat top_logprobs, completions logprobs N */
     int ignore_eos;   /* extension */
+    int priority;     /* vLLM's convention: lower runs sooner, default 0 */
+    double timeout_s; /* "timeout" (LiteLLM's): seconds for this request, 0 = none */
+    char cache_salt[128]; /* vLLM's "cache_salt": isolates prefix-KV reuse, "" = none */
+    unsigned given;       /* OAI_GIVEN_*: the sampling fields the body set */
 } oai_req_t;
+
+/* oai_req_t.given: a model's sampling defaults fill only what the body left out */
+enum {
+    OAI_GIVEN_TEMPERATURE = 1u << 0,
+    OAI_GIVEN_TOP_P = 1u << 1,
+    OAI_GIVEN_TOP_K = 1u << 2,
+    OAI_GIVEN_MIN_P = 1u << 3,
+    OAI_GIVEN_REPEAT_PENALTY = 1u << 4,
+    OAI_GIVEN_PRESENCE_PENALTY = 1u << 5,
+    OAI_GIVEN_FREQUENCY_PENALTY = 1u << 6,
+    OAI_GIVEN_MAX_TOKENS = 1u << 7,
+    OAI_GIVEN_SEED = 1u << 8,
+};
 
 typedef struct {
     int status;       /* HTTP status: 400, 404, ... */
@@ -99,22 +117,14 @@ typedef enum {
     OAI_FINISH_NONE = 0,
     OAI_FINISH_STOP,
     OAI_FINISH_LENGTH,
+    OAI_FINISH_TOOL_CALLS,
+    OAI_FINISH_TIMEOUT, /* barista: ended by a deadline or shutdown after bytes were sent */
 } oai_finish_t;
 
 typedef struct {
     int prompt_tokens, completion_tokens, cached_tokens;
 } oai_usage_t;
 
-/* One token's logprob entry; `token` is its text (may be partial UTF-8). */
-typedef struct {
-    const char *token;
-    size_t token_len;
-    double logprob;
-    int n_top;
-    const char *const *top_token; /* n_top texts */
-    const size_t *top_len;
-    const double *top_logprob;
-} oai_logprob_t;
 
 /* Common identity of one response. */
 typedef struct {
@@ -126,7 +136,7 @@ typedef struct {
 
 /* A whole non-streamed reply: chat.completion or text_completion. */
 int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_t len,
-                        oai_finish_t finish, const oai_usage_t *u, const oai_logprob_t *lp,
+                        oai_finish_t finish, const oai_usage_t *u, const lp_tok_t *lp,
                         int n_lp, int want_logprobs);
 
 /* One SSE event ("data: {...}\n\n") of a stream:
@@ -135,7 +145,7 @@ int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_
  * finish: the final chunk's finish_reason (OAI_FINISH_NONE for deltas).
  * usage: non-NULL → the usage-only chunk (choices: []). */
 int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text, size_t len,
-                     oai_finish_t finish, const oai_usage_t *usage, const oai_logprob_t *lp,
+                     oai_finish_t finish, const oai_usage_t *usage, const lp_tok_t *lp,
                      int n_lp, int want_logprobs);
 
 /* Append "data: [DONE]\n\n". */

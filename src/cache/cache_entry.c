@@ -2,8 +2,8 @@
  * recorder and the versioned binary encoding (see cache_entry.h).
  *
  * Layout of the single allocation, every array 8-byte aligned:
- *   [cache_entry_t][cache_chunk_t × n_chunks][cache_lp_t × n_lp]
- *   [cache_lp_top_t × n_tops][model \0][text \0][logprob strings, each \0]
+ *   [cache_entry_t][cache_chunk_t × n_chunks][lp_tok_t × n_lp]
+ *   [lp_alt_t × n_tops][model \0][text \0][logprob strings, each \0]
  * Not for: eviction, lookup, I/O. */
 #include "cache/cache_entry.h"
 
@@ -21,8 +21,8 @@
 typedef struct {
     cache_entry_t *e;
     cache_chunk_t *chunks;
-    cache_lp_t *lp;
-    cache_lp_top_t *tops;
+    lp_tok_t *lp;
+    lp_alt_t *tops;
     char *model, *text, *str; /* str: logprob strings */
 } layout_t;
 
@@ -31,7 +31,7 @@ static int entry_alloc(layout_t *L, size_t n_chunks, size_t n_lp, size_t n_tops,
 {
     /* counts are bounded by the callers (≤ CACHE_ENTRY_MAX_BYTES each) */
     size_t sz = sizeof(cache_entry_t) + n_chunks * sizeof(cache_chunk_t) +
-                n_lp * sizeof(cache_lp_t) + n_tops * sizeof(cache_lp_top_t) + model_len + 1 +
+                n_lp * sizeof(lp_tok_t) + n_tops * sizeof(lp_alt_t) + model_len + 1 +
                 text_len + 1 + str_len;
     char *p = calloc(1, sz);
     if (!p) return BAR_ERR_NOMEM;
@@ -39,10 +39,10 @@ static int entry_alloc(layout_t *L, size_t n_chunks, size_t n_lp, size_t n_tops,
     p += sizeof(cache_entry_t);
     L->chunks = (cache_chunk_t *)p;
     p += n_chunks * sizeof(cache_chunk_t);
-    L->lp = (cache_lp_t *)p;
-    p += n_lp * sizeof(cache_lp_t);
-    L->tops = (cache_lp_top_t *)p;
-    p += n_tops * sizeof(cache_lp_top_t);
+    L->lp = (lp_tok_t *)p;
+    p += n_lp * sizeof(lp_tok_t);
+    L->tops = (lp_alt_t *)p;
+    p += n_tops * sizeof(lp_alt_t);
     L->model = p;
     p += model_len + 1;
     L->text = p;
@@ -152,7 +152,7 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 static size_t rec_size(const cache_rec_t *r)
 {
     return sizeof(cache_entry_t) + r->n_chunks * sizeof(cache_chunk_t) +
-           r->n_lp * sizeof(cache_lp_t) + r->n_tops * sizeof(cache_lp_top_t) + r->text.n +
+           r->n_lp * sizeof(lp_tok_t) + r->n_tops * sizeof(lp_alt_t) + r->text.n +
            r->str.n + MAX_MODEL_LEN;
 }
 
@@ -163,7 +163,7 @@ static int str_add(cache_rec_t *r, const char *s, size_t n, size_t *off)
     return 0;
 }
 
-int cache_rec_add(cache_rec_t *r, const char *text, size_t len, const cache_lp_t *lp, int n_lp)
+int cache_rec_add(cache_rec_t *r, const char *text, size_t len, const lp_tok_t *lp, int n_lp)
 {
     if (r->failed) return r->failed;
     if (!r->want_lp || n_lp < 0) n_lp = 0;
@@ -171,9 +171,9 @@ int cache_rec_add(cache_rec_t *r, const char *text, size_t len, const cache_lp_t
     size_t add = len + sizeof(cache_chunk_t);
     for (int i = 0; i < n_lp; i++) {
         if (lp[i].n_top < 0 || lp[i].n_top > CACHE_LP_MAX_TOP) return r->failed = BAR_ERR_RANGE;
-        add += sizeof(cache_lp_t) + lp[i].token_len + 1;
+        add += sizeof(lp_tok_t) + lp[i].token_len + 1;
         for (int k = 0; k < lp[i].n_top; k++)
-            add += sizeof(cache_lp_top_t) + lp[i].top[k].len + 1;
+            add += sizeof(lp_alt_t) + lp[i].top[k].len + 1;
     }
     if (add > CACHE_ENTRY_MAX_BYTES || rec_size(r) + add > CACHE_ENTRY_MAX_BYTES)
         return r->failed = BAR_ERR_RANGE;
@@ -247,10 +247,10 @@ cache_entry_t *cache_rec_build(const cache_rec_t *r, const cache_meta_t *meta)
     if (r->str.n) memcpy(L.str, r->str.p, r->str.n);
     if (r->n_chunks) memcpy(L.chunks, r->chunks, r->n_chunks * sizeof *L.chunks);
     for (size_t k = 0; k < r->n_tops; k++)
-        L.tops[k] = (cache_lp_top_t){L.str + r->tops[k].off, r->tops[k].len, r->tops[k].logprob};
+        L.tops[k] = (lp_alt_t){L.str + r->tops[k].off, r->tops[k].len, r->tops[k].logprob};
     for (size_t i = 0; i < r->n_lp; i++) {
         const rec_lp_t *it = &r->lp[i];
-        L.lp[i] = (cache_lp_t){L.str + it->off, it->len, it->logprob, it->n_top, L.tops + it->top0};
+        L.lp[i] = (lp_tok_t){L.str + it->off, it->len, it->logprob, it->n_top, L.tops + it->top0};
     }
     return e;
 }
@@ -300,7 +300,7 @@ int cache_entry_encode(const cache_entry_t *e, buf_t *out)
         rc = put_u32(out, (uint32_t)e->chunks[i].len) || put_u32(out, (uint32_t)e->chunks[i].n_lp);
     rc = rc || put_u32(out, (uint32_t)e->n_lp);
     for (int i = 0; i < e->n_lp && !rc; i++) {
-        const cache_lp_t *l = &e->lp[i];
+        const lp_tok_t *l = &e->lp[i];
         rc = put_blob(out, l->token, l->token_len) || put_f64(out, l->logprob) ||
              put_u32(out, (uint32_t)l->n_top);
         for (int k = 0; k < l->n_top && !rc; k++)
@@ -484,7 +484,7 @@ int cache_entry_decode(const void *data, size_t n, cache_entry_t **out, bar_msg_
         for (int k = 0; k < L.lp[i].n_top; k++, ti++) {
             t = rd_blob(&r, &tl);
             memcpy(s, t, tl);
-            L.tops[ti] = (cache_lp_top_t){s, tl, rd_f64(&r)};
+            L.tops[ti] = (lp_alt_t){s, tl, rd_f64(&r)};
             s += tl + 1;
         }
     }

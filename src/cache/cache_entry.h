@@ -21,6 +21,7 @@
 #include "cache/cache_key.h"
 #include "util/buf.h"
 #include "util/err.h"
+#include "util/logprob.h"
 
 typedef enum {
     CACHE_FINISH_NONE = 0, /* unfinished (a partial entry for single-flight joiners) */
@@ -28,21 +29,7 @@ typedef enum {
     CACHE_FINISH_LENGTH = 2,
 } cache_finish_t;
 
-/* One alternative of a logprob item. */
-typedef struct {
-    const char *token; /* bytes (may be partial UTF-8), NUL-terminated */
-    size_t len;
-    double logprob;
-} cache_lp_top_t;
-
-/* One generated token's logprob entry (the fields of the API's oai_logprob_t). */
-typedef struct {
-    const char *token;
-    size_t token_len;
-    double logprob;
-    int n_top;
-    const cache_lp_top_t *top;
-} cache_lp_t;
+/* Logprob items are util/logprob.h's lp_tok_t / lp_alt_t. */
 
 /* One recorded token event: text[off, off+len) and lp[lp0, lp0+n_lp). */
 typedef struct {
@@ -69,7 +56,7 @@ typedef struct cache_entry {
     const cache_chunk_t *chunks; /* concatenated they are exactly text */
     int n_chunks;
     int has_logprobs; /* the request asked for logprobs */
-    const cache_lp_t *lp;
+    const lp_tok_t *lp;
     int n_lp;
     size_t mem_bytes; /* honest size of this entry in memory (memo included) */
     int refs;         /* private: use cache_entry_ref/release */
@@ -123,7 +110,7 @@ void cache_rec_destroy(cache_rec_t *r);
  * is ignored. 0, BAR_ERR_NOMEM, or BAR_ERR_RANGE past CACHE_ENTRY_MAX_BYTES or
  * with more than CACHE_LP_MAX_TOP alternatives (stop recording: the reply
  * will not be cached). */
-int cache_rec_add(cache_rec_t *r, const char *text, size_t len, const cache_lp_t *lp, int n_lp);
+int cache_rec_add(cache_rec_t *r, const char *text, size_t len, const lp_tok_t *lp, int n_lp);
 
 /* Text recorded so far (borrowed; valid until the next add). */
 const char *cache_rec_text(const cache_rec_t *r, size_t *len);

@@ -15,11 +15,6 @@
 #define KEY_TAG "barista-cache-key/v1"
 #define MAX_DEPTH 512
 
-/* top-level members that never change the generated text */
-static const char *const k_excluded[] = {
-    "stream", "stream_options", "user", "metadata", "store", "model",
-};
-
 static int put_u64(buf_t *o, uint64_t v)
 {
     uint8_t b[8];
@@ -40,10 +35,11 @@ static int put_str(buf_t *o, char tag, const char *s)
     return put_bytes(o, tag, s, s ? strlen(s) : 0);
 }
 
-static int is_excluded(const char *k)
+/* k is one of the caller's NULL-terminated skip names */
+static int is_skipped(const char *const *skip, const char *k)
 {
-    for (size_t i = 0; i < sizeof k_excluded / sizeof k_excluded[0]; i++)
-        if (!strcmp(k, k_excluded[i])) return 1;
+    for (; skip && *skip; skip++)
+        if (!strcmp(k, *skip)) return 1;
     return 0;
 }
 
@@ -78,7 +74,7 @@ static void msort(member_t *v, member_t *tmp, size_t n)
     memcpy(v, tmp, n * sizeof *v);
 }
 
-static int canon(buf_t *o, const cJSON *v, int depth, int top, bar_msg_t *msg)
+static int canon(buf_t *o, const cJSON *v, int depth, const char *const *top, bar_msg_t *msg)
 {
     if (depth > MAX_DEPTH)
         return bar_fail(msg, BAR_ERR_INVALID, "request nests deeper than %d levels", MAX_DEPTH);
@@ -110,7 +106,7 @@ static int canon(buf_t *o, const cJSON *v, int depth, int top, bar_msg_t *msg)
         c = 'a';
         if (buf_append(o, &c, 1) || put_u64(o, n)) return BAR_ERR_NOMEM;
         for (const cJSON *e = v->child; e; e = e->next) {
-            int rc = canon(o, e, depth + 1, 0, msg);
+            int rc = canon(o, e, depth + 1, NULL, msg);
             if (rc) return rc;
         }
         return 0;
@@ -118,12 +114,12 @@ static int canon(buf_t *o, const cJSON *v, int depth, int top, bar_msg_t *msg)
     case cJSON_Object: {
         size_t n = 0;
         for (const cJSON *e = v->child; e; e = e->next)
-            if (!(top && e->string && is_excluded(e->string))) n++;
+            if (!(top && e->string && is_skipped(top, e->string))) n++;
         member_t *m = n ? malloc(2 * n * sizeof *m) : NULL;
         if (n && !m) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
         size_t i = 0;
         for (const cJSON *e = v->child; e; e = e->next) {
-            if (top && e->string && is_excluded(e->string)) continue;
+            if (top && e->string && is_skipped(top, e->string)) continue;
             const char *k = e->string ? e->string : "";
             m[i++] = (member_t){e, k, strlen(k)};
         }
@@ -132,7 +128,7 @@ static int canon(buf_t *o, const cJSON *v, int depth, int top, bar_msg_t *msg)
         int rc = buf_append(o, &c, 1) || put_u64(o, n) ? BAR_ERR_NOMEM : 0;
         for (i = 0; i < n && !rc; i++) {
             rc = put_bytes(o, 'k', m[i].key, m[i].key_len);
-            if (!rc) rc = canon(o, m[i].item, depth + 1, 0, msg);
+            if (!rc) rc = canon(o, m[i].item, depth + 1, NULL, msg);
         }
         free(m);
         return rc;
@@ -152,7 +148,10 @@ int cache_key_canonical(buf_t *out, const cJSON *body, const cache_key_ctx_t *ct
     rc = rc ? rc : put_str(out, 'D', ctx->model_digest);
     rc = rc ? rc : put_bytes(out, 'N', ctx->ns, ctx->ns ? ctx->ns_len : 0);
     if (rc) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
-    rc = canon(out, body, 0, 1, msg);
+    rc = rc ? rc : put_bytes(out, 'X', ctx->extra, ctx->extra ? ctx->extra_len : 0);
+    if (rc) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    static const char *const none[] = {NULL};
+    rc = canon(out, body, 0, ctx->skip ? ctx->skip : none, msg);
     if (rc == BAR_ERR_NOMEM) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     return rc;
 }
@@ -210,16 +209,6 @@ int cache_key_equal(const cache_key_t *a, const cache_key_t *b)
 uint64_t cache_ns_hash(const char *ns, size_t n)
 {
     return XXH3_64bits_withSeed(ns ? ns : "", ns ? n : 0, 0x6261726973746121ull /* "barista!" */);
-}
-
-int cache_key_cacheable(const cJSON *body, int opted_in)
-{
-    if (opted_in) return 1;
-    if (!body || !cJSON_IsObject(body)) return 0;
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(body, "temperature");
-    if (t && cJSON_IsNumber(t) && t->valuedouble == 0) return 1;
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(body, "seed");
-    return s && cJSON_IsNumber(s);
 }
 
 int cache_key_file_digest(const char *path, char out[CACHE_KEY_HEX_LEN + 1], bar_msg_t *msg)

@@ -2,25 +2,24 @@
  * that can change a generation's output, hashed with XXH3-128.
  *
  * What goes in (in this order, each length-prefixed so no two inputs share a
- * byte string): a format tag, the endpoint ("chat" / "completions"), the
- * resolved model id, the model file's digest, the tenant namespace, then the
- * WHOLE request body canonicalised recursively:
+ * byte string): a format tag, the endpoint tag, the resolved model id, the
+ * model file's digest, the tenant namespace, the caller's extra canonical
+ * bytes (e.g. the sampling values actually used), then the WHOLE request body
+ * canonicalised recursively, minus the top-level members the caller names in
+ * `skip`:
  *   - objects: members sorted by key bytes (stable, so duplicate keys keep
  *     their relative order), each as (key, value);
  *   - numbers: the double, -0 folded to 0, printed with %.17g (0 == 0.0 ==
  *     0e5, 1 == 1.0 == 1e0);
  *   - strings: their decoded bytes, length-prefixed, never whitespace-folded;
  *   - arrays in order; true/false/null as tags.
- * minus these top-level members, which never change the generated text:
- *   stream, stream_options, user, metadata, store, model
- * ("model" is replaced by the resolved id + digest, so "default" and the
- * model's own name share entries and a new weights file never serves old
- * answers). Anything else — including fields added by future API versions —
- * is part of the key by default: an unknown field costs a miss, never a wrong
- * answer.
+ * Which members are skipped, and what the extra bytes hold, is the API
+ * layer's rule (docs/CACHE.md): this module knows no request schema.
+ * Anything not skipped is part of the key by default: an unknown field costs
+ * a miss, never a wrong answer.
  *
- * Not for: deciding whether to store (cache_key_cacheable below is the rule,
- * the caller applies Cache-Control), storage (cache_l1, cache_redis).
+ * Not for: deciding whether to store (the API layer applies its rule and
+ * Cache-Control), storage (cache_l1, cache_redis, cache_tier).
  * Pure functions; any thread. */
 #ifndef BARISTA_CACHE_CACHE_KEY_H
 #define BARISTA_CACHE_CACHE_KEY_H
@@ -47,6 +46,9 @@ typedef struct {
     const char *model_digest; /* cache_key_file_digest() of the weights, or "" */
     const char *ns;           /* tenant namespace bytes: API key or X-Cache-Namespace */
     size_t ns_len;
+    const char *const *skip; /* top-level body members left out, NULL-terminated; NULL: none */
+    const char *extra;       /* extra canonical bytes, or NULL */
+    size_t extra_len;
 } cache_key_ctx_t;
 
 /* The key of `body` (a validated request object) under `ctx`. 0, or
@@ -70,11 +72,6 @@ int cache_key_equal(const cache_key_t *a, const cache_key_t *b);
  * a namespace can be purged; the namespace itself, often an API key, is never
  * stored). Not a cryptographic hash. */
 uint64_t cache_ns_hash(const char *ns, size_t n);
-
-/* The cacheability rule: 1 when the request's output is reproducible —
- * "temperature" is a number equal to 0, or "seed" is a number — or when the
- * caller opted in (Cache-Control: max-age=N on the request, or config). */
-int cache_key_cacheable(const cJSON *body, int opted_in);
 
 /* XXH3-128 of a whole file as 32 hex digits (the model digest). Reads the
  * file once (mmap); ~10 GB/s. 0 or BAR_ERR_IO with msg. */

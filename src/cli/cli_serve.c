@@ -11,6 +11,8 @@
 #include <uv.h>
 
 #include "api/api.h"
+#include "backend/backend_local.h"
+#include "backend/model_list.h"
 #include "cache/cache_key.h"
 #include "cli/cli.h"
 #include "engine/engine.h"
@@ -24,7 +26,9 @@ typedef struct {
     cfg_t cfg;
     api_t *api;
     srv_t *srv;
-    engine_t *engine;
+    model_list_t models;
+    int cur;           /* the model being loaded */
+    int threads_each;  /* matmul threads of a model that does not set its own */
     uv_signal_t sig_term, sig_int;
     uv_work_t load;
     int loading;
@@ -47,11 +51,7 @@ static void cleanup(serve_t *s)
     s->cleaned = 1;
     uv_close((uv_handle_t *)&s->sig_term, NULL);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
-    if (s->engine) {
-        engine_destroy(s->engine); /* pending requests get DONE/CANCELLED */
-        s->engine = NULL;
-    }
-    api_destroy(s->api); /* delivers those events, frees every generation */
+    api_destroy(s->api); /* stops every backend: pending requests get DONE/CANCELLED */
     srv_destroy(s->srv);
 }
 
@@ -88,20 +88,24 @@ static void on_signal(uv_signal_t *h, int signum)
     begin_shutdown(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* Models load one after the other on a worker thread, each into its own
+ * engine (own thread, slots and matmul pool). */
 static void load_work(uv_work_t *w)
 {
     serve_t *s = w->data;
+    const model_entry_t *m = &s->models.v[s->cur];
     engine_config_t ec = {0};
-    ec.model_path = s->set.model;
-    ec.n_threads = (int)s->set.threads;
-    ec.n_ctx = (int)s->set.ctx;
-    ec.n_seq_max = (int)s->set.parallel;
+    ec.model_path = m->path;
+    ec.n_threads = m->threads > 0 ? (int)m->threads : s->threads_each;
+    ec.n_ctx = m->ctx > 0 ? (int)m->ctx : (int)s->set.ctx;
+    ec.n_seq_max = m->parallel > 0 ? (int)m->parallel : (int)s->set.parallel;
+    s->loaded = NULL;
     s->load_rc = engine_create(&s->loaded, &ec, &s->load_msg);
     if (s->load_rc == 0) {
         /* the response cache keys on the file's bytes, not its name */
-        bar_msg_t m = {{0}};
-        if (cache_key_file_digest(s->set.model, s->digest, &m)) {
-            fprintf(stderr, "barista serve: warning: model digest: %s\n", m.text);
+        bar_msg_t msg = {{0}};
+        if (cache_key_file_digest(m->path, s->digest, &msg)) {
+            fprintf(stderr, "barista serve: warning: model digest: %s\n", msg.text);
             s->digest[0] = '\0';
         }
     }
@@ -110,38 +114,97 @@ static void load_work(uv_work_t *w)
 static void after_load(uv_work_t *w, int status)
 {
     serve_t *s = w->data;
+    const model_entry_t *m = &s->models.v[s->cur];
     s->loading = 0;
     if (status || s->load_rc) {
-        fprintf(stderr, "barista serve: cannot load model %s: %s\n", s->set.model,
+        fprintf(stderr, "barista serve: cannot load model %s (%s): %s\n", m->name, m->path,
                 s->load_rc ? s->load_msg.text : uv_strerror(status));
+        if (s->loaded) engine_destroy(s->loaded);
         s->exit_code = 1;
         s->stopping = 1;
         srv_shutdown(s->srv);
         srv_shutdown(s->srv);
         return;
     }
-    s->engine = s->loaded;
     if (s->stopping) {
+        engine_destroy(s->loaded);
         cleanup(s);
         return;
     }
-    api_set_model_digest(s->api, s->digest);
-    api_set_engine(s->api, s->engine);
+    backend_t *b = NULL;
+    bar_msg_t msg = {{0}};
+    if (backend_local_create(&b, &s->loop, s->loaded, (int)s->set.max_tokens_default, &msg)) {
+        fprintf(stderr, "barista serve: %s\n", msg.text);
+        engine_destroy(s->loaded);
+        s->exit_code = 1;
+        s->stopping = 1;
+        srv_shutdown(s->srv);
+        srv_shutdown(s->srv);
+        return;
+    }
     engine_stats_t st;
-    engine_stats(s->engine, &st);
-    fprintf(stderr,
-            "barista serve: ready on http://%s%s%s:%d model=%s (%s) kernel=%s threads=%d ctx=%d "
-            "parallel=%lld\n",
-            V6L(s), s->set.host, V6R(s), srv_port(s->srv), st.model_id ? st.model_id : "?",
-            s->set.model, st.kernel_level ? st.kernel_level : "?", st.n_threads, st.n_ctx,
-            s->set.parallel);
+    engine_stats(s->loaded, &st);
+    api_set_backend(s->api, s->cur, b, s->digest);
+    fprintf(stderr, "barista serve: model %s ready (%s) kernel=%s threads=%d ctx=%d parallel=%d\n",
+            m->name, m->path, st.kernel_level ? st.kernel_level : "?", st.n_threads, st.n_ctx,
+            m->parallel > 0 ? (int)m->parallel : (int)s->set.parallel);
+    if (++s->cur < s->models.n) {
+        s->loading = 1;
+        uv_queue_work(&s->loop, &s->load, load_work, after_load);
+        return;
+    }
+    fprintf(stderr, "barista serve: ready on http://%s%s%s:%d with %d model(s), default %s\n",
+            V6L(s), s->set.host, V6R(s), srv_port(s->srv), s->models.n,
+            s->models.v[s->models.default_idx].name);
+}
+
+/* The model list: --models FILE, then each --model [NAME=]PATH; with
+ * neither, the fetched default model. */
+static int build_models(serve_t *s, bar_msg_t *msg)
+{
+    int rc;
+    if (s->set.models[0] && (rc = model_list_load_file(&s->models, s->set.models, msg))) return rc;
+    int from_flags = 0;
+    for (char *p = s->set.model; *p;) {
+        char *nl = strchr(p, '\n');
+        if (nl) *nl = '\0';
+        if (*p) {
+            if ((rc = model_list_add_arg(&s->models, p, msg))) return rc;
+            from_flags++;
+        }
+        if (!nl) break;
+        *nl = '\n';
+        p = nl + 1;
+    }
+    if (s->models.n == 0) {
+        char path[4096];
+        if ((rc = cli_default_model_find(path, sizeof path, msg))) return rc;
+        if ((rc = model_list_add_arg(&s->models, path, msg))) return rc;
+        from_flags = 1;
+    }
+    /* --model-id renames a single model given by path */
+    if (s->set.model_id[0] && s->models.n == 1 && from_flags == 1 &&
+        !strchr(s->set.model, '='))
+        snprintf(s->models.v[0].name, sizeof s->models.v[0].name, "%.127s", s->set.model_id);
+    if ((rc = model_list_finish(&s->models, msg))) return rc;
+    /* threads: a model without its own setting gets an equal share of
+     * --threads (0 = the cores), so engines together never oversubscribe */
+    long cores = (long)uv_available_parallelism();
+    long total = s->set.threads > 0 ? (long)s->set.threads : cores;
+    int unset = 0;
+    for (int i = 0; i < s->models.n; i++)
+        if (s->models.v[i].threads <= 0) unset++;
+    s->threads_each = (int)(unset ? total / unset : total);
+    if (s->threads_each < 1) s->threads_each = 1;
+    return 0;
 }
 
 static const char *DESC =
     "Serve the model over an OpenAI-compatible HTTP API: POST /v1/chat/completions,\n"
     "POST /v1/completions (streaming with \"stream\": true), GET /v1/models, /health,\n"
     "/ready, /v1/config and /metrics. With no options it serves the fetched default\n"
-    "model on http://127.0.0.1:8080. Every option can also be set in the config file\n"
+    "model on http://127.0.0.1:8080; --model NAME=PATH (repeatable) or --models FILE\n"
+    "(a LiteLLM-style model_list YAML) serve several models, routed by \"model\". Every option can also be set in the config file\n"
     "(--config FILE: one 'name = value' per line, '#' comments) or in the environment\n"
     "(BARISTA_NAME, e.g. BARISTA_PORT=9000).";
 
@@ -163,16 +226,24 @@ int cli_serve_main(int argc, char **argv)
         return 2;
     }
     if (help) {
-        cfg_print_help(&s->cfg, stdout, "barista serve [OPTIONS]", DESC);
+        char desc[4096];
+        snprintf(desc, sizeof desc, "%s\n\n%s", DESC, cli_default_model_help());
+        cfg_print_help(&s->cfg, stdout, "barista serve [OPTIONS]", desc);
         free(s);
         return 0;
     }
-    if (!s->set.model[0]) snprintf(s->set.model, sizeof s->set.model, "%s", cli_default_model());
+    if (build_models(s, &msg)) {
+        fprintf(stderr, "barista serve: %s\n", msg.text);
+        model_list_free(&s->models);
+        free(s);
+        return 2;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     uv_loop_init(&s->loop);
-    if (api_create(&s->api, &s->loop, &s->set, &s->cfg, &msg)) {
+    if (api_create(&s->api, &s->loop, &s->set, &s->cfg, &s->models, &msg)) {
         fprintf(stderr, "barista serve: %s\n", msg.text);
+        model_list_free(&s->models);
         free(s);
         return 1;
     }
@@ -211,8 +282,8 @@ int cli_serve_main(int argc, char **argv)
     uv_signal_start(&s->sig_term, on_signal, SIGTERM);
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
 
-    fprintf(stderr, "barista serve: listening on http://%s%s%s:%d, loading %s\n", V6L(s),
-            s->set.host, V6R(s), srv_port(s->srv), s->set.model);
+    fprintf(stderr, "barista serve: listening on http://%s%s%s:%d, loading %d model(s)\n",
+            V6L(s), s->set.host, V6R(s), srv_port(s->srv), s->models.n);
     s->load.data = s;
     s->loading = 1;
     uv_queue_work(&s->loop, &s->load, load_work, after_load);
@@ -225,6 +296,7 @@ int cli_serve_main(int argc, char **argv)
     int rc = uv_loop_close(&s->loop);
     if (rc) fprintf(stderr, "barista serve: loop not empty at exit: %s\n", uv_strerror(rc));
     int code = s->exit_code;
+    model_list_free(&s->models);
     free(s);
     return code;
 }

@@ -219,7 +219,8 @@ static void conn_close(conn_t *c)
     if (c->active) {
         srv_req_t *r = &c->req;
         c->active = 0;
-        if (s->o.on_response) s->o.on_response(s->o.ud, r->label ? r->label : "other", 499);
+        if (s->o.on_response) s->o.on_response(s->o.ud, r->label ? r->label : "other", 499,
+                             time_now_mono() - r->t_start);
         if (r->on_abort) r->on_abort(r->user, r);
         r->user = NULL;
     }
@@ -304,7 +305,7 @@ static void conn_error(conn_t *c, int status, const char *text)
     buf_append(&out, body.p, body.n);
     buf_free(&body);
     if (s->o.access_log) fprintf(stderr, "access: %s - %d (%s)\n", c->peer, status, text);
-    if (s->o.on_response) s->o.on_response(s->o.ud, "other", status);
+    if (s->o.on_response) s->o.on_response(s->o.ud, "other", status, 0);
     conn_write(c, &out);
     conn_linger_close(c);
 }
@@ -657,7 +658,9 @@ static void req_finish(srv_req_t *r)
         fprintf(stderr, "access: %s \"%s %.*s\" %d %zuB %.1fms\n", c->peer, http_req_method_name(h),
                 (int)path.n, path.p, r->status, r->bytes_out, (time_now_mono() - r->t_start) * 1e3);
     }
-    if (s->o.on_response) s->o.on_response(s->o.ud, r->label ? r->label : "other", r->status);
+    if (s->o.on_response)
+        s->o.on_response(s->o.ud, r->label ? r->label : "other", r->status,
+                         time_now_mono() - r->t_start);
     c->active = 0;
     r->user = NULL;
     r->on_abort = NULL;

@@ -52,8 +52,10 @@ typedef struct {
     void *owner;                           /* passed to on_grace_expired and on_idle */
     void (*on_grace_expired)(void *owner); /* shutdown grace is over: cancel what is left */
     void (*on_idle)(void *owner);          /* shutting down and no connection remains */
-    /* every finished response (also the server's own 4xx), for metrics */
-    void (*on_response)(void *ud, const char *label, int status);
+    /* every finished response (also the server's own 4xx), for metrics:
+     * seconds from the request's first byte to its last byte written (or to
+     * the disconnect, status 499); 0 for the server's own early errors */
+    void (*on_response)(void *ud, const char *label, int status, double seconds);
 } srv_opts_t;
 
 /* Bind and listen. Ownership: *out is freed by srv_destroy (after the loop

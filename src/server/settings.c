@@ -12,8 +12,14 @@
 static const cfg_opt_t table[] = {
     {"host", 0, STR(host), "127.0.0.1", 0, 0, "ADDR", "address to listen on (0.0.0.0 for all)", 0},
     {"port", 'p', INT(port), "8080", 0, 65535, "PORT", "TCP port (0 = pick a free one)", 0},
-    {"model", 'm', STR(model), "", 0, 0, "PATH",
-     "GGUF model file [default $BARISTA_MODELS/SmolLM2-135M-Instruct.Q4_1.gguf]", 0},
+    {"model", 'm', STR(model), "", 0, 0, "[NAME=]PATH",
+     "a GGUF model to serve, as NAME (default: the file name without .gguf); repeat for "
+     "several models [default: the fetched default model, see below]",
+     CFG_APPEND},
+    {"models", 0, STR(models), "", 0, 0, "FILE",
+     "YAML model list in LiteLLM's shape (model_list: model_name + litellm_params), see "
+     "docs/SERVE.md",
+     0},
     {"model-id", 0, STR(model_id), "", 0, 0, "NAME",
      "model id served by /v1/models [default the file name without .gguf]", 0},
     {"config", 'c', STR(config), "", 0, 0, "FILE", "config file of 'name = value' lines",

@@ -12,7 +12,8 @@
 typedef struct {
     char host[256];
     long long port;
-    char model[4096];   /* "" = the fetched default model */
+    char model[16384];  /* "[NAME=]PATH" lines; "" = the fetched default model */
+    char models[4096];  /* YAML model list file, "" = none */
     char model_id[256]; /* "" = the model file's basename */
     char config[4096];  /* config file path (flag or env only) */
     long long threads;  /* 0 = number of cores */

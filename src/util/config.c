@@ -75,10 +75,20 @@ int cfg_set(cfg_t *c, int i, const char *value, cfg_source_t src, bar_msg_t *msg
     }
     case CFG_STR: {
         size_t n = strlen(value);
-        if (n >= o->size)
+        char *f = field(c, i);
+        size_t at = 0;
+        /* a list: the same flag again adds an item (not across sources) */
+        if ((o->flags & CFG_APPEND) && c->src && c->src[i] == src && src == CFG_SRC_FLAG && f[0]) {
+            at = strlen(f);
+            if (at + 1 + n >= o->size)
+                return bar_fail(msg, BAR_ERR_RANGE, "%s: values longer than %zu bytes in all",
+                                o->name, o->size - 1);
+            f[at++] = '\n';
+        }
+        if (at + n >= o->size)
             return bar_fail(msg, BAR_ERR_RANGE, "%s: value longer than %zu bytes", o->name,
                             o->size - 1);
-        memcpy(field(c, i), value, n + 1);
+        memcpy(f + at, value, n + 1);
         break;
     }
     default:

@@ -37,8 +37,8 @@ static cache_entry_t *sample(int with_lp)
     cache_rec_t *r = cache_rec_create(with_lp);
     const char *pieces[] = {"Hello", ", wor", "ld!"};
     for (int i = 0; i < 3; i++) {
-        cache_lp_top_t tops[2] = {{pieces[i], strlen(pieces[i]), -0.1 * i}, {"alt", 3, -2.5}};
-        cache_lp_t lp = {pieces[i], strlen(pieces[i]), -0.1 * i, 2, tops};
+        lp_alt_t tops[2] = {{pieces[i], strlen(pieces[i]), -0.1 * i}, {"alt", 3, -2.5}};
+        lp_tok_t lp = {pieces[i], strlen(pieces[i]), -0.1 * i, 2, tops};
         assert_int_equal(cache_rec_add(r, pieces[i], strlen(pieces[i]), &lp, 1), 0);
     }
     cache_meta_t m = meta(0);
@@ -130,7 +130,7 @@ static void test_recorder(void **st)
 
     /* an empty-text token event with logprobs is kept; an empty one without is not */
     cache_rec_t *r = cache_rec_create(1);
-    cache_lp_t lp = {"\xe2", 1, -1, 0, NULL};
+    lp_tok_t lp = {"\xe2", 1, -1, 0, NULL};
     assert_int_equal(cache_rec_add(r, "", 0, NULL, 0), 0);
     assert_int_equal(cache_rec_n_chunks(r), 0);
     assert_int_equal(cache_rec_add(r, "", 0, &lp, 1), 0);
@@ -157,11 +157,11 @@ static void test_recorder(void **st)
     cache_entry_release(p);
     cache_entry_release(NULL);
     /* too many alternatives: recording stops */
-    cache_lp_top_t tops[CACHE_LP_MAX_TOP + 1];
+    lp_alt_t tops[CACHE_LP_MAX_TOP + 1];
     memset(tops, 0, sizeof tops);
     for (int i = 0; i <= CACHE_LP_MAX_TOP; i++)
-        tops[i] = (cache_lp_top_t){"x", 1, -1};
-    cache_lp_t big = {"x", 1, -1, CACHE_LP_MAX_TOP + 1, tops};
+        tops[i] = (lp_alt_t){"x", 1, -1};
+    lp_tok_t big = {"x", 1, -1, CACHE_LP_MAX_TOP + 1, tops};
     assert_int_equal(cache_rec_add(r, "x", 1, &big, 1), BAR_ERR_RANGE);
     assert_int_equal(cache_rec_add(r, "y", 1, NULL, 0), BAR_ERR_RANGE); /* sticky */
     assert_null(cache_rec_build(r, &m));

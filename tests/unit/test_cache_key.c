@@ -19,7 +19,12 @@ static const char *BASE =
     "{\"role\":\"user\",\"content\":\"Hi there\"}],\"temperature\":0,\"top_p\":1,"
     "\"max_tokens\":16,\"stop\":[\"\\n\"],\"seed\":7}";
 
-static const cache_key_ctx_t CTX = {"chat", "smollm2-135m", "0123abcd", "tenant-a", 8};
+/* the API layer's skip list as it was when these cases were written */
+static const char *const SKIP[] = {"stream", "stream_options", "user", "metadata", "store", "model",
+                                   NULL};
+
+static const cache_key_ctx_t CTX = {"chat", "smollm2-135m", "0123abcd", "tenant-a", 8, SKIP, NULL,
+                                    0};
 
 static cache_key_t key_of(const char *json, const cache_key_ctx_t *ctx)
 {
@@ -203,13 +208,13 @@ static void test_identity_changes_key(void **st)
     (void)st;
     cache_key_t base = key_of(BASE, &CTX);
     cache_key_ctx_t v[] = {
-        {"completions", CTX.model_id, CTX.model_digest, CTX.ns, CTX.ns_len},
-        {CTX.endpoint, "other-model", CTX.model_digest, CTX.ns, CTX.ns_len},
-        {CTX.endpoint, CTX.model_id, "0123abce", CTX.ns, CTX.ns_len},
-        {CTX.endpoint, CTX.model_id, CTX.model_digest, "tenant-b", 8},
-        {CTX.endpoint, CTX.model_id, CTX.model_digest, "tenant-a2", 9},
-        {CTX.endpoint, CTX.model_id, CTX.model_digest, "", 0},
-        {CTX.endpoint, CTX.model_id, CTX.model_digest, NULL, 0},
+        {"completions", CTX.model_id, CTX.model_digest, CTX.ns, CTX.ns_len, SKIP, NULL, 0},
+        {CTX.endpoint, "other-model", CTX.model_digest, CTX.ns, CTX.ns_len, SKIP, NULL, 0},
+        {CTX.endpoint, CTX.model_id, "0123abce", CTX.ns, CTX.ns_len, SKIP, NULL, 0},
+        {CTX.endpoint, CTX.model_id, CTX.model_digest, "tenant-b", 8, SKIP, NULL, 0},
+        {CTX.endpoint, CTX.model_id, CTX.model_digest, "tenant-a2", 9, SKIP, NULL, 0},
+        {CTX.endpoint, CTX.model_id, CTX.model_digest, "", 0, SKIP, NULL, 0},
+        {CTX.endpoint, CTX.model_id, CTX.model_digest, NULL, 0, SKIP, NULL, 0},
     };
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
         cache_key_t k = key_of(BASE, &v[i]);
@@ -296,33 +301,33 @@ static void test_ns_hash(void **st)
     assert_int_equal(cache_ns_hash(NULL, 0), cache_ns_hash("", 0));
 }
 
-static void test_cacheable(void **st)
+static void test_skip_and_extra(void **st)
 {
     (void)st;
-    static const struct {
-        const char *json;
-        int opt_in, want;
-    } t[] = {
-        {"{\"temperature\":0}", 0, 1},
-        {"{\"temperature\":0.0}", 0, 1},
-        {"{\"temperature\":-0}", 0, 1},
-        {"{\"temperature\":0.7}", 0, 0},
-        {"{}", 0, 0}, /* default temperature is 1 */
-        {"{\"temperature\":0.7,\"seed\":3}", 0, 1},
-        {"{\"seed\":0}", 0, 1},
-        {"{\"seed\":null}", 0, 0},
-        {"{\"temperature\":\"0\"}", 0, 0},
-        {"{\"temperature\":null}", 0, 0},
-        {"{\"temperature\":0.7}", 1, 1},
-        {"{}", 1, 1},
-    };
-    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
-        cJSON *j = cJSON_Parse(t[i].json);
-        if (cache_key_cacheable(j, t[i].opt_in) != t[i].want)
-            fail_msg("cacheable(%s, %d) != %d", t[i].json, t[i].opt_in, t[i].want);
-        cJSON_Delete(j);
-    }
-    assert_int_equal(cache_key_cacheable(NULL, 0), 0);
+    /* a skipped member never changes the key; with no skip list it does */
+    cache_key_t a = key_of("{\"x\":1,\"stream\":true}", &CTX);
+    cache_key_t b = key_of("{\"x\":1}", &CTX);
+    assert_true(cache_key_equal(&a, &b));
+    cache_key_ctx_t none = CTX;
+    none.skip = NULL;
+    cache_key_t c = key_of("{\"x\":1,\"stream\":true}", &none);
+    cache_key_t d = key_of("{\"x\":1}", &none);
+    assert_false(cache_key_equal(&c, &d));
+    /* only top-level members are skipped */
+    cache_key_t e = key_of("{\"x\":{\"stream\":true}}", &CTX);
+    cache_key_t f = key_of("{\"x\":{}}", &CTX);
+    assert_false(cache_key_equal(&e, &f));
+    /* the extra bytes are part of the key */
+    cache_key_ctx_t x1 = CTX, x2 = CTX;
+    x1.extra = "t=0";
+    x1.extra_len = 3;
+    x2.extra = "t=1";
+    x2.extra_len = 3;
+    cache_key_t g = key_of("{\"x\":1}", &x1);
+    cache_key_t h = key_of("{\"x\":1}", &x2);
+    cache_key_t i = key_of("{\"x\":1}", &CTX);
+    assert_false(cache_key_equal(&g, &h));
+    assert_false(cache_key_equal(&g, &i));
 }
 
 static void test_file_digest(void **st)
@@ -356,7 +361,7 @@ int main(void)
         cmocka_unit_test(test_canonical_and_errors),
         cmocka_unit_test(test_hex),
         cmocka_unit_test(test_ns_hash),
-        cmocka_unit_test(test_cacheable),
+        cmocka_unit_test(test_skip_and_extra),
         cmocka_unit_test(test_file_digest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -231,7 +231,7 @@ static cache_entry_t *mk(int id, uint64_t ns)
     cache_rec_t *r = cache_rec_create(1);
     const char *words[] = {"The ", "answer ", "is ", "42."};
     for (int i = 0; i < 4; i++) {
-        cache_lp_t lp = {words[i], strlen(words[i]), -0.5, 0, NULL};
+        lp_tok_t lp = {words[i], strlen(words[i]), -0.5, 0, NULL};
         assert_int_equal(cache_rec_add(r, words[i], strlen(words[i]), &lp, 1), 0);
     }
     cache_meta_t m = {0};

@@ -69,8 +69,8 @@ static cache_entry_t *mk(int id, int with_lp)
     for (int t = 0; t < 5; t++) {
         char piece[32];
         int n = snprintf(piece, sizeof piece, "tok%d.%d ", id, t);
-        cache_lp_top_t top = {piece, (size_t)n, -1.5};
-        cache_lp_t lp = {piece, (size_t)n, -0.25 * t, 1, &top};
+        lp_alt_t top = {piece, (size_t)n, -1.5};
+        lp_tok_t lp = {piece, (size_t)n, -0.25 * t, 1, &top};
         assert_int_equal(cache_rec_add(r, piece, (size_t)n, &lp, 1), 0);
     }
     cache_meta_t m = {0};

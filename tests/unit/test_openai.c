@@ -208,10 +208,8 @@ static void test_format(void **st)
     cJSON_Delete(j);
     buf_clear(&b);
 
-    const char *tt[] = {"a", "b"};
-    size_t tl[] = {1, 1};
-    double tlp[] = {-0.1, -2.0};
-    oai_logprob_t lp = {"a", 1, -0.1, 2, tt, tl, tlp};
+    lp_alt_t tops[] = {{"a", 1, -0.1}, {"b", 1, -2.0}};
+    lp_tok_t lp = {"a", 1, -0.1, 2, tops};
     oai_format_chunk(&b, &r, 0, "a", 1, OAI_FINISH_NONE, NULL, &lp, 1, 1);
     assert_memory_equal(b.p, "data: ", 6);
     assert_memory_equal(b.p + b.n - 2, "\n\n", 2);

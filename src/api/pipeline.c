@@ -1,0 +1,324 @@
+/* pipeline.c — the request path of POST /v1/chat/completions and
+ * /v1/completions, one named stage after the other (docs/ARCHITECTURE.md):
+ *
+ *   memo      a byte-identical repeat of an exact L1 hit: answer at once
+ *   parse     JSON + OpenAI schema validation          → 400
+ *   model     route by "model"                          → 404 model_not_found
+ *   tenant    who asks (auth is done by the route table; the bearer token and
+ *             X-Cache-Namespace name the cache namespace)
+ *   limit     rate-limit hook (no-op today)
+ *   cache     key of the validated request; walk the tiers (L1 → L2), then
+ *             follow an identical generation in flight (single-flight)
+ *   admit     admission hook (no-op today) — after the cache, so no hit from
+ *             any tier is ever refused for capacity
+ *   backend   submit to the model's backend (gen.c follows it)
+ *
+ * Each stage returns 0 to go on, or answers the request and returns -1.
+ * Not for: generations and fan-out (gen.c), reply bytes (reply.c). */
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_int.h"
+#include "util/timeutil.h"
+
+/* Body members that never change the generated text: left out of the key
+ * (docs/CACHE.md). "model" is replaced by the resolved name + weights digest;
+ * the sampling members are replaced by the values actually used. */
+static const char *const KEY_SKIP[] = {
+    "stream",      "stream_options", "user",           "metadata",         "store",
+    "model",       "priority",       "timeout",        "temperature",      "top_p",
+    "top_k",       "min_p",          "repeat_penalty", "presence_penalty", "frequency_penalty",
+    "seed",        "max_tokens",     "max_completion_tokens",
+    NULL,
+};
+
+void api_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp)
+{
+    const model_entry_t *d = &m->cfg;
+    memset(sp, 0, sizeof *sp);
+#define PICK(field, bit_req, bit_model, dflt)                                                      \
+    (q->given & (bit_req) ? q->field : (d->has & (bit_model)) ? d->field : (dflt))
+    sp->temperature = PICK(temperature, OAI_GIVEN_TEMPERATURE, MODEL_HAS_TEMPERATURE, 1.0);
+    sp->top_p = PICK(top_p, OAI_GIVEN_TOP_P, MODEL_HAS_TOP_P, 1.0);
+    sp->top_k = (int)PICK(top_k, OAI_GIVEN_TOP_K, MODEL_HAS_TOP_K, 0);
+    sp->min_p = PICK(min_p, OAI_GIVEN_MIN_P, MODEL_HAS_MIN_P, 0.0);
+    sp->repeat_penalty = PICK(repeat_penalty, OAI_GIVEN_REPEAT_PENALTY, MODEL_HAS_REPEAT_PENALTY, 1.0);
+    sp->presence_penalty =
+        PICK(presence_penalty, OAI_GIVEN_PRESENCE_PENALTY, MODEL_HAS_PRESENCE_PENALTY, 0.0);
+    sp->frequency_penalty =
+        PICK(frequency_penalty, OAI_GIVEN_FREQUENCY_PENALTY, MODEL_HAS_FREQUENCY_PENALTY, 0.0);
+#undef PICK
+    if (q->given & OAI_GIVEN_SEED) {
+        sp->seed = q->seed;
+        sp->has_seed = 1;
+    } else if (d->has & MODEL_HAS_SEED) {
+        sp->seed = (uint64_t)d->seed;
+        sp->has_seed = 1;
+    }
+    sp->max_tokens = q->max_tokens > 0                      ? q->max_tokens
+                     : (d->has & MODEL_HAS_MAX_TOKENS) ? (int)d->max_tokens
+                                                            : 0; /* 0: the server's default */
+    sp->n = 1;
+    sp->stop = (const char *const *)q->stop;
+    sp->n_stop = q->n_stop;
+    sp->ignore_eos = q->ignore_eos;
+    sp->logprobs = q->logprobs;
+    sp->top_logprobs = q->top_logprobs;
+}
+
+int api_backend_req(client_t *c, bk_req_t *br, bk_msg_t **msgs)
+{
+    const oai_req_t *q = &c->q;
+    memset(br, 0, sizeof *br);
+    *msgs = NULL;
+    br->is_chat = q->kind == OAI_CHAT;
+    if (br->is_chat) {
+        *msgs = calloc((size_t)q->n_msgs + 1, sizeof **msgs);
+        if (!*msgs) return BAR_ERR_NOMEM;
+        for (int i = 0; i < q->n_msgs; i++)
+            (*msgs)[i] = (bk_msg_t){q->msgs[i].role, q->msgs[i].content, q->msgs[i].content_len};
+        br->msgs = *msgs;
+        br->n_msgs = q->n_msgs;
+    } else {
+        br->prompt = q->prompt;
+        br->prompt_len = q->prompt_len;
+    }
+    api_sampling(c->m, q, &br->sp);
+    br->priority = q->priority;
+    br->tenant = "";
+    br->cache_salt = q->cache_salt;
+    br->body_bytes = c->r ? srv_req_http(c->r)->body.n : 0;
+    /* the engine ends a generation at the deadline too; the client's own timer
+     * (gen.c) answers it. A coalescing generation outlives any one deadline. */
+    br->deadline = 0;
+    return 0;
+}
+
+/* Fill the canonical bytes of the sampling values actually used. */
+static size_t sampling_bytes(const bk_sampling_t *sp, char *out, size_t size)
+{
+    int n = snprintf(out, size, "t=%.17g p=%.17g k=%d m=%.17g r=%.17g pp=%.17g fp=%.17g s=%d:%llu mt=%d",
+                     sp->temperature, sp->top_p, sp->top_k, sp->min_p, sp->repeat_penalty,
+                     sp->presence_penalty, sp->frequency_penalty, sp->has_seed,
+                     (unsigned long long)sp->seed, sp->max_tokens);
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+static client_t *client_new(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
+{
+    client_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        api_error(r, 500, "server_error", NULL, NULL, "out of memory");
+        return NULL;
+    }
+    c->a = a;
+    c->r = r;
+    c->kind = kind;
+    c->t0 = t0;
+    return c;
+}
+
+/* The client was answered before it reached a generation. */
+static int answer_error(client_t *c, const oai_err_t *e)
+{
+    srv_req_t *r = c->r;
+    c->r = NULL;
+    api_send_error(r, e);
+    client_free(c);
+    return -1;
+}
+
+/* ---- stages ---- */
+
+/* memo: a byte-identical repeat of a request answered as an exact L1 hit. */
+static int stage_memo(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
+{
+    const api_cache_memo_t *m = api_cache_memo_find(a->cache, srv_req_http(r), (int)kind);
+    if (!m) return 0;
+    cache_entry_t *hit = api_cache_l1_get(a->cache, &m->cq);
+    if (!hit) return 0;
+    client_t *c = client_new(a, r, kind, t0);
+    if (!c) {
+        cache_entry_release(hit);
+        return -1;
+    }
+    c->m = &a->models[m->model];
+    c->cq = m->cq;
+    c->stream = m->stream;
+    c->include_usage = m->include_usage;
+    c->want_lp = m->want_lp;
+    api_cache_count(a->cache, API_CACHE_HIT_L1);
+    gen_reply_entry(c, hit, "L1");
+    cache_entry_release(hit);
+    return -1;
+}
+
+/* parse: JSON and the OpenAI schema. */
+static int stage_parse(client_t *c, cJSON **root)
+{
+    const http_req_t *h = srv_req_http(c->r);
+    oai_err_t e;
+    if (oai_parse_json(h->body.p ? h->body.p : "", h->body.n, root, &e) < 0 ||
+        oai_parse_tree(&c->q, c->kind, *root, &e) < 0)
+        return answer_error(c, &e);
+    c->stream = c->q.stream;
+    c->include_usage = c->q.include_usage;
+    c->want_lp = c->q.logprobs;
+    return 0;
+}
+
+/* model: the request's "model" picks the backend. */
+static int stage_model(client_t *c)
+{
+    api_t *a = c->a;
+    c->m = api_model_find(a, c->q.model);
+    if (c->m) return 0;
+    oai_err_t e;
+    char names[512];
+    size_t n = 0;
+    names[0] = '\0';
+    for (int i = 0; i < a->n_models && n + 4 < sizeof names; i++)
+        n += (size_t)snprintf(names + n, sizeof names - n, "%s'%s'", i ? ", " : "",
+                              a->models[i].cfg.name);
+    oai_err(&e, 404, "invalid_request_error", "model_not_found", "model",
+            "The model '%s' does not exist. Available: %s (alias 'default').", c->q.model, names);
+    return answer_error(c, &e);
+}
+
+/* tenant: who asks. The route table checked the API key; the namespace that
+ * keeps tenants' cache entries apart is built by the cache stage. */
+static int stage_tenant(client_t *c)
+{
+    (void)c;
+    return 0;
+}
+
+/* limit: rate limits per tenant (a later issue). */
+static int stage_rate_limit(client_t *c)
+{
+    (void)c;
+    return 0;
+}
+
+/* The client's deadline: the request's "timeout", capped by the server's. */
+static void set_deadline(client_t *c)
+{
+    double s = c->a->set->request_timeout_ms ? (double)c->a->set->request_timeout_ms / 1e3 : 0;
+    if (c->q.timeout_s > 0 && (s == 0 || c->q.timeout_s < s)) s = c->q.timeout_s;
+    c->deadline = s > 0 ? c->t0 + s : 0;
+}
+
+static void after_walk(client_t *c);
+
+/* An asynchronous tier answered. */
+static void on_walk(void *user, cache_entry_t *e, int tier)
+{
+    client_t *c = user;
+    c->walk = NULL;
+    if (e) {
+        cache_tiers_t *ts = api_cache_tiers(c->a->cache);
+        api_cache_count(c->a->cache, tier == 0 ? API_CACHE_HIT_L1 : API_CACHE_HIT_L2);
+        gen_reply_entry(c, e, ts->v[tier]->ops->name);
+        cache_entry_release(e);
+        return;
+    }
+    after_walk(c);
+}
+
+/* cache: decide, walk the tiers, join a twin. 1: go on to the backend. */
+static int stage_cache(client_t *c, const cJSON *root)
+{
+    api_t *a = c->a;
+    if (!api_cache_on(a->cache)) return 1;
+    bk_sampling_t sp;
+    api_sampling(c->m, &c->q, &sp);
+    char extra[512];
+    api_cache_keyin_t in = {0};
+    in.endpoint = c->kind == OAI_CHAT ? "chat" : "completions";
+    in.model = c->m->cfg.name;
+    in.digest = c->m->digest;
+    in.skip = KEY_SKIP;
+    in.extra = extra;
+    in.extra_len = sampling_bytes(&sp, extra, sizeof extra);
+    in.reproducible = sp.temperature == 0 || sp.has_seed;
+    api_cache_decide(a->cache, srv_req_http(c->r), root, &in, &c->cq);
+    if (!c->cq.cacheable) {
+        c->xcache = "BYPASS";
+        api_cache_count(a->cache, API_CACHE_BYPASS);
+        return 1;
+    }
+    if (c->cq.no_cache) return 1;
+    cache_entry_t *hit = NULL;
+    int tier = -1;
+    int64_t now = api_cache_now_ms();
+    if (!cache_tiers_lookup(api_cache_tiers(a->cache), &c->cq.key, c->cq.ns,
+                            c->cq.max_age >= 0 ? c->cq.max_age * 1000 : -1, now, on_walk, c,
+                            &c->walk, &hit, &tier)) {
+        /* an asynchronous tier (L2) answers later: a twin may start meanwhile */
+        sf_t *sf = api_cache_sf(a->cache);
+        sf_entry_t *sfe = sf ? sf_find(sf, &c->cq.key) : NULL;
+        if (sfe) {
+            cache_tiers_cancel(api_cache_tiers(a->cache), c->walk);
+            c->walk = NULL;
+            gen_join(c, sfe);
+            return 0;
+        }
+        client_wait(c);
+        client_arm_deadline(c);
+        return 0;
+    }
+    if (hit) {
+        api_cache_count(a->cache, tier == 0 ? API_CACHE_HIT_L1 : API_CACHE_HIT_L2);
+        if (tier == 0) {
+            const http_req_t *h = srv_req_http(c->r);
+            api_cache_memo_t m = {c->cq, (int)(c->m - a->models), c->stream, c->include_usage,
+                                  c->want_lp};
+            api_cache_memo_put(a->cache, h, (int)c->kind, &m);
+        }
+        gen_reply_entry(c, hit, api_cache_tiers(a->cache)->v[tier]->ops->name);
+        cache_entry_release(hit);
+        return 0;
+    }
+    return 1;
+}
+
+/* admit: admission control (latency control's issue). */
+static int stage_admit(client_t *c)
+{
+    (void)c;
+    return 0;
+}
+
+/* The tiers missed: follow a twin in flight, or admit and submit. */
+static void after_walk(client_t *c)
+{
+    sf_t *sf = api_cache_sf(c->a->cache);
+    sf_entry_t *sfe = c->cq.cacheable && !c->cq.no_cache && sf ? sf_find(sf, &c->cq.key) : NULL;
+    if (sfe) {
+        gen_join(c, sfe);
+        return;
+    }
+    if (stage_admit(c) < 0) return;
+    gen_start(c);
+}
+
+void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
+{
+    double t0 = time_now_mono();
+    if (stage_memo(a, r, kind, t0) < 0) return;
+    client_t *c = client_new(a, r, kind, t0);
+    if (!c) return;
+    cJSON *root = NULL;
+    if (stage_parse(c, &root) < 0 || stage_model(c) < 0 || stage_tenant(c) < 0 ||
+        stage_rate_limit(c) < 0) {
+        cJSON_Delete(root);
+        return;
+    }
+    set_deadline(c);
+    int go_on = stage_cache(c, root);
+    cJSON_Delete(root);
+    if (!go_on) return;
+    client_arm_deadline(c);
+    after_walk(c);
+}

@@ -1,0 +1,178 @@
+/* reply.c — reply bytes for events and entries (see reply.h). */
+#include "api/reply.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+oai_finish_t reply_finish(bk_finish_t f)
+{
+    switch (f) {
+    case BK_FINISH_STOP:
+        return OAI_FINISH_STOP;
+    case BK_FINISH_LENGTH:
+        return OAI_FINISH_LENGTH;
+    case BK_FINISH_TOOL_CALLS:
+        return OAI_FINISH_TOOL_CALLS;
+    case BK_FINISH_TIMEOUT:
+    case BK_FINISH_CANCELLED:
+        return OAI_FINISH_TIMEOUT;
+    default:
+        return OAI_FINISH_NONE;
+    }
+}
+
+/* ---- pending logprobs ---- */
+
+/* Texts live in one growing buffer, so entries keep offsets and get their
+ * pointers when read (lp_list_items). */
+struct lp_list {
+    buf_t text;
+    lp_tok_t *items;
+    size_t *off; /* per item: token offset in text */
+    int *top0;   /* per item: first alternative in tops */
+    int n, cap;
+    lp_alt_t *tops;
+    size_t *top_off;
+    int n_tops, cap_tops;
+};
+
+lp_list_t *lp_list_create(void)
+{
+    return calloc(1, sizeof(lp_list_t));
+}
+
+void lp_list_destroy(lp_list_t *l)
+{
+    if (!l) return;
+    buf_free(&l->text);
+    free(l->items);
+    free(l->off);
+    free(l->top0);
+    free(l->tops);
+    free(l->top_off);
+    free(l);
+}
+
+void lp_list_clear(lp_list_t *l)
+{
+    buf_clear(&l->text);
+    l->n = 0;
+    l->n_tops = 0;
+}
+
+int lp_list_n(const lp_list_t *l)
+{
+    return l ? l->n : 0;
+}
+
+int lp_list_push(lp_list_t *l, const lp_tok_t *x)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 16;
+        lp_tok_t *a = realloc(l->items, (size_t)cap * sizeof *a);
+        if (a) l->items = a;
+        size_t *b = realloc(l->off, (size_t)cap * sizeof *b);
+        if (b) l->off = b;
+        int *c = realloc(l->top0, (size_t)cap * sizeof *c);
+        if (c) l->top0 = c;
+        if (!a || !b || !c) return BAR_ERR_NOMEM;
+        l->cap = cap;
+    }
+    if (l->n_tops + x->n_top > l->cap_tops) {
+        int cap = l->cap_tops ? l->cap_tops : 16;
+        while (cap < l->n_tops + x->n_top)
+            cap *= 2;
+        lp_alt_t *a = realloc(l->tops, (size_t)cap * sizeof *a);
+        if (a) l->tops = a;
+        size_t *b = realloc(l->top_off, (size_t)cap * sizeof *b);
+        if (b) l->top_off = b;
+        if (!a || !b) return BAR_ERR_NOMEM;
+        l->cap_tops = cap;
+    }
+    int i = l->n++;
+    l->items[i] = (lp_tok_t){NULL, x->token_len, x->logprob, x->n_top, NULL};
+    l->off[i] = l->text.n;
+    l->top0[i] = l->n_tops;
+    if (buf_append(&l->text, x->token, x->token_len)) return BAR_ERR_NOMEM;
+    for (int k = 0; k < x->n_top; k++) {
+        int t = l->n_tops++;
+        l->tops[t] = (lp_alt_t){NULL, x->top[k].len, x->top[k].logprob};
+        l->top_off[t] = l->text.n;
+        if (buf_append(&l->text, x->top[k].token, x->top[k].len)) return BAR_ERR_NOMEM;
+    }
+    return 0;
+}
+
+const lp_tok_t *lp_list_items(lp_list_t *l)
+{
+    if (!l || !l->n) return NULL;
+    const char *base = l->text.p ? l->text.p : "";
+    for (int t = 0; t < l->n_tops; t++)
+        l->tops[t].token = base + l->top_off[t];
+    for (int i = 0; i < l->n; i++) {
+        l->items[i].token = base + l->off[i];
+        l->items[i].top = l->tops + l->top0[i];
+    }
+    return l->items;
+}
+
+/* ---- bytes ---- */
+
+int reply_json(buf_t *out, const oai_resp_t *r, const char *text, size_t len, oai_finish_t fin,
+               const oai_usage_t *u, const lp_tok_t *lp, int n_lp, int want_lp)
+{
+    return oai_format_response(out, r, text ? text : "", len, fin, u, lp, n_lp, want_lp);
+}
+
+int reply_sse_open(buf_t *out, const oai_resp_t *r)
+{
+    if (r->kind != OAI_CHAT) return 0;
+    return oai_format_chunk(out, r, 1, NULL, 0, OAI_FINISH_NONE, NULL, NULL, 0, 0);
+}
+
+int reply_sse_delta(buf_t *out, const oai_resp_t *r, const char *text, size_t len,
+                    const lp_tok_t *lp, int n_lp, int want_lp)
+{
+    if (!len && !(want_lp && n_lp)) return 0;
+    return oai_format_chunk(out, r, 0, text, len, OAI_FINISH_NONE, NULL, lp, n_lp, want_lp);
+}
+
+int reply_sse_close(buf_t *out, const oai_resp_t *r, oai_finish_t fin, const oai_usage_t *u,
+                    int include_usage)
+{
+    oai_format_chunk(out, r, 0, NULL, 0, fin, NULL, NULL, 0, 0);
+    if (include_usage && u) oai_format_chunk(out, r, 0, NULL, 0, OAI_FINISH_NONE, u, NULL, 0, 0);
+    return oai_format_done(out);
+}
+
+int reply_sse_error(buf_t *out, const oai_err_t *e)
+{
+    buf_puts(out, "data: ");
+    oai_error_body(out, e);
+    buf_puts(out, "\n");
+    return oai_format_done(out);
+}
+
+static oai_finish_t entry_finish(const cache_entry_t *e)
+{
+    return e->finish == CACHE_FINISH_STOP ? OAI_FINISH_STOP : OAI_FINISH_LENGTH;
+}
+
+int reply_entry_json(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int want_lp)
+{
+    oai_usage_t u = {e->prompt_tokens, e->completion_tokens, e->cached_tokens};
+    return oai_format_response(out, r, e->text, e->text_len, entry_finish(e), &u, e->lp, e->n_lp,
+                               want_lp);
+}
+
+int reply_entry_sse(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int include_usage,
+                    int want_lp)
+{
+    oai_usage_t u = {e->prompt_tokens, e->completion_tokens, e->cached_tokens};
+    reply_sse_open(out, r);
+    for (int i = 0; i < e->n_chunks; i++) {
+        const cache_chunk_t *ch = &e->chunks[i];
+        reply_sse_delta(out, r, e->text + ch->off, ch->len, e->lp + ch->lp0, ch->n_lp, want_lp);
+    }
+    return reply_sse_close(out, r, entry_finish(e), &u, include_usage);
+}

@@ -1,0 +1,53 @@
+/* reply.h — the bytes of a reply: one OpenAI JSON object, or an SSE stream,
+ * for a sequence of text-level events or for a stored cache entry; and the
+ * pending-logprob list a streaming client accumulates between writes.
+ *
+ * Pure functions over buffers (no sockets, no clock): the unit tests check
+ * the exact bytes for a given event sequence. Not for: when to write (gen.c,
+ * back-pressure), the JSON field formatting itself (openai.c). */
+#ifndef BARISTA_API_REPLY_H
+#define BARISTA_API_REPLY_H
+
+#include "api/openai.h"
+#include "backend/backend.h"
+#include "cache/cache_entry.h"
+#include "util/buf.h"
+#include "util/logprob.h"
+
+/* The finish_reason a client sees for a backend finish: stop, length,
+ * tool_calls; timeout for a deadline or a cancellation that cut the reply
+ * short (never "length"). ERROR/NONE → OAI_FINISH_NONE. */
+oai_finish_t reply_finish(bk_finish_t f);
+
+/* Logprob entries copied out of events until the next write. */
+typedef struct lp_list lp_list_t;
+lp_list_t *lp_list_create(void); /* NULL on OOM */
+void lp_list_destroy(lp_list_t *l);
+int lp_list_push(lp_list_t *l, const lp_tok_t *x); /* copies; 0 or BAR_ERR_NOMEM */
+void lp_list_clear(lp_list_t *l);
+int lp_list_n(const lp_list_t *l);
+/* The entries (pointers valid until the next push/clear). */
+const lp_tok_t *lp_list_items(lp_list_t *l);
+
+/* A whole non-streamed reply. */
+int reply_json(buf_t *out, const oai_resp_t *r, const char *text, size_t len, oai_finish_t fin,
+               const oai_usage_t *u, const lp_tok_t *lp, int n_lp, int want_lp);
+
+/* SSE: the first event (chat: the role chunk; completions: nothing). */
+int reply_sse_open(buf_t *out, const oai_resp_t *r);
+/* SSE: one delta (skipped when it carries nothing). */
+int reply_sse_delta(buf_t *out, const oai_resp_t *r, const char *text, size_t len,
+                    const lp_tok_t *lp, int n_lp, int want_lp);
+/* SSE: the finish chunk, the usage chunk when asked, then [DONE]. */
+int reply_sse_close(buf_t *out, const oai_resp_t *r, oai_finish_t fin, const oai_usage_t *u,
+                    int include_usage);
+/* SSE: an error event after the head went out, then [DONE]. */
+int reply_sse_error(buf_t *out, const oai_err_t *e);
+
+/* A stored entry as one JSON reply, or replayed as a whole SSE stream cut at
+ * the original token events. */
+int reply_entry_json(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int want_lp);
+int reply_entry_sse(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int include_usage,
+                    int want_lp);
+
+#endif

@@ -1,0 +1,183 @@
+/* backend.h — what answers a generation: the interface every backend
+ * implements (the local engine today, an upstream OpenAI-compatible server
+ * next) and the pipeline calls.
+ *
+ * The pipeline hands a backend a request in text (chat messages or a prompt,
+ * sampling values, stop strings, deadline, priority, tenant) and gets
+ * TEXT-LEVEL events back: deltas of text with their logprobs, then one DONE
+ * with the finish reason and usage. Token ids never cross this border; how a
+ * backend tokenizes, batches or forwards is its own business.
+ *
+ * Threads: every function and every event callback runs on the loop thread
+ * that created the backend (a backend with worker threads hops back to the
+ * loop itself). A job's callback may be called from inside bk_submit only for
+ * nothing: submit never calls back synchronously.
+ *
+ * Event order for one job: START once (the backend accepted it: the prompt
+ * fits and it is queued; the reply's head may go out now), DELTA*, DONE once.
+ * A job that fails before START gets DONE with BK_FINISH_ERROR and no START:
+ * the caller answers with an HTTP error (status in ev->status). After DONE
+ * the job is gone; its id is never reused.
+ *
+ * Not for: JSON (src/api/), caching (src/cache/), HTTP. */
+#ifndef BARISTA_BACKEND_BACKEND_H
+#define BARISTA_BACKEND_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+#include "util/logprob.h"
+
+typedef struct backend backend_t;
+
+/* One chat message; role is "system" | "user" | "assistant". Borrowed. */
+typedef struct {
+    const char *role;
+    const char *content;
+    size_t content_len;
+} bk_msg_t;
+
+typedef struct {
+    int token; /* backend's token id (only meaningful to that backend) */
+    float bias;
+} bk_logit_bias_t;
+
+/* Sampling and stopping: the values actually used (request + model defaults,
+ * resolved by the caller). */
+typedef struct {
+    double temperature; /* 0 = greedy */
+    double top_p;
+    int top_k;
+    double min_p;
+    double presence_penalty, frequency_penalty, repeat_penalty;
+    uint64_t seed;
+    int has_seed;
+    int n;                             /* choices; 1 unless the backend supports more */
+    const bk_logit_bias_t *logit_bias; /* NULL/0: none */
+    int n_logit_bias;
+    const char *constraint; /* output constraint (JSON schema / grammar), NULL: none */
+    size_t constraint_len;
+    int max_tokens;          /* > 0; the backend may stop earlier at its context end */
+    const char *const *stop; /* n_stop stop strings, borrowed */
+    int n_stop;
+    int ignore_eos;
+    int logprobs;     /* report each token's logprob */
+    int top_logprobs; /* alternatives per token, 0..20 */
+} bk_sampling_t;
+
+typedef enum {
+    BK_EV_START = 1, /* accepted: the reply may start */
+    BK_EV_DELTA,     /* text and/or logprobs of one step */
+    BK_EV_DONE,      /* the last event */
+} bk_ev_type_t;
+
+typedef enum {
+    BK_FINISH_NONE = 0,
+    BK_FINISH_STOP,       /* end of turn or a stop string */
+    BK_FINISH_LENGTH,     /* max_tokens or the context end */
+    BK_FINISH_TOOL_CALLS, /* the model called a tool */
+    BK_FINISH_TIMEOUT,    /* the deadline passed */
+    BK_FINISH_CANCELLED,  /* bk_cancel (disconnect, slow reader, shutdown) */
+    BK_FINISH_ERROR,      /* see err, status, msg */
+} bk_finish_t;
+
+/* Borrowed for the callback's duration. */
+typedef struct {
+    bk_ev_type_t type;
+    int index; /* choice index */
+    /* DELTA */
+    const char *text;
+    size_t text_len;
+    const lp_tok_t *lp; /* n_lp entries (0 or 1 per step today) */
+    int n_lp;
+    const char *tool_delta; /* a tool-call delta as JSON, NULL: none */
+    size_t tool_delta_len;
+    /* DONE */
+    bk_finish_t finish;
+    int err;         /* BK_FINISH_ERROR: a bar_err_t */
+    int status;      /* BK_FINISH_ERROR: the HTTP status it maps to (400, 500, 503) */
+    const char *msg; /* BK_FINISH_ERROR: what went wrong; may name a field in param */
+    const char *param;
+    /* START, DONE: counts */
+    int n_prompt, n_cached, n_gen;
+    double t_first_token; /* seconds from submit to the first token, 0 if none */
+} bk_event_t;
+
+typedef void (*bk_event_fn)(void *user, const bk_event_t *ev);
+
+typedef struct {
+    int is_chat;           /* 1: msgs; 0: prompt */
+    const bk_msg_t *msgs;  /* borrowed for the bk_submit call */
+    int n_msgs;
+    const char *prompt;
+    size_t prompt_len;
+    bk_sampling_t sp;
+    const char *tools; /* tool definitions as JSON, NULL: none */
+    size_t tools_len;
+    double deadline;   /* absolute time_now_mono() seconds; 0 = none */
+    int priority;      /* lower runs sooner (vLLM), 0 normal */
+    const char *tenant; /* who asks (API key namespace), "" = anonymous */
+    const char *cache_salt;
+    size_t body_bytes; /* the request's size, a hint for doing work off the loop */
+    bk_event_fn cb;
+    void *user; /* valid until DONE */
+} bk_req_t;
+
+typedef struct {
+    int n_ctx;       /* context length (0: unknown) */
+    int n_active;    /* sequences running */
+    int n_queued;    /* waiting for a slot */
+    int n_jobs;      /* submitted and not yet DONE */
+    double est_wait; /* seconds a request submitted now would wait for its first token */
+    const char *kind;         /* "local" | "upstream" */
+    const char *kernel_level; /* local: "scalar" | "avx2" | "avx512" */
+    int n_threads;
+} bk_stats_t;
+
+/* The vtable. Unused entries may be NULL (e.g. embed on a chat model). */
+typedef struct {
+    /* Start a job. 0 and *id, or an error (BAR_ERR_INVALID with msg naming
+     * a field the backend cannot honour, BAR_ERR_BUSY shutting down, NOMEM);
+     * on failure no event is ever delivered. */
+    int (*submit)(backend_t *b, const bk_req_t *req, uint64_t *id, bar_msg_t *msg);
+    /* Ask a job to end: DONE (CANCELLED) follows unless DONE already came. */
+    void (*cancel)(backend_t *b, uint64_t id);
+    void (*stats)(backend_t *b, bk_stats_t *out);
+    /* Prompt tokens the request would use (admission and rate limits). */
+    int (*count_tokens)(backend_t *b, const bk_req_t *req, size_t *n, bar_msg_t *msg);
+    /* One vector per text, dim floats each, into out (n_texts * dim). */
+    int (*embed)(backend_t *b, const char *const *texts, const size_t *lens, int n_texts,
+                 float *out, int *dim, bar_msg_t *msg);
+    /* Stop: every job still running gets DONE (CANCELLED) before this
+     * returns or on the next loop turns; then free. */
+    void (*destroy)(backend_t *b);
+} bk_ops_t;
+
+/* Every backend starts with this header (the implementation's struct embeds
+ * it first). */
+struct backend {
+    const bk_ops_t *ops;
+};
+
+static inline int bk_submit(backend_t *b, const bk_req_t *r, uint64_t *id, bar_msg_t *msg)
+{
+    return b->ops->submit(b, r, id, msg);
+}
+static inline void bk_cancel(backend_t *b, uint64_t id)
+{
+    b->ops->cancel(b, id);
+}
+static inline void bk_stats(backend_t *b, bk_stats_t *out)
+{
+    b->ops->stats(b, out);
+}
+static inline void bk_destroy(backend_t *b)
+{
+    if (b) b->ops->destroy(b);
+}
+
+/* "stop", "length", ... for logs and metrics. */
+const char *bk_finish_name(bk_finish_t f);
+
+#endif

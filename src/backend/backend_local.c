@@ -1,0 +1,646 @@
+/* backend_local.c — the local engine behind the backend interface (see
+ * backend_local.h).
+ *
+ * A job lives from bk_submit until its DONE event has been delivered. Its
+ * prompt is rendered and tokenized inline for small requests and on the libuv
+ * thread pool for big ones; START is delivered through the same queue as the
+ * engine's events, so a job's events always arrive in order and never from
+ * inside bk_submit.
+ *
+ * Memory: a token event copies its text and alternatives into one allocation
+ * on the engine thread; if that allocation fails the job is marked lost and
+ * cancelled, and its DONE turns into an error (a reply missing a token must
+ * never finish normally or be cached). The DONE event is preallocated at
+ * submit, so it cannot be lost. */
+#include "backend/backend_local.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/chat.h"
+#include "engine/tokenizer.h"
+#include "util/timeutil.h"
+
+#define DONE_MSG_MAX 400
+#define PREPARE_INLINE_MAX 8192 /* bodies above this are tokenized off the loop */
+#define PIECE_MAX 64            /* logprob token texts are cut at this many bytes */
+#define TOP_MAX 20
+
+typedef struct local local_t;
+typedef struct job job_t;
+
+typedef enum { EV_START = 0, EV_TOKEN, EV_DONE } ev_kind_t;
+
+/* One queued event: engine thread (or loop, for START) → loop. */
+typedef struct qev {
+    struct qev *next;
+    job_t *j;
+    ev_kind_t kind;
+    int token;
+    float logprob;
+    int n_top;
+    engine_top_t top[TOP_MAX];
+    engine_finish_t finish;
+    int err;
+    int n_prompt, n_cached, n_gen;
+    double t_first_token;
+    size_t text_len;
+    char msg[DONE_MSG_MAX + 1];
+    char text[]; /* text_len bytes + NUL */
+} qev_t;
+
+struct job {
+    local_t *b;
+    job_t *prev, *next; /* b->jobs */
+    uint64_t id;
+    uint64_t req_id; /* the engine's, once submitted */
+    bk_event_fn cb;
+    void *user;
+    int is_chat;
+    chat_msg_t *msgs; /* copies (chat) */
+    int n_msgs;
+    char *prompt; /* copy (completions) */
+    size_t prompt_len;
+    char *stop[4];
+    int n_stop;
+    engine_sampling_t sp;
+    int max_tokens_req; /* the request's, 0 = default */
+    double deadline;
+    int priority;
+    int32_t *toks;
+    size_t n_tok;
+    int failed; /* preparing failed: err/status/msg say why */
+    int err, status;
+    char param[16];
+    char msg[256];
+    int submitted; /* the engine holds it until DONE */
+    int cancelled; /* bk_cancel before it reached the engine */
+    int lost;      /* a token event was dropped (engine thread writes, under b->mu) */
+    int in_work;   /* being prepared on the thread pool */
+    uv_work_t work;
+    qev_t *done_ev; /* preallocated DONE */
+};
+
+struct local {
+    backend_t base;
+    uv_loop_t *loop;
+    engine_t *engine;
+    const tok_t *tok;
+    int n_ctx;
+    int max_tokens_default;
+    int chat_ok;
+    chat_tmpl_t chat_tmpl;
+    char chat_err[256];
+    uv_async_t async;
+    pthread_mutex_t mu; /* guards head/tail and job->lost */
+    qev_t *head, *tail;
+    job_t *jobs;
+    int n_jobs;
+    int n_work;
+    uint64_t next_id;
+    int closing, closed;
+};
+
+/* ---- the queue ---- */
+
+static void queue_push(local_t *b, qev_t *e)
+{
+    pthread_mutex_lock(&b->mu);
+    if (b->tail)
+        b->tail->next = e;
+    else
+        b->head = e;
+    b->tail = e;
+    pthread_mutex_unlock(&b->mu);
+    uv_async_send(&b->async);
+}
+
+/* Engine thread: copy the event and queue it. */
+static void on_engine_event(void *user, const engine_event_t *ev)
+{
+    job_t *j = user;
+    local_t *b = j->b;
+    qev_t *e;
+    if (ev->type == ENGINE_EV_DONE) {
+        e = j->done_ev;
+        j->done_ev = NULL;
+        e->kind = EV_DONE;
+        e->finish = ev->finish;
+        e->err = ev->err;
+        snprintf(e->msg, sizeof e->msg, "%s", ev->msg ? ev->msg : "");
+    } else {
+        e = malloc(sizeof *e + ev->text_len + 1);
+        if (!e) {
+            /* the reply would miss a token: fail the job instead */
+            pthread_mutex_lock(&b->mu);
+            j->lost = 1;
+            pthread_mutex_unlock(&b->mu);
+            engine_cancel(b->engine, ev->req_id);
+            return;
+        }
+        memset(e, 0, sizeof *e);
+        e->kind = EV_TOKEN;
+        e->token = ev->token;
+        e->logprob = ev->logprob;
+        e->n_top = ev->top && ev->n_top > 0 ? (ev->n_top < TOP_MAX ? ev->n_top : TOP_MAX) : 0;
+        if (e->n_top) memcpy(e->top, ev->top, (size_t)e->n_top * sizeof *e->top);
+        e->text_len = ev->text_len;
+        if (ev->text_len) memcpy(e->text, ev->text, ev->text_len);
+        e->text[ev->text_len] = '\0';
+    }
+    e->next = NULL;
+    e->j = j;
+    e->n_prompt = ev->n_prompt;
+    e->n_cached = ev->n_cached;
+    e->n_gen = ev->n_gen;
+    e->t_first_token = ev->t_first_token;
+    queue_push(b, e);
+}
+
+/* ---- jobs ---- */
+
+static void job_free(job_t *j)
+{
+    local_t *b = j->b;
+    if (j->prev)
+        j->prev->next = j->next;
+    else if (b->jobs == j)
+        b->jobs = j->next;
+    if (j->next) j->next->prev = j->prev;
+    b->n_jobs--;
+    for (int i = 0; i < j->n_msgs; i++)
+        free((char *)j->msgs[i].content);
+    free(j->msgs);
+    free(j->prompt);
+    for (int i = 0; i < j->n_stop; i++)
+        free(j->stop[i]);
+    free(j->toks);
+    free(j->done_ev);
+    free(j);
+}
+
+static void maybe_free(local_t *b)
+{
+    if (!b->closed || b->n_work || b->n_jobs) return;
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+static int job_fail(job_t *j, int err, int status, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int job_fail(job_t *j, int err, int status, const char *param, const char *fmt, ...)
+{
+    j->failed = 1;
+    j->err = err;
+    j->status = status;
+    snprintf(j->param, sizeof j->param, "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(j->msg, sizeof j->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Render (chat) and tokenize the prompt into j->toks. Pure computation on the
+ * job's own copies and the immutable tokenizer: safe on a worker thread. */
+static void prepare(job_t *j)
+{
+    local_t *b = j->b;
+    const char *what = j->is_chat ? "messages" : "prompt";
+    size_t n_tok = 0;
+    int rc;
+    if (j->is_chat) {
+        if (!b->chat_ok) {
+            job_fail(j, BAR_ERR_UNSUPPORTED, 400, "messages",
+                     "This model has no usable chat template (%s); use /v1/completions.",
+                     b->chat_err);
+            return;
+        }
+        int32_t *ids = NULL;
+        bar_msg_t msg = {{0}};
+        rc = chat_encode(b->chat_tmpl, b->tok, j->msgs, (size_t)j->n_msgs, 1, &ids, &n_tok, &msg);
+        if (rc) {
+            job_fail(j, rc, 500, NULL, "chat template: %s", msg.text);
+            return;
+        }
+        j->toks = ids;
+    } else {
+        size_t cap = (size_t)b->n_ctx;
+        j->toks = malloc(cap * sizeof *j->toks);
+        if (!j->toks) {
+            job_fail(j, BAR_ERR_NOMEM, 500, NULL, "out of memory");
+            return;
+        }
+        rc = tok_encode(b->tok, j->prompt, j->prompt_len, 1, 0, j->toks, cap, &n_tok);
+        if (rc && rc != BAR_ERR_RANGE) {
+            job_fail(j, rc, 500, NULL, "tokenizer failed: %s", bar_strerror(rc));
+            return;
+        }
+        if (rc == BAR_ERR_RANGE) n_tok = cap;
+    }
+    j->n_tok = n_tok;
+    if (n_tok >= (size_t)b->n_ctx)
+        job_fail(j, BAR_ERR_RANGE, 400, what,
+                 "This model's maximum context length is %d tokens. However, your %s resulted "
+                 "in %zu%s tokens, leaving no room for the completion. Please reduce the length "
+                 "of the %s.",
+                 b->n_ctx, what, n_tok, n_tok == (size_t)b->n_ctx ? " or more" : "", what);
+    else if (n_tok == 0)
+        job_fail(j, BAR_ERR_INVALID, 400, what, "The prompt is empty.");
+}
+
+/* Deliver a DONE for a job that never reached the engine, then free it. */
+static void deliver_unsubmitted(job_t *j)
+{
+    bk_event_t ev = {0};
+    ev.type = BK_EV_DONE;
+    if (j->failed) {
+        ev.finish = BK_FINISH_ERROR;
+        ev.err = j->err;
+        ev.status = j->status;
+        ev.msg = j->msg;
+        ev.param = j->param[0] ? j->param : NULL;
+    } else {
+        ev.finish = BK_FINISH_CANCELLED;
+    }
+    j->cb(j->user, &ev);
+    job_free(j);
+}
+
+/* The prompt is ready: hand it to the engine; START follows through the
+ * queue. 0, or -1 with j->failed set (nothing was delivered). */
+static int engine_start(job_t *j)
+{
+    local_t *b = j->b;
+    if (j->failed) return -1;
+    long long room = (long long)b->n_ctx - (long long)j->n_tok;
+    long long mt = j->max_tokens_req > 0 ? j->max_tokens_req : b->max_tokens_default;
+    j->sp.max_tokens = (int)(mt < room ? mt : room);
+    engine_req_t er = {0};
+    er.prompt = j->toks;
+    er.n_prompt = j->n_tok;
+    er.sampling = j->sp;
+    er.deadline = j->deadline;
+    er.priority = -j->priority; /* the engine runs higher first */
+    er.cb = on_engine_event;
+    er.user = j;
+    bar_msg_t msg = {{0}};
+    int rc = engine_submit(b->engine, &er, &j->req_id, &msg);
+    free(j->toks);
+    j->toks = NULL;
+    if (rc) {
+        const char *what = j->is_chat ? "messages" : "prompt";
+        if (rc == BAR_ERR_RANGE)
+            return job_fail(j, rc, 400, what, "%s", msg.text);
+        if (rc == BAR_ERR_BUSY)
+            return job_fail(j, rc, 503, NULL, "%s",
+                            msg.text[0] ? msg.text : "the engine is shutting down");
+        return job_fail(j, rc, rc == BAR_ERR_INVALID ? 400 : 500, NULL, "%s",
+                        msg.text[0] ? msg.text : bar_strerror(rc));
+    }
+    j->submitted = 1;
+    qev_t *e = calloc(1, sizeof *e + 1);
+    if (!e) {
+        /* without START the job still ends with DONE, which the caller then
+         * treats as a failure to start */
+        engine_cancel(b->engine, j->req_id);
+        return 0;
+    }
+    e->kind = EV_START;
+    e->j = j;
+    e->n_prompt = (int)j->n_tok;
+    queue_push(b, e);
+    return 0;
+}
+
+static void prepare_work(uv_work_t *w)
+{
+    prepare(w->data);
+}
+
+static void prepare_done(uv_work_t *w, int status)
+{
+    job_t *j = w->data;
+    local_t *b = j->b;
+    b->n_work--;
+    j->in_work = 0;
+    if (status && !j->failed) job_fail(j, BAR_ERR_IO, 500, NULL, "tokenization cancelled");
+    if (j->cancelled || b->closing || engine_start(j) < 0) deliver_unsubmitted(j);
+    maybe_free(b);
+}
+
+static char *dup_n(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (!p) return NULL;
+    if (n) memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_msg_t *msg)
+{
+    local_t *b = (local_t *)base;
+    if (b->closing) return bar_fail(msg, BAR_ERR_BUSY, "the engine is shutting down");
+    if (r->sp.n > 1)
+        return bar_fail(msg, BAR_ERR_UNSUPPORTED, "n: only n = 1 is supported by this model");
+    if (r->sp.n_logit_bias)
+        return bar_fail(msg, BAR_ERR_UNSUPPORTED, "logit_bias: not supported by this model");
+    if (r->sp.constraint)
+        return bar_fail(msg, BAR_ERR_UNSUPPORTED, "response_format: not supported by this model");
+    if (r->tools) return bar_fail(msg, BAR_ERR_UNSUPPORTED, "tools: not supported by this model");
+    job_t *j = calloc(1, sizeof *j);
+    if (!j) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    j->b = b;
+    j->cb = r->cb;
+    j->user = r->user;
+    j->is_chat = r->is_chat;
+    j->deadline = r->deadline;
+    j->priority = r->priority;
+    j->max_tokens_req = r->sp.max_tokens;
+    j->done_ev = calloc(1, sizeof *j->done_ev + 1);
+    int oom = !j->done_ev;
+    if (r->is_chat) {
+        j->msgs = calloc((size_t)r->n_msgs + 1, sizeof *j->msgs);
+        oom |= !j->msgs;
+        for (int i = 0; !oom && i < r->n_msgs; i++) {
+            char *c = dup_n(r->msgs[i].content, r->msgs[i].content_len);
+            if (!c) {
+                oom = 1;
+                break;
+            }
+            j->msgs[i] = (chat_msg_t){r->msgs[i].role, strlen(r->msgs[i].role), c,
+                                      r->msgs[i].content_len};
+            j->n_msgs = i + 1;
+        }
+    } else {
+        j->prompt = dup_n(r->prompt, r->prompt_len);
+        j->prompt_len = r->prompt_len;
+        oom |= !j->prompt;
+    }
+    engine_sampling_t sp = engine_sampling_default();
+    sp.temperature = (float)r->sp.temperature;
+    sp.top_p = (float)r->sp.top_p;
+    sp.top_k = r->sp.top_k;
+    sp.min_p = (float)r->sp.min_p;
+    sp.presence_penalty = (float)r->sp.presence_penalty;
+    sp.frequency_penalty = (float)r->sp.frequency_penalty;
+    sp.repeat_penalty = (float)r->sp.repeat_penalty;
+    sp.seed = r->sp.seed;
+    sp.has_seed = r->sp.has_seed;
+    for (int i = 0; !oom && i < r->sp.n_stop && i < 4; i++) {
+        j->stop[i] = dup_n(r->sp.stop[i], strlen(r->sp.stop[i]));
+        oom |= !j->stop[i];
+        sp.stop[i] = j->stop[i];
+        j->n_stop = i + 1;
+    }
+    sp.n_stop = j->n_stop;
+    sp.ignore_eos = r->sp.ignore_eos;
+    sp.logprobs = r->sp.logprobs;
+    sp.top_logprobs = r->sp.top_logprobs > TOP_MAX ? TOP_MAX : r->sp.top_logprobs;
+    j->sp = sp;
+    j->id = ++b->next_id;
+    j->next = b->jobs;
+    if (b->jobs) b->jobs->prev = j;
+    b->jobs = j;
+    b->n_jobs++;
+    if (oom) {
+        job_free(j);
+        return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    }
+    *id = j->id;
+    if (r->body_bytes >= PREPARE_INLINE_MAX) {
+        /* a big prompt: tokenize on the libuv thread pool so the loop stays free */
+        j->work.data = j;
+        if (uv_queue_work(b->loop, &j->work, prepare_work, prepare_done) == 0) {
+            j->in_work = 1;
+            b->n_work++;
+            return 0;
+        }
+    }
+    prepare(j);
+    if (engine_start(j) < 0) {
+        /* refused at once: no event will come */
+        int rc = bar_fail(msg, j->err ? j->err : BAR_ERR_INVALID, "%s", j->msg);
+        job_free(j);
+        return rc;
+    }
+    return 0;
+}
+
+static job_t *find_job(local_t *b, uint64_t id)
+{
+    for (job_t *j = b->jobs; j; j = j->next)
+        if (j->id == id) return j;
+    return NULL;
+}
+
+static void local_cancel(backend_t *base, uint64_t id)
+{
+    local_t *b = (local_t *)base;
+    job_t *j = find_job(b, id);
+    if (!j) return;
+    if (j->submitted)
+        engine_cancel(b->engine, j->req_id);
+    else
+        j->cancelled = 1; /* being tokenized: ends when that returns */
+}
+
+/* ---- loop side: queue → events ---- */
+
+static void deliver(local_t *b, qev_t *q)
+{
+    job_t *j = q->j;
+    bk_event_t ev = {0};
+    ev.n_prompt = q->n_prompt;
+    ev.n_cached = q->n_cached;
+    ev.n_gen = q->n_gen;
+    ev.t_first_token = q->t_first_token;
+    if (q->kind == EV_START) {
+        ev.type = BK_EV_START;
+        j->cb(j->user, &ev);
+        return;
+    }
+    if (q->kind == EV_TOKEN) {
+        char pieces[(TOP_MAX + 1) * PIECE_MAX];
+        lp_alt_t tops[TOP_MAX];
+        lp_tok_t lp;
+        ev.type = BK_EV_DELTA;
+        ev.text = q->text;
+        ev.text_len = q->text_len;
+        if (j->sp.logprobs) {
+            size_t n = tok_piece(b->tok, q->token, 1, pieces, PIECE_MAX);
+            lp = (lp_tok_t){pieces, n > PIECE_MAX ? PIECE_MAX : n, q->logprob, 0, tops};
+            for (int k = 0; k < q->n_top && k < j->sp.top_logprobs; k++) {
+                char *p = pieces + (size_t)(k + 1) * PIECE_MAX;
+                size_t m = tok_piece(b->tok, q->top[k].token, 1, p, PIECE_MAX);
+                tops[k] = (lp_alt_t){p, m > PIECE_MAX ? PIECE_MAX : m, q->top[k].logprob};
+                lp.n_top = k + 1;
+            }
+            ev.lp = &lp;
+            ev.n_lp = 1;
+        }
+        j->cb(j->user, &ev);
+        return;
+    }
+    ev.type = BK_EV_DONE;
+    pthread_mutex_lock(&b->mu);
+    int lost = j->lost;
+    pthread_mutex_unlock(&b->mu);
+    switch (q->finish) {
+    case ENGINE_FINISH_STOP:
+        ev.finish = BK_FINISH_STOP;
+        break;
+    case ENGINE_FINISH_LENGTH:
+        ev.finish = BK_FINISH_LENGTH;
+        break;
+    case ENGINE_FINISH_TIMEOUT:
+        ev.finish = BK_FINISH_TIMEOUT;
+        break;
+    case ENGINE_FINISH_CANCELLED:
+        ev.finish = BK_FINISH_CANCELLED;
+        break;
+    default:
+        ev.finish = BK_FINISH_ERROR;
+        ev.err = q->err ? q->err : BAR_ERR_IO;
+        ev.status = 500;
+        ev.msg = q->msg[0] ? q->msg : bar_strerror(ev.err);
+        break;
+    }
+    if (lost) {
+        ev.finish = BK_FINISH_ERROR;
+        ev.err = BAR_ERR_NOMEM;
+        ev.status = 500;
+        ev.msg = "out of memory: a token event was lost";
+    }
+    j->cb(j->user, &ev);
+    free(q);
+    job_free(j);
+}
+
+static void drain(local_t *b)
+{
+    pthread_mutex_lock(&b->mu);
+    qev_t *list = b->head;
+    b->head = b->tail = NULL;
+    pthread_mutex_unlock(&b->mu);
+    while (list) {
+        qev_t *next = list->next;
+        int done = list->kind == EV_DONE;
+        deliver(b, list); /* frees a DONE event with its job */
+        if (!done) free(list);
+        list = next;
+    }
+}
+
+static void on_async(uv_async_t *h)
+{
+    drain(h->data);
+}
+
+static void local_stats(backend_t *base, bk_stats_t *out)
+{
+    local_t *b = (local_t *)base;
+    engine_stats_t st;
+    engine_stats(b->engine, &st);
+    memset(out, 0, sizeof *out);
+    out->n_ctx = st.n_ctx;
+    out->n_active = st.n_active;
+    out->n_queued = st.n_queued;
+    out->n_jobs = b->n_jobs;
+    out->kind = "local";
+    out->kernel_level = st.kernel_level;
+    out->n_threads = st.n_threads;
+    /* unknown until the engine measures step times (latency control) */
+    out->est_wait = 0;
+}
+
+static int local_count_tokens(backend_t *base, const bk_req_t *r, size_t *n, bar_msg_t *msg)
+{
+    local_t *b = (local_t *)base;
+    if (r->is_chat) {
+        if (!b->chat_ok) return bar_fail(msg, BAR_ERR_UNSUPPORTED, "no usable chat template");
+        chat_msg_t *m = calloc((size_t)r->n_msgs + 1, sizeof *m);
+        if (!m) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+        for (int i = 0; i < r->n_msgs; i++)
+            m[i] = (chat_msg_t){r->msgs[i].role, strlen(r->msgs[i].role), r->msgs[i].content,
+                                r->msgs[i].content_len};
+        int32_t *ids = NULL;
+        int rc = chat_encode(b->chat_tmpl, b->tok, m, (size_t)r->n_msgs, 1, &ids, n, msg);
+        free(m);
+        free(ids);
+        return rc;
+    }
+    size_t cap = (size_t)b->n_ctx * 4;
+    int32_t *ids = malloc(cap * sizeof *ids);
+    if (!ids) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    int rc = tok_encode(b->tok, r->prompt, r->prompt_len, 1, 0, ids, cap, n);
+    free(ids);
+    if (rc) return bar_fail(msg, rc, "tokenizer: %s", bar_strerror(rc));
+    return 0;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    local_t *b = h->data;
+    b->closed = 1;
+    maybe_free(b);
+}
+
+static void local_destroy(backend_t *base)
+{
+    local_t *b = (local_t *)base;
+    b->closing = 1;
+    /* pending requests get DONE/CANCELLED into the queue */
+    engine_destroy(b->engine);
+    b->engine = NULL;
+    drain(b);
+    uv_close((uv_handle_t *)&b->async, on_closed);
+}
+
+static const bk_ops_t LOCAL_OPS = {
+    local_submit, local_cancel, local_stats, local_count_tokens, NULL, local_destroy,
+};
+
+int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_tokens_default,
+                         bar_msg_t *msg)
+{
+    local_t *b = calloc(1, sizeof *b);
+    if (!b) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    b->base.ops = &LOCAL_OPS;
+    b->loop = loop;
+    b->engine = e;
+    b->tok = engine_tok(e);
+    engine_stats_t st;
+    engine_stats(e, &st);
+    b->n_ctx = st.n_ctx;
+    b->max_tokens_default = max_tokens_default;
+    bar_msg_t m = {{0}};
+    int rc = chat_template_detect(engine_gguf(e), &b->chat_tmpl, &m);
+    if (rc == BAR_ERR_NOTFOUND) {
+        b->chat_tmpl = CHAT_TMPL_CHATML; /* no template in the file: ChatML, as llama.cpp */
+        rc = 0;
+    }
+    b->chat_ok = rc == 0;
+    if (rc) snprintf(b->chat_err, sizeof b->chat_err, "%.200s", m.text);
+    pthread_mutex_init(&b->mu, NULL);
+    uv_async_init(loop, &b->async, on_async);
+    b->async.data = b;
+    *out = &b->base;
+    return 0;
+}
+
+engine_t *backend_local_engine(backend_t *base)
+{
+    return ((local_t *)base)->engine;
+}
+
+const char *bk_finish_name(bk_finish_t f)
+{
+    static const char *const names[] = {"none",    "stop",      "length", "tool_calls",
+                                        "timeout", "cancelled", "error"};
+    return (unsigned)f < sizeof names / sizeof names[0] ? names[f] : "?";
+}

@@ -1,0 +1,27 @@
+/* backend_local.h — the local engine as a backend (backend.h): one loaded
+ * GGUF, its tokenizer and chat template, its engine thread and slots.
+ *
+ * It renders chat messages with the model's template, tokenizes (on the libuv
+ * thread pool for big prompts, so the loop stays free), submits token ids to
+ * the engine, and turns the engine's token events (engine thread) into
+ * text-level bk_event_t on the loop thread (a mutex-protected queue plus
+ * uv_async_t). Not for: JSON, caching, HTTP. */
+#ifndef BARISTA_BACKEND_BACKEND_LOCAL_H
+#define BARISTA_BACKEND_BACKEND_LOCAL_H
+
+#include <uv.h>
+
+#include "backend/backend.h"
+#include "engine/engine.h"
+
+/* Wrap a loaded engine. The backend owns it from now on (bk_destroy calls
+ * engine_destroy). max_tokens_default applies when a request gives none.
+ * 0, or BAR_ERR_NOMEM. The loop must run until the backend's handles close
+ * after bk_destroy. */
+int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_tokens_default,
+                         bar_msg_t *msg);
+
+/* The engine (for the model id and stats); valid until bk_destroy. */
+engine_t *backend_local_engine(backend_t *b);
+
+#endif
