@@ -239,15 +239,15 @@ static void prepare(job_t *j)
             job_fail(j, rc, 500, NULL, "tokenizer failed: %s", bar_strerror(rc));
             return;
         }
-        if (rc == BAR_ERR_RANGE) n_tok = cap;
+        if (rc == BAR_ERR_RANGE && n_tok <= cap) n_tok = cap + 1; /* at least */
     }
     j->n_tok = n_tok;
     if (n_tok >= (size_t)b->n_ctx)
         job_fail(j, BAR_ERR_RANGE, 400, what,
                  "This model's maximum context length is %d tokens. However, your %s resulted "
-                 "in %zu%s tokens, leaving no room for the completion. Please reduce the length "
+                 "in %zu tokens, leaving no room for the completion. Please reduce the length "
                  "of the %s.",
-                 b->n_ctx, what, n_tok, n_tok == (size_t)b->n_ctx ? " or more" : "", what);
+                 b->n_ctx, what, n_tok, what);
     else if (n_tok == 0)
         job_fail(j, BAR_ERR_INVALID, 400, what, "The prompt is empty.");
 }

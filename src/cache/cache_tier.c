@@ -122,26 +122,37 @@ struct cache_walk {
     uint64_t ns;
     long long max_age_ms;
     int64_t now_ms;
-    int i;    /* the tier being asked */
-    void *op; /* its pending lookup */
+    int i;       /* the tier being asked */
+    int pending; /* tier i owes a callback (op may be NULL: it is the tier's) */
+    void *op;    /* its pending lookup */
     cache_walk_fn cb;
     void *user;
 };
 
-/* e usable for this walk? (not older than max-age) */
+/* e usable for this walk? (not older than max-age). stored_ms comes from
+ * another process (Redis) and may be anything: the age is taken in unsigned
+ * arithmetic, and an entry stored "after" now is not old. */
 static int fresh(const cache_walk_t *w, const cache_entry_t *e)
 {
-    return w->max_age_ms < 0 || w->now_ms - e->stored_ms <= w->max_age_ms;
+    if (w->max_age_ms < 0 || e->stored_ms >= w->now_ms) return 1;
+    return (uint64_t)w->now_ms - (uint64_t)e->stored_ms <= (uint64_t)w->max_age_ms;
 }
 
-/* A hit in tier i: copy it into the tiers before it with the TTL it has left. */
+/* A hit in tier i: copy it into the tiers before it with the TTL it has left
+ * (stored_ms + ttl_ms - now, without overflow for any stored_ms and a ttl_ms
+ * beyond INT64_MAX; saturated at UINT64_MAX). */
 static void promote(cache_walk_t *w, cache_entry_t *e, int i)
 {
     uint64_t ttl = 0;
     if (e->ttl_ms) {
-        int64_t left = e->stored_ms + (int64_t)e->ttl_ms - w->now_ms;
-        if (left <= 0) return; /* expired on the way: serve it, keep no copy */
-        ttl = (uint64_t)left;
+        if (w->now_ms >= e->stored_ms) {
+            uint64_t age = (uint64_t)w->now_ms - (uint64_t)e->stored_ms;
+            if (age >= e->ttl_ms) return; /* expired on the way: serve it, keep no copy */
+            ttl = e->ttl_ms - age;
+        } else {
+            uint64_t ahead = (uint64_t)e->stored_ms - (uint64_t)w->now_ms;
+            ttl = e->ttl_ms > UINT64_MAX - ahead ? UINT64_MAX : e->ttl_ms + ahead;
+        }
     }
     for (int k = 0; k < i; k++)
         w->ts->v[k]->ops->store(w->ts->v[k], e, ttl);
@@ -154,6 +165,7 @@ static int walk(cache_walk_t *w, cache_entry_t **hit, int *tier);
 static void on_async(void *user, cache_entry_t *e)
 {
     cache_walk_t *w = user;
+    w->pending = 0;
     w->op = NULL;
     if (e && fresh(w, e)) {
         promote(w, e, w->i);
@@ -183,7 +195,10 @@ static int walk(cache_walk_t *w, cache_entry_t **hit, int *tier)
         cache_tier_t *t = w->ts->v[w->i];
         cache_entry_t *e = NULL;
         int rc = t->ops->lookup(t, &w->key, w->ns, on_async, w, &w->op, &e);
-        if (rc == 0) return 0; /* on_async continues */
+        if (rc == 0) {
+            w->pending = 1;
+            return 0; /* on_async continues */
+        }
         if (rc > 0 && e && fresh(w, e)) {
             promote(w, e, w->i);
             w->ts->hits[w->i]++;
@@ -199,15 +214,15 @@ static int walk(cache_walk_t *w, cache_entry_t **hit, int *tier)
     return 1;
 }
 
-int cache_tiers_lookup(cache_tiers_t *ts, const cache_key_t *key, uint64_t ns,
-                       long long max_age_ms, int64_t now_ms, cache_walk_fn cb, void *user,
-                       cache_walk_t **op, cache_entry_t **hit, int *tier)
+int cache_tiers_lookup(cache_tiers_t *ts, const cache_key_t *key, uint64_t ns, long long max_age_ms,
+                       int64_t now_ms, cache_walk_fn cb, void *user, cache_walk_t **op,
+                       cache_entry_t **hit, int *tier)
 {
     *op = NULL;
     *hit = NULL;
     *tier = -1;
     /* the common case, an L1 answer, allocates nothing */
-    cache_walk_t local = {ts, *key, ns, max_age_ms, now_ms, 0, NULL, cb, user};
+    cache_walk_t local = {ts, *key, ns, max_age_ms, now_ms, 0, 0, NULL, cb, user};
     if (ts->n && ts->v[0]->ops->lookup == l1_lookup) {
         cache_entry_t *e = cache_l1_get(ts->v[0]->impl, key);
         if (e && fresh(&local, e)) {
@@ -236,7 +251,7 @@ int cache_tiers_lookup(cache_tiers_t *ts, const cache_key_t *key, uint64_t ns,
 void cache_tiers_cancel(cache_tiers_t *ts, cache_walk_t *w)
 {
     if (!w) return;
-    if (w->op) ts->v[w->i]->ops->cancel(ts->v[w->i], w->op);
+    if (w->pending) ts->v[w->i]->ops->cancel(ts->v[w->i], w->op);
     free(w);
 }
 

@@ -84,9 +84,9 @@ typedef void (*cache_walk_fn)(void *user, cache_entry_t *e, int tier);
  * a reference, or NULL / -1), or 0 with *op set when cb will be called
  * (cancel with cache_tiers_cancel). A hit in tier i is stored into tiers
  * 0..i-1 with the TTL it has left (promotion), before it is returned. */
-int cache_tiers_lookup(cache_tiers_t *ts, const cache_key_t *key, uint64_t ns,
-                       long long max_age_ms, int64_t now_ms, cache_walk_fn cb, void *user,
-                       cache_walk_t **op, cache_entry_t **hit, int *tier);
+int cache_tiers_lookup(cache_tiers_t *ts, const cache_key_t *key, uint64_t ns, long long max_age_ms,
+                       int64_t now_ms, cache_walk_fn cb, void *user, cache_walk_t **op,
+                       cache_entry_t **hit, int *tier);
 
 /* Stop a pending walk: cb is never called. */
 void cache_tiers_cancel(cache_tiers_t *ts, cache_walk_t *op);

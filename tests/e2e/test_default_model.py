@@ -168,8 +168,6 @@ def test_serve_help_from_another_folder(barista_bin, tmp_path, elsewhere):
     assert r.stdout.startswith("usage: barista serve")
 
 
-@pytest.mark.xfail(strict=True, reason="cli_serve.c (owned elsewhere) does not yet print "
-                   "cli_default_model_help(); remove this mark when it does")
 def test_serve_help_says_the_lookup_order(barista_bin, tmp_path, elsewhere):
     r = subprocess.run([barista_bin, "serve", "--help"], cwd=elsewhere, env=clean_env(tmp_path),
                        capture_output=True, text=True, timeout=60)

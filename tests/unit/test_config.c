@@ -185,7 +185,7 @@ static void test_help(void **st)
         assert_non_null(strstr(text, flag));
     }
     assert_non_null(strstr(text, "BARISTA_MAX_BODY_BYTES"));
-    assert_non_null(strstr(text, "-m, --model PATH"));
+    assert_non_null(strstr(text, "-m, --model [NAME=]PATH"));
     free(text);
 }
 
