@@ -101,8 +101,8 @@ static void h_ready(api_t *a, srv_req_t *r)
 {
     buf_t b = {0};
     if (a->n_ready < a->n_models) {
-        buf_printf(&b, "{\"status\":\"loading\",\"models_ready\":%d,\"models\":%d}\n",
-                   a->n_ready, a->n_models);
+        buf_printf(&b, "{\"status\":\"loading\",\"models_ready\":%d,\"models\":%d}\n", a->n_ready,
+                   a->n_models);
         srv_respond(r, 503, "application/json", b.p, b.n, "Retry-After: 1\r\n");
         buf_free(&b);
         return;
@@ -266,8 +266,8 @@ void api_handle(void *ud, srv_req_t *r)
     http_slice_t path = http_req_path(h);
     const route_t *row;
     http_slice_t rest;
-    route_status_t st = route_find(ROUTES, sizeof ROUTES / sizeof ROUTES[0], path, h->method,
-                                   &row, &rest);
+    route_status_t st =
+        route_find(ROUTES, sizeof ROUTES / sizeof ROUTES[0], path, h->method, &row, &rest);
     if (st == ROUTE_NOT_FOUND) {
         srv_req_set_label(r, "not_found");
         api_error(r, 404, "invalid_request_error", "not_found", NULL,

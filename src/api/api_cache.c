@@ -43,7 +43,7 @@ struct api_cache {
     uint64_t outcomes[API_CACHE_N_OUTCOMES]; /* barista_cache_requests_total */
     uint64_t stored, store_refused;
     struct api_cache_memo_slot *memo; /* API_CACHE_MEMO_SLOTS, allocated on first use */
-    buf_t memo_id; /* scratch: the identity of the request being looked up */
+    buf_t memo_id;                    /* scratch: the identity of the request being looked up */
 };
 
 int64_t api_cache_now_ms(void)
@@ -328,8 +328,8 @@ int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
         memcpy(nsbuf + nn, hn.p, k);
         nn += k;
     }
-    cache_key_ctx_t kc = {in->endpoint, in->model, in->digest, nsbuf, nn,
-                          in->skip,     in->extra, in->extra_len};
+    cache_key_ctx_t kc = {in->endpoint, in->model, in->digest, nsbuf,
+                          nn,           in->skip,  in->extra,  in->extra_len};
     bar_msg_t m = {{0}};
     int rc = cache_key_make(&q->key, body, &kc, &m);
     if (rc) {

@@ -716,8 +716,8 @@ static void put_head(buf_t *o, const oai_resp_t *r, const char *object)
 }
 
 int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_t len,
-                        oai_finish_t finish, const oai_usage_t *u, const lp_tok_t *lp,
-                        int n_lp, int want_logprobs)
+                        oai_finish_t finish, const oai_usage_t *u, const lp_tok_t *lp, int n_lp,
+                        int want_logprobs)
 {
     if (r->kind == OAI_CHAT) {
         put_head(out, r, "chat.completion");
@@ -738,8 +738,8 @@ int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_
 }
 
 int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text, size_t len,
-                     oai_finish_t finish, const oai_usage_t *usage, const lp_tok_t *lp,
-                     int n_lp, int want_logprobs)
+                     oai_finish_t finish, const oai_usage_t *usage, const lp_tok_t *lp, int n_lp,
+                     int want_logprobs)
 {
     buf_puts(out, "data: ");
     put_head(out, r, r->kind == OAI_CHAT ? "chat.completion.chunk" : "text_completion");

@@ -52,11 +52,11 @@ typedef struct {
     int n_stop;
     int stream;
     int include_usage;
-    int logprobs;     /* chat: logprobs true; completions: logprobs >= 0 given */
-    int top_logprobs; /* alternatives per token: chat top_logprobs, completions logprobs N */
-    int ignore_eos;   /* extension */
-    int priority;     /* vLLM's convention: lower runs sooner, default 0 */
-    double timeout_s; /* "timeout" (LiteLLM's): seconds for this request, 0 = none */
+    int logprobs;         /* chat: logprobs true; completions: logprobs >= 0 given */
+    int top_logprobs;     /* alternatives per token: chat top_logprobs, completions logprobs N */
+    int ignore_eos;       /* extension */
+    int priority;         /* vLLM's convention: lower runs sooner, default 0 */
+    double timeout_s;     /* "timeout" (LiteLLM's): seconds for this request, 0 = none */
     char cache_salt[128]; /* vLLM's "cache_salt": isolates prefix-KV reuse, "" = none */
     unsigned given;       /* OAI_GIVEN_*: the sampling fields the body set */
 } oai_req_t;
@@ -125,7 +125,6 @@ typedef struct {
     int prompt_tokens, completion_tokens, cached_tokens;
 } oai_usage_t;
 
-
 /* Common identity of one response. */
 typedef struct {
     oai_kind_t kind;
@@ -136,8 +135,8 @@ typedef struct {
 
 /* A whole non-streamed reply: chat.completion or text_completion. */
 int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_t len,
-                        oai_finish_t finish, const oai_usage_t *u, const lp_tok_t *lp,
-                        int n_lp, int want_logprobs);
+                        oai_finish_t finish, const oai_usage_t *u, const lp_tok_t *lp, int n_lp,
+                        int want_logprobs);
 
 /* One SSE event ("data: {...}\n\n") of a stream:
  * role: the first chat chunk (delta.role = "assistant", content "").
@@ -145,8 +144,8 @@ int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_
  * finish: the final chunk's finish_reason (OAI_FINISH_NONE for deltas).
  * usage: non-NULL → the usage-only chunk (choices: []). */
 int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text, size_t len,
-                     oai_finish_t finish, const oai_usage_t *usage, const lp_tok_t *lp,
-                     int n_lp, int want_logprobs);
+                     oai_finish_t finish, const oai_usage_t *usage, const lp_tok_t *lp, int n_lp,
+                     int want_logprobs);
 
 /* Append "data: [DONE]\n\n". */
 int oai_format_done(buf_t *out);

@@ -26,10 +26,24 @@
  * (docs/CACHE.md). "model" is replaced by the resolved name + weights digest;
  * the sampling members are replaced by the values actually used. */
 static const char *const KEY_SKIP[] = {
-    "stream",      "stream_options", "user",           "metadata",         "store",
-    "model",       "priority",       "timeout",        "temperature",      "top_p",
-    "top_k",       "min_p",          "repeat_penalty", "presence_penalty", "frequency_penalty",
-    "seed",        "max_tokens",     "max_completion_tokens",
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "store",
+    "model",
+    "priority",
+    "timeout",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "max_tokens",
+    "max_completion_tokens",
     NULL,
 };
 
@@ -43,7 +57,8 @@ void api_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp)
     sp->top_p = PICK(top_p, OAI_GIVEN_TOP_P, MODEL_HAS_TOP_P, 1.0);
     sp->top_k = (int)PICK(top_k, OAI_GIVEN_TOP_K, MODEL_HAS_TOP_K, 0);
     sp->min_p = PICK(min_p, OAI_GIVEN_MIN_P, MODEL_HAS_MIN_P, 0.0);
-    sp->repeat_penalty = PICK(repeat_penalty, OAI_GIVEN_REPEAT_PENALTY, MODEL_HAS_REPEAT_PENALTY, 1.0);
+    sp->repeat_penalty =
+        PICK(repeat_penalty, OAI_GIVEN_REPEAT_PENALTY, MODEL_HAS_REPEAT_PENALTY, 1.0);
     sp->presence_penalty =
         PICK(presence_penalty, OAI_GIVEN_PRESENCE_PENALTY, MODEL_HAS_PRESENCE_PENALTY, 0.0);
     sp->frequency_penalty =
@@ -56,9 +71,9 @@ void api_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp)
         sp->seed = (uint64_t)d->seed;
         sp->has_seed = 1;
     }
-    sp->max_tokens = q->max_tokens > 0                      ? q->max_tokens
+    sp->max_tokens = q->max_tokens > 0                 ? q->max_tokens
                      : (d->has & MODEL_HAS_MAX_TOKENS) ? (int)d->max_tokens
-                                                            : 0; /* 0: the server's default */
+                                                       : 0; /* 0: the server's default */
     sp->n = 1;
     sp->stop = (const char *const *)q->stop;
     sp->n_stop = q->n_stop;
@@ -98,10 +113,10 @@ int api_backend_req(client_t *c, bk_req_t *br, bk_msg_t **msgs)
 /* Fill the canonical bytes of the sampling values actually used. */
 static size_t sampling_bytes(const bk_sampling_t *sp, char *out, size_t size)
 {
-    int n = snprintf(out, size, "t=%.17g p=%.17g k=%d m=%.17g r=%.17g pp=%.17g fp=%.17g s=%d:%llu mt=%d",
-                     sp->temperature, sp->top_p, sp->top_k, sp->min_p, sp->repeat_penalty,
-                     sp->presence_penalty, sp->frequency_penalty, sp->has_seed,
-                     (unsigned long long)sp->seed, sp->max_tokens);
+    int n = snprintf(
+        out, size, "t=%.17g p=%.17g k=%d m=%.17g r=%.17g pp=%.17g fp=%.17g s=%d:%llu mt=%d",
+        sp->temperature, sp->top_p, sp->top_k, sp->min_p, sp->repeat_penalty, sp->presence_penalty,
+        sp->frequency_penalty, sp->has_seed, (unsigned long long)sp->seed, sp->max_tokens);
     return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }
 

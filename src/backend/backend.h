@@ -107,16 +107,16 @@ typedef struct {
 typedef void (*bk_event_fn)(void *user, const bk_event_t *ev);
 
 typedef struct {
-    int is_chat;           /* 1: msgs; 0: prompt */
-    const bk_msg_t *msgs;  /* borrowed for the bk_submit call */
+    int is_chat;          /* 1: msgs; 0: prompt */
+    const bk_msg_t *msgs; /* borrowed for the bk_submit call */
     int n_msgs;
     const char *prompt;
     size_t prompt_len;
     bk_sampling_t sp;
     const char *tools; /* tool definitions as JSON, NULL: none */
     size_t tools_len;
-    double deadline;   /* absolute time_now_mono() seconds; 0 = none */
-    int priority;      /* lower runs sooner (vLLM), 0 normal */
+    double deadline;    /* absolute time_now_mono() seconds; 0 = none */
+    int priority;       /* lower runs sooner (vLLM), 0 normal */
     const char *tenant; /* who asks (API key namespace), "" = anonymous */
     const char *cache_salt;
     size_t body_bytes; /* the request's size, a hint for doing work off the loop */
@@ -125,11 +125,11 @@ typedef struct {
 } bk_req_t;
 
 typedef struct {
-    int n_ctx;       /* context length (0: unknown) */
-    int n_active;    /* sequences running */
-    int n_queued;    /* waiting for a slot */
-    int n_jobs;      /* submitted and not yet DONE */
-    double est_wait; /* seconds a request submitted now would wait for its first token */
+    int n_ctx;                /* context length (0: unknown) */
+    int n_active;             /* sequences running */
+    int n_queued;             /* waiting for a slot */
+    int n_jobs;               /* submitted and not yet DONE */
+    double est_wait;          /* seconds a request submitted now would wait for its first token */
     const char *kind;         /* "local" | "upstream" */
     const char *kernel_level; /* local: "scalar" | "avx2" | "avx512" */
     int n_threads;

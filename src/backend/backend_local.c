@@ -293,8 +293,7 @@ static int engine_start(job_t *j)
     j->toks = NULL;
     if (rc) {
         const char *what = j->is_chat ? "messages" : "prompt";
-        if (rc == BAR_ERR_RANGE)
-            return job_fail(j, rc, 400, what, "%s", msg.text);
+        if (rc == BAR_ERR_RANGE) return job_fail(j, rc, 400, what, "%s", msg.text);
         if (rc == BAR_ERR_BUSY)
             return job_fail(j, rc, 503, NULL, "%s",
                             msg.text[0] ? msg.text : "the engine is shutting down");
@@ -372,8 +371,8 @@ static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_ms
                 oom = 1;
                 break;
             }
-            j->msgs[i] = (chat_msg_t){r->msgs[i].role, strlen(r->msgs[i].role), c,
-                                      r->msgs[i].content_len};
+            j->msgs[i] =
+                (chat_msg_t){r->msgs[i].role, strlen(r->msgs[i].role), c, r->msgs[i].content_len};
             j->n_msgs = i + 1;
         }
     } else {

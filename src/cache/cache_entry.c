@@ -30,9 +30,8 @@ static int entry_alloc(layout_t *L, size_t n_chunks, size_t n_lp, size_t n_tops,
                        size_t text_len, size_t str_len)
 {
     /* counts are bounded by the callers (≤ CACHE_ENTRY_MAX_BYTES each) */
-    size_t sz = sizeof(cache_entry_t) + n_chunks * sizeof(cache_chunk_t) +
-                n_lp * sizeof(lp_tok_t) + n_tops * sizeof(lp_alt_t) + model_len + 1 +
-                text_len + 1 + str_len;
+    size_t sz = sizeof(cache_entry_t) + n_chunks * sizeof(cache_chunk_t) + n_lp * sizeof(lp_tok_t) +
+                n_tops * sizeof(lp_alt_t) + model_len + 1 + text_len + 1 + str_len;
     char *p = calloc(1, sz);
     if (!p) return BAR_ERR_NOMEM;
     L->e = (cache_entry_t *)p;
@@ -152,8 +151,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 static size_t rec_size(const cache_rec_t *r)
 {
     return sizeof(cache_entry_t) + r->n_chunks * sizeof(cache_chunk_t) +
-           r->n_lp * sizeof(lp_tok_t) + r->n_tops * sizeof(lp_alt_t) + r->text.n +
-           r->str.n + MAX_MODEL_LEN;
+           r->n_lp * sizeof(lp_tok_t) + r->n_tops * sizeof(lp_alt_t) + r->text.n + r->str.n +
+           MAX_MODEL_LEN;
 }
 
 static int str_add(cache_rec_t *r, const char *s, size_t n, size_t *off)

@@ -27,8 +27,8 @@ typedef struct {
     api_t *api;
     srv_t *srv;
     model_list_t models;
-    int cur;           /* the model being loaded */
-    int threads_each;  /* matmul threads of a model that does not set its own */
+    int cur;          /* the model being loaded */
+    int threads_each; /* matmul threads of a model that does not set its own */
     uv_signal_t sig_term, sig_int;
     uv_work_t load;
     int loading;
@@ -183,8 +183,7 @@ static int build_models(serve_t *s, bar_msg_t *msg)
         from_flags = 1;
     }
     /* --model-id renames a single model given by path */
-    if (s->set.model_id[0] && s->models.n == 1 && from_flags == 1 &&
-        !strchr(s->set.model, '='))
+    if (s->set.model_id[0] && s->models.n == 1 && from_flags == 1 && !strchr(s->set.model, '='))
         snprintf(s->models.v[0].name, sizeof s->models.v[0].name, "%.127s", s->set.model_id);
     if ((rc = model_list_finish(&s->models, msg))) return rc;
     /* threads: a model without its own setting gets an equal share of
@@ -204,7 +203,8 @@ static const char *DESC =
     "POST /v1/completions (streaming with \"stream\": true), GET /v1/models, /health,\n"
     "/ready, /v1/config and /metrics. With no options it serves the fetched default\n"
     "model on http://127.0.0.1:8080; --model NAME=PATH (repeatable) or --models FILE\n"
-    "(a LiteLLM-style model_list YAML) serve several models, routed by \"model\". Every option can also be set in the config file\n"
+    "(a LiteLLM-style model_list YAML) serve several models, routed by \"model\". Every option can "
+    "also be set in the config file\n"
     "(--config FILE: one 'name = value' per line, '#' comments) or in the environment\n"
     "(BARISTA_NAME, e.g. BARISTA_PORT=9000).";
 
@@ -282,8 +282,8 @@ int cli_serve_main(int argc, char **argv)
     uv_signal_start(&s->sig_term, on_signal, SIGTERM);
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
 
-    fprintf(stderr, "barista serve: listening on http://%s%s%s:%d, loading %d model(s)\n",
-            V6L(s), s->set.host, V6R(s), srv_port(s->srv), s->models.n);
+    fprintf(stderr, "barista serve: listening on http://%s%s%s:%d, loading %d model(s)\n", V6L(s),
+            s->set.host, V6R(s), srv_port(s->srv), s->models.n);
     s->load.data = s;
     s->loading = 1;
     uv_queue_work(&s->loop, &s->load, load_work, after_load);

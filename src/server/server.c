@@ -219,7 +219,8 @@ static void conn_close(conn_t *c)
     if (c->active) {
         srv_req_t *r = &c->req;
         c->active = 0;
-        if (s->o.on_response) s->o.on_response(s->o.ud, r->label ? r->label : "other", 499,
+        if (s->o.on_response)
+            s->o.on_response(s->o.ud, r->label ? r->label : "other", 499,
                              time_now_mono() - r->t_start);
         if (r->on_abort) r->on_abort(r->user, r);
         r->user = NULL;

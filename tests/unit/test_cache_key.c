@@ -20,11 +20,11 @@ static const char *BASE =
     "\"max_tokens\":16,\"stop\":[\"\\n\"],\"seed\":7}";
 
 /* the API layer's skip list as it was when these cases were written */
-static const char *const SKIP[] = {"stream", "stream_options", "user", "metadata", "store", "model",
-                                   NULL};
+static const char *const SKIP[] = {"stream", "stream_options", "user", "metadata",
+                                   "store",  "model",          NULL};
 
-static const cache_key_ctx_t CTX = {"chat", "smollm2-135m", "0123abcd", "tenant-a", 8, SKIP, NULL,
-                                    0};
+static const cache_key_ctx_t CTX = {"chat", "smollm2-135m", "0123abcd", "tenant-a",
+                                    8,      SKIP,           NULL,       0};
 
 static cache_key_t key_of(const char *json, const cache_key_ctx_t *ctx)
 {
