@@ -1,0 +1,158 @@
+/* model_list.h — the one place models are configured: a YAML model list in
+ * the shape LiteLLM users already write (its config.yaml), plus the
+ * `--model NAME=PATH` / `--model PATH` command-line form, into one checked
+ * table of model entries.
+ *
+ * File shape (parsed with libyaml; block or flow style):
+ *
+ *   model_list:
+ *     - model_name: smol                 # what requests put in "model"
+ *       litellm_params:
+ *         model: local/models/smol.gguf  # "local/" + GGUF path
+ *         threads: 2                     # these three: server-wide if absent
+ *         ctx: 2048
+ *         parallel: 4
+ *         temperature: 0.7               # sampling defaults for requests
+ *         top_p: 0.9                     # that leave the field out
+ *         top_k: 40
+ *         min_p: 0.05
+ *         repeat_penalty: 1.1
+ *         presence_penalty: 0
+ *         frequency_penalty: 0
+ *         max_tokens: 256
+ *         seed: 42
+ *       default: true                    # or model_info: {default: true}
+ *
+ * Rules (each broken rule is an error at start-up, never a silent fallback):
+ * - Top level is a mapping. `model_list` is required and must be a non-empty
+ *   sequence of mappings. The sections LiteLLM files also carry
+ *   (litellm_settings, router_settings, general_settings,
+ *   environment_variables) are ignored; any other top-level key is an error.
+ *   One YAML document per file.
+ * - Entry keys: model_name (required), litellm_params (required), default,
+ *   model_info (a mapping or empty; its `default` is read, other keys are
+ *   ignored). Any other entry key, and any litellm_params key not listed
+ *   above, is an error naming the key and the entry. A key given twice in one
+ *   mapping is an error. YAML merge keys (`<<`) are not supported.
+ * - litellm_params.model must be "local/" + a path; the path is used as
+ *   written when absolute, and joined to base_dir when relative ("local//abs"
+ *   is the absolute "/abs"). No `~` or variable expansion. Any other provider
+ *   prefix (openai/, hosted_vllm/, ...) and the upstream keys (api_base,
+ *   api_key, api_version, base_url, ...) are refused with BAR_ERR_UNSUPPORTED:
+ *   upstream backends are not supported yet.
+ * - model_name: 1..127 characters of [A-Za-z0-9._:/-], not "default" (the
+ *   reserved alias for the default model), unique in the list (load balancing
+ *   across deployments of one name comes later). Any scalar style.
+ * - Numbers must be plain (unquoted) decimal scalars: `ctx: 2048`, not
+ *   `ctx: "2048"`; integer fields take integers only; no .inf/.nan, hex or
+ *   underscores; explicit tags (`!!str`) are not looked at. Booleans are
+ *   plain true/false (also True, TRUE, False, FALSE). Ranges, inclusive
+ *   unless stated: threads 1..1024, ctx 16..1048576, parallel 1..1024,
+ *   temperature 0..2, top_p 0..1, top_k 0..2147483647, min_p 0..1,
+ *   repeat_penalty 0 < x <= 10, presence_penalty and frequency_penalty
+ *   -2..2, max_tokens 1..9223372036854775807, seed 0..9223372036854775807.
+ * - At most one entry is marked default; at most MODEL_LIST_MAX entries.
+ *
+ * Error codes: BAR_ERR_IO (file cannot be read), BAR_ERR_FORMAT (not YAML, or
+ * the wrong shape or scalar type), BAR_ERR_INVALID (unknown key, bad or
+ * duplicate name, second default, empty list, bad --model argument),
+ * BAR_ERR_RANGE (value out of range, path or file too long, too many
+ * entries), BAR_ERR_UNSUPPORTED (upstream provider or key), BAR_ERR_NOMEM.
+ * Messages start with "FILE:LINE: " ("FILE: " where no line applies; FILE
+ * is the path given to model_list_load_file, "<memory>" for
+ * model_list_load_mem, "--model" for model_list_add_arg) and name the entry
+ * as `model "NAME"` or, before its name is known, `model_list[I]` (0-based).
+ * Text from the input is quoted with non-printable bytes shown as '?'.
+ *
+ * Not for: loading the models (src/engine/), upstream backends (a later
+ * issue), or server-wide settings (src/server/settings.c). */
+#ifndef BARISTA_BACKEND_MODEL_LIST_H
+#define BARISTA_BACKEND_MODEL_LIST_H
+
+#include <stddef.h>
+
+#include "util/err.h"
+
+#define MODEL_NAME_MAX 128             /* model_entry_t.name size incl. NUL: names are 1..127 */
+#define MODEL_PATH_MAX 4096            /* model_entry_t.path size incl. NUL */
+#define MODEL_LIST_MAX 1024            /* most entries one list holds */
+#define MODEL_LIST_FILE_MAX (4u << 20) /* largest model list file, bytes */
+
+typedef enum {
+    MODEL_KIND_LOCAL = 1, /* a GGUF file run by the local engine */
+    /* upstreams come in a later issue */
+} model_kind_t;
+
+/* model_entry_t.has: which sampling defaults the entry sets */
+enum {
+    MODEL_HAS_TEMPERATURE = 1u << 0,
+    MODEL_HAS_TOP_P = 1u << 1,
+    MODEL_HAS_TOP_K = 1u << 2,
+    MODEL_HAS_MIN_P = 1u << 3,
+    MODEL_HAS_REPEAT_PENALTY = 1u << 4,
+    MODEL_HAS_PRESENCE_PENALTY = 1u << 5,
+    MODEL_HAS_FREQUENCY_PENALTY = 1u << 6,
+    MODEL_HAS_MAX_TOKENS = 1u << 7,
+    MODEL_HAS_SEED = 1u << 8,
+};
+
+/* One configured model. A sampling field whose MODEL_HAS_* bit is clear is 0
+ * and means nothing: the request's value or the engine's default applies. */
+typedef struct {
+    char name[MODEL_NAME_MAX]; /* model_name: what requests put in "model"; NUL-terminated */
+    model_kind_t kind;
+    char path[MODEL_PATH_MAX];        /* local GGUF path, resolved against base_dir */
+    int is_default;                   /* "default: true" (or model_info.default) */
+    long long threads, ctx, parallel; /* -1 = the server-wide setting */
+    double temperature, top_p, min_p, repeat_penalty, presence_penalty, frequency_penalty;
+    long long top_k, max_tokens, seed;
+    unsigned has; /* MODEL_HAS_* */
+    int line;     /* 1-based line of the entry in its file; 0 for --model entries */
+} model_entry_t;
+
+/* The table. Start from a zeroed struct (`model_list_t l = {0};`), add with
+ * the load/add functions, then call model_list_finish once; release with
+ * model_list_free. v[0..n) are the entries in the order added; default_idx
+ * is the default entry's index (valid after a successful finish). The list
+ * owns v. */
+typedef struct {
+    model_entry_t *v;
+    int n, cap;
+    int default_idx;
+} model_list_t;
+
+/* Read the YAML file at path (at most MODEL_LIST_FILE_MAX bytes) and append
+ * its entries to l; relative model paths resolve against the folder of path
+ * (kept relative when path has no '/'). 0, or an error with msg naming the
+ * file and line; on error l is as it was before the call. path is borrowed. */
+int model_list_load_file(model_list_t *l, const char *path, bar_msg_t *msg);
+
+/* Same from yaml[0..n) (need not be NUL-terminated; borrowed); relative
+ * model paths join base_dir (NULL or "" keeps them as written). Messages
+ * name the source "<memory>". On error l is as it was before the call. */
+int model_list_load_mem(model_list_t *l, const char *yaml, size_t n, const char *base_dir,
+                        bar_msg_t *msg);
+
+/* Append one entry from a --model argument: "NAME=PATH" (split at the first
+ * '=', so a path may contain '=' in this form) or "PATH" (name = the file's
+ * basename without a trailing ".gguf" in any case, which must then be a
+ * valid name). The path is used as written; all tuning fields are -1 and no
+ * sampling defaults are set. BAR_ERR_INVALID for an empty argument, name or path,
+ * a bad, reserved or duplicate name; on error l is unchanged. arg is
+ * borrowed. */
+int model_list_add_arg(model_list_t *l, const char *arg, bar_msg_t *msg);
+
+/* Call once after all loads and adds: BAR_ERR_INVALID when the list is
+ * empty; otherwise sets default_idx to the entry marked default, else 0. */
+int model_list_finish(model_list_t *l, bar_msg_t *msg);
+
+/* The entry requests name with name[0..n) (a slice, need not be
+ * NUL-terminated): "default" gives the default entry, anything else an exact,
+ * case-sensitive name match. NULL when there is none. The pointer is
+ * borrowed from l and valid until the next add or model_list_free. */
+const model_entry_t *model_list_find(const model_list_t *l, const char *name, size_t n);
+
+/* Release v and zero l (safe on a zeroed or already freed list). */
+void model_list_free(model_list_t *l);
+
+#endif
