@@ -45,12 +45,12 @@
  *   across deployments of one name comes later). Any scalar style.
  * - Numbers must be plain (unquoted) decimal scalars: `ctx: 2048`, not
  *   `ctx: "2048"`; integer fields take integers only; no .inf/.nan, hex or
- *   underscores. Booleans are plain true/false (also True, TRUE, False,
- *   FALSE). Ranges, inclusive unless stated: threads 1..1024,
- *   ctx 16..1048576, parallel 1..1024, temperature 0..2, top_p 0..1,
- *   top_k 0..2147483647, min_p 0..1, repeat_penalty 0 < x <= 10,
- *   presence_penalty and frequency_penalty -2..2,
- *   max_tokens 1..9223372036854775807, seed 0..9223372036854775807.
+ *   underscores; explicit tags (`!!str`) are not looked at. Booleans are
+ *   plain true/false (also True, TRUE, False, FALSE). Ranges, inclusive
+ *   unless stated: threads 1..1024, ctx 16..1048576, parallel 1..1024,
+ *   temperature 0..2, top_p 0..1, top_k 0..2147483647, min_p 0..1,
+ *   repeat_penalty 0 < x <= 10, presence_penalty and frequency_penalty
+ *   -2..2, max_tokens 1..9223372036854775807, seed 0..9223372036854775807.
  * - At most one entry is marked default; at most MODEL_LIST_MAX entries.
  *
  * Error codes: BAR_ERR_IO (file cannot be read), BAR_ERR_FORMAT (not YAML, or
@@ -83,16 +83,17 @@ typedef enum {
     /* upstreams come in a later issue */
 } model_kind_t;
 
-enum { /* model_entry_t.has: which sampling defaults the entry sets */
-       MODEL_HAS_TEMPERATURE = 1u << 0,
-       MODEL_HAS_TOP_P = 1u << 1,
-       MODEL_HAS_TOP_K = 1u << 2,
-       MODEL_HAS_MIN_P = 1u << 3,
-       MODEL_HAS_REPEAT_PENALTY = 1u << 4,
-       MODEL_HAS_PRESENCE_PENALTY = 1u << 5,
-       MODEL_HAS_FREQUENCY_PENALTY = 1u << 6,
-       MODEL_HAS_MAX_TOKENS = 1u << 7,
-       MODEL_HAS_SEED = 1u << 8,
+/* model_entry_t.has: which sampling defaults the entry sets */
+enum {
+    MODEL_HAS_TEMPERATURE = 1u << 0,
+    MODEL_HAS_TOP_P = 1u << 1,
+    MODEL_HAS_TOP_K = 1u << 2,
+    MODEL_HAS_MIN_P = 1u << 3,
+    MODEL_HAS_REPEAT_PENALTY = 1u << 4,
+    MODEL_HAS_PRESENCE_PENALTY = 1u << 5,
+    MODEL_HAS_FREQUENCY_PENALTY = 1u << 6,
+    MODEL_HAS_MAX_TOKENS = 1u << 7,
+    MODEL_HAS_SEED = 1u << 8,
 };
 
 /* One configured model. A sampling field whose MODEL_HAS_* bit is clear is 0
@@ -134,9 +135,9 @@ int model_list_load_mem(model_list_t *l, const char *yaml, size_t n, const char 
 
 /* Append one entry from a --model argument: "NAME=PATH" (split at the first
  * '=', so a path may contain '=' in this form) or "PATH" (name = the file's
- * basename without a trailing ".gguf", which must then be a valid name).
- * The path is used as written; all tuning fields are -1 and no sampling
- * defaults are set. BAR_ERR_INVALID for an empty argument, name or path,
+ * basename without a trailing ".gguf" in any case, which must then be a
+ * valid name). The path is used as written; all tuning fields are -1 and no
+ * sampling defaults are set. BAR_ERR_INVALID for an empty argument, name or path,
  * a bad, reserved or duplicate name; on error l is unchanged. arg is
  * borrowed. */
 int model_list_add_arg(model_list_t *l, const char *arg, bar_msg_t *msg);

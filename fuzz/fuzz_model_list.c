@@ -1,0 +1,98 @@
+/* fuzz_model_list.c — libFuzzer target for the YAML model list and the
+ * --model argument form (src/backend/model_list.c).
+ *
+ * The input up to its first NUL byte (at most 300 bytes) is also tried as a
+ * --model argument; the whole input is loaded as a YAML model list on top of
+ * it, then finished. A rejected input must give a negative code, a non-empty
+ * message and the list as it was; an accepted one is checked against the
+ * rules the header promises (names valid and unique, paths non-empty and
+ * NUL-terminated, every value in range, at most one default, lookups find
+ * each entry). Any violation abort()s. Not for: anything but fuzzing. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/model_list.h"
+#include "fuzz_util.h"
+
+static int in(double x, double lo, double hi)
+{
+    return isfinite(x) && x >= lo && x <= hi;
+}
+
+static void check_entry(const model_list_t *l, int i)
+{
+    const model_entry_t *e = &l->v[i];
+    size_t n = strnlen(e->name, sizeof e->name);
+    if (n == 0 || n >= sizeof e->name || strcmp(e->name, "default") == 0) abort();
+    for (size_t k = 0; k < n; k++)
+        if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/-",
+                    e->name[k]))
+            abort();
+    size_t pn = strnlen(e->path, sizeof e->path);
+    if (pn == 0 || pn >= sizeof e->path) abort();
+    touch(e->path, pn);
+    if (e->kind != MODEL_KIND_LOCAL) abort();
+    if (e->threads != -1 && (e->threads < 1 || e->threads > 1024)) abort();
+    if (e->ctx != -1 && (e->ctx < 16 || e->ctx > 1048576)) abort();
+    if (e->parallel != -1 && (e->parallel < 1 || e->parallel > 1024)) abort();
+    unsigned h = e->has;
+    if (h & ~0x1ffu) abort();
+    if ((h & MODEL_HAS_TEMPERATURE) && !in(e->temperature, 0, 2)) abort();
+    if ((h & MODEL_HAS_TOP_P) && !in(e->top_p, 0, 1)) abort();
+    if ((h & MODEL_HAS_TOP_K) && (e->top_k < 0 || e->top_k > INT32_MAX)) abort();
+    if ((h & MODEL_HAS_MIN_P) && !in(e->min_p, 0, 1)) abort();
+    if ((h & MODEL_HAS_REPEAT_PENALTY) && !(in(e->repeat_penalty, 0, 10) && e->repeat_penalty > 0))
+        abort();
+    if ((h & MODEL_HAS_PRESENCE_PENALTY) && !in(e->presence_penalty, -2, 2)) abort();
+    if ((h & MODEL_HAS_FREQUENCY_PENALTY) && !in(e->frequency_penalty, -2, 2)) abort();
+    if ((h & MODEL_HAS_MAX_TOKENS) && e->max_tokens < 1) abort();
+    if ((h & MODEL_HAS_SEED) && e->seed < 0) abort();
+    if (model_list_find(l, e->name, n) != e) abort();
+}
+
+static void check_rc(int rc, const bar_msg_t *m, int n_before, int n_after)
+{
+    if (rc > 0) abort();
+    if (rc < 0 && (m->text[0] == '\0' || n_after != n_before)) abort();
+    if (strnlen(m->text, sizeof m->text) == sizeof m->text) abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    model_list_t l = {0};
+    bar_msg_t m;
+    char arg[301];
+    size_t an = strnlen((const char *)data, size < 300 ? size : 300);
+    memcpy(arg, data, an);
+    arg[an] = '\0';
+    m.text[0] = '\0';
+    int rc = model_list_add_arg(&l, arg, &m);
+    check_rc(rc, &m, 0, l.n);
+
+    int n0 = l.n;
+    m.text[0] = '\0';
+    rc = model_list_load_mem(&l, (const char *)data, size, (size && (data[0] & 1)) ? "/base" : NULL,
+                             &m);
+    check_rc(rc, &m, n0, l.n);
+
+    m.text[0] = '\0';
+    rc = model_list_finish(&l, &m);
+    check_rc(rc, &m, l.n, l.n);
+    if (rc == 0) {
+        if (l.n < 1 || l.n > MODEL_LIST_MAX || l.default_idx < 0 || l.default_idx >= l.n) abort();
+        int defaults = 0;
+        for (int i = 0; i < l.n; i++) {
+            check_entry(&l, i);
+            defaults += l.v[i].is_default != 0;
+        }
+        if (defaults > 1) abort();
+        if (defaults && !l.v[l.default_idx].is_default) abort();
+        if (model_list_find(&l, "default", 7) != &l.v[l.default_idx]) abort();
+    } else if (l.n != 0) {
+        abort(); /* finish fails only on an empty list */
+    }
+    model_list_free(&l);
+    return 0;
+}
