@@ -18,8 +18,8 @@ static const cfg_opt_t table[] = {
      CFG_APPEND},
     {"models", 0, STR(models), "", 0, 0, "FILE",
      "YAML model list in LiteLLM's shape (model_list: model_name + litellm_params), see "
-     "docs/SERVE.md",
-     0},
+     "docs/SERVE.md (no environment variable: BARISTA_MODELS names the models folder)",
+     CFG_NO_ENV},
     {"model-id", 0, STR(model_id), "", 0, 0, "NAME",
      "model id served by /v1/models [default the file name without .gguf]", 0},
     {"config", 'c', STR(config), "", 0, 0, "FILE", "config file of 'name = value' lines",

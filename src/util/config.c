@@ -171,6 +171,7 @@ int cfg_load_env(cfg_t *c, bar_msg_t *msg)
 {
     for (size_t i = 0; i < c->n_opts; i++) {
         char name[128];
+        if (c->opts[i].flags & CFG_NO_ENV) continue;
         env_name(c, (int)i, name, sizeof name);
         const char *v = getenv(name);
         if (!v) continue;
@@ -292,7 +293,10 @@ void cfg_print_help(const cfg_t *c, FILE *f, const char *usage, const char *desc
             fprintf(f, " [default %s]", o->def);
         else if (o->def && o->def[0] && !(o->flags & CFG_SECRET))
             fprintf(f, " [default %s]", o->def);
-        fprintf(f, "\n      env %s\n", env);
+        if (o->flags & CFG_NO_ENV)
+            fprintf(f, "\n      (no environment variable)\n");
+        else
+            fprintf(f, "\n      env %s\n", env);
     }
 }
 
