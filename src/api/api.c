@@ -9,29 +9,9 @@
 #include <unistd.h>
 
 #include "api/api_int.h"
+#include "api/reply.h"
 #include "api/route.h"
 #include "util/timeutil.h"
-
-void api_send_error(srv_req_t *r, const oai_err_t *e)
-{
-    buf_t b = {0};
-    oai_error_body(&b, e);
-    const char *extra = e->status == 503 ? "Retry-After: 1\r\n" : NULL;
-    srv_respond(r, e->status, "application/json", b.p ? b.p : "", b.n, extra);
-    buf_free(&b);
-}
-
-void api_error(srv_req_t *r, int status, const char *type, const char *code, const char *param,
-               const char *fmt, ...)
-{
-    oai_err_t e;
-    oai_err(&e, status, type, code, param, "%s", "");
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e.message, sizeof e.message, fmt, ap);
-    va_end(ap);
-    api_send_error(r, &e);
-}
 
 static void respond_json(srv_req_t *r, int status, buf_t *b)
 {
@@ -49,14 +29,6 @@ static void model_obj(const api_t *a, buf_t *b, const api_model_t *m, const char
                m->bk ? "true" : "false");
 }
 
-api_model_t *api_model_find(api_t *a, const char *name)
-{
-    if (!name[0] || !strcmp(name, "default")) return &a->models[a->default_idx];
-    for (int i = 0; i < a->n_models; i++)
-        if (!strcmp(name, a->models[i].cfg.name)) return &a->models[i];
-    return NULL;
-}
-
 static void h_models(api_t *a, srv_req_t *r, http_slice_t id)
 {
     buf_t b = {0};
@@ -69,8 +41,8 @@ static void h_models(api_t *a, srv_req_t *r, http_slice_t id)
             m = api_model_find(a, tmp);
         }
         if (!m) {
-            api_error(r, 404, "invalid_request_error", "model_not_found", "model",
-                      "The model '%.*s' does not exist.", (int)(id.n > 200 ? 200 : id.n), id.p);
+            reply_error(r, 404, "invalid_request_error", "model_not_found", "model",
+                        "The model '%.*s' does not exist.", (int)(id.n > 200 ? 200 : id.n), id.p);
             return;
         }
         model_obj(a, &b, m, tmp);
@@ -237,23 +209,23 @@ static int check_auth(api_t *a, srv_req_t *r, const route_t *row)
     if (row->auth == ROUTE_OPEN) return 0;
     if (row->auth == ROUTE_API_KEY) {
         if (authorized(a, h)) return 0;
-        api_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
-                  "Incorrect or missing API key: send 'Authorization: Bearer <key>'.");
+        reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                    "Incorrect or missing API key: send 'Authorization: Bearer <key>'.");
         return -1;
     }
     if (!a->set->admin_key[0] || !a->cache) {
-        api_error(r, 404, "invalid_request_error", "not_found", NULL,
-                  "The cache admin API is off; start barista with --admin-key to enable it.");
+        reply_error(r, 404, "invalid_request_error", "not_found", NULL,
+                    "The cache admin API is off; start barista with --admin-key to enable it.");
         return -1;
     }
     if (!http_req_header(h, "authorization").p) {
-        api_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
-                  "The cache admin API needs 'Authorization: Bearer <admin key>'.");
+        reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                    "The cache admin API needs 'Authorization: Bearer <admin key>'.");
         return -1;
     }
     if (!bearer_is(a->set->admin_key, h)) {
-        api_error(r, 403, "invalid_request_error", "forbidden", NULL,
-                  "This key may not use the cache admin API.");
+        reply_error(r, 403, "invalid_request_error", "forbidden", NULL,
+                    "This key may not use the cache admin API.");
         return -1;
     }
     return 0;
@@ -270,9 +242,9 @@ void api_handle(void *ud, srv_req_t *r)
         route_find(ROUTES, sizeof ROUTES / sizeof ROUTES[0], path, h->method, &row, &rest);
     if (st == ROUTE_NOT_FOUND) {
         srv_req_set_label(r, "not_found");
-        api_error(r, 404, "invalid_request_error", "not_found", NULL,
-                  "Unknown request URL: %s %.*s. See the API reference for valid endpoints.",
-                  http_req_method_name(h), (int)(path.n > 200 ? 200 : path.n), path.p);
+        reply_error(r, 404, "invalid_request_error", "not_found", NULL,
+                    "Unknown request URL: %s %.*s. See the API reference for valid endpoints.",
+                    http_req_method_name(h), (int)(path.n > 200 ? 200 : path.n), path.p);
         return;
     }
     srv_req_set_label(r, row->label);
@@ -323,16 +295,12 @@ void api_on_response(void *ud, const char *label, int status, double seconds)
     if (seconds > 0) obs_metrics_duration(a->metrics, label, seconds);
 }
 
-void api_make_id(api_t *a, char *out, size_t size, const char *prefix)
+static void api_maybe_free(api_t *a)
 {
-    uint64_t x = a->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    a->rng = x;
-    uint64_t y = x * 0x9E3779B97F4A7C15ull;
-    snprintf(out, size, "%s%016llx%08llx", prefix, (unsigned long long)y,
-             (unsigned long long)(x >> 32));
+    if (!a->destroyed || a->n_gens) return;
+    obs_metrics_destroy(a->metrics);
+    free(a->models);
+    free(a);
 }
 
 int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_t *cfg,
@@ -349,6 +317,7 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     a->loop = loop;
     a->set = s;
     a->cfg = cfg;
+    a->on_last_gen = api_maybe_free;
     a->created = time_now_unix();
     a->n_models = models->n;
     a->default_idx = models->default_idx;
@@ -401,18 +370,11 @@ int api_n_generations(const api_t *a)
     return a->n_gens;
 }
 
-void api_maybe_free(api_t *a)
-{
-    if (!a->destroyed || a->n_gens) return;
-    obs_metrics_destroy(a->metrics);
-    free(a->models);
-    free(a);
-}
-
 void api_destroy(api_t *a)
 {
     if (!a) return;
     a->destroyed = 1;
+    a->n_gens++; /* hold: generations ending in here must not free a under us */
     /* every backend ends its jobs (DONE/CANCELLED) now or on the next loop
      * turns; their generations free themselves, the last one frees the api */
     for (int i = 0; i < a->n_models; i++) {
@@ -422,5 +384,6 @@ void api_destroy(api_t *a)
     }
     api_cache_destroy(a->cache); /* snapshot, Redis; freed by close callbacks */
     a->cache = NULL;
+    a->n_gens--;
     api_maybe_free(a);
 }

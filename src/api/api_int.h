@@ -2,10 +2,11 @@
  * it serves, and the client/generation nouns of the request path. Not a
  * public interface (api.h is).
  *
- * Files: api.c (lifecycle, plain endpoints), route.c (the route table),
- * pipeline.c (the generation request path, stage by stage), gen.c
- * (generations and the clients following them), reply.c (OpenAI JSON / SSE
- * bytes), api_cache.c (cache tiers, keys, admin endpoints). */
+ * Files, each calling only those after it: api.c (lifecycle, the route table,
+ * plain endpoints) → pipeline.c (the generation request path, stage by
+ * stage) → gen.c (generations and the clients following them) → models.c
+ * (the served models, sampling defaults), api_cache.c (cache tiers, keys,
+ * admin endpoints), reply.c (reply bytes, error replies), route.c. */
 #ifndef BARISTA_API_API_INT_H
 #define BARISTA_API_API_INT_H
 
@@ -43,24 +44,20 @@ struct api {
     srv_t *srv;
     gen_t *gens; /* generations not yet DONE */
     int n_gens;
-    int destroyed; /* api_destroy ran: free once the last generation ends */
-    uint64_t rng;  /* response ids */
+    int destroyed;                 /* api_destroy ran: free once the last generation ends */
+    void (*on_last_gen)(api_t *a); /* gen.c calls it when n_gens drops to 0 */
+    uint64_t rng;                  /* response ids */
     api_cache_t *cache;
 };
 
-/* Answer an error with an OpenAI body. */
-void api_send_error(srv_req_t *r, const oai_err_t *e);
-void api_error(srv_req_t *r, int status, const char *type, const char *code, const char *param,
-               const char *fmt, ...) __attribute__((format(printf, 6, 7)));
-
-/* Free the api once it is destroyed and no generation refers to it. */
-void api_maybe_free(api_t *a);
+/* ---- models.c ---- */
 
 /* The model a request names ("" and "default" → the default), or NULL. */
 api_model_t *api_model_find(api_t *a, const char *name);
 
-/* A fresh response id with prefix ("chatcmpl-", "cmpl-"). */
-void api_make_id(api_t *a, char *out, size_t size, const char *prefix);
+/* The sampling values actually used: the request's, the model's defaults for
+ * what it left out, OpenAI's for the rest. */
+void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp);
 
 /* ---- pipeline.c ---- */
 
@@ -106,14 +103,6 @@ void client_arm_deadline(client_t *c);
 
 /* Wait for an asynchronous cache tier: disconnects reach the client. */
 void client_wait(client_t *c);
-
-/* The sampling values actually used: the request's, the model's defaults for
- * what it left out, OpenAI's for the rest (pipeline.c). */
-void api_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp);
-
-/* c's request for its model's backend (cb/user left for the caller). *msgs
- * is the caller's to free after bk_submit. */
-int api_backend_req(client_t *c, bk_req_t *br, bk_msg_t **msgs);
 
 /* Cancel every unfinished generation (shutdown). */
 void gen_cancel_all(api_t *a);

@@ -112,7 +112,7 @@ static void gen_cancel(gen_t *g, const char *reason)
     g->cancel_sent = 1;
     obs_metrics_cancelled(g->a->metrics, reason);
     gen_sf_finish(g); /* a twin arriving now must not join a cut-short reply */
-    bk_cancel(g->m->bk, g->job);
+    if (g->m->bk) bk_cancel(g->m->bk, g->job); /* NULL: stopping, DONE comes anyway */
 }
 
 void gen_cancel_all(api_t *a)
@@ -229,8 +229,8 @@ static void on_deadline(uv_timer_t *t)
         sse_end(c->sse);
     } else {
         srv_req_t *r = client_take(c);
-        api_error(r, 504, "server_error", "timeout", NULL,
-                  "The request did not finish within its deadline.");
+        reply_error(r, 504, "server_error", "timeout", NULL,
+                    "The request did not finish within its deadline.");
     }
     if (c->g)
         client_leave(c, "timeout");
@@ -269,14 +269,14 @@ static void client_start(client_t *c)
     api_t *a = c->a;
     gen_t *g = c->g;
     c->started = 1;
-    api_make_id(a, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
+    reply_make_id(&a->rng, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
     c->resp = (oai_resp_t){c->kind, c->id, g->created, c->m->cfg.name};
     if (c->stream) {
         char hdr[256];
         cache_headers(c, c->xcache, NULL, 0, hdr, sizeof hdr);
         c->sse = sse_open(c->r, (uint64_t)a->set->sse_ping_ms, hdr);
         if (!c->sse) {
-            api_error(client_take(c), 500, "server_error", NULL, NULL, "cannot start the stream");
+            reply_error(client_take(c), 500, "server_error", NULL, NULL, "cannot start the stream");
             client_leave(c, "error");
             return;
         }
@@ -314,7 +314,7 @@ void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier)
         client_free(c);
         return;
     }
-    api_make_id(a, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
+    reply_make_id(&a->rng, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
     oai_resp_t resp = {c->kind, c->id, (long)e->created, c->m->cfg.name};
     buf_t out = {0};
     buf_reserve(&out, e->text_len * 2 + 512);
@@ -357,7 +357,7 @@ static void gen_free(gen_t *g)
     a->n_gens--;
     cache_rec_destroy(g->rec);
     free(g);
-    api_maybe_free(a);
+    if (!a->n_gens && a->on_last_gen) a->on_last_gen(a); /* may free a */
 }
 
 /* The OpenAI error for a job that failed before it started. */
@@ -396,7 +396,7 @@ static void finish_client(client_t *c, const bk_event_t *ev)
             client_take(c);
             sse_end(c->sse);
         } else {
-            api_send_error(client_take(c), &e);
+            reply_send_error(client_take(c), &e);
         }
         return;
     }
@@ -410,8 +410,8 @@ static void finish_client(client_t *c, const bk_event_t *ev)
         sse_end(c->sse);
     } else if (fin == OAI_FINISH_TIMEOUT) {
         /* cut short (deadline, shutdown) before any byte went out */
-        api_error(client_take(c), 503, "server_error", "unavailable", NULL,
-                  "The generation was stopped (server shutting down) before it finished.");
+        reply_error(client_take(c), 503, "server_error", "unavailable", NULL,
+                    "The generation was stopped (server shutting down) before it finished.");
     } else {
         buf_t out = {0};
         reply_json(&out, &c->resp, c->text.p, c->text.n, fin, &u, lp_list_items(c->lp),
@@ -450,7 +450,7 @@ static void on_delta(gen_t *g, const bk_event_t *ev)
                 client_take(c);
                 sse_end(c->sse);
             } else {
-                api_send_error(client_take(c), &e);
+                reply_send_error(client_take(c), &e);
             }
             client_leave(c, "error");
             continue;
@@ -503,7 +503,7 @@ static void on_done(gen_t *g, const bk_event_t *ev)
         } else if (!g->started) {
             oai_err_t e;
             start_error(ev, c, &e);
-            api_send_error(client_take(c), &e);
+            reply_send_error(client_take(c), &e);
             client_free(c);
         } else {
             finish_client(c, ev);
@@ -525,6 +525,36 @@ static void on_event(void *user, const bk_event_t *ev)
 }
 
 /* ---- starting and joining ---- */
+
+/* c's request for its model's backend (cb/user left for the caller). *msgs
+ * is the caller's to free after bk_submit. */
+static int backend_req(client_t *c, bk_req_t *br, bk_msg_t **msgs)
+{
+    const oai_req_t *q = &c->q;
+    memset(br, 0, sizeof *br);
+    *msgs = NULL;
+    br->is_chat = q->kind == OAI_CHAT;
+    if (br->is_chat) {
+        *msgs = calloc((size_t)q->n_msgs + 1, sizeof **msgs);
+        if (!*msgs) return BAR_ERR_NOMEM;
+        for (int i = 0; i < q->n_msgs; i++)
+            (*msgs)[i] = (bk_msg_t){q->msgs[i].role, q->msgs[i].content, q->msgs[i].content_len};
+        br->msgs = *msgs;
+        br->n_msgs = q->n_msgs;
+    } else {
+        br->prompt = q->prompt;
+        br->prompt_len = q->prompt_len;
+    }
+    api_model_sampling(c->m, q, &br->sp);
+    br->priority = q->priority;
+    br->tenant = "";
+    br->cache_salt = q->cache_salt;
+    br->body_bytes = c->r ? srv_req_http(c->r)->body.n : 0;
+    /* the engine ends a generation at the deadline too; the client's own timer
+     * (gen.c) answers it. A coalescing generation outlives any one deadline. */
+    br->deadline = 0;
+    return 0;
+}
 
 /* The backend's answer to a refused submit, as an OpenAI error. */
 static void submit_error(const client_t *c, int rc, const char *msg, oai_err_t *e)
@@ -575,7 +605,7 @@ void gen_start(client_t *c)
     }
     bk_req_t br;
     bk_msg_t *msgs = NULL;
-    if (api_backend_req(c, &br, &msgs) < 0) {
+    if (backend_req(c, &br, &msgs) < 0) {
         free(msgs);
         oai_err(&err, 500, "server_error", NULL, NULL, "out of memory");
         goto fail_gen;
@@ -602,7 +632,7 @@ fail_gen:
     c->g = NULL;
     free(g);
 fail:
-    api_send_error(client_take(c), &err);
+    reply_send_error(client_take(c), &err);
     client_free(c);
 }
 

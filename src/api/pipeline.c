@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "api/reply.h"
 #include "util/timeutil.h"
 
 /* Body members that never change the generated text: left out of the key
@@ -47,69 +48,6 @@ static const char *const KEY_SKIP[] = {
     NULL,
 };
 
-void api_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp)
-{
-    const model_entry_t *d = &m->cfg;
-    memset(sp, 0, sizeof *sp);
-#define PICK(field, bit_req, bit_model, dflt)                                                      \
-    (q->given & (bit_req) ? q->field : (d->has & (bit_model)) ? d->field : (dflt))
-    sp->temperature = PICK(temperature, OAI_GIVEN_TEMPERATURE, MODEL_HAS_TEMPERATURE, 1.0);
-    sp->top_p = PICK(top_p, OAI_GIVEN_TOP_P, MODEL_HAS_TOP_P, 1.0);
-    sp->top_k = (int)PICK(top_k, OAI_GIVEN_TOP_K, MODEL_HAS_TOP_K, 0);
-    sp->min_p = PICK(min_p, OAI_GIVEN_MIN_P, MODEL_HAS_MIN_P, 0.0);
-    sp->repeat_penalty =
-        PICK(repeat_penalty, OAI_GIVEN_REPEAT_PENALTY, MODEL_HAS_REPEAT_PENALTY, 1.0);
-    sp->presence_penalty =
-        PICK(presence_penalty, OAI_GIVEN_PRESENCE_PENALTY, MODEL_HAS_PRESENCE_PENALTY, 0.0);
-    sp->frequency_penalty =
-        PICK(frequency_penalty, OAI_GIVEN_FREQUENCY_PENALTY, MODEL_HAS_FREQUENCY_PENALTY, 0.0);
-#undef PICK
-    if (q->given & OAI_GIVEN_SEED) {
-        sp->seed = q->seed;
-        sp->has_seed = 1;
-    } else if (d->has & MODEL_HAS_SEED) {
-        sp->seed = (uint64_t)d->seed;
-        sp->has_seed = 1;
-    }
-    sp->max_tokens = q->max_tokens > 0                 ? q->max_tokens
-                     : (d->has & MODEL_HAS_MAX_TOKENS) ? (int)d->max_tokens
-                                                       : 0; /* 0: the server's default */
-    sp->n = 1;
-    sp->stop = (const char *const *)q->stop;
-    sp->n_stop = q->n_stop;
-    sp->ignore_eos = q->ignore_eos;
-    sp->logprobs = q->logprobs;
-    sp->top_logprobs = q->top_logprobs;
-}
-
-int api_backend_req(client_t *c, bk_req_t *br, bk_msg_t **msgs)
-{
-    const oai_req_t *q = &c->q;
-    memset(br, 0, sizeof *br);
-    *msgs = NULL;
-    br->is_chat = q->kind == OAI_CHAT;
-    if (br->is_chat) {
-        *msgs = calloc((size_t)q->n_msgs + 1, sizeof **msgs);
-        if (!*msgs) return BAR_ERR_NOMEM;
-        for (int i = 0; i < q->n_msgs; i++)
-            (*msgs)[i] = (bk_msg_t){q->msgs[i].role, q->msgs[i].content, q->msgs[i].content_len};
-        br->msgs = *msgs;
-        br->n_msgs = q->n_msgs;
-    } else {
-        br->prompt = q->prompt;
-        br->prompt_len = q->prompt_len;
-    }
-    api_sampling(c->m, q, &br->sp);
-    br->priority = q->priority;
-    br->tenant = "";
-    br->cache_salt = q->cache_salt;
-    br->body_bytes = c->r ? srv_req_http(c->r)->body.n : 0;
-    /* the engine ends a generation at the deadline too; the client's own timer
-     * (gen.c) answers it. A coalescing generation outlives any one deadline. */
-    br->deadline = 0;
-    return 0;
-}
-
 /* Fill the canonical bytes of the sampling values actually used. */
 static size_t sampling_bytes(const bk_sampling_t *sp, char *out, size_t size)
 {
@@ -124,7 +62,7 @@ static client_t *client_new(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
 {
     client_t *c = calloc(1, sizeof *c);
     if (!c) {
-        api_error(r, 500, "server_error", NULL, NULL, "out of memory");
+        reply_error(r, 500, "server_error", NULL, NULL, "out of memory");
         return NULL;
     }
     c->a = a;
@@ -139,7 +77,7 @@ static int answer_error(client_t *c, const oai_err_t *e)
 {
     srv_req_t *r = c->r;
     c->r = NULL;
-    api_send_error(r, e);
+    reply_send_error(r, e);
     client_free(c);
     return -1;
 }
@@ -247,7 +185,7 @@ static int stage_cache(client_t *c, const cJSON *root)
     api_t *a = c->a;
     if (!api_cache_on(a->cache)) return 1;
     bk_sampling_t sp;
-    api_sampling(c->m, &c->q, &sp);
+    api_model_sampling(c->m, &c->q, &sp);
     char extra[512];
     api_cache_keyin_t in = {0};
     in.endpoint = c->kind == OAI_CHAT ? "chat" : "completions";

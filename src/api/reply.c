@@ -1,6 +1,8 @@
 /* reply.c — reply bytes for events and entries (see reply.h). */
 #include "api/reply.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -175,4 +177,39 @@ int reply_entry_sse(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int
         reply_sse_delta(out, r, e->text + ch->off, ch->len, e->lp + ch->lp0, ch->n_lp, want_lp);
     }
     return reply_sse_close(out, r, entry_finish(e), &u, include_usage);
+}
+
+/* ---- sending ---- */
+
+void reply_send_error(srv_req_t *r, const oai_err_t *e)
+{
+    buf_t b = {0};
+    oai_error_body(&b, e);
+    const char *extra = e->status == 503 ? "Retry-After: 1\r\n" : NULL;
+    srv_respond(r, e->status, "application/json", b.p ? b.p : "", b.n, extra);
+    buf_free(&b);
+}
+
+void reply_error(srv_req_t *r, int status, const char *type, const char *code, const char *param,
+                 const char *fmt, ...)
+{
+    oai_err_t e;
+    oai_err(&e, status, type, code, param, "%s", "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.message, sizeof e.message, fmt, ap);
+    va_end(ap);
+    reply_send_error(r, &e);
+}
+
+void reply_make_id(uint64_t *rng, char *out, size_t size, const char *prefix)
+{
+    uint64_t x = *rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *rng = x;
+    uint64_t y = x * 0x9E3779B97F4A7C15ull;
+    snprintf(out, size, "%s%016llx%08llx", prefix, (unsigned long long)y,
+             (unsigned long long)(x >> 32));
 }

@@ -1,16 +1,19 @@
 /* reply.h — the bytes of a reply: one OpenAI JSON object, or an SSE stream,
- * for a sequence of text-level events or for a stored cache entry; and the
- * pending-logprob list a streaming client accumulates between writes.
+ * for a sequence of text-level events or for a stored cache entry; the
+ * pending-logprob list a streaming client accumulates between writes; and
+ * answering a request with an OpenAI error.
  *
- * Pure functions over buffers (no sockets, no clock): the unit tests check
- * the exact bytes for a given event sequence. Not for: when to write (gen.c,
- * back-pressure), the JSON field formatting itself (openai.c). */
+ * The renderers are pure functions over buffers (no sockets, no clock): the
+ * unit tests check the exact bytes for a given event sequence. Not for: when
+ * to write (gen.c, back-pressure), the JSON field formatting itself
+ * (openai.c). */
 #ifndef BARISTA_API_REPLY_H
 #define BARISTA_API_REPLY_H
 
 #include "api/openai.h"
 #include "backend/backend.h"
 #include "cache/cache_entry.h"
+#include "server/server.h"
 #include "util/buf.h"
 #include "util/logprob.h"
 
@@ -49,5 +52,14 @@ int reply_sse_error(buf_t *out, const oai_err_t *e);
 int reply_entry_json(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int want_lp);
 int reply_entry_sse(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int include_usage,
                     int want_lp);
+
+/* Answer r with an OpenAI error body (503s carry Retry-After: 1). */
+void reply_send_error(srv_req_t *r, const oai_err_t *e);
+void reply_error(srv_req_t *r, int status, const char *type, const char *code, const char *param,
+                 const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* A fresh response id: prefix ("chatcmpl-", "cmpl-") + 24 hex digits from
+ * the xorshift state *rng (never 0). */
+void reply_make_id(uint64_t *rng, char *out, size_t size, const char *prefix);
 
 #endif

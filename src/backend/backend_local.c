@@ -81,7 +81,8 @@ struct job {
     int lost;      /* a token event was dropped (engine thread writes, under b->mu) */
     int in_work;   /* being prepared on the thread pool */
     uv_work_t work;
-    qev_t *done_ev; /* preallocated DONE */
+    qev_t *done_ev;  /* preallocated DONE */
+    qev_t *start_ev; /* preallocated START */
 };
 
 struct local {
@@ -106,8 +107,27 @@ struct local {
 
 /* ---- the queue ---- */
 
+/* Take e back out of the queue (not yet delivered). */
+static void queue_remove(local_t *b, qev_t *e)
+{
+    pthread_mutex_lock(&b->mu);
+    qev_t *prev = NULL;
+    for (qev_t *q = b->head; q; prev = q, q = q->next)
+        if (q == e) {
+            if (prev)
+                prev->next = q->next;
+            else
+                b->head = q->next;
+            if (b->tail == q) b->tail = prev;
+            break;
+        }
+    e->next = NULL;
+    pthread_mutex_unlock(&b->mu);
+}
+
 static void queue_push(local_t *b, qev_t *e)
 {
+    e->next = NULL;
     pthread_mutex_lock(&b->mu);
     if (b->tail)
         b->tail->next = e;
@@ -179,6 +199,7 @@ static void job_free(job_t *j)
         free(j->stop[i]);
     free(j->toks);
     free(j->done_ev);
+    free(j->start_ev);
     free(j);
 }
 
@@ -287,11 +308,22 @@ static int engine_start(job_t *j)
     er.priority = -j->priority; /* the engine runs higher first */
     er.cb = on_engine_event;
     er.user = j;
+    /* START goes into the queue BEFORE the engine can produce events, so it
+     * is always delivered first; a refused submit takes it back (nothing
+     * drains the queue before this returns: delivery runs on this thread) */
+    qev_t *start = j->start_ev;
+    j->start_ev = NULL;
+    start->kind = EV_START;
+    start->j = j;
+    start->n_prompt = (int)j->n_tok;
+    queue_push(b, start);
     bar_msg_t msg = {{0}};
     int rc = engine_submit(b->engine, &er, &j->req_id, &msg);
     free(j->toks);
     j->toks = NULL;
     if (rc) {
+        queue_remove(b, start);
+        j->start_ev = start;
         const char *what = j->is_chat ? "messages" : "prompt";
         if (rc == BAR_ERR_RANGE) return job_fail(j, rc, 400, what, "%s", msg.text);
         if (rc == BAR_ERR_BUSY)
@@ -301,17 +333,6 @@ static int engine_start(job_t *j)
                         msg.text[0] ? msg.text : bar_strerror(rc));
     }
     j->submitted = 1;
-    qev_t *e = calloc(1, sizeof *e + 1);
-    if (!e) {
-        /* without START the job still ends with DONE, which the caller then
-         * treats as a failure to start */
-        engine_cancel(b->engine, j->req_id);
-        return 0;
-    }
-    e->kind = EV_START;
-    e->j = j;
-    e->n_prompt = (int)j->n_tok;
-    queue_push(b, e);
     return 0;
 }
 
@@ -361,7 +382,8 @@ static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_ms
     j->priority = r->priority;
     j->max_tokens_req = r->sp.max_tokens;
     j->done_ev = calloc(1, sizeof *j->done_ev + 1);
-    int oom = !j->done_ev;
+    j->start_ev = calloc(1, sizeof *j->start_ev + 1);
+    int oom = !j->done_ev || !j->start_ev;
     if (r->is_chat) {
         j->msgs = calloc((size_t)r->n_msgs + 1, sizeof *j->msgs);
         oom |= !j->msgs;

@@ -1,0 +1,50 @@
+/* models.c — the models one server serves: finding one by the request's
+ * "model", and the sampling values a request gets from its model's defaults
+ * (docs/SERVE.md, "Several models"). Not for: loading them (cli_serve.c,
+ * backend_local.c) or the YAML list (backend/model_list.c). */
+#include <string.h>
+
+#include "api/api_int.h"
+
+api_model_t *api_model_find(api_t *a, const char *name)
+{
+    if (!name[0] || !strcmp(name, "default")) return &a->models[a->default_idx];
+    for (int i = 0; i < a->n_models; i++)
+        if (!strcmp(name, a->models[i].cfg.name)) return &a->models[i];
+    return NULL;
+}
+
+void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp)
+{
+    const model_entry_t *d = &m->cfg;
+    memset(sp, 0, sizeof *sp);
+#define PICK(field, bit_req, bit_model, dflt)                                                      \
+    (q->given & (bit_req) ? q->field : (d->has & (bit_model)) ? d->field : (dflt))
+    sp->temperature = PICK(temperature, OAI_GIVEN_TEMPERATURE, MODEL_HAS_TEMPERATURE, 1.0);
+    sp->top_p = PICK(top_p, OAI_GIVEN_TOP_P, MODEL_HAS_TOP_P, 1.0);
+    sp->top_k = (int)PICK(top_k, OAI_GIVEN_TOP_K, MODEL_HAS_TOP_K, 0);
+    sp->min_p = PICK(min_p, OAI_GIVEN_MIN_P, MODEL_HAS_MIN_P, 0.0);
+    sp->repeat_penalty =
+        PICK(repeat_penalty, OAI_GIVEN_REPEAT_PENALTY, MODEL_HAS_REPEAT_PENALTY, 1.0);
+    sp->presence_penalty =
+        PICK(presence_penalty, OAI_GIVEN_PRESENCE_PENALTY, MODEL_HAS_PRESENCE_PENALTY, 0.0);
+    sp->frequency_penalty =
+        PICK(frequency_penalty, OAI_GIVEN_FREQUENCY_PENALTY, MODEL_HAS_FREQUENCY_PENALTY, 0.0);
+#undef PICK
+    if (q->given & OAI_GIVEN_SEED) {
+        sp->seed = q->seed;
+        sp->has_seed = 1;
+    } else if (d->has & MODEL_HAS_SEED) {
+        sp->seed = (uint64_t)d->seed;
+        sp->has_seed = 1;
+    }
+    sp->max_tokens = q->max_tokens > 0                 ? q->max_tokens
+                     : (d->has & MODEL_HAS_MAX_TOKENS) ? (int)d->max_tokens
+                                                       : 0; /* 0: the server's default */
+    sp->n = 1;
+    sp->stop = (const char *const *)q->stop;
+    sp->n_stop = q->n_stop;
+    sp->ignore_eos = q->ignore_eos;
+    sp->logprobs = q->logprobs;
+    sp->top_logprobs = q->top_logprobs;
+}
