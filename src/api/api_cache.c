@@ -549,6 +549,21 @@ static void stats_reply(api_cache_t *c, srv_req_t *r)
                c->l1 ? "true" : "false", (unsigned long long)s1.hits, (unsigned long long)s1.misses,
                (unsigned long long)s1.inserts, (unsigned long long)s1.evictions,
                (unsigned long long)s1.expirations, (unsigned long long)s1.rejected, s1.ghosts);
+    /* every tier through the tier interface, in lookup order */
+    buf_puts(&b, "\"tiers\":[");
+    for (int i = 0; i < c->tiers.n; i++) {
+        cache_tier_t *t = c->tiers.v[i];
+        cache_tier_stats_t ts;
+        t->ops->stats(t, &ts);
+        buf_printf(&b,
+                   "%s{\"name\":\"%s\",\"up\":%s,\"entries\":%llu,\"bytes\":%llu,\"hits\":%llu,"
+                   "\"misses\":%llu,\"errors\":%llu,\"walk_hits\":%llu}",
+                   i ? "," : "", t->ops->name, ts.up ? "true" : "false",
+                   (unsigned long long)ts.entries, (unsigned long long)ts.bytes,
+                   (unsigned long long)ts.hits, (unsigned long long)ts.misses,
+                   (unsigned long long)ts.errors, (unsigned long long)c->tiers.hits[i]);
+    }
+    buf_puts(&b, "],");
     if (c->l2) {
         cache_redis_stats_t s2;
         cache_redis_stats(c->l2, &s2);

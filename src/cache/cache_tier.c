@@ -34,7 +34,14 @@ static long long l1_purge(cache_tier_t *t, cache_purge_kind_t kind, uint64_t ns,
     return cache_l1_del(t->impl, key) > 0 ? 1 : 0;
 }
 
-static const cache_tier_ops_t L1_OPS = {"L1", l1_lookup, l1_cancel, l1_store, l1_purge};
+static void l1_stats(cache_tier_t *t, cache_tier_stats_t *out)
+{
+    cache_l1_stats_t st;
+    cache_l1_stats(t->impl, &st);
+    *out = (cache_tier_stats_t){st.entries, st.bytes, st.hits, st.misses, st.rejected, 1};
+}
+
+static const cache_tier_ops_t L1_OPS = {"L1", l1_lookup, l1_cancel, l1_store, l1_purge, l1_stats};
 
 void cache_tier_l1(cache_tier_t *t, cache_l1_t *l1)
 {
@@ -98,8 +105,17 @@ static long long redis_purge(cache_tier_t *t, cache_purge_kind_t kind, uint64_t 
     return CACHE_TIER_PENDING;
 }
 
-static const cache_tier_ops_t REDIS_OPS = {"L2", redis_lookup, redis_cancel, redis_store,
-                                           redis_purge};
+static void redis_stats(cache_tier_t *t, cache_tier_stats_t *out)
+{
+    cache_redis_stats_t st;
+    cache_redis_stats(t->impl, &st);
+    *out = (cache_tier_stats_t){
+        0,           0, st.hits, st.misses, st.timeouts + st.errors + st.garbage + st.set_errors,
+        st.connected};
+}
+
+static const cache_tier_ops_t REDIS_OPS = {"L2",        redis_lookup, redis_cancel,
+                                           redis_store, redis_purge,  redis_stats};
 
 void cache_tier_redis(cache_tier_t *t, cache_redis_t *r)
 {

@@ -23,6 +23,7 @@
 #include "cache/cache_redis.h"
 
 typedef struct cache_tier cache_tier_t;
+struct cache_tier_stats;
 
 /* An asynchronous lookup's answer: e is a reference the callee hands over
  * (NULL on a miss, a timeout or an error). */
@@ -47,7 +48,16 @@ typedef struct {
      * CACHE_TIER_PENDING and call cb once; a negative code: down. */
     long long (*purge)(cache_tier_t *t, cache_purge_kind_t kind, uint64_t ns,
                        const cache_key_t *key, cache_tier_purged_fn cb, void *user);
+    /* Counters for /v1/cache/stats and /metrics (zeros where unknown). */
+    void (*stats)(cache_tier_t *t, struct cache_tier_stats *out);
 } cache_tier_ops_t;
+
+typedef struct cache_tier_stats {
+    uint64_t entries, bytes; /* resident (0 when the tier cannot tell) */
+    uint64_t hits, misses;   /* lookups answered / not */
+    uint64_t errors;         /* lookups or stores that failed (timeouts, errors, garbage) */
+    int up;                  /* answering now */
+} cache_tier_stats_t;
 
 #define CACHE_TIER_PENDING (-1000)
 

@@ -55,6 +55,10 @@ def test_two_servers_share_one_redis(barista_bin, gguf_path, redis):
         assert rb["choices"][0]["message"]["content"] == ra["choices"][0]["message"]["content"]
         st, h, _ = chat(b, q)
         assert h["x-cache"] == "HIT" and h["x-cache-tier"] == "L1"  # promoted
+        tiers = stats(b)["tiers"]  # the tier interface's view, in walk order
+        assert [t["name"] for t in tiers] == ["L1", "L2"]
+        assert tiers[0]["walk_hits"] == 1 and tiers[1]["walk_hits"] == 1
+        assert tiers[0]["entries"] >= 1 and tiers[1]["up"] is True
         # streamed hit from L2 on a server that has not seen it
         st, h, ev = chat(a, dict(body("Name a bird."), stream=True))
         assert h["x-cache"] == "MISS"

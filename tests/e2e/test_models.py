@@ -8,7 +8,7 @@ import json
 import openai
 import pytest
 
-from serverutil import SLOW, Server, request, sse_events
+from serverutil import SLOW, Server, metrics, request, sse_events
 
 MSG = [{"role": "user", "content": "Name a color."}]
 
@@ -164,3 +164,14 @@ def test_timeout_without_bytes_is_504(flag_server):
     status, _, resp = request(flag_server, "POST", "/v1/completions", json.dumps(body),
                               timeout=60 * SLOW)
     assert status == 504 and json.loads(resp)["error"]["code"] == "timeout"
+
+
+def test_request_duration_is_recorded(flag_server):
+    before = metrics(flag_server).get(
+        'barista_request_duration_seconds_count{endpoint="completions"}', 0)
+    status, _, _ = request(flag_server, "POST", "/v1/completions",
+                           json.dumps({"model": "a", "prompt": "Hi", "max_tokens": 2}))
+    assert status == 200
+    m = metrics(flag_server)
+    assert m['barista_request_duration_seconds_count{endpoint="completions"}'] == before + 1
+    assert m['barista_request_duration_seconds_sum{endpoint="completions"}'] > 0

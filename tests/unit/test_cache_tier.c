@@ -145,7 +145,14 @@ static long long fake_purge(cache_tier_t *t, cache_purge_kind_t kind, uint64_t n
     return 0;
 }
 
-static const cache_tier_ops_t FAKE_OPS = {"fake", fake_lookup, fake_cancel, fake_store, fake_purge};
+static void fake_stats(cache_tier_t *t, cache_tier_stats_t *out)
+{
+    (void)t;
+    memset(out, 0, sizeof *out);
+}
+
+static const cache_tier_ops_t FAKE_OPS = {"fake",     fake_lookup, fake_cancel,
+                                          fake_store, fake_purge,  fake_stats};
 
 static void fake_init(fake_t *f, int async)
 {
