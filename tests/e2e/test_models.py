@@ -175,3 +175,32 @@ def test_request_duration_is_recorded(flag_server):
     m = metrics(flag_server)
     assert m['barista_request_duration_seconds_count{endpoint="completions"}'] == before + 1
     assert m['barista_request_duration_seconds_sum{endpoint="completions"}'] > 0
+
+
+def test_a_joiners_deadline_is_its_own(flag_server):
+    """Two identical greedy requests coalesce ("timeout" is not in the key).
+    The leader's short deadline ends the leader alone (504); the joiner keeps
+    following the generation to its end."""
+    import threading
+    import time
+    body = {"model": "a", "prompt": "Once upon a time", "max_tokens": 150, "temperature": 0,
+            "ignore_eos": True}
+    out = {}
+
+    def send(name, timeout):
+        out[name] = request(flag_server, "POST", "/v1/completions",
+                            json.dumps(dict(body, timeout=timeout)), timeout=120 * SLOW)
+
+    t1 = threading.Thread(target=send, args=("leader", 0.5))
+    t2 = threading.Thread(target=send, args=("joiner", 600))
+    t1.start()
+    time.sleep(0.05)
+    t2.start()
+    t1.join()
+    t2.join()
+    status, _, resp = out["leader"]
+    assert status == 504 and json.loads(resp)["error"]["code"] == "timeout"
+    status, h, resp = out["joiner"]
+    assert status == 200 and h["x-cache"] == "COALESCED"
+    r = json.loads(resp)
+    assert r["usage"]["completion_tokens"] == 150 and r["choices"][0]["finish_reason"] == "length"
