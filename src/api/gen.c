@@ -252,14 +252,7 @@ void client_arm_deadline(client_t *c)
 static void cache_headers(const client_t *c, const char *xcache, const char *tier, long long age,
                           char *out, size_t size)
 {
-    out[0] = '\0';
-    if (!xcache) return;
-    int n = snprintf(out, size, "X-Cache: %s\r\n", xcache);
-    if (tier && n > 0 && (size_t)n < size)
-        n += snprintf(out + n, size - (size_t)n, "X-Cache-Tier: %s\r\nAge: %lld\r\n", tier,
-                      age < 0 ? 0 : age);
-    if (c->cq.cacheable && n > 0 && (size_t)n < size)
-        snprintf(out + n, size - (size_t)n, "X-Cache-Key: %s\r\n", c->cq.hex);
+    reply_cache_headers(xcache, tier, age, c->cq.cacheable ? c->cq.hex : NULL, out, size);
 }
 
 /* Start c's reply (the generation started): the SSE head and role chunk,
@@ -381,6 +374,22 @@ static void start_error(const bk_event_t *ev, const client_t *c, oai_err_t *e)
         oai_err(e, 500, "server_error", "engine_error", NULL, "generation failed: %s", msg);
 }
 
+/* End c's reply with an error: an error event on a started stream (after
+ * what is pending), else an error status. */
+static void client_fail(client_t *c, const oai_err_t *e)
+{
+    if (c->sse) {
+        stream_flush(c, 1);
+        buf_t out = {0};
+        reply_sse_error(&out, e);
+        write_sse(c, &out);
+        client_take(c);
+        sse_end(c->sse);
+    } else {
+        reply_send_error(client_take(c), e);
+    }
+}
+
 static void finish_client(client_t *c, const bk_event_t *ev)
 {
     oai_usage_t u = {ev->n_prompt, ev->n_gen, ev->n_cached};
@@ -388,16 +397,7 @@ static void finish_client(client_t *c, const bk_event_t *ev)
         oai_err_t e;
         oai_err(&e, 500, "server_error", "engine_error", NULL, "generation failed: %s",
                 ev->msg ? ev->msg : bar_strerror(ev->err));
-        if (c->sse) {
-            stream_flush(c, 1);
-            buf_t out = {0};
-            reply_sse_error(&out, &e);
-            write_sse(c, &out);
-            client_take(c);
-            sse_end(c->sse);
-        } else {
-            reply_send_error(client_take(c), &e);
-        }
+        client_fail(c, &e);
         return;
     }
     oai_finish_t fin = reply_finish(ev->finish);
@@ -443,15 +443,7 @@ static void on_delta(gen_t *g, const bk_event_t *ev)
             /* this client's reply would miss a piece: fail it, never finish it */
             oai_err_t e;
             oai_err(&e, 500, "server_error", NULL, NULL, "out of memory");
-            if (c->sse) {
-                buf_t out = {0};
-                reply_sse_error(&out, &e);
-                write_sse(c, &out);
-                client_take(c);
-                sse_end(c->sse);
-            } else {
-                reply_send_error(client_take(c), &e);
-            }
+            client_fail(c, &e);
             client_leave(c, "error");
             continue;
         }
@@ -526,36 +518,6 @@ static void on_event(void *user, const bk_event_t *ev)
 
 /* ---- starting and joining ---- */
 
-/* c's request for its model's backend (cb/user left for the caller). *msgs
- * is the caller's to free after bk_submit. */
-static int backend_req(client_t *c, bk_req_t *br, bk_msg_t **msgs)
-{
-    const oai_req_t *q = &c->q;
-    memset(br, 0, sizeof *br);
-    *msgs = NULL;
-    br->is_chat = q->kind == OAI_CHAT;
-    if (br->is_chat) {
-        *msgs = calloc((size_t)q->n_msgs + 1, sizeof **msgs);
-        if (!*msgs) return BAR_ERR_NOMEM;
-        for (int i = 0; i < q->n_msgs; i++)
-            (*msgs)[i] = (bk_msg_t){q->msgs[i].role, q->msgs[i].content, q->msgs[i].content_len};
-        br->msgs = *msgs;
-        br->n_msgs = q->n_msgs;
-    } else {
-        br->prompt = q->prompt;
-        br->prompt_len = q->prompt_len;
-    }
-    api_model_sampling(c->m, q, &br->sp);
-    br->priority = q->priority;
-    br->tenant = "";
-    br->cache_salt = q->cache_salt;
-    br->body_bytes = c->r ? srv_req_http(c->r)->body.n : 0;
-    /* the engine ends a generation at the deadline too; the client's own timer
-     * (gen.c) answers it. A coalescing generation outlives any one deadline. */
-    br->deadline = 0;
-    return 0;
-}
-
 /* The backend's answer to a refused submit, as an OpenAI error. */
 static void submit_error(const client_t *c, int rc, const char *msg, oai_err_t *e)
 {
@@ -605,7 +567,7 @@ void gen_start(client_t *c)
     }
     bk_req_t br;
     bk_msg_t *msgs = NULL;
-    if (backend_req(c, &br, &msgs) < 0) {
+    if (api_model_backend_req(c->m, &c->q, c->r ? srv_req_http(c->r)->body.n : 0, &br, &msgs) < 0) {
         free(msgs);
         oai_err(&err, 500, "server_error", NULL, NULL, "out of memory");
         goto fail_gen;

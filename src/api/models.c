@@ -2,6 +2,7 @@
  * "model", and the sampling values a request gets from its model's defaults
  * (docs/SERVE.md, "Several models"). Not for: loading them (cli_serve.c,
  * backend_local.c) or the YAML list (backend/model_list.c). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/api_int.h"
@@ -47,4 +48,32 @@ void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t 
     sp->ignore_eos = q->ignore_eos;
     sp->logprobs = q->logprobs;
     sp->top_logprobs = q->top_logprobs;
+}
+
+int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_bytes, bk_req_t *br,
+                          bk_msg_t **msgs)
+{
+    memset(br, 0, sizeof *br);
+    *msgs = NULL;
+    br->is_chat = q->kind == OAI_CHAT;
+    if (br->is_chat) {
+        *msgs = calloc((size_t)q->n_msgs + 1, sizeof **msgs);
+        if (!*msgs) return BAR_ERR_NOMEM;
+        for (int i = 0; i < q->n_msgs; i++)
+            (*msgs)[i] = (bk_msg_t){q->msgs[i].role, q->msgs[i].content, q->msgs[i].content_len};
+        br->msgs = *msgs;
+        br->n_msgs = q->n_msgs;
+    } else {
+        br->prompt = q->prompt;
+        br->prompt_len = q->prompt_len;
+    }
+    api_model_sampling(m, q, &br->sp);
+    br->priority = q->priority;
+    br->tenant = "";
+    br->cache_salt = q->cache_salt;
+    br->body_bytes = body_bytes;
+    /* deadlines are the clients' own timers (gen.c): a coalescing generation
+     * outlives any one of them */
+    br->deadline = 0;
+    return 0;
 }

@@ -179,6 +179,48 @@ int reply_entry_sse(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int
     return reply_sse_close(out, r, entry_finish(e), &u, include_usage);
 }
 
+/* ---- headers ---- */
+
+/* Append NUL-terminated s at *p, not past end. */
+static void hdr_put(char **p, const char *end, const char *s)
+{
+    size_t n = strlen(s);
+    if (n > (size_t)(end - *p)) n = (size_t)(end - *p);
+    memcpy(*p, s, n);
+    *p += n;
+}
+
+void reply_cache_headers(const char *xcache, const char *tier, long long age, const char *key_hex,
+                         char *out, size_t size)
+{
+    if (!size) return;
+    out[0] = '\0';
+    if (!xcache || size < 2) return;
+    char *p = out, *end = out + size - 1;
+    hdr_put(&p, end, "X-Cache: ");
+    hdr_put(&p, end, xcache);
+    hdr_put(&p, end, "\r\n");
+    if (tier) {
+        char num[24], *d = num + sizeof num;
+        unsigned long long v = age < 0 ? 0 : (unsigned long long)age;
+        *--d = '\0';
+        do
+            *--d = (char)('0' + v % 10);
+        while (v /= 10);
+        hdr_put(&p, end, "X-Cache-Tier: ");
+        hdr_put(&p, end, tier);
+        hdr_put(&p, end, "\r\nAge: ");
+        hdr_put(&p, end, d);
+        hdr_put(&p, end, "\r\n");
+    }
+    if (key_hex) {
+        hdr_put(&p, end, "X-Cache-Key: ");
+        hdr_put(&p, end, key_hex);
+        hdr_put(&p, end, "\r\n");
+    }
+    *p = '\0';
+}
+
 /* ---- sending ---- */
 
 void reply_send_error(srv_req_t *r, const oai_err_t *e)

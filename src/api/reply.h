@@ -53,6 +53,13 @@ int reply_entry_json(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, in
 int reply_entry_sse(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int include_usage,
                     int want_lp);
 
+/* The cache's response headers into out (NUL-terminated, cut at size):
+ * "X-Cache: <xcache>", for hits "X-Cache-Tier" and "Age", and "X-Cache-Key"
+ * when key_hex is given. Nothing when xcache is NULL (no cache). Plain
+ * copies: this runs on every hit. */
+void reply_cache_headers(const char *xcache, const char *tier, long long age, const char *key_hex,
+                         char *out, size_t size);
+
 /* Answer r with an OpenAI error body (503s carry Retry-After: 1). */
 void reply_send_error(srv_req_t *r, const oai_err_t *e);
 void reply_error(srv_req_t *r, int status, const char *type, const char *code, const char *param,

@@ -536,6 +536,26 @@ static void test_entry_sse(void **st)
     cache_entry_release(e);
 }
 
+static void test_cache_headers(void **st)
+{
+    (void)st;
+    char h[256];
+    reply_cache_headers(NULL, "L1", 3, "00ff", h, sizeof h);
+    assert_string_equal(h, ""); /* no cache: no headers */
+    reply_cache_headers("MISS", NULL, 0, "00ff", h, sizeof h);
+    assert_string_equal(h, "X-Cache: MISS\r\nX-Cache-Key: 00ff\r\n");
+    reply_cache_headers("BYPASS", NULL, 0, NULL, h, sizeof h);
+    assert_string_equal(h, "X-Cache: BYPASS\r\n");
+    reply_cache_headers("HIT", "L2", 1234567, "ab", h, sizeof h);
+    assert_string_equal(h,
+                        "X-Cache: HIT\r\nX-Cache-Tier: L2\r\nAge: 1234567\r\nX-Cache-Key: ab\r\n");
+    reply_cache_headers("HIT", "L1", -5, NULL, h, sizeof h);
+    assert_string_equal(h, "X-Cache: HIT\r\nX-Cache-Tier: L1\r\nAge: 0\r\n");
+    char small[12];
+    reply_cache_headers("HIT", "L1", 0, NULL, small, sizeof small);
+    assert_string_equal(small, "X-Cache: HI"); /* cut, still terminated */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -551,6 +571,7 @@ int main(void)
         cmocka_unit_test(test_reply_json),
         cmocka_unit_test(test_entry_json),
         cmocka_unit_test(test_entry_sse),
+        cmocka_unit_test(test_cache_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
