@@ -48,14 +48,37 @@ static const char *const KEY_SKIP[] = {
     NULL,
 };
 
-/* Fill the canonical bytes of the sampling values actually used. */
-static size_t sampling_bytes(const bk_sampling_t *sp, char *out, size_t size)
+/* The canonical bytes of the sampling values actually used: each value's
+ * 8 bytes in a fixed order (-0 folded to 0, so equal values are equal bytes;
+ * no NaN passes validation). Cheaper than printing them, on every keyed
+ * request. Returns the length (out holds at least 10 * 8 bytes). */
+static void put_f64(char **p, double v)
 {
-    int n = snprintf(
-        out, size, "t=%.17g p=%.17g k=%d m=%.17g r=%.17g pp=%.17g fp=%.17g s=%d:%llu mt=%d",
-        sp->temperature, sp->top_p, sp->top_k, sp->min_p, sp->repeat_penalty, sp->presence_penalty,
-        sp->frequency_penalty, sp->has_seed, (unsigned long long)sp->seed, sp->max_tokens);
-    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+    if (v == 0) v = 0; /* -0 → 0 */
+    memcpy(*p, &v, 8);
+    *p += 8;
+}
+
+static void put_i64(char **p, int64_t v)
+{
+    memcpy(*p, &v, 8);
+    *p += 8;
+}
+
+static size_t sampling_bytes(const bk_sampling_t *sp, char *out)
+{
+    char *p = out;
+    put_f64(&p, sp->temperature);
+    put_f64(&p, sp->top_p);
+    put_i64(&p, sp->top_k);
+    put_f64(&p, sp->min_p);
+    put_f64(&p, sp->repeat_penalty);
+    put_f64(&p, sp->presence_penalty);
+    put_f64(&p, sp->frequency_penalty);
+    put_i64(&p, sp->has_seed ? 1 : 0);
+    put_i64(&p, sp->has_seed ? (int64_t)sp->seed : 0);
+    put_i64(&p, sp->max_tokens);
+    return (size_t)(p - out);
 }
 
 static client_t *client_new(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
@@ -186,14 +209,14 @@ static int stage_cache(client_t *c, const cJSON *root)
     if (!api_cache_on(a->cache)) return 1;
     bk_sampling_t sp;
     api_model_sampling(c->m, &c->q, &sp);
-    char extra[512];
+    char extra[10 * 8];
     api_cache_keyin_t in = {0};
     in.endpoint = c->kind == OAI_CHAT ? "chat" : "completions";
     in.model = c->m->cfg.name;
     in.digest = c->m->digest;
     in.skip = KEY_SKIP;
     in.extra = extra;
-    in.extra_len = sampling_bytes(&sp, extra, sizeof extra);
+    in.extra_len = sampling_bytes(&sp, extra);
     in.reproducible = sp.temperature == 0 || sp.has_seed;
     api_cache_decide(a->cache, srv_req_http(c->r), root, &in, &c->cq);
     if (!c->cq.cacheable) {
