@@ -297,7 +297,7 @@ void api_on_response(void *ud, const char *label, int status, double seconds)
 
 static void api_maybe_free(api_t *a)
 {
-    if (!a->destroyed || a->n_gens) return;
+    if (!a->destroyed || !a->closed || a->n_gens) return;
     obs_metrics_destroy(a->metrics);
     free(a->models);
     free(a);
@@ -335,6 +335,8 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
         free(a);
         return rc;
     }
+    uv_timer_init(loop, &a->closer);
+    a->closer.data = a;
     *out = a;
     return 0;
 }
@@ -370,11 +372,17 @@ int api_n_generations(const api_t *a)
     return a->n_gens;
 }
 
+static void on_closer_closed(uv_handle_t *h)
+{
+    api_t *a = h->data;
+    a->closed = 1;
+    api_maybe_free(a);
+}
+
 void api_destroy(api_t *a)
 {
     if (!a) return;
     a->destroyed = 1;
-    a->n_gens++; /* hold: generations ending in here must not free a under us */
     /* every backend ends its jobs (DONE/CANCELLED) now or on the next loop
      * turns; their generations free themselves, the last one frees the api */
     for (int i = 0; i < a->n_models; i++) {
@@ -384,6 +392,7 @@ void api_destroy(api_t *a)
     }
     api_cache_destroy(a->cache); /* snapshot, Redis; freed by close callbacks */
     a->cache = NULL;
-    a->n_gens--;
-    api_maybe_free(a);
+    /* freed on a later loop turn at the earliest: the server may still report
+     * responses of aborted requests to the api while it is destroyed */
+    uv_close((uv_handle_t *)&a->closer, on_closer_closed);
 }

@@ -57,8 +57,9 @@ void api_cancel_all(api_t *a);
 int api_n_generations(const api_t *a);
 
 /* Stop every backend (their jobs end now or on the next loop turns), close
- * the cache; the api is freed when its last generation ends. Run the loop
- * until it is empty afterwards. */
+ * the cache; the api is freed on a later loop turn, once its last generation
+ * has ended (until then the server may still report responses to it). Run
+ * the loop until it is empty afterwards. */
 void api_destroy(api_t *a);
 
 #endif

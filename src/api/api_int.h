@@ -46,7 +46,9 @@ struct api {
     int n_gens;
     int destroyed;                 /* api_destroy ran: free once the last generation ends */
     void (*on_last_gen)(api_t *a); /* gen.c calls it when n_gens drops to 0 */
-    uint64_t rng;                  /* response ids */
+    uv_timer_t closer; /* closed by api_destroy: the api is never freed before its callback */
+    int closed;
+    uint64_t rng; /* response ids */
     api_cache_t *cache;
 };
 

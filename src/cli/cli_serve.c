@@ -52,6 +52,7 @@ static void cleanup(serve_t *s)
     uv_close((uv_handle_t *)&s->sig_term, NULL);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
     api_destroy(s->api); /* stops every backend: pending requests get DONE/CANCELLED */
+    s->api = NULL;       /* freed by the loop later: never touch it again from here */
     srv_destroy(s->srv);
 }
 
@@ -65,6 +66,7 @@ static void on_idle(void *ud)
 static void on_grace_expired(void *ud)
 {
     serve_t *s = ud;
+    if (!s->api) return; /* already cleaned up */
     int n = api_n_generations(s->api);
     if (n) fprintf(stderr, "barista serve: grace period over, cancelling %d generation(s)\n", n);
     api_cancel_all(s->api);
