@@ -204,3 +204,38 @@ def test_a_joiners_deadline_is_its_own(flag_server):
     assert status == 200 and h["x-cache"] == "COALESCED"
     r = json.loads(resp)
     assert r["usage"]["completion_tokens"] == 150 and r["choices"][0]["finish_reason"] == "length"
+
+
+def test_a_joiner_outlives_its_leaders_disconnect(flag_server):
+    """The leader of a coalesced generation hangs up mid-stream: the joiner
+    still gets the whole reply ("stream" is not in the key, so a streamed
+    leader and a non-streamed joiner share one generation)."""
+    import socket
+    import threading
+    import time
+    body = {"model": "a", "prompt": "The history of coffee", "max_tokens": 150,
+            "temperature": 0, "ignore_eos": True}
+    data = json.dumps(dict(body, stream=True)).encode()
+    s = socket.create_connection((flag_server.host, flag_server.port), timeout=60 * SLOW)
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(data) + data)
+    buf = b""
+    while b"data:" not in buf:  # the leader's stream has started
+        chunk = s.recv(65536)
+        assert chunk
+        buf += chunk
+    out = {}
+
+    def joiner():
+        out["r"] = request(flag_server, "POST", "/v1/completions", json.dumps(body),
+                           timeout=120 * SLOW)
+
+    t = threading.Thread(target=joiner)
+    t.start()
+    time.sleep(0.3 * SLOW)
+    s.close()  # the leader leaves
+    t.join()
+    status, h, resp = out["r"]
+    assert status == 200 and h["x-cache"] == "COALESCED"
+    r = json.loads(resp)
+    assert r["usage"]["completion_tokens"] == 150 and r["choices"][0]["finish_reason"] == "length"
