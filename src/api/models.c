@@ -19,20 +19,16 @@ void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t 
 {
     const model_entry_t *d = &m->cfg;
     memset(sp, 0, sizeof *sp);
-#define PICK(field, bit_req, bit_model, dflt)                                                      \
-    (q->given & (bit_req) ? q->field : (d->has & (bit_model)) ? d->field : (dflt))
-    sp->temperature = PICK(temperature, OAI_GIVEN_TEMPERATURE, MODEL_HAS_TEMPERATURE, 1.0);
-    sp->top_p = PICK(top_p, OAI_GIVEN_TOP_P, MODEL_HAS_TOP_P, 1.0);
-    sp->top_k = (int)PICK(top_k, OAI_GIVEN_TOP_K, MODEL_HAS_TOP_K, 0);
-    sp->min_p = PICK(min_p, OAI_GIVEN_MIN_P, MODEL_HAS_MIN_P, 0.0);
-    sp->repeat_penalty =
-        PICK(repeat_penalty, OAI_GIVEN_REPEAT_PENALTY, MODEL_HAS_REPEAT_PENALTY, 1.0);
-    sp->presence_penalty =
-        PICK(presence_penalty, OAI_GIVEN_PRESENCE_PENALTY, MODEL_HAS_PRESENCE_PENALTY, 0.0);
-    sp->frequency_penalty =
-        PICK(frequency_penalty, OAI_GIVEN_FREQUENCY_PENALTY, MODEL_HAS_FREQUENCY_PENALTY, 0.0);
+#define PICK(field, bit, dflt) (q->given & (bit) ? q->field : (d->has & (bit)) ? d->field : (dflt))
+    sp->temperature = PICK(temperature, MODEL_HAS_TEMPERATURE, 1.0);
+    sp->top_p = PICK(top_p, MODEL_HAS_TOP_P, 1.0);
+    sp->top_k = (int)PICK(top_k, MODEL_HAS_TOP_K, 0);
+    sp->min_p = PICK(min_p, MODEL_HAS_MIN_P, 0.0);
+    sp->repeat_penalty = PICK(repeat_penalty, MODEL_HAS_REPEAT_PENALTY, 1.0);
+    sp->presence_penalty = PICK(presence_penalty, MODEL_HAS_PRESENCE_PENALTY, 0.0);
+    sp->frequency_penalty = PICK(frequency_penalty, MODEL_HAS_FREQUENCY_PENALTY, 0.0);
 #undef PICK
-    if (q->given & OAI_GIVEN_SEED) {
+    if (q->given & MODEL_HAS_SEED) {
         sp->seed = q->seed;
         sp->has_seed = 1;
     } else if (d->has & MODEL_HAS_SEED) {

@@ -409,18 +409,18 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
         const char *name;
         unsigned bit;
     } sampling[] = {
-        {"temperature", OAI_GIVEN_TEMPERATURE},
-        {"top_p", OAI_GIVEN_TOP_P},
-        {"top_k", OAI_GIVEN_TOP_K},
-        {"min_p", OAI_GIVEN_MIN_P},
-        {"repeat_penalty", OAI_GIVEN_REPEAT_PENALTY},
-        {"presence_penalty", OAI_GIVEN_PRESENCE_PENALTY},
-        {"frequency_penalty", OAI_GIVEN_FREQUENCY_PENALTY},
-        {"seed", OAI_GIVEN_SEED},
+        {"temperature", MODEL_HAS_TEMPERATURE},
+        {"top_p", MODEL_HAS_TOP_P},
+        {"top_k", MODEL_HAS_TOP_K},
+        {"min_p", MODEL_HAS_MIN_P},
+        {"repeat_penalty", MODEL_HAS_REPEAT_PENALTY},
+        {"presence_penalty", MODEL_HAS_PRESENCE_PENALTY},
+        {"frequency_penalty", MODEL_HAS_FREQUENCY_PENALTY},
+        {"seed", MODEL_HAS_SEED},
     };
     for (size_t i = 0; i < sizeof sampling / sizeof sampling[0]; i++)
         if (member(root, sampling[i].name)) r->given |= sampling[i].bit;
-    if (r->max_tokens > 0) r->given |= OAI_GIVEN_MAX_TOKENS;
+    if (r->max_tokens > 0) r->given |= MODEL_HAS_MAX_TOKENS;
     if ((rc = parse_stop(r, root, e))) return rc;
     if ((rc = get_bool(root, "stream", &r->stream, e)) ||
         (rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)) ||

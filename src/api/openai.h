@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/model_list.h"
 #include "util/buf.h"
 #include "util/logprob.h"
 
@@ -58,21 +59,8 @@ typedef struct {
     int priority;         /* vLLM's convention: lower runs sooner, default 0 */
     double timeout_s;     /* "timeout" (LiteLLM's): seconds for this request, 0 = none */
     char cache_salt[128]; /* vLLM's "cache_salt": isolates prefix-KV reuse, "" = none */
-    unsigned given;       /* OAI_GIVEN_*: the sampling fields the body set */
+    unsigned given; /* MODEL_HAS_* bits (backend/model_list.h): the sampling fields the body set */
 } oai_req_t;
-
-/* oai_req_t.given: a model's sampling defaults fill only what the body left out */
-enum {
-    OAI_GIVEN_TEMPERATURE = 1u << 0,
-    OAI_GIVEN_TOP_P = 1u << 1,
-    OAI_GIVEN_TOP_K = 1u << 2,
-    OAI_GIVEN_MIN_P = 1u << 3,
-    OAI_GIVEN_REPEAT_PENALTY = 1u << 4,
-    OAI_GIVEN_PRESENCE_PENALTY = 1u << 5,
-    OAI_GIVEN_FREQUENCY_PENALTY = 1u << 6,
-    OAI_GIVEN_MAX_TOKENS = 1u << 7,
-    OAI_GIVEN_SEED = 1u << 8,
-};
 
 typedef struct {
     int status;       /* HTTP status: 400, 404, ... */
