@@ -135,6 +135,36 @@ typedef struct {
     int n_threads;
 } bk_stats_t;
 
+/* An embedding job's answer, borrowed for the callback's duration. On
+ * success (err == 0) vecs holds n * dim floats, row i for input i,
+ * L2-normalised; n_tokens[i] is input i's token count after truncation to the
+ * model's window (what usage counts); n_cached inputs came from the feature
+ * cache. On failure err is a bar_err_t, status the HTTP status it maps to,
+ * msg the reason and param the field ("input") or NULL. */
+typedef struct {
+    int err, status;
+    const char *msg, *param;
+    const float *vecs;
+    int dim;
+    const int *n_tokens;
+    int n;
+    int n_cached;
+} bk_embed_result_t;
+typedef void (*bk_embed_fn)(void *user, const bk_embed_result_t *r);
+
+/* What to embed: n inputs, either texts (texts/lens) or token-id arrays
+ * (ids/n_ids, used when texts is NULL: OpenAI's token inputs). Everything is
+ * borrowed for the embed call only (the backend copies what it keeps). */
+typedef struct bk_embed_req {
+    int n;
+    const char *const *texts;
+    const size_t *lens;
+    const int32_t *const *ids;
+    const size_t *n_ids;
+    bk_embed_fn cb;
+    void *user; /* valid until the callback or bk_cancel */
+} bk_embed_req_t;
+
 /* The vtable. Unused entries may be NULL (e.g. embed on a chat model). */
 typedef struct {
     /* Start a job. 0 and *id, or an error (BAR_ERR_INVALID with msg naming
@@ -146,9 +176,12 @@ typedef struct {
     void (*stats)(backend_t *b, bk_stats_t *out);
     /* Prompt tokens the request would use (admission and rate limits). */
     int (*count_tokens)(backend_t *b, const bk_req_t *req, size_t *n, bar_msg_t *msg);
-    /* One vector per text, dim floats each, into out (n_texts * dim). */
-    int (*embed)(backend_t *b, const char *const *texts, const size_t *lens, int n_texts,
-                 float *out, int *dim, bar_msg_t *msg);
+    /* Embed req->n inputs (an embedding backend; NULL on a chat model).
+     * 0 and *id: req->cb is called once, later, on the loop thread (never
+     * from inside embed); bk_cancel(b, *id) before that means it is never
+     * called. An error (BAR_ERR_INVALID naming the input, BAR_ERR_BUSY,
+     * NOMEM): no callback. */
+    int (*embed)(backend_t *b, const struct bk_embed_req *req, uint64_t *id, bar_msg_t *msg);
     /* Stop: every job still running gets DONE (CANCELLED) before this
      * returns or on the next loop turns; then free. */
     void (*destroy)(backend_t *b);
@@ -171,6 +204,11 @@ static inline void bk_cancel(backend_t *b, uint64_t id)
 static inline void bk_stats(backend_t *b, bk_stats_t *out)
 {
     b->ops->stats(b, out);
+}
+static inline int bk_embed(backend_t *b, const bk_embed_req_t *r, uint64_t *id, bar_msg_t *msg)
+{
+    return b->ops->embed ? b->ops->embed(b, r, id, msg)
+                         : bar_fail(msg, BAR_ERR_UNSUPPORTED, "this model does not embed");
 }
 static inline void bk_destroy(backend_t *b)
 {
