@@ -51,10 +51,11 @@ struct conn {
     int n_open;  /* handles not yet closed */
     int reading;
     int in_process;
-    int lingering; /* our side is shut down; discarding input */
-    int rejected;  /* over the connection limit: 503 then close */
-    int eof;       /* the client sent FIN */
-    int n_writes;  /* uv_write requests in flight */
+    int lingering;  /* our side is shut down; discarding input */
+    int rejected;   /* over the connection limit: 503 then close */
+    int eof;        /* the client sent FIN */
+    int n_writes;   /* uv_write requests in flight */
+    int out_paused; /* unsent output over the bound: no dispatch, no reading */
 };
 
 struct srv {
@@ -67,8 +68,9 @@ struct srv {
     conn_t *conns; /* open (not closing) connections */
     int n_conns;   /* counted toward max_connections */
     int n_rejecting;
-    int n_alloc;    /* conn_t not yet freed */
-    int n_own_open; /* listener + grace timer handles not yet closed */
+    int n_alloc;           /* conn_t not yet freed */
+    uint64_t n_out_paused; /* times a connection stopped for its unsent output */
+    int n_own_open;        /* listener + grace timer handles not yet closed */
     int listener_closed;
     int shutting_down;
     int grace_over;
@@ -102,6 +104,16 @@ static void check_idle(srv_t *s)
     }
 }
 
+/* Replies to pipelined requests queue up on a socket whose client does not
+ * read; past the write-queue bound the connection stops taking requests
+ * (dispatching, then reading) until the queue drains, so a client that
+ * never reads holds at most the bound plus the input buffer. */
+static int out_over(const conn_t *c)
+{
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) >=
+           c->s->o.write_queue_bytes;
+}
+
 static void on_write(uv_write_t *w, int status)
 {
     wreq_t *wr = (wreq_t *)w;
@@ -118,6 +130,10 @@ static void on_write(uv_write_t *w, int status)
     if (c->active && r->want_drain && srv_req_writable(r)) {
         r->want_drain = 0;
         if (r->on_drain) r->on_drain(r->user, r);
+    }
+    if (c->out_paused && !out_over(c)) {
+        c->out_paused = 0;
+        conn_process(c);
     }
 }
 
@@ -405,8 +421,17 @@ static void conn_process(conn_t *c)
     if (c->in_process) return;
     c->in_process = 1;
     srv_t *s = c->s;
-    while (!c->closing && !c->lingering && !c->active) {
+    while (!c->closing && !c->lingering && !c->active && !c->out_paused) {
         if (c->rx.state == HTTP_RX_DONE) {
+            if (out_over(c)) {
+                c->out_paused = 1;
+                s->n_out_paused++;
+                if (c->reading) {
+                    uv_read_stop((uv_stream_t *)&c->tcp);
+                    c->reading = 0;
+                }
+                break;
+            }
             dispatch(c);
             continue;
         }
@@ -431,7 +456,8 @@ static void conn_process(conn_t *c)
         if (n == 0 && after != HTTP_RX_DONE && after != HTTP_RX_ERROR) break;
     }
     c->in_process = 0;
-    if (!c->closing && !c->lingering && !c->reading && !c->eof && c->inbuf.n <= INBUF_MAX) {
+    if (!c->closing && !c->lingering && !c->reading && !c->eof && !c->out_paused &&
+        c->inbuf.n <= INBUF_MAX) {
         c->reading = 1;
         conn_read_start(c);
     }
@@ -553,6 +579,17 @@ int srv_port(const srv_t *s)
 int srv_shutting_down(const srv_t *s)
 {
     return s->shutting_down;
+}
+
+void srv_stats(const srv_t *s, srv_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->connections = s->n_conns;
+    out->output_paused_total = s->n_out_paused;
+    for (const conn_t *c = s->conns; c; c = c->next) {
+        out->output_queued_bytes += uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+        out->output_paused += c->out_paused;
+    }
 }
 
 int srv_n_connections(const srv_t *s)
