@@ -4,6 +4,7 @@
 #include "api/api_cache.h"
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,12 @@ struct api_cache {
     uv_timer_t sweep, snap;
     int n_open;    /* timer handles not yet closed */
     int snap_busy; /* a periodic snapshot is being written on the thread pool */
+    /* One snapshot writer at a time, newest last: the periodic writer runs
+     * under snap_mu and skips its write once the shutdown save (which takes
+     * snap_mu and sets snap_final) has begun, so an older periodic file can
+     * never be renamed over the final one. */
+    pthread_mutex_t snap_mu;
+    int snap_final;
     int closing;
     uv_work_t snap_work;
     cache_snap_t *snap_data;
@@ -81,6 +88,7 @@ static void maybe_free(api_cache_t *c)
 {
     if (c->closing && c->n_open == 0 && !c->snap_busy) {
         memo_free(c);
+        pthread_mutex_destroy(&c->snap_mu);
         free(c);
     }
 }
@@ -101,7 +109,10 @@ static void on_sweep(uv_timer_t *t)
 static void snap_work(uv_work_t *w)
 {
     api_cache_t *c = w->data;
-    c->snap_rc = cache_snapshot_write(c->snap_data, c->set->cache_file, &c->snap_msg);
+    pthread_mutex_lock(&c->snap_mu);
+    c->snap_rc =
+        c->snap_final ? 0 : cache_snapshot_write(c->snap_data, c->set->cache_file, &c->snap_msg);
+    pthread_mutex_unlock(&c->snap_mu);
 }
 
 static void snap_after(uv_work_t *w, int status)
@@ -142,6 +153,7 @@ int api_cache_create(api_cache_t **out, uv_loop_t *loop, const srv_settings_t *s
                         set->cache_policy);
     api_cache_t *c = calloc(1, sizeof *c);
     if (!c) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&c->snap_mu, NULL);
     c->set = set;
     c->loop = loop;
     if (set->cache_mem > 0) {
@@ -216,7 +228,11 @@ void api_cache_destroy(api_cache_t *c)
     if (c->l1 && c->set->cache_file[0]) {
         size_t n = 0;
         bar_msg_t m = {{0}};
-        if (cache_snapshot_save(c->l1, c->set->cache_file, api_cache_now_ms(), &n, &m))
+        pthread_mutex_lock(&c->snap_mu); /* waits for a periodic write in progress */
+        c->snap_final = 1;
+        int rc = cache_snapshot_save(c->l1, c->set->cache_file, api_cache_now_ms(), &n, &m);
+        pthread_mutex_unlock(&c->snap_mu);
+        if (rc)
             fprintf(stderr, "barista serve: warning: cache snapshot %s: %s\n", c->set->cache_file,
                     m.text);
         else
