@@ -421,7 +421,10 @@ cache_entry_t *api_cache_l1_get(api_cache_t *c, const api_cache_req_t *q)
 
 uint64_t api_cache_ttl_ms(const api_cache_t *c, const api_cache_req_t *q)
 {
-    if (q->max_age > 0) return (uint64_t)q->max_age * 1000;
+    if (q->max_age > 0) {
+        long long cap = c->set->cache_max_ttl_s;
+        return (uint64_t)(cap > 0 && q->max_age > cap ? cap : q->max_age) * 1000;
+    }
     return (uint64_t)c->set->cache_ttl_s * 1000;
 }
 

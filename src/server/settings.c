@@ -62,6 +62,8 @@ static const cfg_opt_t table[] = {
      "response cache (L1) memory budget; 0 disables the in-process cache", 0},
     {"cache-ttl-s", 0, INT(cache_ttl_s), "3600", 0, MAXI, "S",
      "how long a cached reply lives unless the request says max-age (0 = until evicted)", 0},
+    {"cache-max-ttl-s", 0, INT(cache_max_ttl_s), "86400", 1, MAXI, "S",
+     "upper bound on a client's Cache-Control max-age when it sets how long a reply is kept", 0},
     {"cache-policy", 0, STR(cache_policy), "s3fifo", 0, 0, "s3fifo|lru",
      "response cache eviction policy", 0},
     {"cache-sampled", 0, BOOL(cache_sampled), "false", 0, 1, NULL,

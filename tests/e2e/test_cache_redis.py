@@ -93,6 +93,34 @@ def test_l2_only(barista_bin, gguf_path, redis):
         assert s.stop() == 0
 
 
+def test_client_max_age_is_capped(barista_bin, gguf_path, redis):
+    """Cache-Control: max-age=999999999999 must not pin an entry past
+    --cache-max-ttl-s: the Redis key's TTL is at most the cap."""
+    import redis as redis_py
+    s = Server(barista_bin, gguf_path, args=["--cache-mem", "0", "--redis", redis.url,
+                                             "--redis-timeout-ms", "200", "--cache-max-ttl-s",
+                                             "120", "--admin-key", "adm-secret"])
+    try:
+        assert wait_for(lambda: connected(s), timeout=10)
+        q = body("Name a tree.")
+        st, h, _ = chat(s, q, headers={"Cache-Control": "max-age=999999999999"})
+        assert st == 200
+        key = h["x-cache-key"]
+        wait_for(lambda: stats(s)["l2"]["sets"] >= 1, timeout=5)
+        rc = redis_py.Redis(port=redis.port)
+        names = [k for k in rc.scan_iter("barista:*") if k.decode().endswith(key)]
+        assert names, "no Redis key for " + key
+        ttl = rc.ttl(names[0])
+        assert 0 < ttl <= 120, ttl
+        # a smaller max-age still wins
+        st, h, _ = chat(s, body("Name a shrub."), headers={"Cache-Control": "max-age=30"})
+        wait_for(lambda: stats(s)["l2"]["sets"] >= 2, timeout=5)
+        names = [k for k in rc.scan_iter("barista:*") if k.decode().endswith(h["x-cache-key"])]
+        assert 0 < rc.ttl(names[0]) <= 30
+    finally:
+        assert s.stop() == 0
+
+
 def test_redis_killed_and_restarted_no_failed_requests(barista_bin, gguf_path):
     r = Redis()
     s = Server(barista_bin, gguf_path, args=["--redis", r.url, "--admin-key", "adm-secret",
