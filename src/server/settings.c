@@ -51,7 +51,9 @@ static const cfg_opt_t table[] = {
     {"send-buffer-bytes", 0, INT(send_buffer_bytes), "0", 0, 1LL << 30, "BYTES",
      "kernel send buffer per connection (SO_SNDBUF; 0 = the OS default)", 0},
     {"stream-buffer-bytes", 0, INT(stream_buffer_bytes), "1048576", 1024, 1LL << 32, "BYTES",
-     "undelivered text per stream above which the reader is too slow: cancel", 0},
+     "undelivered output (text and logprobs) per stream above which the reader is too slow: "
+     "cancel",
+     0},
     {"request-timeout-ms", 0, INT(request_timeout_ms), "0", 0, MAXI, "MS",
      "deadline for a whole generation (0 = none); past it the reply ends early", 0},
     {"api-key", 0, STR(api_key), "", 0, 0, "KEY",

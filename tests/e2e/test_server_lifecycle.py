@@ -154,6 +154,32 @@ def test_slow_reader_backpressure(barista_bin, gguf_path):
         assert s.stop() == 0
 
 
+def test_slow_reader_bound_counts_logprobs(barista_bin, gguf_path):
+    """--stream-buffer-bytes bounds everything pending for a reader that does
+    not read, logprobs included: 64 tokens of text are a few hundred bytes,
+    but with top_logprobs 20 they are tens of KiB, so the reader is cut as too
+    slow instead of buffering without a bound."""
+    s = Server(barista_bin, gguf_path, args=["--write-queue-bytes", "1024", "--sse-ping-ms", "0",
+                                             "--send-buffer-bytes", "4096",
+                                             "--stream-buffer-bytes", "8192"])
+    try:
+        req = {"model": "default", "messages": [{"role": "user", "content": "Tell a story."}],
+               "max_tokens": 64, "ignore_eos": True, "logprobs": True, "top_logprobs": 20,
+               "stream": True}
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect((s.host, s.port))
+        body = json.dumps(req).encode()
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert wait_for(lambda: metrics(s)["barista_api_generations"] == 0, timeout=300)
+        m = metrics(s)
+        assert m.get('barista_cancelled_requests_total{reason="slow_reader"}', 0) >= 1
+        sock.close()
+    finally:
+        assert s.stop() == 0
+
+
 def test_graceful_shutdown_finishes_inflight(barista_bin, gguf_path):
     s = Server(barista_bin, gguf_path, args=["--shutdown-grace-ms", str(int(60000 * SLOW))])
     c = post_raw(s, "/v1/completions",
