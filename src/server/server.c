@@ -8,14 +8,18 @@
  * timer, so the client reads the response instead of a reset). */
 #include "server/server.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "util/buf.h"
 #include "util/timeutil.h"
 
 #define INBUF_MAX (64 * 1024) /* buffered pipelined bytes before reading pauses */
+#define PEER_CHECK_MS 250     /* disconnect poll while reading is paused */
 #define LINGER_MS 2000
 #define BACKSTOP_MS 3000  /* after the grace period, force-close this much later */
 #define MAX_REJECTING 256 /* connections being sent a 503 at once */
@@ -338,6 +342,25 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 static void arm_timer(conn_t *c, uint64_t ms);
 
+/* While a request is with its handler and reading is paused (the client
+ * pipelined more than the input buffer), a disconnect raises no read event:
+ * ask the kernel every PEER_CHECK_MS whether the peer closed (FIN: CLOSE_WAIT,
+ * RST: CLOSE) and abort the request as a read would have. */
+static void on_peer_check(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    if (!c->active || c->reading || c->closing) {
+        uv_timer_stop(t);
+        return;
+    }
+    uv_os_fd_t fd;
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len))
+        return;
+    if (ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_CLOSE) conn_close(c);
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     conn_t *c = st->data;
@@ -380,6 +403,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (!c->closing && c->reading && c->inbuf.n > INBUF_MAX) {
         uv_read_stop(st);
         c->reading = 0;
+        if (c->active) uv_timer_start(&c->timer, on_peer_check, PEER_CHECK_MS, PEER_CHECK_MS);
     }
 }
 

@@ -82,6 +82,27 @@ def test_disconnect_non_streaming_cancels(server):
     assert metrics(server)["barista_api_generations"] == 0
 
 
+def test_disconnect_while_reading_paused_cancels(server):
+    """A client that pipelines more than the input buffer behind a
+    non-streaming request (so the server stops reading its socket) and then
+    disconnects is still noticed: its generation is cancelled, not run to
+    max_tokens for nobody."""
+    before = metrics(server).get('barista_cancelled_requests_total{reason="disconnect"}', 0)
+    c = post_raw(server, "/v1/completions", LONG)
+    junk = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 4000  # > 64 KiB, never read
+    c.sock.setblocking(False)
+    try:
+        c.sendall(junk)
+    except BlockingIOError:
+        pass
+    c.sock.setblocking(True)
+    assert wait_for(lambda: metrics(server)["barista_engine_active_sequences"] == 1)
+    c.close()
+    assert wait_for(lambda: metrics(server)["barista_engine_active_sequences"] == 0, timeout=10)
+    after = metrics(server).get('barista_cancelled_requests_total{reason="disconnect"}', 0)
+    assert after == before + 1
+
+
 def test_sse_ping_while_waiting(barista_bin, gguf_path):
     """While a stream has nothing to say (queued behind another generation, or
     in a long prefill) it gets `: ping` comments; then its tokens follow."""
