@@ -545,6 +545,36 @@ static long query_param(http_slice_t q, const char *name, char *out, size_t size
     return -1;
 }
 
+/* 0 when every parameter of q is name=value with a known name at most once;
+ * else -1 and the offending parameter (cut) in bad. */
+static int query_check(http_slice_t q, char *bad, size_t size)
+{
+    static const char *const known[] = {"all", "namespace", "api_key"};
+    int seen[3] = {0};
+    size_t i = 0;
+    while (i < q.n) {
+        size_t s = i;
+        while (i < q.n && q.p[i] != '&')
+            i++;
+        const char *eq = memchr(q.p + s, '=', i - s);
+        size_t nl = eq ? (size_t)(eq - (q.p + s)) : i - s;
+        int k = -1;
+        for (int j = 0; j < 3 && eq; j++)
+            if (nl == strlen(known[j]) && !memcmp(q.p + s, known[j], nl)) k = j;
+        if (k < 0 || seen[k]++) {
+            size_t n = i - s < size - 1 ? i - s : size - 1;
+            for (size_t j = 0; j < n; j++) {
+                char ch = q.p[s + j];
+                bad[j] = ch >= 0x20 && ch < 0x7f && ch != '\'' ? ch : '?';
+            }
+            bad[n] = '\0';
+            return -1;
+        }
+        i++;
+    }
+    return 0;
+}
+
 static void stats_reply(api_cache_t *c, srv_req_t *r)
 {
     buf_t b = {0};
@@ -635,12 +665,34 @@ void api_cache_admin(api_cache_t *c, srv_req_t *r)
         return;
     }
     if (path.n == 9) { /* /v1/cache */
-        char ns[600], key[600];
+        char ns[600], key[600], all[8], bad[64];
         http_slice_t q = http_req_query(h);
+        /* every parameter must be one we know, once, as name=value: a typo
+         * (?ns=x, ?Namespace=x) must never widen a purge to everything */
+        if (query_check(q, bad, sizeof bad)) {
+            char text[160];
+            snprintf(text, sizeof text,
+                     "Unknown or malformed query parameter '%s': use all=true, namespace, "
+                     "api_key.",
+                     bad);
+            admin_error(r, 400, "invalid_value", text);
+            return;
+        }
+        long al = query_param(q, "all", all, sizeof all);
         long nl = query_param(q, "namespace", ns, 501);
         long kl = query_param(q, "api_key", key, 501);
-        if (nl < 0 && kl < 0) {
+        if (al >= 0) {
+            if (strcmp(all, "true") || nl >= 0 || kl >= 0) {
+                admin_error(r, 400, "invalid_value", "'all' must be 'true' and comes alone.");
+                return;
+            }
             purge(c, r, "all", CACHE_PURGE_ALL, 0, NULL);
+            return;
+        }
+        if (nl < 0 && kl < 0) {
+            admin_error(r, 400, "invalid_value",
+                        "Say what to purge: ?all=true, ?namespace=NS[&api_key=K], or "
+                        "/v1/cache/{key}.");
             return;
         }
         /* the namespace bytes exactly as api_cache_decide builds them */
