@@ -201,6 +201,26 @@ def test_slow_reader_bound_counts_logprobs(barista_bin, gguf_path):
         assert s.stop() == 0
 
 
+def test_sigterm_while_tokenizing_off_loop(barista_bin, gguf_path):
+    """Review finding (issue 16, defect 6): SIGTERM while cacheable requests
+    of >= 8 KiB are being tokenized on the thread pool with their connections
+    already closed used to read the freed cache (single-flight) when the
+    tokenization finished. The server must exit 0 (under ASan: no report)."""
+    s = Server(barista_bin, gguf_path, args=["--shutdown-grace-ms", "2000"])
+    text = "word " * 3000  # ~15 KiB: tokenized off the loop
+    conns = []
+    for i in range(6):
+        c = post_raw(s, "/v1/chat/completions",
+                     {"model": "default", "temperature": 0, "max_tokens": 4,
+                      "messages": [{"role": "user", "content": text + str(i)}]})
+        conns.append(c)
+    for c in conns:
+        c.close()
+    s.signal(signal.SIGTERM)
+    assert s.wait(30) == 0
+    assert "ERROR: AddressSanitizer" not in s.log and "runtime error" not in s.log
+
+
 def test_graceful_shutdown_finishes_inflight(barista_bin, gguf_path):
     s = Server(barista_bin, gguf_path, args=["--shutdown-grace-ms", str(int(60000 * SLOW))])
     c = post_raw(s, "/v1/completions",
