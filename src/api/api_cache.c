@@ -172,6 +172,7 @@ int api_cache_create(api_cache_t **out, uv_loop_t *loop, const srv_settings_t *s
     if (set->redis[0]) {
         cache_redis_opts_t ro = {0};
         ro.timeout_ms = (uint64_t)set->redis_timeout_ms;
+        ro.stall_ms = (uint64_t)set->redis_stall_ms;
         ro.on_peer_purge = on_peer_purge;
         ro.peer_user = c;
         bar_msg_t m = {{0}};

@@ -13,6 +13,12 @@
  * deadline. A timed-out op is completed (callback with TIMEOUT) but stays
  * allocated until hiredis delivers its reply (or NULL when the context is
  * freed) — hiredis guarantees that callback, so nothing leaks.
+ *
+ * Stalls: GET timeouts alone cannot see a Redis that stopped answering
+ * SETs, SCANs or UNLINKs. A watchdog (every stall_ms / 4) drops the main
+ * connection when any command has waited stall_ms without a reply, which
+ * completes every pending command (GETs as errors, purges as failed, so an
+ * admin DELETE answers) and reconnects with backoff.
  * Not for: policy, L1, key building. */
 #include "cache/cache_redis.h"
 
@@ -77,6 +83,9 @@ struct cache_redis {
     char instance[17]; /* random id: skip our own purge messages */
     conn_t main, sub;
     uv_timer_t timer; /* GET deadlines */
+    /* stall watchdog: any command unanswered for stall_ms drops main */
+    uv_timer_t watchdog;
+    uint64_t busy_since, last_progress; /* uv_now ms */
     cache_redis_op_t *head, *tail;
     int inflight;
     int consecutive_timeouts;
@@ -396,6 +405,33 @@ static int prefix_ok(const char *p)
 
 static void on_get_timer(uv_timer_t *t);
 
+/* Every command we wait for (GET, SET, SCAN, UNLINK) goes through these, so
+ * the watchdog sees any stall, not just GET timeouts: a hung Redis (the
+ * kernel still acknowledges) that stops answering SETs would otherwise fill
+ * max_inflight and switch L2 off for good. */
+static void inflight_inc(cache_redis_t *r)
+{
+    if (r->inflight++ == 0) r->busy_since = uv_now(r->loop);
+}
+
+static void inflight_dec(cache_redis_t *r)
+{
+    r->inflight--;
+    r->last_progress = uv_now(r->loop);
+}
+
+static void on_watchdog(uv_timer_t *t)
+{
+    cache_redis_t *r = t->data;
+    if (r->closing || !r->main.ac || r->inflight <= 0) return;
+    uint64_t since = r->busy_since > r->last_progress ? r->busy_since : r->last_progress;
+    if (uv_now(r->loop) - since < r->o.stall_ms) return;
+    r->st.trips++;
+    r->consecutive_timeouts = 0;
+    set_error(r, "stalled", "no reply within the stall bound; connection dropped");
+    conn_drop(&r->main); /* pending commands complete now, with NULL replies */
+}
+
 static void resolve(cache_redis_t *r)
 {
     struct addrinfo hints = {0}, *res = NULL;
@@ -439,6 +475,7 @@ cache_redis_t *cache_redis_create(uv_loop_t *loop, const char *url, const cache_
     if (o.backoff_max_ms < o.backoff_min_ms) o.backoff_max_ms = o.backoff_min_ms;
     if (o.max_inflight <= 0) o.max_inflight = 1024;
     if (o.trip_timeouts <= 0) o.trip_timeouts = 8;
+    if (!o.stall_ms) o.stall_ms = 1000;
     if (!o.prefix) o.prefix = "barista";
     if (!prefix_ok(o.prefix)) {
         bar_fail(msg, BAR_ERR_INVALID, "redis key prefix '%s' must be 1-32 of [A-Za-z0-9_.-]",
@@ -461,6 +498,11 @@ cache_redis_t *cache_redis_create(uv_loop_t *loop, const char *url, const cache_
     resolve(r);
     uv_timer_init(loop, &r->timer);
     r->timer.data = r;
+    uv_timer_init(loop, &r->watchdog);
+    r->watchdog.data = r;
+    uint64_t every = r->o.stall_ms / 4 ? r->o.stall_ms / 4 : 1;
+    uv_timer_start(&r->watchdog, on_watchdog, every, every);
+    uv_unref((uv_handle_t *)&r->watchdog);
     conn_init(r, &r->main, 0);
     conn_init(r, &r->sub, 1);
     conn_open(&r->main);
@@ -492,10 +534,12 @@ void cache_redis_destroy(cache_redis_t *r)
     /* GETs hiredis never saw cannot exist (every op is sent), so the FIFO
      * is empty now; the timer can go */
     uv_timer_stop(&r->timer);
-    r->closes_pending = 3;
+    uv_timer_stop(&r->watchdog);
+    r->closes_pending = 4;
     r->main.retry.data = r;
     r->sub.retry.data = r;
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&r->watchdog, on_handle_closed);
     uv_close((uv_handle_t *)&r->main.retry, on_handle_closed);
     uv_close((uv_handle_t *)&r->sub.retry, on_handle_closed);
 }
@@ -573,7 +617,7 @@ static void on_get_reply(redisAsyncContext *ac, void *reply_, void *priv)
     cache_redis_op_t *op = priv;
     cache_redis_t *r = op->r;
     redisReply *reply = reply_;
-    r->inflight--;
+    inflight_dec(r);
     if (reply) r->consecutive_timeouts = 0;
     if (op->done) {
         free(op);
@@ -641,7 +685,7 @@ int cache_redis_get(cache_redis_t *r, const cache_key_t *key, uint64_t ns, cache
         r->st.skipped++;
         return BAR_ERR_BUSY;
     }
-    r->inflight++;
+    inflight_inc(r);
     r->st.gets++;
     op->prev = r->tail;
     if (r->tail)
@@ -669,7 +713,7 @@ static void on_set_reply(redisAsyncContext *ac, void *reply_, void *priv)
     (void)ac;
     cache_redis_t *r = priv;
     redisReply *reply = reply_;
-    r->inflight--;
+    inflight_dec(r);
     if (!reply || reply->type == REDIS_REPLY_ERROR) r->st.set_errors++;
 }
 
@@ -695,7 +739,7 @@ int cache_redis_set(cache_redis_t *r, const cache_entry_t *e, uint64_t ttl_ms)
         r->st.skipped++;
         return BAR_ERR_BUSY;
     }
-    r->inflight++;
+    inflight_inc(r);
     r->st.sets++;
     return 0;
 }
@@ -730,7 +774,7 @@ static void on_unlink(redisAsyncContext *ac, void *reply_, void *priv)
     purge_t *p = priv;
     redisReply *reply = reply_;
     p->pending--;
-    p->r->inflight--;
+    inflight_dec(p->r);
     if (!reply || reply->type != REDIS_REPLY_INTEGER)
         p->failed = 1;
     else
@@ -744,7 +788,7 @@ static void on_scan(redisAsyncContext *ac, void *reply_, void *priv)
     cache_redis_t *r = p->r;
     redisReply *reply = reply_;
     p->pending--;
-    r->inflight--;
+    inflight_dec(r);
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_ARRAY || p->failed || ac != r->main.ac) {
@@ -772,7 +816,7 @@ static void on_scan(redisAsyncContext *ac, void *reply_, void *priv)
         }
         if (redisAsyncCommandArgv(ac, on_unlink, p, (int)n, argv, lens) == REDIS_OK) {
             p->pending++;
-            r->inflight++;
+            inflight_inc(r);
         } else {
             p->failed = 1;
         }
@@ -788,7 +832,7 @@ static void on_scan(redisAsyncContext *ac, void *reply_, void *priv)
         if (redisAsyncCommand(ac, on_scan, p, "SCAN %s MATCH %s COUNT 1000", c, p->pattern) ==
             REDIS_OK) {
             p->pending++;
-            r->inflight++;
+            inflight_inc(r);
         } else {
             p->failed = 1;
         }
@@ -824,7 +868,7 @@ int cache_redis_purge(cache_redis_t *r, cache_purge_kind_t kind, uint64_t ns,
         return BAR_ERR_BUSY;
     }
     p->pending = 1;
-    r->inflight++;
+    inflight_inc(r);
     r->st.purges++;
     return 0;
 }

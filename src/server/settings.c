@@ -74,6 +74,10 @@ static const cfg_opt_t table[] = {
      "shared L2 response cache: redis://[[user]:pass@]host[:port][/db] (empty = none)", CFG_SECRET},
     {"redis-timeout-ms", 0, INT(redis_timeout_ms), "5", 1, 60000, "MS",
      "L2 lookup timeout; slower answers count as misses", 0},
+    {"redis-stall-ms", 0, INT(redis_stall_ms), "1000", 10, 600000, "MS",
+     "any Redis command unanswered this long drops the connection (a hung Redis); purges then "
+     "report l2 failed",
+     0},
     {"cache-file", 0, STR(cache_file), "", 0, 0, "PATH",
      "response cache snapshot: loaded at start, written periodically and at shutdown", 0},
     {"cache-snapshot-s", 0, INT(cache_snapshot_s), "300", 0, MAXI, "S",

@@ -42,6 +42,7 @@ typedef struct {
     int cache_sampled;          /* cache sampled requests without a max-age opt-in */
     char redis[1024];           /* L2 URL; "" = no L2 */
     long long redis_timeout_ms; /* L2 GET timeout */
+    long long redis_stall_ms;   /* any command unanswered this long drops the connection */
     char cache_file[4096];      /* snapshot path; "" = none */
     long long cache_snapshot_s; /* periodic snapshot period; 0 = only at shutdown */
     char admin_key[256];        /* "" = admin API off */

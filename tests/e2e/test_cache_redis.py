@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from serverutil import Redis, Server, chat, metrics, request, sse_text, wait_for
+from serverutil import SLOW, Redis, Server, chat, metrics, request, sse_text, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed (scripts/deps.sh)")
@@ -119,6 +119,41 @@ def test_client_max_age_is_capped(barista_bin, gguf_path, redis):
         assert 0 < rc.ttl(names[0]) <= 30
     finally:
         assert s.stop() == 0
+
+
+def test_hung_redis_purge_answers_and_l2_recovers(barista_bin, gguf_path):
+    """Review finding (issue 16, defect 2): a SIGSTOPped Redis (the kernel
+    still accepts and acknowledges) answers nothing. Requests keep
+    succeeding, an admin purge answers within the stall bound and says L2
+    failed, and once Redis continues L2 is back in service."""
+    import signal
+    r = Redis()
+    s = Server(barista_bin, gguf_path, args=["--redis", r.url, "--redis-timeout-ms", "50",
+                                             "--redis-stall-ms", "500",
+                                             "--admin-key", "adm-secret"])
+    try:
+        assert wait_for(lambda: connected(s), timeout=10)
+        r.proc.send_signal(signal.SIGSTOP)
+        for i in range(4):  # misses: SETs that are never answered, GETs that time out
+            st, h, _ = chat(s, body(f"Name a color {i}."))
+            assert st == 200
+        t0 = time.time()
+        st, _, raw = request(s, "DELETE", "/v1/cache?all=true", headers=ADMIN, timeout=30)
+        took = time.time() - t0
+        assert st == 200
+        assert json.loads(raw)["l2"] in ("failed", "down")
+        assert took < 3 * SLOW, took
+        assert stats(s)["l2"]["trips"] >= 1
+        r.proc.send_signal(signal.SIGCONT)
+        assert wait_for(lambda: connected(s), timeout=15)
+        sets = stats(s)["l2"]["sets"]
+        st, h, _ = chat(s, body("Name a metal."))
+        assert st == 200
+        assert wait_for(lambda: stats(s)["l2"]["sets"] > sets, timeout=5)
+    finally:
+        r.proc.send_signal(signal.SIGCONT)
+        assert s.stop() == 0
+        r.stop()
 
 
 def test_redis_killed_and_restarted_no_failed_requests(barista_bin, gguf_path):
