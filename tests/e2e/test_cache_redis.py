@@ -77,6 +77,39 @@ def test_two_servers_share_one_redis(barista_bin, gguf_path, redis):
         assert b.stop() == 0
 
 
+def test_settings_that_change_output_are_in_the_key(barista_bin, gguf_path, redis):
+    """Review finding (issue 16, defect 8): two replicas sharing Redis but
+    with different --max-tokens-default (or context caps) must not serve each
+    other's answers, which were cut at another length."""
+    base = ["--redis", redis.url, "--redis-timeout-ms", "200", "--admin-key", "adm-secret"]
+    a = Server(barista_bin, gguf_path, args=base + ["--max-tokens-default", "3"])
+    b = Server(barista_bin, gguf_path, args=base + ["--max-tokens-default", "7"])
+    c = Server(barista_bin, gguf_path, args=base + ["--max-tokens-default", "3", "--ctx", "1024"])
+    try:
+        assert wait_for(lambda: connected(a) and connected(b) and connected(c), timeout=10)
+        q = {"model": "default", "messages": [{"role": "user", "content": "Count slowly."}],
+             "temperature": 0}
+        st, h, ra = chat(a, q)
+        assert st == 200 and h["x-cache"] == "MISS"
+        assert ra["usage"]["completion_tokens"] <= 3
+        wait_for(lambda: stats(a)["l2"]["sets"] >= 1, timeout=5)
+        st, h, rb = chat(b, q)
+        assert h["x-cache"] == "MISS", "a reply cut at 3 tokens served where the default is 7"
+        st, h, _ = chat(c, q)
+        assert h["x-cache"] == "MISS", "another context cap shared the entry"
+        # same settings still share
+        d = Server(barista_bin, gguf_path, args=base + ["--max-tokens-default", "3"])
+        try:
+            assert wait_for(lambda: connected(d), timeout=10)
+            st, h, _ = chat(d, q)
+            assert h["x-cache"] == "HIT" and h["x-cache-tier"] == "L2"
+        finally:
+            assert d.stop() == 0
+    finally:
+        for s in (a, b, c):
+            assert s.stop() == 0
+
+
 def test_l2_only(barista_bin, gguf_path, redis):
     s = Server(barista_bin, gguf_path, args=["--cache-mem", "0", "--redis", redis.url,
                                              "--redis-timeout-ms", "200",
