@@ -44,6 +44,8 @@ typedef struct conn {
     redisAsyncContext *ac;
     int up;
     int is_sub;
+    int resolving;        /* gai in flight */
+    uv_getaddrinfo_t gai; /* host name → address, on the thread pool */
     uint64_t backoff_ms;
     uv_timer_t retry;
 } conn_t;
@@ -347,11 +349,12 @@ static void on_handshake_timeout(uv_timer_t *t)
     }
 }
 
-static void conn_open(conn_t *c)
+/* Connect to a numeric address (hiredis would resolve a name itself,
+ * synchronously, on the loop). */
+static void conn_connect(conn_t *c, const char *addr)
 {
     cache_redis_t *r = c->r;
-    if (r->closing || c->ac) return;
-    redisAsyncContext *ac = redisAsyncConnect(r->addr, r->url.port);
+    redisAsyncContext *ac = redisAsyncConnect(addr, r->url.port);
     if (!ac) {
         set_error(r, "connect", "out of memory");
         r->st.conn_failures++;
@@ -392,6 +395,64 @@ static void conn_open(conn_t *c)
     }
 }
 
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    conn_t *c = req->data;
+    cache_redis_t *r = c->r;
+    c->resolving = 0;
+    if (r->closing) {
+        if (res) uv_freeaddrinfo(res);
+        if (--r->closes_pending == 0) free(r);
+        return;
+    }
+    char addr[INET6_ADDRSTRLEN] = "";
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *a = res; a; a = a->ai_next)
+        if (a->ai_family == AF_INET) { /* prefer IPv4, as hiredis does */
+            pick = a;
+            break;
+        }
+    if (status == 0 && pick) {
+        const void *a = pick->ai_family == AF_INET6
+                            ? (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
+                            : (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr;
+        inet_ntop(pick->ai_family, a, addr, sizeof addr);
+    }
+    if (res) uv_freeaddrinfo(res);
+    if (!addr[0]) {
+        set_error(r, "resolve", status ? uv_strerror(status) : "no address");
+        r->st.conn_failures++;
+        conn_retry(c);
+        return;
+    }
+    snprintf(r->addr, sizeof r->addr, "%s", addr);
+    conn_connect(c, addr);
+}
+
+/* Open a connection: a numeric host at once; a name is resolved first on
+ * libuv's thread pool (uv_getaddrinfo), on every attempt, so a slow DNS
+ * never blocks the loop and a moved Redis is found again. */
+static void conn_open(conn_t *c)
+{
+    cache_redis_t *r = c->r;
+    if (r->closing || c->ac || c->resolving) return;
+    unsigned char tmp[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, r->url.host, tmp) == 1 || inet_pton(AF_INET6, r->url.host, tmp) == 1) {
+        conn_connect(c, r->url.host);
+        return;
+    }
+    struct addrinfo hints = {0};
+    hints.ai_socktype = SOCK_STREAM;
+    c->gai.data = c;
+    if (uv_getaddrinfo(r->loop, &c->gai, on_resolved, r->url.host, NULL, &hints)) {
+        set_error(r, "resolve", "cannot start");
+        r->st.conn_failures++;
+        conn_retry(c);
+        return;
+    }
+    c->resolving = 1;
+}
+
 /* ---- create / destroy ---- */
 
 static int prefix_ok(const char *p)
@@ -430,28 +491,6 @@ static void on_watchdog(uv_timer_t *t)
     r->consecutive_timeouts = 0;
     set_error(r, "stalled", "no reply within the stall bound; connection dropped");
     conn_drop(&r->main); /* pending commands complete now, with NULL replies */
-}
-
-static void resolve(cache_redis_t *r)
-{
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(r->addr, sizeof r->addr, "%s", r->url.host);
-    if (getaddrinfo(r->url.host, NULL, &hints, &res) || !res)
-        return; /* hiredis will try the name itself on each attempt */
-    struct addrinfo *pick = res;
-    for (struct addrinfo *a = res; a; a = a->ai_next)
-        if (a->ai_family == AF_INET) { /* prefer IPv4, as hiredis does */
-            pick = a;
-            break;
-        }
-    void *a = pick->ai_family == AF_INET6
-                  ? (void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
-                  : (void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr;
-    char tmp[INET6_ADDRSTRLEN];
-    if (inet_ntop(pick->ai_family, a, tmp, sizeof tmp))
-        snprintf(r->addr, sizeof r->addr, "%s", tmp);
-    freeaddrinfo(res);
 }
 
 static void conn_init(cache_redis_t *r, conn_t *c, int is_sub)
@@ -495,7 +534,7 @@ cache_redis_t *cache_redis_create(uv_loop_t *loop, const char *url, const cache_
     snprintf(r->channel, sizeof r->channel, "%s:purge", r->prefix);
     uint64_t seed = (uint64_t)uv_hrtime() ^ (uint64_t)(uintptr_t)r ^ ((uint64_t)getpid() << 32);
     snprintf(r->instance, sizeof r->instance, "%016llx", (unsigned long long)seed);
-    resolve(r);
+    snprintf(r->addr, sizeof r->addr, "%s", r->url.host);
     uv_timer_init(loop, &r->timer);
     r->timer.data = r;
     uv_timer_init(loop, &r->watchdog);
@@ -536,6 +575,13 @@ void cache_redis_destroy(cache_redis_t *r)
     uv_timer_stop(&r->timer);
     uv_timer_stop(&r->watchdog);
     r->closes_pending = 4;
+    /* a name being resolved: its callback runs (cancelled or not) and
+     * counts itself out */
+    for (int i = 0; i < 2; i++)
+        if (cs[i]->resolving) {
+            r->closes_pending++;
+            uv_cancel((uv_req_t *)&cs[i]->gai);
+        }
     r->main.retry.data = r;
     r->sub.retry.data = r;
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);

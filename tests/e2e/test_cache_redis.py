@@ -231,6 +231,27 @@ def test_redis_killed_and_restarted_no_failed_requests(barista_bin, gguf_path):
         r.stop()
 
 
+def test_redis_by_host_name(barista_bin, gguf_path, redis):
+    """A host name is resolved off the loop (uv_getaddrinfo) on every
+    connection attempt; a name that does not resolve leaves L2 down and the
+    server serving."""
+    s = Server(barista_bin, gguf_path, args=["--redis", f"redis://localhost:{redis.port}",
+                                             "--admin-key", "adm-secret"])
+    bad = Server(barista_bin, gguf_path, args=["--redis", "redis://no-such-host.invalid:6379",
+                                               "--admin-key", "adm-secret"])
+    try:
+        assert wait_for(lambda: connected(s), timeout=10)
+        assert chat(s, body("Name a lake."))[0] == 200
+        assert wait_for(lambda: stats(s)["l2"]["sets"] >= 1, timeout=5)
+        st, h, _ = chat(bad, body("Name a sea."))
+        assert st == 200
+        assert not connected(bad)
+        assert stats(bad)["l2"]["conn_failures"] >= 1
+    finally:
+        assert s.stop() == 0
+        assert bad.stop() == 0
+
+
 def test_bad_redis_url_is_a_startup_error(barista_bin, gguf_path):
     with pytest.raises(RuntimeError):
         Server(barista_bin, gguf_path, args=["--redis", "http://nope"])
