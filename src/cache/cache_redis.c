@@ -2,11 +2,11 @@
  * cache_redis.h for behaviour).
  *
  * Two connections, each a conn_t with its own reconnect timer: "main" for
- * GET/SET/SCAN/UNLINK/PUBLISH, and "sub" (only with on_peer_purge) parked in
- * SUBSCRIBE. A conn is down (ac == NULL, retry timer armed), handshaking (ac
- * set, AUTH/SELECT/PING queued) or up (PING answered). conn_drop() is the one
- * way we close a context ourselves; hiredis's own disconnect/connect-failure
- * callbacks are ignored for a context we already dropped.
+ * GET/SET/SCAN/UNLINK/PUBLISH and the purge log (XADD/XRANGE), and "sub"
+ * (only with on_peer_purge) parked in SUBSCRIBE. A conn is down (ac == NULL, retry timer armed),
+ * handshaking (ac set, AUTH/SELECT/PING queued) or up (PING answered). conn_drop() is the one way
+ * we close a context ourselves; hiredis's own disconnect/connect-failure callbacks are ignored for
+ * a context we already dropped.
  *
  * GET timeouts: every GET has the same timeout, so deadlines are in send
  * order; outstanding GETs sit on a FIFO and one uv_timer fires at the head's
@@ -35,9 +35,14 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include <xxhash.h>
+
 #include "util/buf.h"
 
-#define HANDSHAKE_MS 1000 /* connect + AUTH/SELECT/PING must answer within this */
+#define HANDSHAKE_MS 1000    /* connect + AUTH/SELECT/PING must answer within this */
+#define PURGE_POLL_MS 1000   /* how often a replica reads the purge log */
+#define PURGE_LOG_MAX 100000 /* entries the log keeps (approximately) */
+#define PURGE_SEEN 128
 
 typedef struct conn {
     cache_redis_t *r;
@@ -82,6 +87,13 @@ struct cache_redis {
     cache_redis_opts_t o;
     char prefix[33];
     char channel[48];
+    char log[48];      /* prefix:purges, the durable purge log (a stream) */
+    char log_last[48]; /* id of the last log entry read; "" before the first poll */
+    int log_busy;      /* an XRANGE in flight */
+    uv_timer_t log_timer;
+    uint64_t purge_seq;
+    uint64_t seen[PURGE_SEEN]; /* ids applied lately (pub/sub and log overlap) */
+    int seen_next;
     char instance[17]; /* random id: skip our own purge messages */
     conn_t main, sub;
     uv_timer_t timer; /* GET deadlines */
@@ -98,6 +110,23 @@ struct cache_redis {
 };
 
 static void conn_open(conn_t *c);
+static void log_poll(cache_redis_t *r);
+
+/* Every command we wait for (GET, SET, SCAN, UNLINK) goes through these, so
+ * the watchdog sees any stall, not just GET timeouts: a hung Redis (the
+ * kernel still acknowledges) that stops answering SETs would otherwise fill
+ * max_inflight and switch L2 off for good. */
+static void inflight_inc(cache_redis_t *r)
+{
+    if (r->inflight++ == 0) r->busy_since = uv_now(r->loop);
+}
+
+static void inflight_dec(cache_redis_t *r)
+{
+    r->inflight--;
+    r->last_progress = uv_now(r->loop);
+}
+
 static void on_retry(uv_timer_t *t);
 
 const char *cache_l2_status_name(cache_l2_status_t s)
@@ -274,6 +303,7 @@ static void on_ready(redisAsyncContext *ac, void *reply_, void *priv)
     c->backoff_ms = c->r->o.backoff_min_ms;
     c->r->consecutive_timeouts = 0;
     c->r->st.connects++;
+    log_poll(c->r); /* catch up on purges missed while away */
 }
 
 static int hex_u64(const char *s, size_t n, uint64_t *out)
@@ -291,12 +321,26 @@ static int hex_u64(const char *s, size_t n, uint64_t *out)
     return 0;
 }
 
-/* "<instance> all" | "<instance> ns <16 hex>" | "<instance> key <32 hex>" */
+/* Remember a purge id (its message's first 33 bytes, hashed); 1 if it was
+ * already there (applied once by pub/sub, seen again in the log). */
+static int seen_before(cache_redis_t *r, const char *id)
+{
+    uint64_t h = XXH3_64bits(id, 33) | 1;
+    for (int i = 0; i < PURGE_SEEN; i++)
+        if (r->seen[i] == h) return 1;
+    r->seen[r->seen_next] = h;
+    r->seen_next = (r->seen_next + 1) % PURGE_SEEN;
+    return 0;
+}
+
+/* "<instance>:<seq> all" | "... ns <16 hex>" | "... key <32 hex>", where
+ * instance and seq are 16 hex digits each: the purge's unique id. */
 static void peer_message(cache_redis_t *r, const char *m, size_t n)
 {
-    if (n < 18 || m[16] != ' ' || !memcmp(m, r->instance, 16)) return;
-    const char *k = m + 17;
-    size_t kn = n - 17;
+    if (n < 35 || m[16] != ':' || m[33] != ' ' || !memcmp(m, r->instance, 16)) return;
+    if (seen_before(r, m)) return;
+    const char *k = m + 34;
+    size_t kn = n - 34;
     cache_key_t key;
     uint64_t ns;
     if (kn == 3 && !memcmp(k, "all", 3)) {
@@ -453,6 +497,57 @@ static void conn_open(conn_t *c)
     c->resolving = 1;
 }
 
+/* ---- the durable purge log ----
+ * Pub/sub is only the fast path: a replica whose subscriber was away (a
+ * dropped connection, a Redis restart, a hung subscriber) misses messages.
+ * Every purge is also appended to the stream prefix.purges, and each replica
+ * reads it every PURGE_POLL_MS from the last id it saw, applying what it
+ * has not applied yet, so a missed purge arrives within a poll of Redis
+ * being reachable again. */
+static void on_log(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    (void)ac;
+    cache_redis_t *r = priv;
+    redisReply *reply = reply_;
+    r->log_busy = 0;
+    inflight_dec(r);
+    if (!reply || r->closing || reply->type != REDIS_REPLY_ARRAY) return;
+    int first = !r->log_last[0];
+    for (size_t i = 0; i < reply->elements; i++) {
+        redisReply *e = reply->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING || e->element[0]->len >= sizeof r->log_last)
+            continue;
+        snprintf(r->log_last, sizeof r->log_last, "%s", e->element[0]->str);
+        redisReply *f = e->element[1];
+        /* the first read only finds where the log ends: a replica that
+         * starts now has nothing older to catch up on */
+        if (first || f->type != REDIS_REPLY_ARRAY || f->elements != 2 ||
+            f->element[1]->type != REDIS_REPLY_STRING)
+            continue;
+        peer_message(r, f->element[1]->str, f->element[1]->len);
+    }
+    if (first && !r->log_last[0]) snprintf(r->log_last, sizeof r->log_last, "0-0");
+    if (!first && reply->elements == 1000) log_poll(r); /* more waiting */
+}
+
+static void log_poll(cache_redis_t *r)
+{
+    if (r->closing || r->log_busy || !r->main.up || !r->o.on_peer_purge) return;
+    int rc = r->log_last[0]
+                 ? redisAsyncCommand(r->main.ac, on_log, r, "XRANGE %s (%s + COUNT 1000", r->log,
+                                     r->log_last)
+                 : redisAsyncCommand(r->main.ac, on_log, r, "XREVRANGE %s + - COUNT 1", r->log);
+    if (rc != REDIS_OK) return;
+    r->log_busy = 1;
+    inflight_inc(r);
+}
+
+static void on_log_timer(uv_timer_t *t)
+{
+    log_poll(t->data);
+}
+
 /* ---- create / destroy ---- */
 
 static int prefix_ok(const char *p)
@@ -465,21 +560,6 @@ static int prefix_ok(const char *p)
 }
 
 static void on_get_timer(uv_timer_t *t);
-
-/* Every command we wait for (GET, SET, SCAN, UNLINK) goes through these, so
- * the watchdog sees any stall, not just GET timeouts: a hung Redis (the
- * kernel still acknowledges) that stops answering SETs would otherwise fill
- * max_inflight and switch L2 off for good. */
-static void inflight_inc(cache_redis_t *r)
-{
-    if (r->inflight++ == 0) r->busy_since = uv_now(r->loop);
-}
-
-static void inflight_dec(cache_redis_t *r)
-{
-    r->inflight--;
-    r->last_progress = uv_now(r->loop);
-}
 
 static void on_watchdog(uv_timer_t *t)
 {
@@ -532,6 +612,8 @@ cache_redis_t *cache_redis_create(uv_loop_t *loop, const char *url, const cache_
     snprintf(r->prefix, sizeof r->prefix, "%s", o.prefix);
     r->o.prefix = r->prefix;
     snprintf(r->channel, sizeof r->channel, "%s:purge", r->prefix);
+    /* outside prefix:* so a purge-all (SCAN prefix:*) never deletes the log */
+    snprintf(r->log, sizeof r->log, "%s.purges", r->prefix);
     uint64_t seed = (uint64_t)uv_hrtime() ^ (uint64_t)(uintptr_t)r ^ ((uint64_t)getpid() << 32);
     snprintf(r->instance, sizeof r->instance, "%016llx", (unsigned long long)seed);
     snprintf(r->addr, sizeof r->addr, "%s", r->url.host);
@@ -542,6 +624,12 @@ cache_redis_t *cache_redis_create(uv_loop_t *loop, const char *url, const cache_
     uint64_t every = r->o.stall_ms / 4 ? r->o.stall_ms / 4 : 1;
     uv_timer_start(&r->watchdog, on_watchdog, every, every);
     uv_unref((uv_handle_t *)&r->watchdog);
+    uv_timer_init(loop, &r->log_timer);
+    r->log_timer.data = r;
+    if (o.on_peer_purge) {
+        uv_timer_start(&r->log_timer, on_log_timer, PURGE_POLL_MS, PURGE_POLL_MS);
+        uv_unref((uv_handle_t *)&r->log_timer);
+    }
     conn_init(r, &r->main, 0);
     conn_init(r, &r->sub, 1);
     conn_open(&r->main);
@@ -574,7 +662,8 @@ void cache_redis_destroy(cache_redis_t *r)
      * is empty now; the timer can go */
     uv_timer_stop(&r->timer);
     uv_timer_stop(&r->watchdog);
-    r->closes_pending = 4;
+    uv_timer_stop(&r->log_timer);
+    r->closes_pending = 5;
     /* a name being resolved: its callback runs (cancelled or not) and
      * counts itself out */
     for (int i = 0; i < 2; i++)
@@ -586,6 +675,7 @@ void cache_redis_destroy(cache_redis_t *r)
     r->sub.retry.data = r;
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->watchdog, on_handle_closed);
+    uv_close((uv_handle_t *)&r->log_timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->main.retry, on_handle_closed);
     uv_close((uv_handle_t *)&r->sub.retry, on_handle_closed);
 }
@@ -797,16 +887,20 @@ static void purge_maybe_done(purge_t *p)
     if (p->pending || (!p->scan_done && !p->failed)) return;
     cache_redis_t *r = p->r;
     if (!p->failed && r->main.up) {
-        char m[80];
+        char m[96], id[40];
         char hex[CACHE_KEY_HEX_LEN + 1];
+        snprintf(id, sizeof id, "%s:%016llx", r->instance, (unsigned long long)++r->purge_seq);
         if (p->kind == CACHE_PURGE_ALL)
-            snprintf(m, sizeof m, "%s all", r->instance);
+            snprintf(m, sizeof m, "%s all", id);
         else if (p->kind == CACHE_PURGE_NS)
-            snprintf(m, sizeof m, "%s ns %016llx", r->instance, (unsigned long long)p->ns);
+            snprintf(m, sizeof m, "%s ns %016llx", id, (unsigned long long)p->ns);
         else {
             cache_key_hex(&p->key, hex);
-            snprintf(m, sizeof m, "%s key %s", r->instance, hex);
+            snprintf(m, sizeof m, "%s key %s", id, hex);
         }
+        /* durable first (the log every replica polls), then the fast path */
+        redisAsyncCommand(r->main.ac, NULL, NULL, "XADD %s MAXLEN ~ %d * m %s", r->log,
+                          PURGE_LOG_MAX, m);
         redisAsyncCommand(r->main.ac, NULL, NULL, "PUBLISH %s %s", r->channel, m);
     }
     int err = p->failed ? (r->closing ? BAR_ERR_CANCELLED : BAR_ERR_IO) : 0;

@@ -110,6 +110,34 @@ def test_settings_that_change_output_are_in_the_key(barista_bin, gguf_path, redi
             assert s.stop() == 0
 
 
+def test_purge_missed_by_subscriber_still_arrives(barista_bin, gguf_path, redis):
+    """Review finding (issue 16, defect 3): a purge published while a
+    replica's subscriber is away used to be lost (its L1 served the purged
+    answer until TTL). Purges are also in a durable log every replica polls,
+    so the missed one arrives."""
+    import redis as redis_py
+    args = ["--redis", redis.url, "--redis-timeout-ms", "200", "--admin-key", "adm-secret"]
+    a = Server(barista_bin, gguf_path, args=args)
+    b = Server(barista_bin, gguf_path, args=args)
+    rc = redis_py.Redis(port=redis.port)
+    try:
+        assert wait_for(lambda: connected(a) and connected(b), timeout=10)
+        q = body("Name a river.")
+        st, h, _ = chat(b, q)
+        key = h["x-cache-key"]
+        assert chat(b, q)[1]["x-cache-tier"] == "L1"
+        peer0 = stats(b)["l2"]["peer_purges"]
+        rc.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # every subscriber drops
+        st, _, raw = request(a, "DELETE", f"/v1/cache/{key}", headers=ADMIN)
+        assert st == 200
+        # B's subscriber comes back after the message is gone; the log brings it
+        assert wait_for(lambda: stats(b)["l2"]["peer_purges"] > peer0, timeout=10)
+        assert chat(b, q)[1]["x-cache"] == "MISS"
+    finally:
+        assert a.stop() == 0
+        assert b.stop() == 0
+
+
 def test_l2_only(barista_bin, gguf_path, redis):
     s = Server(barista_bin, gguf_path, args=["--cache-mem", "0", "--redis", redis.url,
                                              "--redis-timeout-ms", "200",
