@@ -68,13 +68,14 @@ struct srv {
     char host[256];
     uv_tcp_t listener;
     uv_timer_t grace;
+    uv_timer_t accept_retry; /* an accept that found no memory tries again */
     int port;
     conn_t *conns; /* open (not closing) connections */
     int n_conns;   /* counted toward max_connections */
     int n_rejecting;
     int n_alloc;           /* conn_t not yet freed */
     uint64_t n_out_paused; /* times a connection stopped for its unsent output */
-    int n_own_open;        /* listener + grace timer handles not yet closed */
+    int n_own_open;        /* listener + grace + accept_retry handles not yet closed */
     int listener_closed;
     int shutting_down;
     int grace_over;
@@ -318,15 +319,21 @@ static void conn_error(conn_t *c, int status, const char *text)
                                        : "bad_request";
     const char *type = status >= 500 ? "server_error" : "invalid_request_error";
     buf_t body = {0}, out = {0};
-    buf_puts(&body, "{\"error\":{\"message\":\"");
+    int bad = buf_puts(&body, "{\"error\":{\"message\":\"");
     json_escape_into(&body, text);
-    buf_printf(&body, "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}\n", type, code);
-    http_format_head(&out, status, "application/json", (long long)body.n, 0,
-                     status == 503 ? "Retry-After: 1\r\n" : NULL);
-    buf_append(&out, body.p, body.n);
+    bad = bad ||
+          buf_printf(&body, "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}\n", type, code);
+    bad = bad || http_format_head(&out, status, "application/json", (long long)body.n, 0,
+                                  status == 503 ? "Retry-After: 1\r\n" : NULL);
+    bad = bad || buf_append(&out, body.p, body.n);
     buf_free(&body);
     if (s->o.access_log) fprintf(stderr, "access: %s - %d (%s)\n", c->peer, status, text);
     if (s->o.on_response) s->o.on_response(s->o.ud, "other", status, 0);
+    if (bad) { /* out of memory: a half reply is worse than none */
+        buf_free(&out);
+        conn_close(c);
+        return;
+    }
     conn_write(c, &out);
     conn_linger_close(c);
 }
@@ -489,12 +496,25 @@ static void conn_process(conn_t *c)
 
 /* ---- accepting ---- */
 
+static void on_connection(uv_stream_t *ls, int status);
+
+static void on_accept_retry(uv_timer_t *t)
+{
+    srv_t *s = t->data;
+    if (!s->listener_closed) on_connection((uv_stream_t *)&s->listener, 0);
+}
+
 static void on_connection(uv_stream_t *ls, int status)
 {
     srv_t *s = ls->data;
     if (status < 0) return;
     conn_t *c = calloc(1, sizeof *c);
-    if (!c) return;
+    if (!c) {
+        /* the connection stays pending in the kernel; libuv stops accepting
+         * until we do, so try again shortly instead of never */
+        if (!s->listener_closed) uv_timer_start(&s->accept_retry, on_accept_retry, 10, 0);
+        return;
+    }
     c->s = s;
     uv_tcp_init(s->loop, &c->tcp);
     uv_timer_init(s->loop, &c->timer);
@@ -575,7 +595,9 @@ int srv_create(srv_t **out, uv_loop_t *loop, const srv_opts_t *o, bar_msg_t *msg
     uv_timer_init(loop, &s->grace);
     s->listener.data = s;
     s->grace.data = s;
-    s->n_own_open = 2;
+    uv_timer_init(loop, &s->accept_retry);
+    s->accept_retry.data = s;
+    s->n_own_open = 3;
     rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
     if (!rc) rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
     if (rc) {
@@ -583,6 +605,7 @@ int srv_create(srv_t **out, uv_loop_t *loop, const srv_opts_t *o, bar_msg_t *msg
         s->destroying = 1;
         uv_close((uv_handle_t *)&s->listener, on_own_closed);
         uv_close((uv_handle_t *)&s->grace, on_own_closed);
+        uv_close((uv_handle_t *)&s->accept_retry, on_own_closed);
         uv_run(loop, UV_RUN_NOWAIT);
         return BAR_ERR_IO;
     }
@@ -671,6 +694,7 @@ void srv_destroy(srv_t *s)
         uv_close((uv_handle_t *)&s->listener, on_own_closed);
     }
     uv_close((uv_handle_t *)&s->grace, on_own_closed);
+    uv_close((uv_handle_t *)&s->accept_retry, on_own_closed);
 }
 
 /* ---- requests ---- */
