@@ -55,11 +55,12 @@ struct conn {
     int n_open;  /* handles not yet closed */
     int reading;
     int in_process;
-    int lingering;  /* our side is shut down; discarding input */
-    int rejected;   /* over the connection limit: 503 then close */
-    int eof;        /* the client sent FIN */
-    int n_writes;   /* uv_write requests in flight */
-    int out_paused; /* unsent output over the bound: no dispatch, no reading */
+    int lingering;    /* our side is shut down; discarding input */
+    int rejected;     /* over the connection limit: 503 then close */
+    int eof;          /* the client sent FIN */
+    int n_writes;     /* uv_write requests in flight */
+    int out_paused;   /* unsent output over the bound: no dispatch, no reading */
+    int write_failed; /* a write failed: closing on the next loop turn */
 };
 
 struct srv {
@@ -148,11 +149,33 @@ static void on_write(uv_write_t *w, int status)
  * copied into one block and queued with uv_write. The caller keeps its
  * buffers. Bytes are never reordered: uv_try_write refuses while earlier
  * writes are queued. */
+static void on_fail_timer(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+/* A write failed (no memory, a dead socket). The writer is the request's
+ * handler, deep in its own code: closing now would call its on_abort from
+ * inside its write call and free what it is still using. So the connection
+ * stops taking bytes and requests now, and closes (on_abort included) on the
+ * next loop turn. */
+static void conn_fail_later(conn_t *c)
+{
+    if (c->write_failed || c->closing) return;
+    c->write_failed = 1;
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+    uv_timer_start(&c->timer, on_fail_timer, 0, 0);
+}
+
 static int conn_writev(conn_t *c, const uv_buf_t *bufs, int nbufs)
 {
     size_t total = 0;
     for (int i = 0; i < nbufs; i++)
         total += bufs[i].len;
+    if (c->write_failed) return BAR_ERR_IO;
     if (c->closing || c->lingering || total == 0) return c->closing ? BAR_ERR_IO : 0;
     if (c->active) c->req.bytes_out += total;
     size_t done = 0;
@@ -167,7 +190,7 @@ static int conn_writev(conn_t *c, const uv_buf_t *bufs, int nbufs)
     if (!wr || !mem) {
         free(wr);
         free(mem);
-        conn_close(c);
+        conn_fail_later(c);
         return BAR_ERR_NOMEM;
     }
     size_t skip = done, k = 0;
@@ -188,7 +211,7 @@ static int conn_writev(conn_t *c, const uv_buf_t *bufs, int nbufs)
     if (rc) {
         free(mem);
         free(wr);
-        conn_close(c);
+        conn_fail_later(c);
         return BAR_ERR_IO;
     }
     c->n_writes++;
@@ -274,7 +297,7 @@ static void on_shutdown_done(uv_shutdown_t *req, int status)
 /* Finish the connection politely: flush, send FIN, discard input briefly. */
 static void conn_linger_close(conn_t *c)
 {
-    if (c->closing || c->lingering) return;
+    if (c->closing || c->lingering || c->write_failed) return;
     c->lingering = 1;
     buf_clear(&c->inbuf);
     /* a reader that never drains our queued bytes must not hold the socket forever */
@@ -433,6 +456,7 @@ static void on_conn_timer(uv_timer_t *t)
 
 static void arm_timer(conn_t *c, uint64_t ms)
 {
+    if (c->write_failed) return; /* the close timer is set */
     uv_timer_start(&c->timer, on_conn_timer, ms, 0);
 }
 
@@ -452,7 +476,7 @@ static void conn_process(conn_t *c)
     if (c->in_process) return;
     c->in_process = 1;
     srv_t *s = c->s;
-    while (!c->closing && !c->lingering && !c->active && !c->out_paused) {
+    while (!c->closing && !c->lingering && !c->active && !c->out_paused && !c->write_failed) {
         if (c->rx.state == HTTP_RX_DONE) {
             if (out_over(c)) {
                 c->out_paused = 1;
@@ -488,7 +512,7 @@ static void conn_process(conn_t *c)
     }
     c->in_process = 0;
     if (!c->closing && !c->lingering && !c->reading && !c->eof && !c->out_paused &&
-        c->inbuf.n <= INBUF_MAX) {
+        !c->write_failed && c->inbuf.n <= INBUF_MAX) {
         c->reading = 1;
         conn_read_start(c);
     }
