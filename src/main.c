@@ -43,7 +43,11 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+#ifdef BARISTA_FAULT_INJECT
+        printf("barista %s (fault injection: src/util/fault.h)\n", BARISTA_VERSION);
+#else
         printf("barista %s\n", BARISTA_VERSION);
+#endif
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

@@ -9,8 +9,9 @@
  *
  * Back-pressure: a streamed delta is written at once when the connection's
  * unsent bytes are under the bound; otherwise it is appended to the client's
- * pending text and the next drain writes all of it as one chunk. Pending text
- * is bounded by stream-buffer-bytes: past it the reader is too slow and
+ * pending text and the next drain writes all of it as one chunk. Pending
+ * output (text and logprob entries) is bounded by stream-buffer-bytes: past
+ * it the reader is too slow and
  * leaves (the generation is cancelled when it was the last one).
  *
  * Deadlines are per client (a joiner's deadline is its own): a timer ends
@@ -154,7 +155,9 @@ static void stream_flush(client_t *c, int final)
     int n_lp = lp_list_n(c->lp);
     if (c->text.n == 0 && (!final || n_lp == 0)) return;
     if (!final && !sse_writable(c->sse)) {
-        if (c->text.n > (size_t)c->a->set->stream_buffer_bytes) {
+        /* every pending byte counts: text and logprob entries (20
+         * alternatives a token weigh ~100x its text) */
+        if (c->text.n + lp_list_bytes(c->lp) > (size_t)c->a->set->stream_buffer_bytes) {
             gen_t *g = c->g;
             if (g && g->clients == c && !c->next) {
                 gen_cancel(g, "slow_reader"); /* alone: end the generation */

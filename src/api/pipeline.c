@@ -209,7 +209,13 @@ static int stage_cache(client_t *c, const cJSON *root)
     if (!api_cache_on(a->cache)) return 1;
     bk_sampling_t sp;
     api_model_sampling(c->m, &c->q, &sp);
-    char extra[10 * 8];
+    /* the server-side settings that change the output are part of the key:
+     * the max_tokens actually used (the server default when neither the
+     * request nor the model sets it) and the context cap */
+    if (sp.max_tokens <= 0) sp.max_tokens = (int)a->set->max_tokens_default;
+    bk_stats_t bs = {0};
+    if (c->m->bk) bk_stats(c->m->bk, &bs);
+    char extra[11 * 8];
     api_cache_keyin_t in = {0};
     in.endpoint = c->kind == OAI_CHAT ? "chat" : "completions";
     in.model = c->m->cfg.name;
@@ -217,6 +223,9 @@ static int stage_cache(client_t *c, const cJSON *root)
     in.skip = KEY_SKIP;
     in.extra = extra;
     in.extra_len = sampling_bytes(&sp, extra);
+    int64_t n_ctx = bs.n_ctx;
+    memcpy(extra + in.extra_len, &n_ctx, 8);
+    in.extra_len += 8;
     in.reproducible = sp.temperature == 0 || sp.has_seed;
     api_cache_decide(a->cache, srv_req_http(c->r), root, &in, &c->cq);
     if (!c->cq.cacheable) {

@@ -18,6 +18,7 @@
 #include "engine/engine.h"
 #include "server/server.h"
 #include "server/settings.h"
+#include "util/fault.h"
 
 typedef struct {
     uv_loop_t loop;
@@ -158,6 +159,7 @@ static void after_load(uv_work_t *w, int status)
     fprintf(stderr, "barista serve: ready on http://%s%s%s:%d with %d model(s), default %s\n",
             V6L(s), s->set.host, V6R(s), srv_port(s->srv), s->models.n,
             s->models.v[s->models.default_idx].name);
+    fault_arm(); /* a fault-injection build fails allocations from here on */
 }
 
 /* The model list: --models FILE, then each --model [NAME=]PATH; with

@@ -37,10 +37,12 @@ typedef struct {
     /* exact-match response cache (docs/CACHE.md) */
     long long cache_mem;        /* L1 byte budget; 0 = no L1 */
     long long cache_ttl_s;      /* default TTL of a stored reply; 0 = none */
+    long long cache_max_ttl_s;  /* cap on a client's max-age as a TTL */
     char cache_policy[16];      /* "s3fifo" | "lru" */
     int cache_sampled;          /* cache sampled requests without a max-age opt-in */
     char redis[1024];           /* L2 URL; "" = no L2 */
     long long redis_timeout_ms; /* L2 GET timeout */
+    long long redis_stall_ms;   /* any command unanswered this long drops the connection */
     char cache_file[4096];      /* snapshot path; "" = none */
     long long cache_snapshot_s; /* periodic snapshot period; 0 = only at shutdown */
     char admin_key[256];        /* "" = admin API off */
