@@ -303,12 +303,26 @@ static void report_logprobs(sampler_t *s, const float *logits, engine_top_t *top
     }
 }
 
-/* Candidates c[0..m) sorted in descending order with their weights: min-p,
- * top-p and the draw by walking the list (the arithmetic of the sort-based
- * sampler, step for step). */
-static int finish_sorted(sampler_t *s, cand_t *c, int m)
+/* What truncation keeps: candidates c[0..m) with their weights (exp((l -
+ * max) / T)) and total mass `sum`; sorted (descending) or in any order. h[0..nh)
+ * (mass mh) is a prefix of the descending order of the same tokens, copied
+ * elsewhere, that a draw below mh is answered from (h = c when it is all). */
+typedef struct {
+    cand_t *c;
+    int m;
+    double sum;
+    int sorted;
+    cand_t *h;
+    int nh;
+    double mh;
+} kept_t;
+
+/* Sorted c[0..m): min-p and top-p by walking the list, the arithmetic of the
+ * sort-based sampler step for step. */
+static void truncate_sorted(const engine_sampling_t *p, kept_t *k)
 {
-    const engine_sampling_t *p = &s->p;
+    cand_t *c = k->c;
+    int m = k->m;
     double sum = 0.0;
     for (int i = 0; i < m; i++)
         sum += c[i].v;
@@ -333,12 +347,12 @@ static int finish_sorted(sampler_t *s, cand_t *c, int m)
         m = mm;
         sum = acc;
     }
-    double r = rng_uniform(s->rng) * sum, acc = 0.0;
-    for (int i = 0; i < m; i++) {
-        acc += c[i].v;
-        if (r < acc) return c[i].id;
-    }
-    return c[m - 1].id;
+    k->m = m;
+    k->sum = sum;
+    k->sorted = 1;
+    k->h = c;
+    k->nh = m;
+    k->mh = sum;
 }
 
 /* Candidates within exp(-30) of the best: what is dropped weighs less than
@@ -349,7 +363,9 @@ static int finish_sorted(sampler_t *s, cand_t *c, int m)
  * inside it, and then the long list is never touched again. */
 #define HEAD_SPAN 8.0f
 
-static int sample_temperature(sampler_t *s, const float *l)
+/* Temperature, top-k, min-p and top-p: fills *k, or returns -1 when no logit
+ * is finite. Uses s->cand and s->head. */
+static int truncate_logits(sampler_t *s, const float *l, kept_t *k)
 {
     const engine_sampling_t *p = &s->p;
     const int n = s->n_vocab;
@@ -360,16 +376,22 @@ static int sample_temperature(sampler_t *s, const float *l)
     if (p->top_k > 0 && p->top_k < n) { /* bounded heap, then as before */
         select_top_k(c, l, n, p->top_k);
         float mx = c[0].v, floor_v = mx - FLOOR_SPAN * t;
+        if (!isfinite(mx)) return -1; /* all -inf (or an inf) */
         while (m < p->top_k && c[m].v >= floor_v)
             m++;
+        if (m == 0) return -1;
         for (int i = 0; i < m; i++)
             c[i].v = expf((c[i].v - mx) / t);
-        return finish_sorted(s, c, m);
+        k->c = c;
+        k->m = m;
+        truncate_sorted(p, k);
+        return 0;
     }
 
     float mx = -INFINITY;
     for (int i = 0; i < n; i++)
         if (l[i] > mx) mx = l[i];
+    if (!isfinite(mx)) return -1;
     float floor_v = mx - FLOOR_SPAN * t;
     double sum = 0.0;
     cand_t *h = s->head;
@@ -412,26 +434,45 @@ static int sample_temperature(sampler_t *s, const float *l)
             }
         }
     }
-    if (m == 0) return -1; /* no finite logit */
-    /* The head is a prefix of the descending order, so a key below its mass
-     * is answered there. */
-    cand_t *set = c;
-    int ms = m;
+    if (m == 0) return -1;
     if (p->top_p > 0.0f && p->top_p < 1.0f) {
+        /* the head is a prefix of the descending order: a target below its
+         * mass is answered there */
         double target = p->top_p * sum, acc;
         if (target <= mh) {
-            set = h;
-            ms = nh;
+            c = h;
+            m = nh;
         }
-        ms = wsel(set, ms, target, 1, &acc) + 1;
+        m = wsel(c, m, target, 1, &acc) + 1;
         sum = acc;
+        if (c == h) {
+            nh = m;
+            mh = sum;
+        }
     }
-    double r = rng_uniform(s->rng) * sum, acc;
-    if (set == c && r < mh) {
-        set = h;
-        ms = nh;
+    k->c = c;
+    k->m = m;
+    k->sum = sum;
+    k->sorted = 0;
+    k->h = h;
+    k->nh = nh;
+    k->mh = mh;
+    return 0;
+}
+
+/* One uniform draw, inverse CDF in descending order. */
+static int draw_kept(sampler_t *s, kept_t *k)
+{
+    double r = rng_uniform(s->rng) * k->sum, acc = 0.0;
+    if (k->sorted) {
+        for (int i = 0; i < k->m; i++) {
+            acc += k->c[i].v;
+            if (r < acc) return k->c[i].id;
+        }
+        return k->c[k->m - 1].id;
     }
-    return set[wsel(set, ms, r, 0, &acc)].id;
+    if (r < k->mh) return k->h[wsel(k->h, k->nh, r, 0, &acc)].id;
+    return k->c[wsel(k->c, k->m, r, 0, &acc)].id;
 }
 
 int sampler_sample(sampler_t *s, float *logits, float *logprob, engine_top_t *top, int n_top)
@@ -444,7 +485,9 @@ int sampler_sample(sampler_t *s, float *logits, float *logprob, engine_top_t *to
         report_logprobs(s, s->raw, top, n_top);
     }
     apply_penalties(s, logits);
-    if (p->temperature > 0.0f && p->top_k != 1) chosen = sample_temperature(s, logits);
+    kept_t k;
+    if (p->temperature > 0.0f && p->top_k != 1 && truncate_logits(s, logits, &k) == 0)
+        chosen = draw_kept(s, &k);
     if (chosen < 0) { /* greedy, or nothing finite to sample from */
         chosen = 0;
         for (int i = 1; i < n; i++)
