@@ -15,7 +15,7 @@
  * logarithms per token (three times the one expf here) and would change every
  * seeded output; the selection keeps the draw, the order and the weights of
  * the sort-based sampler, so a seed gives the same tokens as before (up to
- * the last-bit rounding of sums, see docs/ENGINE.md). Buffers are
+ * the last-bit rounding of sums, see docs/ARCHITECTURE.md "Sampling"). Buffers are
  * preallocated (id, value) arrays. */
 #include "engine/sampler.h"
 

@@ -14,7 +14,7 @@
  * sampler this replaced, so seeded outputs are unchanged), but the order is
  * established by selection, not by sorting the vocabulary: a bounded heap for
  * top-k, a logit threshold for min-p, and a weighted quickselect for top-p and
- * for the draw itself (docs/ENGINE.md, "Sampling").
+ * for the draw itself (docs/ARCHITECTURE.md, "Sampling").
  *
  * Ownership: sampler_create returns a sampler freed by sampler_destroy. */
 #ifndef BARISTA_ENGINE_SAMPLER_H
