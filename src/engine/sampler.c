@@ -256,6 +256,38 @@ static int wsel(cand_t *c, int m, double key, int incl, double *acc)
     *acc = sum;
     return hi > 0 ? hi - 1 : 0;
 }
+/* The largest of x[0..n) ignoring NaN (-inf when there is none): eight
+ * independent lanes, which the compiler keeps in a vector register; a maximum
+ * is exact, so the lane split changes nothing. */
+static float max_of(const float *x, int n)
+{
+    float m[8];
+    for (int j = 0; j < 8; j++)
+        m[j] = -INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    for (; i < n; i++)
+        m[0] = x[i] > m[0] ? x[i] : m[0];
+    float r = m[0];
+    for (int j = 1; j < 8; j++)
+        r = m[j] > r ? m[j] : r;
+    return r;
+}
+
+/* The first index of the maximum, as the plain scan `x[i] > x[best]` gives
+ * it (greedy decoding must not change by a bit): a NaN at 0 wins, other NaNs
+ * never do. */
+static int argmax_of(const float *x, int n)
+{
+    if (isnan(x[0])) return 0;
+    float mx = max_of(x, n);
+    for (int i = 0; i < n; i++)
+        if (x[i] == mx) return i;
+    return 0;
+}
+
 static void apply_penalties(sampler_t *s, float *logits)
 {
     const engine_sampling_t *p = &s->p;
@@ -286,9 +318,7 @@ static void apply_penalties(sampler_t *s, float *logits)
 /* Log-sum-exp of the raw logits into s->lse, and the n_top best tokens. */
 static void report_logprobs(sampler_t *s, const float *logits, engine_top_t *top, int n_top)
 {
-    float mx = -INFINITY;
-    for (int i = 0; i < s->n_vocab; i++)
-        if (logits[i] > mx) mx = logits[i];
+    float mx = max_of(logits, s->n_vocab);
     double sum = 0.0;
     for (int i = 0; i < s->n_vocab; i++)
         sum += exp((double)(logits[i] - mx));
@@ -388,9 +418,7 @@ static int truncate_logits(sampler_t *s, const float *l, kept_t *k)
         return 0;
     }
 
-    float mx = -INFINITY;
-    for (int i = 0; i < n; i++)
-        if (l[i] > mx) mx = l[i];
+    float mx = max_of(l, n);
     if (!isfinite(mx)) return -1;
     float floor_v = mx - FLOOR_SPAN * t;
     double sum = 0.0;
@@ -489,9 +517,7 @@ int sampler_sample(sampler_t *s, float *logits, float *logprob, engine_top_t *to
     if (p->temperature > 0.0f && p->top_k != 1 && truncate_logits(s, logits, &k) == 0)
         chosen = draw_kept(s, &k);
     if (chosen < 0) { /* greedy, or nothing finite to sample from */
-        chosen = 0;
-        for (int i = 1; i < n; i++)
-            if (logits[i] > logits[chosen]) chosen = i;
+        chosen = argmax_of(logits, n);
     }
     if (logprob) *logprob = s->raw[chosen] - s->lse;
     return chosen;
