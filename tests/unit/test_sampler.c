@@ -641,6 +641,38 @@ static void test_greedy_first_max_and_nonfinite(void **state)
     sampler_destroy(s);
 }
 
+/* The eight-lane arg-max is the plain scan's index on random rows with ties,
+ * signed zeros, infinities and NaNs. */
+static void test_argmax_equals_scan(void **state)
+{
+    (void)state;
+    enum { NV = 1003 };
+    static float x[NV];
+    for (int round = 0; round < 400; round++) {
+        for (int i = 0; i < NV; i++) {
+            double u = tuniform();
+            x[i] = (float)(int)(u * 20.0) - 10.0f; /* many ties */
+            if (u < 0.01) x[i] = NAN;
+            if (u > 0.995) x[i] = round % 2 ? 0.0f : -0.0f;
+        }
+        if (round % 5 == 0) x[(int)(tuniform() * NV)] = INFINITY;
+        if (round % 7 == 0) x[0] = NAN;
+        if (round % 11 == 0)
+            for (int i = 0; i < NV; i++)
+                x[i] = round % 2 ? -INFINITY : -0.0f;
+        int want = 0;
+        for (int i = 1; i < NV; i++)
+            if (x[i] > x[want]) want = i;
+        int n = round % 3 == 0 ? NV - (round % 13) : NV; /* tails shorter than a lane group */
+        if (n != NV) {
+            want = 0;
+            for (int i = 1; i < n; i++)
+                if (x[i] > x[want]) want = i;
+        }
+        assert_int_equal(argmax_of(x, n), want);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -657,6 +689,7 @@ int main(void)
         cmocka_unit_test(test_logprobs_are_log_softmax),
         cmocka_unit_test(test_batch_matches_serial),
         cmocka_unit_test(test_greedy_first_max_and_nonfinite),
+        cmocka_unit_test(test_argmax_equals_scan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
