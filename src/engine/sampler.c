@@ -377,12 +377,7 @@ static void truncate_sorted(const engine_sampling_t *p, kept_t *k)
         m = mm;
         sum = acc;
     }
-    k->m = m;
-    k->sum = sum;
-    k->sorted = 1;
-    k->h = c;
-    k->nh = m;
-    k->mh = sum;
+    *k = (kept_t){.c = c, .m = m, .sum = sum, .sorted = 1, .h = c, .nh = m, .mh = sum};
 }
 
 /* Candidates within exp(-30) of the best: what is dropped weighs less than
@@ -478,13 +473,7 @@ static int truncate_logits(sampler_t *s, const float *l, kept_t *k)
             mh = sum;
         }
     }
-    k->c = c;
-    k->m = m;
-    k->sum = sum;
-    k->sorted = 0;
-    k->h = h;
-    k->nh = nh;
-    k->mh = mh;
+    *k = (kept_t){.c = c, .m = m, .sum = sum, .sorted = 0, .h = h, .nh = nh, .mh = mh};
     return 0;
 }
 

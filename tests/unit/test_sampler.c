@@ -283,6 +283,23 @@ static const float TOPPS[] = {1.0f, 0.5f, 0.9f, 0.99f};
 static const float MINPS[] = {0.0f, 0.01f, 0.05f, 0.3f};
 static const float SDS[] = {1.0f, 3.0f, 6.0f};
 #define NR 5000
+#define N_GRID (3 * 3 * 4 * 4 * 4)
+
+/* Case i of the grid of every temperature, top-k, top-p and min-p: its
+ * parameters into *p; returns the index into SDS of its logits (the cases of
+ * one SDS entry are consecutive, N_GRID / 3 of them). */
+static size_t grid_case(int i, engine_sampling_t *p)
+{
+    *p = engine_sampling_default();
+    p->min_p = MINPS[i % 4];
+    i /= 4;
+    p->top_p = TOPPS[i % 4];
+    i /= 4;
+    p->top_k = TOPKS[i % 4];
+    i /= 4;
+    p->temperature = TEMPS[i % 3];
+    return (size_t)(i / 3);
+}
 
 /* Every combination of temperature, top-k, top-p and min-p on random logits:
  * the tokens truncation keeps are exactly the reference's, with its mass. */
@@ -297,37 +314,29 @@ static void test_kept_set_matches_reference(void **state)
     assert_non_null(ref);
     assert_non_null(got);
     int n_cases = 0;
-    for (size_t a = 0; a < sizeof SDS / sizeof *SDS; a++) {
-        random_logits(l, NR, SDS[a]);
-        for (size_t b = 0; b < sizeof TEMPS / sizeof *TEMPS; b++)
-            for (size_t c = 0; c < sizeof TOPKS / sizeof *TOPKS; c++)
-                for (size_t d = 0; d < sizeof TOPPS / sizeof *TOPPS; d++)
-                    for (size_t e = 0; e < sizeof MINPS / sizeof *MINPS; e++) {
-                        engine_sampling_t p = engine_sampling_default();
-                        p.temperature = TEMPS[b];
-                        p.top_k = TOPKS[c];
-                        p.top_p = TOPPS[d];
-                        p.min_p = MINPS[e];
-                        sampler_reset(s, &p, NULL, 0);
-                        double rsum;
-                        int rm = ref_kept(l, NR, &p, ref, &rsum);
-                        kept_t k;
-                        assert_int_equal(truncate_logits(s, l, &k), 0);
-                        assert_int_equal(k.m, rm);
-                        assert_true(fabs(k.sum - rsum) <= 1e-9 * rsum);
-                        memcpy(got, k.c, (size_t)k.m * sizeof *got);
-                        qsort(got, (size_t)rm, sizeof *got, cmp_id);
-                        qsort(ref, (size_t)rm, sizeof *ref, cmp_id);
-                        for (int i = 0; i < rm; i++) {
-                            assert_int_equal(got[i].id, ref[i].id);
-                            assert_true(got[i].v == ref[i].v);
-                        }
-                        /* the head is a prefix of the kept tokens */
-                        assert_true(k.nh <= k.m && k.mh <= k.sum * (1 + 1e-12));
-                        n_cases++;
-                    }
+    for (int i = 0; i < N_GRID; i++) {
+        engine_sampling_t p;
+        size_t sd = grid_case(i, &p);
+        if (i % (N_GRID / 3) == 0) random_logits(l, NR, SDS[sd]);
+        sampler_reset(s, &p, NULL, 0);
+        double rsum;
+        int rm = ref_kept(l, NR, &p, ref, &rsum);
+        kept_t k;
+        assert_int_equal(truncate_logits(s, l, &k), 0);
+        assert_int_equal(k.m, rm);
+        assert_true(fabs(k.sum - rsum) <= 1e-9 * rsum);
+        memcpy(got, k.c, (size_t)k.m * sizeof *got);
+        qsort(got, (size_t)rm, sizeof *got, cmp_id);
+        qsort(ref, (size_t)rm, sizeof *ref, cmp_id);
+        for (int j = 0; j < rm; j++) {
+            assert_int_equal(got[j].id, ref[j].id);
+            assert_true(got[j].v == ref[j].v);
+        }
+        /* the head is a prefix of the kept tokens */
+        assert_true(k.nh <= k.m && k.mh <= k.sum * (1 + 1e-12));
+        n_cases++;
     }
-    assert_int_equal(n_cases, 3 * 3 * 4 * 4 * 4);
+    assert_int_equal(n_cases, N_GRID);
     free(l);
     free(ref);
     free(got);
@@ -460,42 +469,34 @@ static void test_same_draws_as_sort_based(void **state)
     cand_t *ref = malloc(NR * sizeof *ref);
     assert_true(l && work && ref);
     int n_draws = 0;
-    for (size_t a = 0; a < sizeof SDS / sizeof *SDS; a++) {
-        random_logits(l, NR, SDS[a]);
-        for (size_t b = 0; b < sizeof TEMPS / sizeof *TEMPS; b++)
-            for (size_t c = 0; c < sizeof TOPKS / sizeof *TOPKS; c++)
-                for (size_t d = 0; d < sizeof TOPPS / sizeof *TOPPS; d++)
-                    for (size_t e = 0; e < sizeof MINPS / sizeof *MINPS; e++) {
-                        engine_sampling_t p = engine_sampling_default();
-                        p.temperature = TEMPS[b];
-                        p.top_k = TOPKS[c];
-                        p.top_p = TOPPS[d];
-                        p.min_p = MINPS[e];
-                        p.has_seed = 1;
-                        p.seed = 1000 * a + 100 * b + 10 * c + d + e;
-                        sampler_reset(s, &p, NULL, 0);
-                        uint64_t rng[4], x = p.seed;
-                        for (int i = 0; i < 4; i++)
-                            rng[i] = splitmix64(&x);
-                        double sum;
-                        int m = ref_kept(l, NR, &p, ref, &sum);
-                        for (int k = 0; k < 8; k++) {
-                            double r = rng_uniform(rng) * sum, acc = 0.0;
-                            int want = ref[m - 1].id;
-                            for (int i = 0; i < m; i++) {
-                                acc += ref[i].v;
-                                if (r < acc) {
-                                    want = ref[i].id;
-                                    break;
-                                }
-                            }
-                            memcpy(work, l, NR * sizeof *work);
-                            assert_int_equal(sampler_sample(s, work, NULL, NULL, 0), want);
-                            n_draws++;
-                        }
-                    }
+    for (int i = 0; i < N_GRID; i++) {
+        engine_sampling_t p;
+        size_t sd = grid_case(i, &p);
+        if (i % (N_GRID / 3) == 0) random_logits(l, NR, SDS[sd]);
+        p.has_seed = 1;
+        p.seed = 1000 + (uint64_t)i;
+        sampler_reset(s, &p, NULL, 0);
+        uint64_t rng[4], x = p.seed;
+        for (int j = 0; j < 4; j++)
+            rng[j] = splitmix64(&x);
+        double sum;
+        int m = ref_kept(l, NR, &p, ref, &sum);
+        for (int k = 0; k < 8; k++) {
+            double r = rng_uniform(rng) * sum, acc = 0.0;
+            int want = ref[m - 1].id;
+            for (int j = 0; j < m; j++) {
+                acc += ref[j].v;
+                if (r < acc) {
+                    want = ref[j].id;
+                    break;
+                }
+            }
+            memcpy(work, l, NR * sizeof *work);
+            assert_int_equal(sampler_sample(s, work, NULL, NULL, 0), want);
+            n_draws++;
+        }
     }
-    assert_int_equal(n_draws, 8 * 3 * 3 * 4 * 4 * 4);
+    assert_int_equal(n_draws, 8 * N_GRID);
     free(l);
     free(work);
     free(ref);
