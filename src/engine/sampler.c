@@ -201,13 +201,27 @@ static void select_top_k(cand_t *h, const float *x, int n, int k)
  * side holding the key, so O(m) expected. On return c[0..j] are the j + 1 best
  * (not sorted among themselves), *acc their mass, and c[j] the token at that
  * position. When the key is never reached (rounding), j is the last (worst)
- * position, as in a walk over a sorted list. m >= 1. */
+ * position, as in a walk over a sorted list. Equal weights are taken lower id
+ * first. Should the median-of-three pivots degrade (more than WSEL_ROUNDS
+ * partitions), the rest is sorted: O(m log m) at worst. m >= 1. */
 #define WSEL_SMALL 24
+#define WSEL_ROUNDS 64
+static int cmp_better(const void *a, const void *b)
+{
+    return better(*(const cand_t *)b, *(const cand_t *)a) -
+           better(*(const cand_t *)a, *(const cand_t *)b);
+}
+
 static int wsel(cand_t *c, int m, double key, int incl, double *acc)
 {
-    int lo = 0, hi = m;
+    int lo = 0, hi = m, rounds = 0, sort = 1;
     double base = 0.0; /* mass of c[0..lo), all better than c[lo..hi) */
     while (hi - lo > WSEL_SMALL) {
+        if (++rounds > WSEL_ROUNDS) {
+            qsort(c + lo, (size_t)(hi - lo), sizeof *c, cmp_better);
+            sort = 0;
+            break;
+        }
         float x = c[lo].v, y = c[lo + (hi - lo) / 2].v, z = c[hi - 1].v;
         float pv = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
         /* [lo, a) > pv, [a, b) == pv, [b, hi) < pv */
@@ -228,17 +242,19 @@ static int wsel(cand_t *c, int m, double key, int incl, double *acc)
         double g = base + mgt, e = g + meq;
         if (incl ? g >= key : key < g) {
             hi = a;
-        } else if (incl ? e >= key : key < e) { /* inside the ties: any of them */
+        } else if (incl ? e >= key : key < e) { /* inside the ties: by id */
             base = g;
             lo = a;
             hi = b;
+            qsort(c + lo, (size_t)(hi - lo), sizeof *c, cmp_better);
+            sort = 0;
             break;
         } else {
             base = e;
             lo = b;
         }
     }
-    for (int i = lo + 1; i < hi; i++) { /* insertion sort of the small rest */
+    for (int i = lo + 1; sort && i < hi; i++) { /* insertion sort of the small rest */
         cand_t t = c[i];
         int j = i;
         for (; j > lo && better(t, c[j - 1]); j--)

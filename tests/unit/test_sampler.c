@@ -674,6 +674,34 @@ static void test_argmax_equals_scan(void **state)
     }
 }
 
+/* A row of equal logits (a degenerate model) stays O(n log n) and orders
+ * ties by id: top_p 0.5 keeps exactly the lower half of the ids. */
+static void test_all_equal_logits(void **state)
+{
+    (void)state;
+    enum { NV = 49152 };
+    static float l[NV];
+    sampler_t *s;
+    assert_int_equal(sampler_create(&s, NV), 0);
+    engine_sampling_t p = engine_sampling_default();
+    p.has_seed = 1;
+    p.seed = 21;
+    p.temperature = 0.9f;
+    p.top_p = 0.5f;
+    sampler_reset(s, &p, NULL, 0);
+    int lo = NV, hi = -1;
+    for (int k = 0; k < 60; k++) {
+        for (int i = 0; i < NV; i++)
+            l[i] = 1.5f;
+        int t = sampler_sample(s, l, NULL, NULL, 0);
+        lo = t < lo ? t : lo;
+        hi = t > hi ? t : hi;
+    }
+    assert_true(hi < NV / 2);
+    assert_true(hi - lo > NV / 8); /* spread over the half, not stuck */
+    sampler_destroy(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -691,6 +719,7 @@ int main(void)
         cmocka_unit_test(test_batch_matches_serial),
         cmocka_unit_test(test_greedy_first_max_and_nonfinite),
         cmocka_unit_test(test_argmax_equals_scan),
+        cmocka_unit_test(test_all_equal_logits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
