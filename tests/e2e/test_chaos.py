@@ -1,6 +1,6 @@
 """Faults under load, short form (issue 16): bounded loops on loopback that
 run in the README's test command. Redis frozen and restarted under 16
-clients, hostile clients (never reading, one byte a second, 5,000 idle
+clients, Redis slowed by a delaying proxy, hostile clients (never reading, one byte a second, 5,000 idle
 connections, a 10,000-request pipeline) next to a normal one, file
 descriptors running out, SIGTERM under load. Long runs belong in bench/soak."""
 import json
@@ -82,6 +82,89 @@ def test_redis_frozen_and_restarted_under_16_clients(barista_bin, gguf_path):
     finally:
         stop.set()
         r.proc.send_signal(signal.SIGCONT)
+        assert s.stop() == 0
+        r.stop()
+
+
+class SlowProxy:
+    """A TCP proxy on loopback that holds every chunk `delay` seconds before
+    passing it on (a slow network or a swapping Redis)."""
+
+    def __init__(self, target_port, delay):
+        self.delay = delay
+        self.target = target_port
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _pipe(self, a, b):
+        try:
+            while not self.stop:
+                d = a.recv(65536)
+                if not d:
+                    break
+                time.sleep(self.delay)
+                b.sendall(d)
+        except OSError:
+            pass
+        for x in (a, b):
+            try:
+                x.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while not self.stop:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(c, u), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(u, c), daemon=True).start()
+
+    def close(self):
+        self.stop = True
+        self.ls.close()
+
+
+def test_slow_redis_adds_bounded_latency(barista_bin, gguf_path):
+    """Redis behind a proxy that delays every packet 30 ms, L2 timeout 20 ms:
+    lookups time out (misses), nothing fails, and a cache hit from L1 stays
+    fast; the L2 timeout bounds what a slow Redis adds to a request."""
+    r = Redis()
+    px = SlowProxy(r.port, 0.03)
+    s = Server(barista_bin, gguf_path, args=["--redis", f"redis://127.0.0.1:{px.port}",
+                                             "--redis-timeout-ms", "20", "--admin-key", "adm"])
+    try:
+        assert wait_for(lambda: json.loads(request(s, "GET", "/v1/cache/stats",
+                                                   headers=ADMIN)[2])["l2"]["connected"], 15)
+        fails = []
+
+        def client(k):
+            for i in range(3):
+                st, _, _ = chat(s, q(k * 10 + i))
+                if st != 200:
+                    fails.append(st)
+
+        ts = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(120 * SLOW)
+        assert not fails
+        st = json.loads(request(s, "GET", "/v1/cache/stats", headers=ADMIN)[2])["l2"]
+        assert st["timeouts"] >= 1  # Redis answered slower than the bound: misses
+        t0 = time.time()
+        st_, h, _ = chat(s, q(0))
+        assert h["x-cache"] == "HIT" and h["x-cache-tier"] == "L1"
+        assert time.time() - t0 < 2 * SLOW
+    finally:
+        px.close()
         assert s.stop() == 0
         r.stop()
 
