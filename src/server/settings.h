@@ -28,11 +28,13 @@ typedef struct {
     long long shutdown_grace_ms;
     long long sse_ping_ms;
     long long max_tokens_default;
-    long long write_queue_bytes;   /* socket back-pressure bound per connection */
-    long long send_buffer_bytes;   /* SO_SNDBUF for connections; 0 = the OS default */
-    long long stream_buffer_bytes; /* max undelivered text per stream before it is cancelled */
-    long long request_timeout_ms;  /* total generation deadline; 0 = none */
-    char api_key[256];             /* "" = no authentication */
+    long long write_queue_bytes;      /* socket back-pressure bound per connection */
+    long long send_buffer_bytes;      /* SO_SNDBUF for connections; 0 = the OS default */
+    long long stream_buffer_bytes;    /* max undelivered text per stream before it is cancelled */
+    long long request_timeout_ms;     /* total generation deadline; 0 = none */
+    long long first_token_timeout_ms; /* budget for the first token; 0 = none */
+    long long inter_token_timeout_ms; /* stream stall detector; 0 = off */
+    char api_key[256];                /* "" = no authentication */
     int access_log;
     /* exact-match response cache (docs/CACHE.md) */
     long long cache_mem;        /* L1 byte budget; 0 = no L1 */
