@@ -68,6 +68,7 @@ typedef struct {
     const char *code; /* "invalid_type", "invalid_value", ... or NULL */
     char param[64];   /* "" = null */
     char message[512];
+    int retry_after_s; /* 429/503: the Retry-After value (0 → 1) */
 } oai_err_t;
 
 /* Fill an error; returns e->status as a negative number so parse functions

@@ -334,10 +334,45 @@ static int stage_cache(client_t *c, const cJSON *root)
 }
 
 /* admit: admission control (latency control's issue). */
+/* admission: refuse at once what cannot be served in time, instead of
+ * letting it queue, use capacity and time out. Never reached by a cache hit.
+ * A request is refused (503 overloaded, Retry-After from the estimate) when
+ * its model's queue is at --max-queue, or when even its first token cannot
+ * come before its first-token or total deadline: the backend's estimate of
+ * the wait for a slot plus the prompt's prefill at the measured cost (the
+ * prompt's size is estimated from its bytes, 4 per token). */
 static int stage_admit(client_t *c)
 {
-    (void)c;
-    return 0;
+    api_t *a = c->a;
+    if (!c->m->bk) return 0;
+    bk_stats_t st;
+    bk_stats(c->m->bk, &st);
+    double wait = st.est_wait;
+    int retry = (int)(wait + 0.999);
+    const char *why = NULL;
+    if (a->set->max_queue > 0 && st.n_waiting >= a->set->max_queue) {
+        why = "queue";
+    } else if (st.s_per_output_token > 0 && (c->deadline > 0 || c->ttft_deadline > 0)) {
+        const http_req_t *h = srv_req_http(c->r);
+        double first = time_now_mono() + wait + (double)h->body.n / 4.0 * st.s_per_prompt_token;
+        if ((c->ttft_deadline > 0 && first > c->ttft_deadline) ||
+            (c->deadline > 0 && first > c->deadline))
+            why = "budget";
+    }
+    if (!why) return 0;
+    if (retry < 1) retry = 1;
+    oai_err_t e;
+    if (!strcmp(why, "queue"))
+        oai_err(&e, 503, "server_error", "overloaded", NULL,
+                "The model's queue is full (%d waiting); retry after %d s.", st.n_waiting, retry);
+    else
+        oai_err(&e, 503, "server_error", "overloaded", NULL,
+                "The model cannot answer within this request's budget now (about %.0f ms of "
+                "queue ahead); retry after %d s.",
+                wait * 1e3, retry);
+    e.retry_after_s = retry;
+    obs_metrics_rejected(a->metrics, why);
+    return answer_error(c, &e);
 }
 
 /* The tiers missed: follow a twin in flight, or admit and submit. */

@@ -234,8 +234,11 @@ void reply_send_error(srv_req_t *r, const oai_err_t *e)
 {
     buf_t b = {0};
     oai_error_body(&b, e);
-    const char *extra = e->status == 503 ? "Retry-After: 1\r\n" : NULL;
-    srv_respond(r, e->status, "application/json", b.p ? b.p : "", b.n, extra);
+    char extra[48];
+    snprintf(extra, sizeof extra, "Retry-After: %d\r\n",
+             e->retry_after_s > 0 ? e->retry_after_s : 1);
+    srv_respond(r, e->status, "application/json", b.p ? b.p : "", b.n,
+                e->status == 503 || e->status == 429 ? extra : NULL);
     buf_free(&b);
 }
 

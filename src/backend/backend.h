@@ -125,13 +125,18 @@ typedef struct {
 } bk_req_t;
 
 typedef struct {
-    int n_ctx;                /* context length (0: unknown) */
-    int n_active;             /* sequences running */
-    int n_queued;             /* waiting for a slot */
-    int n_jobs;               /* submitted and not yet DONE */
-    double est_wait;          /* seconds a request submitted now would wait for its first token */
-    const char *kind;         /* "local" | "upstream" */
-    const char *kernel_level; /* local: "scalar" | "avx2" | "avx512" */
+    int n_ctx;                 /* context length (0: unknown) */
+    int n_active;              /* sequences running */
+    int n_queued;              /* waiting for a slot */
+    int n_jobs;                /* submitted and not yet DONE */
+    double est_wait;           /* seconds a request submitted now would wait before its prefill
+                                  starts (0 also while nothing was measured yet) */
+    double s_per_prompt_token; /* measured prefill cost per prompt token (0: not yet) */
+    double s_per_output_token; /* measured time between a sequence's tokens (0: not yet) */
+    int n_waiting;             /* jobs accepted and not yet producing tokens */
+    int n_slots;               /* sequences served at once */
+    const char *kind;          /* "local" | "upstream" */
+    const char *kernel_level;  /* local: "scalar" | "avx2" | "avx512" */
     int n_threads;
 } bk_stats_t;
 

@@ -83,10 +83,20 @@ struct job {
     uv_work_t work;
     qev_t *done_ev;  /* preallocated DONE */
     qev_t *start_ev; /* preallocated START */
+    /* latency model (loop thread): */
+    double t_submit; /* when bk_submit took it */
+    double t_last;   /* its last token's arrival */
+    int n_gen;       /* tokens delivered so far */
+    int waited;      /* other jobs were waiting or running when it came */
 };
 
 struct local {
     backend_t base;
+    /* Online cost model, loop thread only: EWMAs of the time between a
+     * sequence's tokens (under whatever batching ran) and of the prefill
+     * cost per prompt token, taken from jobs that started at once. */
+    double tpot, prefill_tok;
+    int n_seq_max;
     uv_loop_t *loop;
     engine_t *engine;
     const tok_t *tok;
@@ -435,6 +445,8 @@ static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_ms
     sp.top_logprobs = r->sp.top_logprobs > TOP_MAX ? TOP_MAX : r->sp.top_logprobs;
     j->sp = sp;
     j->id = ++b->next_id;
+    j->t_submit = time_now_mono();
+    j->waited = b->n_jobs >= b->n_seq_max;
     j->next = b->jobs;
     if (b->jobs) b->jobs->prev = j;
     b->jobs = j;
@@ -483,6 +495,26 @@ static void local_cancel(backend_t *base, uint64_t id)
 
 /* ---- loop side: queue → events ---- */
 
+static double ewma(double old, double x)
+{
+    return old > 0 ? 0.8 * old + 0.2 * x : x;
+}
+
+/* A token reached the loop: update the cost model. */
+static void model_token(local_t *b, job_t *j, const qev_t *q)
+{
+    double now = time_now_mono();
+    if (j->n_gen == 0) {
+        /* a job that did not wait: its first token took its prefill */
+        if (!j->waited && q->n_prompt > 0 && q->t_first_token > 0)
+            b->prefill_tok = ewma(b->prefill_tok, q->t_first_token / q->n_prompt);
+    } else if (now > j->t_last) {
+        b->tpot = ewma(b->tpot, now - j->t_last);
+    }
+    j->t_last = now;
+    j->n_gen++;
+}
+
 static void deliver(local_t *b, qev_t *q)
 {
     job_t *j = q->j;
@@ -497,6 +529,7 @@ static void deliver(local_t *b, qev_t *q)
         return;
     }
     if (q->kind == EV_TOKEN) {
+        model_token(b, j, q);
         char pieces[(TOP_MAX + 1) * PIECE_MAX];
         lp_alt_t tops[TOP_MAX];
         lp_tok_t lp;
@@ -573,6 +606,47 @@ static void on_async(uv_async_t *h)
     drain(h->data);
 }
 
+static int cmp_dbl(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Seconds until a request submitted now would get a sequence slot: the
+ * running jobs finish after their remaining tokens (max_tokens bound: an
+ * upper estimate) at the measured rate, waiting jobs take slots in order
+ * for their prefill and tokens. 0 while nothing was measured. */
+static double est_wait(local_t *b)
+{
+    if (b->tpot <= 0 || b->n_seq_max <= 0) return 0;
+    double slot[256];
+    int ns = b->n_seq_max < 256 ? b->n_seq_max : 256, k = 0;
+    for (job_t *j = b->jobs; j && k < ns; j = j->next)
+        if (j->n_gen > 0) {
+            int left = j->sp.max_tokens - j->n_gen;
+            slot[k++] = (left > 0 ? left : 0) * b->tpot;
+        }
+    while (k < ns)
+        slot[k++] = 0;
+    qsort(slot, (size_t)ns, sizeof *slot, cmp_dbl);
+    /* waiting jobs, oldest first (the list is newest first) */
+    job_t *last = NULL;
+    for (job_t *j = b->jobs; j; j = j->next)
+        last = j;
+    for (job_t *j = last; j; j = j->prev) {
+        if (j->n_gen > 0) continue;
+        int mt = j->sp.max_tokens > 0 ? j->sp.max_tokens : b->max_tokens_default;
+        double svc = (double)j->n_tok * b->prefill_tok + mt * b->tpot;
+        slot[0] += svc; /* the earliest free slot takes it */
+        for (int i = 1; i < ns && slot[i - 1] > slot[i]; i++) {
+            double t = slot[i - 1];
+            slot[i - 1] = slot[i];
+            slot[i] = t;
+        }
+    }
+    return slot[0];
+}
+
 static void local_stats(backend_t *base, bk_stats_t *out)
 {
     local_t *b = (local_t *)base;
@@ -586,8 +660,14 @@ static void local_stats(backend_t *base, bk_stats_t *out)
     out->kind = "local";
     out->kernel_level = st.kernel_level;
     out->n_threads = st.n_threads;
-    /* unknown until the engine measures step times (latency control) */
-    out->est_wait = 0;
+    out->n_slots = b->n_seq_max;
+    out->s_per_prompt_token = b->prefill_tok;
+    out->s_per_output_token = b->tpot;
+    out->est_wait = est_wait(b);
+    /* waiting: queued in the engine for a slot, or still being tokenized */
+    out->n_waiting = st.n_queued;
+    for (job_t *j = b->jobs; j; j = j->next)
+        if (!j->submitted && !j->cancelled) out->n_waiting++;
 }
 
 static int local_count_tokens(backend_t *base, const bk_req_t *r, size_t *n, bar_msg_t *msg)
@@ -665,6 +745,7 @@ int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_
     engine_stats_t st;
     engine_stats(e, &st);
     b->n_ctx = st.n_ctx;
+    b->n_seq_max = st.n_seq_max;
     b->max_tokens_default = max_tokens_default;
     bar_msg_t m = {{0}};
     int rc = chat_template_detect(engine_gguf(e), &b->chat_tmpl, &m);

@@ -699,6 +699,7 @@ void engine_stats(engine_t *e, engine_stats_t *out)
     out->n_ctx = e->n_ctx;
     out->n_vocab = model_hparams(e->model)->n_vocab;
     out->n_active = e->n_active;
+    out->n_seq_max = e->n_slots;
     out->n_queued = e->n_queued;
     out->n_requests = e->n_requests;
     out->n_tokens_prompt = e->n_tok_prompt;

@@ -135,6 +135,7 @@ typedef struct {
     int n_ctx; /* per-sequence context length */
     int n_vocab;
     int n_active;        /* sequences being decoded now */
+    int n_seq_max;       /* sequences decoded together at most */
     int n_queued;        /* waiting for a slot */
     uint64_t n_requests; /* submitted since start */
     uint64_t n_tokens_prompt;

@@ -35,6 +35,8 @@ struct obs_metrics {
     uint64_t prompt_tokens, gen_tokens, cached_tokens;
     cancel_t cancel[8];
     int n_cancel;
+    cancel_t reject[8];
+    int n_reject;
     hist_t ttft;
     hist_t dur[16];
     int n_dur;
@@ -66,6 +68,16 @@ void obs_metrics_tokens(obs_metrics_t *m, int prompt, int generated, int cached)
     m->prompt_tokens += (uint64_t)(prompt > 0 ? prompt : 0);
     m->gen_tokens += (uint64_t)(generated > 0 ? generated : 0);
     m->cached_tokens += (uint64_t)(cached > 0 ? cached : 0);
+}
+
+void obs_metrics_rejected(obs_metrics_t *m, const char *reason)
+{
+    for (int i = 0; i < m->n_reject; i++)
+        if (!strcmp(m->reject[i].reason, reason)) {
+            m->reject[i].n++;
+            return;
+        }
+    if (m->n_reject < 8) m->reject[m->n_reject++] = (cancel_t){reason, 1};
 }
 
 void obs_metrics_cancelled(obs_metrics_t *m, const char *reason)
@@ -143,6 +155,11 @@ int obs_metrics_render(const obs_metrics_t *m, buf_t *o)
     for (int i = 0; i < m->n_cancel; i++)
         buf_printf(o, "barista_cancelled_requests_total{reason=\"%s\"} %llu\n", m->cancel[i].reason,
                    (unsigned long long)m->cancel[i].n);
+    buf_puts(o, "# HELP barista_rejected_requests_total Requests refused by admission control "
+                "(503 overloaded), by reason.\n# TYPE barista_rejected_requests_total counter\n");
+    for (int i = 0; i < m->n_reject; i++)
+        buf_printf(o, "barista_rejected_requests_total{reason=\"%s\"} %llu\n", m->reject[i].reason,
+                   (unsigned long long)m->reject[i].n);
     buf_puts(o, "# HELP barista_ttft_seconds Time from request to first generated token.\n"
                 "# TYPE barista_ttft_seconds histogram\n");
     hist_render(o, "barista_ttft_seconds", &m->ttft, NULL);

@@ -29,6 +29,9 @@ void obs_metrics_tokens(obs_metrics_t *m, int prompt, int generated, int cached)
 /* barista_cancelled_requests_total{reason} ("disconnect", "shutdown", "slow_reader"). */
 void obs_metrics_cancelled(obs_metrics_t *m, const char *reason);
 
+/* barista_rejected_requests_total{reason} ("queue", "budget"): admission. */
+void obs_metrics_rejected(obs_metrics_t *m, const char *reason);
+
 /* Histograms: barista_ttft_seconds, barista_request_duration_seconds{endpoint}. */
 void obs_metrics_ttft(obs_metrics_t *m, double seconds);
 void obs_metrics_duration(obs_metrics_t *m, const char *endpoint, double seconds);

@@ -62,6 +62,10 @@ static const cfg_opt_t table[] = {
     {"inter-token-timeout-ms", 0, INT(inter_token_timeout_ms), "0", 0, MAXI, "MS",
      "a stream that produces no token for this long ends with finish_reason \"timeout\" (0 = off)",
      0},
+    {"max-queue", 0, INT(max_queue), "0", 0, 1000000, "N",
+     "requests waiting for a model's engine beyond which new ones get 503 overloaded (0 = no "
+     "bound)",
+     0},
     {"api-key", 0, STR(api_key), "", 0, 0, "KEY",
      "require 'Authorization: Bearer KEY' on /v1/* (empty = open)", CFG_SECRET},
     {"access-log", 0, BOOL(access_log), "false", 0, 1, NULL, "log one line per request to stderr",
