@@ -18,7 +18,10 @@
  *
  * Deletes: flat sub-indexes delete in place; graph nodes become tombstones
  * (walked through, never returned) and the graph is rebuilt from its live
- * vectors once tombstones reach half of its nodes.
+ * vectors once tombstones reach half of its nodes (amortised: one rebuild per
+ * n/2 deletes; the rebuild itself runs on the caller's thread and costs a
+ * build of the live set), or flattened once the live vectors drop to
+ * flat_max / 2.
  *
  * Threads: none. The index belongs to one thread (the libuv loop); every call
  * comes from it. vindex_search is const and uses only stack and the
