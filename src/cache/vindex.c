@@ -512,7 +512,11 @@ static int search_layer(const vindex_t *v, const sub_t *s, const qv_t *q, uint32
 {
     heap_t cand = {0};
     vis_t vis;
-    int rc = vis_init(&vis, 1024);
+    /* about ef * links are visited: size the set for that up front */
+    uint32_t vcap = 1024;
+    while (vcap < 64u * 1024 && vcap < (uint32_t)ef * (uint32_t)v->cfg.M * 4)
+        vcap *= 2;
+    int rc = vis_init(&vis, vcap);
     if (rc < 0) return -1;
     uint32_t batch[2 * DEF_M + 256];
     float sims[2 * DEF_M + 256];
