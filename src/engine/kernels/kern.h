@@ -79,6 +79,11 @@ enum { KERN_ORDER_TILE = 0, KERN_ORDER_VEC = 1, KERN_SEG = 64 };
 float kern_hsum16(const float v[16]);
 void kern_dot_hh(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
                  const uint16_t *b, int n, int order, float *out);
+/* kern_dot_hh with segments anywhere (the paged KV cache's blocks): row r's
+ * element i is at seg[i / 64][r * row_stride + i % 64]. Same bits as
+ * kern_dot_hh over the same values. */
+void kern_dot_hh_tab(const uint16_t *const *seg, size_t row_stride, int nrows, const uint16_t *b,
+                     int n, int order, float *out);
 
 /* y[i] = exp(x[i]) as llama.cpp's AVX-512 ggml_v_expf computes it (a
  * polynomial, not libm; exp of -inf is 0). y may equal x. */
