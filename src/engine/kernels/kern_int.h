@@ -40,8 +40,8 @@ typedef struct {
     kern_dequant_fn dequant_row[KT_COUNT];
     void (*dot_hh)(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
                    const uint16_t *b, int n, int order, float *out);
-    void (*dot_hh_tab)(const uint16_t *const *seg, size_t row_stride, int nrows,
-                       const uint16_t *b, int n, int order, float *out);
+    void (*dot_hh_tab)(const uint16_t *const *seg, size_t row_stride, int nrows, const uint16_t *b,
+                       int n, int order, float *out);
     void (*expf_v)(const float *x, float *y, int n);
 } kern_vtable_t;
 
