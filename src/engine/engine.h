@@ -125,7 +125,8 @@ const gguf_t *engine_gguf(const engine_t *e);
 
 /* Queue a request. On success *req_id identifies it; events follow on cb.
  * Fails with BAR_ERR_INVALID (empty prompt), BAR_ERR_RANGE (prompt longer
- * than the context, msg gives the counts) or BAR_ERR_BUSY (shutting down);
+ * than the context or than the KV pool can hold — msg gives the counts and
+ * names kv-mem for the latter) or BAR_ERR_BUSY (shutting down);
  * on failure no event is ever delivered. */
 int engine_submit(engine_t *e, const engine_req_t *req, uint64_t *req_id, bar_msg_t *msg);
 
