@@ -135,7 +135,7 @@ static void h_metrics(api_t *a, srv_req_t *r)
         kv.prefix_hit_tokens += st.prefix_hit_tokens;
         kv.preemptions += st.preemptions;
     }
-    obs_metrics_gauge(&b, "barista_kv_blocks_total", "Blocks of the paged KV caches.",
+    obs_metrics_gauge(&b, "barista_kv_blocks_capacity", "Blocks of the paged KV caches.",
                       kv.kv_blocks_total);
     obs_metrics_gauge(&b, "barista_kv_blocks_used", "KV blocks held by running sequences.",
                       kv.kv_blocks_used);

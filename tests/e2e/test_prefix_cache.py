@@ -77,10 +77,10 @@ def test_tenants_do_not_share_prefixes(server):
     assert cached(r) == 0
     m = metrics(server)
     assert m["barista_prefix_cache_hit_tokens_total"] >= 256
-    assert m["barista_kv_blocks_total"] == 4 * 16  # --parallel 4 x --ctx 1024 by default
+    assert m["barista_kv_blocks_capacity"] == 4 * 16  # --parallel 4 x --ctx 1024 by default
     assert m["barista_kv_blocks_cached"] >= 2
     assert m["barista_kv_blocks_used"] + m["barista_kv_blocks_cached"] + \
-        m["barista_kv_blocks_free"] == m["barista_kv_blocks_total"]
+        m["barista_kv_blocks_free"] == m["barista_kv_blocks_capacity"]
 
 
 def test_cached_prefix_gives_the_same_answer(server):
