@@ -386,16 +386,6 @@ void kv_destroy(kv_cache_t *kv)
     free(kv);
 }
 
-int kv_n_ctx(const kv_cache_t *kv)
-{
-    return kv->n_ctx;
-}
-
-int kv_n_slots(const kv_cache_t *kv)
-{
-    return kv->n_slots;
-}
-
 int kv_n_blocks(const kv_cache_t *kv)
 {
     return kv->n_blocks;
@@ -413,13 +403,6 @@ void kv_copy_block(kv_cache_t *kv, int dst, int src)
     size_t n = (size_t)kv->n_layer * KV_BLOCK * kv->kv_dim * sizeof(uint16_t);
     memcpy(kv->k + blk_off(kv, dst, 0), kv->k + blk_off(kv, src, 0), n);
     memcpy(kv->v + blk_off(kv, dst, 0), kv->v + blk_off(kv, src, 0), n);
-}
-
-void kv_copy_prefix(kv_cache_t *kv, int dst, int src, int n)
-{
-    if (dst == src || n <= 0 || kv->bps == 0) return;
-    for (int j = 0; j < (n + KV_BLOCK - 1) / KV_BLOCK; j++)
-        kv_copy_block(kv, dst * kv->bps + j, src * kv->bps + j);
 }
 
 /* the block holding position pos of batch token i's sequence */

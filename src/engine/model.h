@@ -65,13 +65,9 @@ int kv_create_blocks(kv_cache_t **out, const model_t *m, int n_blocks, bar_msg_t
  * block tables address this layout. */
 int kv_create(kv_cache_t **out, const model_t *m, int n_slots, int n_ctx, bar_msg_t *msg);
 void kv_destroy(kv_cache_t *kv);
-int kv_n_ctx(const kv_cache_t *kv);   /* kv_create's n_ctx, 0 for kv_create_blocks */
-int kv_n_slots(const kv_cache_t *kv); /* kv_create's n_slots, 0 for kv_create_blocks */
 int kv_n_blocks(const kv_cache_t *kv);
 /* Copy block src's KV into block dst (copy on write of a shared block). */
 void kv_copy_block(kv_cache_t *kv, int dst, int src);
-/* kv_create layout: copy positions [0, n) of slot `src` into slot `dst`. */
-void kv_copy_prefix(kv_cache_t *kv, int dst, int src, int n);
 
 /* Scratch for forward passes of up to n_batch tokens, split over `pool`
  * (borrowed; must outlive the ctx). */
