@@ -326,7 +326,8 @@ static void check_top(const char *what, const res_t *r, const engine_top_t want[
  * SIMD levels: A (300) and B (212) arrive together beside a busy decoder, so
  * 1 + 300 + 212 > 512 splits B; A is asked again. The scalar level (where a
  * 512-token forward is slow): a long A fills the step so a short B is split
- * (470 + 50 > 512 whatever else runs), and B, the prompt that was split, is
+ * (470 + 66 > 512 whatever else runs; 66 holds one 64-token block, the unit
+ * of the prefix cache), and B, the prompt that was split, is
  * asked again and is the only one checked against a one-batch reference. */
 static void test_split_prefill_exact(void **state)
 {
@@ -338,7 +339,7 @@ static void test_split_prefill_exact(void **state)
         skip();
     }
     int scalar = !strcmp(kern_level_name(), "scalar");
-    int na = scalar ? 470 : 300, nb = scalar ? 50 : 212;
+    int na = scalar ? 470 : 300, nb = scalar ? 66 : 212;
     int32_t a_ids[512], b_ids[512];
     long_ids(0, a_ids, (size_t)na);
     long_ids(1, b_ids, (size_t)nb);
