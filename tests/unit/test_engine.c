@@ -476,6 +476,7 @@ static void test_prefix_cache_exact(void **state)
     res_wait(&again);
     assert_int_equal(again.n_cached, np / KV_BLOCK * KV_BLOCK);
     check_top("cached", &again, want);
+    if (sanitized_scalar) return; /* 128-token prefills: minutes there */
 
     /* exactly two blocks, all cached: the last block is copied, 2 tokens redone */
     res_t whole, whole2;
@@ -486,7 +487,6 @@ static void test_prefix_cache_exact(void **state)
     assert_int_equal(whole2.n_cached, 2 * KV_BLOCK - 2);
     for (int i = 0; i < 20; i++)
         assert_memory_equal(&whole2.top[i], &whole.top[i], sizeof(engine_top_t));
-    if (sanitized_scalar) return;
 
     /* the same first 128 tokens, then another text */
     memcpy(ids2, ids, (size_t)np * sizeof(int32_t));
