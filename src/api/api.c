@@ -120,13 +120,38 @@ static void h_metrics(api_t *a, srv_req_t *r)
     buf_t b = {0};
     obs_metrics_render(a->metrics, &b);
     int active = 0, queued = 0;
+    bk_stats_t kv = {0}; /* the paged KV caches of all local engines, summed */
     for (int i = 0; i < a->n_models; i++) {
         if (!a->models[i].bk) continue;
         bk_stats_t st;
         bk_stats(a->models[i].bk, &st);
         active += st.n_active;
         queued += st.n_queued;
+        kv.kv_blocks_total += st.kv_blocks_total;
+        kv.kv_blocks_used += st.kv_blocks_used;
+        kv.kv_blocks_cached += st.kv_blocks_cached;
+        kv.kv_blocks_free += st.kv_blocks_free;
+        kv.kv_evictions += st.kv_evictions;
+        kv.prefix_hit_tokens += st.prefix_hit_tokens;
+        kv.preemptions += st.preemptions;
     }
+    obs_metrics_gauge(&b, "barista_kv_blocks_capacity", "Blocks of the paged KV caches.",
+                      kv.kv_blocks_total);
+    obs_metrics_gauge(&b, "barista_kv_blocks_used", "KV blocks held by running sequences.",
+                      kv.kv_blocks_used);
+    obs_metrics_gauge(&b, "barista_kv_blocks_cached",
+                      "KV blocks no sequence holds that keep a cached prefix (evictable).",
+                      kv.kv_blocks_cached);
+    obs_metrics_gauge(&b, "barista_kv_blocks_free", "KV blocks holding nothing.",
+                      kv.kv_blocks_free);
+    obs_metrics_counter(&b, "barista_prefix_cache_hit_tokens_total",
+                        "Prompt tokens mapped from the prefix cache instead of computed.",
+                        kv.prefix_hit_tokens);
+    obs_metrics_counter(&b, "barista_kv_evictions_total",
+                        "Cached prefix blocks evicted to make room.", kv.kv_evictions);
+    obs_metrics_counter(&b, "barista_preemptions_total",
+                        "Sequences pre-empted for lack of KV blocks (resumed by recompute).",
+                        kv.preemptions);
     obs_metrics_gauge(&b, "barista_engine_active_sequences",
                       "Sequences the engines are decoding now.", active);
     obs_metrics_gauge(&b, "barista_engine_queued_requests", "Requests waiting for an engine slot.",
@@ -145,7 +170,7 @@ static void h_metrics(api_t *a, srv_req_t *r)
     obs_metrics_counter(&b, "barista_http_output_paused_total",
                         "Times a connection stopped taking pipelined requests because its "
                         "unsent output passed --write-queue-bytes.",
-                        (double)ss.output_paused_total);
+                        (unsigned long long)ss.output_paused_total);
     obs_metrics_gauge(&b, "barista_model_loaded", "1 once every model is loaded.",
                       a->n_ready == a->n_models ? 1 : 0);
     obs_metrics_gauge(&b, "barista_models_loaded", "Models loaded and serving.", a->n_ready);

@@ -318,18 +318,10 @@ static void parse_cache_control(http_slice_t v, api_cache_req_t *q)
     }
 }
 
-int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
-                     const api_cache_keyin_t *in, api_cache_req_t *q)
+/* The namespace bytes of a request: the presented bearer token, NUL,
+ * X-Cache-Namespace (each cut at 500 bytes). Returns the length. */
+static size_t ns_bytes(const http_req_t *h, char nsbuf[1024])
 {
-    memset(q, 0, sizeof *q);
-    q->max_age = -1;
-    http_slice_t cc = http_req_header(h, "cache-control");
-    if (cc.p) parse_cache_control(cc, q);
-    if (!body) return BAR_ERR_INVALID;
-    q->cacheable = in->reproducible || q->max_age > 0 || c->set->cache_sampled;
-    if (!q->cacheable) return 0;
-    /* namespace: the presented bearer token, NUL, X-Cache-Namespace */
-    char nsbuf[1024];
     size_t nn = 0;
     http_slice_t auth = http_req_header(h, "authorization");
     if (auth.p && auth.n >= 7 && !strncasecmp(auth.p, "Bearer ", 7)) {
@@ -345,6 +337,29 @@ int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
         memcpy(nsbuf + nn, hn.p, k);
         nn += k;
     }
+    return nn;
+}
+
+uint64_t api_cache_ns(const http_req_t *h)
+{
+    char nsbuf[1024];
+    size_t nn = ns_bytes(h, nsbuf);
+    return cache_ns_hash(nsbuf, nn);
+}
+
+int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
+                     const api_cache_keyin_t *in, api_cache_req_t *q)
+{
+    memset(q, 0, sizeof *q);
+    q->max_age = -1;
+    http_slice_t cc = http_req_header(h, "cache-control");
+    if (cc.p) parse_cache_control(cc, q);
+    if (!body) return BAR_ERR_INVALID;
+    q->cacheable = in->reproducible || q->max_age > 0 || c->set->cache_sampled;
+    if (!q->cacheable) return 0;
+    /* namespace: the presented bearer token, NUL, X-Cache-Namespace */
+    char nsbuf[1024];
+    size_t nn = ns_bytes(h, nsbuf);
     cache_key_ctx_t kc = {in->endpoint, in->model, in->digest, nsbuf,
                           nn,           in->skip,  in->extra,  in->extra_len};
     bar_msg_t m = {{0}};

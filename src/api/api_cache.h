@@ -99,6 +99,11 @@ typedef struct {
  * (borrowed): Cache-Control, cacheability, namespace (docs/CACHE.md: bearer
  * token + "\0" + X-Cache-Namespace) and key. 0, or a negative code (OOM,
  * nesting too deep): then treat the request as not cacheable. */
+/* The tenant namespace hash of a request (bearer token and
+ * X-Cache-Namespace, as the cache keys use it), whether or not the response
+ * cache is on: the local engine salts its prefix cache with it. */
+uint64_t api_cache_ns(const http_req_t *h);
+
 int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
                      const api_cache_keyin_t *in, api_cache_req_t *out);
 

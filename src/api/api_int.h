@@ -61,10 +61,11 @@ api_model_t *api_model_find(api_t *a, const char *name);
  * what it left out, OpenAI's for the rest. */
 void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp);
 
-/* Request q for model m's backend (cb/user left for the caller). *msgs is the
+/* Request q for model m's backend (cb/user left for the caller); tenant: the
+ * namespace it comes from (api_cache_ns as hex; borrowed for bk_submit). *msgs is the
  * caller's to free after bk_submit. 0 or BAR_ERR_NOMEM. */
-int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_bytes, bk_req_t *br,
-                          bk_msg_t **msgs);
+int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_bytes,
+                          const char *tenant, bk_req_t *br, bk_msg_t **msgs);
 
 /* ---- pipeline.c ---- */
 

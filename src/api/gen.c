@@ -619,7 +619,12 @@ void gen_start(client_t *c)
     }
     bk_req_t br;
     bk_msg_t *msgs = NULL;
-    if (api_model_backend_req(c->m, &c->q, c->r ? srv_req_http(c->r)->body.n : 0, &br, &msgs) < 0) {
+    char tenant[17] = ""; /* the namespace hash: the engine's prefix-cache salt */
+    if (c->r)
+        snprintf(tenant, sizeof tenant, "%016llx",
+                 (unsigned long long)api_cache_ns(srv_req_http(c->r)));
+    if (api_model_backend_req(c->m, &c->q, c->r ? srv_req_http(c->r)->body.n : 0, tenant, &br,
+                              &msgs) < 0) {
         free(msgs);
         oai_err(&err, 500, "server_error", NULL, NULL, "out of memory");
         goto fail_gen;

@@ -46,8 +46,8 @@ void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t 
     sp->top_logprobs = q->top_logprobs;
 }
 
-int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_bytes, bk_req_t *br,
-                          bk_msg_t **msgs)
+int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_bytes,
+                          const char *tenant, bk_req_t *br, bk_msg_t **msgs)
 {
     memset(br, 0, sizeof *br);
     *msgs = NULL;
@@ -65,7 +65,7 @@ int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_
     }
     api_model_sampling(m, q, &br->sp);
     br->priority = q->priority;
-    br->tenant = "";
+    br->tenant = tenant ? tenant : "";
     br->cache_salt = q->cache_salt;
     br->body_bytes = body_bytes;
     /* deadlines are the clients' own timers (gen.c): a coalescing generation

@@ -58,7 +58,8 @@ typedef struct {
     int ignore_eos;       /* extension */
     int priority;         /* vLLM's convention: lower runs sooner, default 0 */
     double timeout_s;     /* "timeout" (LiteLLM's): seconds for this request, 0 = none */
-    char cache_salt[128]; /* vLLM's "cache_salt": isolates prefix-KV reuse, "" = none */
+    char cache_salt[257]; /* vLLM's "cache_salt": isolates prefix-KV reuse, "" = none; <= 256 bytes
+                           */
     unsigned given; /* MODEL_HAS_* bits (backend/model_list.h): the sampling fields the body set */
 } oai_req_t;
 

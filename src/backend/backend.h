@@ -138,6 +138,9 @@ typedef struct {
     const char *kind;          /* "local" | "upstream" */
     const char *kernel_level;  /* local: "scalar" | "avx2" | "avx512" */
     int n_threads;
+    /* local: the paged KV cache (engine_stats_t); 0 elsewhere */
+    int kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_free;
+    unsigned long long kv_evictions, prefix_hit_tokens, preemptions;
 } bk_stats_t;
 
 /* An embedding job's answer, borrowed for the callback's duration. On

@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
 
 #include "engine/chat.h"
 #include "engine/tokenizer.h"
@@ -70,6 +72,7 @@ struct job {
     int max_tokens_req; /* the request's, 0 = default */
     double deadline;
     int priority;
+    uint64_t salt; /* prefix-cache namespace: tenant + cache_salt */
     int32_t *toks;
     size_t n_tok;
     int failed; /* preparing failed: err/status/msg say why */
@@ -101,6 +104,8 @@ struct local {
     engine_t *engine;
     const tok_t *tok;
     int n_ctx;
+    int kv_limited; /* n_ctx is what --kv-mem holds, below the context */
+    size_t kv_mem;
     int max_tokens_default;
     int chat_ok;
     chat_tmpl_t chat_tmpl;
@@ -276,7 +281,13 @@ static void prepare(job_t *j)
         if (rc == BAR_ERR_RANGE && n_tok <= cap) n_tok = cap + 1; /* at least */
     }
     j->n_tok = n_tok;
-    if (n_tok >= (size_t)b->n_ctx)
+    if (n_tok >= (size_t)b->n_ctx && b->kv_limited)
+        job_fail(j, BAR_ERR_RANGE, 400, what,
+                 "This server's KV cache (kv-mem %zu bytes) holds at most %d tokens per "
+                 "sequence. However, your %s resulted in %zu tokens, leaving no room for the "
+                 "completion. Please reduce the length of the %s.",
+                 b->kv_mem, b->n_ctx, what, n_tok, what);
+    else if (n_tok >= (size_t)b->n_ctx)
         job_fail(j, BAR_ERR_RANGE, 400, what,
                  "This model's maximum context length is %d tokens. However, your %s resulted "
                  "in %zu tokens, leaving no room for the completion. Please reduce the length "
@@ -319,6 +330,7 @@ static int engine_start(job_t *j)
     er.sampling = j->sp;
     er.deadline = j->deadline;
     er.priority = -j->priority; /* the engine runs higher first */
+    er.salt = j->salt;
     er.cb = on_engine_event;
     er.user = j;
     /* START goes into the queue BEFORE the engine can produce events, so it
@@ -377,6 +389,21 @@ static char *dup_n(const char *s, size_t n)
     return p;
 }
 
+/* The prefix-cache namespace of a request: its tenant and its cache_salt,
+ * each length-prefixed so that no two pairs hash the same bytes. */
+static uint64_t prefix_salt(const char *tenant, const char *cache_salt)
+{
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    const char *parts[2] = {tenant ? tenant : "", cache_salt ? cache_salt : ""};
+    for (int i = 0; i < 2; i++) {
+        uint64_t n = strlen(parts[i]);
+        XXH3_64bits_update(&st, &n, sizeof n);
+        XXH3_64bits_update(&st, parts[i], (size_t)n);
+    }
+    return XXH3_64bits_digest(&st);
+}
+
 static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_msg_t *msg)
 {
     local_t *b = (local_t *)base;
@@ -396,6 +423,7 @@ static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_ms
     j->is_chat = r->is_chat;
     j->deadline = r->deadline;
     j->priority = r->priority;
+    j->salt = prefix_salt(r->tenant, r->cache_salt);
     j->max_tokens_req = r->sp.max_tokens;
     j->done_ev = calloc(1, sizeof *j->done_ev + 1);
     j->start_ev = calloc(1, sizeof *j->start_ev + 1);
@@ -668,6 +696,13 @@ static void local_stats(backend_t *base, bk_stats_t *out)
     out->n_waiting = st.n_queued;
     for (job_t *j = b->jobs; j; j = j->next)
         if (!j->submitted && !j->cancelled) out->n_waiting++;
+    out->kv_blocks_total = st.kv_blocks_total;
+    out->kv_blocks_used = st.kv_blocks_used;
+    out->kv_blocks_cached = st.kv_blocks_cached;
+    out->kv_blocks_free = st.kv_blocks_free;
+    out->kv_evictions = st.kv_evictions;
+    out->prefix_hit_tokens = st.prefix_hit_tokens;
+    out->preemptions = st.preemptions;
 }
 
 static int local_count_tokens(backend_t *base, const bk_req_t *r, size_t *n, bar_msg_t *msg)
@@ -746,6 +781,8 @@ int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_
     engine_stats(e, &st);
     b->n_ctx = st.n_ctx;
     b->n_seq_max = st.n_seq_max;
+    b->kv_limited = st.n_ctx < st.n_ctx_max;
+    b->kv_mem = st.kv_mem;
     b->max_tokens_default = max_tokens_default;
     bar_msg_t m = {{0}};
     int rc = chat_template_detect(engine_gguf(e), &b->chat_tmpl, &m);

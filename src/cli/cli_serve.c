@@ -102,6 +102,7 @@ static void load_work(uv_work_t *w)
     ec.n_threads = m->threads > 0 ? (int)m->threads : s->threads_each;
     ec.n_ctx = m->ctx > 0 ? (int)m->ctx : (int)s->set.ctx;
     ec.n_seq_max = m->parallel > 0 ? (int)m->parallel : (int)s->set.parallel;
+    ec.kv_mem = (size_t)s->set.kv_mem;
     s->loaded = NULL;
     s->load_rc = engine_create(&s->loaded, &ec, &s->load_msg);
     if (s->load_rc == 0) {
@@ -148,9 +149,12 @@ static void after_load(uv_work_t *w, int status)
     engine_stats_t st;
     engine_stats(s->loaded, &st);
     api_set_backend(s->api, s->cur, b, s->digest);
-    fprintf(stderr, "barista serve: model %s ready (%s) kernel=%s threads=%d ctx=%d parallel=%d\n",
+    fprintf(stderr,
+            "barista serve: model %s ready (%s) kernel=%s threads=%d ctx=%d parallel=%d "
+            "kv-mem=%zu (%d blocks of %d positions)\n",
             m->name, m->path, st.kernel_level ? st.kernel_level : "?", st.n_threads, st.n_ctx,
-            m->parallel > 0 ? (int)m->parallel : (int)s->set.parallel);
+            m->parallel > 0 ? (int)m->parallel : (int)s->set.parallel, st.kv_mem,
+            st.kv_blocks_total, st.kv_block);
     if (++s->cur < s->models.n) {
         s->loading = 1;
         uv_queue_work(&s->loop, &s->load, load_work, after_load);

@@ -1,13 +1,25 @@
-/* engine.c — the engine thread: continuous batching over KV slots.
+/* engine.c — the engine thread: continuous batching over a paged KV cache.
  *
- * Each iteration of the scheduler loop (1) applies cancellations, (2) admits
- * queued requests (highest priority first, FIFO within a priority) into free
- * slots, preferring the free slot whose retained tokens share the longest
- * prefix with the new prompt (its KV is reused: the prefix cache), (3) builds
+ * Each iteration of the scheduler loop (1) applies cancellations, (2) resumes
+ * pre-empted sequences, then admits queued requests (highest priority first,
+ * FIFO within a priority) into free sequence slots while the KV pool has the
+ * blocks their prompts need; a new sequence first maps the longest prefix of
+ * its prompt that the prefix cache holds for its salt (kv_pool.h), (3) plans
  * one batch — one token for every decoding sequence, then prompt chunks of
- * prefilling sequences up to the batch budget (chunked prefill) — and (4) runs
- * one forward pass, samples, and emits events. Text is released only when it
- * is complete UTF-8 and cannot be the start of a stop string.
+ * prefilling sequences up to the batch budget (chunked prefill) — and gets
+ * the KV blocks the plan writes; when the pool is out of blocks it pre-empts
+ * the lowest-priority, youngest sequence (its blocks are released: published
+ * ones stay in the prefix cache), which later resumes by re-prefilling its
+ * prompt and generated tokens, (4) runs one forward pass, publishes the
+ * blocks that filled, samples, and emits events. Text is released only when
+ * it is complete UTF-8 and cannot be the start of a stop string.
+ *
+ * Numerics of sharing: a block is shared under the salt only when every
+ * position in it was computed as part of a prompt prefill (llama.cpp's
+ * batched order), so a request that maps it gets the logits of an uncached
+ * run bit for bit; blocks with generated positions (single-row order) are
+ * published under a key private to their request, found only by its own
+ * resume after a pre-emption.
  * Not for: HTTP, JSON, response caching (callers own those). */
 #include "engine/engine.h"
 
@@ -18,6 +30,7 @@
 #include <unistd.h>
 
 #include "engine/kernels/kern.h"
+#include "engine/kv_pool.h"
 #include "engine/model.h"
 #include "engine/pool.h"
 #include "engine/sampler.h"
@@ -36,6 +49,7 @@ typedef struct req {
     size_t stop_len[4];
     double deadline;
     int priority;
+    uint64_t salt;
     engine_cb cb;
     void *user;
     double t_submit;
@@ -44,27 +58,39 @@ typedef struct req {
 
 typedef struct {
     req_t *req;      /* NULL when free */
-    int32_t *tokens; /* [n_ctx] prompt + generated (retained after finish) */
+    int32_t *tokens; /* [n_ctx] prompt + generated */
     int n_tokens;    /* valid entries in tokens */
     int n_past;      /* positions already in the KV cache */
-    int n_cached;    /* prompt tokens reused from a previous occupant */
+    int n_prefill;   /* positions to fill before sampling: the prompt, or all tokens on resume */
+    int n_cached;    /* prompt tokens mapped from the prefix cache at admission */
     int n_gen;
     int want_logits; /* set while building a batch */
+    int plan;        /* tokens of this sequence in the batch being planned */
+    int parked;      /* pre-empted: holds no blocks, waits to resume */
+    uint64_t admit;  /* admission order (larger = younger) */
+    int *blocks;     /* [max_blocks] block table */
+    int n_blk;       /* entries of blocks in use */
+    kv_hash_t *hash; /* [max_blocks] chained hash of each published block */
+    int n_pub;       /* blocks [0, n_pub) are full and were offered to the cache */
     double t_first;
     sampler_t *smp;
     tok_stream_t ts;
     char hold[HOLD_MAX]; /* text not yet released (a stop string may start here) */
     size_t n_hold;
-    uint64_t last_use; /* for choosing which free slot to overwrite */
 } slot_t;
 
 struct engine {
     model_t *model;
     tok_t *tok;
     kv_cache_t *kv;
+    kv_pool_t *kvp;
     model_ctx_t *ctx;
     pool_t *pool;
     int n_ctx, n_slots, n_threads;
+    int n_ctx_eff;      /* min(n_ctx, what the KV pool can hold): a sequence's limit */
+    int max_blocks;     /* block table entries per sequence */
+    size_t kv_mem;      /* bytes of the pool */
+    const int **tables; /* [n_slots] the slots' block tables, for the forward pass */
     char model_id[256];
     slot_t *slots;
     float *logits; /* [n_slots][n_vocab] */
@@ -87,11 +113,13 @@ struct engine {
     int n_cancels, cap_cancels;
     uint64_t *taken; /* the engine thread's copy for one iteration */
     int cap_taken;
-    uint64_t use_clock;
+    uint64_t admit_clock;
 
     /* stats (under mu) */
     int n_active;
     uint64_t n_requests, n_tok_prompt, n_tok_gen;
+    uint64_t n_hit_tokens, n_preempt;
+    kv_pool_stats_t kvs; /* copied after every step */
 };
 
 engine_sampling_t engine_sampling_default(void)
@@ -154,61 +182,173 @@ static void emit_text(req_t *r, slot_t *s, const char *text, size_t n, int token
 
 /* ------------------------------------------------------- slot lifecycle */
 
+/* The hash key of s's block j: the tenant's shared chain while every
+ * position of the block was computed in a prompt prefill, else a chain
+ * private to the request (see the top of the file). */
+static kv_hash_t block_key(const slot_t *s, int j)
+{
+    kv_hash_t parent = j == 0 ? kv_pool_root(s->req->salt) : s->hash[j - 1];
+    if ((j + 1) * KV_BLOCK > s->req->n_prompt) {
+        parent.lo ^= s->req->id * 0x9e3779b97f4a7c15ULL;
+        parent.hi ^= 0x7072697661746521ULL; /* "private!" */
+    }
+    return kv_pool_chain(parent, s->tokens + (size_t)j * KV_BLOCK, KV_BLOCK);
+}
+
+/* Release s's blocks, the last first: the cache evicts the least recently
+ * released first, so a prefix's head outlives its tail (vLLM's order). Blocks
+ * under a private key are forgotten unless the sequence will resume (`keep`). */
+static void seq_drop_blocks(engine_t *e, slot_t *s, int keep)
+{
+    for (int j = s->n_blk - 1; j >= 0; j--) {
+        int priv = (j + 1) * KV_BLOCK > s->req->n_prompt;
+        kv_pool_release(e->kvp, s->blocks[j], priv && !keep);
+    }
+    s->n_blk = 0;
+    s->n_pub = 0;
+}
+
 static void slot_release(engine_t *e, slot_t *s)
 {
+    seq_drop_blocks(e, s, 0);
+    s->parked = 0;
     req_free(s->req);
     s->req = NULL;
-    s->last_use = ++e->use_clock;
     pthread_mutex_lock(&e->mu);
     e->n_active--;
+    kv_pool_stats(e->kvp, &e->kvs);
     pthread_mutex_unlock(&e->mu);
 }
 
-static int common_prefix(const int32_t *a, int na, const int32_t *b, int nb)
+/* Map the longest cached prefix of s->tokens[0, s->n_prefill) and check that
+ * the pool can hold the rest. 0: started (n_past set); -1: not enough free
+ * blocks now (nothing kept). `resume`: a pre-empted sequence, which may
+ * re-evaluate a single token (it was decoded one at a time before). */
+static int seq_start(engine_t *e, slot_t *s, int resume)
 {
-    int n = na < nb ? na : nb, i = 0;
-    while (i < n && a[i] == b[i])
-        i++;
-    return i;
+    int n = s->n_prefill, hit = 0;
+    while ((hit + 1) * KV_BLOCK <= n) {
+        kv_hash_t h = block_key(s, hit);
+        int b = kv_pool_lookup(e->kvp, h, s->tokens + (size_t)hit * KV_BLOCK);
+        if (b < 0) break;
+        s->blocks[hit] = b;
+        s->hash[hit] = h;
+        hit++;
+    }
+    s->n_blk = hit;
+    s->n_pub = hit;
+    /* keep at least one token to evaluate, so we get logits, and never
+     * exactly one for a new prompt: a lone token is summed in llama.cpp's
+     * single-row order, and a repeated prompt should give the logits of its
+     * first evaluation (engine_prefill_take) */
+    int reuse = hit * KV_BLOCK;
+    if (reuse > n - 1) reuse = n - 1;
+    if (!resume && reuse > 0 && n - reuse == 1) reuse--;
+    int need = (n + KV_BLOCK - 1) / KV_BLOCK - hit;
+    int cow = hit > 0 && reuse < hit * KV_BLOCK; /* the last mapped block gets rewritten */
+    if (kv_pool_available(e->kvp) < need + cow) {
+        seq_drop_blocks(e, s, 1);
+        return -1;
+    }
+    if (cow) { /* a private copy of the shared block: positions >= reuse are recomputed */
+        int b = kv_pool_alloc(e->kvp);
+        kv_copy_block(e->kv, b, s->blocks[hit - 1]);
+        kv_pool_release(e->kvp, s->blocks[hit - 1], 0);
+        s->blocks[hit - 1] = b;
+        s->n_pub = hit - 1; /* offered again when full: the original keeps the key */
+    }
+    s->n_past = reuse;
+    s->parked = 0;
+    return reuse;
 }
 
-/* Put r into a free slot; returns 0 or -1 when none is free. Called with mu held. */
+/* Put r into a free slot if the pool can take its prompt; returns 0, or -1
+ * when no slot is free or the blocks are not there yet. Called with mu held. */
 static int slot_admit(engine_t *e, req_t *r)
 {
-    int best = -1, best_lcp = -1;
-    uint64_t best_use = UINT64_MAX;
-    for (int i = 0; i < e->n_slots; i++) {
-        slot_t *s = &e->slots[i];
-        if (s->req) continue;
-        int lcp = common_prefix(s->tokens, s->n_past < s->n_tokens ? s->n_past : s->n_tokens,
-                                r->prompt, r->n_prompt);
-        if (lcp > best_lcp || (lcp == best_lcp && s->last_use < best_use)) {
-            best = i;
-            best_lcp = lcp;
-            best_use = s->last_use;
-        }
-    }
-    if (best < 0) return -1;
-    slot_t *s = &e->slots[best];
-    /* keep at least one prompt token to evaluate, so we get logits, and never
-     * exactly one when the prompt has more: a lone token is summed in
-     * llama.cpp's single-row order, and a repeated prompt should give the
-     * logits of its first evaluation (engine_prefill_take) */
-    int reuse = best_lcp < r->n_prompt ? best_lcp : r->n_prompt - 1;
-    if (reuse > 0 && r->n_prompt - reuse == 1) reuse--;
-    if (reuse < 0) reuse = 0;
+    slot_t *s = NULL;
+    for (int i = 0; i < e->n_slots && !s; i++)
+        if (!e->slots[i].req) s = &e->slots[i];
+    if (!s) return -1;
     memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
     s->n_tokens = r->n_prompt;
-    s->n_past = reuse;
+    s->n_prefill = r->n_prompt;
+    s->req = r;
+    int reuse = seq_start(e, s, 0);
+    if (reuse < 0) {
+        s->req = NULL;
+        return -1;
+    }
     s->n_cached = reuse;
     s->n_gen = 0;
     s->t_first = 0;
     s->n_hold = 0;
+    s->admit = ++e->admit_clock;
     tok_stream_init(&s->ts);
     sampler_reset(s->smp, &r->sp, r->prompt, r->n_prompt);
-    s->req = r;
     e->n_active++;
+    e->n_hit_tokens += (uint64_t)reuse;
     return 0;
+}
+
+/* Pre-empt s: give its blocks back (published ones stay cached) and let it
+ * wait; it keeps its tokens, sampler and the text it has emitted, and
+ * resumes by re-prefilling everything it has (seq_start). */
+static void seq_preempt(engine_t *e, slot_t *s)
+{
+    seq_drop_blocks(e, s, 1);
+    s->parked = 1;
+    s->n_past = 0;
+    s->n_prefill = s->n_tokens;
+    s->plan = 0;
+    s->want_logits = -1;
+    pthread_mutex_lock(&e->mu);
+    e->n_preempt++;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* The sequence to pre-empt: lowest priority, then the youngest. */
+static slot_t *pick_victim(engine_t *e)
+{
+    slot_t *v = NULL;
+    for (int i = 0; i < e->n_slots; i++) {
+        slot_t *s = &e->slots[i];
+        if (!s->req || s->parked) continue;
+        if (!v || s->req->priority < v->req->priority ||
+            (s->req->priority == v->req->priority && s->admit > v->admit))
+            v = s;
+    }
+    return v;
+}
+
+/* Blocks for s's positions up to `last`; pre-empts others (or s) when the
+ * pool is out. Returns 0, or -1 when s itself was pre-empted. Adjusts *n_planned
+ * by the plans it voided. */
+static int seq_reserve(engine_t *e, slot_t *s, int last, int *n_planned)
+{
+    while (s->n_blk <= last / KV_BLOCK) {
+        int b = kv_pool_alloc(e->kvp);
+        if (b >= 0) {
+            s->blocks[s->n_blk++] = b;
+            continue;
+        }
+        slot_t *v = pick_victim(e);
+        *n_planned -= v->plan;
+        seq_preempt(e, v);
+        if (v == s) return -1;
+    }
+    return 0;
+}
+
+/* Offer s's blocks that filled up to the prefix cache. */
+static void seq_publish(engine_t *e, slot_t *s)
+{
+    int full = s->n_past / KV_BLOCK;
+    for (int j = s->n_pub; j < full; j++) {
+        s->hash[j] = block_key(s, j);
+        kv_pool_publish(e->kvp, s->blocks[j], s->hash[j], s->tokens + (size_t)j * KV_BLOCK);
+    }
+    if (full > s->n_pub) s->n_pub = full;
 }
 
 /* --------------------------------------------------------- text release */
@@ -312,7 +452,7 @@ static void handle_sample(engine_t *e, slot_t *s, sampler_job_t *j)
     size_t np = tok_stream_feed(e->tok, &s->ts, tok, e->piece, e->piece_cap);
     hold_append(s, e->piece, np);
     s->tokens[s->n_tokens++] = tok;
-    int at_end = s->n_gen >= r->sp.max_tokens || s->n_tokens >= e->n_ctx;
+    int at_end = s->n_gen >= r->sp.max_tokens || s->n_tokens >= e->n_ctx_eff;
     if (at_end) {
         char tail[16];
         size_t nt = tok_stream_flush(&s->ts, tail, sizeof tail);
@@ -361,13 +501,32 @@ static void *engine_main(void *arg)
                 pp = &r->next;
             }
         }
-        while (e->queue) {
+        /* pre-empted sequences first (higher priority, then older), then
+         * the queue; whoever cannot get its blocks stops admission */
+        int blocked = 0;
+        for (;;) {
+            slot_t *p = NULL;
+            for (int i = 0; i < e->n_slots; i++) {
+                slot_t *s = &e->slots[i];
+                if (s->req && s->parked &&
+                    (!p || s->req->priority > p->req->priority ||
+                     (s->req->priority == p->req->priority && s->admit < p->admit)))
+                    p = s;
+            }
+            if (!p) break;
+            if (seq_start(e, p, 1) < 0) {
+                blocked = 1;
+                break;
+            }
+        }
+        while (!blocked && e->queue) {
             req_t *r = e->queue;
             if (slot_admit(e, r) != 0) break;
             e->queue = r->next;
             r->next = NULL;
             e->n_queued--;
         }
+        kv_pool_stats(e->kvp, &e->kvs);
         int any = e->n_active > 0;
         if (!any && !dead) {
             pthread_cond_wait(&e->cv, &e->mu);
@@ -395,56 +554,69 @@ static void *engine_main(void *arg)
                 finish_slot(e, s, ENGINE_FINISH_TIMEOUT, 0, NULL);
         }
 
-        /* build the batch: decode tokens first, then prompt chunks */
+        /* plan the batch: decode tokens first, then prompt chunks; get
+         * their blocks (pre-empting when the pool is out) */
         int n = 0, n_rows = 0;
         for (int i = 0; i < e->n_slots; i++) {
             slot_t *s = &e->slots[i];
             s->want_logits = -1;
-            if (!s->req || s->n_past < s->req->n_prompt) continue;
-            /* decoding: feed the last sampled token */
-            e->b_tok[n] = s->tokens[s->n_past];
-            e->b_pos[n] = s->n_past;
-            e->b_slot[n] = i;
-            e->b_row[n] = n_rows;
-            s->want_logits = n_rows++;
-            n++;
+            s->plan = 0;
+            if (s->req && !s->parked && s->n_past >= s->n_prefill) s->plan = 1, n++;
         }
         for (int i = 0; i < e->n_slots && n < N_BATCH; i++) {
             slot_t *s = &e->slots[i];
-            if (!s->req || s->n_past >= s->req->n_prompt) continue;
-            int todo = s->req->n_prompt - s->n_past;
-            int take = engine_prefill_take(todo, N_BATCH - n);
-            if (take == 0) continue;
-            for (int k = 0; k < take; k++) {
-                e->b_tok[n] = s->tokens[s->n_past + k];
-                e->b_pos[n] = s->n_past + k;
-                e->b_slot[n] = i;
-                e->b_row[n] = -1;
-                n++;
-            }
-            if (take == todo) {
-                e->b_row[n - 1] = n_rows;
-                s->want_logits = n_rows++;
-            }
+            if (!s->req || s->parked || s->n_past >= s->n_prefill) continue;
+            s->plan = engine_prefill_take(s->n_prefill - s->n_past, N_BATCH - n);
+            n += s->plan;
         }
+        for (int pass = 0; pass < 2; pass++) /* decoders, then prefills */
+            for (int i = 0; i < e->n_slots; i++) {
+                slot_t *s = &e->slots[i];
+                if (!s->req || s->parked || s->plan == 0 ||
+                    (s->n_past >= s->n_prefill) != (pass == 0))
+                    continue;
+                seq_reserve(e, s, s->n_past + s->plan - 1, &n);
+            }
+        /* build it (logits rows in token order for the fast path) */
+        n = 0;
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i < e->n_slots; i++) {
+                slot_t *s = &e->slots[i];
+                if (!s->req || s->parked || s->plan == 0 ||
+                    (s->n_past >= s->n_prefill) != (pass == 0))
+                    continue;
+                for (int k = 0; k < s->plan; k++) {
+                    e->b_tok[n] = s->tokens[s->n_past + k];
+                    e->b_pos[n] = s->n_past + k;
+                    e->b_slot[n] = i;
+                    e->b_row[n] = -1;
+                    n++;
+                }
+                if (s->n_past + s->plan >= s->n_prefill) {
+                    e->b_row[n - 1] = n_rows;
+                    s->want_logits = n_rows++;
+                }
+                e->tables[i] = s->blocks;
+            }
         if (n == 0) continue;
-        /* logits rows must be in token order for the fast path */
         model_batch_t b = {n, e->b_tok, e->b_pos, e->b_slot, e->b_row};
         bar_msg_t msg = {{0}};
-        int rc = model_forward(e->ctx, e->kv, &b, e->logits, &msg);
+        int rc = model_forward_paged(e->ctx, e->kv, &b, e->tables, e->n_slots, e->logits, &msg);
         if (rc) {
             for (int i = 0; i < e->n_slots; i++)
                 if (e->slots[i].req)
                     finish_slot(e, &e->slots[i], ENGINE_FINISH_ERROR, rc, msg.text);
             continue;
         }
-        /* advance positions */
+        /* advance positions, offer the blocks that filled to the cache */
         int prompt_tokens = 0;
         for (int k = 0; k < n; k++) {
             slot_t *s = &e->slots[b.slot[k]];
-            if (s->n_past < s->req->n_prompt) prompt_tokens++;
+            if (b.pos[k] < s->req->n_prompt && s->n_past <= b.pos[k]) prompt_tokens++;
             s->n_past = b.pos[k] + 1;
         }
+        for (int i = 0; i < e->n_slots; i++)
+            if (e->slots[i].req && e->slots[i].plan > 0) seq_publish(e, &e->slots[i]);
         pthread_mutex_lock(&e->mu);
         e->n_tok_prompt += (uint64_t)prompt_tokens;
         pthread_mutex_unlock(&e->mu);
@@ -501,9 +673,27 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
         goto fail;
     }
     e->n_threads = pool_size(e->pool);
-    if ((rc = kv_create(&e->kv, e->model, e->n_slots, e->n_ctx, msg)) ||
+    /* the KV pool: --kv-mem bytes, by default what n_seq_max full contexts
+     * take (the reservation of the slot-per-sequence cache it replaces) */
+    size_t bb = kv_block_bytes(e->model);
+    e->max_blocks = (e->n_ctx + KV_BLOCK - 1) / KV_BLOCK;
+    size_t n_blocks = cfg->kv_mem > 0 ? cfg->kv_mem / bb : (size_t)e->n_slots * e->max_blocks;
+    if (n_blocks < 1) {
+        rc = bar_fail(msg, BAR_ERR_RANGE,
+                      "kv-mem: %zu bytes hold no KV block; one block (%d positions) takes %zu "
+                      "bytes for this model",
+                      cfg->kv_mem, KV_BLOCK, bb);
+        goto fail;
+    }
+    if (n_blocks > (1u << 30)) n_blocks = 1u << 30;
+    e->kv_mem = n_blocks * bb;
+    long long cap = (long long)n_blocks * KV_BLOCK;
+    e->n_ctx_eff = cap < e->n_ctx ? (int)cap : e->n_ctx;
+    if ((rc = kv_create_blocks(&e->kv, e->model, (int)n_blocks, msg)) ||
+        (rc = kv_pool_create(&e->kvp, (int)n_blocks, KV_BLOCK, msg)) ||
         (rc = model_ctx_create(&e->ctx, e->model, N_BATCH, e->n_ctx, e->pool, msg)))
         goto fail;
+    kv_pool_stats(e->kvp, &e->kvs);
     e->slots = calloc((size_t)e->n_slots, sizeof(slot_t));
     e->logits = malloc((size_t)e->n_slots * hp->n_vocab * sizeof(float));
     e->piece_cap = tok_stream_bound(e->tok);
@@ -512,7 +702,9 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
     e->b_pos = malloc(N_BATCH * sizeof(int));
     e->b_slot = malloc(N_BATCH * sizeof(int));
     e->b_row = malloc(N_BATCH * sizeof(int));
-    if (!e->slots || !e->logits || !e->b_tok || !e->b_pos || !e->b_slot || !e->b_row || !e->piece) {
+    e->tables = calloc((size_t)e->n_slots, sizeof *e->tables);
+    if (!e->tables || !e->slots || !e->logits || !e->b_tok || !e->b_pos || !e->b_slot ||
+        !e->b_row || !e->piece) {
         rc = bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -522,7 +714,10 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
     }
     for (int i = 0; i < e->n_slots; i++) {
         e->slots[i].tokens = malloc((size_t)e->n_ctx * sizeof(int32_t));
-        if (!e->slots[i].tokens || sampler_create(&e->slots[i].smp, hp->n_vocab)) {
+        e->slots[i].blocks = malloc((size_t)e->max_blocks * sizeof(int));
+        e->slots[i].hash = malloc((size_t)e->max_blocks * sizeof(kv_hash_t));
+        if (!e->slots[i].tokens || !e->slots[i].blocks || !e->slots[i].hash ||
+            sampler_create(&e->slots[i].smp, hp->n_vocab)) {
             rc = bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
             goto fail;
         }
@@ -557,6 +752,8 @@ void engine_destroy(engine_t *e)
     if (e->slots) {
         for (int i = 0; i < e->n_slots; i++) {
             free(e->slots[i].tokens);
+            free(e->slots[i].blocks);
+            free(e->slots[i].hash);
             sampler_destroy(e->slots[i].smp);
         }
     }
@@ -568,7 +765,9 @@ void engine_destroy(engine_t *e)
     free(e->b_pos);
     free(e->b_slot);
     free(e->b_row);
+    free(e->tables);
     model_ctx_destroy(e->ctx);
+    kv_pool_destroy(e->kvp);
     kv_destroy(e->kv);
     if (e->pool) pool_destroy(e->pool);
     if (e->tok) tok_destroy(e->tok);
@@ -608,11 +807,17 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
 {
     if (!in->prompt || in->n_prompt == 0)
         return bar_fail(msg, BAR_ERR_INVALID, "the prompt is empty");
-    if (in->n_prompt >= (size_t)e->n_ctx)
+    if (in->n_prompt >= (size_t)e->n_ctx_eff) {
+        if (e->n_ctx_eff < e->n_ctx)
+            return bar_fail(msg, BAR_ERR_RANGE,
+                            "the prompt has %zu tokens; the KV cache (kv-mem %zu bytes) holds %d "
+                            "(prompt plus at least one generated token)",
+                            in->n_prompt, e->kv_mem, e->n_ctx_eff);
         return bar_fail(msg, BAR_ERR_RANGE,
                         "the prompt has %zu tokens; the context holds %d (prompt plus at least one "
                         "generated token)",
                         in->n_prompt, e->n_ctx);
+    }
     if (!in->cb) return bar_fail(msg, BAR_ERR_INVALID, "no event callback");
     int vocab = model_hparams(e->model)->n_vocab;
     for (size_t i = 0; i < in->n_prompt; i++)
@@ -651,6 +856,7 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
     if (r->sp.max_tokens <= 0) r->sp.max_tokens = 1;
     r->deadline = in->deadline;
     r->priority = in->priority;
+    r->salt = in->salt;
     r->cb = in->cb;
     r->user = in->user;
     r->t_submit = time_now_mono();
@@ -696,7 +902,7 @@ void engine_cancel(engine_t *e, uint64_t req_id)
 void engine_stats(engine_t *e, engine_stats_t *out)
 {
     pthread_mutex_lock(&e->mu);
-    out->n_ctx = e->n_ctx;
+    out->n_ctx = e->n_ctx_eff;
     out->n_vocab = model_hparams(e->model)->n_vocab;
     out->n_active = e->n_active;
     out->n_seq_max = e->n_slots;
@@ -707,5 +913,15 @@ void engine_stats(engine_t *e, engine_stats_t *out)
     out->model_id = e->model_id;
     out->kernel_level = kern_level_name();
     out->n_threads = e->n_threads;
+    out->n_ctx_max = e->n_ctx;
+    out->kv_mem = e->kv_mem;
+    out->kv_block = KV_BLOCK;
+    out->kv_blocks_total = e->kvs.n_blocks;
+    out->kv_blocks_used = e->kvs.n_used;
+    out->kv_blocks_cached = e->kvs.n_cached;
+    out->kv_blocks_free = e->kvs.n_free;
+    out->kv_evictions = e->kvs.evictions;
+    out->prefix_hit_tokens = e->n_hit_tokens;
+    out->preemptions = e->n_preempt;
     pthread_mutex_unlock(&e->mu);
 }

@@ -1,9 +1,9 @@
 /* engine.h — the generation engine as the rest of barista sees it.
  *
- * One engine owns one loaded llama-architecture model, its tokenizer, a KV
- * cache and an engine thread that runs the scheduler: every iteration is one
- * batched forward pass over all active sequences (continuous batching). The
- * engine sees token ids, sampling parameters and deadlines — never JSON, never
+ * One engine owns one loaded llama-architecture model, its tokenizer, a paged
+ * KV cache with a prefix cache shared by requests of one salt, and an engine thread that runs the
+ * scheduler: every iteration is one batched forward pass over all active sequences (continuous
+ * batching). The engine sees token ids, sampling parameters and deadlines — never JSON, never
  * sockets. Not for: HTTP, caching of responses, or libuv (callers bridge
  * engine events to their loop themselves, e.g. with uv_async_t).
  *
@@ -27,6 +27,7 @@ typedef struct {
     int n_threads;          /* matmul workers; <= 0 means number of cores */
     int n_ctx;              /* per-sequence context; <= 0 means the model's, capped at 8192 */
     int n_seq_max;          /* max sequences decoded together; <= 0 means 8 */
+    size_t kv_mem; /* bytes of the paged KV cache; 0 means n_seq_max full contexts of n_ctx */
 } engine_config_t;
 
 /* Sampling and stopping. Zero-initialise then set what you need:
@@ -101,6 +102,7 @@ typedef struct {
     engine_sampling_t sampling;
     double deadline; /* absolute time_now_mono() seconds; 0 = none */
     int priority;    /* higher first; 0 normal */
+    uint64_t salt;   /* prefix-cache namespace: only requests with equal salts share KV */
     engine_cb cb;    /* events, on the engine thread */
     void *user;      /* passed to cb; must stay valid until ENGINE_EV_DONE */
 } engine_req_t;
@@ -123,7 +125,8 @@ const gguf_t *engine_gguf(const engine_t *e);
 
 /* Queue a request. On success *req_id identifies it; events follow on cb.
  * Fails with BAR_ERR_INVALID (empty prompt), BAR_ERR_RANGE (prompt longer
- * than the context, msg gives the counts) or BAR_ERR_BUSY (shutting down);
+ * than the context or than the KV pool can hold — msg gives the counts and
+ * names kv-mem for the latter) or BAR_ERR_BUSY (shutting down);
  * on failure no event is ever delivered. */
 int engine_submit(engine_t *e, const engine_req_t *req, uint64_t *req_id, bar_msg_t *msg);
 
@@ -132,7 +135,7 @@ int engine_submit(engine_t *e, const engine_req_t *req, uint64_t *req_id, bar_ms
 void engine_cancel(engine_t *e, uint64_t req_id);
 
 typedef struct {
-    int n_ctx; /* per-sequence context length */
+    int n_ctx; /* per-sequence limit: the context, or less when the KV pool holds less */
     int n_vocab;
     int n_active;        /* sequences being decoded now */
     int n_seq_max;       /* sequences decoded together at most */
@@ -143,6 +146,16 @@ typedef struct {
     const char *model_id;     /* e.g. "SmolLM2-135M-Instruct.Q4_1" (file basename w/o .gguf) */
     const char *kernel_level; /* "scalar" | "avx2" | "avx512" */
     int n_threads;
+    int n_ctx_max; /* the configured context (n_ctx is min(this, the pool)) */
+    size_t kv_mem; /* bytes of the KV pool */
+    int kv_block;  /* positions per block */
+    int kv_blocks_total;
+    int kv_blocks_used;   /* referenced by running sequences */
+    int kv_blocks_cached; /* unreferenced, holding a cached prefix (evictable) */
+    int kv_blocks_free;
+    uint64_t kv_evictions;      /* cached blocks reused for new data */
+    uint64_t prefix_hit_tokens; /* prompt tokens mapped from the prefix cache */
+    uint64_t preemptions;       /* sequences pre-empted for lack of blocks */
 } engine_stats_t;
 
 void engine_stats(engine_t *e, engine_stats_t *out);

@@ -6,12 +6,14 @@
  *   k, v            : [n][n_head_kv * head_dim]
  *   gate, up        : [n][n_ff]
  *   xq              : [n][kern_act_bytes(max(n_embd, n_ff))]  Q8 activations
- *   K cache         : [slot][layer][pos][n_head_kv * head_dim] fp16
- *   V cache         : [slot][layer][pos / 64][n_head_kv * head_dim][pos % 64] fp16:
- *                     transposed in chunks of 64 positions, so that each output
- *                     element is one fp16 dot over positions (kern_dot_hh reads
- *                     the segments) while memory is touched only as far as the
- *                     sequence has come
+ *   KV cache        : blocks of KV_BLOCK (64) positions; a sequence's block
+ *                     table maps position p to block table[p / 64]
+ *   K block         : [layer][p % 64][n_head_kv * head_dim] fp16
+ *   V block         : [layer][n_head_kv * head_dim][p % 64] fp16: transposed,
+ *                     so that each output element is one fp16 dot over
+ *                     positions whose 64-position segments are the blocks
+ *                     (kern_dot_hh_tab reads them through the table); memory
+ *                     is touched only as blocks are first written
  * Numerics follow llama.cpp's CPU backend (AVX-512 build) operation by
  * operation, so that barista's logits equal its bit for bit and greedy tokens
  * agree (docs/ARCHITECTURE.md, "Numerics"): RMSNorm sums float squares in
@@ -63,11 +65,13 @@ struct model {
 };
 
 struct kv_cache {
-    int n_slots, n_ctx, n_layer, kv_dim;
-    int n_chunk;     /* V chunks of KERN_SEG positions per (slot, layer) */
-    uint16_t *k, *v; /* fp16 */
+    int n_blocks, n_layer, kv_dim;
+    int n_slots, n_ctx, bps; /* kv_create: slot s owns blocks [s * bps, (s + 1) * bps) */
+    uint16_t *k, *v;         /* fp16, [n_blocks][n_layer][KV_BLOCK * kv_dim] each */
     size_t bytes;
 };
+
+_Static_assert((int)KV_BLOCK == (int)KERN_SEG, "a KV block is one segment of kern_dot_hh_tab");
 
 struct model_ctx {
     const model_t *m;
@@ -75,14 +79,15 @@ struct model_ctx {
     int n_batch, n_ctx;
     float *x, *xn, *q, *k, *v, *att, *tmp, *gate, *up;
     uint8_t *xq;
-    size_t act_stride; /* bytes per activation row of the widest input */
-    float *scores;     /* [nth][n_ctx_pad] */
-    uint16_t *half;    /* [nth][n_ctx_pad + head_dim] fp16 softmax weights and Q */
-    float *rope;       /* [n_batch][n_rot] cos, sin per pair of each batch row */
-    float *ex;         /* [n_batch][n_ff] exp scratch for SwiGLU */
-    int *order;        /* [n_batch] attention dot order per batch row */
-    int n_ctx_pad;     /* n_ctx rounded up to 64 */
-    float theta_scale; /* rope base ^ (-2 / n_rot) */
+    size_t act_stride;     /* bytes per activation row of the widest input */
+    float *scores;         /* [nth][n_ctx_pad] */
+    const uint16_t **segs; /* [nth][n_ctx_pad / 64] V segment table of one item */
+    uint16_t *half;        /* [nth][n_ctx_pad + head_dim] fp16 softmax weights and Q */
+    float *rope;           /* [n_batch][n_rot] cos, sin per pair of each batch row */
+    float *ex;             /* [n_batch][n_ff] exp scratch for SwiGLU */
+    int *order;            /* [n_batch] attention dot order per batch row */
+    int n_ctx_pad;         /* n_ctx rounded up to 64 */
+    float theta_scale;     /* rope base ^ (-2 / n_rot) */
     int nth;
 };
 
@@ -332,21 +337,22 @@ static void *big_alloc(size_t bytes)
     return p == MAP_FAILED ? NULL : p;
 }
 
-int kv_create(kv_cache_t **out, const model_t *m, int n_slots, int n_ctx, bar_msg_t *msg)
+size_t kv_block_bytes(const model_t *m)
+{
+    return 2 * (size_t)m->hp.n_layer * KV_BLOCK * m->hp.n_head_kv * m->hp.head_dim *
+           sizeof(uint16_t);
+}
+
+int kv_create_blocks(kv_cache_t **out, const model_t *m, int n_blocks, bar_msg_t *msg)
 {
     *out = NULL;
-    if (n_slots <= 0 || n_ctx <= 0)
-        return bar_fail(msg, BAR_ERR_INVALID, "kv cache: %d slots x %d positions", n_slots, n_ctx);
+    if (n_blocks <= 0) return bar_fail(msg, BAR_ERR_INVALID, "kv cache: %d blocks", n_blocks);
     kv_cache_t *kv = calloc(1, sizeof *kv);
     if (!kv) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
-    kv->n_slots = n_slots;
-    kv->n_ctx = n_ctx;
+    kv->n_blocks = n_blocks;
     kv->n_layer = m->hp.n_layer;
     kv->kv_dim = m->hp.n_head_kv * m->hp.head_dim;
-    kv->n_chunk = (n_ctx + KERN_SEG - 1) / KERN_SEG;
-    /* K needs n_ctx rows; V n_chunk full chunks: allocate the larger for both */
-    kv->bytes =
-        (size_t)n_slots * kv->n_layer * kv->n_chunk * KERN_SEG * kv->kv_dim * sizeof(uint16_t);
+    kv->bytes = (size_t)n_blocks * kv->n_layer * KV_BLOCK * kv->kv_dim * sizeof(uint16_t);
     kv->k = big_alloc(kv->bytes);
     kv->v = big_alloc(kv->bytes);
     if (!kv->k || !kv->v) {
@@ -358,6 +364,20 @@ int kv_create(kv_cache_t **out, const model_t *m, int n_slots, int n_ctx, bar_ms
     return 0;
 }
 
+int kv_create(kv_cache_t **out, const model_t *m, int n_slots, int n_ctx, bar_msg_t *msg)
+{
+    *out = NULL;
+    if (n_slots <= 0 || n_ctx <= 0)
+        return bar_fail(msg, BAR_ERR_INVALID, "kv cache: %d slots x %d positions", n_slots, n_ctx);
+    int bps = (n_ctx + KV_BLOCK - 1) / KV_BLOCK;
+    int rc = kv_create_blocks(out, m, n_slots * bps, msg);
+    if (rc) return rc;
+    (*out)->n_slots = n_slots;
+    (*out)->n_ctx = n_ctx;
+    (*out)->bps = bps;
+    return 0;
+}
+
 void kv_destroy(kv_cache_t *kv)
 {
     if (!kv) return;
@@ -366,41 +386,30 @@ void kv_destroy(kv_cache_t *kv)
     free(kv);
 }
 
-int kv_n_ctx(const kv_cache_t *kv)
+int kv_n_blocks(const kv_cache_t *kv)
 {
-    return kv->n_ctx;
+    return kv->n_blocks;
 }
 
-int kv_n_slots(const kv_cache_t *kv)
+/* K or V data of (block, layer): KV_BLOCK * kv_dim values */
+static inline size_t blk_off(const kv_cache_t *kv, int block, int layer)
 {
-    return kv->n_slots;
+    return ((size_t)block * kv->n_layer + layer) * KV_BLOCK * kv->kv_dim;
 }
 
-/* K: the row of position pos */
-static inline size_t kv_off(const kv_cache_t *kv, int slot, int layer, int pos)
+void kv_copy_block(kv_cache_t *kv, int dst, int src)
 {
-    return (((size_t)slot * kv->n_layer + layer) * kv->n_ctx + pos) * kv->kv_dim;
+    if (dst == src) return;
+    size_t n = (size_t)kv->n_layer * KV_BLOCK * kv->kv_dim * sizeof(uint16_t);
+    memcpy(kv->k + blk_off(kv, dst, 0), kv->k + blk_off(kv, src, 0), n);
+    memcpy(kv->v + blk_off(kv, dst, 0), kv->v + blk_off(kv, src, 0), n);
 }
 
-/* V: element (dim d, position p) of (slot, layer) */
-static inline size_t v_off(const kv_cache_t *kv, int slot, int layer, int d, int p)
+/* the block holding position pos of batch token i's sequence */
+static inline int blk_of(const kv_cache_t *kv, const int *const *blocks, const model_batch_t *b,
+                         int i, int pos)
 {
-    size_t chunk = (size_t)KERN_SEG * kv->kv_dim;
-    return (((size_t)slot * kv->n_layer + layer) * kv->n_chunk + (size_t)(p / KERN_SEG)) * chunk +
-           (size_t)d * KERN_SEG + (size_t)(p % KERN_SEG);
-}
-
-void kv_copy_prefix(kv_cache_t *kv, int dst, int src, int n)
-{
-    if (dst == src || n <= 0) return;
-    for (int l = 0; l < kv->n_layer; l++) {
-        size_t bytes = (size_t)n * kv->kv_dim * sizeof(uint16_t);
-        memcpy(kv->k + kv_off(kv, dst, l, 0), kv->k + kv_off(kv, src, l, 0), bytes);
-        /* whole chunks: positions past n in the last one are never read */
-        size_t vbytes =
-            (size_t)((n + KERN_SEG - 1) / KERN_SEG) * KERN_SEG * kv->kv_dim * sizeof(uint16_t);
-        memcpy(kv->v + v_off(kv, dst, l, 0, 0), kv->v + v_off(kv, src, l, 0, 0), vbytes);
-    }
+    return blocks ? blocks[b->slot[i]][pos / KV_BLOCK] : b->slot[i] * kv->bps + pos / KV_BLOCK;
 }
 
 /* ---------------------------------------------------------- forward pass */
@@ -434,11 +443,12 @@ int model_ctx_create(model_ctx_t **out, const model_t *m, int n_batch, int n_ctx
     c->n_ctx_pad = (n_ctx + 63) & ~63;
     c->scores = malloc((size_t)c->nth * c->n_ctx_pad * sizeof(float));
     c->half = malloc((size_t)c->nth * (c->n_ctx_pad + hp->head_dim) * sizeof(uint16_t));
+    c->segs = malloc((size_t)c->nth * (c->n_ctx_pad / 64) * sizeof *c->segs);
     c->rope = malloc(nb * hp->n_rot * sizeof(float));
     c->ex = malloc(nb * hp->n_ff * sizeof(float));
     c->order = malloc(nb * sizeof(int));
     if (!c->x || !c->xn || !c->q || !c->k || !c->v || !c->att || !c->tmp || !c->gate || !c->up ||
-        !c->xq || !c->scores || !c->half || !c->rope || !c->ex || !c->order) {
+        !c->xq || !c->scores || !c->half || !c->segs || !c->rope || !c->ex || !c->order) {
         model_ctx_destroy(c);
         return bar_fail(msg, BAR_ERR_NOMEM, "forward scratch: out of memory");
     }
@@ -462,6 +472,7 @@ void model_ctx_destroy(model_ctx_t *c)
     free(c->xq);
     free(c->scores);
     free(c->half);
+    free(c->segs);
     free(c->rope);
     free(c->ex);
     free(c->order);
@@ -557,6 +568,7 @@ typedef struct {
     model_ctx_t *c;
     kv_cache_t *kv;
     const model_batch_t *b;
+    const int *const *blocks;
     int layer;
 } att_job_t;
 
@@ -571,19 +583,25 @@ static void att_worker(void *ctx, int ith, int nth)
     float scale = 1.0f / sqrtf((float)hd);
     float *sc = c->scores + (size_t)ith * c->n_ctx_pad;
     uint16_t *pw = c->half + (size_t)ith * (c->n_ctx_pad + hd), *q = pw + c->n_ctx_pad;
+    const uint16_t **segs = c->segs + (size_t)ith * (c->n_ctx_pad / 64);
     int items = j->b->n * hp->n_head;
     for (int it = ith; it < items; it += nth) {
         int i = it / hp->n_head, h = it % hp->n_head;
-        int kvh = h / group, pos = j->b->pos[i], slot = j->b->slot[i];
+        int kvh = h / group, pos = j->b->pos[i];
         int order = c->order[i];
         const float *q32 = c->q + (size_t)i * hp->n_embd + h * hd;
-        const uint16_t *K = kv->k + kv_off(kv, slot, j->layer, 0) + kvh * hd;
-        const uint16_t *Vt = kv->v + v_off(kv, slot, j->layer, kvh * hd, 0);
         for (int d = 0; d < hd; d++)
             q[d] = fp16_from_f32(q32[d]);
-        /* scores; exps summed in blocks of 16 positions (masked lanes are 0) */
+        /* scores, one block of positions at a time (each is its own dot);
+         * exps summed in blocks of 16 positions (masked lanes are 0) */
         int n = pos + 1, n16 = (n + 15) & ~15;
-        kern_dot_hh(K, (size_t)kv_dim, KERN_SEG, n, q, hd, order, sc);
+        for (int p0 = 0, jb = 0; p0 < n; p0 += KV_BLOCK, jb++) {
+            int blk = blk_of(kv, j->blocks, j->b, i, p0);
+            int rows = n - p0 < KV_BLOCK ? n - p0 : KV_BLOCK;
+            kern_dot_hh(kv->k + blk_off(kv, blk, j->layer) + kvh * hd, (size_t)kv_dim, KERN_SEG,
+                        rows, q, hd, order, sc + p0);
+            segs[jb] = kv->v + blk_off(kv, blk, j->layer) + (size_t)kvh * hd * KV_BLOCK;
+        }
         float mx = -INFINITY;
         for (int p = 0; p < n; p++) {
             sc[p] *= scale;
@@ -605,7 +623,7 @@ static void att_worker(void *ctx, int ith, int nth)
         for (int p = n; p < nv; p++)
             pw[p] = 0;
         float *o = c->att + (size_t)i * hp->n_embd + h * hd;
-        kern_dot_hh(Vt, KERN_SEG, (size_t)KERN_SEG * kv_dim, hd, pw, nv, order, o);
+        kern_dot_hh_tab(segs, KV_BLOCK, hd, pw, nv, order, o);
     }
 }
 
@@ -626,6 +644,12 @@ static void swiglu(float *g, const float *u, float *ex, int n)
 int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float *logits,
                   bar_msg_t *msg)
 {
+    return model_forward_paged(c, kv, b, NULL, 0, logits, msg);
+}
+
+int model_forward_paged(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b,
+                        const int *const *blocks, int n_seq, float *logits, bar_msg_t *msg)
+{
     const model_t *m = c->m;
     const model_hparams_t *hp = &m->hp;
     int n = b->n, E = hp->n_embd, F = hp->n_ff;
@@ -637,14 +661,21 @@ int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float 
         if (b->tokens[i] < 0 || b->tokens[i] >= hp->n_vocab)
             return bar_fail(msg, BAR_ERR_INVALID, "token id %d outside vocabulary of %d",
                             b->tokens[i], hp->n_vocab);
-        if (b->pos[i] < 0 || b->pos[i] >= kv->n_ctx || b->pos[i] >= c->n_ctx)
+        int n_ctx = blocks || kv->n_ctx > c->n_ctx ? c->n_ctx : kv->n_ctx;
+        if (b->pos[i] < 0 || b->pos[i] >= n_ctx)
             return bar_fail(msg, BAR_ERR_RANGE, "position %d outside context of %d", b->pos[i],
-                            kv->n_ctx);
+                            n_ctx);
         if (b->logit_row[i] >= 0 && b->logit_row[i] != next_row++)
             return bar_fail(msg, BAR_ERR_INVALID, "logit rows must be 0, 1, 2, ... in token order");
-        if (b->slot[i] < 0 || b->slot[i] >= kv->n_slots)
-            return bar_fail(msg, BAR_ERR_INVALID, "slot %d outside %d slots", b->slot[i],
-                            kv->n_slots);
+        int n_s = blocks ? n_seq : kv->n_slots;
+        if (b->slot[i] < 0 || b->slot[i] >= n_s)
+            return bar_fail(msg, BAR_ERR_INVALID, "sequence %d outside %d", b->slot[i], n_s);
+        for (int p0 = 0; blocks && p0 <= b->pos[i]; p0 += KV_BLOCK) {
+            int blk = blocks[b->slot[i]][p0 / KV_BLOCK];
+            if (blk < 0 || blk >= kv->n_blocks)
+                return bar_fail(msg, BAR_ERR_INVALID, "block %d outside %d blocks", blk,
+                                kv->n_blocks);
+        }
     }
 
     size_t emb_row = kern_row_bytes(m->tok_embd.type, E);
@@ -674,14 +705,15 @@ int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float 
             const float *cs = c->rope + (size_t)i * hp->n_rot;
             rope(c->q + (size_t)i * E, hp->n_head, hp->head_dim, hp->n_rot, cs);
             rope(c->k + (size_t)i * kv_dim, hp->n_head_kv, hp->head_dim, hp->n_rot, cs);
-            size_t off = kv_off(kv, b->slot[i], l, b->pos[i]);
-            uint16_t *vt = kv->v + v_off(kv, b->slot[i], l, 0, b->pos[i]);
+            int blk = blk_of(kv, blocks, b, i, b->pos[i]), pb = b->pos[i] % KV_BLOCK;
+            uint16_t *kr = kv->k + blk_off(kv, blk, l) + (size_t)pb * kv_dim;
+            uint16_t *vt = kv->v + blk_off(kv, blk, l) + pb;
             for (int d = 0; d < kv_dim; d++) {
-                kv->k[off + d] = fp16_from_f32(c->k[(size_t)i * kv_dim + d]);
+                kr[d] = fp16_from_f32(c->k[(size_t)i * kv_dim + d]);
                 vt[(size_t)d * KERN_SEG] = fp16_from_f32(c->v[(size_t)i * kv_dim + d]);
             }
         }
-        att_job_t aj = {c, kv, b, l};
+        att_job_t aj = {c, kv, b, blocks, l};
         pool_run(c->pool, att_worker, &aj);
         quantize_rows(c, c->att, E, E, n);
         matmul3(c, n, c->att, 1, &L->wo, c->tmp, NULL, NULL, NULL, NULL);

@@ -1,5 +1,5 @@
 /* model.h — a llama-architecture model loaded from GGUF, and its batched
- * forward pass over a slot-based KV cache.
+ * forward pass over a paged KV cache.
  *
  * The weights stay in the read-only mapping of the GGUF file; only norms that
  * are not F32 are converted into owned float arrays. model_forward runs one
@@ -48,14 +48,26 @@ const gguf_t *model_gguf(const model_t *m);
 /* Type of the attention/FFN matrices of block 0 (for logs). */
 const char *model_weight_type(const model_t *m);
 
-/* KV cache: n_slots independent sequences of up to n_ctx positions each.
- * Memory is reserved virtually and touched only as positions are written. */
+/* KV cache storage: blocks of KV_BLOCK positions (all layers, K and V).
+ * A sequence reads and writes its positions through a block table (see
+ * model_batch_t); which block belongs to whom is the caller's bookkeeping
+ * (engine/kv_pool.h). Memory is reserved virtually and touched only as
+ * blocks are written. KV_BLOCK is kern_dot_hh's segment of 64 positions: a
+ * V block is one segment, so attention reads blocks in place, and the
+ * per-block work (one table entry, one K dot call) stays a small fraction of
+ * the 64 positions' dots; see docs/ARCHITECTURE.md "Paged KV". */
+enum { KV_BLOCK = 64 };
+/* Bytes of one block (K and V, all layers). */
+size_t kv_block_bytes(const model_t *m);
+int kv_create_blocks(kv_cache_t **out, const model_t *m, int n_blocks, bar_msg_t *msg);
+/* n_slots sequences of up to n_ctx positions each with fixed block tables
+ * (slot s owns blocks s * ceil(n_ctx / KV_BLOCK) ...): batches without
+ * block tables address this layout. */
 int kv_create(kv_cache_t **out, const model_t *m, int n_slots, int n_ctx, bar_msg_t *msg);
 void kv_destroy(kv_cache_t *kv);
-int kv_n_ctx(const kv_cache_t *kv);
-int kv_n_slots(const kv_cache_t *kv);
-/* Copy positions [0, n) of slot `src` into slot `dst` (prefix sharing). */
-void kv_copy_prefix(kv_cache_t *kv, int dst, int src, int n);
+int kv_n_blocks(const kv_cache_t *kv);
+/* Copy block src's KV into block dst (copy on write of a shared block). */
+void kv_copy_block(kv_cache_t *kv, int dst, int src);
 
 /* Scratch for forward passes of up to n_batch tokens, split over `pool`
  * (borrowed; must outlive the ctx). */
@@ -64,6 +76,9 @@ int model_ctx_create(model_ctx_t **out, const model_t *m, int n_batch, int n_ctx
 void model_ctx_destroy(model_ctx_t *c);
 
 /* One batch: token i is `tokens[i]` at position `pos[i]` of sequence `slot[i]`.
+ * model_forward addresses the kv_create layout; model_forward_paged takes
+ * block tables: sequence s (< n_seq) keeps position p in block
+ * blocks[s][p / KV_BLOCK] (every entry up to each token's position valid).
  * Tokens of one slot must appear in increasing position order, and every
  * position below pos[i] of that slot must already be in the cache or earlier in
  * this batch. `logit_row[i]` >= 0 asks for token i's logits in row
@@ -80,5 +95,7 @@ typedef struct {
 
 int model_forward(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b, float *logits,
                   bar_msg_t *msg);
+int model_forward_paged(model_ctx_t *c, kv_cache_t *kv, const model_batch_t *b,
+                        const int *const *blocks, int n_seq, float *logits, bar_msg_t *msg);
 
 #endif

@@ -182,7 +182,8 @@ int obs_metrics_gauge(buf_t *out, const char *name, const char *help, double val
     return one_sample(out, "gauge", name, help, value);
 }
 
-int obs_metrics_counter(buf_t *out, const char *name, const char *help, double value)
+int obs_metrics_counter(buf_t *out, const char *name, const char *help, unsigned long long value)
 {
-    return one_sample(out, "counter", name, help, value);
+    return buf_printf(out, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
+                      value);
 }

@@ -28,6 +28,10 @@ static const cfg_opt_t table[] = {
     {"ctx", 0, INT(ctx), "0", 0, 1 << 20, "N",
      "context length per sequence (0 = the model's, capped at 8192)", 0},
     {"parallel", 0, INT(parallel), "8", 1, 256, "N", "sequences decoded together", 0},
+    {"kv-mem", 0, INT(kv_mem), "0", 0, 1LL << 40, "BYTES",
+     "memory of the paged KV cache shared by all sequences and the prefix cache (0 = parallel x "
+     "ctx positions: 1.5 GB, reserved virtually, for the default model at ctx 8192)",
+     0},
     {"max-body-bytes", 0, INT(max_body_bytes), "1048576", 1, 1LL << 32, "BYTES",
      "largest request body accepted (larger: 413)", 0},
     {"max-header-bytes", 0, INT(max_header_bytes), "16384", 256, 1 << 20, "BYTES",

@@ -19,6 +19,7 @@ typedef struct {
     long long threads;  /* 0 = number of cores */
     long long ctx;      /* 0 = the model's, capped by the engine */
     long long parallel; /* sequences decoded together */
+    long long kv_mem;   /* paged KV cache bytes; 0 = parallel x ctx positions */
     long long max_body_bytes;
     long long max_header_bytes;
     long long max_connections;

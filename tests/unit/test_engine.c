@@ -1,6 +1,7 @@
 /* test_engine.c — the engine thread on the real SmolLM2 model: continuous
  * batching gives the same greedy text as running alone, stop strings,
- * cancellation frees the slot, prefix reuse, priorities, deadlines, errors. */
+ * cancellation frees the slot, the prefix cache (bit-identical logits, salts
+ * isolate), pre-emption under a small KV pool, priorities, deadlines, errors. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -158,16 +159,27 @@ static size_t encode(const char *text, int32_t *ids, size_t cap)
     return n;
 }
 
+static uint64_t submit_on(engine_t *en, const int32_t *ids, size_t n, engine_sampling_t sp,
+                          res_t *r, int priority, uint64_t salt)
+{
+    res_init(r);
+    engine_req_t req = {.prompt = ids,
+                        .n_prompt = n,
+                        .sampling = sp,
+                        .cb = on_ev,
+                        .user = r,
+                        .priority = priority,
+                        .salt = salt};
+    uint64_t id = 0;
+    bar_msg_t msg = {{0}};
+    assert_int_equal(engine_submit(en, &req, &id, &msg), 0);
+    return id;
+}
+
 static uint64_t submit_ids(const int32_t *ids, size_t n, engine_sampling_t sp, res_t *r,
                            int priority)
 {
-    res_init(r);
-    engine_req_t req = {
-        .prompt = ids, .n_prompt = n, .sampling = sp, .cb = on_ev, .user = r, .priority = priority};
-    uint64_t id = 0;
-    bar_msg_t msg = {{0}};
-    assert_int_equal(engine_submit(eng, &req, &id, &msg), 0);
-    return id;
+    return submit_on(eng, ids, n, sp, r, priority, 0);
 }
 
 static uint64_t submit(const char *prompt, engine_sampling_t sp, res_t *r, int priority)
@@ -185,15 +197,20 @@ static engine_sampling_t greedy(int n)
     return sp;
 }
 
-static void wait_idle(void)
+static void wait_idle_on(engine_t *en)
 {
     engine_stats_t st;
     for (int i = 0; i < 2000; i++) {
-        engine_stats(eng, &st);
+        engine_stats(en, &st);
         if (st.n_active == 0 && st.n_queued == 0) return;
         usleep(1000);
     }
     fail_msg("engine did not go idle");
+}
+
+static void wait_idle(void)
+{
+    wait_idle_on(eng);
 }
 
 static void test_batching_matches_alone(void **state)
@@ -309,7 +326,8 @@ static void check_top(const char *what, const res_t *r, const engine_top_t want[
  * SIMD levels: A (300) and B (212) arrive together beside a busy decoder, so
  * 1 + 300 + 212 > 512 splits B; A is asked again. The scalar level (where a
  * 512-token forward is slow): a long A fills the step so a short B is split
- * (470 + 50 > 512 whatever else runs), and B, the prompt that was split, is
+ * (470 + 66 > 512 whatever else runs; 66 holds one 64-token block, the unit
+ * of the prefix cache), and B, the prompt that was split, is
  * asked again and is the only one checked against a one-batch reference. */
 static void test_split_prefill_exact(void **state)
 {
@@ -321,7 +339,7 @@ static void test_split_prefill_exact(void **state)
         skip();
     }
     int scalar = !strcmp(kern_level_name(), "scalar");
-    int na = scalar ? 470 : 300, nb = scalar ? 50 : 212;
+    int na = scalar ? 470 : 300, nb = scalar ? 66 : 212;
     int32_t a_ids[512], b_ids[512];
     long_ids(0, a_ids, (size_t)na);
     long_ids(1, b_ids, (size_t)nb);
@@ -404,19 +422,160 @@ static void test_cancel_frees_slot(void **state)
     engine_cancel(eng, 1u << 30); /* unknown: ignored */
 }
 
+/* A repeated prompt maps its full blocks from the prefix cache. Prefixes
+ * are shared a block (KV_BLOCK = 64 positions) at a time, so the prompt is
+ * longer than a block. */
 static void test_prefix_reuse(void **state)
 {
     (void)state;
     res_t a, b;
-    const char *base = tiny("Paris is the capital and most populous city of France. It is",
-                            "Paris is the capital and most populous city"); /* 13, 8 tokens */
+    int32_t ids[512];
+    int np = sanitized_scalar ? 70 : 150;
+    long_ids(0, ids, (size_t)np);
     int n = sanitized_scalar ? 2 : 4;
-    submit(base, greedy(n), &a, 0);
+    submit_ids(ids, (size_t)np, greedy(n), &a, 0);
     res_wait(&a);
-    submit(base, greedy(n), &b, 0);
+    submit_ids(ids, (size_t)np, greedy(n), &b, 0);
     res_wait(&b);
-    assert_true(b.n_cached > 5);
+    assert_int_equal(a.n_cached, 0);
+    assert_int_equal(b.n_cached, np / KV_BLOCK * KV_BLOCK);
     assert_string_equal(a.text, b.text);
+    wait_idle();
+    engine_stats_t st;
+    engine_stats(eng, &st);
+    assert_true(st.prefix_hit_tokens >= (uint64_t)b.n_cached);
+    assert_true(st.kv_blocks_cached >= np / KV_BLOCK);
+}
+
+/* The prefix cache never changes a number: a prompt whose prefix is mapped
+ * gives the top-20 logprobs of one uncached batch bit for bit, also when
+ * only part of it is cached (a prompt that shares its first blocks) and when
+ * the whole prompt is cached (two tokens are re-evaluated in a private copy
+ * of the last block). Salts isolate: another salt maps nothing. */
+static void test_prefix_cache_exact(void **state)
+{
+    (void)state;
+    /* four 70-token prefills take minutes on the sanitized scalar level; the
+     * same code runs under ASan on the SIMD level and unsanitized on scalar */
+    if (sanitized_scalar) skip();
+    int np = 140;
+    int32_t ids[512], ids2[512];
+    long_ids(1, ids, (size_t)np);
+    engine_top_t want[20], want2[20];
+    reference_top(ids, np, want);
+    engine_sampling_t sp = greedy(1);
+    sp.logprobs = 1;
+    sp.top_logprobs = 20;
+    res_t a, other, again;
+    submit_on(eng, ids, (size_t)np, sp, &a, 0, 7);
+    res_wait(&a);
+    assert_int_equal(a.n_cached, 0);
+    check_top("uncached", &a, want);
+    submit_on(eng, ids, (size_t)np, sp, &other, 0, 8); /* another tenant */
+    res_wait(&other);
+    assert_int_equal(other.n_cached, 0);
+    check_top("other salt", &other, want);
+    submit_on(eng, ids, (size_t)np, sp, &again, 0, 7);
+    res_wait(&again);
+    assert_int_equal(again.n_cached, np / KV_BLOCK * KV_BLOCK);
+    check_top("cached", &again, want);
+
+    /* exactly two blocks, all cached: the last block is copied, 2 tokens redone */
+    res_t whole, whole2;
+    submit_on(eng, ids, 2 * KV_BLOCK, sp, &whole, 0, 9);
+    res_wait(&whole);
+    submit_on(eng, ids, 2 * KV_BLOCK, sp, &whole2, 0, 9);
+    res_wait(&whole2);
+    assert_int_equal(whole2.n_cached, 2 * KV_BLOCK - 2);
+    for (int i = 0; i < 20; i++)
+        assert_memory_equal(&whole2.top[i], &whole.top[i], sizeof(engine_top_t));
+
+    /* the same first 128 tokens, then another text */
+    memcpy(ids2, ids, (size_t)np * sizeof(int32_t));
+    for (int i = 2 * KV_BLOCK + 3; i < np; i++)
+        ids2[i] = ids[(i * 7) % (2 * KV_BLOCK)];
+    reference_top(ids2, np, want2);
+    res_t part;
+    submit_on(eng, ids2, (size_t)np, sp, &part, 0, 7);
+    res_wait(&part);
+    assert_int_equal(part.n_cached, 2 * KV_BLOCK);
+    check_top("partly cached", &part, want2);
+    wait_idle();
+}
+
+/* A pool of 3 blocks cannot hold two sequences that each grow past one block:
+ * the younger is pre-empted, resumes when the older finishes, and both run to
+ * their full length. The one never pre-empted gives the unpressured run's
+ * text; the pre-empted one keeps the text it emitted, and when it was
+ * pre-empted at a block boundary (it asked for the block itself) its resume
+ * maps its cached full blocks and re-evaluates one token, as decoding did, so
+ * its text is the same too; pre-empted inside a block, its last positions are
+ * recomputed in the batched order and later tokens may differ
+ * (docs/ARCHITECTURE.md "Pre-emption"). A prompt longer than the pool can
+ * ever hold is refused, naming the limit. */
+static void test_preemption(void **state)
+{
+    (void)state;
+    if (sanitized_scalar) skip(); /* 4 x 70 tokens: minutes at a second a token */
+    char path[4096];
+    test_model_path(path, sizeof path, TEST_SMOLLM2);
+    const model_t *m = engine_model(eng);
+    engine_config_t cfg = {.model_path = path,
+                           .n_threads = 2,
+                           .n_ctx = 512,
+                           .n_seq_max = 2,
+                           .kv_mem = 3 * kv_block_bytes(m)};
+    engine_t *small;
+    bar_msg_t msg = {{0}};
+    assert_int_equal(engine_create(&small, &cfg, &msg), 0);
+    engine_stats_t st;
+    engine_stats(small, &st);
+    assert_int_equal(st.kv_blocks_total, 3);
+    assert_int_equal(st.n_ctx, 3 * KV_BLOCK);
+
+    int32_t ids[2][64];
+    size_t n[2];
+    n[0] = encode("Write a long story about a dragon who loves coffee.", ids[0], 64);
+    n[1] = encode("List every planet in the solar system and describe it.", ids[1], 64);
+    int gen = 70; /* 2 blocks per sequence with its ~12-token prompt */
+    engine_sampling_t sp = greedy(gen);
+    sp.ignore_eos = 1;
+    res_t want[2], got[2];
+    for (int i = 0; i < 2; i++) {
+        submit_on(eng, ids[i], n[i], sp, &want[i], 0, 0);
+        res_wait(&want[i]);
+    }
+    for (int i = 0; i < 2; i++)
+        submit_on(small, ids[i], n[i], sp, &got[i], 0, 0);
+    int same = 0;
+    for (int i = 0; i < 2; i++) {
+        res_wait(&got[i]);
+        assert_int_equal(got[i].finish, ENGINE_FINISH_LENGTH);
+        assert_int_equal(got[i].n_gen, gen);
+        size_t k = 0;
+        while (got[i].text[k] && got[i].text[k] == want[i].text[k])
+            k++;
+        same += !strcmp(got[i].text, want[i].text);
+        assert_true(k >= 100); /* the pre-empted one had emitted > 40 tokens */
+    }
+    fprintf(stderr, "pre-emption: %d of 2 texts equal the unpressured run's\n", same);
+    assert_true(same >= 1);
+    wait_idle_on(small);
+    engine_stats(small, &st);
+    fprintf(stderr, "pre-emptions: %llu\n", (unsigned long long)st.preemptions);
+    assert_true(st.preemptions >= 1);
+    assert_int_equal(st.kv_blocks_used, 0);
+
+    /* a prompt the pool can never hold: refused, naming the limit */
+    int32_t *big = calloc(300, sizeof(int32_t));
+    res_t r;
+    res_init(&r);
+    engine_req_t req = {.prompt = big, .n_prompt = 300, .sampling = sp, .cb = on_ev, .user = &r};
+    assert_int_equal(engine_submit(small, &req, NULL, &msg), BAR_ERR_RANGE);
+    assert_non_null(strstr(msg.text, "kv-mem"));
+    assert_non_null(strstr(msg.text, "192"));
+    free(big);
+    engine_destroy(small);
 }
 
 static void test_priority(void **state)
@@ -488,6 +647,8 @@ int main(void)
         cmocka_unit_test(test_stop_string),
         cmocka_unit_test(test_cancel_frees_slot),
         cmocka_unit_test(test_prefix_reuse),
+        cmocka_unit_test(test_prefix_cache_exact),
+        cmocka_unit_test(test_preemption),
         cmocka_unit_test(test_prefill_take),
         cmocka_unit_test(test_split_prefill_exact),
         cmocka_unit_test(test_priority),

@@ -415,6 +415,7 @@ static void test_exact_order_helpers(void **state)
     enum { N = 1100, NR = 5, SS = 64 * NR + 5 }; /* rows in 64-segments, gaps between */
     size_t nseg = (N + 63) / 64;
     uint16_t *a = malloc(nseg * SS * sizeof(uint16_t)), *b = malloc(N * sizeof(uint16_t));
+    uint16_t *scat = malloc(nseg * SS * sizeof(uint16_t));
     float *x = malloc(N * sizeof(float)), *y0 = malloc(N * sizeof(float)),
           *y1 = malloc(N * sizeof(float));
     static const int NS[] = {0, 1, 15, 16, 17, 63, 64, 65, 128, 192, 256, 1024, 1100};
@@ -451,6 +452,25 @@ static void test_exact_order_helpers(void **state)
                             fail_msg("%s dot_hh n=%d order=%d layout=%d: %.9g vs %.9g", vt->name, n,
                                      order, layout, got[0], ref[0]);
                     }
+                    if (layout) continue;
+                    /* the same segments through a table (the paged KV cache):
+                     * copied to scattered places, in reverse order */
+                    const uint16_t *tab[64];
+                    for (size_t g = 0; g < nseg; g++) {
+                        uint16_t *dst = scat + (nseg - 1 - g) * SS;
+                        memcpy(dst, a + g * SS, SS * sizeof(uint16_t));
+                        tab[g] = dst;
+                    }
+                    static const char *const ALL[] = {"scalar", "avx2", "avx512"};
+                    for (size_t l = 0; l < 3; l++) {
+                        const kern_vtable_t *vt = kern_vtable_for(ALL[l]);
+                        if (!vt) continue;
+                        memset(got, 0xff, sizeof got);
+                        vt->dot_hh_tab(tab, rs, nr, b, n, order, got);
+                        if (memcmp(got, ref, (size_t)nr * sizeof(float)))
+                            fail_msg("%s dot_hh_tab n=%d order=%d: %.9g vs %.9g", vt->name, n,
+                                     order, got[0], ref[0]);
+                    }
                 }
             }
         }
@@ -481,6 +501,7 @@ static void test_exact_order_helpers(void **state)
         }
     }
     free(a);
+    free(scat);
     free(b);
     free(x);
     free(y0);

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "api/openai.h"
@@ -179,6 +180,35 @@ static void test_bad_requests(void **st)
     }
 }
 
+/* cache_salt: a string of at most 256 bytes, kept as given */
+static void test_cache_salt(void **st)
+{
+    (void)st;
+    char body[1024], salt[300];
+    oai_req_t r;
+    oai_err_t e;
+    for (int n = 255; n <= 257; n++) {
+        memset(salt, 's', (size_t)n);
+        salt[n] = 0;
+        snprintf(body, sizeof body, "{\"prompt\":\"x\",\"cache_salt\":\"%s\"}", salt);
+        memset(&e, 0, sizeof e);
+        int rc = parse(&r, OAI_COMPLETION, body, &e);
+        if (n <= 256) {
+            assert_int_equal(rc, 0);
+            assert_string_equal(r.cache_salt, salt);
+        } else {
+            assert_int_equal(rc, -400);
+            assert_string_equal(e.param, "cache_salt");
+            assert_non_null(strstr(e.message, "256"));
+        }
+        oai_req_free(&r);
+    }
+    memset(&e, 0, sizeof e);
+    assert_int_equal(parse(&r, OAI_COMPLETION, "{\"prompt\":\"x\",\"cache_salt\":5}", &e), -400);
+    assert_string_equal(e.param, "cache_salt");
+    oai_req_free(&r);
+}
+
 static void test_json_string(void **st)
 {
     (void)st;
@@ -249,7 +279,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chat_ok),      cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_json_string),
-        cmocka_unit_test(test_format),
+        cmocka_unit_test(test_format),       cmocka_unit_test(test_cache_salt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

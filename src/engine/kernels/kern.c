@@ -193,6 +193,12 @@ void kern_dot_hh(const uint16_t *a, size_t row_stride, size_t seg_stride, int nr
     vt_get()->dot_hh(a, row_stride, seg_stride, nrows, b, n, order, out);
 }
 
+void kern_dot_hh_tab(const uint16_t *const *seg, size_t row_stride, int nrows, const uint16_t *b,
+                     int n, int order, float *out)
+{
+    vt_get()->dot_hh_tab(seg, row_stride, nrows, b, n, order, out);
+}
+
 void kern_expf(const float *x, float *y, int n)
 {
     vt_get()->expf_v(x, y, n);

@@ -80,6 +80,11 @@ enum { KERN_ORDER_TILE = 0, KERN_ORDER_VEC = 1, KERN_SEG = 64 };
 float kern_hsum16(const float v[16]);
 void kern_dot_hh(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
                  const uint16_t *b, int n, int order, float *out);
+/* kern_dot_hh with segments anywhere (the paged KV cache's blocks): row r's
+ * element i is at seg[i / 64][r * row_stride + i % 64]. Same bits as
+ * kern_dot_hh over the same values. */
+void kern_dot_hh_tab(const uint16_t *const *seg, size_t row_stride, int nrows, const uint16_t *b,
+                     int n, int order, float *out);
 
 /* out[r] = sum over i < n of rows[r][i] * b[i] for r < nrows: int8 x int8
  * dot products, exact in int32 (any int8 values, n <= 65536), so every level

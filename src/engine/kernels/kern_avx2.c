@@ -505,18 +505,15 @@ AI float hsum16(__m256 lo, __m256 hi)
     return hsum8(_mm256_add_ps(hi, lo));
 }
 
-/* element i of a segmented row (see kern_dot_hh) */
-AI const uint16_t *seg_at(const uint16_t *a, size_t ss, int i)
-{
-    return a + ((size_t)i >> 6) * ss + ((size_t)i & 63);
-}
+/* element i of a segmented row (see kern_dot_hh, kern_segs_t) */
+#define seg_at kern_seg_at
 
 /* TILE order, 2 rows at once (two independent chains per lane half) */
-AI void tile2(const uint16_t *a, size_t rs, size_t ss, const uint16_t *b, int n, float *out)
+AI void tile2(const kern_segs_t *s, size_t ro, size_t rs, const uint16_t *b, int n, float *out)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, t0 = s0, t1 = s0;
     for (int i = 0; i < n; i += 16) {
-        const uint16_t *p = seg_at(a, ss, i);
+        const uint16_t *p = seg_at(s, ro, i);
         __m256 b0 = ld_h8(b + i), b1 = ld_h8(b + i + 8);
         s0 = _mm256_fmadd_ps(ld_h8(p), b0, s0);
         s1 = _mm256_fmadd_ps(ld_h8(p + 8), b1, s1);
@@ -527,13 +524,13 @@ AI void tile2(const uint16_t *a, size_t rs, size_t ss, const uint16_t *b, int n,
     out[1] = hsum16(t0, t1);
 }
 
-static float dot_hh1(const uint16_t *a, size_t ss, const uint16_t *b, int n, int order)
+static float dot_hh1(const kern_segs_t *sg, size_t ro, const uint16_t *b, int n, int order)
 {
     if (order == KERN_ORDER_TILE && n % 16 == 0) {
         /* lane i (of 16) = fma chain over elements i, i + 16, ... */
         __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
         for (int i = 0; i < n; i += 16) {
-            const uint16_t *p = seg_at(a, ss, i);
+            const uint16_t *p = seg_at(sg, ro, i);
             s0 = _mm256_fmadd_ps(ld_h8(p), ld_h8(b + i), s0);
             s1 = _mm256_fmadd_ps(ld_h8(p + 8), ld_h8(b + i + 8), s1);
         }
@@ -546,7 +543,7 @@ static float dot_hh1(const uint16_t *a, size_t ss, const uint16_t *b, int n, int
     for (int j = 0; j < 4; j++)
         s[j][0] = s[j][1] = _mm256_setzero_ps();
     for (int i = 0; i < np; i += 64) {
-        const uint16_t *p = seg_at(a, ss, i);
+        const uint16_t *p = seg_at(sg, ro, i);
         for (int j = 0; j < 4; j++) {
             s[j][0] = _mm256_fmadd_ps(ld_h8(p + 16 * j), ld_h8(b + i + 16 * j), s[j][0]);
             s[j][1] = _mm256_fmadd_ps(ld_h8(p + 16 * j + 8), ld_h8(b + i + 16 * j + 8), s[j][1]);
@@ -556,19 +553,33 @@ static float dot_hh1(const uint16_t *a, size_t ss, const uint16_t *b, int n, int
     __m256 hi = _mm256_add_ps(_mm256_add_ps(s[0][1], s[2][1]), _mm256_add_ps(s[1][1], s[3][1]));
     double sum = (double)hsum16(lo, hi);
     for (int i = np; i < n; i++)
-        sum += (double)(_cvtsh_ss(*seg_at(a, ss, i)) * _cvtsh_ss(b[i]));
+        sum += (double)(_cvtsh_ss(*seg_at(sg, ro, i)) * _cvtsh_ss(b[i]));
     return (float)sum;
+}
+
+static void dot_hh_s(const kern_segs_t *s, size_t rs, int nrows, const uint16_t *b, int n,
+                     int order, float *out)
+{
+    int r = 0;
+    if (order == KERN_ORDER_TILE && n % 16 == 0)
+        for (; r + 2 <= nrows; r += 2)
+            tile2(s, (size_t)r * rs, rs, b, n, out + r);
+    for (; r < nrows; r++)
+        out[r] = dot_hh1(s, (size_t)r * rs, b, n, order);
 }
 
 static void dot_hh(const uint16_t *a, size_t rs, size_t ss, int nrows, const uint16_t *b, int n,
                    int order, float *out)
 {
-    int r = 0;
-    if (order == KERN_ORDER_TILE && n % 16 == 0)
-        for (; r + 2 <= nrows; r += 2)
-            tile2(a + (size_t)r * rs, rs, ss, b, n, out + r);
-    for (; r < nrows; r++)
-        out[r] = dot_hh1(a + (size_t)r * rs, ss, b, n, order);
+    kern_segs_t s = {a, ss, NULL};
+    dot_hh_s(&s, rs, nrows, b, n, order, out);
+}
+
+static void dot_hh_tab(const uint16_t *const *seg, size_t rs, int nrows, const uint16_t *b, int n,
+                       int order, float *out)
+{
+    kern_segs_t s = {NULL, 0, seg};
+    dot_hh_s(&s, rs, nrows, b, n, order, out);
 }
 
 /* 2^e for integer lanes e in [-126, 127] */
@@ -655,6 +666,7 @@ const kern_vtable_t kern_vtable_avx2 = {
                matmul_q5_1, matmul_q8_0},
     .dequant_row = KERN_SCALAR_DEQUANT_TABLE,
     .dot_hh = dot_hh,
+    .dot_hh_tab = dot_hh_tab,
     .expf_v = expf_v,
     .dot_i8 = dot_i8,
 };

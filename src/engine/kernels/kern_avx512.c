@@ -706,19 +706,16 @@ AI float hsum16(__m512 v)
     return _mm_cvtss_f32(_mm_add_ss(w, _mm_movehdup_ps(w)));
 }
 
-/* element i of a segmented row (see kern_dot_hh) */
-AI const uint16_t *seg_at(const uint16_t *a, size_t ss, int i)
-{
-    return a + ((size_t)i >> 6) * ss + ((size_t)i & 63);
-}
+/* element i of a segmented row (see kern_dot_hh, kern_segs_t) */
+#define seg_at kern_seg_at
 
 /* TILE order, 4 rows at once: four independent fma chains hide the latency
  * of the one chain per lane the order fixes. */
-AI void tile4(const uint16_t *a, size_t rs, size_t ss, const uint16_t *b, int n, float *out)
+AI void tile4(const kern_segs_t *s, size_t ro, size_t rs, const uint16_t *b, int n, float *out)
 {
     __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
     for (int i = 0; i < n; i += 16) {
-        const uint16_t *p = seg_at(a, ss, i);
+        const uint16_t *p = seg_at(s, ro, i);
         __m512 bv = ldh16(b + i);
         c0 = _mm512_fmadd_ps(ldh16(p), bv, c0);
         c1 = _mm512_fmadd_ps(ldh16(p + rs), bv, c1);
@@ -731,18 +728,18 @@ AI void tile4(const uint16_t *a, size_t rs, size_t ss, const uint16_t *b, int n,
     out[3] = hsum16(c3);
 }
 
-static float dot_hh1(const uint16_t *a, size_t ss, const uint16_t *b, int n, int order)
+static float dot_hh1(const kern_segs_t *s, size_t ro, const uint16_t *b, int n, int order)
 {
     if (order == KERN_ORDER_TILE && n % 16 == 0) {
         __m512 acc = _mm512_setzero_ps();
         for (int i = 0; i < n; i += 16)
-            acc = _mm512_fmadd_ps(ldh16(seg_at(a, ss, i)), ldh16(b + i), acc);
+            acc = _mm512_fmadd_ps(ldh16(seg_at(s, ro, i)), ldh16(b + i), acc);
         return hsum16(acc);
     }
     int np = n & ~63;
     __m512 c0 = _mm512_setzero_ps(), c1 = c0, c2 = c0, c3 = c0;
     for (int i = 0; i < np; i += 64) {
-        const uint16_t *p = seg_at(a, ss, i);
+        const uint16_t *p = seg_at(s, ro, i);
         c0 = _mm512_fmadd_ps(ldh16(p), ldh16(b + i), c0);
         c1 = _mm512_fmadd_ps(ldh16(p + 16), ldh16(b + i + 16), c1);
         c2 = _mm512_fmadd_ps(ldh16(p + 32), ldh16(b + i + 32), c2);
@@ -750,19 +747,33 @@ static float dot_hh1(const uint16_t *a, size_t ss, const uint16_t *b, int n, int
     }
     double sum = (double)hsum16(_mm512_add_ps(_mm512_add_ps(c0, c2), _mm512_add_ps(c1, c3)));
     for (int i = np; i < n; i++)
-        sum += (double)(_cvtsh_ss(*seg_at(a, ss, i)) * _cvtsh_ss(b[i]));
+        sum += (double)(_cvtsh_ss(*seg_at(s, ro, i)) * _cvtsh_ss(b[i]));
     return (float)sum;
+}
+
+static void dot_hh_s(const kern_segs_t *s, size_t rs, int nrows, const uint16_t *b, int n,
+                     int order, float *out)
+{
+    int r = 0;
+    if (order == KERN_ORDER_TILE && n % 16 == 0)
+        for (; r + 4 <= nrows; r += 4)
+            tile4(s, (size_t)r * rs, rs, b, n, out + r);
+    for (; r < nrows; r++)
+        out[r] = dot_hh1(s, (size_t)r * rs, b, n, order);
 }
 
 static void dot_hh(const uint16_t *a, size_t rs, size_t ss, int nrows, const uint16_t *b, int n,
                    int order, float *out)
 {
-    int r = 0;
-    if (order == KERN_ORDER_TILE && n % 16 == 0)
-        for (; r + 4 <= nrows; r += 4)
-            tile4(a + (size_t)r * rs, rs, ss, b, n, out + r);
-    for (; r < nrows; r++)
-        out[r] = dot_hh1(a + (size_t)r * rs, ss, b, n, order);
+    kern_segs_t s = {a, ss, NULL};
+    dot_hh_s(&s, rs, nrows, b, n, order, out);
+}
+
+static void dot_hh_tab(const uint16_t *const *seg, size_t rs, int nrows, const uint16_t *b, int n,
+                       int order, float *out)
+{
+    kern_segs_t s = {NULL, 0, seg};
+    dot_hh_s(&s, rs, nrows, b, n, order, out);
 }
 
 /* llama.cpp's ggml_v_expf (AVX-512): exp(x) = 2^n (1 + b p(b)), n = round(x
@@ -837,6 +848,7 @@ const kern_vtable_t kern_vtable_avx512 = {
                matmul_q5_1, matmul_q8_0},
     .dequant_row = KERN_SCALAR_DEQUANT_TABLE,
     .dot_hh = dot_hh,
+    .dot_hh_tab = dot_hh_tab,
     .expf_v = expf_v,
     .dot_i8 = dot_i8,
 };

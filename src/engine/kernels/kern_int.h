@@ -40,6 +40,8 @@ typedef struct {
     kern_dequant_fn dequant_row[KT_COUNT];
     void (*dot_hh)(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
                    const uint16_t *b, int n, int order, float *out);
+    void (*dot_hh_tab)(const uint16_t *const *seg, size_t row_stride, int nrows, const uint16_t *b,
+                       int n, int order, float *out);
     void (*expf_v)(const float *x, float *y, int n);
     void (*dot_i8)(const int8_t *const *rows, int nrows, const int8_t *b, int n, int32_t *out);
 } kern_vtable_t;
@@ -65,11 +67,27 @@ void kern_scalar_dequant_q5_0(const void *row, float *out, int n);
 void kern_scalar_dequant_q5_1(const void *row, float *out, int n);
 void kern_scalar_dequant_q8_0(const void *row, float *out, int n);
 /* Exact-order helpers; SIMD levels use them for their tails. */
-/* one row of kern_dot_hh (element i at a[(i / 64) * seg_stride + i % 64]) */
-float kern_scalar_dot_hh1(const uint16_t *a, size_t seg_stride, const uint16_t *b, int n,
-                          int order);
+/* Where the segments of kern_dot_hh's rows are: at a fixed stride from `a`
+ * (tab == NULL) or at tab[k] (kern_dot_hh_tab). Element i of the row at
+ * offset ro is kern_seg_at(s, ro, i)[0]. */
+typedef struct {
+    const uint16_t *a;
+    size_t ss;
+    const uint16_t *const *tab;
+} kern_segs_t;
+
+static inline const uint16_t *kern_seg_at(const kern_segs_t *s, size_t ro, int i)
+{
+    const uint16_t *base = s->tab ? s->tab[i >> 6] : s->a + ((size_t)i >> 6) * s->ss;
+    return base + ro + ((size_t)i & 63);
+}
+
+/* one row of kern_dot_hh: the row at offset ro */
+float kern_scalar_dot_hh1(const kern_segs_t *s, size_t ro, const uint16_t *b, int n, int order);
 void kern_scalar_dot_hh(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
                         const uint16_t *b, int n, int order, float *out);
+void kern_scalar_dot_hh_tab(const uint16_t *const *seg, size_t row_stride, int nrows,
+                            const uint16_t *b, int n, int order, float *out);
 /* llama.cpp's AVX-512 expf (ggml_v_expf) for one value; SIMD tails use it. */
 float kern_scalar_expf1(float x);
 /* sum of a[i] * b[i] over i < n, int32; SIMD levels use it for their tails. */

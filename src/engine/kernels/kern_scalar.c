@@ -330,15 +330,15 @@ void kern_scalar_dequant_q8_0(const void *row, float *out, int n)
 /* ---- float helpers ------------------------------------------------------ */
 
 /* fp16 . fp16 in llama.cpp's two orders (see kern.h, kern_dot_hh). */
-#define SEG(a, ss, i) ((a)[((size_t)(i) / 64) * (ss) + (size_t)(i) % 64])
+#define SEG(s, ro, i) (*kern_seg_at((s), (ro), (i)))
 
-float kern_scalar_dot_hh1(const uint16_t *a, size_t ss, const uint16_t *b, int n, int order)
+float kern_scalar_dot_hh1(const kern_segs_t *s, size_t ro, const uint16_t *b, int n, int order)
 {
     if (order == KERN_ORDER_TILE && n % 16 == 0) {
         float acc[16] = {0};
         for (int l = 0; l < n; l += 16)
             for (int i = 0; i < 16; i++)
-                acc[i] = fmaf(fp16_to_f32(SEG(a, ss, l + i)), fp16_to_f32(b[l + i]), acc[i]);
+                acc[i] = fmaf(fp16_to_f32(SEG(s, ro, l + i)), fp16_to_f32(b[l + i]), acc[i]);
         return kern_hsum16(acc);
     }
     int np = n & ~63;
@@ -347,22 +347,31 @@ float kern_scalar_dot_hh1(const uint16_t *a, size_t ss, const uint16_t *b, int n
         for (int j = 0; j < 4; j++)
             for (int i = 0; i < 16; i++) {
                 int e = l + 16 * j + i;
-                acc[j][i] = fmaf(fp16_to_f32(SEG(a, ss, e)), fp16_to_f32(b[e]), acc[j][i]);
+                acc[j][i] = fmaf(fp16_to_f32(SEG(s, ro, e)), fp16_to_f32(b[e]), acc[j][i]);
             }
     float x[16];
     for (int i = 0; i < 16; i++)
         x[i] = (acc[0][i] + acc[2][i]) + (acc[1][i] + acc[3][i]);
     double sum = (double)kern_hsum16(x);
     for (int l = np; l < n; l++)
-        sum += (double)(fp16_to_f32(SEG(a, ss, l)) * fp16_to_f32(b[l]));
+        sum += (double)(fp16_to_f32(SEG(s, ro, l)) * fp16_to_f32(b[l]));
     return (float)sum;
 }
 
 void kern_scalar_dot_hh(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
                         const uint16_t *b, int n, int order, float *out)
 {
+    kern_segs_t s = {a, seg_stride, NULL};
     for (int r = 0; r < nrows; r++)
-        out[r] = kern_scalar_dot_hh1(a + (size_t)r * row_stride, seg_stride, b, n, order);
+        out[r] = kern_scalar_dot_hh1(&s, (size_t)r * row_stride, b, n, order);
+}
+
+void kern_scalar_dot_hh_tab(const uint16_t *const *seg, size_t row_stride, int nrows,
+                            const uint16_t *b, int n, int order, float *out)
+{
+    kern_segs_t s = {NULL, 0, seg};
+    for (int r = 0; r < nrows; r++)
+        out[r] = kern_scalar_dot_hh1(&s, (size_t)r * row_stride, b, n, order);
 }
 
 float kern_scalar_expf1(float x)
@@ -404,6 +413,7 @@ const kern_vtable_t kern_vtable_scalar = {
                matmul_q5_1, matmul_q8_0},
     .dequant_row = KERN_SCALAR_DEQUANT_TABLE,
     .dot_hh = kern_scalar_dot_hh,
+    .dot_hh_tab = kern_scalar_dot_hh_tab,
     .expf_v = kern_scalar_expf_v,
     .dot_i8 = dot_i8,
 };
