@@ -487,6 +487,52 @@ static void test_exact_order_helpers(void **state)
     free(y1);
 }
 
+/* int8 dots: every level equals the scalar sums (and a handwritten fact) for
+ * lengths around the SIMD steps, extreme values (-128, 127) included. */
+static void test_dot_i8_levels(void **state)
+{
+    (void)state;
+    enum { R = 7, NMAX = 1100 };
+    static int8_t a[R][NMAX + 1], b[NMAX + 1];
+    const int8_t *rows[R];
+    int32_t want[R], got[R];
+    /* fact: all -128 x all -128 over 384 = 384 * 16384 */
+    memset(a[0], 0x80, 384);
+    memset(b, 0x80, 384);
+    rows[0] = a[0];
+    kern_dot_i8(rows, 1, b, 384, got);
+    assert_int_equal(got[0], 384 * 16384);
+    const int ns[] = {1, 15, 16, 31, 32, 63, 64, 65, 127, 128, 129, 384, 385, 768, 1100};
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        int n = ns[t];
+        for (int r = 0; r < R; r++) {
+            /* odd offsets: no alignment assumed */
+            rows[r] = a[r] + (r & 1);
+            for (int i = 0; i < n; i++)
+                a[r][i + (r & 1)] =
+                    (int8_t)(r == 2 ? (i & 1 ? 127 : -128) : (int)(rnd_u32() & 0xff) - 128);
+        }
+        for (int i = 0; i < n; i++)
+            b[i] = (int8_t)((int)(rnd_u32() & 0xff) - 128);
+        kern_vtable_scalar.dot_i8(rows, R, b, n, want);
+        for (int r = 0; r < R; r++) {
+            int64_t s = 0;
+            for (int i = 0; i < n; i++)
+                s += (int64_t)rows[r][i] * b[i];
+            assert_int_equal(want[r], s);
+        }
+        for (size_t l = 0; l < sizeof LEVELS / sizeof LEVELS[0]; l++) {
+            const kern_vtable_t *vt = kern_vtable_for(LEVELS[l]);
+            if (!vt) continue;
+            memset(got, 0, sizeof got);
+            vt->dot_i8(rows, R, b, n, got);
+            assert_memory_equal(got, want, sizeof want);
+        }
+        kern_dot_i8(rows, R, b, n, got);
+        assert_memory_equal(got, want, sizeof want);
+    }
+}
+
 static void test_public_api(void **state)
 {
     (void)state;
@@ -528,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_q4_1_dot_fact),       cmocka_unit_test(test_quantize_act),
         cmocka_unit_test(test_matmul_levels),       cmocka_unit_test(test_matmul_float_odd_n),
         cmocka_unit_test(test_exact_order_helpers), cmocka_unit_test(test_public_api),
+        cmocka_unit_test(test_dot_i8_levels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -197,3 +197,9 @@ void kern_expf(const float *x, float *y, int n)
 {
     vt_get()->expf_v(x, y, n);
 }
+
+void kern_dot_i8(const int8_t *const *rows, int nrows, const int8_t *b, int n, int32_t *out)
+{
+    if (nrows <= 0) return;
+    vt_get()->dot_i8(rows, nrows, b, n, out);
+}

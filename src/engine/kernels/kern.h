@@ -15,6 +15,7 @@
 #define BARISTA_ENGINE_KERNELS_KERN_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "engine/gguf.h" /* ggml_type_t */
 
@@ -79,6 +80,13 @@ enum { KERN_ORDER_TILE = 0, KERN_ORDER_VEC = 1, KERN_SEG = 64 };
 float kern_hsum16(const float v[16]);
 void kern_dot_hh(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
                  const uint16_t *b, int n, int order, float *out);
+
+/* out[r] = sum over i < n of rows[r][i] * b[i] for r < nrows: int8 x int8
+ * dot products, exact in int32 (any int8 values, n <= 65536), so every level
+ * gives the same result. Rows are separate pointers (graph neighbours are
+ * scattered); each row and b hold n bytes, any alignment. The vector index's
+ * scan (cache/vindex.c). */
+void kern_dot_i8(const int8_t *const *rows, int nrows, const int8_t *b, int n, int32_t *out);
 
 /* y[i] = exp(x[i]) as llama.cpp's AVX-512 ggml_v_expf computes it (a
  * polynomial, not libm; exp of -inf is 0). y may equal x. */

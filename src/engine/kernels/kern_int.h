@@ -41,6 +41,7 @@ typedef struct {
     void (*dot_hh)(const uint16_t *a, size_t row_stride, size_t seg_stride, int nrows,
                    const uint16_t *b, int n, int order, float *out);
     void (*expf_v)(const float *x, float *y, int n);
+    void (*dot_i8)(const int8_t *const *rows, int nrows, const int8_t *b, int n, int32_t *out);
 } kern_vtable_t;
 
 extern const kern_vtable_t kern_vtable_scalar;
@@ -71,6 +72,8 @@ void kern_scalar_dot_hh(const uint16_t *a, size_t row_stride, size_t seg_stride,
                         const uint16_t *b, int n, int order, float *out);
 /* llama.cpp's AVX-512 expf (ggml_v_expf) for one value; SIMD tails use it. */
 float kern_scalar_expf1(float x);
+/* sum of a[i] * b[i] over i < n, int32; SIMD levels use it for their tails. */
+int32_t kern_scalar_dot_i8_1(const int8_t *a, const int8_t *b, int n);
 void kern_scalar_expf_v(const float *x, float *y, int n);
 /* The fixed fold of 8 float lanes the quantized dots end with:
  * ((a4+a0)+(a6+a2)) + ((a5+a1)+(a7+a3)); kern_hsum16 is in kern.h. */

@@ -383,6 +383,20 @@ void kern_scalar_expf_v(const float *x, float *y, int n)
         y[i] = kern_scalar_expf1(x[i]);
 }
 
+int32_t kern_scalar_dot_i8_1(const int8_t *a, const int8_t *b, int n)
+{
+    int32_t s = 0;
+    for (int i = 0; i < n; i++)
+        s += (int32_t)a[i] * b[i];
+    return s;
+}
+
+static void dot_i8(const int8_t *const *rows, int nrows, const int8_t *b, int n, int32_t *out)
+{
+    for (int r = 0; r < nrows; r++)
+        out[r] = kern_scalar_dot_i8_1(rows[r], b, n);
+}
+
 const kern_vtable_t kern_vtable_scalar = {
     .name = "scalar",
     .quantize_act = quantize_act,
@@ -391,4 +405,5 @@ const kern_vtable_t kern_vtable_scalar = {
     .dequant_row = KERN_SCALAR_DEQUANT_TABLE,
     .dot_hh = kern_scalar_dot_hh,
     .expf_v = kern_scalar_expf_v,
+    .dot_i8 = dot_i8,
 };
