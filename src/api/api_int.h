@@ -21,6 +21,14 @@
 
 typedef struct gen gen_t;
 typedef struct client client_t;
+typedef struct embed_job embed_job_t;
+
+/* /v1/embeddings counters (written by embed_job.c only). */
+typedef struct {
+    uint64_t requests, failed, cancelled; /* answered 200 / answered with an error / cancelled */
+    uint64_t inputs, tokens;              /* of answered requests */
+    uint64_t cache_hits, cache_misses;    /* inputs served by the backend's feature cache */
+} api_embed_stats_t;
 
 /* One served model: a name requests route by, its settings, its backend. */
 typedef struct {
@@ -28,6 +36,7 @@ typedef struct {
     backend_t *bk;                      /* NULL while loading */
     char digest[CACHE_KEY_HEX_LEN + 1]; /* weights digest: part of every cache key */
     int n_ctx;
+    int embed_dim; /* embedding models: vector size once known, else 0 */
     long created;
 } api_model_t;
 
@@ -38,7 +47,8 @@ struct api {
     api_model_t *models;
     int n_models;
     int default_idx;
-    int n_ready; /* models with a backend */
+    int embed_idx; /* the default embedding model, -1: none */
+    int n_ready;   /* models with a backend */
     long created;
     obs_metrics_t *metrics;
     srv_t *srv;
@@ -50,12 +60,20 @@ struct api {
     int closed;
     uint64_t rng; /* response ids */
     api_cache_t *cache;
+    embed_job_t *embeds; /* /v1/embeddings requests waiting for their backend */
+    int n_embeds;
+    api_embed_stats_t emb;
 };
 
 /* ---- models.c ---- */
 
-/* The model a request names ("" and "default" → the default), or NULL. */
+/* The model a request names ("" and "default" → the default chat model), or
+ * NULL. Any mode: the caller checks cfg.mode. */
 api_model_t *api_model_find(api_t *a, const char *name);
+
+/* The same for /v1/embeddings: "" and "default" → the default embedding
+ * model (NULL when none is served); other names as api_model_find. */
+api_model_t *api_model_find_embedding(api_t *a, const char *name);
 
 /* The sampling values actually used: the request's, the model's defaults for
  * what it left out, OpenAI's for the rest. */
@@ -70,6 +88,15 @@ int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_
 
 /* POST /v1/chat/completions and /v1/completions. */
 void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind);
+
+/* ---- embed_job.c ---- */
+
+/* POST /v1/embeddings. */
+void embed_handle(api_t *a, srv_req_t *r);
+/* Cancel every embeddings request still waiting (503 to each): shutdown. */
+void embed_cancel_all(api_t *a);
+/* The embeddings and feature-cache counters in Prometheus text. */
+void embed_metrics(const api_t *a, buf_t *b);
 
 /* ---- gen.c: one HTTP request waiting for a generation ---- */
 

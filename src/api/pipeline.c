@@ -149,8 +149,13 @@ static int stage_model(client_t *c)
 {
     api_t *a = c->a;
     c->m = api_model_find(a, c->q.model);
-    if (c->m) return 0;
     oai_err_t e;
+    if (c->m && c->m->cfg.mode == MODEL_MODE_EMBEDDING) {
+        oai_err(&e, 400, "invalid_request_error", "invalid_model", "model",
+                "The model '%s' is an embedding model: use POST /v1/embeddings.", c->q.model);
+        return answer_error(c, &e);
+    }
+    if (c->m) return 0;
     char names[512];
     size_t n = 0;
     names[0] = '\0';

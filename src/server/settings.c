@@ -22,6 +22,14 @@ static const cfg_opt_t table[] = {
      CFG_NO_ENV},
     {"model-id", 0, STR(model_id), "", 0, 0, "NAME",
      "model id served by /v1/models [default the file name without .gguf]", 0},
+    {"embedding-model", 0, STR(embedding_model), "auto", 0, 0, "[NAME=]PATH|auto|none",
+     "embedding model folder (sentence-transformers layout: model.safetensors, tokenizer, "
+     "config) served on POST /v1/embeddings as NAME (default: the folder name); auto = the "
+     "fetched all-MiniLM-L6-v2 when present (unless --models lists one); none or "
+     "--no-embedding-model = no embedding model",
+     CFG_NO_NONE},
+    {"embedding-cache-entries", 0, INT(embedding_cache_entries), "10000", 0, 100000000, "N",
+     "feature cache of the embedding model: recent texts whose vectors are kept (0 = off)", 0},
     {"config", 'c', STR(config), "", 0, 0, "FILE", "config file of 'name = value' lines",
      CFG_NO_FILE},
     {"threads", 't', INT(threads), "0", 0, 1024, "N", "matmul threads (0 = number of cores)", 0},

@@ -12,13 +12,15 @@
 typedef struct {
     char host[256];
     long long port;
-    char model[16384];  /* "[NAME=]PATH" lines; "" = the fetched default model */
-    char models[4096];  /* YAML model list file, "" = none */
-    char model_id[256]; /* "" = the model file's basename */
-    char config[4096];  /* config file path (flag or env only) */
-    long long threads;  /* 0 = number of cores */
-    long long ctx;      /* 0 = the model's, capped by the engine */
-    long long parallel; /* sequences decoded together */
+    char model[16384];                 /* "[NAME=]PATH" lines; "" = the fetched default model */
+    char models[4096];                 /* YAML model list file, "" = none */
+    char model_id[256];                /* "" = the model file's basename */
+    char embedding_model[4096];        /* "[NAME=]PATH" | "auto" | "none" */
+    long long embedding_cache_entries; /* feature cache: texts whose vectors are kept */
+    char config[4096];                 /* config file path (flag or env only) */
+    long long threads;                 /* 0 = number of cores */
+    long long ctx;                     /* 0 = the model's, capped by the engine */
+    long long parallel;                /* sequences decoded together */
     long long max_body_bytes;
     long long max_header_bytes;
     long long max_connections;

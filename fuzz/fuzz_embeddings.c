@@ -1,0 +1,70 @@
+/* fuzz_embeddings.c — libFuzzer target for the /v1/embeddings schema and
+ * response writer (src/api/embeddings.c).
+ *
+ * The input is a request body. A rejected body must give a 4xx/5xx with a
+ * message and a param-named error whose body is valid JSON; an accepted one
+ * is checked for its invariants (1..2048 inputs, none empty, lengths equal
+ * to the strings, token ids >= 0, counts adding up) and a fake vector per
+ * input goes through both encodings, whose output must parse back as JSON
+ * with one row per input. Not for: anything but fuzzing. */
+#include <cjson/cJSON.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/embeddings.h"
+
+static void must_parse(const char *p, size_t n, int rows)
+{
+    cJSON *j = cJSON_ParseWithLength(p, n);
+    if (!j) abort();
+    if (rows >= 0 && cJSON_GetArraySize(cJSON_GetObjectItem(j, "data")) != rows) abort();
+    cJSON_Delete(j);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    cJSON *root = NULL;
+    oai_err_t e;
+    memset(&e, 0, sizeof e);
+    emb_req_t r;
+    memset(&r, 0, sizeof r);
+    buf_t b = {0};
+    int rc = oai_parse_json((const char *)data, size, &root, &e);
+    if (rc == 0) rc = emb_parse(&r, root, &e);
+    if (rc < 0) {
+        if (e.status < 400 || e.status > 599 || !e.message[0] || rc != -e.status) abort();
+        oai_error_body(&b, &e);
+        must_parse(b.p, b.n, -1);
+    } else {
+        if (r.n < 1 || r.n > EMB_MAX_INPUTS) abort();
+        size_t total = 0;
+        for (int i = 0; i < r.n; i++) {
+            if (r.is_tokens) {
+                if (!r.n_ids[i]) abort();
+                for (size_t k = 0; k < r.n_ids[i]; k++)
+                    if (r.ids[i][k] < 0) abort();
+                total += r.n_ids[i];
+            } else {
+                if (!r.lens[i] || strlen(r.texts[i]) != r.lens[i]) abort();
+                total += r.lens[i];
+            }
+        }
+        if (total != r.n_bytes) abort();
+        const int dim = 3;
+        float *v = malloc((size_t)r.n * dim * sizeof *v);
+        if (!v) abort();
+        for (int i = 0; i < r.n * dim; i++)
+            v[i] = (float)(i % 7) - 3.5f;
+        for (int enc = 0; enc < 2; enc++) {
+            buf_clear(&b);
+            if (emb_format_response(&b, r.model, v, r.n, dim, enc, (long long)total)) abort();
+            must_parse(b.p, b.n, r.n);
+        }
+        free(v);
+    }
+    buf_free(&b);
+    emb_req_free(&r);
+    cJSON_Delete(root);
+    return 0;
+}
