@@ -21,6 +21,22 @@
 
 typedef struct gen gen_t;
 typedef struct client client_t;
+
+/* A request's use of the semantic tier (api_semantic.c). */
+typedef struct api_sem {
+    char *text; /* the embedded query text (chat: last user message; completions: prompt) */
+    size_t text_len;
+    uint64_t part;  /* semantic_partition of everything else that shapes the answer */
+    double min_sim; /* the threshold for this request (cosine similarity) */
+    int lookup;     /* read (not Cache-Control: no-cache) */
+    int store;      /* write (not no-store) */
+    float *vec;     /* the query's embedding once computed, dim floats */
+    int dim;
+    backend_t *bk; /* the embedding job while pending */
+    uint64_t job;
+    int pending;
+    void (*done)(client_t *c, int ok);
+} api_sem_t;
 typedef struct embed_job embed_job_t;
 
 /* /v1/embeddings counters (written by embed_job.c only). */
@@ -98,6 +114,23 @@ void embed_cancel_all(api_t *a);
 /* The embeddings and feature-cache counters in Prometheus text. */
 void embed_metrics(const api_t *a, buf_t *b);
 
+/* ---- api_semantic.c ---- */
+
+/* Decide whether c (cacheable, keyed) uses the semantic tier and set c->sem
+ * (the query text and the partition, made from the body root with the query
+ * taken out, keyed like in). 0 (c->sem may stay NULL), or -1 with e: a bad
+ * X-Semantic-Cache header (400). */
+int api_sem_prepare(client_t *c, const cJSON *root, const api_cache_keyin_t *in, oai_err_t *e);
+/* Embed c's query on the embedding backend: 1 started (done(c, ok) comes
+ * later on the loop, unless api_sem_cancel), 0 not (go on without). */
+int api_sem_embed(client_t *c, void (*done)(client_t *c, int ok));
+/* The client left: cancel a pending embedding (done never comes). */
+void api_sem_cancel(client_t *c);
+/* Store the finished reply of request q (already in the exact tiers) in the
+ * semantic tier. */
+void api_sem_store(api_t *a, const api_cache_req_t *q, const api_sem_t *s);
+void api_sem_free(api_sem_t *s);
+
 /* ---- gen.c: one HTTP request waiting for a generation ---- */
 
 struct client {
@@ -114,6 +147,10 @@ struct client {
     api_cache_req_t cq;
     const char *xcache; /* "MISS" | "COALESCED" | "BYPASS"; NULL: cache off */
     cache_walk_t *walk; /* pending tier lookup */
+    api_sem_t *sem;     /* the semantic tier's part of this request, NULL: not used */
+    int sem_hit;        /* answered from the semantic tier with similarity sem_sim */
+    float sem_sim;
+    cache_key_t sem_key; /* the semantic candidate being fetched from the exact tiers */
     double deadline;    /* absolute monotonic seconds, 0 = none */
     double t0;          /* when the request arrived */
     uv_timer_t timer;   /* the deadline (when deadline > 0) */
