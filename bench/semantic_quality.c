@@ -165,9 +165,8 @@ static int run_mock(pair_t *p, int n, const float *emb, int dim, const semantic_
                 float sim = dot(qv, emb + (size_t)(2 * s) * dim, dim);
                 if (sim < MT[t]) continue;
                 if (sim > bs) bs = sim, best = s;
-                if (sim > gbs &&
-                    semantic_guard_check(g, p[s].a, strlen(p[s].a), p[q].b, strlen(p[q].b)) ==
-                        SEMANTIC_GUARD_PASS)
+                if (sim > gbs && semantic_guard_check(g, p[s].a, strlen(p[s].a), p[q].b,
+                                                      strlen(p[q].b)) == SEMANTIC_GUARD_PASS)
                     gbs = sim, gbest = s;
             }
             int r[2] = {best, gbest};

@@ -151,9 +151,9 @@ struct client {
     int sem_hit;        /* answered from the semantic tier with similarity sem_sim */
     float sem_sim;
     cache_key_t sem_key; /* the semantic candidate being fetched from the exact tiers */
-    double deadline;    /* absolute monotonic seconds, 0 = none */
-    double t0;          /* when the request arrived */
-    uv_timer_t timer;   /* the deadline (when deadline > 0) */
+    double deadline;     /* absolute monotonic seconds, 0 = none */
+    double t0;           /* when the request arrived */
+    uv_timer_t timer;    /* the deadline (when deadline > 0) */
     int timer_on;
     oai_resp_t resp;
     char id[48];

@@ -99,7 +99,7 @@ int api_sem_prepare(client_t *c, const cJSON *root, const api_cache_keyin_t *in,
         cJSON_Delete(dup);
         return 0;
     }
-    cache_key_ctx_t kc = {in->endpoint, in->model, in->digest, "", 0,
+    cache_key_ctx_t kc = {in->endpoint, in->model, in->digest,   "", 0,
                           in->skip,     in->extra, in->extra_len};
     cache_key_t pk;
     bar_msg_t m = {{0}};
@@ -175,7 +175,7 @@ void api_sem_store(api_t *a, const api_cache_req_t *q, const api_sem_t *s)
     if (!st) return;
     int64_t now = api_cache_now_ms();
     uint64_t ttl = api_cache_ttl_ms(a->cache, q);
-    semantic_put_t p = {q->key, q->ns, s->part, s->vec, s->text, s->text_len,
-                        ttl ? now + (int64_t)ttl : 0};
+    semantic_put_t p = {
+        q->key, q->ns, s->part, s->vec, s->text, s->text_len, ttl ? now + (int64_t)ttl : 0};
     semantic_put(st, &p, now);
 }

@@ -56,13 +56,13 @@ uint64_t semantic_partition(const void *bytes, size_t n);
 
 /* One entry to store. Everything is copied. */
 typedef struct {
-    cache_key_t key;     /* the exact key of the stored reply */
-    uint64_t ns;         /* tenant namespace hash (cache_ns_hash) */
-    uint64_t part;       /* semantic_partition of the context */
-    const float *vec;    /* dim floats, any non-zero norm (normalised inside) */
-    const char *text;    /* the embedded query text (for the guard) */
-    size_t text_len;     /* cut to SEMANTIC_TEXT_MAX bytes */
-    int64_t expires_ms;  /* unix ms; 0 = never */
+    cache_key_t key;    /* the exact key of the stored reply */
+    uint64_t ns;        /* tenant namespace hash (cache_ns_hash) */
+    uint64_t part;      /* semantic_partition of the context */
+    const float *vec;   /* dim floats, any non-zero norm (normalised inside) */
+    const char *text;   /* the embedded query text (for the guard) */
+    size_t text_len;    /* cut to SEMANTIC_TEXT_MAX bytes */
+    int64_t expires_ms; /* unix ms; 0 = never */
 } semantic_put_t;
 
 #define SEMANTIC_TEXT_MAX 4096
@@ -73,10 +73,10 @@ int semantic_put(semantic_t *s, const semantic_put_t *e, int64_t now_ms);
 
 /* A lookup's answer. */
 typedef struct {
-    cache_key_t key; /* the reply to serve (hit) */
-    float sim;       /* its cosine similarity with the query */
-    float best_sim;  /* the best similarity seen, hit or not (-2: no candidate) */
-    int refused;     /* candidates >= threshold the guard refused */
+    cache_key_t key;              /* the reply to serve (hit) */
+    float sim;                    /* its cosine similarity with the query */
+    float best_sim;               /* the best similarity seen, hit or not (-2: no candidate) */
+    int refused;                  /* candidates >= threshold the guard refused */
     semantic_guard_verdict_t why; /* the first refusal's reason */
 } semantic_hit_t;
 

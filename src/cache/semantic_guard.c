@@ -59,39 +59,47 @@ static int in_list(const char *w, size_t n, const char *const *list)
 }
 
 static const char *const STOP[] = {
-    "a", "an", "the", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does",
-    "did", "doing", "done", "have", "has", "had", "having", "i", "me", "my", "mine", "myself",
-    "you", "your", "yours", "we", "us", "our", "he", "him", "his", "she", "her", "it", "its",
-    "they", "them", "their", "this", "that", "these", "those", "what", "which", "who", "whom",
-    "whose", "when", "where", "why", "how", "of", "in", "on", "at", "to", "for", "from", "by",
-    "with", "about", "into", "onto", "as", "and", "or", "but", "if", "so", "than", "then",
-    "there", "here", "can", "could", "would", "should", "will", "shall", "may", "might", "must",
-    "some", "any", "all", "each", "every", "very", "too", "also", "just", "only", "more",
-    "most", "much", "many", "such", "own", "same", "other", "another", "one", "ones", "thing",
-    "things", "way", "ways", "get", "got", "getting", "make", "makes", "good", "best", "better",
-    "really", "actually", "possible", "someone", "something", "anyone", "anything", "people",
-    "person", "use", "using", "used", "like", "know", "want", "need", "go", "going", "s", "t",
-    "ever", "still", "even", "up", "out", "over", "after", "before", "between", "through",
-    "quora", "please", "tell", "explain", "mean", "means", "meaning", "example", "examples",
-    NULL,
+    "a",        "an",      "the",       "is",      "are",      "was",    "were",   "be",
+    "been",     "being",   "am",        "do",      "does",     "did",    "doing",  "done",
+    "have",     "has",     "had",       "having",  "i",        "me",     "my",     "mine",
+    "myself",   "you",     "your",      "yours",   "we",       "us",     "our",    "he",
+    "him",      "his",     "she",       "her",     "it",       "its",    "they",   "them",
+    "their",    "this",    "that",      "these",   "those",    "what",   "which",  "who",
+    "whom",     "whose",   "when",      "where",   "why",      "how",    "of",     "in",
+    "on",       "at",      "to",        "for",     "from",     "by",     "with",   "about",
+    "into",     "onto",    "as",        "and",     "or",       "but",    "if",     "so",
+    "than",     "then",    "there",     "here",    "can",      "could",  "would",  "should",
+    "will",     "shall",   "may",       "might",   "must",     "some",   "any",    "all",
+    "each",     "every",   "very",      "too",     "also",     "just",   "only",   "more",
+    "most",     "much",    "many",      "such",    "own",      "same",   "other",  "another",
+    "one",      "ones",    "thing",     "things",  "way",      "ways",   "get",    "got",
+    "getting",  "make",    "makes",     "good",    "best",     "better", "really", "actually",
+    "possible", "someone", "something", "anyone",  "anything", "people", "person", "use",
+    "using",    "used",    "like",      "know",    "want",     "need",   "go",     "going",
+    "s",        "t",       "ever",      "still",   "even",     "up",     "out",    "over",
+    "after",    "before",  "between",   "through", "quora",    "please", "tell",   "explain",
+    "mean",     "means",   "meaning",   "example", "examples", NULL,
 };
 
 /* Present in one text only, they turn an answer round. */
 static const char *const NEG[] = {
-    "not", "no", "never", "without", "nothing", "none", "nobody", "neither", "nor", "cannot",
-    "cant", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "couldnt", "wouldnt",
-    "shouldnt", "wont", "hasnt", "havent", "hadnt", "aint", "mustnt", NULL,
+    "not",     "no",    "never",  "without", "nothing", "none",    "nobody",
+    "neither", "nor",   "cannot", "cant",    "dont",    "doesnt",  "didnt",
+    "isnt",    "arent", "wasnt",  "werent",  "couldnt", "wouldnt", "shouldnt",
+    "wont",    "hasnt", "havent", "hadnt",   "aint",    "mustnt",  NULL,
 };
 
 /* Number words and the digits they stand for. */
 static const char *const NUMW[] = {
-    "two", "2", "three", "3", "four", "4", "five", "5", "six", "6", "seven", "7", "eight", "8",
-    "nine", "9", "ten", "10", "eleven", "11", "twelve", "12", "thirteen", "13", "fourteen",
-    "14", "fifteen", "15", "sixteen", "16", "seventeen", "17", "eighteen", "18", "nineteen",
-    "19", "twenty", "20", "thirty", "30", "forty", "40", "fifty", "50", "sixty", "60",
-    "seventy", "70", "eighty", "80", "ninety", "90", "hundred", "100", "thousand", "1000",
-    "million", "1000000", "billion", "1000000000", "second", "2", "third", "3", "fourth", "4",
-    "fifth", "5", "tenth", "10", NULL, NULL,
+    "two",      "2",       "three",    "3",          "four",    "4",   "five",      "5",
+    "six",      "6",       "seven",    "7",          "eight",   "8",   "nine",      "9",
+    "ten",      "10",      "eleven",   "11",         "twelve",  "12",  "thirteen",  "13",
+    "fourteen", "14",      "fifteen",  "15",         "sixteen", "16",  "seventeen", "17",
+    "eighteen", "18",      "nineteen", "19",         "twenty",  "20",  "thirty",    "30",
+    "forty",    "40",      "fifty",    "50",         "sixty",   "60",  "seventy",   "70",
+    "eighty",   "80",      "ninety",   "90",         "hundred", "100", "thousand",  "1000",
+    "million",  "1000000", "billion",  "1000000000", "second",  "2",   "third",     "3",
+    "fourth",   "4",       "fifth",    "5",          "tenth",   "10",  NULL,        NULL,
 };
 
 static int is_alnum(unsigned char ch)

@@ -35,10 +35,10 @@
 
 /* Which checks run. semantic_guard_default() is what the server uses. */
 typedef struct {
-    int numbers;      /* numbers must be equal (as sets) */
-    int negation;     /* negation present in both or in neither */
-    int names;        /* name-like words of each must occur in the other */
-    int max_diff;     /* at most this many content words in one text only; < 0: off */
+    int numbers;        /* numbers must be equal (as sets) */
+    int negation;       /* negation present in both or in neither */
+    int names;          /* name-like words of each must occur in the other */
+    int max_diff;       /* at most this many content words in one text only; < 0: off */
     double min_overlap; /* content-word Jaccard at least this; 0: off */
 } semantic_guard_opts_t;
 

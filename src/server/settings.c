@@ -76,7 +76,8 @@ static const cfg_opt_t table[] = {
      "cache sampled (temperature > 0, no seed) requests without a Cache-Control opt-in", 0},
     {"semantic-cache", 0, BOOL(semantic_cache), "false", 0, 1, NULL,
      "semantic cache tier: answer a cacheable request from a stored reply to a question with "
-     "the same meaning (needs the embedding model; docs/CACHE.md)", 0},
+     "the same meaning (needs the embedding model; docs/CACHE.md)",
+     0},
     {"semantic-threshold", 0, STR(semantic_threshold), "0.90", 0, 0, "SIM",
      "cosine similarity (0..1, not a distance) a semantic hit needs, on top of the guard", 0},
     {"semantic-max-entries", 0, INT(semantic_max_entries), "100000", 1, 100000000, "N",

@@ -37,18 +37,18 @@ typedef struct {
     char api_key[256];             /* "" = no authentication */
     int access_log;
     /* exact-match response cache (docs/CACHE.md) */
-    long long cache_mem;        /* L1 byte budget; 0 = no L1 */
-    long long cache_ttl_s;      /* default TTL of a stored reply; 0 = none */
-    char cache_policy[16];      /* "s3fifo" | "lru" */
-    int cache_sampled;          /* cache sampled requests without a max-age opt-in */
-    int semantic_cache;         /* the semantic tier (needs an embedding model) */
-    char semantic_threshold[32]; /* cosine similarity a semantic hit needs, "0.xx" */
+    long long cache_mem;            /* L1 byte budget; 0 = no L1 */
+    long long cache_ttl_s;          /* default TTL of a stored reply; 0 = none */
+    char cache_policy[16];          /* "s3fifo" | "lru" */
+    int cache_sampled;              /* cache sampled requests without a max-age opt-in */
+    int semantic_cache;             /* the semantic tier (needs an embedding model) */
+    char semantic_threshold[32];    /* cosine similarity a semantic hit needs, "0.xx" */
     long long semantic_max_entries; /* semantic tier: entries kept (oldest go first) */
-    char redis[1024];           /* L2 URL; "" = no L2 */
-    long long redis_timeout_ms; /* L2 GET timeout */
-    char cache_file[4096];      /* snapshot path; "" = none */
-    long long cache_snapshot_s; /* periodic snapshot period; 0 = only at shutdown */
-    char admin_key[256];        /* "" = admin API off */
+    char redis[1024];               /* L2 URL; "" = no L2 */
+    long long redis_timeout_ms;     /* L2 GET timeout */
+    char cache_file[4096];          /* snapshot path; "" = none */
+    long long cache_snapshot_s;     /* periodic snapshot period; 0 = only at shutdown */
+    char admin_key[256];            /* "" = admin API off */
 } srv_settings_t;
 
 /* The table and its length. */
