@@ -91,8 +91,8 @@ static const double THR[] = {0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.95, 0.96, 0.9
 
 static int parse_guard(const char *s, semantic_guard_opts_t *o)
 {
-    return sscanf(s, "%d,%d,%d,%d,%lf", &o->numbers, &o->negation, &o->names, &o->max_diff,
-                  &o->min_overlap) == 5
+    return sscanf(s, "%d,%d,%d,%d,%d,%lf", &o->numbers, &o->negation, &o->wh, &o->names,
+                  &o->max_diff, &o->min_overlap) == 6
                ? 0
                : -1;
 }
@@ -104,12 +104,13 @@ static int run_qqp(pair_t *p, int n, const float *emb, int dim, int from, int to
     int dups = 0;
     for (int i = from; i < to; i++)
         dups += p[i].same;
-    printf("QQP lines [%d, %d): %d pairs, %d duplicates; guard numbers=%d negation=%d names=%d "
-           "max_diff=%d min_overlap=%.2f\n\n",
-           from, to, to - from, dups, g->numbers, g->negation, g->names, g->max_diff,
+    printf("QQP lines [%d, %d): %d pairs, %d duplicates; guard numbers=%d negation=%d "
+           "wh=%d names=%d max_diff=%d min_overlap=%.2f\n\n",
+           from, to, to - from, dups, g->numbers, g->negation, g->wh, g->names, g->max_diff,
            g->min_overlap);
     printf("| threshold (cosine sim) | plain precision | plain recall | tier precision | tier "
-           "recall | false hits removed by guard (number / negation / name / words) | right "
+           "recall | false hits removed by guard (number / negation / question word / name / "
+           "words) | right "
            "hits lost |\n|---|---|---|---|---|---|---|\n");
     for (int t = 0; t < N_THR; t++) {
         int tp = 0, fp = 0, gtp = 0, gfp = 0, lost = 0;
@@ -134,11 +135,11 @@ static int run_qqp(pair_t *p, int n, const float *emb, int dim, int from, int to
                 lost++;
             }
         }
-        printf("| %.3f | %.3f | %.3f | %.3f | %.3f | %d / %d / %d / %d | %d |\n", THR[t],
+        printf("| %.3f | %.3f | %.3f | %.3f | %.3f | %d / %d / %d / %d / %d | %d |\n", THR[t],
                tp + fp ? (double)tp / (tp + fp) : 1.0, (double)tp / dups,
                gtp + gfp ? (double)gtp / (gtp + gfp) : 1.0, (double)gtp / dups,
-               why[SEMANTIC_GUARD_NUMBER], why[SEMANTIC_GUARD_NEGATION], why[SEMANTIC_GUARD_NAME],
-               why[SEMANTIC_GUARD_WORDS], lost);
+               why[SEMANTIC_GUARD_NUMBER], why[SEMANTIC_GUARD_NEGATION], why[SEMANTIC_GUARD_WH],
+               why[SEMANTIC_GUARD_NAME], why[SEMANTIC_GUARD_WORDS], lost);
     }
     /* the plain cosine threshold needed for the tier's precision */
     return 0;

@@ -285,3 +285,133 @@ void semantic_stats(const semantic_t *s, semantic_stats_t *out)
     vindex_stats(s->vx, &vs);
     out->bytes = s->bytes + vs.bytes + s->n_tab * sizeof *s->tab;
 }
+
+/* ---- records ---- */
+
+#define REC_MAGIC "BSE"
+#define REC_VERSION 1
+
+static int put_bytes(buf_t *b, const void *p, size_t n)
+{
+    return buf_append(b, p, n) ? BAR_ERR_NOMEM : 0;
+}
+
+static int put_u64(buf_t *b, uint64_t v)
+{
+    unsigned char x[8];
+    for (int i = 0; i < 8; i++)
+        x[i] = (unsigned char)(v >> (8 * i));
+    return put_bytes(b, x, 8);
+}
+
+static int put_u32(buf_t *b, uint32_t v)
+{
+    unsigned char x[4];
+    for (int i = 0; i < 4; i++)
+        x[i] = (unsigned char)(v >> (8 * i));
+    return put_bytes(b, x, 4);
+}
+
+static int rec_head(buf_t *b, int type)
+{
+    unsigned char h[5] = {'B', 'S', 'E', REC_VERSION, (unsigned char)type};
+    return put_bytes(b, h, sizeof h);
+}
+
+static int rec_sum(buf_t *b, size_t start)
+{
+    return put_u64(b, XXH3_64bits(b->p + start, b->n - start));
+}
+
+int semantic_rec_entry(buf_t *out, const semantic_put_t *e, int dim)
+{
+    size_t start = out->n;
+    size_t tl = e->text_len > SEMANTIC_TEXT_MAX ? SEMANTIC_TEXT_MAX : e->text_len;
+    int rc = rec_head(out, SEMANTIC_REC_ENTRY) || put_bytes(out, e->key.b, 16) ||
+             put_u64(out, e->ns) || put_u64(out, e->part) ||
+             put_u64(out, (uint64_t)e->expires_ms) || put_u32(out, (uint32_t)dim) ||
+             put_u32(out, (uint32_t)tl);
+    for (int i = 0; !rc && i < dim; i++) {
+        uint32_t u;
+        memcpy(&u, &e->vec[i], 4);
+        rc = put_u32(out, u);
+    }
+    if (!rc && tl) rc = put_bytes(out, e->text, tl);
+    if (!rc) rc = rec_sum(out, start);
+    return rc ? BAR_ERR_NOMEM : 0;
+}
+
+int semantic_rec_purge(buf_t *out, cache_purge_kind_t kind, uint64_t ns, const cache_key_t *key)
+{
+    size_t start = out->n;
+    unsigned char k = (unsigned char)kind;
+    cache_key_t z;
+    memset(&z, 0, sizeof z);
+    int rc = rec_head(out, SEMANTIC_REC_PURGE) || put_bytes(out, &k, 1) || put_u64(out, ns) ||
+             put_bytes(out, key ? key->b : z.b, 16) || rec_sum(out, start);
+    return rc ? BAR_ERR_NOMEM : 0;
+}
+
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint32_t get_u32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+int semantic_rec_decode(const void *p_, size_t n, semantic_rec_t *out, float *vbuf, int vcap,
+                        bar_msg_t *msg)
+{
+    const unsigned char *p = p_;
+    memset(out, 0, sizeof *out);
+    if (n < 5 + 8 || memcmp(p, REC_MAGIC, 3))
+        return bar_fail(msg, BAR_ERR_INVALID, "not a semantic record");
+    if (p[3] != REC_VERSION)
+        return bar_fail(msg, BAR_ERR_INVALID, "semantic record version %d", p[3]);
+    if (get_u64(p + n - 8) != XXH3_64bits(p, n - 8))
+        return bar_fail(msg, BAR_ERR_INVALID, "semantic record checksum mismatch");
+    size_t body = n - 8 - 5;
+    const unsigned char *q = p + 5;
+    out->type = p[4];
+    if (out->type == SEMANTIC_REC_PURGE) {
+        if (body != 1 + 8 + 16) return bar_fail(msg, BAR_ERR_INVALID, "purge record length");
+        if (q[0] > CACHE_PURGE_KEY) return bar_fail(msg, BAR_ERR_INVALID, "purge kind %d", q[0]);
+        out->kind = (cache_purge_kind_t)q[0];
+        out->ns = get_u64(q + 1);
+        memcpy(out->key.b, q + 9, 16);
+        return 0;
+    }
+    if (out->type != SEMANTIC_REC_ENTRY)
+        return bar_fail(msg, BAR_ERR_INVALID, "semantic record type %d", out->type);
+    const size_t fixed = 16 + 8 + 8 + 8 + 4 + 4;
+    if (body < fixed) return bar_fail(msg, BAR_ERR_INVALID, "entry record truncated");
+    uint32_t dim = get_u32(q + 40), tl = get_u32(q + 44);
+    if (dim == 0 || (int64_t)dim > vcap)
+        return bar_fail(msg, BAR_ERR_INVALID, "entry vector of %u floats (expected <= %d)", dim,
+                        vcap);
+    if (tl > SEMANTIC_TEXT_MAX || (uint64_t)body != fixed + (uint64_t)dim * 4 + tl)
+        return bar_fail(msg, BAR_ERR_INVALID, "entry record length");
+    memcpy(out->e.key.b, q, 16);
+    out->e.ns = get_u64(q + 16);
+    out->e.part = get_u64(q + 24);
+    out->e.expires_ms = (int64_t)get_u64(q + 32);
+    double nrm = 0;
+    for (uint32_t i = 0; i < dim; i++) {
+        uint32_t u = get_u32(q + fixed + 4 * (size_t)i);
+        memcpy(&vbuf[i], &u, 4);
+        nrm += (double)vbuf[i] * vbuf[i];
+    }
+    if (!(nrm > 0) || !isfinite(nrm))
+        return bar_fail(msg, BAR_ERR_INVALID, "entry vector is zero or not finite");
+    out->dim = (int)dim;
+    out->e.vec = vbuf;
+    out->e.text = (const char *)q + fixed + 4 * (size_t)dim;
+    out->e.text_len = tl;
+    return 0;
+}

@@ -30,7 +30,9 @@
 #include <stdint.h>
 
 #include "cache/cache_key.h"
+#include "cache/cache_redis.h"
 #include "cache/semantic_guard.h"
+#include "util/buf.h"
 #include "util/err.h"
 
 typedef struct semantic semantic_t;
@@ -103,5 +105,36 @@ typedef struct {
 } semantic_stats_t;
 
 void semantic_stats(const semantic_t *s, semantic_stats_t *out);
+
+/* ---- records: how entries and purges travel between replicas ----
+ * Little-endian, version 1:
+ *   "BSE" u8 version | u8 type (1 entry, 2 purge) | body | u64 XXH3-64 of
+ *   everything before.
+ *   entry: key[16] | ns u64 | part u64 | expires_ms i64 | dim u32 |
+ *          text_len u32 | dim x f32 | text
+ *   purge: kind u8 (cache_purge_kind_t) | ns u64 | key[16]
+ * Decoding checks the magic, version, type, every length against what is
+ * left, that no byte trails, the checksum, and that the vector is finite
+ * and not zero. */
+
+enum { SEMANTIC_REC_ENTRY = 1, SEMANTIC_REC_PURGE = 2 };
+
+/* Append the record of e (dim floats) / of a purge to out. 0 or NOMEM. */
+int semantic_rec_entry(buf_t *out, const semantic_put_t *e, int dim);
+int semantic_rec_purge(buf_t *out, cache_purge_kind_t kind, uint64_t ns, const cache_key_t *key);
+
+typedef struct {
+    int type;         /* SEMANTIC_REC_ENTRY | SEMANTIC_REC_PURGE */
+    semantic_put_t e; /* entry: text points into the record, vec into vbuf */
+    int dim;
+    cache_purge_kind_t kind; /* purge */
+    uint64_t ns;
+    cache_key_t key;
+} semantic_rec_t;
+
+/* Decode p[0..n) into out; an entry's vector is copied into vbuf (vcap
+ * floats: a larger dim is refused). 0, or BAR_ERR_INVALID with msg. */
+int semantic_rec_decode(const void *p, size_t n, semantic_rec_t *out, float *vbuf, int vcap,
+                        bar_msg_t *msg);
 
 #endif

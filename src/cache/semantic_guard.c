@@ -22,6 +22,7 @@ typedef struct {
 } word_t;
 
 typedef struct {
+    unsigned wh; /* bit per where / when / who / why */
     word_t w[SEMANTIC_GUARD_MAX_WORDS];
     int n;
     uint64_t num[MAX_NUMS]; /* hashes of normalised numbers */
@@ -31,13 +32,13 @@ typedef struct {
 
 semantic_guard_opts_t semantic_guard_default(void)
 {
-    semantic_guard_opts_t o = {1, 1, 1, 2, 0.0};
+    semantic_guard_opts_t o = {1, 1, 1, 1, 2, 0.0};
     return o;
 }
 
 const char *semantic_guard_verdict_name(semantic_guard_verdict_t v)
 {
-    static const char *const names[] = {"pass", "number", "negation", "name", "words"};
+    static const char *const names[] = {"pass", "number", "negation", "question", "name", "words"};
     return (unsigned)v < SEMANTIC_GUARD_N_VERDICTS ? names[v] : "?";
 }
 
@@ -181,6 +182,17 @@ static size_t normalise(const char *w, size_t n, char *out)
     for (size_t i = 0; i < k; i++)
         if (out[i] != '\'') out[j++] = out[i];
     k = j;
+    if (k > 5 && !memcmp(out + k - 3, "ing", 3)) {
+        k -= 3; /* learning = learn */
+        if (k > 3 && out[k - 1] == out[k - 2] && out[k - 1] != 's' && out[k - 1] != 'l') k--;
+        return k;
+    }
+    if (k > 4 && out[k - 2] == 'e' && out[k - 1] == 'd' && out[k - 3] != 'e') {
+        k -= 2; /* learned = learn */
+        if (k > 3 && out[k - 1] == out[k - 2] && out[k - 1] != 's' && out[k - 1] != 'l') k--;
+        return k;
+    }
+    if (k > 4 && out[k - 2] == 'l' && out[k - 1] == 'y') return k - 2;
     if (k > 4 && !memcmp(out + k - 3, "ies", 3)) {
         out[k - 3] = 'y';
         k -= 2;
@@ -246,6 +258,9 @@ static void parse(text_t *t, const char *s, size_t n)
         w->name = (has_digit && has_alpha) ||
                   (nn > 1 && (upper_inner || (upper_first && !sentence_start)));
         w->stop = in_list(norm, nn, STOP);
+        static const char *const WH[] = {"where", "when", "who", "why"};
+        for (unsigned j = 0; j < 4; j++)
+            if (strlen(WH[j]) == nn && !memcmp(WH[j], norm, nn)) t->wh |= 1u << j;
         w->neg = in_list(norm, nn, NEG) || (k > 3 && !memcmp(raw + k - 3, "n't", 3));
         if (w->neg) {
             t->neg = 1;
@@ -296,11 +311,13 @@ static int content_missing(const text_t *a, const text_t *b, int *n_content)
     return miss;
 }
 
+/* a's name-like words that b lacks */
 static int name_missing(const text_t *a, const text_t *b)
 {
+    int k = 0;
     for (int i = 0; i < a->n; i++)
-        if (a->w[i].name && !has_word(b, a->w[i].h)) return 1;
-    return 0;
+        if (a->w[i].name && !has_word(b, a->w[i].h)) k++;
+    return k;
 }
 
 semantic_guard_verdict_t semantic_guard_check(const semantic_guard_opts_t *opts, const char *a,
@@ -318,7 +335,13 @@ semantic_guard_verdict_t semantic_guard_check(const semantic_guard_opts_t *opts,
             if (!has_num(&tb, ta.num[i])) return SEMANTIC_GUARD_NUMBER;
     }
     if (o->negation && ta.neg != tb.neg) return SEMANTIC_GUARD_NEGATION;
-    if (o->names && (name_missing(&ta, &tb) || name_missing(&tb, &ta))) return SEMANTIC_GUARD_NAME;
+    if (o->wh && ta.wh != tb.wh) return SEMANTIC_GUARD_WH;
+    if (o->names) {
+        int na_ = name_missing(&ta, &tb), nb_ = name_missing(&tb, &ta);
+        /* 1: any name of one missing from the other; 2: only a swap (a name
+         * missing on both sides: "Java" / "JavaScript", "France" / "Spain") */
+        if (o->names == 1 ? (na_ || nb_) : (na_ && nb_)) return SEMANTIC_GUARD_NAME;
+    }
     if (o->max_diff >= 0 || o->min_overlap > 0) {
         int nca, ncb;
         int ma = content_missing(&ta, &tb, &nca);

@@ -35,10 +35,11 @@
 
 /* Which checks run. semantic_guard_default() is what the server uses. */
 typedef struct {
-    int numbers;        /* numbers must be equal (as sets) */
-    int negation;       /* negation present in both or in neither */
-    int names;          /* name-like words of each must occur in the other */
-    int max_diff;       /* at most this many content words in one text only; < 0: off */
+    int numbers;  /* numbers must be equal (as sets) */
+    int negation; /* negation present in both or in neither */
+    int wh;       /* the same of where / when / who / why (a place, a time, a person, a reason) */
+    int names;    /* 1: name-like words of each must occur in the other; 2: only a swap refused */
+    int max_diff; /* at most this many content words in one text only; < 0: off */
     double min_overlap; /* content-word Jaccard at least this; 0: off */
 } semantic_guard_opts_t;
 
@@ -47,6 +48,7 @@ typedef enum {
     SEMANTIC_GUARD_PASS = 0,
     SEMANTIC_GUARD_NUMBER,
     SEMANTIC_GUARD_NEGATION,
+    SEMANTIC_GUARD_WH,
     SEMANTIC_GUARD_NAME,
     SEMANTIC_GUARD_WORDS,
     SEMANTIC_GUARD_N_VERDICTS,

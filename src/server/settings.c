@@ -78,7 +78,7 @@ static const cfg_opt_t table[] = {
      "semantic cache tier: answer a cacheable request from a stored reply to a question with "
      "the same meaning (needs the embedding model; docs/CACHE.md)",
      0},
-    {"semantic-threshold", 0, STR(semantic_threshold), "0.90", 0, 0, "SIM",
+    {"semantic-threshold", 0, STR(semantic_threshold), "0.95", 0, 0, "SIM",
      "cosine similarity (0..1, not a distance) a semantic hit needs, on top of the guard", 0},
     {"semantic-max-entries", 0, INT(semantic_max_entries), "100000", 1, 100000000, "N",
      "semantic tier: entries kept in the vector index (the oldest go first)", 0},
