@@ -14,6 +14,7 @@
 #include "api/openai.h"
 #include "obs/metrics.h"
 #include "util/timeutil.h"
+#include "cache/vindex.h"
 
 #define SWEEP_MS 60000
 
@@ -47,6 +48,9 @@ struct api_cache {
     semantic_t *sem;                  /* the semantic tier's store; NULL until first used */
     int sem_dim;
     double sem_thr;
+    float *sem_vbuf;      /* VINDEX_MAX_DIM floats: a record's vector while it is decoded */
+    uint64_t sem_garbage; /* records from Redis that did not decode / fit */
+    uint64_t sem_loaded;  /* entries taken from Redis */
 };
 
 int64_t api_cache_now_ms(void)
@@ -78,6 +82,53 @@ static void on_peer_purge(void *user, cache_purge_kind_t kind, uint64_t ns, cons
         cache_l1_del(c->l1, key);
 }
 
+/* A record from the Redis stream: another replica's (or our own) semantic
+ * entry or purge. A corrupt or wrong-dimension record is skipped with a
+ * log line, never applied. */
+static void on_sem_record(void *user, const char *rec, size_t n)
+{
+    api_cache_t *c = user;
+    if (c->closing) return;
+    if (!c->sem_vbuf && !(c->sem_vbuf = malloc(VINDEX_MAX_DIM * sizeof *c->sem_vbuf))) return;
+    semantic_rec_t r;
+    bar_msg_t m = {{0}};
+    if (semantic_rec_decode(rec, n, &r, c->sem_vbuf, VINDEX_MAX_DIM, &m)) {
+        c->sem_garbage++;
+        fprintf(stderr, "barista serve: warning: semantic record from Redis ignored: %s\n", m.text);
+        return;
+    }
+    if (r.type == SEMANTIC_REC_PURGE) {
+        if (!c->sem) return;
+        if (r.kind == CACHE_PURGE_ALL)
+            semantic_purge_all(c->sem);
+        else if (r.kind == CACHE_PURGE_NS)
+            semantic_purge_ns(c->sem, r.ns);
+        else
+            semantic_del(c->sem, &r.key);
+        return;
+    }
+    int64_t now = api_cache_now_ms();
+    if (r.e.expires_ms && r.e.expires_ms <= now) return; /* aged out while stored */
+    semantic_t *st = api_cache_semantic(c, r.dim);
+    if (!st) {
+        c->sem_garbage++;
+        fprintf(stderr,
+                "barista serve: warning: semantic record from Redis ignored: a vector of %d "
+                "floats, this server's embeddings have %d\n",
+                r.dim, c->sem_dim);
+        return;
+    }
+    if (!semantic_put(st, &r.e, now)) c->sem_loaded++;
+}
+
+void api_cache_semantic_share(api_cache_t *c, const semantic_put_t *p, int dim)
+{
+    if (!c->l2 || !api_cache_semantic_on(c)) return;
+    buf_t b = {0};
+    if (!semantic_rec_entry(&b, p, dim)) cache_redis_stream_add(c->l2, b.p, b.n);
+    buf_free(&b);
+}
+
 static void memo_free(api_cache_t *c)
 {
     if (c->memo)
@@ -93,6 +144,7 @@ static void maybe_free(api_cache_t *c)
     if (c->closing && c->n_open == 0 && !c->snap_busy) {
         memo_free(c);
         semantic_destroy(c->sem);
+        free(c->sem_vbuf);
         free(c);
     }
 }
@@ -185,6 +237,11 @@ int api_cache_create(api_cache_t **out, uv_loop_t *loop, const srv_settings_t *s
         ro.timeout_ms = (uint64_t)set->redis_timeout_ms;
         ro.on_peer_purge = on_peer_purge;
         ro.peer_user = c;
+        if (set->semantic_cache) {
+            ro.on_stream = on_sem_record;
+            ro.stream_user = c;
+            ro.stream_maxlen = set->semantic_max_entries;
+        }
         bar_msg_t m = {{0}};
         c->l2 = cache_redis_create(loop, set->redis, &ro, &m);
         if (!c->l2) {
@@ -520,6 +577,12 @@ static void purge(api_cache_t *c, srv_req_t *r, const char *what, cache_purge_ki
         else if (key)
             semantic_del(c->sem, key);
     }
+    if (c->l2 && api_cache_semantic_on(c)) {
+        /* replicas tailing the stream (and ones loading it later) purge too */
+        buf_t b = {0};
+        if (!semantic_rec_purge(&b, kind, ns, key)) cache_redis_stream_add(c->l2, b.p, b.n);
+        buf_free(&b);
+    }
     cache_tier_t *async = NULL;
     for (int i = 0; i < c->tiers.n; i++) {
         cache_tier_t *t = c->tiers.v[i];
@@ -648,13 +711,15 @@ static void stats_reply(api_cache_t *c, srv_req_t *r)
     buf_printf(&b,
                "\"semantic\":{\"enabled\":%s,\"threshold\":%.4g,\"hits\":%llu,\"entries\":%llu,"
                "\"bytes\":%llu,\"lookups\":%llu,\"index_hits\":%llu,\"puts\":%llu,"
-               "\"evictions\":%llu,\"expirations\":%llu,\"deletes\":%llu,\"guard_refusals\":{",
+               "\"evictions\":%llu,\"expirations\":%llu,\"deletes\":%llu,\"from_redis\":%llu,"
+               "\"redis_garbage\":%llu,\"guard_refusals\":{",
                api_cache_semantic_on(c) ? "true" : "false", c->sem_thr,
                (unsigned long long)c->outcomes[API_CACHE_HIT_SEM], (unsigned long long)ss.entries,
                (unsigned long long)ss.bytes, (unsigned long long)ss.lookups,
                (unsigned long long)ss.hits, (unsigned long long)ss.puts,
                (unsigned long long)ss.evictions, (unsigned long long)ss.expirations,
-               (unsigned long long)ss.deletes);
+               (unsigned long long)ss.deletes, (unsigned long long)c->sem_loaded,
+               (unsigned long long)c->sem_garbage);
     for (int i = 1; i < SEMANTIC_GUARD_N_VERDICTS; i++)
         buf_printf(&b, "%s\"%s\":%llu", i > 1 ? "," : "",
                    semantic_guard_verdict_name((semantic_guard_verdict_t)i),

@@ -149,6 +149,9 @@ int64_t api_cache_now_ms(void);
 int api_cache_semantic_on(const api_cache_t *c);
 double api_cache_semantic_threshold(const api_cache_t *c);
 semantic_t *api_cache_semantic(api_cache_t *c, int dim);
+/* Share an entry just stored with the other replicas (Redis stream; a no-op
+ * without Redis, and while it is down). */
+void api_cache_semantic_share(api_cache_t *c, const semantic_put_t *p, int dim);
 
 /* GET /v1/cache/stats and DELETE /v1/cache[/{key}][?namespace=NS[&api_key=K]].
  * The caller has checked the admin key. */

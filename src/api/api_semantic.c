@@ -177,5 +177,5 @@ void api_sem_store(api_t *a, const api_cache_req_t *q, const api_sem_t *s)
     uint64_t ttl = api_cache_ttl_ms(a->cache, q);
     semantic_put_t p = {
         q->key, q->ns, s->part, s->vec, s->text, s->text_len, ttl ? now + (int64_t)ttl : 0};
-    semantic_put(st, &p, now);
+    if (!semantic_put(st, &p, now)) api_cache_semantic_share(a->cache, &p, s->dim);
 }
