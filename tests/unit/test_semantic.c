@@ -231,12 +231,52 @@ static void test_store_expiry_purge_bound(void **state)
     assert_int_not_equal(semantic_partition("a", 1), semantic_partition("b", 1));
 }
 
+/* records: round trip; every truncation and every byte flip is refused */
+static void test_records(void **state)
+{
+    (void)state;
+    float v[DIM], out[DIM];
+    vec_of(v, 3, 0.1f);
+    const char *t = "How do I reset my password?";
+    semantic_put_t p = {key_of(77), 5, 6, v, t, strlen(t), 123456789};
+    buf_t b = {0};
+    assert_int_equal(semantic_rec_entry(&b, &p, DIM), 0);
+    semantic_rec_t r;
+    bar_msg_t m = {{0}};
+    assert_int_equal(semantic_rec_decode(b.p, b.n, &r, out, DIM, &m), 0);
+    assert_int_equal(r.type, SEMANTIC_REC_ENTRY);
+    assert_int_equal(r.dim, DIM);
+    assert_memory_equal(r.e.key.b, p.key.b, 16);
+    assert_true(r.e.ns == 5 && r.e.part == 6 && r.e.expires_ms == 123456789);
+    assert_memory_equal(r.e.vec, v, sizeof v);
+    assert_int_equal(r.e.text_len, strlen(t));
+    assert_memory_equal(r.e.text, t, strlen(t));
+    /* a store of a smaller dimension refuses it */
+    assert_int_equal(semantic_rec_decode(b.p, b.n, &r, out, DIM - 1, &m), BAR_ERR_INVALID);
+    for (size_t n = 0; n < b.n; n++)
+        assert_int_equal(semantic_rec_decode(b.p, n, &r, out, DIM, &m), BAR_ERR_INVALID);
+    for (size_t i = 0; i < b.n; i++) {
+        b.p[i] ^= 0x41;
+        assert_int_equal(semantic_rec_decode(b.p, b.n, &r, out, DIM, &m), BAR_ERR_INVALID);
+        b.p[i] ^= 0x41;
+    }
+    buf_free(&b);
+    cache_key_t k = key_of(8);
+    assert_int_equal(semantic_rec_purge(&b, CACHE_PURGE_KEY, 0, &k), 0);
+    assert_int_equal(semantic_rec_decode(b.p, b.n, &r, out, DIM, &m), 0);
+    assert_int_equal(r.type, SEMANTIC_REC_PURGE);
+    assert_int_equal(r.kind, CACHE_PURGE_KEY);
+    assert_memory_equal(r.key.b, k.b, 16);
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_guard_numbers), cmocka_unit_test(test_guard_negation),
         cmocka_unit_test(test_guard_names),   cmocka_unit_test(test_guard_words_and_paraphrases),
         cmocka_unit_test(test_store_lookup),  cmocka_unit_test(test_store_expiry_purge_bound),
+        cmocka_unit_test(test_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
