@@ -91,8 +91,8 @@ static const double THR[] = {0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.95, 0.96, 0.9
 
 static int parse_guard(const char *s, semantic_guard_opts_t *o)
 {
-    return sscanf(s, "%d,%d,%d,%d,%d,%lf", &o->numbers, &o->negation, &o->wh, &o->names,
-                  &o->max_diff, &o->min_overlap) == 6
+    return sscanf(s, "%d,%d,%d,%d,%d,%lf,%lf", &o->numbers, &o->negation, &o->wh, &o->names,
+                  &o->max_diff, &o->min_overlap, &o->diff_frac) == 7
                ? 0
                : -1;
 }

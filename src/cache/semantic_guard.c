@@ -32,7 +32,7 @@ typedef struct {
 
 semantic_guard_opts_t semantic_guard_default(void)
 {
-    semantic_guard_opts_t o = {1, 1, 1, 1, 2, 0.0};
+    semantic_guard_opts_t o = {1, 1, 1, 1, 2, 0.0, 0.5};
     return o;
 }
 
@@ -346,7 +346,12 @@ semantic_guard_verdict_t semantic_guard_check(const semantic_guard_opts_t *opts,
         int nca, ncb;
         int ma = content_missing(&ta, &tb, &nca);
         int mb = content_missing(&tb, &ta, &ncb);
-        if (o->max_diff >= 0 && ma + mb > o->max_diff) return SEMANTIC_GUARD_WORDS;
+        /* the allowance grows with the texts: max_diff words, or diff_frac
+         * of the distinct content words of both, whichever is more */
+        double allow = o->max_diff;
+        int uni_ = nca + ncb - (nca - ma);
+        if (o->diff_frac * uni_ > allow) allow = o->diff_frac * uni_;
+        if (o->max_diff >= 0 && ma + mb > allow) return SEMANTIC_GUARD_WORDS;
         if (o->min_overlap > 0) {
             /* |A ∩ B| / |A ∪ B| over distinct content words */
             int inter = nca - ma;

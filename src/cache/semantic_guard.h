@@ -16,7 +16,8 @@
  *     case-insensitively and after a light plural stem,
  *   - the content words (not stop words, stemmed) overlap too little: the
  *     count of content words of one text absent from the other exceeds
- *     max_diff_words, or their Jaccard overlap is under min_overlap.
+ *     more than max(max_diff, diff_frac x their distinct content words), or
+ *     their Jaccard overlap is under min_overlap.
  * The measured effect of each check on QQP is in docs/CACHE.md
  * (bench/semantic).
  *
@@ -41,6 +42,7 @@ typedef struct {
     int names;    /* 1: name-like words of each must occur in the other; 2: only a swap refused */
     int max_diff; /* at most this many content words in one text only; < 0: off */
     double min_overlap; /* content-word Jaccard at least this; 0: off */
+    double diff_frac;   /* ... or this share of both texts' distinct content words, if more */
 } semantic_guard_opts_t;
 
 /* Why a candidate was refused (SEMANTIC_GUARD_PASS: it was not). */

@@ -94,10 +94,10 @@ static void test_guard_words_and_paraphrases(void **state)
         check("What are the health benefits of green tea?", "What are the health risks of coffee?"),
         SEMANTIC_GUARD_WORDS);
     /* the checks can be switched off one by one */
-    semantic_guard_opts_t off = {0, 0, 0, 0, -1, 0};
+    semantic_guard_opts_t off = {0, 0, 0, 0, -1, 0, 0};
     const char *a = "Can I not go in 4 days to Paris?", *b = "Can I go in 10 days to Rome, friend?";
     assert_int_equal(semantic_guard_check(&off, a, strlen(a), b, strlen(b)), SEMANTIC_GUARD_PASS);
-    semantic_guard_opts_t jac = {0, 0, 0, 0, -1, 0.9};
+    semantic_guard_opts_t jac = {0, 0, 0, 0, -1, 0.9, 0};
     assert_int_equal(semantic_guard_check(&jac, a, strlen(a), b, strlen(b)), SEMANTIC_GUARD_WORDS);
     /* empty and odd input */
     assert_int_equal(semantic_guard_check(NULL, NULL, 0, "", 0), SEMANTIC_GUARD_PASS);
