@@ -10,13 +10,14 @@
  *     million, billion),
  *   - a negation is present in one only (not, no, never, n't, without,
  *     nothing, none, nobody, neither, nor, cannot),
+ *   - one asks where / when / who / why and the other does not ask the same,
  *   - a name-like word of one is missing from the other: a word written with
  *     a capital letter anywhere but at the start of a sentence, or mixing
  *     letters and digits ("iPhone", "Python3", "GPT-4"), compared
  *     case-insensitively and after a light plural stem,
  *   - the content words (not stop words, stemmed) overlap too little: the
  *     count of content words of one text absent from the other exceeds
- *     more than max(max_diff, diff_frac x their distinct content words), or
+ *     max(max_diff, diff_frac x their distinct content words), or
  *     their Jaccard overlap is under min_overlap.
  * The measured effect of each check on QQP is in docs/CACHE.md
  * (bench/semantic).
