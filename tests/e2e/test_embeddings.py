@@ -27,8 +27,8 @@ TEXTS = ["How do I reset my password?",
 
 @pytest.fixture(scope="module")
 def server(barista_bin, gguf_path, models_dir):
-    s = Server(barista_bin, gguf_path,
-               args=["--embedding-model", str(models_dir / EMB)])
+    # no flag: the fetched all-MiniLM-L6-v2 under $BARISTA_MODELS joins by default
+    s = Server(barista_bin, gguf_path, env={"BARISTA_MODELS": str(models_dir)})
     yield s
     assert s.stop() == 0
 
@@ -264,5 +264,18 @@ def test_yaml_entry(barista_bin, gguf_path, models_dir, tmp_path):
         assert r.model == "mini" and r.usage.prompt_tokens == 4
         ids = [m.id for m in c.models.list().data]
         assert "mini" in ids and EMB not in ids  # the list has one: no default added
+    finally:
+        assert s.stop() == 0
+
+
+def test_embedding_model_flag(barista_bin, gguf_path, models_dir):
+    # NAME=PATH, PATH naming the weights file inside the folder
+    s = Server(barista_bin, gguf_path,
+               args=["--embedding-model", f"mini2={models_dir / EMB / 'model.safetensors'}"])
+    try:
+        status, j = post(s, {"input": ["a", "b"]})
+        assert status == 200 and j["model"] == "mini2" and len(j["data"]) == 2
+        status, _, raw = request(s, "GET", "/v1/models/mini2")
+        assert status == 200 and json.loads(raw)["meta"]["dimensions"] == 384
     finally:
         assert s.stop() == 0
