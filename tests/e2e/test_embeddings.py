@@ -279,3 +279,18 @@ def test_embedding_model_flag(barista_bin, gguf_path, models_dir):
         assert status == 200 and json.loads(raw)["meta"]["dimensions"] == 384
     finally:
         assert s.stop() == 0
+
+
+def test_usage_equals_hf_tokenizers(client, models_dir):
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer.from_file(str(models_dir / EMB / "tokenizer.json"))
+    tok.no_padding()  # the file pads to 128: never counted
+    tok.enable_truncation(256)
+    texts = TEXTS + ["", " ", "x" * 3000, "Ünïcödé ÀÉÎ straße", "hello " * 400,
+                     "naïve résumé of 10,000 e-mails; ok?!", "\u00e9\u0301", "日本語のテキスト" * 40]
+    texts = [t for t in texts if t]  # "" is refused; whitespace only is [CLS] [SEP]
+    want = [len(tok.encode(t).ids) for t in texts]
+    r = client.embeddings.create(model=EMB, input=texts, encoding_format="float")
+    assert r.usage.prompt_tokens == sum(want)
+    for t, n in zip(texts, want):
+        assert vec(client, t)[1] == n, t
