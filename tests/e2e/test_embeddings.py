@@ -15,7 +15,7 @@ import numpy as np
 import openai
 import pytest
 
-from serverutil import SLOW, Server, metrics, request
+from serverutil import SLOW, Server, metrics, request, wait_for
 
 EMB = "all-MiniLM-L6-v2"
 TEXTS = ["How do I reset my password?",
@@ -294,3 +294,19 @@ def test_usage_equals_hf_tokenizers(client, models_dir):
     assert r.usage.prompt_tokens == sum(want)
     for t, n in zip(texts, want):
         assert vec(client, t)[1] == n, t
+
+
+def test_shutdown_cancels_waiting_request(barista_bin, gguf_path, models_dir):
+    s = Server(barista_bin, gguf_path, args=["--shutdown-grace-ms", "100"],
+               env={"BARISTA_MODELS": str(models_dir)})
+    body = json.dumps({"model": EMB, "input": [f"text {i} " * 40 for i in range(2048)]}).encode()
+    c = s.connect()
+    c.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    wait_for(lambda: metrics(s)["barista_embeddings_in_flight"] == 1)
+    s.signal()
+    status, _, raw = c.recv_response(timeout=30)
+    c.close()
+    # the grace period (100 ms) ends long before 2048 long inputs are encoded
+    assert status == 503 and json.loads(raw)["error"]["code"] == "shutting_down"
+    assert s.wait(30) == 0
