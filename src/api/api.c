@@ -12,6 +12,7 @@
 #include "api/api_int.h"
 #include "api/reply.h"
 #include "api/route.h"
+#include "backend/backend_embed.h"
 #include "util/timeutil.h"
 
 static void respond_json(srv_req_t *r, int status, buf_t *b)
@@ -359,6 +360,7 @@ void api_set_backend(api_t *a, int i, backend_t *b, const char *digest)
     bk_stats(b, &st);
     m->bk = b;
     m->n_ctx = st.n_ctx;
+    if (backend_is_embed(b)) m->embed_dim = backend_embed_dim(b);
     snprintf(m->digest, sizeof m->digest, "%s", digest ? digest : "");
     a->n_ready++;
 }

@@ -43,7 +43,6 @@ typedef struct embed_job embed_job_t;
 typedef struct {
     uint64_t requests, failed, cancelled; /* answered 200 / answered with an error / cancelled */
     uint64_t inputs, tokens;              /* of answered requests */
-    uint64_t cache_hits, cache_misses;    /* inputs served by the backend's feature cache */
 } api_embed_stats_t;
 
 /* One served model: a name requests route by, its settings, its backend. */

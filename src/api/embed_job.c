@@ -20,6 +20,7 @@
 #include "api/api_int.h"
 #include "api/embeddings.h"
 #include "api/reply.h"
+#include "backend/backend_embed.h"
 #include "util/timeutil.h"
 
 struct embed_job {
@@ -111,8 +112,6 @@ static void on_result(void *user, const bk_embed_result_t *res)
     a->emb.requests++;
     a->emb.inputs += (uint64_t)res->n;
     a->emb.tokens += (uint64_t)tokens;
-    a->emb.cache_hits += (uint64_t)res->n_cached;
-    a->emb.cache_misses += (uint64_t)(res->n - res->n_cached);
     srv_req_t *r = j->r;
     j->r = NULL;
     if (r) {
@@ -313,16 +312,48 @@ void embed_metrics(const api_t *a, buf_t *b)
                (unsigned long long)s->requests, (unsigned long long)s->failed,
                (unsigned long long)s->cancelled, (unsigned long long)s->inputs,
                (unsigned long long)s->tokens);
+    /* the embedding backends' own counters: they also count the lookups of
+     * other users of the backend (the semantic cache tier) */
+    backend_embed_stats_t t;
+    memset(&t, 0, sizeof t);
+    for (int i = 0; i < a->n_models; i++) {
+        backend_t *bk = a->models[i].bk;
+        if (!bk || !backend_is_embed(bk)) continue;
+        backend_embed_stats_t x;
+        backend_embed_cache_stats(bk, &x);
+        t.hits += x.hits;
+        t.misses += x.misses;
+        t.evictions += x.evictions;
+        t.entries += x.entries;
+        t.batches += x.batches;
+        t.encode_seconds += x.encode_seconds;
+    }
     buf_printf(b,
                "# HELP barista_feature_cache_hits_total Feature-cache lookups that found the "
-               "value (embedding: text to vector).\n"
+               "value (embedding: input to vector).\n"
                "# TYPE barista_feature_cache_hits_total counter\n"
                "barista_feature_cache_hits_total{cache=\"embedding\"} %llu\n"
                "# HELP barista_feature_cache_misses_total Feature-cache lookups that had to "
                "compute the value.\n"
                "# TYPE barista_feature_cache_misses_total counter\n"
-               "barista_feature_cache_misses_total{cache=\"embedding\"} %llu\n",
-               (unsigned long long)s->cache_hits, (unsigned long long)s->cache_misses);
+               "barista_feature_cache_misses_total{cache=\"embedding\"} %llu\n"
+               "# HELP barista_feature_cache_evictions_total Feature-cache entries dropped for "
+               "room.\n"
+               "# TYPE barista_feature_cache_evictions_total counter\n"
+               "barista_feature_cache_evictions_total{cache=\"embedding\"} %llu\n"
+               "# HELP barista_feature_cache_entries Entries in the feature cache.\n"
+               "# TYPE barista_feature_cache_entries gauge\n"
+               "barista_feature_cache_entries{cache=\"embedding\"} %d\n"
+               "# HELP barista_embedding_batches_total Forward passes of the embedding models.\n"
+               "# TYPE barista_embedding_batches_total counter\n"
+               "barista_embedding_batches_total %llu\n"
+               "# HELP barista_embedding_encode_seconds_total Time the embedding models spent "
+               "in forward passes.\n"
+               "# TYPE barista_embedding_encode_seconds_total counter\n"
+               "barista_embedding_encode_seconds_total %.6f\n",
+               (unsigned long long)t.hits, (unsigned long long)t.misses,
+               (unsigned long long)t.evictions, t.entries, (unsigned long long)t.batches,
+               t.encode_seconds);
     obs_metrics_gauge(b, "barista_embeddings_in_flight", "Embeddings requests not yet answered.",
                       a->n_embeds);
 }

@@ -15,7 +15,7 @@ import numpy as np
 import openai
 import pytest
 
-from serverutil import SLOW, Server, metrics, request
+from serverutil import SLOW, Server, metrics, request, wait_for
 
 EMB = "all-MiniLM-L6-v2"
 TEXTS = ["How do I reset my password?",
@@ -27,8 +27,8 @@ TEXTS = ["How do I reset my password?",
 
 @pytest.fixture(scope="module")
 def server(barista_bin, gguf_path, models_dir):
-    s = Server(barista_bin, gguf_path,
-               args=["--embedding-model", str(models_dir / EMB)])
+    # no flag: the fetched all-MiniLM-L6-v2 under $BARISTA_MODELS joins by default
+    s = Server(barista_bin, gguf_path, env={"BARISTA_MODELS": str(models_dir)})
     yield s
     assert s.stop() == 0
 
@@ -220,7 +220,8 @@ def test_disconnect_and_metrics(server, client):
     assert m1[hits] - m0.get(hits, 0) >= 1
     assert m1['barista_requests_total{endpoint="embeddings",code="200"}'] >= 2
     # a big batch whose client leaves at once: cancelled, the server goes on
-    body = json.dumps({"model": EMB, "input": [f"text {i} " * 60 for i in range(2048)]}).encode()
+    body = json.dumps({"model": EMB, "input": [f"text {i} " * 40 for i in range(2048)]}).encode()
+    assert len(body) < 1 << 20
     s = socket.create_connection((server.host, server.port))
     s.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: %d\r\n\r\n" % len(body) + body)
@@ -265,3 +266,47 @@ def test_yaml_entry(barista_bin, gguf_path, models_dir, tmp_path):
         assert "mini" in ids and EMB not in ids  # the list has one: no default added
     finally:
         assert s.stop() == 0
+
+
+def test_embedding_model_flag(barista_bin, gguf_path, models_dir):
+    # NAME=PATH, PATH naming the weights file inside the folder
+    s = Server(barista_bin, gguf_path,
+               args=["--embedding-model", f"mini2={models_dir / EMB / 'model.safetensors'}"])
+    try:
+        status, j = post(s, {"input": ["a", "b"]})
+        assert status == 200 and j["model"] == "mini2" and len(j["data"]) == 2
+        status, _, raw = request(s, "GET", "/v1/models/mini2")
+        assert status == 200 and json.loads(raw)["meta"]["dimensions"] == 384
+    finally:
+        assert s.stop() == 0
+
+
+def test_usage_equals_hf_tokenizers(client, models_dir):
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer.from_file(str(models_dir / EMB / "tokenizer.json"))
+    tok.no_padding()  # the file pads to 128: never counted
+    tok.enable_truncation(256)
+    texts = TEXTS + ["", " ", "x" * 3000, "Ünïcödé ÀÉÎ straße", "hello " * 400,
+                     "naïve résumé of 10,000 e-mails; ok?!", "\u00e9\u0301", "日本語のテキスト" * 40]
+    texts = [t for t in texts if t]  # "" is refused; whitespace only is [CLS] [SEP]
+    want = [len(tok.encode(t).ids) for t in texts]
+    r = client.embeddings.create(model=EMB, input=texts, encoding_format="float")
+    assert r.usage.prompt_tokens == sum(want)
+    for t, n in zip(texts, want):
+        assert vec(client, t)[1] == n, t
+
+
+def test_shutdown_cancels_waiting_request(barista_bin, gguf_path, models_dir):
+    s = Server(barista_bin, gguf_path, args=["--shutdown-grace-ms", "100"],
+               env={"BARISTA_MODELS": str(models_dir)})
+    body = json.dumps({"model": EMB, "input": [f"text {i} " * 40 for i in range(2048)]}).encode()
+    c = s.connect()
+    c.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    wait_for(lambda: metrics(s)["barista_embeddings_in_flight"] == 1)
+    s.signal()
+    status, _, raw = c.recv_response(timeout=30)
+    c.close()
+    # the grace period (100 ms) ends long before 2048 long inputs are encoded
+    assert status == 503 and json.loads(raw)["error"]["code"] == "shutting_down"
+    assert s.wait(30) == 0
