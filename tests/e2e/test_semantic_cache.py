@@ -124,15 +124,21 @@ def test_multi_turn_partitioning(server):
             {"role": "user", "content": f"Tell me about {topic}."},
             {"role": "assistant", "content": f"{topic} is a programming language."},
             {"role": "user", "content": follow}])
-    assert chat(server, conv("Rust", "And how do I write a loop in it?"))[1]["x-cache"] == "MISS"
-    # the same follow-up (a paraphrase too) in another conversation: never
-    st, h, _ = chat(server, conv("Go", "And how do I write a loop in it?"))
+    st, h, rust = chat(server, conv("Rust", "And how do I write a loop in it?"))
     assert h["x-cache"] == "MISS"
+    # the same follow-up, and a paraphrase of it, in another conversation: never
     st, h, _ = chat(server, conv("Go", "And how can I write a loop in it?"))
     assert h["x-cache"] == "MISS"
-    # in the same conversation the paraphrase hits
-    st, h, _ = chat(server, conv("Rust", "And how can I write a loop in it?"))
+    st, h, _ = chat(server, body(None, messages=[
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Tell me about Rust."},
+        {"role": "assistant", "content": "Rust is a programming language."},
+        {"role": "user", "content": "And how can I write a loop in it?"}]))
+    assert h["x-cache"] == "MISS"  # another system prompt
+    # in the same conversation the paraphrase hits, with that conversation's answer
+    st, h, r = chat(server, conv("Rust", "And how can I write a loop in it?"))
     assert h["x-cache"] == "HIT" and h["x-cache-tier"] == "semantic"
+    assert content(r) == content(rust)
     # other sampling values are another partition
     st, h, _ = chat(server, body(P, max_tokens=5))
     assert h["x-cache"] == "MISS"
