@@ -105,9 +105,9 @@ static int run_qqp(pair_t *p, int n, const float *emb, int dim, int from, int to
     for (int i = from; i < to; i++)
         dups += p[i].same;
     printf("QQP lines [%d, %d): %d pairs, %d duplicates; guard numbers=%d negation=%d "
-           "wh=%d names=%d max_diff=%d min_overlap=%.2f\n\n",
+           "wh=%d names=%d max_diff=%d min_overlap=%.2f diff_frac=%.2f\n\n",
            from, to, to - from, dups, g->numbers, g->negation, g->wh, g->names, g->max_diff,
-           g->min_overlap);
+           g->min_overlap, g->diff_frac);
     printf("| threshold (cosine sim) | plain precision | plain recall | tier precision | tier "
            "recall | false hits removed by guard (number / negation / question word / name / "
            "words) | right "
