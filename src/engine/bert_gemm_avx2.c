@@ -6,6 +6,7 @@
 
 #include "engine/bert_gemm.h"
 
+#define TB 12 /* tokens per block */
 #define AI static inline __attribute__((always_inline))
 
 AI void tile(int MR, const float *w, int K, const float *X, int ldx, float *Y, int ldy)
@@ -32,13 +33,18 @@ AI void tile(int MR, const float *w, int K, const float *X, int ldx, float *Y, i
 void bert_gemm_avx2(const float *Wp, int K, int p0, int p1, const float *X, int ldx, int T,
                     float *Y, int ldy)
 {
-    for (int p = p0; p < p1; p++) {
-        const float *w = Wp + (long)p * K * BERT_GEMM_NR;
-        float *y = Y + p * BERT_GEMM_NR;
-        int t = 0;
-        for (; t + 3 <= T; t += 3)
-            tile(3, w, K, X + (long)t * ldx, ldx, y + (long)t * ldy, ldy);
-        for (; t < T; t++)
-            tile(1, w, K, X + (long)t * ldx, ldx, y + (long)t * ldy, ldy);
+    /* token blocks outermost: a block of X stays in L1/L2 while the panels
+     * stream past it */
+    for (int tb = 0; tb < T; tb += TB) {
+        int te = tb + TB < T ? tb + TB : T;
+        for (int p = p0; p < p1; p++) {
+            const float *w = Wp + (long)p * K * BERT_GEMM_NR;
+            float *y = Y + p * BERT_GEMM_NR;
+            int t = tb;
+            for (; t + 3 <= te; t += 3)
+                tile(3, w, K, X + (long)t * ldx, ldx, y + (long)t * ldy, ldy);
+            for (; t < te; t++)
+                tile(1, w, K, X + (long)t * ldx, ldx, y + (long)t * ldy, ldy);
+        }
     }
 }
