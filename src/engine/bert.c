@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "engine/bert_gemm.h"
 #include "engine/kernels/kern.h"
 #include "engine/pool.h"
 #include "engine/safetensors.h"
@@ -41,6 +42,8 @@ typedef struct {
     float *w1, *b1; /* [I, H], [I] */
     float *w2, *b2; /* [H, I], [H] */
     float *ln2_g, *ln2_b;
+    /* the same four matrices packed for bert_gemm (NULL at the scalar level) */
+    float *pqkv, *po, *p1, *p2;
 } layer_t;
 
 struct bert {
@@ -49,9 +52,11 @@ struct bert {
     int max_tokens; /* the window */
     wp_t *wp;
     float *arena;
-    float *tok_emb;  /* [vocab, H] */
-    float *pos_emb;  /* [n_pos, H] */
-    float *type_emb; /* [n_types, H]; row 0 is used */
+    float *packed;     /* arena of the packed matrices, or NULL */
+    bert_gemm_fn gemm; /* NULL: kern_matmul (the scalar reference) */
+    float *tok_emb;    /* [vocab, H] */
+    float *pos_emb;    /* [n_pos, H] */
+    float *type_emb;   /* [n_types, H]; row 0 is used */
     float *emb_ln_g, *emb_ln_b;
     layer_t layers[BERT_MAX_LAYERS];
 };
@@ -294,6 +299,38 @@ static int load_weights(bert_t *m, const char *dir, bar_msg_t *msg)
     return rc;
 }
 
+/* Pick the matmul by the kernel level in use and pack the weights for it. */
+static int pack_weights(bert_t *m)
+{
+    const char *lvl = kern_level_name();
+    bert_gemm_fn g = !strcmp(lvl, "avx512") ? bert_gemm_avx512
+                     : !strcmp(lvl, "avx2") ? bert_gemm_avx2
+                                            : NULL;
+    if (!g || m->hidden % BERT_GEMM_NR || m->inter % BERT_GEMM_NR) return 0;
+    const size_t H = (size_t)m->hidden, I = (size_t)m->inter;
+    size_t per = 3 * H * H + H * H + 2 * I * H;
+    if (posix_memalign((void **)&m->packed, 64, (size_t)m->n_layers * per * sizeof(float)))
+        return BAR_ERR_NOMEM;
+    float *at = m->packed;
+    for (int l = 0; l < m->n_layers; l++) {
+        layer_t *L = &m->layers[l];
+        L->pqkv = at;
+        bert_gemm_pack(L->wqkv, 3 * m->hidden, m->hidden, at);
+        at += 3 * H * H;
+        L->po = at;
+        bert_gemm_pack(L->wo, m->hidden, m->hidden, at);
+        at += H * H;
+        L->p1 = at;
+        bert_gemm_pack(L->w1, m->inter, m->hidden, at);
+        at += I * H;
+        L->p2 = at;
+        bert_gemm_pack(L->w2, m->hidden, m->inter, at);
+        at += H * I;
+    }
+    m->gemm = g;
+    return 0;
+}
+
 int bert_load(bert_t **out, const char *model_dir, bar_msg_t *msg)
 {
     *out = NULL;
@@ -311,6 +348,11 @@ int bert_load(bert_t **out, const char *model_dir, bar_msg_t *msg)
         return rc;
     }
     kern_init();
+    rc = pack_weights(m);
+    if (rc) {
+        bert_free(m);
+        return bar_fail(msg, rc, "out of memory for the packed weights");
+    }
     *out = m;
     return 0;
 }
@@ -320,6 +362,7 @@ void bert_free(bert_t *m)
     if (!m) return;
     wp_free(m->wp);
     free(m->arena);
+    free(m->packed);
     free(m);
 }
 
@@ -426,7 +469,8 @@ typedef enum { POST_BIAS = 0, POST_GELU, POST_RESID } post_t;
 
 /* Y[T, rows] = X[T, n] W^T + b, then GELU or + R (residual [T, rows]). */
 typedef struct {
-    const float *W, *b, *X, *R;
+    const float *W, *Wp, *b, *X, *R;
+    bert_gemm_fn gemm;
     float *Y;
     int n, rows, T;
     post_t post;
@@ -436,9 +480,19 @@ static void mm_task(void *arg, int ith, int nth)
 {
     const mm_t *t = arg;
     int r0, r1;
-    pool_split(t->rows, ith, nth, &r0, &r1);
-    if (r0 >= r1) return;
-    kern_matmul(GGML_F32, t->W, t->n, r0, r1, NULL, t->X, t->n, t->T, t->Y, t->rows);
+    if (t->gemm) {
+        /* whole panels of BERT_GEMM_NR columns per thread */
+        int np = t->rows / BERT_GEMM_NR, per = np / nth, rem = np % nth;
+        int p0 = ith * per + (ith < rem ? ith : rem), p1 = p0 + per + (ith < rem);
+        r0 = p0 * BERT_GEMM_NR;
+        r1 = p1 * BERT_GEMM_NR;
+        if (r0 >= r1) return;
+        t->gemm(t->Wp, t->n, p0, p1, t->X, t->n, t->T, t->Y, t->rows);
+    } else {
+        pool_split(t->rows, ith, nth, &r0, &r1);
+        if (r0 >= r1) return;
+        kern_matmul(GGML_F32, t->W, t->n, r0, r1, NULL, t->X, t->n, t->T, t->Y, t->rows);
+    }
     for (int b = 0; b < t->T; b++) {
         float *y = t->Y + (size_t)b * t->rows;
         switch (t->post) {
@@ -462,10 +516,10 @@ static void mm_task(void *arg, int ith, int nth)
     }
 }
 
-static void matmul(bert_ctx_t *c, const float *W, const float *b, const float *X, int n, int rows,
-                   int T, float *Y, post_t post, const float *R)
+static void matmul(bert_ctx_t *c, const float *W, const float *Wp, const float *b, const float *X,
+                   int n, int rows, int T, float *Y, post_t post, const float *R)
 {
-    mm_t t = {W, b, X, R, Y, n, rows, T, post};
+    mm_t t = {W, Wp, b, X, R, Wp ? c->m->gemm : NULL, Y, n, rows, T, post};
     pool_run(c->pool, mm_task, &t);
 }
 
@@ -587,12 +641,12 @@ int bert_embed(bert_ctx_t *c, const int32_t *const *ids, const int *lens, int n_
     att_t at = {c, off, len, n_seq};
     for (int l = 0; l < m->n_layers; l++) {
         const layer_t *L = &m->layers[l];
-        matmul(c, L->wqkv, L->bqkv, c->x, H, 3 * H, T, c->qkv, POST_BIAS, NULL);
+        matmul(c, L->wqkv, L->pqkv, L->bqkv, c->x, H, 3 * H, T, c->qkv, POST_BIAS, NULL);
         pool_run(c->pool, att_task, &at);
-        matmul(c, L->wo, L->bo, c->att, H, H, T, c->tmp, POST_RESID, c->x);
+        matmul(c, L->wo, L->po, L->bo, c->att, H, H, T, c->tmp, POST_RESID, c->x);
         layernorm(c, c->tmp, c->x, L->ln1_g, L->ln1_b, T);
-        matmul(c, L->w1, L->b1, c->x, H, m->inter, T, c->ff, POST_GELU, NULL);
-        matmul(c, L->w2, L->b2, c->ff, m->inter, H, T, c->tmp, POST_RESID, c->x);
+        matmul(c, L->w1, L->p1, L->b1, c->x, H, m->inter, T, c->ff, POST_GELU, NULL);
+        matmul(c, L->w2, L->p2, L->b2, c->ff, m->inter, H, T, c->tmp, POST_RESID, c->x);
         layernorm(c, c->tmp, c->x, L->ln2_g, L->ln2_b, T);
     }
     /* mean pooling over each sequence's tokens, then L2 normalisation */
