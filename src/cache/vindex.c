@@ -376,7 +376,7 @@ static int grow_arr(void **p, size_t elem, uint32_t oldcap, uint32_t cap, int ze
 static int sub_reserve(const vindex_t *v, sub_t *s, uint32_t want)
 {
     if (want <= s->cap) return 0;
-    uint32_t cap = s->cap ? s->cap : 2;
+    uint32_t cap = s->cap ? s->cap : 1; /* a namespace of one vector is common */
     while (cap < want)
         cap = cap < (1u << 30) ? cap * 2 : want;
     size_t d = (size_t)v->dim;

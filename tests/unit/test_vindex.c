@@ -170,7 +170,7 @@ static void test_hnsw_recall_and_deletes(void **state)
 {
     (void)state;
 #ifdef BARISTA_SANITIZED
-    enum { N = 8000, Q = 150 };
+    enum { N = 6000, Q = 150 };
 #else
     enum { N = 20000, Q = 300 };
 #endif
