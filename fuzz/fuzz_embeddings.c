@@ -4,10 +4,12 @@
  * The input is a request body. A rejected body must give a 4xx/5xx with a
  * message and a param-named error whose body is valid JSON; an accepted one
  * is checked for its invariants (1..2048 inputs, none empty, lengths equal
- * to the strings, token ids >= 0, counts adding up) and a fake vector per
- * input goes through both encodings, whose output must parse back as JSON
- * with one row per input. Not for: anything but fuzzing. */
+ * to the strings, token ids >= 0, counts adding up) and a vector per input
+ * made of the input's own bytes goes through both encodings, whose output
+ * must parse back as JSON with one row per input, every float printed
+ * reading back as the same float32. Not for: anything but fuzzing. */
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,12 +56,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         const int dim = 3;
         float *v = malloc((size_t)r.n * dim * sizeof *v);
         if (!v) abort();
-        for (int i = 0; i < r.n * dim; i++)
-            v[i] = (float)(i % 7) - 3.5f;
+        /* the vectors: the input's own bytes as float32s (every bit pattern
+         * the printer may meet; non-finite ones are written as 0) */
+        for (int i = 0; i < r.n * dim; i++) {
+            uint32_t u = 0;
+            for (int k = 0; k < 4; k++)
+                u |= (uint32_t)data[((size_t)i * 4 + (size_t)k) % size] << (8 * k);
+            memcpy(&v[i], &u, 4);
+        }
         for (int enc = 0; enc < 2; enc++) {
             buf_clear(&b);
             if (emb_format_response(&b, r.model, v, r.n, dim, enc, (long long)total)) abort();
             must_parse(b.p, b.n, r.n);
+            if (!enc) { /* every printed value reads back as its float */
+                const char *p = strstr(b.p, "\"embedding\":[");
+                for (int i = 0; i < r.n * dim; i++) {
+                    p = strchr(p, i % dim ? ',' : '[');
+                    if (!p) abort();
+                    char *end;
+                    float got = strtof(++p, &end);
+                    float want = isfinite(v[i]) && v[i] != 0 ? v[i] : 0.0f;
+                    if (end == p || (memcmp(&got, &want, 4) && !(got == 0 && want == 0))) abort();
+                }
+            }
         }
         free(v);
     }

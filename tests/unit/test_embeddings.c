@@ -186,6 +186,54 @@ static void test_format_float(void **st)
     buf_free(&b);
 }
 
+/* Every magnitude float32 has, and random bit patterns: the float format
+ * reads back (strtof) as the same float, bit for bit. */
+static void test_format_roundtrip(void **st)
+{
+    (void)st;
+    enum { N = 200000, DIM = 100 };
+    float *v = malloc(N * sizeof *v);
+    assert_non_null(v);
+    uint64_t r = 0x9E3779B97F4A7C15ull;
+    int k = 0;
+    /* edges: powers of ten and their neighbours, the decimal/scientific switch */
+    const float edge[] = {1e-7f,  9.99999997e-8f, 1e9f,   999999999.f, 1.0f,       0.1f,
+                          1e-45f, 3.40282347e38f, 1e-38f, 0.5f,        9.9999999f, 123456789.f};
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++) {
+        v[k++] = edge[i];
+        v[k++] = -edge[i];
+        v[k++] = nextafterf(edge[i], 0);
+        v[k++] = nextafterf(edge[i], INFINITY);
+    }
+    while (k < N) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        uint32_t u = (uint32_t)r;
+        float f;
+        memcpy(&f, &u, 4);
+        if (!isfinite(f)) continue;
+        if (k & 1)
+            f = ldexpf((float)(r >> 40) / (float)(1 << 24) - 0.5f, -(int)(r % 12)); /* typical */
+        v[k++] = f;
+    }
+    buf_t b = {0};
+    assert_int_equal(emb_format_response(&b, "m", v, N / DIM, DIM, 0, 1), 0);
+    const char *p = strstr(b.p, "\"embedding\":[");
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+        p = strchr(p, i % DIM ? ',' : '[') + 1;
+        char *end;
+        float got = strtof(p, &end);
+        assert_true(end > p && (*end == ',' || *end == ']'));
+        float want = isfinite(v[i]) && v[i] != 0 ? v[i] : 0.0f; /* FLT_MAX+1ulp is inf */
+        if (memcmp(&got, &want, 4) && !(got == 0 && want == 0)) {
+            if (bad++ < 5) print_error("%.9g printed as %.*s\n", (double)want, (int)(end - p), p);
+        }
+    }
+    assert_int_equal(bad, 0);
+    buf_free(&b);
+    free(v);
+}
+
 static int b64val(char c)
 {
     if (c >= 'A' && c <= 'Z') return c - 'A';
@@ -245,7 +293,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_string_input), T(test_array_inputs),  T(test_refusals),
-        T(test_format_float), T(test_format_base64),
+        T(test_format_float), T(test_format_base64), T(test_format_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
