@@ -18,6 +18,8 @@ static const command_t commands[] = {
     {"inspect", "print the metadata and tensor table of a GGUF or safetensors file",
      cli_inspect_main},
     {"run", "generate text from a prompt with a GGUF model on the CPU", cli_run_main},
+    {"quantize", "convert a GGUF model's weights to Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 (or F16/BF16/F32)",
+     cli_quantize_main},
     {"serve", "serve the model over an OpenAI-compatible HTTP API (SSE streaming)", cli_serve_main},
 };
 
@@ -43,7 +45,11 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+#ifdef BARISTA_FAULT_INJECT
+        printf("barista %s (fault injection: src/util/fault.h)\n", BARISTA_VERSION);
+#else
         printf("barista %s\n", BARISTA_VERSION);
+#endif
         return 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)

@@ -138,8 +138,19 @@ static void h_metrics(api_t *a, srv_req_t *r)
                       queued);
     obs_metrics_gauge(&b, "barista_api_generations", "Generation requests not yet finished.",
                       a->n_gens);
-    obs_metrics_gauge(&b, "barista_http_connections", "Open HTTP connections.",
-                      a->srv ? srv_n_connections(a->srv) : 0);
+    srv_stats_t ss = {0};
+    if (a->srv) srv_stats(a->srv, &ss);
+    obs_metrics_gauge(&b, "barista_http_connections", "Open HTTP connections.", ss.connections);
+    obs_metrics_gauge(&b, "barista_http_output_queued_bytes",
+                      "Reply bytes queued on sockets that clients have not read yet.",
+                      (double)ss.output_queued_bytes);
+    obs_metrics_gauge(&b, "barista_http_output_paused",
+                      "Connections that stopped taking requests until their output drains.",
+                      ss.output_paused);
+    obs_metrics_counter(&b, "barista_http_output_paused_total",
+                        "Times a connection stopped taking pipelined requests because its "
+                        "unsent output passed --write-queue-bytes.",
+                        (double)ss.output_paused_total);
     obs_metrics_gauge(&b, "barista_model_loaded", "1 once every model is loaded.",
                       a->n_ready == a->n_models ? 1 : 0);
     obs_metrics_gauge(&b, "barista_models_loaded", "Models loaded and serving.", a->n_ready);

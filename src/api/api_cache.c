@@ -4,6 +4,7 @@
 #include "api/api_cache.h"
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,12 @@ struct api_cache {
     uv_timer_t sweep, snap;
     int n_open;    /* timer handles not yet closed */
     int snap_busy; /* a periodic snapshot is being written on the thread pool */
+    /* One snapshot writer at a time, newest last: the periodic writer runs
+     * under snap_mu and skips its write once the shutdown save (which takes
+     * snap_mu and sets snap_final) has begun, so an older periodic file can
+     * never be renamed over the final one. */
+    pthread_mutex_t snap_mu;
+    int snap_final;
     int closing;
     uv_work_t snap_work;
     cache_snap_t *snap_data;
@@ -145,6 +152,7 @@ static void maybe_free(api_cache_t *c)
         memo_free(c);
         semantic_destroy(c->sem);
         free(c->sem_vbuf);
+        pthread_mutex_destroy(&c->snap_mu);
         free(c);
     }
 }
@@ -166,7 +174,10 @@ static void on_sweep(uv_timer_t *t)
 static void snap_work(uv_work_t *w)
 {
     api_cache_t *c = w->data;
-    c->snap_rc = cache_snapshot_write(c->snap_data, c->set->cache_file, &c->snap_msg);
+    pthread_mutex_lock(&c->snap_mu);
+    c->snap_rc =
+        c->snap_final ? 0 : cache_snapshot_write(c->snap_data, c->set->cache_file, &c->snap_msg);
+    pthread_mutex_unlock(&c->snap_mu);
 }
 
 static void snap_after(uv_work_t *w, int status)
@@ -216,6 +227,7 @@ int api_cache_create(api_cache_t **out, uv_loop_t *loop, const srv_settings_t *s
     }
     api_cache_t *c = calloc(1, sizeof *c);
     if (!c) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&c->snap_mu, NULL);
     c->set = set;
     c->loop = loop;
     c->sem_thr = thr;
@@ -235,6 +247,7 @@ int api_cache_create(api_cache_t **out, uv_loop_t *loop, const srv_settings_t *s
     if (set->redis[0]) {
         cache_redis_opts_t ro = {0};
         ro.timeout_ms = (uint64_t)set->redis_timeout_ms;
+        ro.stall_ms = (uint64_t)set->redis_stall_ms;
         ro.on_peer_purge = on_peer_purge;
         ro.peer_user = c;
         if (set->semantic_cache) {
@@ -296,7 +309,11 @@ void api_cache_destroy(api_cache_t *c)
     if (c->l1 && c->set->cache_file[0]) {
         size_t n = 0;
         bar_msg_t m = {{0}};
-        if (cache_snapshot_save(c->l1, c->set->cache_file, api_cache_now_ms(), &n, &m))
+        pthread_mutex_lock(&c->snap_mu); /* waits for a periodic write in progress */
+        c->snap_final = 1;
+        int rc = cache_snapshot_save(c->l1, c->set->cache_file, api_cache_now_ms(), &n, &m);
+        pthread_mutex_unlock(&c->snap_mu);
+        if (rc)
             fprintf(stderr, "barista serve: warning: cache snapshot %s: %s\n", c->set->cache_file,
                     m.text);
         else
@@ -513,7 +530,10 @@ cache_entry_t *api_cache_l1_get(api_cache_t *c, const api_cache_req_t *q)
 
 uint64_t api_cache_ttl_ms(const api_cache_t *c, const api_cache_req_t *q)
 {
-    if (q->max_age > 0) return (uint64_t)q->max_age * 1000;
+    if (q->max_age > 0) {
+        long long cap = c->set->cache_max_ttl_s;
+        return (uint64_t)(cap > 0 && q->max_age > cap ? cap : q->max_age) * 1000;
+    }
     return (uint64_t)c->set->cache_ttl_s * 1000;
 }
 
@@ -648,6 +668,36 @@ static long query_param(http_slice_t q, const char *name, char *out, size_t size
     return -1;
 }
 
+/* 0 when every parameter of q is name=value with a known name at most once;
+ * else -1 and the offending parameter (cut) in bad. */
+static int query_check(http_slice_t q, char *bad, size_t size)
+{
+    static const char *const known[] = {"all", "namespace", "api_key"};
+    int seen[3] = {0};
+    size_t i = 0;
+    while (i < q.n) {
+        size_t s = i;
+        while (i < q.n && q.p[i] != '&')
+            i++;
+        const char *eq = memchr(q.p + s, '=', i - s);
+        size_t nl = eq ? (size_t)(eq - (q.p + s)) : i - s;
+        int k = -1;
+        for (int j = 0; j < 3 && eq; j++)
+            if (nl == strlen(known[j]) && !memcmp(q.p + s, known[j], nl)) k = j;
+        if (k < 0 || seen[k]++) {
+            size_t n = i - s < size - 1 ? i - s : size - 1;
+            for (size_t j = 0; j < n; j++) {
+                char ch = q.p[s + j];
+                bad[j] = ch >= 0x20 && ch < 0x7f && ch != '\'' ? ch : '?';
+            }
+            bad[n] = '\0';
+            return -1;
+        }
+        i++;
+    }
+    return 0;
+}
+
 static void stats_reply(api_cache_t *c, srv_req_t *r)
 {
     buf_t b = {0};
@@ -758,12 +808,34 @@ void api_cache_admin(api_cache_t *c, srv_req_t *r)
         return;
     }
     if (path.n == 9) { /* /v1/cache */
-        char ns[600], key[600];
+        char ns[600], key[600], all[8], bad[64];
         http_slice_t q = http_req_query(h);
+        /* every parameter must be one we know, once, as name=value: a typo
+         * (?ns=x, ?Namespace=x) must never widen a purge to everything */
+        if (query_check(q, bad, sizeof bad)) {
+            char text[160];
+            snprintf(text, sizeof text,
+                     "Unknown or malformed query parameter '%s': use all=true, namespace, "
+                     "api_key.",
+                     bad);
+            admin_error(r, 400, "invalid_value", text);
+            return;
+        }
+        long al = query_param(q, "all", all, sizeof all);
         long nl = query_param(q, "namespace", ns, 501);
         long kl = query_param(q, "api_key", key, 501);
-        if (nl < 0 && kl < 0) {
+        if (al >= 0) {
+            if (strcmp(all, "true") || nl >= 0 || kl >= 0) {
+                admin_error(r, 400, "invalid_value", "'all' must be 'true' and comes alone.");
+                return;
+            }
             purge(c, r, "all", CACHE_PURGE_ALL, 0, NULL);
+            return;
+        }
+        if (nl < 0 && kl < 0) {
+            admin_error(r, 400, "invalid_value",
+                        "Say what to purge: ?all=true, ?namespace=NS[&api_key=K], or "
+                        "/v1/cache/{key}.");
             return;
         }
         /* the namespace bytes exactly as api_cache_decide builds them */

@@ -149,10 +149,14 @@ struct client {
     api_sem_t *sem;     /* the semantic tier's part of this request, NULL: not used */
     int sem_hit;        /* answered from the semantic tier with similarity sem_sim */
     float sem_sim;
-    cache_key_t sem_key; /* the semantic candidate being fetched from the exact tiers */
-    double deadline;     /* absolute monotonic seconds, 0 = none */
-    double t0;           /* when the request arrived */
-    uv_timer_t timer;    /* the deadline (when deadline > 0) */
+    cache_key_t sem_key;  /* the semantic candidate being fetched from the exact tiers */
+    double deadline;      /* absolute monotonic seconds, 0 = none */
+    double t0;            /* when the request arrived */
+    double ttft_deadline; /* the first token by then (absolute), 0 = none */
+    double itl_s;         /* stream: at most this between tokens, 0 = off */
+    double last_tok;      /* when the last token reached this client */
+    int got_tok;          /* a token reached this client */
+    uv_timer_t timer;     /* the nearest of the budgets above */
     int timer_on;
     oai_resp_t resp;
     char id[48];
@@ -168,7 +172,9 @@ void gen_join(client_t *c, sf_entry_t *sfe);
 void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier);
 /* Free a client that is not attached to a generation. */
 void client_free(client_t *c);
-/* Arm c's deadline timer (after c->r is set). */
+/* Arm (or re-arm) c's budget timer for the nearest of its deadline, its
+ * first-token deadline (until a token came) and its inter-token bound
+ * (streams, after the first token). Nothing when none applies. */
 void client_arm_deadline(client_t *c);
 
 /* Wait for an asynchronous cache tier: disconnects reach the client. */

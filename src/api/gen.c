@@ -9,8 +9,9 @@
  *
  * Back-pressure: a streamed delta is written at once when the connection's
  * unsent bytes are under the bound; otherwise it is appended to the client's
- * pending text and the next drain writes all of it as one chunk. Pending text
- * is bounded by stream-buffer-bytes: past it the reader is too slow and
+ * pending text and the next drain writes all of it as one chunk. Pending
+ * output (text and logprob entries) is bounded by stream-buffer-bytes: past
+ * it the reader is too slow and
  * leaves (the generation is cancelled when it was the last one).
  *
  * Deadlines are per client (a joiner's deadline is its own): a timer ends
@@ -39,8 +40,9 @@ struct gen {
     uint64_t job;      /* the backend's id */
     long created;
     int want_lp;
-    int started;     /* START came: replies are open */
-    int cancel_sent; /* bk_cancel was called */
+    int started;              /* START came: replies are open */
+    int cancel_sent;          /* bk_cancel was called */
+    const char *leave_reason; /* why the last client left (metrics), static */
     api_cache_req_t cq;
     cache_rec_t *rec; /* recording for the cache; NULL when not cacheable */
     sf_entry_t *sfe;  /* single-flight record twins join; NULL when none */
@@ -128,7 +130,8 @@ void gen_cancel_all(api_t *a)
 void gen_on_sf_empty(void *ctx, sf_entry_t *e)
 {
     (void)ctx;
-    gen_cancel(sf_data(e), "disconnect");
+    gen_t *g = sf_data(e);
+    gen_cancel(g, g->leave_reason ? g->leave_reason : "disconnect");
 }
 
 /* c leaves its generation (gone, too slow, past its deadline) and is freed. */
@@ -136,6 +139,7 @@ static void client_leave(client_t *c, const char *reason)
 {
     gen_t *g = c->g;
     client_unlink(c);
+    if (g) g->leave_reason = reason;
     if (g && g->sfe && api_sf(g->a))
         sf_leave(g->sfe, c); /* the last one out cancels (gen_on_sf_empty) */
     else if (g && !g->clients)
@@ -158,7 +162,9 @@ static void stream_flush(client_t *c, int final)
     int n_lp = lp_list_n(c->lp);
     if (c->text.n == 0 && (!final || n_lp == 0)) return;
     if (!final && !sse_writable(c->sse)) {
-        if (c->text.n > (size_t)c->a->set->stream_buffer_bytes) {
+        /* every pending byte counts: text and logprob entries (20
+         * alternatives a token weigh ~100x its text) */
+        if (c->text.n + lp_list_bytes(c->lp) > (size_t)c->a->set->stream_buffer_bytes) {
             gen_t *g = c->g;
             if (g && g->clients == c && !c->next) {
                 gen_cancel(g, "slow_reader"); /* alone: end the generation */
@@ -214,12 +220,36 @@ static int client_push(client_t *c, const char *text, size_t len, const lp_tok_t
     return len && buf_append(&c->text, text, len) ? BAR_ERR_NOMEM : 0;
 }
 
-/* Send c a 504 (nothing went out yet) or end its stream with "timeout". */
+/* The nearest budget of c (absolute monotonic seconds), 0 when none. */
+static double next_expiry(const client_t *c, const char **what)
+{
+    double e = 0;
+    *what = "deadline";
+    if (c->deadline > 0) e = c->deadline;
+    if (!c->got_tok && c->ttft_deadline > 0 && (e == 0 || c->ttft_deadline < e)) {
+        e = c->ttft_deadline;
+        *what = "first_token";
+    }
+    if (c->got_tok && c->stream && c->itl_s > 0 && (e == 0 || c->last_tok + c->itl_s < e)) {
+        e = c->last_tok + c->itl_s;
+        *what = "inter_token";
+    }
+    return e;
+}
+
+/* A budget ran out: send c a 504 (nothing went out yet) or end its stream
+ * with finish_reason "timeout". */
 static void on_deadline(uv_timer_t *t)
 {
     client_t *c = t->data;
     if (!c->r) return;
     api_t *a = c->a;
+    const char *what;
+    double e = next_expiry(c, &what);
+    if (e == 0 || e > time_now_mono() + 0.0005) { /* a token moved it: not yet */
+        client_arm_deadline(c);
+        return;
+    }
     api_sem_cancel(c);
     if (c->walk) {
         cache_tiers_cancel(api_cache_tiers(a->cache), c->walk);
@@ -235,22 +265,34 @@ static void on_deadline(uv_timer_t *t)
         sse_end(c->sse);
     } else {
         srv_req_t *r = client_take(c);
-        reply_error(r, 504, "server_error", "timeout", NULL,
-                    "The request did not finish within its deadline.");
+        reply_error(r, 504, "server_error", "timeout", NULL, "%s",
+                    !strcmp(what, "first_token")
+                        ? "The request produced no first token within its budget."
+                        : "The request did not finish within its deadline.");
     }
+    const char *reason = !strcmp(what, "deadline")      ? "timeout"
+                         : !strcmp(what, "first_token") ? "timeout_first_token"
+                                                        : "timeout_inter_token";
     if (c->g)
-        client_leave(c, "timeout");
+        client_leave(c, reason);
     else
         client_free(c);
 }
 
 void client_arm_deadline(client_t *c)
 {
-    if (c->deadline <= 0 || c->timer_on) return;
-    double left = c->deadline - time_now_mono();
-    uv_timer_init(c->a->loop, &c->timer);
-    c->timer.data = c;
-    c->timer_on = 1;
+    const char *what;
+    double e = next_expiry(c, &what);
+    if (e <= 0) {
+        if (c->timer_on) uv_timer_stop(&c->timer);
+        return;
+    }
+    double left = e - time_now_mono();
+    if (!c->timer_on) {
+        uv_timer_init(c->a->loop, &c->timer);
+        c->timer.data = c;
+        c->timer_on = 1;
+    }
     uv_timer_start(&c->timer, on_deadline, left > 0 ? (uint64_t)(left * 1e3) + 1 : 0, 0);
 }
 
@@ -296,6 +338,8 @@ static void client_start(client_t *c)
         if (e) {
             client_push(c, e->text, e->text_len, e->lp, e->n_lp);
             cache_entry_release(e);
+            c->got_tok = 1; /* its first tokens are here: that budget is met */
+            c->last_tok = time_now_mono();
         }
         if (c->stream) stream_flush(c, 0);
     }
@@ -457,6 +501,14 @@ static void on_delta(gen_t *g, const bk_event_t *ev)
             client_fail(c, &e);
             client_leave(c, "error");
             continue;
+        }
+        if (ev->text_len || ev->n_lp) {
+            int first = !c->got_tok;
+            c->got_tok = 1;
+            c->last_tok = time_now_mono();
+            /* the first-token budget is met; a stream's stall bound restarts */
+            if ((first && c->ttft_deadline > 0) || (c->stream && c->itl_s > 0))
+                client_arm_deadline(c);
         }
         if (c->sse) stream_flush(c, 0); /* may free c */
     }

@@ -395,7 +395,8 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
                        "Invalid 'n': only n = 1 is supported by this server, got %lld.", ll);
     if ((v = member(root, "user")) && !cJSON_IsString(v)) return bad_type(e, "user", "a string", v);
     ll = 0;
-    if ((rc = get_int(root, "priority", -1000000, 1000000, &ll, NULL, e))) return rc;
+    /* vLLM's range: lower runs sooner */
+    if ((rc = get_int(root, "priority", -100, 100, &ll, NULL, e))) return rc;
     r->priority = (int)ll;
     if ((rc = get_number(root, "timeout", 0, 86400, &r->timeout_s, e))) return rc;
     if ((v = member(root, "cache_salt"))) {

@@ -20,6 +20,7 @@
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/api_int.h"
 #include "api/reply.h"
@@ -143,6 +144,19 @@ static int stage_parse(client_t *c, cJSON **root)
     c->stream = c->q.stream;
     c->include_usage = c->q.include_usage;
     c->want_lp = c->q.logprobs;
+    /* X-Priority: interactive (0) | batch (10); the body's "priority" wins */
+    http_slice_t pr = http_req_header(h, "x-priority");
+    if (pr.p) {
+        int v = pr.n == 11 && !strncasecmp(pr.p, "interactive", 11) ? 0
+                : pr.n == 5 && !strncasecmp(pr.p, "batch", 5)       ? 10
+                                                                    : -1000;
+        if (v == -1000) {
+            oai_err(&e, 400, "invalid_request_error", "invalid_value", "X-Priority",
+                    "Invalid 'X-Priority' header: 'interactive' or 'batch'.");
+            return answer_error(c, &e);
+        }
+        if (!cJSON_GetObjectItemCaseSensitive(*root, "priority")) c->q.priority = v;
+    }
     return 0;
 }
 
@@ -184,12 +198,63 @@ static int stage_rate_limit(client_t *c)
     return 0;
 }
 
-/* The client's deadline: the request's "timeout", capped by the server's. */
-static void set_deadline(client_t *c)
+/* A budget header in ms: 0 absent, 1 set (*ms), -1 malformed (a reply sent). */
+static int budget_header(srv_req_t *r, const char *name, const char *shown, double *ms)
 {
-    double s = c->a->set->request_timeout_ms ? (double)c->a->set->request_timeout_ms / 1e3 : 0;
-    if (c->q.timeout_s > 0 && (s == 0 || c->q.timeout_s < s)) s = c->q.timeout_s;
+    http_slice_t v = http_req_header(srv_req_http(r), name);
+    if (!v.p) return 0;
+    long long x = 0;
+    int ok = v.n > 0 && v.n <= 9;
+    for (size_t i = 0; ok && i < v.n; i++) {
+        if (v.p[i] < '0' || v.p[i] > '9')
+            ok = 0;
+        else
+            x = x * 10 + (v.p[i] - '0');
+    }
+    if (!ok || x < 1 || x > 86400000LL) {
+        reply_error(r, 400, "invalid_request_error", "invalid_value", shown,
+                    "Invalid '%s' header: an integer number of milliseconds from 1 to "
+                    "86400000.",
+                    shown);
+        return -1;
+    }
+    *ms = (double)x;
+    return 1;
+}
+
+/* budgets: the smallest of the request's (body "timeout" in seconds,
+ * X-Timeout-Ms) and the server's for the whole reply; X-First-Token-Timeout-Ms
+ * and --first-token-timeout-ms for the first token; --inter-token-timeout-ms
+ * between a stream's tokens. Checked before the memo, so a malformed header
+ * is a 400 even for a request the cache could answer. Counted from t0, when
+ * the request was read. */
+typedef struct {
+    double total_ms, ttft_ms; /* 0 = none from headers */
+} budget_t;
+
+static int stage_budget_headers(srv_req_t *r, budget_t *b)
+{
+    memset(b, 0, sizeof *b);
+    if (budget_header(r, "x-timeout-ms", "X-Timeout-Ms", &b->total_ms) < 0) return -1;
+    if (budget_header(r, "x-first-token-timeout-ms", "X-First-Token-Timeout-Ms", &b->ttft_ms) < 0)
+        return -1;
+    return 0;
+}
+
+static double min_pos(double a, double b)
+{
+    return a <= 0 ? b : b <= 0 ? a : a < b ? a : b;
+}
+
+static void set_deadline(client_t *c, const budget_t *b)
+{
+    const srv_settings_t *set = c->a->set;
+    double s = min_pos((double)set->request_timeout_ms / 1e3, c->q.timeout_s);
+    s = min_pos(s, b->total_ms / 1e3);
     c->deadline = s > 0 ? c->t0 + s : 0;
+    double f = min_pos((double)set->first_token_timeout_ms / 1e3, b->ttft_ms / 1e3);
+    c->ttft_deadline = f > 0 ? c->t0 + f : 0;
+    c->itl_s = (double)set->inter_token_timeout_ms / 1e3;
 }
 
 static void after_walk(client_t *c);
@@ -216,7 +281,13 @@ static int stage_cache(client_t *c, const cJSON *root)
     if (!api_cache_on(a->cache)) return 1;
     bk_sampling_t sp;
     api_model_sampling(c->m, &c->q, &sp);
-    char extra[10 * 8];
+    /* the server-side settings that change the output are part of the key:
+     * the max_tokens actually used (the server default when neither the
+     * request nor the model sets it) and the context cap */
+    if (sp.max_tokens <= 0) sp.max_tokens = (int)a->set->max_tokens_default;
+    bk_stats_t bs = {0};
+    if (c->m->bk) bk_stats(c->m->bk, &bs);
+    char extra[11 * 8];
     api_cache_keyin_t in = {0};
     in.endpoint = c->kind == OAI_CHAT ? "chat" : "completions";
     in.model = c->m->cfg.name;
@@ -224,6 +295,9 @@ static int stage_cache(client_t *c, const cJSON *root)
     in.skip = KEY_SKIP;
     in.extra = extra;
     in.extra_len = sampling_bytes(&sp, extra);
+    int64_t n_ctx = bs.n_ctx;
+    memcpy(extra + in.extra_len, &n_ctx, 8);
+    in.extra_len += 8;
     in.reproducible = sp.temperature == 0 || sp.has_seed;
     api_cache_decide(a->cache, srv_req_http(c->r), root, &in, &c->cq);
     if (!c->cq.cacheable) {
@@ -368,6 +442,8 @@ static void after_walk(client_t *c)
 void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
 {
     double t0 = time_now_mono();
+    budget_t budget;
+    if (stage_budget_headers(r, &budget) < 0) return;
     if (stage_memo(a, r, kind, t0) < 0) return;
     client_t *c = client_new(a, r, kind, t0);
     if (!c) return;
@@ -377,7 +453,7 @@ void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
         cJSON_Delete(root);
         return;
     }
-    set_deadline(c);
+    set_deadline(c, &budget);
     int go_on = stage_cache(c, root);
     cJSON_Delete(root);
     if (!go_on) return;

@@ -67,6 +67,13 @@ int lp_list_n(const lp_list_t *l)
     return l ? l->n : 0;
 }
 
+size_t lp_list_bytes(const lp_list_t *l)
+{
+    if (!l) return 0;
+    return l->text.n + (size_t)l->n * (sizeof *l->items + sizeof *l->off + sizeof *l->top0) +
+           (size_t)l->n_tops * (sizeof *l->tops + sizeof *l->top_off);
+}
+
 int lp_list_push(lp_list_t *l, const lp_tok_t *x)
 {
     if (l->n == l->cap) {

@@ -29,6 +29,9 @@ void lp_list_destroy(lp_list_t *l);
 int lp_list_push(lp_list_t *l, const lp_tok_t *x); /* copies; 0 or BAR_ERR_NOMEM */
 void lp_list_clear(lp_list_t *l);
 int lp_list_n(const lp_list_t *l);
+/* Bytes the list holds for its entries (texts, records, alternatives): what
+ * a slow reader's pending logprobs cost. 0 for NULL. */
+size_t lp_list_bytes(const lp_list_t *l);
 /* The entries (pointers valid until the next push/clear). */
 const lp_tok_t *lp_list_items(lp_list_t *l);
 

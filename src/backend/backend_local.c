@@ -103,6 +103,7 @@ struct local {
     int n_work;
     uint64_t next_id;
     int closing, closed;
+    int destroy_pending; /* destroy waits for prompts still tokenizing on the pool */
 };
 
 /* ---- the queue ---- */
@@ -191,8 +192,10 @@ static void job_free(job_t *j)
         b->jobs = j->next;
     if (j->next) j->next->prev = j->prev;
     b->n_jobs--;
-    for (int i = 0; i < j->n_msgs; i++)
+    for (int i = 0; i < j->n_msgs; i++) {
+        free((char *)j->msgs[i].role);
         free((char *)j->msgs[i].content);
+    }
     free(j->msgs);
     free(j->prompt);
     for (int i = 0; i < j->n_stop; i++)
@@ -341,6 +344,8 @@ static void prepare_work(uv_work_t *w)
     prepare(w->data);
 }
 
+static void finish_destroy(local_t *b);
+
 static void prepare_done(uv_work_t *w, int status)
 {
     job_t *j = w->data;
@@ -349,6 +354,7 @@ static void prepare_done(uv_work_t *w, int status)
     j->in_work = 0;
     if (status && !j->failed) job_fail(j, BAR_ERR_IO, 500, NULL, "tokenization cancelled");
     if (j->cancelled || b->closing || engine_start(j) < 0) deliver_unsubmitted(j);
+    if (b->destroy_pending && b->n_work == 0) finish_destroy(b);
     maybe_free(b);
 }
 
@@ -387,14 +393,19 @@ static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_ms
     if (r->is_chat) {
         j->msgs = calloc((size_t)r->n_msgs + 1, sizeof *j->msgs);
         oom |= !j->msgs;
+        /* role and content are copied: the request is freed when its client
+         * goes away, while a big prompt may still be tokenized on a worker */
         for (int i = 0; !oom && i < r->n_msgs; i++) {
+            size_t rl = strlen(r->msgs[i].role);
+            char *role = dup_n(r->msgs[i].role, rl);
             char *c = dup_n(r->msgs[i].content, r->msgs[i].content_len);
-            if (!c) {
+            if (!c || !role) {
+                free(role);
+                free(c);
                 oom = 1;
                 break;
             }
-            j->msgs[i] =
-                (chat_msg_t){r->msgs[i].role, strlen(r->msgs[i].role), c, r->msgs[i].content_len};
+            j->msgs[i] = (chat_msg_t){role, rl, c, r->msgs[i].content_len};
             j->n_msgs = i + 1;
         }
     } else {
@@ -611,15 +622,31 @@ static void on_closed(uv_handle_t *h)
     maybe_free(b);
 }
 
-static void local_destroy(backend_t *base)
+/* Stop the engine (pending requests get DONE/CANCELLED into the queue),
+ * deliver what is queued, close the wake-up handle. */
+static void finish_destroy(local_t *b)
 {
-    local_t *b = (local_t *)base;
-    b->closing = 1;
-    /* pending requests get DONE/CANCELLED into the queue */
+    b->destroy_pending = 0;
     engine_destroy(b->engine);
     b->engine = NULL;
     drain(b);
     uv_close((uv_handle_t *)&b->async, on_closed);
+}
+
+static void local_destroy(backend_t *base)
+{
+    local_t *b = (local_t *)base;
+    b->closing = 1;
+    if (b->n_work) {
+        /* prompts are being tokenized on the thread pool with the engine's
+         * tokenizer: the engine (and its tokenizer) goes when the last of
+         * them is back (prepare_done); running jobs end now */
+        for (job_t *j = b->jobs; j; j = j->next)
+            if (j->submitted) engine_cancel(b->engine, j->req_id);
+        b->destroy_pending = 1;
+        return;
+    }
+    finish_destroy(b);
 }
 
 static const bk_ops_t LOCAL_OPS = {

@@ -12,7 +12,9 @@
 
 #include "util/mfile.h"
 
-#define KEY_TAG "barista-cache-key/v1"
+/* the key format and the barista version: another version may render or
+ * stop differently, so it never shares entries (Redis, snapshots) */
+#define KEY_TAG "barista-cache-key/v1 barista/" BARISTA_VERSION
 #define MAX_DEPTH 512
 
 static int put_u64(buf_t *o, uint64_t v)

@@ -2,19 +2,27 @@
  * cache_redis.h for behaviour).
  *
  * Two connections, each a conn_t with its own reconnect timer: "main" for
- * GET/SET/SCAN/UNLINK/PUBLISH, and "sub" (only with on_peer_purge) parked in
- * SUBSCRIBE, and "tail" (only with on_stream) looping on XREAD BLOCK over
- * the record stream (a PING answers its handshake; then XREAD from the last
- * id seen, "0-0" at first, so a (re)connect loads what it missed). A conn is down (ac == NULL,
- * retry timer armed), handshaking (ac set, AUTH/SELECT/PING queued) or up (PING answered).
- * conn_drop() is the one way we close a context ourselves; hiredis's own disconnect/connect-failure
- * callbacks are ignored for a context we already dropped.
+ * GET/SET/SCAN/UNLINK/PUBLISH, the purge log (XADD/XRANGE) and the record
+ * stream's XADDs; "sub" (only with on_peer_purge) parked in SUBSCRIBE; and
+ * "tail" (only with on_stream) looping on XREAD BLOCK over the record stream
+ * (a PING answers its handshake; then XREAD from the last id seen, "0-0" at
+ * first, so a (re)connect loads what it missed). A conn is down (ac == NULL,
+ * retry timer armed), handshaking (ac set, AUTH/SELECT/PING queued) or up
+ * (PING answered). conn_drop() is the one way we close a context ourselves;
+ * hiredis's own disconnect/connect-failure callbacks are ignored for a
+ * context we already dropped.
  *
  * GET timeouts: every GET has the same timeout, so deadlines are in send
  * order; outstanding GETs sit on a FIFO and one uv_timer fires at the head's
  * deadline. A timed-out op is completed (callback with TIMEOUT) but stays
  * allocated until hiredis delivers its reply (or NULL when the context is
  * freed) — hiredis guarantees that callback, so nothing leaks.
+ *
+ * Stalls: GET timeouts alone cannot see a Redis that stopped answering
+ * SETs, SCANs or UNLINKs. A watchdog (every stall_ms / 4) drops the main
+ * connection when any command has waited stall_ms without a reply, which
+ * completes every pending command (GETs as errors, purges as failed, so an
+ * admin DELETE answers) and reconnects with backoff.
  * Not for: policy, L1, key building. */
 #include "cache/cache_redis.h"
 
@@ -31,15 +39,22 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
+#include <xxhash.h>
+
 #include "util/buf.h"
 
-#define HANDSHAKE_MS 1000 /* connect + AUTH/SELECT/PING must answer within this */
+#define HANDSHAKE_MS 1000    /* connect + AUTH/SELECT/PING must answer within this */
+#define PURGE_POLL_MS 1000   /* how often a replica reads the purge log */
+#define PURGE_LOG_MAX 100000 /* entries the log keeps (approximately) */
+#define PURGE_SEEN 128
 
 typedef struct conn {
     cache_redis_t *r;
     redisAsyncContext *ac;
     int up;
     int is_sub;
+    int resolving;        /* gai in flight */
+    uv_getaddrinfo_t gai; /* host name → address, on the thread pool */
     uint64_t backoff_ms;
     uv_timer_t retry;
 } conn_t;
@@ -78,9 +93,19 @@ struct cache_redis {
     char channel[48];
     char stream[48];   /* "<prefix>:stream" */
     char last_id[48];  /* the tail's position */
+    char log[48];      /* prefix:purges, the durable purge log (a stream) */
+    char log_last[48]; /* id of the last log entry read; "" before the first poll */
+    int log_busy;      /* an XRANGE in flight */
+    uv_timer_t log_timer;
+    uint64_t purge_seq;
+    uint64_t seen[PURGE_SEEN]; /* ids applied lately (pub/sub and log overlap) */
+    int seen_next;
     char instance[17]; /* random id: skip our own purge messages */
     conn_t main, sub, tailc;
     uv_timer_t timer; /* GET deadlines */
+    /* stall watchdog: any command unanswered for stall_ms drops main */
+    uv_timer_t watchdog;
+    uint64_t busy_since, last_progress; /* uv_now ms */
     cache_redis_op_t *head, *tail;
     int inflight;
     int consecutive_timeouts;
@@ -91,6 +116,23 @@ struct cache_redis {
 };
 
 static void conn_open(conn_t *c);
+static void log_poll(cache_redis_t *r);
+
+/* Every command we wait for (GET, SET, SCAN, UNLINK) goes through these, so
+ * the watchdog sees any stall, not just GET timeouts: a hung Redis (the
+ * kernel still acknowledges) that stops answering SETs would otherwise fill
+ * max_inflight and switch L2 off for good. */
+static void inflight_inc(cache_redis_t *r)
+{
+    if (r->inflight++ == 0) r->busy_since = uv_now(r->loop);
+}
+
+static void inflight_dec(cache_redis_t *r)
+{
+    r->inflight--;
+    r->last_progress = uv_now(r->loop);
+}
+
 static void on_retry(uv_timer_t *t);
 
 const char *cache_l2_status_name(cache_l2_status_t s)
@@ -267,6 +309,7 @@ static void on_ready(redisAsyncContext *ac, void *reply_, void *priv)
     c->backoff_ms = c->r->o.backoff_min_ms;
     c->r->consecutive_timeouts = 0;
     c->r->st.connects++;
+    log_poll(c->r); /* catch up on purges missed while away */
 }
 
 static int hex_u64(const char *s, size_t n, uint64_t *out)
@@ -284,12 +327,26 @@ static int hex_u64(const char *s, size_t n, uint64_t *out)
     return 0;
 }
 
-/* "<instance> all" | "<instance> ns <16 hex>" | "<instance> key <32 hex>" */
+/* Remember a purge id (its message's first 33 bytes, hashed); 1 if it was
+ * already there (applied once by pub/sub, seen again in the log). */
+static int seen_before(cache_redis_t *r, const char *id)
+{
+    uint64_t h = XXH3_64bits(id, 33) | 1;
+    for (int i = 0; i < PURGE_SEEN; i++)
+        if (r->seen[i] == h) return 1;
+    r->seen[r->seen_next] = h;
+    r->seen_next = (r->seen_next + 1) % PURGE_SEEN;
+    return 0;
+}
+
+/* "<instance>:<seq> all" | "... ns <16 hex>" | "... key <32 hex>", where
+ * instance and seq are 16 hex digits each: the purge's unique id. */
 static void peer_message(cache_redis_t *r, const char *m, size_t n)
 {
-    if (n < 18 || m[16] != ' ' || !memcmp(m, r->instance, 16)) return;
-    const char *k = m + 17;
-    size_t kn = n - 17;
+    if (n < 35 || m[16] != ':' || m[33] != ' ' || !memcmp(m, r->instance, 16)) return;
+    if (seen_before(r, m)) return;
+    const char *k = m + 34;
+    size_t kn = n - 34;
     cache_key_t key;
     uint64_t ns;
     if (kn == 3 && !memcmp(k, "all", 3)) {
@@ -423,11 +480,12 @@ static void on_handshake_timeout(uv_timer_t *t)
     }
 }
 
-static void conn_open(conn_t *c)
+/* Connect to a numeric address (hiredis would resolve a name itself,
+ * synchronously, on the loop). */
+static void conn_connect(conn_t *c, const char *addr)
 {
     cache_redis_t *r = c->r;
-    if (r->closing || c->ac) return;
-    redisAsyncContext *ac = redisAsyncConnect(r->addr, r->url.port);
+    redisAsyncContext *ac = redisAsyncConnect(addr, r->url.port);
     if (!ac) {
         set_error(r, "connect", "out of memory");
         r->st.conn_failures++;
@@ -471,6 +529,115 @@ static void conn_open(conn_t *c)
     }
 }
 
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
+{
+    conn_t *c = req->data;
+    cache_redis_t *r = c->r;
+    c->resolving = 0;
+    if (r->closing) {
+        if (res) uv_freeaddrinfo(res);
+        if (--r->closes_pending == 0) free(r);
+        return;
+    }
+    char addr[INET6_ADDRSTRLEN] = "";
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *a = res; a; a = a->ai_next)
+        if (a->ai_family == AF_INET) { /* prefer IPv4, as hiredis does */
+            pick = a;
+            break;
+        }
+    if (status == 0 && pick) {
+        const void *a = pick->ai_family == AF_INET6
+                            ? (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
+                            : (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr;
+        inet_ntop(pick->ai_family, a, addr, sizeof addr);
+    }
+    if (res) uv_freeaddrinfo(res);
+    if (!addr[0]) {
+        set_error(r, "resolve", status ? uv_strerror(status) : "no address");
+        r->st.conn_failures++;
+        conn_retry(c);
+        return;
+    }
+    snprintf(r->addr, sizeof r->addr, "%s", addr);
+    conn_connect(c, addr);
+}
+
+/* Open a connection: a numeric host at once; a name is resolved first on
+ * libuv's thread pool (uv_getaddrinfo), on every attempt, so a slow DNS
+ * never blocks the loop and a moved Redis is found again. */
+static void conn_open(conn_t *c)
+{
+    cache_redis_t *r = c->r;
+    if (r->closing || c->ac || c->resolving) return;
+    unsigned char tmp[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, r->url.host, tmp) == 1 || inet_pton(AF_INET6, r->url.host, tmp) == 1) {
+        conn_connect(c, r->url.host);
+        return;
+    }
+    struct addrinfo hints = {0};
+    hints.ai_socktype = SOCK_STREAM;
+    c->gai.data = c;
+    if (uv_getaddrinfo(r->loop, &c->gai, on_resolved, r->url.host, NULL, &hints)) {
+        set_error(r, "resolve", "cannot start");
+        r->st.conn_failures++;
+        conn_retry(c);
+        return;
+    }
+    c->resolving = 1;
+}
+
+/* ---- the durable purge log ----
+ * Pub/sub is only the fast path: a replica whose subscriber was away (a
+ * dropped connection, a Redis restart, a hung subscriber) misses messages.
+ * Every purge is also appended to the stream prefix.purges, and each replica
+ * reads it every PURGE_POLL_MS from the last id it saw, applying what it
+ * has not applied yet, so a missed purge arrives within a poll of Redis
+ * being reachable again. */
+static void on_log(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    (void)ac;
+    cache_redis_t *r = priv;
+    redisReply *reply = reply_;
+    r->log_busy = 0;
+    inflight_dec(r);
+    if (!reply || r->closing || reply->type != REDIS_REPLY_ARRAY) return;
+    int first = !r->log_last[0];
+    for (size_t i = 0; i < reply->elements; i++) {
+        redisReply *e = reply->element[i];
+        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2 ||
+            e->element[0]->type != REDIS_REPLY_STRING || e->element[0]->len >= sizeof r->log_last)
+            continue;
+        snprintf(r->log_last, sizeof r->log_last, "%s", e->element[0]->str);
+        redisReply *f = e->element[1];
+        /* the first read only finds where the log ends: a replica that
+         * starts now has nothing older to catch up on */
+        if (first || f->type != REDIS_REPLY_ARRAY || f->elements != 2 ||
+            f->element[1]->type != REDIS_REPLY_STRING)
+            continue;
+        peer_message(r, f->element[1]->str, f->element[1]->len);
+    }
+    if (first && !r->log_last[0]) snprintf(r->log_last, sizeof r->log_last, "0-0");
+    if (!first && reply->elements == 1000) log_poll(r); /* more waiting */
+}
+
+static void log_poll(cache_redis_t *r)
+{
+    if (r->closing || r->log_busy || !r->main.up || !r->o.on_peer_purge) return;
+    int rc = r->log_last[0]
+                 ? redisAsyncCommand(r->main.ac, on_log, r, "XRANGE %s (%s + COUNT 1000", r->log,
+                                     r->log_last)
+                 : redisAsyncCommand(r->main.ac, on_log, r, "XREVRANGE %s + - COUNT 1", r->log);
+    if (rc != REDIS_OK) return;
+    r->log_busy = 1;
+    inflight_inc(r);
+}
+
+static void on_log_timer(uv_timer_t *t)
+{
+    log_poll(t->data);
+}
+
 /* ---- create / destroy ---- */
 
 static int prefix_ok(const char *p)
@@ -484,26 +651,16 @@ static int prefix_ok(const char *p)
 
 static void on_get_timer(uv_timer_t *t);
 
-static void resolve(cache_redis_t *r)
+static void on_watchdog(uv_timer_t *t)
 {
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(r->addr, sizeof r->addr, "%s", r->url.host);
-    if (getaddrinfo(r->url.host, NULL, &hints, &res) || !res)
-        return; /* hiredis will try the name itself on each attempt */
-    struct addrinfo *pick = res;
-    for (struct addrinfo *a = res; a; a = a->ai_next)
-        if (a->ai_family == AF_INET) { /* prefer IPv4, as hiredis does */
-            pick = a;
-            break;
-        }
-    void *a = pick->ai_family == AF_INET6
-                  ? (void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
-                  : (void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr;
-    char tmp[INET6_ADDRSTRLEN];
-    if (inet_ntop(pick->ai_family, a, tmp, sizeof tmp))
-        snprintf(r->addr, sizeof r->addr, "%s", tmp);
-    freeaddrinfo(res);
+    cache_redis_t *r = t->data;
+    if (r->closing || !r->main.ac || r->inflight <= 0) return;
+    uint64_t since = r->busy_since > r->last_progress ? r->busy_since : r->last_progress;
+    if (uv_now(r->loop) - since < r->o.stall_ms) return;
+    r->st.trips++;
+    r->consecutive_timeouts = 0;
+    set_error(r, "stalled", "no reply within the stall bound; connection dropped");
+    conn_drop(&r->main); /* pending commands complete now, with NULL replies */
 }
 
 static void conn_init(cache_redis_t *r, conn_t *c, int is_sub)
@@ -527,6 +684,7 @@ cache_redis_t *cache_redis_create(uv_loop_t *loop, const char *url, const cache_
     if (o.backoff_max_ms < o.backoff_min_ms) o.backoff_max_ms = o.backoff_min_ms;
     if (o.max_inflight <= 0) o.max_inflight = 1024;
     if (o.trip_timeouts <= 0) o.trip_timeouts = 8;
+    if (!o.stall_ms) o.stall_ms = 1000;
     if (!o.prefix) o.prefix = "barista";
     if (!prefix_ok(o.prefix)) {
         bar_fail(msg, BAR_ERR_INVALID, "redis key prefix '%s' must be 1-32 of [A-Za-z0-9_.-]",
@@ -547,11 +705,24 @@ cache_redis_t *cache_redis_create(uv_loop_t *loop, const char *url, const cache_
     snprintf(r->stream, sizeof r->stream, "%s:stream", r->prefix);
     snprintf(r->last_id, sizeof r->last_id, "0-0");
     if (r->o.stream_maxlen <= 0) r->o.stream_maxlen = 100000;
+    /* outside prefix:* so a purge-all (SCAN prefix:*) never deletes the log */
+    snprintf(r->log, sizeof r->log, "%s.purges", r->prefix);
     uint64_t seed = (uint64_t)uv_hrtime() ^ (uint64_t)(uintptr_t)r ^ ((uint64_t)getpid() << 32);
     snprintf(r->instance, sizeof r->instance, "%016llx", (unsigned long long)seed);
-    resolve(r);
+    snprintf(r->addr, sizeof r->addr, "%s", r->url.host);
     uv_timer_init(loop, &r->timer);
     r->timer.data = r;
+    uv_timer_init(loop, &r->watchdog);
+    r->watchdog.data = r;
+    uint64_t every = r->o.stall_ms / 4 ? r->o.stall_ms / 4 : 1;
+    uv_timer_start(&r->watchdog, on_watchdog, every, every);
+    uv_unref((uv_handle_t *)&r->watchdog);
+    uv_timer_init(loop, &r->log_timer);
+    r->log_timer.data = r;
+    if (o.on_peer_purge) {
+        uv_timer_start(&r->log_timer, on_log_timer, PURGE_POLL_MS, PURGE_POLL_MS);
+        uv_unref((uv_handle_t *)&r->log_timer);
+    }
     conn_init(r, &r->main, 0);
     conn_init(r, &r->sub, 1);
     conn_init(r, &r->tailc, 2);
@@ -585,12 +756,23 @@ void cache_redis_destroy(cache_redis_t *r)
     /* GETs hiredis never saw cannot exist (every op is sent), so the FIFO
      * is empty now; the timer can go */
     uv_timer_stop(&r->timer);
-    r->closes_pending = 4;
+    uv_timer_stop(&r->watchdog);
+    uv_timer_stop(&r->log_timer);
+    r->closes_pending = 6; /* + the tail's retry timer */
+    /* a name being resolved: its callback runs (cancelled or not) and
+     * counts itself out */
+    for (int i = 0; i < 3; i++)
+        if (cs[i]->resolving) {
+            r->closes_pending++;
+            uv_cancel((uv_req_t *)&cs[i]->gai);
+        }
     r->main.retry.data = r;
     r->sub.retry.data = r;
     r->tailc.retry.data = r;
     uv_close((uv_handle_t *)&r->tailc.retry, on_handle_closed);
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&r->watchdog, on_handle_closed);
+    uv_close((uv_handle_t *)&r->log_timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->main.retry, on_handle_closed);
     uv_close((uv_handle_t *)&r->sub.retry, on_handle_closed);
 }
@@ -668,7 +850,7 @@ static void on_get_reply(redisAsyncContext *ac, void *reply_, void *priv)
     cache_redis_op_t *op = priv;
     cache_redis_t *r = op->r;
     redisReply *reply = reply_;
-    r->inflight--;
+    inflight_dec(r);
     if (reply) r->consecutive_timeouts = 0;
     if (op->done) {
         free(op);
@@ -736,7 +918,7 @@ int cache_redis_get(cache_redis_t *r, const cache_key_t *key, uint64_t ns, cache
         r->st.skipped++;
         return BAR_ERR_BUSY;
     }
-    r->inflight++;
+    inflight_inc(r);
     r->st.gets++;
     op->prev = r->tail;
     if (r->tail)
@@ -764,7 +946,7 @@ static void on_set_reply(redisAsyncContext *ac, void *reply_, void *priv)
     (void)ac;
     cache_redis_t *r = priv;
     redisReply *reply = reply_;
-    r->inflight--;
+    inflight_dec(r);
     if (!reply || reply->type == REDIS_REPLY_ERROR) r->st.set_errors++;
 }
 
@@ -790,7 +972,7 @@ int cache_redis_set(cache_redis_t *r, const cache_entry_t *e, uint64_t ttl_ms)
         r->st.skipped++;
         return BAR_ERR_BUSY;
     }
-    r->inflight++;
+    inflight_inc(r);
     r->st.sets++;
     return 0;
 }
@@ -802,16 +984,20 @@ static void purge_maybe_done(purge_t *p)
     if (p->pending || (!p->scan_done && !p->failed)) return;
     cache_redis_t *r = p->r;
     if (!p->failed && r->main.up) {
-        char m[80];
+        char m[96], id[40];
         char hex[CACHE_KEY_HEX_LEN + 1];
+        snprintf(id, sizeof id, "%s:%016llx", r->instance, (unsigned long long)++r->purge_seq);
         if (p->kind == CACHE_PURGE_ALL)
-            snprintf(m, sizeof m, "%s all", r->instance);
+            snprintf(m, sizeof m, "%s all", id);
         else if (p->kind == CACHE_PURGE_NS)
-            snprintf(m, sizeof m, "%s ns %016llx", r->instance, (unsigned long long)p->ns);
+            snprintf(m, sizeof m, "%s ns %016llx", id, (unsigned long long)p->ns);
         else {
             cache_key_hex(&p->key, hex);
-            snprintf(m, sizeof m, "%s key %s", r->instance, hex);
+            snprintf(m, sizeof m, "%s key %s", id, hex);
         }
+        /* durable first (the log every replica polls), then the fast path */
+        redisAsyncCommand(r->main.ac, NULL, NULL, "XADD %s MAXLEN ~ %d * m %s", r->log,
+                          PURGE_LOG_MAX, m);
         redisAsyncCommand(r->main.ac, NULL, NULL, "PUBLISH %s %s", r->channel, m);
     }
     int err = p->failed ? (r->closing ? BAR_ERR_CANCELLED : BAR_ERR_IO) : 0;
@@ -825,7 +1011,7 @@ static void on_unlink(redisAsyncContext *ac, void *reply_, void *priv)
     purge_t *p = priv;
     redisReply *reply = reply_;
     p->pending--;
-    p->r->inflight--;
+    inflight_dec(p->r);
     if (!reply || reply->type != REDIS_REPLY_INTEGER)
         p->failed = 1;
     else
@@ -839,7 +1025,7 @@ static void on_scan(redisAsyncContext *ac, void *reply_, void *priv)
     cache_redis_t *r = p->r;
     redisReply *reply = reply_;
     p->pending--;
-    r->inflight--;
+    inflight_dec(r);
     if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_ARRAY || p->failed || ac != r->main.ac) {
@@ -867,7 +1053,7 @@ static void on_scan(redisAsyncContext *ac, void *reply_, void *priv)
         }
         if (redisAsyncCommandArgv(ac, on_unlink, p, (int)n, argv, lens) == REDIS_OK) {
             p->pending++;
-            r->inflight++;
+            inflight_inc(r);
         } else {
             p->failed = 1;
         }
@@ -883,7 +1069,7 @@ static void on_scan(redisAsyncContext *ac, void *reply_, void *priv)
         if (redisAsyncCommand(ac, on_scan, p, "SCAN %s MATCH %s COUNT 1000", c, p->pattern) ==
             REDIS_OK) {
             p->pending++;
-            r->inflight++;
+            inflight_inc(r);
         } else {
             p->failed = 1;
         }
@@ -919,7 +1105,7 @@ int cache_redis_purge(cache_redis_t *r, cache_purge_kind_t kind, uint64_t ns,
         return BAR_ERR_BUSY;
     }
     p->pending = 1;
-    r->inflight++;
+    inflight_inc(r);
     r->st.purges++;
     return 0;
 }

@@ -64,6 +64,7 @@ typedef struct {
     uint64_t backoff_max_ms; /* 0 → 5000 */
     int max_inflight;        /* outstanding commands; 0 → 1024 */
     int trip_timeouts;       /* consecutive GET timeouts that drop the connection; 0 → 8 */
+    uint64_t stall_ms;       /* any command unanswered this long drops it; 0 → 1000 */
     const char *prefix;      /* [A-Za-z0-9_.-]{1,32}; NULL → "barista" */
     cache_redis_peer_fn on_peer_purge; /* NULL: no subscription */
     void *peer_user;

@@ -142,8 +142,13 @@ static void fsync_dir(const char *path)
 
 int cache_snapshot_write(const cache_snap_t *s, const char *path, bar_msg_t *msg)
 {
+    /* A temp name of our own (mkostemp: O_CREAT|O_EXCL, mode 0600), so two
+     * writers never share a file, a leftover PATH.tmp — a symlink planted
+     * there, or a file with loose permissions — is never opened, and the
+     * rename installs one complete file. */
+    static const char suffix[] = ".tmp.XXXXXX";
     size_t plen = strlen(path);
-    char *tmp = malloc(plen + 5);
+    char *tmp = malloc(plen + sizeof suffix);
     XXH3_state_t *h = XXH3_createState();
     if (!tmp || !h) {
         free(tmp);
@@ -151,8 +156,8 @@ int cache_snapshot_write(const cache_snap_t *s, const char *path, bar_msg_t *msg
         return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     }
     memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    memcpy(tmp + plen, suffix, sizeof suffix);
+    int fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
         int rc =
             bar_fail(msg, BAR_ERR_IO, "cache snapshot: cannot create %s: %s", tmp, strerror(errno));

@@ -11,7 +11,7 @@
  * remaining TTL at save time), because monotonic time does not survive a
  * reboot; entries whose expiry passed are dropped on load.
  *
- * Writing is crash-safe: PATH.tmp is written (mode 0600), fsynced, renamed
+ * Writing is crash-safe: PATH.tmp.XXXXXX is written (mode 0600), fsynced, renamed
  * over PATH, and the directory is fsynced. Loading never trusts the file: a
  * wrong magic, version or checksum, a truncated record or a bad entry means
  * the whole file is refused (BAR_ERR_FORMAT with a message for the warning
@@ -38,9 +38,12 @@ typedef struct cache_snap cache_snap_t;
 cache_snap_t *cache_snapshot_collect(cache_l1_t *l1, int64_t now_wall_ms);
 size_t cache_snapshot_count(const cache_snap_t *s);
 
-/* Any thread: write the collected entries to path (via path.tmp, fsync,
- * rename). 0, BAR_ERR_IO or BAR_ERR_NOMEM with msg set; on failure path is
- * untouched and path.tmp removed. */
+/* Any thread: write the collected entries to path via a new temporary file
+ * of its own (path.tmp.XXXXXX, created exclusively with mode 0600: never a
+ * leftover or a symlink), fsync, rename over path, fsync the directory.
+ * Concurrent writers each install a complete file (the last rename wins;
+ * callers that care which one order them). 0, BAR_ERR_IO or BAR_ERR_NOMEM
+ * with msg set; on failure path is untouched and the temporary removed. */
 int cache_snapshot_write(const cache_snap_t *s, const char *path, bar_msg_t *msg);
 
 /* Loop thread: drop the references. NULL is fine. */

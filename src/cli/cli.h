@@ -13,6 +13,7 @@ int cli_embed_main(int argc, char **argv);
 int cli_inspect_main(int argc, char **argv);
 int cli_run_main(int argc, char **argv);
 int cli_serve_main(int argc, char **argv);
+int cli_quantize_main(int argc, char **argv);
 
 /* The default models. With no -m/--model and no BARISTA_MODEL, the GGUF is the
  * first regular file named SmolLM2-135M-Instruct.Q4_1.gguf found in, in order:

@@ -19,6 +19,7 @@
 #include "engine/engine.h"
 #include "server/server.h"
 #include "server/settings.h"
+#include "util/fault.h"
 
 typedef struct {
     uv_loop_t loop;
@@ -194,6 +195,7 @@ static void next_model(serve_t *s)
     fprintf(stderr, "barista serve: ready on http://%s%s%s:%d with %d model(s), default %s\n",
             V6L(s), s->set.host, V6R(s), srv_port(s->srv), s->models.n,
             s->models.v[s->models.default_idx].name);
+    fault_arm(); /* a fault-injection build fails allocations from here on */
 }
 
 /* The model list: --models FILE, then each --model [NAME=]PATH; with

@@ -74,6 +74,7 @@ struct engine {
     /* batch scratch */
     int32_t *b_tok;
     int *b_pos, *b_slot, *b_row;
+    sampler_job_t *jobs; /* [n_slots] one step's sampling, run on the pool */
 
     pthread_t thread;
     pthread_mutex_t mu;
@@ -274,14 +275,24 @@ static void finish_slot(engine_t *e, slot_t *s, engine_finish_t fin, int err, co
     slot_release(e, s);
 }
 
-static void handle_sample(engine_t *e, slot_t *s, float *logits)
+/* The sampler's input for slot s (logits row `logits`). */
+static void sample_job_init(sampler_job_t *j, slot_t *s, float *logits, int tag)
+{
+    const engine_sampling_t *sp = &s->req->sp;
+    j->smp = s->smp;
+    j->logits = logits;
+    j->n_top = sp->top_logprobs > SAMPLER_TOP_MAX ? SAMPLER_TOP_MAX
+                                                  : (sp->top_logprobs < 0 ? 0 : sp->top_logprobs);
+    j->want_lp = sp->logprobs || j->n_top > 0;
+    j->tag = tag;
+}
+
+static void handle_sample(engine_t *e, slot_t *s, sampler_job_t *j)
 {
     req_t *r = s->req;
-    engine_top_t top[20];
-    int n_top = r->sp.top_logprobs > 20 ? 20 : (r->sp.top_logprobs < 0 ? 0 : r->sp.top_logprobs);
-    float lp = 0.0f;
-    int want_lp = r->sp.logprobs || n_top > 0;
-    int tok = sampler_sample(s->smp, logits, want_lp ? &lp : NULL, top, n_top);
+    engine_top_t *top = j->top;
+    int n_top = j->n_top, want_lp = j->want_lp, tok = j->token;
+    float lp = j->logprob;
     sampler_accept(s->smp, tok);
     if (s->n_gen == 0) s->t_first = time_now_mono();
     s->n_gen++;
@@ -437,11 +448,17 @@ static void *engine_main(void *arg)
         pthread_mutex_lock(&e->mu);
         e->n_tok_prompt += (uint64_t)prompt_tokens;
         pthread_mutex_unlock(&e->mu);
+        /* sample every sequence of the step at once, in parallel on the pool */
+        int n_jobs = 0;
         for (int i = 0; i < e->n_slots; i++) {
             slot_t *s = &e->slots[i];
             if (s->req && s->want_logits >= 0)
-                handle_sample(e, s, e->logits + (size_t)s->want_logits * n_vocab);
+                sample_job_init(&e->jobs[n_jobs++], s, e->logits + (size_t)s->want_logits * n_vocab,
+                                i);
         }
+        sampler_run(e->jobs, n_jobs, e->pool);
+        for (int k = 0; k < n_jobs; k++)
+            handle_sample(e, &e->slots[e->jobs[k].tag], &e->jobs[k]);
     }
     /* shutting down: everything still here is cancelled */
     for (int i = 0; i < e->n_slots; i++)
@@ -499,6 +516,10 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
         rc = bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    if (!(e->jobs = calloc((size_t)e->n_slots, sizeof(sampler_job_t)))) {
+        rc = bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     for (int i = 0; i < e->n_slots; i++) {
         e->slots[i].tokens = malloc((size_t)e->n_ctx * sizeof(int32_t));
         if (!e->slots[i].tokens || sampler_create(&e->slots[i].smp, hp->n_vocab)) {
@@ -541,6 +562,7 @@ void engine_destroy(engine_t *e)
     }
     free(e->slots);
     free(e->logits);
+    free(e->jobs);
     free(e->piece);
     free(e->b_tok);
     free(e->b_pos);

@@ -1,12 +1,26 @@
 /* sampler.c — token selection (see sampler.h).
  *
- * Order of operations, as llama.cpp's default chain: penalties, then top-k,
- * top-p, min-p, temperature, and a draw. Greedy (temperature 0) takes the
- * arg-max after penalties. Candidates live in one preallocated array of
- * (id, logit) pairs. */
+ * Order of operations, as before this file stopped sorting: penalties; then
+ * greedy (temperature 0 or top_k 1) takes the arg-max, or else top-k,
+ * temperature, min-p, top-p and one inverse-CDF draw over the survivors in
+ * descending-probability order. Nothing sorts the vocabulary:
+ *   top-k     a bounded heap in one pass over the logits (then k are sorted);
+ *   min-p     a logit threshold from the maximum (min_p is relative to the
+ *             best token), so only the tokens above it get a weight;
+ *   otherwise one pass computes every weight and copies the few near the top
+ *             into a head list; top-p and the draw are a weighted quickselect
+ *             (wsel) on the head when the key falls inside it, which is the
+ *             common case, and on the whole list otherwise.
+ * Why inverse CDF and not Gumbel-max: Gumbel-max needs a random number and two
+ * logarithms per token (three times the one expf here) and would change every
+ * seeded output; the selection keeps the draw, the order and the weights of
+ * the sort-based sampler, so a seed gives the same tokens as before (up to
+ * the last-bit rounding of sums, see docs/ARCHITECTURE.md "Sampling"). Buffers are
+ * preallocated (id, value) arrays. */
 #include "engine/sampler.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +37,8 @@ struct sampler {
     int n_vocab;
     engine_sampling_t p;
     uint64_t rng[4];
-    cand_t *cand; /* [n_vocab] */
+    cand_t *cand; /* [n_vocab] candidates */
+    cand_t *head; /* [n_vocab] the candidates near the best */
     float *raw;   /* [n_vocab] unpenalised logits, when logprobs are asked */
     float lse;    /* log-sum-exp of raw */
     int *counts;  /* [n_vocab] generated-token counts */
@@ -73,10 +88,11 @@ int sampler_create(sampler_t **out, int n_vocab)
     if (!s) return BAR_ERR_NOMEM;
     s->n_vocab = n_vocab;
     s->cand = malloc((size_t)n_vocab * sizeof(cand_t));
+    s->head = malloc((size_t)n_vocab * sizeof(cand_t));
     s->counts = calloc((size_t)n_vocab, sizeof(int));
     s->raw = malloc((size_t)n_vocab * sizeof(float));
     s->touched = malloc((size_t)n_vocab * sizeof(int));
-    if (!s->cand || !s->counts || !s->touched || !s->raw) {
+    if (!s->cand || !s->head || !s->counts || !s->touched || !s->raw) {
         sampler_destroy(s);
         return BAR_ERR_NOMEM;
     }
@@ -88,6 +104,7 @@ void sampler_destroy(sampler_t *s)
 {
     if (!s) return;
     free(s->cand);
+    free(s->head);
     free(s->counts);
     free(s->touched);
     free(s->raw);
@@ -126,45 +143,165 @@ void sampler_accept(sampler_t *s, int token)
     window_push(s, token);
 }
 
-static int cmp_cand_desc(const void *a, const void *b)
+/* a comes before b in descending-probability order (ties: lower id first) */
+static inline int better(cand_t a, cand_t b)
 {
-    float x = ((const cand_t *)a)->v, y = ((const cand_t *)b)->v;
-    return (x < y) - (x > y);
+    return a.v > b.v || (a.v == b.v && a.id < b.id);
 }
 
-/* Move the k largest candidates to the front, sorted descending. */
-static void top_k_sort(cand_t *c, int n, int k)
+static inline void cswap(cand_t *a, cand_t *b)
 {
-    if (k >= n) {
-        qsort(c, (size_t)n, sizeof *c, cmp_cand_desc);
-        return;
+    cand_t t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Min-heap on better(): the root is the worst of the kept. */
+static void heap_down(cand_t *h, int k, int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, w = i;
+        if (l < k && better(h[w], h[l])) w = l;
+        if (r < k && better(h[w], h[r])) w = r;
+        if (w == i) return;
+        cswap(&h[i], &h[w]);
+        i = w;
     }
-    /* simple selection into a heap-free buffer: partial quickselect */
-    int lo = 0, hi = n - 1;
-    while (lo < hi) {
-        float pivot = c[(lo + hi) / 2].v;
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (c[i].v > pivot)
+}
+
+/* The k best of x[0..n) (0 < k <= n) into h[0..k), in descending order: one
+ * pass with a bounded heap; a token replaces the root only when it beats the
+ * k-th best so far, which after the first few thousand is rare. */
+static void select_top_k(cand_t *h, const float *x, int n, int k)
+{
+    for (int i = 0; i < k; i++) {
+        h[i].id = i;
+        h[i].v = x[i];
+    }
+    for (int i = k / 2 - 1; i >= 0; i--)
+        heap_down(h, k, i);
+    float worst = h[0].v;
+    for (int i = k; i < n; i++) {
+        if (!(x[i] > worst)) continue; /* ties keep the lower id; NaN never enters */
+        h[0].id = i;
+        h[0].v = x[i];
+        heap_down(h, k, 0);
+        worst = h[0].v;
+    }
+    for (int end = k - 1; end > 0; end--) { /* heap sort: worst to the back */
+        cswap(&h[0], &h[end]);
+        heap_down(h, end, 0);
+    }
+}
+
+/* Weighted selection. c[0..m) holds candidates with weights in .v, in any
+ * order. Finds the position j of descending-probability order at which the
+ * running mass first reaches `key` (incl: acc >= key, for top-p; otherwise
+ * key < acc, for the draw), without sorting: a quickselect that keeps only the
+ * side holding the key, so O(m) expected. On return c[0..j] are the j + 1 best
+ * (not sorted among themselves), *acc their mass, and c[j] the token at that
+ * position. When the key is never reached (rounding), j is the last (worst)
+ * position, as in a walk over a sorted list. Equal weights are taken lower id
+ * first. Should the median-of-three pivots degrade (more than WSEL_ROUNDS
+ * partitions), the rest is sorted: O(m log m) at worst. m >= 1. */
+#define WSEL_SMALL 24
+#define WSEL_ROUNDS 64
+static int cmp_better(const void *a, const void *b)
+{
+    return better(*(const cand_t *)b, *(const cand_t *)a) -
+           better(*(const cand_t *)a, *(const cand_t *)b);
+}
+
+static int wsel(cand_t *c, int m, double key, int incl, double *acc)
+{
+    int lo = 0, hi = m, rounds = 0, sort = 1;
+    double base = 0.0; /* mass of c[0..lo), all better than c[lo..hi) */
+    while (hi - lo > WSEL_SMALL) {
+        if (++rounds > WSEL_ROUNDS) {
+            qsort(c + lo, (size_t)(hi - lo), sizeof *c, cmp_better);
+            sort = 0;
+            break;
+        }
+        float x = c[lo].v, y = c[lo + (hi - lo) / 2].v, z = c[hi - 1].v;
+        float pv = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
+        /* [lo, a) > pv, [a, b) == pv, [b, hi) < pv */
+        int a = lo, i = lo, b = hi;
+        double mgt = 0.0, meq = 0.0;
+        while (i < b) {
+            float v = c[i].v;
+            if (v > pv) {
+                mgt += v;
+                cswap(&c[a++], &c[i++]);
+            } else if (v < pv) {
+                cswap(&c[i], &c[--b]);
+            } else {
+                meq += v;
                 i++;
-            while (c[j].v < pivot)
-                j--;
-            if (i <= j) {
-                cand_t t = c[i];
-                c[i] = c[j];
-                c[j] = t;
-                i++;
-                j--;
             }
         }
-        if (k - 1 <= j)
-            hi = j;
-        else if (k - 1 >= i)
-            lo = i;
-        else
+        double g = base + mgt, e = g + meq;
+        if (incl ? g >= key : key < g) {
+            hi = a;
+        } else if (incl ? e >= key : key < e) { /* inside the ties: by id */
+            base = g;
+            lo = a;
+            hi = b;
+            qsort(c + lo, (size_t)(hi - lo), sizeof *c, cmp_better);
+            sort = 0;
             break;
+        } else {
+            base = e;
+            lo = b;
+        }
     }
-    qsort(c, (size_t)k, sizeof *c, cmp_cand_desc);
+    for (int i = lo + 1; sort && i < hi; i++) { /* insertion sort of the small rest */
+        cand_t t = c[i];
+        int j = i;
+        for (; j > lo && better(t, c[j - 1]); j--)
+            c[j] = c[j - 1];
+        c[j] = t;
+    }
+    double sum = base;
+    for (int i = lo; i < hi; i++) {
+        sum += c[i].v;
+        if (incl ? sum >= key : key < sum) {
+            *acc = sum;
+            return i;
+        }
+    }
+    *acc = sum;
+    return hi > 0 ? hi - 1 : 0;
+}
+/* The largest of x[0..n) ignoring NaN (-inf when there is none): eight
+ * independent lanes, which the compiler keeps in a vector register; a maximum
+ * is exact, so the lane split changes nothing. */
+static float max_of(const float *x, int n)
+{
+    float m[8];
+    for (int j = 0; j < 8; j++)
+        m[j] = -INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+    for (; i < n; i++)
+        m[0] = x[i] > m[0] ? x[i] : m[0];
+    float r = m[0];
+    for (int j = 1; j < 8; j++)
+        r = m[j] > r ? m[j] : r;
+    return r;
+}
+
+/* The first index of the maximum, as the plain scan `x[i] > x[best]` gives
+ * it (greedy decoding must not change by a bit): a NaN at 0 wins, other NaNs
+ * never do. */
+static int argmax_of(const float *x, int n)
+{
+    if (isnan(x[0])) return 0;
+    float mx = max_of(x, n);
+    for (int i = 0; i < n; i++)
+        if (x[i] == mx) return i;
+    return 0;
 }
 
 static void apply_penalties(sampler_t *s, float *logits)
@@ -197,19 +334,14 @@ static void apply_penalties(sampler_t *s, float *logits)
 /* Log-sum-exp of the raw logits into s->lse, and the n_top best tokens. */
 static void report_logprobs(sampler_t *s, const float *logits, engine_top_t *top, int n_top)
 {
-    float mx = -INFINITY;
-    for (int i = 0; i < s->n_vocab; i++)
-        if (logits[i] > mx) mx = logits[i];
+    float mx = max_of(logits, s->n_vocab);
     double sum = 0.0;
     for (int i = 0; i < s->n_vocab; i++)
         sum += exp((double)(logits[i] - mx));
     s->lse = mx + (float)log(sum);
+    if (n_top > s->n_vocab) n_top = s->n_vocab;
     if (n_top > 0 && top) {
-        for (int i = 0; i < s->n_vocab; i++) {
-            s->cand[i].id = i;
-            s->cand[i].v = logits[i];
-        }
-        top_k_sort(s->cand, s->n_vocab, n_top);
+        select_top_k(s->cand, logits, s->n_vocab, n_top);
         for (int i = 0; i < n_top; i++) {
             top[i].token = s->cand[i].id;
             top[i].logprob = s->cand[i].v - s->lse;
@@ -217,75 +349,219 @@ static void report_logprobs(sampler_t *s, const float *logits, engine_top_t *top
     }
 }
 
+/* What truncation keeps: candidates c[0..m) with their weights (exp((l -
+ * max) / T)) and total mass `sum`; sorted (descending) or in any order. h[0..nh)
+ * (mass mh) is a prefix of the descending order of the same tokens, copied
+ * elsewhere, that a draw below mh is answered from (h = c when it is all). */
+typedef struct {
+    cand_t *c;
+    int m;
+    double sum;
+    int sorted;
+    cand_t *h;
+    int nh;
+    double mh;
+} kept_t;
+
+/* Sorted c[0..m): min-p and top-p by walking the list, the arithmetic of the
+ * sort-based sampler step for step. */
+static void truncate_sorted(const engine_sampling_t *p, kept_t *k)
+{
+    cand_t *c = k->c;
+    int m = k->m;
+    double sum = 0.0;
+    for (int i = 0; i < m; i++)
+        sum += c[i].v;
+    if (p->min_p > 0.0f) { /* drop tokens below min_p x the best probability */
+        float thr = p->min_p * c[0].v;
+        int mm = 1;
+        while (mm < m && c[mm].v >= thr)
+            mm++;
+        m = mm;
+        sum = 0.0;
+        for (int i = 0; i < m; i++)
+            sum += c[i].v;
+    }
+    if (p->top_p > 0.0f && p->top_p < 1.0f) { /* smallest prefix reaching top_p */
+        double acc = 0.0, target = p->top_p * sum;
+        int mm = 0;
+        while (mm < m) {
+            acc += c[mm].v;
+            mm++;
+            if (acc >= target) break;
+        }
+        m = mm;
+        sum = acc;
+    }
+    *k = (kept_t){.c = c, .m = m, .sum = sum, .sorted = 1, .h = c, .nh = m, .mh = sum};
+}
+
+/* Candidates within exp(-30) of the best: what is dropped weighs less than
+ * n_vocab * 1e-13 of the mass. */
+#define FLOOR_SPAN 30.0f
+/* Tokens within exp(-HEAD_SPAN) of the best are also copied to a short list
+ * while the weights are computed; most draws (and most top-p nuclei) end
+ * inside it, and then the long list is never touched again. */
+#define HEAD_SPAN 8.0f
+
+/* Temperature, top-k, min-p and top-p: fills *k, or returns -1 when no logit
+ * is finite. Uses s->cand and s->head. */
+static int truncate_logits(sampler_t *s, const float *l, kept_t *k)
+{
+    const engine_sampling_t *p = &s->p;
+    const int n = s->n_vocab;
+    const float t = p->temperature;
+    cand_t *c = s->cand;
+    int m = 0;
+
+    if (p->top_k > 0 && p->top_k < n) { /* bounded heap, then as before */
+        select_top_k(c, l, n, p->top_k);
+        float mx = c[0].v, floor_v = mx - FLOOR_SPAN * t;
+        if (!isfinite(mx)) return -1; /* all -inf (or an inf) */
+        while (m < p->top_k && c[m].v >= floor_v)
+            m++;
+        if (m == 0) return -1;
+        for (int i = 0; i < m; i++)
+            c[i].v = expf((c[i].v - mx) / t);
+        k->c = c;
+        k->m = m;
+        truncate_sorted(p, k);
+        return 0;
+    }
+
+    float mx = max_of(l, n);
+    if (!isfinite(mx)) return -1;
+    float floor_v = mx - FLOOR_SPAN * t;
+    double sum = 0.0;
+    cand_t *h = s->head;
+    int nh = 0;
+    double mh = 0.0;
+    if (p->min_p > 0.0f) {
+        /* min-p keeps w >= min_p (the best has w = 1): a logit threshold, so
+         * only the few tokens above it need a weight. The margin covers the
+         * rounding of the logit form; the exact test is the old one. */
+        float lo = mx + t * (logf(p->min_p) - 0.01f);
+        if (!(lo >= floor_v)) lo = floor_v;
+        for (int i = 0; i < n; i++) {
+            if (!(l[i] >= lo)) continue;
+            float w = expf((l[i] - mx) / t);
+            if (w >= p->min_p && l[i] >= floor_v) {
+                c[m].id = i;
+                c[m].v = w;
+                m++;
+                sum += w;
+            }
+        }
+        h = c; /* everything kept is "head" */
+        nh = m;
+        mh = sum;
+    } else {
+        float head_v = mx - HEAD_SPAN * t;
+        for (int i = 0; i < n; i++) {
+            float v = l[i];
+            if (!(v >= floor_v)) continue;
+            float w = expf((v - mx) / t);
+            c[m].id = i;
+            c[m].v = w;
+            m++;
+            sum += w;
+            if (v >= head_v) {
+                h[nh].id = i;
+                h[nh].v = w;
+                nh++;
+                mh += w;
+            }
+        }
+    }
+    if (m == 0) return -1;
+    if (p->top_p > 0.0f && p->top_p < 1.0f) {
+        /* the head is a prefix of the descending order: a target below its
+         * mass is answered there */
+        double target = p->top_p * sum, acc;
+        if (target <= mh) {
+            c = h;
+            m = nh;
+        }
+        m = wsel(c, m, target, 1, &acc) + 1;
+        sum = acc;
+        if (c == h) {
+            nh = m;
+            mh = sum;
+        }
+    }
+    *k = (kept_t){.c = c, .m = m, .sum = sum, .sorted = 0, .h = h, .nh = nh, .mh = mh};
+    return 0;
+}
+
+/* One uniform draw, inverse CDF in descending order. */
+static int draw_kept(sampler_t *s, kept_t *k)
+{
+    double r = rng_uniform(s->rng) * k->sum, acc = 0.0;
+    if (k->sorted) {
+        for (int i = 0; i < k->m; i++) {
+            acc += k->c[i].v;
+            if (r < acc) return k->c[i].id;
+        }
+        return k->c[k->m - 1].id;
+    }
+    if (r < k->mh) return k->h[wsel(k->h, k->nh, r, 0, &acc)].id;
+    return k->c[wsel(k->c, k->m, r, 0, &acc)].id;
+}
+
 int sampler_sample(sampler_t *s, float *logits, float *logprob, engine_top_t *top, int n_top)
 {
     const engine_sampling_t *p = &s->p;
     int n = s->n_vocab;
-    int chosen;
+    int chosen = -1;
     if (logprob) { /* logprobs describe the model, before penalties */
         memcpy(s->raw, logits, (size_t)n * sizeof(float));
         report_logprobs(s, s->raw, top, n_top);
     }
     apply_penalties(s, logits);
-    if (p->temperature <= 0.0f || p->top_k == 1) {
-        chosen = 0;
-        for (int i = 1; i < n; i++)
-            if (logits[i] > logits[chosen]) chosen = i;
-    } else {
-        float t = p->temperature;
-        float mx = -INFINITY;
-        for (int i = 0; i < n; i++)
-            if (logits[i] > mx) mx = logits[i];
-        /* Candidates within exp(-30) of the best: what is dropped weighs less
-         * than n_vocab * 1e-13 of the mass, and sorting stays cheap. */
-        float floor_v = mx - 30.0f * t;
-        int m = 0;
-        for (int i = 0; i < n; i++)
-            if (logits[i] >= floor_v) {
-                s->cand[m].id = i;
-                s->cand[m].v = logits[i];
-                m++;
-            }
-        int k = p->top_k > 0 && p->top_k < m ? p->top_k : m;
-        top_k_sort(s->cand, m, k);
-        m = k;
-        double sum = 0.0;
-        for (int i = 0; i < m; i++) {
-            float e = expf((s->cand[i].v - mx) / t);
-            s->cand[i].v = e;
-            sum += e;
-        }
-        if (p->min_p > 0.0f) { /* drop tokens below min_p x the best probability */
-            float thr = p->min_p * s->cand[0].v;
-            int mm = 1;
-            while (mm < m && s->cand[mm].v >= thr)
-                mm++;
-            m = mm;
-            sum = 0.0;
-            for (int i = 0; i < m; i++)
-                sum += s->cand[i].v;
-        }
-        if (p->top_p > 0.0f && p->top_p < 1.0f) { /* smallest prefix reaching top_p */
-            double acc = 0.0, target = p->top_p * sum;
-            int mm = 0;
-            while (mm < m) {
-                acc += s->cand[mm].v;
-                mm++;
-                if (acc >= target) break;
-            }
-            m = mm;
-            sum = acc;
-        }
-        double r = rng_uniform(s->rng) * sum, acc = 0.0;
-        chosen = s->cand[m - 1].id;
-        for (int i = 0; i < m; i++) {
-            acc += s->cand[i].v;
-            if (r < acc) {
-                chosen = s->cand[i].id;
-                break;
-            }
-        }
+    kept_t k;
+    if (p->temperature > 0.0f && p->top_k != 1 && truncate_logits(s, logits, &k) == 0)
+        chosen = draw_kept(s, &k);
+    if (chosen < 0) { /* greedy, or nothing finite to sample from */
+        chosen = argmax_of(logits, n);
     }
     if (logprob) *logprob = s->raw[chosen] - s->lse;
     return chosen;
+}
+
+static void run_job(sampler_job_t *j)
+{
+    int n_top = j->n_top < 0 ? 0 : (j->n_top > SAMPLER_TOP_MAX ? SAMPLER_TOP_MAX : j->n_top);
+    j->logprob = 0.0f;
+    j->token = sampler_sample(j->smp, j->logits, j->want_lp ? &j->logprob : NULL, j->top, n_top);
+}
+
+typedef struct {
+    sampler_job_t *jobs;
+    int n;
+    atomic_int next;
+} batch_t;
+
+/* Threads take jobs one at a time: greedy and sampled sequences cost
+ * different amounts, and a sequence's result does not depend on who runs it. */
+static void batch_fn(void *ctx, int ith, int nth)
+{
+    (void)ith;
+    (void)nth;
+    batch_t *b = ctx;
+    for (;;) {
+        int k = atomic_fetch_add_explicit(&b->next, 1, memory_order_relaxed);
+        if (k >= b->n) return;
+        run_job(&b->jobs[k]);
+    }
+}
+
+void sampler_run(sampler_job_t *jobs, int n, pool_t *pool)
+{
+    if (n > 1 && pool && pool_size(pool) > 1) {
+        batch_t b = {jobs, n, 0};
+        pool_run(pool, batch_fn, &b);
+        return;
+    }
+    for (int k = 0; k < n; k++)
+        run_job(&jobs[k]);
 }

@@ -153,8 +153,19 @@ int obs_metrics_render(const obs_metrics_t *m, buf_t *o)
     return o->p ? 0 : -1;
 }
 
+static int one_sample(buf_t *out, const char *type, const char *name, const char *help,
+                      double value)
+{
+    return buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type, name,
+                      value);
+}
+
 int obs_metrics_gauge(buf_t *out, const char *name, const char *help, double value)
 {
-    return buf_printf(out, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name, name,
-                      value);
+    return one_sample(out, "gauge", name, help, value);
+}
+
+int obs_metrics_counter(buf_t *out, const char *name, const char *help, double value)
+{
+    return one_sample(out, "counter", name, help, value);
 }

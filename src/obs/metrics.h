@@ -38,5 +38,7 @@ int obs_metrics_render(const obs_metrics_t *m, buf_t *out);
 
 /* Append one gauge (with # HELP/# TYPE lines). */
 int obs_metrics_gauge(buf_t *out, const char *name, const char *help, double value);
+/* Append one counter kept elsewhere (name ends in _total). */
+int obs_metrics_counter(buf_t *out, const char *name, const char *help, double value);
 
 #endif

@@ -46,6 +46,9 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
     http_rx_t *rx = RX(p);
     http_req_t *r = &rx->req;
     if (count_head(rx, n + 4)) return -1;
+    /* a chunked body's trailer fields: counted against the limit, never
+     * added to the headers that auth and the cache namespace read */
+    if (rx->state == HTTP_RX_BODY) return 0;
     if (rx->last_was_value || r->n_hdrs == 0) {
         if (r->n_hdrs == HTTP_MAX_HEADERS) return fail(rx, 431, "too many header fields");
         if (r->n_hdrs > 0 && buf_append(&r->hbuf, "", 1)) return fail(rx, 500, "out of memory");
@@ -67,6 +70,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
     http_rx_t *rx = RX(p);
     http_req_t *r = &rx->req;
     if (count_head(rx, n)) return -1;
+    if (rx->state == HTTP_RX_BODY) return 0; /* trailer */
     if (r->n_hdrs == 0) return fail(rx, 400, "header value without a name");
     http_hdr_t *h = &r->hdrs[r->n_hdrs - 1];
     if (!rx->last_was_value) {

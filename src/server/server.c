@@ -8,14 +8,18 @@
  * timer, so the client reads the response instead of a reset). */
 #include "server/server.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "util/buf.h"
 #include "util/timeutil.h"
 
 #define INBUF_MAX (64 * 1024) /* buffered pipelined bytes before reading pauses */
+#define PEER_CHECK_MS 250     /* disconnect poll while reading is paused */
 #define LINGER_MS 2000
 #define BACKSTOP_MS 3000  /* after the grace period, force-close this much later */
 #define MAX_REJECTING 256 /* connections being sent a 503 at once */
@@ -51,10 +55,12 @@ struct conn {
     int n_open;  /* handles not yet closed */
     int reading;
     int in_process;
-    int lingering; /* our side is shut down; discarding input */
-    int rejected;  /* over the connection limit: 503 then close */
-    int eof;       /* the client sent FIN */
-    int n_writes;  /* uv_write requests in flight */
+    int lingering;    /* our side is shut down; discarding input */
+    int rejected;     /* over the connection limit: 503 then close */
+    int eof;          /* the client sent FIN */
+    int n_writes;     /* uv_write requests in flight */
+    int out_paused;   /* unsent output over the bound: no dispatch, no reading */
+    int write_failed; /* a write failed: closing on the next loop turn */
 };
 
 struct srv {
@@ -63,12 +69,14 @@ struct srv {
     char host[256];
     uv_tcp_t listener;
     uv_timer_t grace;
+    uv_timer_t accept_retry; /* an accept that found no memory tries again */
     int port;
     conn_t *conns; /* open (not closing) connections */
     int n_conns;   /* counted toward max_connections */
     int n_rejecting;
-    int n_alloc;    /* conn_t not yet freed */
-    int n_own_open; /* listener + grace timer handles not yet closed */
+    int n_alloc;           /* conn_t not yet freed */
+    uint64_t n_out_paused; /* times a connection stopped for its unsent output */
+    int n_own_open;        /* listener + grace + accept_retry handles not yet closed */
     int listener_closed;
     int shutting_down;
     int grace_over;
@@ -102,6 +110,16 @@ static void check_idle(srv_t *s)
     }
 }
 
+/* Replies to pipelined requests queue up on a socket whose client does not
+ * read; past the write-queue bound the connection stops taking requests
+ * (dispatching, then reading) until the queue drains, so a client that
+ * never reads holds at most the bound plus the input buffer. */
+static int out_over(const conn_t *c)
+{
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) >=
+           c->s->o.write_queue_bytes;
+}
+
 static void on_write(uv_write_t *w, int status)
 {
     wreq_t *wr = (wreq_t *)w;
@@ -119,6 +137,10 @@ static void on_write(uv_write_t *w, int status)
         r->want_drain = 0;
         if (r->on_drain) r->on_drain(r->user, r);
     }
+    if (c->out_paused && !out_over(c)) {
+        c->out_paused = 0;
+        conn_process(c);
+    }
 }
 
 /* Send bufs on the socket. What the kernel takes at once is written now
@@ -127,11 +149,33 @@ static void on_write(uv_write_t *w, int status)
  * copied into one block and queued with uv_write. The caller keeps its
  * buffers. Bytes are never reordered: uv_try_write refuses while earlier
  * writes are queued. */
+static void on_fail_timer(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+/* A write failed (no memory, a dead socket). The writer is the request's
+ * handler, deep in its own code: closing now would call its on_abort from
+ * inside its write call and free what it is still using. So the connection
+ * stops taking bytes and requests now, and closes (on_abort included) on the
+ * next loop turn. */
+static void conn_fail_later(conn_t *c)
+{
+    if (c->write_failed || c->closing) return;
+    c->write_failed = 1;
+    if (c->reading) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = 0;
+    }
+    uv_timer_start(&c->timer, on_fail_timer, 0, 0);
+}
+
 static int conn_writev(conn_t *c, const uv_buf_t *bufs, int nbufs)
 {
     size_t total = 0;
     for (int i = 0; i < nbufs; i++)
         total += bufs[i].len;
+    if (c->write_failed) return BAR_ERR_IO;
     if (c->closing || c->lingering || total == 0) return c->closing ? BAR_ERR_IO : 0;
     if (c->active) c->req.bytes_out += total;
     size_t done = 0;
@@ -146,7 +190,7 @@ static int conn_writev(conn_t *c, const uv_buf_t *bufs, int nbufs)
     if (!wr || !mem) {
         free(wr);
         free(mem);
-        conn_close(c);
+        conn_fail_later(c);
         return BAR_ERR_NOMEM;
     }
     size_t skip = done, k = 0;
@@ -167,7 +211,7 @@ static int conn_writev(conn_t *c, const uv_buf_t *bufs, int nbufs)
     if (rc) {
         free(mem);
         free(wr);
-        conn_close(c);
+        conn_fail_later(c);
         return BAR_ERR_IO;
     }
     c->n_writes++;
@@ -253,7 +297,7 @@ static void on_shutdown_done(uv_shutdown_t *req, int status)
 /* Finish the connection politely: flush, send FIN, discard input briefly. */
 static void conn_linger_close(conn_t *c)
 {
-    if (c->closing || c->lingering) return;
+    if (c->closing || c->lingering || c->write_failed) return;
     c->lingering = 1;
     buf_clear(&c->inbuf);
     /* a reader that never drains our queued bytes must not hold the socket forever */
@@ -298,15 +342,21 @@ static void conn_error(conn_t *c, int status, const char *text)
                                        : "bad_request";
     const char *type = status >= 500 ? "server_error" : "invalid_request_error";
     buf_t body = {0}, out = {0};
-    buf_puts(&body, "{\"error\":{\"message\":\"");
+    int bad = buf_puts(&body, "{\"error\":{\"message\":\"");
     json_escape_into(&body, text);
-    buf_printf(&body, "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}\n", type, code);
-    http_format_head(&out, status, "application/json", (long long)body.n, 0,
-                     status == 503 ? "Retry-After: 1\r\n" : NULL);
-    buf_append(&out, body.p, body.n);
+    bad = bad ||
+          buf_printf(&body, "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}\n", type, code);
+    bad = bad || http_format_head(&out, status, "application/json", (long long)body.n, 0,
+                                  status == 503 ? "Retry-After: 1\r\n" : NULL);
+    bad = bad || buf_append(&out, body.p, body.n);
     buf_free(&body);
     if (s->o.access_log) fprintf(stderr, "access: %s - %d (%s)\n", c->peer, status, text);
     if (s->o.on_response) s->o.on_response(s->o.ud, "other", status, 0);
+    if (bad) { /* out of memory: a half reply is worse than none */
+        buf_free(&out);
+        conn_close(c);
+        return;
+    }
     conn_write(c, &out);
     conn_linger_close(c);
 }
@@ -321,6 +371,25 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 }
 
 static void arm_timer(conn_t *c, uint64_t ms);
+
+/* While a request is with its handler and reading is paused (the client
+ * pipelined more than the input buffer), a disconnect raises no read event:
+ * ask the kernel every PEER_CHECK_MS whether the peer closed (FIN: CLOSE_WAIT,
+ * RST: CLOSE) and abort the request as a read would have. */
+static void on_peer_check(uv_timer_t *t)
+{
+    conn_t *c = t->data;
+    if (!c->active || c->reading || c->closing) {
+        uv_timer_stop(t);
+        return;
+    }
+    uv_os_fd_t fd;
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len))
+        return;
+    if (ti.tcpi_state == TCP_CLOSE_WAIT || ti.tcpi_state == TCP_CLOSE) conn_close(c);
+}
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
@@ -364,6 +433,7 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (!c->closing && c->reading && c->inbuf.n > INBUF_MAX) {
         uv_read_stop(st);
         c->reading = 0;
+        if (c->active) uv_timer_start(&c->timer, on_peer_check, PEER_CHECK_MS, PEER_CHECK_MS);
     }
 }
 
@@ -386,6 +456,7 @@ static void on_conn_timer(uv_timer_t *t)
 
 static void arm_timer(conn_t *c, uint64_t ms)
 {
+    if (c->write_failed) return; /* the close timer is set */
     uv_timer_start(&c->timer, on_conn_timer, ms, 0);
 }
 
@@ -405,8 +476,17 @@ static void conn_process(conn_t *c)
     if (c->in_process) return;
     c->in_process = 1;
     srv_t *s = c->s;
-    while (!c->closing && !c->lingering && !c->active) {
+    while (!c->closing && !c->lingering && !c->active && !c->out_paused && !c->write_failed) {
         if (c->rx.state == HTTP_RX_DONE) {
+            if (out_over(c)) {
+                c->out_paused = 1;
+                s->n_out_paused++;
+                if (c->reading) {
+                    uv_read_stop((uv_stream_t *)&c->tcp);
+                    c->reading = 0;
+                }
+                break;
+            }
             dispatch(c);
             continue;
         }
@@ -431,7 +511,8 @@ static void conn_process(conn_t *c)
         if (n == 0 && after != HTTP_RX_DONE && after != HTTP_RX_ERROR) break;
     }
     c->in_process = 0;
-    if (!c->closing && !c->lingering && !c->reading && !c->eof && c->inbuf.n <= INBUF_MAX) {
+    if (!c->closing && !c->lingering && !c->reading && !c->eof && !c->out_paused &&
+        !c->write_failed && c->inbuf.n <= INBUF_MAX) {
         c->reading = 1;
         conn_read_start(c);
     }
@@ -439,12 +520,25 @@ static void conn_process(conn_t *c)
 
 /* ---- accepting ---- */
 
+static void on_connection(uv_stream_t *ls, int status);
+
+static void on_accept_retry(uv_timer_t *t)
+{
+    srv_t *s = t->data;
+    if (!s->listener_closed) on_connection((uv_stream_t *)&s->listener, 0);
+}
+
 static void on_connection(uv_stream_t *ls, int status)
 {
     srv_t *s = ls->data;
     if (status < 0) return;
     conn_t *c = calloc(1, sizeof *c);
-    if (!c) return;
+    if (!c) {
+        /* the connection stays pending in the kernel; libuv stops accepting
+         * until we do, so try again shortly instead of never */
+        if (!s->listener_closed) uv_timer_start(&s->accept_retry, on_accept_retry, 10, 0);
+        return;
+    }
     c->s = s;
     uv_tcp_init(s->loop, &c->tcp);
     uv_timer_init(s->loop, &c->timer);
@@ -525,7 +619,9 @@ int srv_create(srv_t **out, uv_loop_t *loop, const srv_opts_t *o, bar_msg_t *msg
     uv_timer_init(loop, &s->grace);
     s->listener.data = s;
     s->grace.data = s;
-    s->n_own_open = 2;
+    uv_timer_init(loop, &s->accept_retry);
+    s->accept_retry.data = s;
+    s->n_own_open = 3;
     rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
     if (!rc) rc = uv_listen((uv_stream_t *)&s->listener, 511, on_connection);
     if (rc) {
@@ -533,6 +629,7 @@ int srv_create(srv_t **out, uv_loop_t *loop, const srv_opts_t *o, bar_msg_t *msg
         s->destroying = 1;
         uv_close((uv_handle_t *)&s->listener, on_own_closed);
         uv_close((uv_handle_t *)&s->grace, on_own_closed);
+        uv_close((uv_handle_t *)&s->accept_retry, on_own_closed);
         uv_run(loop, UV_RUN_NOWAIT);
         return BAR_ERR_IO;
     }
@@ -553,6 +650,17 @@ int srv_port(const srv_t *s)
 int srv_shutting_down(const srv_t *s)
 {
     return s->shutting_down;
+}
+
+void srv_stats(const srv_t *s, srv_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->connections = s->n_conns;
+    out->output_paused_total = s->n_out_paused;
+    for (const conn_t *c = s->conns; c; c = c->next) {
+        out->output_queued_bytes += uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+        out->output_paused += c->out_paused;
+    }
 }
 
 int srv_n_connections(const srv_t *s)
@@ -610,6 +718,7 @@ void srv_destroy(srv_t *s)
         uv_close((uv_handle_t *)&s->listener, on_own_closed);
     }
     uv_close((uv_handle_t *)&s->grace, on_own_closed);
+    uv_close((uv_handle_t *)&s->accept_retry, on_own_closed);
 }
 
 /* ---- requests ---- */

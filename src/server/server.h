@@ -72,6 +72,15 @@ int srv_shutting_down(const srv_t *s);
 /* Number of open connections. */
 int srv_n_connections(const srv_t *s);
 
+typedef struct {
+    int connections;
+    int output_paused;            /* connections paused now for unsent output */
+    uint64_t output_paused_total; /* times a connection paused for unsent output */
+    uint64_t output_queued_bytes; /* reply bytes queued on sockets, all connections */
+} srv_stats_t;
+/* Counters for /metrics. */
+void srv_stats(const srv_t *s, srv_stats_t *out);
+
 /* Close every handle (unfinished requests are aborted) and free the server
  * once the loop has processed the closes: call, then run the loop until it
  * returns. */

@@ -30,15 +30,18 @@ typedef struct {
     long long shutdown_grace_ms;
     long long sse_ping_ms;
     long long max_tokens_default;
-    long long write_queue_bytes;   /* socket back-pressure bound per connection */
-    long long send_buffer_bytes;   /* SO_SNDBUF for connections; 0 = the OS default */
-    long long stream_buffer_bytes; /* max undelivered text per stream before it is cancelled */
-    long long request_timeout_ms;  /* total generation deadline; 0 = none */
-    char api_key[256];             /* "" = no authentication */
+    long long write_queue_bytes;      /* socket back-pressure bound per connection */
+    long long send_buffer_bytes;      /* SO_SNDBUF for connections; 0 = the OS default */
+    long long stream_buffer_bytes;    /* max undelivered text per stream before it is cancelled */
+    long long request_timeout_ms;     /* total generation deadline; 0 = none */
+    long long first_token_timeout_ms; /* budget for the first token; 0 = none */
+    long long inter_token_timeout_ms; /* stream stall detector; 0 = off */
+    char api_key[256];                /* "" = no authentication */
     int access_log;
     /* exact-match response cache (docs/CACHE.md) */
     long long cache_mem;            /* L1 byte budget; 0 = no L1 */
     long long cache_ttl_s;          /* default TTL of a stored reply; 0 = none */
+    long long cache_max_ttl_s;      /* cap on a client's max-age as a TTL */
     char cache_policy[16];          /* "s3fifo" | "lru" */
     int cache_sampled;              /* cache sampled requests without a max-age opt-in */
     int semantic_cache;             /* the semantic tier (needs an embedding model) */
@@ -46,6 +49,7 @@ typedef struct {
     long long semantic_max_entries; /* semantic tier: entries kept (oldest go first) */
     char redis[1024];               /* L2 URL; "" = no L2 */
     long long redis_timeout_ms;     /* L2 GET timeout */
+    long long redis_stall_ms;       /* any command unanswered this long drops the connection */
     char cache_file[4096];          /* snapshot path; "" = none */
     long long cache_snapshot_s;     /* periodic snapshot period; 0 = only at shutdown */
     char admin_key[256];            /* "" = admin API off */

@@ -271,8 +271,18 @@ def test_purge_endpoints_and_authorization(server):
     assert st == 200 and json.loads(body)["l1_deleted"] >= 1
     assert chat(server, b, headers=na)[1]["x-cache"] == "MISS"
     assert chat(server, b)[1]["x-cache"] == "HIT"  # other namespaces untouched
-    # everything
-    st, _, body = request(server, "DELETE", "/v1/cache", headers=ADMIN)
+    # a purge never widens on a typo: unknown, repeated or malformed
+    # parameters and a bare DELETE are 400s that delete nothing
+    n_before = stats(server)["entries"]
+    for q in ["", "?ns=ns-1", "?Namespace=ns-1", "?namespace", "?all=yes", "?all=1",
+              "?all=true&namespace=x", "?namespace=a&namespace=b", "?x=1&namespace=a", "?&"]:
+        st, _, body = request(server, "DELETE", "/v1/cache" + q, headers=ADMIN)
+        assert st == 400, q
+        err = json.loads(body)["error"]
+        assert err["code"] == "invalid_value" and err["message"], q
+    assert stats(server)["entries"] == n_before >= 2
+    # everything: explicitly
+    st, _, body = request(server, "DELETE", "/v1/cache?all=true", headers=ADMIN)
     assert st == 200 and json.loads(body)["l1_deleted"] >= 2
     assert stats(server)["entries"] == 0
     assert chat(server, b)[1]["x-cache"] == "MISS"
@@ -291,7 +301,7 @@ def test_admin_api_off_without_admin_key(barista_bin, gguf_path):
     s = Server(barista_bin, gguf_path, args=["--cache-mem", "16384"])
     try:
         assert request(s, "GET", "/v1/cache/stats", headers=ADMIN)[0] == 404
-        assert request(s, "DELETE", "/v1/cache", headers=ADMIN)[0] == 404
+        assert request(s, "DELETE", "/v1/cache?all=true", headers=ADMIN)[0] == 404
     finally:
         assert s.stop() == 0
 

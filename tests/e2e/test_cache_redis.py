@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from serverutil import Redis, Server, chat, metrics, request, sse_text, wait_for
+from serverutil import SLOW, Redis, Server, chat, metrics, request, sse_text, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not installed (scripts/deps.sh)")
@@ -77,6 +77,67 @@ def test_two_servers_share_one_redis(barista_bin, gguf_path, redis):
         assert b.stop() == 0
 
 
+def test_settings_that_change_output_are_in_the_key(barista_bin, gguf_path, redis):
+    """Review finding (issue 16, defect 8): two replicas sharing Redis but
+    with different --max-tokens-default (or context caps) must not serve each
+    other's answers, which were cut at another length."""
+    base = ["--redis", redis.url, "--redis-timeout-ms", "200", "--admin-key", "adm-secret"]
+    a = Server(barista_bin, gguf_path, args=base + ["--max-tokens-default", "3"])
+    b = Server(barista_bin, gguf_path, args=base + ["--max-tokens-default", "7"])
+    c = Server(barista_bin, gguf_path, args=base + ["--max-tokens-default", "3", "--ctx", "1024"])
+    try:
+        assert wait_for(lambda: connected(a) and connected(b) and connected(c), timeout=10)
+        q = {"model": "default", "messages": [{"role": "user", "content": "Count slowly."}],
+             "temperature": 0}
+        st, h, ra = chat(a, q)
+        assert st == 200 and h["x-cache"] == "MISS"
+        assert ra["usage"]["completion_tokens"] <= 3
+        wait_for(lambda: stats(a)["l2"]["sets"] >= 1, timeout=5)
+        st, h, rb = chat(b, q)
+        assert h["x-cache"] == "MISS", "a reply cut at 3 tokens served where the default is 7"
+        st, h, _ = chat(c, q)
+        assert h["x-cache"] == "MISS", "another context cap shared the entry"
+        # same settings still share
+        d = Server(barista_bin, gguf_path, args=base + ["--max-tokens-default", "3"])
+        try:
+            assert wait_for(lambda: connected(d), timeout=10)
+            st, h, _ = chat(d, q)
+            assert h["x-cache"] == "HIT" and h["x-cache-tier"] == "L2"
+        finally:
+            assert d.stop() == 0
+    finally:
+        for s in (a, b, c):
+            assert s.stop() == 0
+
+
+def test_purge_missed_by_subscriber_still_arrives(barista_bin, gguf_path, redis):
+    """Review finding (issue 16, defect 3): a purge published while a
+    replica's subscriber is away used to be lost (its L1 served the purged
+    answer until TTL). Purges are also in a durable log every replica polls,
+    so the missed one arrives."""
+    import redis as redis_py
+    args = ["--redis", redis.url, "--redis-timeout-ms", "200", "--admin-key", "adm-secret"]
+    a = Server(barista_bin, gguf_path, args=args)
+    b = Server(barista_bin, gguf_path, args=args)
+    rc = redis_py.Redis(port=redis.port)
+    try:
+        assert wait_for(lambda: connected(a) and connected(b), timeout=10)
+        q = body("Name a river.")
+        st, h, _ = chat(b, q)
+        key = h["x-cache-key"]
+        assert chat(b, q)[1]["x-cache-tier"] == "L1"
+        peer0 = stats(b)["l2"]["peer_purges"]
+        rc.execute_command("CLIENT", "KILL", "TYPE", "pubsub")  # every subscriber drops
+        st, _, raw = request(a, "DELETE", f"/v1/cache/{key}", headers=ADMIN)
+        assert st == 200
+        # B's subscriber comes back after the message is gone; the log brings it
+        assert wait_for(lambda: stats(b)["l2"]["peer_purges"] > peer0, timeout=10)
+        assert chat(b, q)[1]["x-cache"] == "MISS"
+    finally:
+        assert a.stop() == 0
+        assert b.stop() == 0
+
+
 def test_l2_only(barista_bin, gguf_path, redis):
     s = Server(barista_bin, gguf_path, args=["--cache-mem", "0", "--redis", redis.url,
                                              "--redis-timeout-ms", "200",
@@ -91,6 +152,69 @@ def test_l2_only(barista_bin, gguf_path, redis):
         assert stats(s)["entries"] == 0
     finally:
         assert s.stop() == 0
+
+
+def test_client_max_age_is_capped(barista_bin, gguf_path, redis):
+    """Cache-Control: max-age=999999999999 must not pin an entry past
+    --cache-max-ttl-s: the Redis key's TTL is at most the cap."""
+    import redis as redis_py
+    s = Server(barista_bin, gguf_path, args=["--cache-mem", "0", "--redis", redis.url,
+                                             "--redis-timeout-ms", "200", "--cache-max-ttl-s",
+                                             "120", "--admin-key", "adm-secret"])
+    try:
+        assert wait_for(lambda: connected(s), timeout=10)
+        q = body("Name a tree.")
+        st, h, _ = chat(s, q, headers={"Cache-Control": "max-age=999999999999"})
+        assert st == 200
+        key = h["x-cache-key"]
+        wait_for(lambda: stats(s)["l2"]["sets"] >= 1, timeout=5)
+        rc = redis_py.Redis(port=redis.port)
+        names = [k for k in rc.scan_iter("barista:*") if k.decode().endswith(key)]
+        assert names, "no Redis key for " + key
+        ttl = rc.ttl(names[0])
+        assert 0 < ttl <= 120, ttl
+        # a smaller max-age still wins
+        st, h, _ = chat(s, body("Name a shrub."), headers={"Cache-Control": "max-age=30"})
+        wait_for(lambda: stats(s)["l2"]["sets"] >= 2, timeout=5)
+        names = [k for k in rc.scan_iter("barista:*") if k.decode().endswith(h["x-cache-key"])]
+        assert 0 < rc.ttl(names[0]) <= 30
+    finally:
+        assert s.stop() == 0
+
+
+def test_hung_redis_purge_answers_and_l2_recovers(barista_bin, gguf_path):
+    """Review finding (issue 16, defect 2): a SIGSTOPped Redis (the kernel
+    still accepts and acknowledges) answers nothing. Requests keep
+    succeeding, an admin purge answers within the stall bound and says L2
+    failed, and once Redis continues L2 is back in service."""
+    import signal
+    r = Redis()
+    s = Server(barista_bin, gguf_path, args=["--redis", r.url, "--redis-timeout-ms", "50",
+                                             "--redis-stall-ms", "500",
+                                             "--admin-key", "adm-secret"])
+    try:
+        assert wait_for(lambda: connected(s), timeout=10)
+        r.proc.send_signal(signal.SIGSTOP)
+        for i in range(4):  # misses: SETs that are never answered, GETs that time out
+            st, h, _ = chat(s, body(f"Name a color {i}."))
+            assert st == 200
+        t0 = time.time()
+        st, _, raw = request(s, "DELETE", "/v1/cache?all=true", headers=ADMIN, timeout=30)
+        took = time.time() - t0
+        assert st == 200
+        assert json.loads(raw)["l2"] in ("failed", "down")
+        assert took < 3 * SLOW, took
+        assert stats(s)["l2"]["trips"] >= 1
+        r.proc.send_signal(signal.SIGCONT)
+        assert wait_for(lambda: connected(s), timeout=15)
+        sets = stats(s)["l2"]["sets"]
+        st, h, _ = chat(s, body("Name a metal."))
+        assert st == 200
+        assert wait_for(lambda: stats(s)["l2"]["sets"] > sets, timeout=5)
+    finally:
+        r.proc.send_signal(signal.SIGCONT)
+        assert s.stop() == 0
+        r.stop()
 
 
 def test_redis_killed_and_restarted_no_failed_requests(barista_bin, gguf_path):
@@ -133,6 +257,27 @@ def test_redis_killed_and_restarted_no_failed_requests(barista_bin, gguf_path):
     finally:
         assert s.stop() == 0
         r.stop()
+
+
+def test_redis_by_host_name(barista_bin, gguf_path, redis):
+    """A host name is resolved off the loop (uv_getaddrinfo) on every
+    connection attempt; a name that does not resolve leaves L2 down and the
+    server serving."""
+    s = Server(barista_bin, gguf_path, args=["--redis", f"redis://localhost:{redis.port}",
+                                             "--admin-key", "adm-secret"])
+    bad = Server(barista_bin, gguf_path, args=["--redis", "redis://no-such-host.invalid:6379",
+                                               "--admin-key", "adm-secret"])
+    try:
+        assert wait_for(lambda: connected(s), timeout=10)
+        assert chat(s, body("Name a lake."))[0] == 200
+        assert wait_for(lambda: stats(s)["l2"]["sets"] >= 1, timeout=5)
+        st, h, _ = chat(bad, body("Name a sea."))
+        assert st == 200
+        assert not connected(bad)
+        assert stats(bad)["l2"]["conn_failures"] >= 1
+    finally:
+        assert s.stop() == 0
+        assert bad.stop() == 0
 
 
 def test_bad_redis_url_is_a_startup_error(barista_bin, gguf_path):

@@ -164,7 +164,7 @@ def test_namespaces_and_purge(server):
     st, h, _ = chat(server, body("What is the capital of France ?"), headers=a)
     assert h["x-cache"] == "MISS"
     # purge all
-    request(server, "DELETE", "/v1/cache", headers=ADMIN)
+    assert request(server, "DELETE", "/v1/cache?all=true", headers=ADMIN)[0] == 200
     assert stats(server)["semantic"]["entries"] == 0
 
 
@@ -184,7 +184,7 @@ def test_two_servers_share_one_redis_and_survive_its_death(barista_bin, gguf_pat
         assert h["x-cache"] == "HIT" and h["x-cache-tier"] == "semantic"
         assert content(rb) == content(ra)
         # a purge on a removes the semantic entries on both
-        st, _, _ = request(a, "DELETE", "/v1/cache", headers=ADMIN)
+        st, _, _ = request(a, "DELETE", "/v1/cache?all=true", headers=ADMIN)
         assert st == 200
         assert wait_for(lambda: stats(b)["semantic"]["entries"] == 0, timeout=5)
         assert chat(b, body("how can I reset my password"))[1]["x-cache"] == "MISS"

@@ -248,3 +248,51 @@ def test_health_while_generating(server):
     assert not done.is_set() or max(lat) < 0.5 * SLOW
     assert max(lat) < 0.5 * SLOW
     t.join()
+
+
+def _rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_pipelined_flood_without_reading_stays_bounded(server):
+    """A client pipelines thousands of cheap requests and never reads: the
+    server stops dispatching once the connection's unsent output passes the
+    write-queue bound (instead of queueing every reply in memory), counts it,
+    and serves the rest in order once the client reads."""
+    before = _rss_kib(server.proc.pid)
+    paused0 = metrics(server).get("barista_http_output_paused_total", 0)
+    n = 6000
+    c = server.connect()
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    req = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    sent = 0
+
+    def writer():
+        nonlocal sent
+        try:
+            for _ in range(n // 100):
+                c.sendall(req * 100)
+                sent += 100
+        except OSError:
+            pass
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    t.join(timeout=5 * SLOW)  # the server stops reading: the writer blocks
+    time.sleep(0.5 * SLOW)
+    grown = _rss_kib(server.proc.pid) - before
+    # each /metrics reply is several KiB: 6000 of them queued would be tens of MiB
+    assert grown < 16 * 1024, f"RSS grew {grown} KiB with {sent} pipelined requests unread"
+    assert metrics(server).get("barista_http_output_paused_total", 0) > paused0
+    # now read everything: every reply arrives, in order, complete
+    c.settimeout(30 * SLOW)
+    got = 0
+    while got < 50:
+        status, _, _ = recv_response(c, timeout=30 * SLOW)
+        assert status == 200
+        got += 1
+    c.close()

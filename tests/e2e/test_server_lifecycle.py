@@ -82,6 +82,27 @@ def test_disconnect_non_streaming_cancels(server):
     assert metrics(server)["barista_api_generations"] == 0
 
 
+def test_disconnect_while_reading_paused_cancels(server):
+    """A client that pipelines more than the input buffer behind a
+    non-streaming request (so the server stops reading its socket) and then
+    disconnects is still noticed: its generation is cancelled, not run to
+    max_tokens for nobody."""
+    before = metrics(server).get('barista_cancelled_requests_total{reason="disconnect"}', 0)
+    c = post_raw(server, "/v1/completions", LONG)
+    junk = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n" * 4000  # > 64 KiB, never read
+    c.sock.setblocking(False)
+    try:
+        c.sendall(junk)
+    except BlockingIOError:
+        pass
+    c.sock.setblocking(True)
+    assert wait_for(lambda: metrics(server)["barista_engine_active_sequences"] == 1)
+    c.close()
+    assert wait_for(lambda: metrics(server)["barista_engine_active_sequences"] == 0, timeout=10)
+    after = metrics(server).get('barista_cancelled_requests_total{reason="disconnect"}', 0)
+    assert after == before + 1
+
+
 def test_sse_ping_while_waiting(barista_bin, gguf_path):
     """While a stream has nothing to say (queued behind another generation, or
     in a long prefill) it gets `: ping` comments; then its tokens follow."""
@@ -152,6 +173,52 @@ def test_slow_reader_backpressure(barista_bin, gguf_path):
         assert len(content) < 48, len(content)  # coalesced while the socket was full
     finally:
         assert s.stop() == 0
+
+
+def test_slow_reader_bound_counts_logprobs(barista_bin, gguf_path):
+    """--stream-buffer-bytes bounds everything pending for a reader that does
+    not read, logprobs included: 64 tokens of text are a few hundred bytes,
+    but with top_logprobs 20 they are tens of KiB, so the reader is cut as too
+    slow instead of buffering without a bound."""
+    s = Server(barista_bin, gguf_path, args=["--write-queue-bytes", "1024", "--sse-ping-ms", "0",
+                                             "--send-buffer-bytes", "4096",
+                                             "--stream-buffer-bytes", "8192"])
+    try:
+        req = {"model": "default", "messages": [{"role": "user", "content": "Tell a story."}],
+               "max_tokens": 64, "ignore_eos": True, "logprobs": True, "top_logprobs": 20,
+               "stream": True}
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        sock.connect((s.host, s.port))
+        body = json.dumps(req).encode()
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        assert wait_for(lambda: metrics(s)["barista_api_generations"] == 0, timeout=300)
+        m = metrics(s)
+        assert m.get('barista_cancelled_requests_total{reason="slow_reader"}', 0) >= 1
+        sock.close()
+    finally:
+        assert s.stop() == 0
+
+
+def test_sigterm_while_tokenizing_off_loop(barista_bin, gguf_path):
+    """Review finding (issue 16, defect 6): SIGTERM while cacheable requests
+    of >= 8 KiB are being tokenized on the thread pool with their connections
+    already closed used to read the freed cache (single-flight) when the
+    tokenization finished. The server must exit 0 (under ASan: no report)."""
+    s = Server(barista_bin, gguf_path, args=["--shutdown-grace-ms", "2000"])
+    text = "word " * 3000  # ~15 KiB: tokenized off the loop
+    conns = []
+    for i in range(6):
+        c = post_raw(s, "/v1/chat/completions",
+                     {"model": "default", "temperature": 0, "max_tokens": 4,
+                      "messages": [{"role": "user", "content": text + str(i)}]})
+        conns.append(c)
+    for c in conns:
+        c.close()
+    s.signal(signal.SIGTERM)
+    assert s.wait(30) == 0
+    assert "ERROR: AddressSanitizer" not in s.log and "runtime error" not in s.log
 
 
 def test_graceful_shutdown_finishes_inflight(barista_bin, gguf_path):

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,7 +165,7 @@ static void test_ttl_and_expired(void **st)
     cache_l1_t *a = mk_l1();
     fill(a, 10, 1000); /* entry i lives (i+1) s */
     fake_now += 2.5;   /* 0 and 1 are expired already: not saved */
-    size_t n;
+    size_t n = 0;
     bar_msg_t m;
     assert_int_equal(cache_snapshot_save(a, path, WALL, &n, &m), 0);
     assert_int_equal(n, 8);
@@ -226,7 +227,7 @@ static void test_truncated(void **st)
     bar_msg_t m;
     assert_int_equal(cache_snapshot_save(a, path, WALL, NULL, &m), 0);
     cache_l1_destroy(a);
-    size_t n;
+    size_t n = 0;
     uint8_t *orig = read_file(&n);
     for (size_t k = 0; k < n; k++) {
         write_file(orig, k);
@@ -253,7 +254,7 @@ static void test_corrupted(void **st)
     bar_msg_t m;
     assert_int_equal(cache_snapshot_save(a, path, WALL, NULL, &m), 0);
     cache_l1_destroy(a);
-    size_t n;
+    size_t n = 0;
     uint8_t *orig = read_file(&n);
     uint8_t *c = malloc(n);
     for (size_t pos = 0; pos < n; pos++) {
@@ -316,6 +317,96 @@ static void test_collect_then_write(void **st)
     cache_l1_destroy(a);
 }
 
+/* A PATH.tmp left by someone else — a symlink to another file, or a file
+ * with loose permissions — is neither followed nor reused: the victim keeps
+ * its bytes and the snapshot is created 0600. */
+static void test_tmp_symlink_not_followed(void **st)
+{
+    (void)st;
+    char victim[160], tmp[160];
+    snprintf(victim, sizeof victim, "%s/victim", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(victim, "w");
+    assert_non_null(f);
+    fputs("precious", f);
+    fclose(f);
+    assert_int_equal(symlink(victim, tmp), 0);
+    cache_l1_t *a = mk_l1();
+    fill(a, 3, 0);
+    bar_msg_t m;
+    assert_int_equal(cache_snapshot_save(a, path, WALL, NULL, &m), 0);
+    size_t n = 0;
+    char *v = test_read_file(victim, &n);
+    assert_non_null(v);
+    assert_string_equal(v, "precious");
+    free(v);
+    struct stat sb;
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    unlink(tmp);
+    /* a loose-permission leftover */
+    f = fopen(tmp, "w");
+    assert_non_null(f);
+    fclose(f);
+    chmod(tmp, 0666);
+    assert_int_equal(cache_snapshot_save(a, path, WALL, NULL, &m), 0);
+    assert_int_equal(stat(path, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0600);
+    cache_l1_destroy(a);
+    unlink(victim);
+    unlink(tmp);
+}
+
+typedef struct {
+    const cache_snap_t *s;
+    int rounds, fails;
+} writer_arg_t;
+
+static void *writer_thread(void *p)
+{
+    writer_arg_t *w = p;
+    for (int i = 0; i < w->rounds; i++) {
+        bar_msg_t m;
+        if (cache_snapshot_write(w->s, path, &m)) w->fails++;
+    }
+    return NULL;
+}
+
+/* Two writers at once (the periodic writer and the shutdown save) never
+ * interleave their bytes: the file is valid after every round. */
+static void test_concurrent_writers(void **st)
+{
+    (void)st;
+    fake_now = 100.0;
+    cache_l1_t *a = mk_l1();
+    fill(a, 200, 0);
+    cache_snap_t *s = cache_snapshot_collect(a, WALL);
+    assert_non_null(s);
+    writer_arg_t w1 = {s, 30, 0}, w2 = {s, 30, 0};
+    pthread_t t1, t2;
+    assert_int_equal(pthread_create(&t1, NULL, writer_thread, &w1), 0);
+    assert_int_equal(pthread_create(&t2, NULL, writer_thread, &w2), 0);
+    cache_l1_t *b = mk_l1();
+    int bad = 0;
+    for (int i = 0; i < 40; i++) {
+        cache_snapshot_load_stats_t ls;
+        bar_msg_t m;
+        if (access(path, F_OK) == 0 && cache_snapshot_load(b, path, WALL, &ls, &m) != 0) bad++;
+        cache_l1_purge_all(b);
+    }
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    assert_int_equal(w1.fails + w2.fails, 0);
+    cache_snapshot_load_stats_t ls;
+    bar_msg_t m;
+    assert_int_equal(cache_snapshot_load(b, path, WALL, &ls, &m), 0);
+    assert_int_equal(ls.loaded, 200);
+    assert_int_equal(bad, 0);
+    cache_snapshot_free(s);
+    cache_l1_destroy(a);
+    cache_l1_destroy(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -325,6 +416,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_corrupted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_and_unwritable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_collect_then_write, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_tmp_symlink_not_followed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -96,6 +96,24 @@ static void test_chunked(void **st)
     assert_memory_equal(rx.req.body.p, "hello world", 11);
 }
 
+/* Trailers after a chunked body never become request headers: a client
+ * cannot add Authorization or X-Cache-Namespace after the head was checked. */
+static void test_chunked_trailers_ignored(void **st)
+{
+    (void)st;
+    const char *req = "POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
+                      "5\r\nhello\r\n0\r\nAuthorization: Bearer stolen\r\n"
+                      "X-Cache-Namespace: other\r\nX-A: 2\r\n\r\n";
+    assert_int_equal(feed_str(req), strlen(req));
+    assert_int_equal(rx.state, HTTP_RX_DONE);
+    assert_null(http_req_header(&rx.req, "authorization").p);
+    assert_null(http_req_header(&rx.req, "x-cache-namespace").p);
+    http_slice_t a = http_req_header(&rx.req, "x-a");
+    assert_int_equal(a.n, 1);
+    assert_memory_equal(a.p, "1", 1);
+    assert_memory_equal(rx.req.body.p, "hello", 5);
+}
+
 static void test_bad_chunk_size(void **st)
 {
     (void)st;
@@ -227,6 +245,7 @@ int main(void)
         T(test_byte_by_byte),
         T(test_pipelined),
         T(test_chunked),
+        T(test_chunked_trailers_ignored),
         T(test_bad_chunk_size),
         T(test_chunked_too_big),
         T(test_garbage_request_line),
