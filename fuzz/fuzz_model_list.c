@@ -2,12 +2,15 @@
  * --model argument form (src/backend/model_list.c).
  *
  * The input up to its first NUL byte (at most 300 bytes) is also tried as a
- * --model argument; the whole input is loaded as a YAML model list on top of
+ * --model argument, and from its second byte as an --embedding-model
+ * argument; the whole input is loaded as a YAML model list on top of
  * it, then finished. A rejected input must give a negative code, a non-empty
  * message and the list as it was; an accepted one is checked against the
  * rules the header promises (names valid and unique, paths non-empty and
- * NUL-terminated, every value in range, at most one default, lookups find
- * each entry). Any violation abort()s. Not for: anything but fuzzing. */
+ * NUL-terminated, every value in range, at most one default per mode, the
+ * default chat and embedding entries of their mode, embedding entries
+ * without chat-only fields, lookups find each entry). Any violation abort()s. Not for: anything but
+ * fuzzing. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -70,6 +73,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     m.text[0] = '\0';
     int rc = model_list_add_arg(&l, arg, &m);
     check_rc(rc, &m, 0, l.n);
+    int n_arg = l.n;
+    m.text[0] = '\0';
+    rc = model_list_add_embedding(&l, arg + (an > 1 ? 1 : 0), &m); /* a second name */
+    check_rc(rc, &m, n_arg, l.n);
 
     int n0 = l.n;
     m.text[0] = '\0';
@@ -80,18 +87,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     m.text[0] = '\0';
     rc = model_list_finish(&l, &m);
     check_rc(rc, &m, l.n, l.n);
+    int chats = 0;
+    for (int i = 0; i < l.n; i++)
+        chats += l.v[i].mode == MODEL_MODE_CHAT;
     if (rc == 0) {
         if (l.n < 1 || l.n > MODEL_LIST_MAX || l.default_idx < 0 || l.default_idx >= l.n) abort();
-        int defaults = 0;
+        if (l.v[l.default_idx].mode != MODEL_MODE_CHAT) abort();
+        int defaults[2] = {0, 0}, embeds = 0;
         for (int i = 0; i < l.n; i++) {
+            const model_entry_t *e = &l.v[i];
             check_entry(&l, i);
-            defaults += l.v[i].is_default != 0;
+            if (e->mode != MODEL_MODE_CHAT && e->mode != MODEL_MODE_EMBEDDING) abort();
+            defaults[e->mode] += e->is_default != 0;
+            embeds += e->mode == MODEL_MODE_EMBEDDING;
+            /* an embedding entry takes model and threads only */
+            if (e->mode == MODEL_MODE_EMBEDDING && (e->has || e->ctx != -1 || e->parallel != -1))
+                abort();
         }
-        if (defaults > 1) abort();
-        if (defaults && !l.v[l.default_idx].is_default) abort();
+        if (defaults[0] > 1 || defaults[1] > 1) abort();
+        if (defaults[0] && !l.v[l.default_idx].is_default) abort();
         if (model_list_find(&l, "default", 7) != &l.v[l.default_idx]) abort();
-    } else if (l.n != 0) {
-        abort(); /* finish fails only on an empty list */
+        if (embeds ? (l.embed_idx < 0 || l.embed_idx >= l.n ||
+                      l.v[l.embed_idx].mode != MODEL_MODE_EMBEDDING ||
+                      (defaults[1] && !l.v[l.embed_idx].is_default))
+                   : l.embed_idx != -1)
+            abort();
+    } else if (chats != 0) {
+        abort(); /* finish fails only on a list without a chat model */
     }
     model_list_free(&l);
     return 0;

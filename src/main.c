@@ -13,6 +13,8 @@ typedef struct {
 } command_t;
 
 static const command_t commands[] = {
+    {"embed", "embed lines of text with a BERT sentence encoder (all-MiniLM-L6-v2)",
+     cli_embed_main},
     {"inspect", "print the metadata and tensor table of a GGUF or safetensors file",
      cli_inspect_main},
     {"run", "generate text from a prompt with a GGUF model on the CPU", cli_run_main},

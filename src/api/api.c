@@ -1,7 +1,8 @@
 /* api.c — the api object (its models, lifecycle), the route table and its
  * dispatcher (authentication by the row's key), and the plain endpoints
  * (/health, /ready, /v1/models, /v1/config, /metrics). Generation endpoints
- * are pipeline.c; the cache admin endpoints api_cache.c. */
+ * are pipeline.c; /v1/embeddings embed_job.c; the cache admin endpoints
+ * api_cache.c. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +12,7 @@
 #include "api/api_int.h"
 #include "api/reply.h"
 #include "api/route.h"
+#include "backend/backend_embed.h"
 #include "util/timeutil.h"
 
 static void respond_json(srv_req_t *r, int status, buf_t *b)
@@ -25,8 +27,11 @@ static void model_obj(const api_t *a, buf_t *b, const api_model_t *m, const char
     buf_puts(b, "{\"id\":");
     oai_json_string(b, id, strlen(id));
     buf_printf(b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"barista\"", m->created);
-    buf_printf(b, ",\"meta\":{\"n_ctx\":%d,\"ready\":%s,\"backend\":\"local\"}}", m->n_ctx,
-               m->bk ? "true" : "false");
+    buf_printf(b, ",\"meta\":{\"n_ctx\":%d,\"ready\":%s,\"backend\":\"local\",\"mode\":\"%s\"",
+               m->n_ctx, m->bk ? "true" : "false",
+               m->cfg.mode == MODEL_MODE_EMBEDDING ? "embedding" : "chat");
+    if (m->embed_dim) buf_printf(b, ",\"dimensions\":%d", m->embed_dim);
+    buf_puts(b, "}}");
 }
 
 static void h_models(api_t *a, srv_req_t *r, http_slice_t id)
@@ -175,6 +180,7 @@ static void h_metrics(api_t *a, srv_req_t *r)
                       a->n_ready == a->n_models ? 1 : 0);
     obs_metrics_gauge(&b, "barista_models_loaded", "Models loaded and serving.", a->n_ready);
     api_cache_metrics(a->cache, &b);
+    embed_metrics(a, &b);
     srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.n, NULL);
     buf_free(&b);
 }
@@ -201,6 +207,7 @@ static int authorized(const api_t *a, const http_req_t *h)
 enum {
     H_CHAT,
     H_COMPLETIONS,
+    H_EMBEDDINGS,
     H_MODELS,
     H_HEALTH,
     H_READY,
@@ -213,6 +220,7 @@ enum {
 static const route_t ROUTES[] = {
     {ROUTE_POST, "/v1/chat/completions", "chat_completions", ROUTE_API_KEY, H_CHAT},
     {ROUTE_POST, "/v1/completions", "completions", ROUTE_API_KEY, H_COMPLETIONS},
+    {ROUTE_POST, "/v1/embeddings", "embeddings", ROUTE_API_KEY, H_EMBEDDINGS},
     {ROUTE_GET, "/v1/models", "models", ROUTE_API_KEY, H_MODELS},
     {ROUTE_GET, "/v1/models/", "models", ROUTE_API_KEY, H_MODELS},
     {ROUTE_GET, "/health", "health", ROUTE_OPEN, H_HEALTH},
@@ -303,6 +311,9 @@ void api_handle(void *ud, srv_req_t *r)
     case H_COMPLETIONS:
         pipeline_handle(a, r, OAI_COMPLETION);
         break;
+    case H_EMBEDDINGS:
+        embed_handle(a, r);
+        break;
     case H_MODELS:
         h_models(a, r, rest);
         break;
@@ -357,6 +368,7 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     a->created = time_now_unix();
     a->n_models = models->n;
     a->default_idx = models->default_idx;
+    a->embed_idx = models->embed_idx;
     for (int i = 0; i < models->n; i++) {
         a->models[i].cfg = models->v[i];
         a->models[i].created = a->created;
@@ -384,6 +396,7 @@ void api_set_backend(api_t *a, int i, backend_t *b, const char *digest)
     bk_stats(b, &st);
     m->bk = b;
     m->n_ctx = st.n_ctx;
+    if (backend_is_embed(b)) m->embed_dim = backend_embed_dim(b);
     snprintf(m->digest, sizeof m->digest, "%s", digest ? digest : "");
     a->n_ready++;
 }
@@ -401,6 +414,7 @@ void api_set_server(api_t *a, srv_t *s)
 void api_cancel_all(api_t *a)
 {
     gen_cancel_all(a);
+    embed_cancel_all(a);
 }
 
 int api_n_generations(const api_t *a)
@@ -419,6 +433,7 @@ void api_destroy(api_t *a)
 {
     if (!a) return;
     a->destroyed = 1;
+    embed_cancel_all(a); /* before their backends go: a cancelled job is never called back */
     /* every backend ends its jobs (DONE/CANCELLED) now or on the next loop
      * turns; their generations free themselves, the last one frees the api */
     for (int i = 0; i < a->n_models; i++) {

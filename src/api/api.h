@@ -1,6 +1,7 @@
 /* api.h — barista's HTTP API: routing and every endpoint behind `barista serve`.
  *
  * POST /v1/chat/completions, POST /v1/completions (OpenAI, streaming or not),
+ * POST /v1/embeddings (an embedding model of the list),
  * GET /v1/models[/{id}], GET /health (process up), GET /ready (model loaded),
  * GET /v1/config (the settings, secrets redacted), GET /metrics (Prometheus).
  * Unknown paths answer 404 and wrong methods 405, both with OpenAI error

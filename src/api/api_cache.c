@@ -15,6 +15,7 @@
 #include "api/openai.h"
 #include "obs/metrics.h"
 #include "util/timeutil.h"
+#include "cache/vindex.h"
 
 #define SWEEP_MS 60000
 
@@ -51,6 +52,12 @@ struct api_cache {
     uint64_t stored, store_refused;
     struct api_cache_memo_slot *memo; /* API_CACHE_MEMO_SLOTS, allocated on first use */
     buf_t memo_id;                    /* scratch: the identity of the request being looked up */
+    semantic_t *sem;                  /* the semantic tier's store; NULL until first used */
+    int sem_dim;
+    double sem_thr;
+    float *sem_vbuf;      /* VINDEX_MAX_DIM floats: a record's vector while it is decoded */
+    uint64_t sem_garbage; /* records from Redis that did not decode / fit */
+    uint64_t sem_loaded;  /* entries taken from Redis */
 };
 
 int64_t api_cache_now_ms(void)
@@ -65,6 +72,14 @@ int64_t api_cache_now_ms(void)
 static void on_peer_purge(void *user, cache_purge_kind_t kind, uint64_t ns, const cache_key_t *key)
 {
     api_cache_t *c = user;
+    if (c->sem) {
+        if (kind == CACHE_PURGE_ALL)
+            semantic_purge_all(c->sem);
+        else if (kind == CACHE_PURGE_NS)
+            semantic_purge_ns(c->sem, ns);
+        else if (key)
+            semantic_del(c->sem, key);
+    }
     if (!c->l1) return;
     if (kind == CACHE_PURGE_ALL)
         cache_l1_purge_all(c->l1);
@@ -72,6 +87,53 @@ static void on_peer_purge(void *user, cache_purge_kind_t kind, uint64_t ns, cons
         cache_l1_purge_ns(c->l1, ns);
     else if (key)
         cache_l1_del(c->l1, key);
+}
+
+/* A record from the Redis stream: another replica's (or our own) semantic
+ * entry or purge. A corrupt or wrong-dimension record is skipped with a
+ * log line, never applied. */
+static void on_sem_record(void *user, const char *rec, size_t n)
+{
+    api_cache_t *c = user;
+    if (c->closing) return;
+    if (!c->sem_vbuf && !(c->sem_vbuf = malloc(VINDEX_MAX_DIM * sizeof *c->sem_vbuf))) return;
+    semantic_rec_t r;
+    bar_msg_t m = {{0}};
+    if (semantic_rec_decode(rec, n, &r, c->sem_vbuf, VINDEX_MAX_DIM, &m)) {
+        c->sem_garbage++;
+        fprintf(stderr, "barista serve: warning: semantic record from Redis ignored: %s\n", m.text);
+        return;
+    }
+    if (r.type == SEMANTIC_REC_PURGE) {
+        if (!c->sem) return;
+        if (r.kind == CACHE_PURGE_ALL)
+            semantic_purge_all(c->sem);
+        else if (r.kind == CACHE_PURGE_NS)
+            semantic_purge_ns(c->sem, r.ns);
+        else
+            semantic_del(c->sem, &r.key);
+        return;
+    }
+    int64_t now = api_cache_now_ms();
+    if (r.e.expires_ms && r.e.expires_ms <= now) return; /* aged out while stored */
+    semantic_t *st = api_cache_semantic(c, r.dim);
+    if (!st) {
+        c->sem_garbage++;
+        fprintf(stderr,
+                "barista serve: warning: semantic record from Redis ignored: a vector of %d "
+                "floats, this server's embeddings have %d\n",
+                r.dim, c->sem_dim);
+        return;
+    }
+    if (!semantic_put(st, &r.e, now)) c->sem_loaded++;
+}
+
+void api_cache_semantic_share(api_cache_t *c, const semantic_put_t *p, int dim)
+{
+    if (!c->l2 || !api_cache_semantic_on(c)) return;
+    buf_t b = {0};
+    if (!semantic_rec_entry(&b, p, dim)) cache_redis_stream_add(c->l2, b.p, b.n);
+    buf_free(&b);
 }
 
 static void memo_free(api_cache_t *c)
@@ -88,6 +150,8 @@ static void maybe_free(api_cache_t *c)
 {
     if (c->closing && c->n_open == 0 && !c->snap_busy) {
         memo_free(c);
+        semantic_destroy(c->sem);
+        free(c->sem_vbuf);
         pthread_mutex_destroy(&c->snap_mu);
         free(c);
     }
@@ -104,6 +168,7 @@ static void on_sweep(uv_timer_t *t)
 {
     api_cache_t *c = t->data;
     if (c->l1) cache_l1_sweep(c->l1);
+    if (c->sem) semantic_sweep(c->sem, api_cache_now_ms());
 }
 
 static void snap_work(uv_work_t *w)
@@ -151,11 +216,21 @@ int api_cache_create(api_cache_t **out, uv_loop_t *loop, const srv_settings_t *s
     if (cache_policy_parse(set->cache_policy, &pol))
         return bar_fail(msg, BAR_ERR_INVALID, "--cache-policy: '%s' is not s3fifo or lru",
                         set->cache_policy);
+    double thr = 0;
+    if (set->semantic_cache) {
+        char *end = NULL;
+        thr = strtod(set->semantic_threshold, &end);
+        if (!end || end == set->semantic_threshold || *end || !(thr > 0 && thr <= 1))
+            return bar_fail(msg, BAR_ERR_INVALID,
+                            "--semantic-threshold: '%s' is not a cosine similarity in (0, 1]",
+                            set->semantic_threshold);
+    }
     api_cache_t *c = calloc(1, sizeof *c);
     if (!c) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&c->snap_mu, NULL);
     c->set = set;
     c->loop = loop;
+    c->sem_thr = thr;
     if (set->cache_mem > 0) {
         cache_l1_opts_t o = {0};
         o.budget_bytes = (size_t)set->cache_mem;
@@ -175,6 +250,11 @@ int api_cache_create(api_cache_t **out, uv_loop_t *loop, const srv_settings_t *s
         ro.stall_ms = (uint64_t)set->redis_stall_ms;
         ro.on_peer_purge = on_peer_purge;
         ro.peer_user = c;
+        if (set->semantic_cache) {
+            ro.on_stream = on_sem_record;
+            ro.stream_user = c;
+            ro.stream_maxlen = set->semantic_max_entries;
+        }
         bar_msg_t m = {{0}};
         c->l2 = cache_redis_create(loop, set->redis, &ro, &m);
         if (!c->l2) {
@@ -424,6 +504,34 @@ void api_cache_memo_put(api_cache_t *c, const http_req_t *h, int kind, const api
     *m = (struct api_cache_memo_slot){x, id, c->memo_id.n, *mm};
 }
 
+int api_cache_semantic_on(const api_cache_t *c)
+{
+    return c && !c->closing && c->set->semantic_cache && c->tiers.n > 0;
+}
+
+double api_cache_semantic_threshold(const api_cache_t *c)
+{
+    return c->sem_thr;
+}
+
+semantic_t *api_cache_semantic(api_cache_t *c, int dim)
+{
+    if (!api_cache_semantic_on(c) || dim <= 0) return NULL;
+    if (c->sem) return c->sem_dim == dim ? c->sem : NULL;
+    semantic_config_t sc = {0};
+    sc.dim = dim;
+    sc.max_entries = (size_t)c->set->semantic_max_entries;
+    sc.guard = semantic_guard_default();
+    sc.use_guard = 1;
+    bar_msg_t m = {{0}};
+    if (semantic_create(&c->sem, &sc, &m)) {
+        fprintf(stderr, "barista serve: warning: semantic cache: %s\n", m.text);
+        return NULL;
+    }
+    c->sem_dim = dim;
+    return c->sem;
+}
+
 cache_entry_t *api_cache_l1_get(api_cache_t *c, const api_cache_req_t *q)
 {
     if (!c || c->closing || !c->l1) return NULL;
@@ -496,6 +604,20 @@ static void purge(api_cache_t *c, srv_req_t *r, const char *what, cache_purge_ki
     /* synchronous tiers (L1) answer with a count; an asynchronous one (L2)
      * answers later, and the reply waits for it */
     size_t n = 0;
+    if (c->sem) {
+        if (kind == CACHE_PURGE_ALL)
+            semantic_purge_all(c->sem);
+        else if (kind == CACHE_PURGE_NS)
+            semantic_purge_ns(c->sem, ns);
+        else if (key)
+            semantic_del(c->sem, key);
+    }
+    if (c->l2 && api_cache_semantic_on(c)) {
+        /* replicas tailing the stream (and ones loading it later) purge too */
+        buf_t b = {0};
+        if (!semantic_rec_purge(&b, kind, ns, key)) cache_redis_stream_add(c->l2, b.p, b.n);
+        buf_free(&b);
+    }
     cache_tier_t *async = NULL;
     for (int i = 0; i < c->tiers.n; i++) {
         cache_tier_t *t = c->tiers.v[i];
@@ -636,7 +758,7 @@ static void stats_reply(api_cache_t *c, srv_req_t *r)
                    "\"l2\":{\"enabled\":true,\"connected\":%s,\"gets\":%llu,\"hits\":%llu,"
                    "\"misses\":%llu,\"timeouts\":%llu,\"errors\":%llu,\"garbage\":%llu,"
                    "\"skipped\":%llu,\"sets\":%llu,\"set_errors\":%llu,\"connects\":%llu,"
-                   "\"conn_failures\":%llu,\"trips\":%llu,\"purges\":%llu,\"peer_purges\":%llu}}\n",
+                   "\"conn_failures\":%llu,\"trips\":%llu,\"purges\":%llu,\"peer_purges\":%llu},",
                    s2.connected ? "true" : "false", (unsigned long long)s2.gets,
                    (unsigned long long)s2.hits, (unsigned long long)s2.misses,
                    (unsigned long long)s2.timeouts, (unsigned long long)s2.errors,
@@ -646,8 +768,28 @@ static void stats_reply(api_cache_t *c, srv_req_t *r)
                    (unsigned long long)s2.trips, (unsigned long long)s2.purges,
                    (unsigned long long)s2.peer_purges);
     } else {
-        buf_puts(&b, "\"l2\":{\"enabled\":false}}\n");
+        buf_puts(&b, "\"l2\":{\"enabled\":false},");
     }
+    semantic_stats_t ss;
+    memset(&ss, 0, sizeof ss);
+    if (c->sem) semantic_stats(c->sem, &ss);
+    buf_printf(&b,
+               "\"semantic\":{\"enabled\":%s,\"threshold\":%.4g,\"hits\":%llu,\"entries\":%llu,"
+               "\"bytes\":%llu,\"lookups\":%llu,\"index_hits\":%llu,\"puts\":%llu,"
+               "\"evictions\":%llu,\"expirations\":%llu,\"deletes\":%llu,\"from_redis\":%llu,"
+               "\"redis_garbage\":%llu,\"guard_refusals\":{",
+               api_cache_semantic_on(c) ? "true" : "false", c->sem_thr,
+               (unsigned long long)c->outcomes[API_CACHE_HIT_SEM], (unsigned long long)ss.entries,
+               (unsigned long long)ss.bytes, (unsigned long long)ss.lookups,
+               (unsigned long long)ss.hits, (unsigned long long)ss.puts,
+               (unsigned long long)ss.evictions, (unsigned long long)ss.expirations,
+               (unsigned long long)ss.deletes, (unsigned long long)c->sem_loaded,
+               (unsigned long long)c->sem_garbage);
+    for (int i = 1; i < SEMANTIC_GUARD_N_VERDICTS; i++)
+        buf_printf(&b, "%s\"%s\":%llu", i > 1 ? "," : "",
+                   semantic_guard_verdict_name((semantic_guard_verdict_t)i),
+                   (unsigned long long)ss.guard_refusals[i]);
+    buf_puts(&b, "}}}\n");
     srv_respond(r, 200, "application/json", b.p, b.n, NULL);
     buf_free(&b);
 }
@@ -741,6 +883,8 @@ void api_cache_metrics(const api_cache_t *c, buf_t *b)
                (unsigned long long)c->outcomes[API_CACHE_HIT_L1]);
     buf_printf(b, "barista_cache_requests_total{result=\"hit\",tier=\"l2\"} %llu\n",
                (unsigned long long)c->outcomes[API_CACHE_HIT_L2]);
+    buf_printf(b, "barista_cache_requests_total{result=\"hit\",tier=\"semantic\"} %llu\n",
+               (unsigned long long)c->outcomes[API_CACHE_HIT_SEM]);
     buf_printf(b, "barista_cache_requests_total{result=\"miss\",tier=\"none\"} %llu\n",
                (unsigned long long)c->outcomes[API_CACHE_MISS]);
     buf_printf(b, "barista_cache_requests_total{result=\"coalesced\",tier=\"none\"} %llu\n",
@@ -780,4 +924,16 @@ void api_cache_metrics(const api_cache_t *c, buf_t *b)
                (unsigned long long)s2.set_errors, (unsigned long long)s2.conn_failures);
     obs_metrics_gauge(b, "barista_redis_connected", "1 while the L2 connection is up.",
                       s2.connected ? 1 : 0);
+    semantic_stats_t ss;
+    memset(&ss, 0, sizeof ss);
+    if (c->sem) semantic_stats(c->sem, &ss);
+    obs_metrics_gauge(b, "barista_semantic_entries", "Entries in the semantic tier's index.",
+                      (double)ss.entries);
+    buf_puts(b, "# HELP barista_semantic_guard_refusals_total Semantic candidates above the "
+                "threshold that the guard refused, by reason.\n"
+                "# TYPE barista_semantic_guard_refusals_total counter\n");
+    for (int i = 1; i < SEMANTIC_GUARD_N_VERDICTS; i++)
+        buf_printf(b, "barista_semantic_guard_refusals_total{reason=\"%s\"} %llu\n",
+                   semantic_guard_verdict_name((semantic_guard_verdict_t)i),
+                   (unsigned long long)ss.guard_refusals[i]);
 }

@@ -20,6 +20,7 @@
 #include "cache/cache_redis.h"
 #include "cache/cache_snapshot.h"
 #include "cache/cache_tier.h"
+#include "cache/semantic.h"
 #include "cache/singleflight.h"
 #include "server/server.h"
 #include "server/settings.h"
@@ -69,6 +70,7 @@ typedef enum {
     API_CACHE_MISS,
     API_CACHE_BYPASS,
     API_CACHE_COALESCED,
+    API_CACHE_HIT_SEM, /* the semantic tier */
     API_CACHE_N_OUTCOMES,
 } api_cache_outcome_t;
 void api_cache_count(api_cache_t *c, api_cache_outcome_t o);
@@ -145,6 +147,16 @@ void api_cache_store(api_cache_t *c, cache_entry_t *e, const api_cache_req_t *q)
 
 /* Unix time in ms (the clock of cache_entry_t.stored_ms). */
 int64_t api_cache_now_ms(void);
+
+/* The semantic tier (--semantic-cache): whether it is on, the threshold
+ * (cosine similarity) from --semantic-threshold, and the store, created on
+ * first use for vectors of dim floats (NULL: off, another dim, or OOM). */
+int api_cache_semantic_on(const api_cache_t *c);
+double api_cache_semantic_threshold(const api_cache_t *c);
+semantic_t *api_cache_semantic(api_cache_t *c, int dim);
+/* Share an entry just stored with the other replicas (Redis stream; a no-op
+ * without Redis, and while it is down). */
+void api_cache_semantic_share(api_cache_t *c, const semantic_put_t *p, int dim);
 
 /* GET /v1/cache/stats and DELETE /v1/cache[/{key}][?namespace=NS[&api_key=K]].
  * The caller has checked the admin key. */

@@ -22,12 +22,36 @@
 typedef struct gen gen_t;
 typedef struct client client_t;
 
+/* A request's use of the semantic tier (api_semantic.c). */
+typedef struct api_sem {
+    char *text; /* the embedded query text (chat: last user message; completions: prompt) */
+    size_t text_len;
+    uint64_t part;  /* semantic_partition of everything else that shapes the answer */
+    double min_sim; /* the threshold for this request (cosine similarity) */
+    int lookup;     /* read (not Cache-Control: no-cache) */
+    int store;      /* write (not no-store) */
+    float *vec;     /* the query's embedding once computed, dim floats */
+    int dim;
+    backend_t *bk; /* the embedding job while pending */
+    uint64_t job;
+    int pending;
+    void (*done)(client_t *c, int ok);
+} api_sem_t;
+typedef struct embed_job embed_job_t;
+
+/* /v1/embeddings counters (written by embed_job.c only). */
+typedef struct {
+    uint64_t requests, failed, cancelled; /* answered 200 / answered with an error / cancelled */
+    uint64_t inputs, tokens;              /* of answered requests */
+} api_embed_stats_t;
+
 /* One served model: a name requests route by, its settings, its backend. */
 typedef struct {
     model_entry_t cfg;                  /* name, path, per-model settings, sampling defaults */
     backend_t *bk;                      /* NULL while loading */
     char digest[CACHE_KEY_HEX_LEN + 1]; /* weights digest: part of every cache key */
     int n_ctx;
+    int embed_dim; /* embedding models: vector size once known, else 0 */
     long created;
 } api_model_t;
 
@@ -38,7 +62,8 @@ struct api {
     api_model_t *models;
     int n_models;
     int default_idx;
-    int n_ready; /* models with a backend */
+    int embed_idx; /* the default embedding model, -1: none */
+    int n_ready;   /* models with a backend */
     long created;
     obs_metrics_t *metrics;
     srv_t *srv;
@@ -50,12 +75,20 @@ struct api {
     int closed;
     uint64_t rng; /* response ids */
     api_cache_t *cache;
+    embed_job_t *embeds; /* /v1/embeddings requests waiting for their backend */
+    int n_embeds;
+    api_embed_stats_t emb;
 };
 
 /* ---- models.c ---- */
 
-/* The model a request names ("" and "default" → the default), or NULL. */
+/* The model a request names ("" and "default" → the default chat model), or
+ * NULL. Any mode: the caller checks cfg.mode. */
 api_model_t *api_model_find(api_t *a, const char *name);
+
+/* The same for /v1/embeddings: "" and "default" → the default embedding
+ * model (NULL when none is served); other names as api_model_find. */
+api_model_t *api_model_find_embedding(api_t *a, const char *name);
 
 /* The sampling values actually used: the request's, the model's defaults for
  * what it left out, OpenAI's for the rest. */
@@ -72,6 +105,32 @@ int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_
 /* POST /v1/chat/completions and /v1/completions. */
 void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind);
 
+/* ---- embed_job.c ---- */
+
+/* POST /v1/embeddings. */
+void embed_handle(api_t *a, srv_req_t *r);
+/* Cancel every embeddings request still waiting (503 to each): shutdown. */
+void embed_cancel_all(api_t *a);
+/* The embeddings and feature-cache counters in Prometheus text. */
+void embed_metrics(const api_t *a, buf_t *b);
+
+/* ---- api_semantic.c ---- */
+
+/* Decide whether c (cacheable, keyed) uses the semantic tier and set c->sem
+ * (the query text and the partition, made from the body root with the query
+ * taken out, keyed like in). 0 (c->sem may stay NULL), or -1 with e: a bad
+ * X-Semantic-Cache header (400). */
+int api_sem_prepare(client_t *c, const cJSON *root, const api_cache_keyin_t *in, oai_err_t *e);
+/* Embed c's query on the embedding backend: 1 started (done(c, ok) comes
+ * later on the loop, unless api_sem_cancel), 0 not (go on without). */
+int api_sem_embed(client_t *c, void (*done)(client_t *c, int ok));
+/* The client left: cancel a pending embedding (done never comes). */
+void api_sem_cancel(client_t *c);
+/* Store the finished reply of request q (already in the exact tiers) in the
+ * semantic tier. */
+void api_sem_store(api_t *a, const api_cache_req_t *q, const api_sem_t *s);
+void api_sem_free(api_sem_t *s);
+
 /* ---- gen.c: one HTTP request waiting for a generation ---- */
 
 struct client {
@@ -86,8 +145,12 @@ struct client {
     int stream, include_usage, want_lp;
     int started; /* the reply has begun (SSE head out, or JSON owed) */
     api_cache_req_t cq;
-    const char *xcache;   /* "MISS" | "COALESCED" | "BYPASS"; NULL: cache off */
-    cache_walk_t *walk;   /* pending tier lookup */
+    const char *xcache; /* "MISS" | "COALESCED" | "BYPASS"; NULL: cache off */
+    cache_walk_t *walk; /* pending tier lookup */
+    api_sem_t *sem;     /* the semantic tier's part of this request, NULL: not used */
+    int sem_hit;        /* answered from the semantic tier with similarity sem_sim */
+    float sem_sim;
+    cache_key_t sem_key;  /* the semantic candidate being fetched from the exact tiers */
     double deadline;      /* absolute monotonic seconds, 0 = none */
     double t0;            /* when the request arrived */
     double ttft_deadline; /* the first token by then (absolute), 0 = none */

@@ -40,12 +40,13 @@ struct gen {
     uint64_t job;      /* the backend's id */
     long created;
     int want_lp;
-    int started;     /* START came: replies are open */
-    int cancel_sent; /* bk_cancel was called */
+    int started;              /* START came: replies are open */
+    int cancel_sent;          /* bk_cancel was called */
     const char *leave_reason; /* why the last client left (metrics), static */
     api_cache_req_t cq;
     cache_rec_t *rec; /* recording for the cache; NULL when not cacheable */
     sf_entry_t *sfe;  /* single-flight record twins join; NULL when none */
+    api_sem_t *sem;   /* the leader's semantic query: stored with the reply */
 };
 
 static void client_start(client_t *c);
@@ -59,6 +60,9 @@ static void on_timer_closed(uv_handle_t *h)
 
 void client_free(client_t *c)
 {
+    api_sem_cancel(c);
+    api_sem_free(c->sem);
+    c->sem = NULL;
     oai_req_free(&c->q);
     buf_free(&c->text);
     lp_list_destroy(c->lp);
@@ -192,6 +196,7 @@ static void on_abort(void *user, srv_req_t *r)
     (void)r;
     c->r = NULL;
     if (c->sse) sse_detach(c->sse);
+    api_sem_cancel(c); /* waiting for its query's embedding */
     if (c->walk) {
         /* waiting for a cache tier: no generation yet */
         cache_tiers_cancel(api_cache_tiers(c->a->cache), c->walk);
@@ -245,6 +250,7 @@ static void on_deadline(uv_timer_t *t)
         client_arm_deadline(c);
         return;
     }
+    api_sem_cancel(c);
     if (c->walk) {
         cache_tiers_cancel(api_cache_tiers(a->cache), c->walk);
         c->walk = NULL;
@@ -295,6 +301,10 @@ static void cache_headers(const client_t *c, const char *xcache, const char *tie
                           char *out, size_t size)
 {
     reply_cache_headers(xcache, tier, age, c->cq.cacheable ? c->cq.hex : NULL, out, size);
+    if (c->sem_hit) {
+        size_t n = strlen(out);
+        snprintf(out + n, size - n, "X-Cache-Similarity: %.3f\r\n", (double)c->sem_sim);
+    }
 }
 
 /* Start c's reply (the generation started): the SSE head and role chunk,
@@ -393,6 +403,7 @@ static void gen_free(gen_t *g)
     if (g->next) g->next->prev = g->prev;
     a->n_gens--;
     cache_rec_destroy(g->rec);
+    api_sem_free(g->sem);
     free(g);
     if (!a->n_gens && a->on_last_gen) a->on_last_gen(a); /* may free a */
 }
@@ -525,6 +536,7 @@ static void on_done(gen_t *g, const bk_event_t *ev)
         cache_entry_t *e = cache_rec_build(g->rec, &m);
         if (e) {
             api_cache_store(a->cache, e, &g->cq);
+            api_sem_store(a, &g->cq, g->sem);
             cache_entry_release(e);
         }
     }
@@ -601,6 +613,8 @@ void gen_start(client_t *c)
     g->want_lp = c->q.logprobs;
     g->clients = c;
     c->g = g;
+    g->sem = c->sem; /* the reply is stored under the leader's query */
+    c->sem = NULL;
     if (c->cq.cacheable) {
         sf_t *sf = api_sf(a);
         g->cq = c->cq;
@@ -648,6 +662,7 @@ void gen_start(client_t *c)
 fail_gen:
     gen_sf_finish(g);
     cache_rec_destroy(g->rec);
+    api_sem_free(g->sem);
     c->g = NULL;
     free(g);
 fail:

@@ -15,6 +15,13 @@ api_model_t *api_model_find(api_t *a, const char *name)
     return NULL;
 }
 
+api_model_t *api_model_find_embedding(api_t *a, const char *name)
+{
+    if (!name[0] || !strcmp(name, "default"))
+        return a->embed_idx >= 0 ? &a->models[a->embed_idx] : NULL;
+    return api_model_find(a, name);
+}
+
 void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp)
 {
     const model_entry_t *d = &m->cfg;

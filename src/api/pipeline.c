@@ -9,6 +9,8 @@
  *   limit     rate-limit hook (no-op today)
  *   cache     key of the validated request; walk the tiers (L1 → L2), then
  *             follow an identical generation in flight (single-flight)
+ *   semantic  embed the query, look for a stored reply to a question with
+ *             the same meaning in the same partition (semantic tier)
  *   admit     admission hook (no-op today) — after the cache, so no hit from
  *             any tier is ever refused for capacity
  *   backend   submit to the model's backend (gen.c follows it)
@@ -163,8 +165,13 @@ static int stage_model(client_t *c)
 {
     api_t *a = c->a;
     c->m = api_model_find(a, c->q.model);
-    if (c->m) return 0;
     oai_err_t e;
+    if (c->m && c->m->cfg.mode == MODEL_MODE_EMBEDDING) {
+        oai_err(&e, 400, "invalid_request_error", "invalid_model", "model",
+                "The model '%s' is an embedding model: use POST /v1/embeddings.", c->q.model);
+        return answer_error(c, &e);
+    }
+    if (c->m) return 0;
     char names[512];
     size_t n = 0;
     names[0] = '\0';
@@ -298,6 +305,11 @@ static int stage_cache(client_t *c, const cJSON *root)
         api_cache_count(a->cache, API_CACHE_BYPASS);
         return 1;
     }
+    oai_err_t e;
+    if (api_sem_prepare(c, root, &in, &e) < 0) {
+        answer_error(c, &e);
+        return 0;
+    }
     if (c->cq.no_cache) return 1;
     cache_entry_t *hit = NULL;
     int tier = -1;
@@ -375,8 +387,9 @@ static int stage_admit(client_t *c)
     return answer_error(c, &e);
 }
 
-/* The tiers missed: follow a twin in flight, or admit and submit. */
-static void after_walk(client_t *c)
+/* The exact tiers and the semantic tier missed: follow a twin in flight
+ * (one may have started while the query was embedded), or admit and submit. */
+static void after_semantic(client_t *c)
 {
     sf_t *sf = api_cache_sf(c->a->cache);
     sf_entry_t *sfe = c->cq.cacheable && !c->cq.no_cache && sf ? sf_find(sf, &c->cq.key) : NULL;
@@ -386,6 +399,79 @@ static void after_walk(client_t *c)
     }
     if (stage_admit(c) < 0) return;
     gen_start(c);
+}
+
+/* Answer c from the entry a semantic lookup found. */
+static void semantic_reply(client_t *c, cache_entry_t *e)
+{
+    c->sem_hit = 1;
+    c->cq.key = e->key; /* X-Cache-Key names the reply served (the purge handle) */
+    cache_key_hex(&c->cq.key, c->cq.hex);
+    api_cache_count(c->a->cache, API_CACHE_HIT_SEM);
+    gen_reply_entry(c, e, "semantic");
+}
+
+/* The exact tiers answered for a semantic hit's key. */
+static void on_semantic_walk(void *user, cache_entry_t *e, int tier)
+{
+    client_t *c = user;
+    (void)tier;
+    c->walk = NULL;
+    if (e) {
+        semantic_reply(c, e);
+        cache_entry_release(e);
+        return;
+    }
+    /* the reply is gone (purged, expired, evicted): so is its index entry */
+    semantic_t *st = api_cache_semantic(c->a->cache, c->sem ? c->sem->dim : 0);
+    if (st) semantic_del(st, &c->sem_key);
+    after_semantic(c);
+}
+
+/* semantic: the query's embedding came (ok) or failed (go on without). The
+ * hook for the relaxed fallback step (latency control) is here: a miss
+ * knows the best similarity seen (h.best_sim) and why candidates were refused. */
+static void on_embedded(client_t *c, int ok)
+{
+    api_t *a = c->a;
+    api_sem_t *s = c->sem;
+    semantic_t *st = ok ? api_cache_semantic(a->cache, s->dim) : NULL;
+    semantic_hit_t h;
+    int64_t now = api_cache_now_ms();
+    if (st && s->lookup &&
+        semantic_lookup(st, c->cq.ns, s->part, s->vec, s->text, s->text_len, s->min_sim, now, &h)) {
+        c->sem_key = h.key;
+        c->sem_sim = h.sim;
+        cache_entry_t *hit = NULL;
+        int tier = -1;
+        if (!cache_tiers_lookup(api_cache_tiers(a->cache), &h.key, c->cq.ns,
+                                c->cq.max_age >= 0 ? c->cq.max_age * 1000 : -1, now,
+                                on_semantic_walk, c, &c->walk, &hit, &tier))
+            return; /* an asynchronous tier (L2) answers later */
+        if (hit) {
+            semantic_reply(c, hit);
+            cache_entry_release(hit);
+            return;
+        }
+        semantic_del(st, &h.key);
+    }
+    after_semantic(c);
+}
+
+/* The exact tiers missed: the semantic tier, or on to the backend. */
+static void after_walk(client_t *c)
+{
+    sf_t *sf = api_cache_sf(c->a->cache);
+    sf_entry_t *sfe = c->cq.cacheable && !c->cq.no_cache && sf ? sf_find(sf, &c->cq.key) : NULL;
+    if (sfe) {
+        gen_join(c, sfe);
+        return;
+    }
+    if (c->sem && api_sem_embed(c, on_embedded)) {
+        client_wait(c); /* a disconnect or the deadline cancels the embedding */
+        return;
+    }
+    after_semantic(c);
 }
 
 void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind)

@@ -368,8 +368,28 @@ static int read_params(walk_t *w, model_entry_t *e, const yaml_node_t *m)
     return 0;
 }
 
-/* model_info: a mapping (or empty); only `default` is read. *def: -1 unset. */
-static int read_info(walk_t *w, const yaml_node_t *m, int *def)
+/* model_info.mode: chat/completion (a GGUF) or embedding. */
+static int get_mode(walk_t *w, const yaml_node_t *v, model_mode_t *mode)
+{
+    int rc = get_str(w, v, "model_info.mode");
+    if (rc) return rc;
+    if (is_str(v, "chat") || is_str(v, "completion")) {
+        *mode = MODEL_MODE_CHAT;
+        return 0;
+    }
+    if (is_str(v, "embedding")) {
+        *mode = MODEL_MODE_EMBEDDING;
+        return 0;
+    }
+    char b[64];
+    return bar_fail(w->msg, BAR_ERR_UNSUPPORTED,
+                    "%s:%zu: %s: model_info.mode \"%s\" is not supported (chat, completion, "
+                    "embedding)",
+                    w->src, line_of(v), w->who, show(b, sizeof b, sval(v), slen(v)));
+}
+
+/* model_info: a mapping (or empty); `default` and `mode` are read. *def: -1 unset. */
+static int read_info(walk_t *w, const yaml_node_t *m, int *def, model_mode_t *mode)
 {
     if (is_null(m)) return 0;
     if (m->type != YAML_MAPPING_NODE)
@@ -379,11 +399,29 @@ static int read_info(walk_t *w, const yaml_node_t *m, int *def)
     int rc = 0;
     for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top; pr++) {
         yaml_node_t *k = node(w, pr->key), *v = node(w, pr->value);
-        if (!k || !v || !is_str(k, "default")) continue; /* other keys: LiteLLM's, ignored */
-        if ((rc = once(w, &seen, 0, k, w->who)) || (rc = get_bool(w, v, "model_info.default", def)))
-            return rc;
+        if (!k || !v) continue;
+        if (is_str(k, "default")) {
+            if ((rc = once(w, &seen, 0, k, w->who)) ||
+                (rc = get_bool(w, v, "model_info.default", def)))
+                return rc;
+        } else if (is_str(k, "mode")) {
+            if ((rc = once(w, &seen, 1, k, w->who)) || (rc = get_mode(w, v, mode))) return rc;
+        } /* other keys: LiteLLM's, ignored */
     }
     return 0;
+}
+
+/* An embedding entry takes only model and threads. */
+static int check_embedding(walk_t *w, const model_entry_t *e, const yaml_node_t *m)
+{
+    const char *bad = e->ctx >= 0 ? "ctx" : e->parallel >= 0 ? "parallel" : NULL;
+    for (int i = 0; !bad && i < N_FIELDS; i++)
+        if (fields[i].has & e->has) bad = fields[i].name;
+    if (!bad) return 0;
+    return bar_fail(w->msg, BAR_ERR_INVALID,
+                    "%s:%zu: %s: litellm_params.%s does not apply to an embedding model (it takes "
+                    "model and threads)",
+                    w->src, line_of(m), w->who, bad);
 }
 
 enum { K_NAME, K_PARAMS, K_DEFAULT, K_INFO, N_ENTRY_KEYS };
@@ -463,7 +501,8 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
 
     int def = -1, info_def = -1;
     if (val[K_DEFAULT] && (rc = get_bool(w, val[K_DEFAULT], "default", &def))) return rc;
-    if (val[K_INFO] && (rc = read_info(w, val[K_INFO], &info_def))) return rc;
+    if (val[K_INFO] && (rc = read_info(w, val[K_INFO], &info_def, &e->mode))) return rc;
+    if (e->mode == MODEL_MODE_EMBEDDING && (rc = check_embedding(w, e, val[K_PARAMS]))) return rc;
     if (def >= 0 && info_def >= 0 && def != info_def)
         return bar_fail(w->msg, BAR_ERR_INVALID,
                         "%s:%zu: %s: default and model_info.default disagree", w->src, line_of(m),
@@ -471,11 +510,12 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
     e->is_default = def == 1 || info_def == 1;
     if (e->is_default)
         for (int i = 0; i < l->n; i++)
-            if (l->v[i].is_default)
+            if (l->v[i].is_default && l->v[i].mode == e->mode)
                 return bar_fail(w->msg, BAR_ERR_INVALID,
-                                "%s:%zu: %s: more than one default model (\"%s\" is already "
+                                "%s:%zu: %s: more than one default %smodel (\"%s\" is already "
                                 "the default)",
-                                w->src, line_of(m), w->who, l->v[i].name);
+                                w->src, line_of(m), w->who,
+                                e->mode == MODEL_MODE_EMBEDDING ? "embedding " : "", l->v[i].name);
     return 0;
 }
 
@@ -644,9 +684,10 @@ int model_list_load_file(model_list_t *l, const char *path, bar_msg_t *msg)
     return rc;
 }
 
-int model_list_add_arg(model_list_t *l, const char *arg, bar_msg_t *msg)
+/* One entry from a command-line argument "NAME=PATH" or "PATH". */
+static int add_arg(model_list_t *l, const char *arg, model_mode_t mode, bar_msg_t *msg)
 {
-    const char *src = "--model";
+    const char *src = mode == MODEL_MODE_EMBEDDING ? "--embedding-model" : "--model";
     if (!arg || !*arg)
         return bar_fail(msg, BAR_ERR_INVALID, "%s: empty argument (NAME=PATH or PATH)", src);
     const char *eq = strchr(arg, '=');
@@ -659,10 +700,31 @@ int model_list_add_arg(model_list_t *l, const char *arg, bar_msg_t *msg)
         path = eq + 1;
     } else {
         path = arg;
-        const char *base = strrchr(arg, '/');
-        name = base ? base + 1 : arg;
-        name_n = strlen(name);
-        if (name_n >= 5 && strcasecmp(name + name_n - 5, ".gguf") == 0) name_n -= 5;
+        name = arg;
+        name_n = strlen(arg);
+    }
+    size_t pn = strlen(path);
+    if (mode == MODEL_MODE_EMBEDDING) {
+        /* the folder: "dir/model.safetensors" and "dir/" name "dir" */
+        if (pn >= 12 && strcasecmp(path + pn - 12, ".safetensors") == 0) {
+            while (pn && path[pn - 1] != '/')
+                pn--;
+            if (pn == 0) {
+                path = ".";
+                pn = 1;
+            }
+        }
+        while (pn > 1 && path[pn - 1] == '/')
+            pn--;
+    }
+    if (!eq) {
+        const char *base = path + pn;
+        while (base > path && base[-1] != '/')
+            base--;
+        name = base;
+        name_n = (size_t)(path + pn - base);
+        if (mode == MODEL_MODE_CHAT && name_n >= 5 && strcasecmp(name + name_n - 5, ".gguf") == 0)
+            name_n -= 5;
     }
     if (!*path)
         return bar_fail(msg, BAR_ERR_INVALID, "%s \"%s\": no path (NAME=PATH or PATH)", src,
@@ -686,7 +748,6 @@ int model_list_add_arg(model_list_t *l, const char *arg, bar_msg_t *msg)
                         src, show(b, sizeof b, arg, strlen(arg)),
                         show(nb, sizeof nb, name, name_n));
     }
-    size_t pn = strlen(path);
     if (pn >= MODEL_PATH_MAX)
         return bar_fail(msg, BAR_ERR_RANGE, "%s: path is longer than %d bytes", src,
                         MODEL_PATH_MAX - 1);
@@ -696,8 +757,27 @@ int model_list_add_arg(model_list_t *l, const char *arg, bar_msg_t *msg)
     entry_init(e);
     memcpy(e->name, name, name_n);
     e->name[name_n] = '\0';
-    memcpy(e->path, path, pn + 1);
+    e->mode = mode;
+    memcpy(e->path, path, pn);
+    e->path[pn] = '\0';
     l->n++;
+    return 0;
+}
+
+int model_list_add_arg(model_list_t *l, const char *arg, bar_msg_t *msg)
+{
+    return add_arg(l, arg, MODEL_MODE_CHAT, msg);
+}
+
+int model_list_add_embedding(model_list_t *l, const char *arg, bar_msg_t *msg)
+{
+    return add_arg(l, arg, MODEL_MODE_EMBEDDING, msg);
+}
+
+int model_list_has_embedding(const model_list_t *l)
+{
+    for (int i = 0; l && i < l->n; i++)
+        if (l->v[i].mode == MODEL_MODE_EMBEDDING) return 1;
     return 0;
 }
 
@@ -706,12 +786,19 @@ int model_list_finish(model_list_t *l, bar_msg_t *msg)
     if (l->n == 0)
         return bar_fail(msg, BAR_ERR_INVALID,
                         "no models configured: give --model NAME=PATH or a model list file");
-    l->default_idx = 0;
-    for (int i = 0; i < l->n; i++)
-        if (l->v[i].is_default) {
-            l->default_idx = i;
-            break;
-        }
+    int chat = -1, chat_def = -1, emb = -1, emb_def = -1;
+    for (int i = 0; i < l->n; i++) {
+        int is_emb = l->v[i].mode == MODEL_MODE_EMBEDDING;
+        int *first = is_emb ? &emb : &chat, *def = is_emb ? &emb_def : &chat_def;
+        if (*first < 0) *first = i;
+        if (l->v[i].is_default && *def < 0) *def = i;
+    }
+    if (chat < 0)
+        return bar_fail(msg, BAR_ERR_INVALID,
+                        "no chat/completion model configured (only embedding models): give "
+                        "--model NAME=PATH or a model_list entry with a GGUF");
+    l->default_idx = chat_def >= 0 ? chat_def : chat;
+    l->embed_idx = emb_def >= 0 ? emb_def : emb;
     return 0;
 }
 

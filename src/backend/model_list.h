@@ -22,6 +22,12 @@
  *         max_tokens: 256
  *         seed: 42
  *       default: true                    # or model_info: {default: true}
+ *     - model_name: all-MiniLM-L6-v2     # an embedding model (POST /v1/embeddings)
+ *       litellm_params:
+ *         model: local/models/all-MiniLM-L6-v2   # its folder (model.safetensors,
+ *         threads: 1                             # tokenizer.json/vocab.txt, config.json)
+ *       model_info:
+ *         mode: embedding                # LiteLLM's key; "chat" / "completion" = a GGUF
  *
  * Rules (each broken rule is an error at start-up, never a silent fallback):
  * - Top level is a mapping. `model_list` is required and must be a non-empty
@@ -30,7 +36,7 @@
  *   environment_variables) are ignored; any other top-level key is an error.
  *   One YAML document per file.
  * - Entry keys: model_name (required), litellm_params (required), default,
- *   model_info (a mapping or empty; its `default` is read, other keys are
+ *   model_info (a mapping or empty; its `default` and `mode` are read, other keys are
  *   ignored). Any other entry key, and any litellm_params key not listed
  *   above, is an error naming the key and the entry. A key given twice in one
  *   mapping is an error. YAML merge keys (`<<`) are not supported.
@@ -51,7 +57,14 @@
  *   temperature 0..2, top_p 0..1, top_k 0..2147483647, min_p 0..1,
  *   repeat_penalty 0 < x <= 10, presence_penalty and frequency_penalty
  *   -2..2, max_tokens 1..9223372036854775807, seed 0..9223372036854775807.
- * - At most one entry is marked default; at most MODEL_LIST_MAX entries.
+ * - model_info.mode (LiteLLM's): "chat" or "completion" (the default: a
+ *   GGUF served by /v1/chat/completions and /v1/completions) or "embedding"
+ *   (a sentence-transformers folder served by /v1/embeddings); other modes
+ *   are BAR_ERR_UNSUPPORTED. An embedding entry takes only `model` and
+ *   `threads` in litellm_params: ctx, parallel and the sampling fields are
+ *   errors on it.
+ * - At most one entry per mode is marked default; at most MODEL_LIST_MAX
+ *   entries; at least one chat entry (model_list_finish).
  *
  * Error codes: BAR_ERR_IO (file cannot be read), BAR_ERR_FORMAT (not YAML, or
  * the wrong shape or scalar type), BAR_ERR_INVALID (unknown key, bad or
@@ -83,6 +96,12 @@ typedef enum {
     /* upstreams come in a later issue */
 } model_kind_t;
 
+/* What an entry serves (model_info.mode). */
+typedef enum {
+    MODEL_MODE_CHAT = 0,  /* generation: /v1/chat/completions, /v1/completions */
+    MODEL_MODE_EMBEDDING, /* /v1/embeddings */
+} model_mode_t;
+
 /* model_entry_t.has: which sampling defaults the entry sets */
 enum {
     MODEL_HAS_TEMPERATURE = 1u << 0,
@@ -101,7 +120,9 @@ enum {
 typedef struct {
     char name[MODEL_NAME_MAX]; /* model_name: what requests put in "model"; NUL-terminated */
     model_kind_t kind;
-    char path[MODEL_PATH_MAX];        /* local GGUF path, resolved against base_dir */
+    model_mode_t mode;                /* chat (a GGUF) or embedding (a model folder) */
+    char path[MODEL_PATH_MAX];        /* local GGUF path or embedding model folder, resolved
+                                         against base_dir */
     int is_default;                   /* "default: true" (or model_info.default) */
     long long threads, ctx, parallel; /* -1 = the server-wide setting */
     double temperature, top_p, min_p, repeat_penalty, presence_penalty, frequency_penalty;
@@ -113,12 +134,13 @@ typedef struct {
 /* The table. Start from a zeroed struct (`model_list_t l = {0};`), add with
  * the load/add functions, then call model_list_finish once; release with
  * model_list_free. v[0..n) are the entries in the order added; default_idx
- * is the default entry's index (valid after a successful finish). The list
- * owns v. */
+ * is the default chat entry's index and embed_idx the default embedding
+ * entry's or -1 (both valid after a successful finish). The list owns v. */
 typedef struct {
     model_entry_t *v;
     int n, cap;
     int default_idx;
+    int embed_idx;
 } model_list_t;
 
 /* Read the YAML file at path (at most MODEL_LIST_FILE_MAX bytes) and append
@@ -142,12 +164,23 @@ int model_list_load_mem(model_list_t *l, const char *yaml, size_t n, const char 
  * borrowed. */
 int model_list_add_arg(model_list_t *l, const char *arg, bar_msg_t *msg);
 
-/* Call once after all loads and adds: BAR_ERR_INVALID when the list is
- * empty; otherwise sets default_idx to the entry marked default, else 0. */
+/* Append one embedding entry from --embedding-model: "NAME=PATH" or "PATH",
+ * PATH the model's folder (a path ending in ".safetensors" names the file
+ * inside it: its folder is used). Without NAME the name is the folder's
+ * basename (all-MiniLM-L6-v2). Same errors as model_list_add_arg. */
+int model_list_add_embedding(model_list_t *l, const char *arg, bar_msg_t *msg);
+
+/* Whether the list has an embedding entry. */
+int model_list_has_embedding(const model_list_t *l);
+
+/* Call once after all loads and adds: BAR_ERR_INVALID when the list has no
+ * chat entry; otherwise sets default_idx to the chat entry marked default,
+ * else the first chat entry, and embed_idx to the embedding entry marked
+ * default, else the first embedding entry, else -1. */
 int model_list_finish(model_list_t *l, bar_msg_t *msg);
 
 /* The entry requests name with name[0..n) (a slice, need not be
- * NUL-terminated): "default" gives the default entry, anything else an exact,
+ * NUL-terminated): "default" gives the default chat entry, anything else an exact,
  * case-sensitive name match. NULL when there is none. The pointer is
  * borrowed from l and valid until the next add or model_list_free. */
 const model_entry_t *model_list_find(const model_list_t *l, const char *name, size_t n);

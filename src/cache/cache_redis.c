@@ -2,11 +2,15 @@
  * cache_redis.h for behaviour).
  *
  * Two connections, each a conn_t with its own reconnect timer: "main" for
- * GET/SET/SCAN/UNLINK/PUBLISH and the purge log (XADD/XRANGE), and "sub"
- * (only with on_peer_purge) parked in SUBSCRIBE. A conn is down (ac == NULL, retry timer armed),
- * handshaking (ac set, AUTH/SELECT/PING queued) or up (PING answered). conn_drop() is the one way
- * we close a context ourselves; hiredis's own disconnect/connect-failure callbacks are ignored for
- * a context we already dropped.
+ * GET/SET/SCAN/UNLINK/PUBLISH, the purge log (XADD/XRANGE) and the record
+ * stream's XADDs; "sub" (only with on_peer_purge) parked in SUBSCRIBE; and
+ * "tail" (only with on_stream) looping on XREAD BLOCK over the record stream
+ * (a PING answers its handshake; then XREAD from the last id seen, "0-0" at
+ * first, so a (re)connect loads what it missed). A conn is down (ac == NULL,
+ * retry timer armed), handshaking (ac set, AUTH/SELECT/PING queued) or up
+ * (PING answered). conn_drop() is the one way we close a context ourselves;
+ * hiredis's own disconnect/connect-failure callbacks are ignored for a
+ * context we already dropped.
  *
  * GET timeouts: every GET has the same timeout, so deadlines are in send
  * order; outstanding GETs sit on a FIFO and one uv_timer fires at the head's
@@ -87,6 +91,8 @@ struct cache_redis {
     cache_redis_opts_t o;
     char prefix[33];
     char channel[48];
+    char stream[48];   /* "<prefix>:stream" */
+    char last_id[48];  /* the tail's position */
     char log[48];      /* prefix:purges, the durable purge log (a stream) */
     char log_last[48]; /* id of the last log entry read; "" before the first poll */
     int log_busy;      /* an XRANGE in flight */
@@ -95,7 +101,7 @@ struct cache_redis {
     uint64_t seen[PURGE_SEEN]; /* ids applied lately (pub/sub and log overlap) */
     int seen_next;
     char instance[17]; /* random id: skip our own purge messages */
-    conn_t main, sub;
+    conn_t main, sub, tailc;
     uv_timer_t timer; /* GET deadlines */
     /* stall watchdog: any command unanswered for stall_ms drops main */
     uv_timer_t watchdog;
@@ -378,6 +384,87 @@ static void on_sub(redisAsyncContext *ac, void *reply_, void *priv)
     }
 }
 
+/* ---- the record stream (tail connection) ---- */
+
+static void tail_read(conn_t *c);
+
+static void on_xread(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    conn_t *c = priv;
+    redisReply *reply = reply_;
+    if (!reply || c->ac != ac) return;
+    cache_redis_t *r = c->r;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        set_error(r, "xread", reply->str);
+        conn_drop(c);
+        return;
+    }
+    /* [[stream, [[id, [field, value, ...]], ...]]] or nil */
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 1) {
+        redisReply *st = reply->element[0];
+        if (st->type == REDIS_REPLY_ARRAY && st->elements == 2 &&
+            st->element[1]->type == REDIS_REPLY_ARRAY) {
+            redisReply *ents = st->element[1];
+            for (size_t i = 0; i < ents->elements; i++) {
+                redisReply *en = ents->element[i];
+                if (en->type != REDIS_REPLY_ARRAY || en->elements != 2 ||
+                    en->element[0]->type != REDIS_REPLY_STRING)
+                    continue;
+                if (en->element[0]->len < sizeof r->last_id)
+                    snprintf(r->last_id, sizeof r->last_id, "%s", en->element[0]->str);
+                redisReply *kv = en->element[1];
+                if (kv->type != REDIS_REPLY_ARRAY) continue;
+                for (size_t j = 0; j + 1 < kv->elements; j += 2)
+                    if (kv->element[j]->type == REDIS_REPLY_STRING &&
+                        kv->element[j + 1]->type == REDIS_REPLY_STRING &&
+                        !strcmp(kv->element[j]->str, "v")) {
+                        r->st.stream_reads++;
+                        r->o.on_stream(r->o.stream_user, kv->element[j + 1]->str,
+                                       kv->element[j + 1]->len);
+                    }
+                if (r->closing || c->ac != ac) return; /* the callback destroyed us */
+            }
+        }
+    }
+    tail_read(c);
+}
+
+static void tail_read(conn_t *c)
+{
+    cache_redis_t *r = c->r;
+    if (!c->ac || r->closing) return;
+    redisAsyncCommand(c->ac, on_xread, c, "XREAD COUNT 512 BLOCK 0 STREAMS %s %s", r->stream,
+                      r->last_id);
+}
+
+static void on_tail_ready(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    conn_t *c = priv;
+    redisReply *reply = reply_;
+    if (!reply || c->ac != ac) return;
+    if (reply->type == REDIS_REPLY_ERROR) {
+        set_error(c->r, "ping", reply->str);
+        conn_drop(c);
+        return;
+    }
+    c->up = 1;
+    uv_timer_stop(&c->retry);
+    c->backoff_ms = c->r->o.backoff_min_ms;
+    tail_read(c);
+}
+
+int cache_redis_stream_add(cache_redis_t *r, const void *rec, size_t n)
+{
+    if (!r->main.ac || !r->main.up || r->inflight >= r->o.max_inflight) {
+        r->st.skipped++;
+        return BAR_ERR_BUSY;
+    }
+    redisAsyncCommand(r->main.ac, NULL, NULL, "XADD %s MAXLEN ~ %lld * v %b", r->stream,
+                      (long long)r->o.stream_maxlen, rec, n);
+    r->st.stream_adds++;
+    return 0;
+}
+
 static void on_retry(uv_timer_t *t)
 {
     conn_open(t->data);
@@ -431,8 +518,11 @@ static void conn_connect(conn_t *c, const char *addr)
         else
             redisAsyncCommand(ac, on_handshake, c, "AUTH %s", r->url.password);
     }
-    if (c->is_sub) {
+    if (c->is_sub == 1) {
         redisAsyncCommand(ac, on_sub, c, "SUBSCRIBE %s", r->channel);
+    } else if (c->is_sub == 2) {
+        if (r->url.db) redisAsyncCommand(ac, on_handshake, c, "SELECT %d", r->url.db);
+        redisAsyncCommand(ac, on_tail_ready, c, "PING");
     } else {
         if (r->url.db) redisAsyncCommand(ac, on_handshake, c, "SELECT %d", r->url.db);
         redisAsyncCommand(ac, on_ready, c, "PING");
@@ -612,6 +702,9 @@ cache_redis_t *cache_redis_create(uv_loop_t *loop, const char *url, const cache_
     snprintf(r->prefix, sizeof r->prefix, "%s", o.prefix);
     r->o.prefix = r->prefix;
     snprintf(r->channel, sizeof r->channel, "%s:purge", r->prefix);
+    snprintf(r->stream, sizeof r->stream, "%s:stream", r->prefix);
+    snprintf(r->last_id, sizeof r->last_id, "0-0");
+    if (r->o.stream_maxlen <= 0) r->o.stream_maxlen = 100000;
     /* outside prefix:* so a purge-all (SCAN prefix:*) never deletes the log */
     snprintf(r->log, sizeof r->log, "%s.purges", r->prefix);
     uint64_t seed = (uint64_t)uv_hrtime() ^ (uint64_t)(uintptr_t)r ^ ((uint64_t)getpid() << 32);
@@ -632,8 +725,10 @@ cache_redis_t *cache_redis_create(uv_loop_t *loop, const char *url, const cache_
     }
     conn_init(r, &r->main, 0);
     conn_init(r, &r->sub, 1);
+    conn_init(r, &r->tailc, 2);
     conn_open(&r->main);
     if (o.on_peer_purge) conn_open(&r->sub);
+    if (o.on_stream) conn_open(&r->tailc);
     return r;
 }
 
@@ -647,8 +742,8 @@ void cache_redis_destroy(cache_redis_t *r)
 {
     if (!r) return;
     r->closing = 1;
-    conn_t *cs[2] = {&r->main, &r->sub};
-    for (int i = 0; i < 2; i++) {
+    conn_t *cs[3] = {&r->main, &r->sub, &r->tailc};
+    for (int i = 0; i < 3; i++) {
         conn_t *c = cs[i];
         uv_timer_stop(&c->retry);
         if (c->ac) {
@@ -663,16 +758,18 @@ void cache_redis_destroy(cache_redis_t *r)
     uv_timer_stop(&r->timer);
     uv_timer_stop(&r->watchdog);
     uv_timer_stop(&r->log_timer);
-    r->closes_pending = 5;
+    r->closes_pending = 6; /* + the tail's retry timer */
     /* a name being resolved: its callback runs (cancelled or not) and
      * counts itself out */
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 3; i++)
         if (cs[i]->resolving) {
             r->closes_pending++;
             uv_cancel((uv_req_t *)&cs[i]->gai);
         }
     r->main.retry.data = r;
     r->sub.retry.data = r;
+    r->tailc.retry.data = r;
+    uv_close((uv_handle_t *)&r->tailc.retry, on_handle_closed);
     uv_close((uv_handle_t *)&r->timer, on_handle_closed);
     uv_close((uv_handle_t *)&r->watchdog, on_handle_closed);
     uv_close((uv_handle_t *)&r->log_timer, on_handle_closed);
@@ -1020,6 +1117,7 @@ void cache_redis_stats(const cache_redis_t *r, cache_redis_stats_t *st)
     *st = r->st;
     st->connected = r->main.up;
     st->subscribed = r->sub.up;
+    st->tailing = r->tailc.up;
     st->inflight = r->inflight;
 }
 

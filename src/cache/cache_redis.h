@@ -11,6 +11,12 @@
  *          "<prefix>:purge" so every other barista on this Redis purges its
  *          L1 too (on_peer_purge).
  *
+ * stream   records of other tiers (the semantic tier's entries and purges):
+ *          XADD to "<prefix>:stream" (MAXLEN ~ stream_maxlen) and, with
+ *          on_stream, a third connection tails it (XREAD BLOCK from the
+ *          start, so a new replica loads what is there, and from the last id
+ *          seen after a reconnect). Records are opaque bytes here.
+ *
  * Never fails a request: while Redis is down, connecting, over
  * max_inflight, or after trip_timeouts GETs in a row timed out (a hung
  * server: the connection is dropped), calls return BAR_ERR_BUSY at once (a
@@ -62,6 +68,11 @@ typedef struct {
     const char *prefix;      /* [A-Za-z0-9_.-]{1,32}; NULL → "barista" */
     cache_redis_peer_fn on_peer_purge; /* NULL: no subscription */
     void *peer_user;
+    /* a record read from the stream (borrowed for the call; every record,
+     * this replica's own included, in stream order). NULL: no tail. */
+    void (*on_stream)(void *user, const char *rec, size_t n);
+    void *stream_user;
+    long long stream_maxlen; /* approximate cap of the stream; 0 → 100000 */
 } cache_redis_opts_t;
 
 typedef enum {
@@ -109,6 +120,10 @@ void cache_redis_cancel(cache_redis_t *r, cache_redis_op_t *op);
  * BAR_ERR_INVALID (unfinished entry), BAR_ERR_NOMEM. */
 int cache_redis_set(cache_redis_t *r, const cache_entry_t *e, uint64_t ttl_ms);
 
+/* Append rec (n bytes, copied) to the record stream. 0 (sent; failures are
+ * not reported) or BAR_ERR_BUSY (down: not sent). */
+int cache_redis_stream_add(cache_redis_t *r, const void *rec, size_t n);
+
 /* done: err 0 / BAR_ERR_IO (Redis failed mid-way) / BAR_ERR_CANCELLED
  * (destroyed), and how many keys were deleted. */
 typedef void (*cache_redis_done_fn)(void *user, int err, uint64_t n_deleted);
@@ -130,6 +145,8 @@ typedef struct {
     uint64_t conn_failures; /* failed attempts and lost connections */
     uint64_t trips;         /* connections dropped after consecutive timeouts */
     uint64_t purges, peer_purges;
+    int tailing; /* the stream tail is connected */
+    uint64_t stream_adds, stream_reads;
 } cache_redis_stats_t;
 
 void cache_redis_stats(const cache_redis_t *r, cache_redis_stats_t *st);

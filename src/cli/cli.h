@@ -9,6 +9,7 @@
 
 #include "util/err.h"
 
+int cli_embed_main(int argc, char **argv);
 int cli_inspect_main(int argc, char **argv);
 int cli_run_main(int argc, char **argv);
 int cli_serve_main(int argc, char **argv);

@@ -11,6 +11,7 @@
 #include <uv.h>
 
 #include "api/api.h"
+#include "backend/backend_embed.h"
 #include "backend/backend_local.h"
 #include "backend/model_list.h"
 #include "cache/cache_key.h"
@@ -97,13 +98,15 @@ static void load_work(uv_work_t *w)
 {
     serve_t *s = w->data;
     const model_entry_t *m = &s->models.v[s->cur];
+    s->loaded = NULL;
+    s->load_rc = 0;
+    if (m->mode == MODEL_MODE_EMBEDDING) return; /* its backend loads on the loop (after_load) */
     engine_config_t ec = {0};
     ec.model_path = m->path;
     ec.n_threads = m->threads > 0 ? (int)m->threads : s->threads_each;
     ec.n_ctx = m->ctx > 0 ? (int)m->ctx : (int)s->set.ctx;
     ec.n_seq_max = m->parallel > 0 ? (int)m->parallel : (int)s->set.parallel;
     ec.kv_mem = (size_t)s->set.kv_mem;
-    s->loaded = NULL;
     s->load_rc = engine_create(&s->loaded, &ec, &s->load_msg);
     if (s->load_rc == 0) {
         /* the response cache keys on the file's bytes, not its name */
@@ -113,6 +116,17 @@ static void load_work(uv_work_t *w)
             s->digest[0] = '\0';
         }
     }
+}
+
+static void next_model(serve_t *s);
+
+/* An embedding model's backend (its own encoder threads and feature cache),
+ * created on the loop thread. */
+static int load_embedding(serve_t *s, const model_entry_t *m, backend_t **b, bar_msg_t *msg)
+{
+    int threads = m->threads > 0 ? (int)m->threads : s->threads_each;
+    return backend_embed_create(b, &s->loop, m->path, threads, (int)s->set.embedding_cache_entries,
+                                msg);
 }
 
 static void after_load(uv_work_t *w, int status)
@@ -131,12 +145,28 @@ static void after_load(uv_work_t *w, int status)
         return;
     }
     if (s->stopping) {
-        engine_destroy(s->loaded);
+        if (s->loaded) engine_destroy(s->loaded);
         cleanup(s);
         return;
     }
     backend_t *b = NULL;
     bar_msg_t msg = {{0}};
+    if (m->mode == MODEL_MODE_EMBEDDING) {
+        if (load_embedding(s, m, &b, &msg)) {
+            fprintf(stderr, "barista serve: cannot load embedding model %s (%s): %s\n", m->name,
+                    m->path, msg.text);
+            s->exit_code = 1;
+            s->stopping = 1;
+            srv_shutdown(s->srv);
+            srv_shutdown(s->srv);
+            return;
+        }
+        api_set_backend(s->api, s->cur, b, "");
+        fprintf(stderr, "barista serve: embedding model %s ready (%s) threads=%d\n", m->name,
+                m->path, m->threads > 0 ? (int)m->threads : s->threads_each);
+        next_model(s);
+        return;
+    }
     if (backend_local_create(&b, &s->loop, s->loaded, (int)s->set.max_tokens_default, &msg)) {
         fprintf(stderr, "barista serve: %s\n", msg.text);
         engine_destroy(s->loaded);
@@ -155,6 +185,12 @@ static void after_load(uv_work_t *w, int status)
             m->name, m->path, st.kernel_level ? st.kernel_level : "?", st.n_threads, st.n_ctx,
             m->parallel > 0 ? (int)m->parallel : (int)s->set.parallel, st.kv_mem,
             st.kv_blocks_total, st.kv_block);
+    next_model(s);
+}
+
+/* Load the next model, or say the server is ready. */
+static void next_model(serve_t *s)
+{
     if (++s->cur < s->models.n) {
         s->loading = 1;
         uv_queue_work(&s->loop, &s->load, load_work, after_load);
@@ -193,14 +229,27 @@ static int build_models(serve_t *s, bar_msg_t *msg)
     /* --model-id renames a single model given by path */
     if (s->set.model_id[0] && s->models.n == 1 && from_flags == 1 && !strchr(s->set.model, '='))
         snprintf(s->models.v[0].name, sizeof s->models.v[0].name, "%.127s", s->set.model_id);
+    /* the embedding model: --embedding-model, else the fetched default when
+     * present and the list has none ("auto"), or none at all */
+    const char *em = s->set.embedding_model;
+    if (!strcmp(em, "auto") || !em[0]) {
+        const char *def = cli_default_embed_model(); /* <dir>/model.safetensors */
+        FILE *f = model_list_has_embedding(&s->models) ? NULL : fopen(def, "rb");
+        if (f) {
+            fclose(f);
+            if ((rc = model_list_add_embedding(&s->models, def, msg))) return rc;
+        }
+    } else if (strcmp(em, "none") && (rc = model_list_add_embedding(&s->models, em, msg))) {
+        return rc;
+    }
     if ((rc = model_list_finish(&s->models, msg))) return rc;
     /* threads: a model without its own setting gets an equal share of
      * --threads (0 = the cores), so engines together never oversubscribe */
     long cores = (long)uv_available_parallelism();
     long total = s->set.threads > 0 ? (long)s->set.threads : cores;
-    int unset = 0;
+    int unset = 0; /* an embedding model idles between requests: it takes no share */
     for (int i = 0; i < s->models.n; i++)
-        if (s->models.v[i].threads <= 0) unset++;
+        if (s->models.v[i].threads <= 0 && s->models.v[i].mode == MODEL_MODE_CHAT) unset++;
     s->threads_each = (int)(unset ? total / unset : total);
     if (s->threads_each < 1) s->threads_each = 1;
     return 0;
@@ -208,7 +257,8 @@ static int build_models(serve_t *s, bar_msg_t *msg)
 
 static const char *DESC =
     "Serve the model over an OpenAI-compatible HTTP API: POST /v1/chat/completions,\n"
-    "POST /v1/completions (streaming with \"stream\": true), GET /v1/models, /health,\n"
+    "POST /v1/completions (streaming with \"stream\": true), POST /v1/embeddings (the\n"
+    "fetched all-MiniLM-L6-v2 when present, or --embedding-model), GET /v1/models, /health,\n"
     "/ready, /v1/config and /metrics. With no options it serves the fetched default\n"
     "model on http://127.0.0.1:8080; --model NAME=PATH (repeatable) or --models FILE\n"
     "(a LiteLLM-style model_list YAML) serve several models, routed by \"model\". Every option can "

@@ -22,6 +22,14 @@ static const cfg_opt_t table[] = {
      CFG_NO_ENV},
     {"model-id", 0, STR(model_id), "", 0, 0, "NAME",
      "model id served by /v1/models [default the file name without .gguf]", 0},
+    {"embedding-model", 0, STR(embedding_model), "auto", 0, 0, "[NAME=]PATH|auto|none",
+     "embedding model folder (sentence-transformers layout: model.safetensors, tokenizer, "
+     "config) served on POST /v1/embeddings as NAME (default: the folder name); auto = the "
+     "fetched all-MiniLM-L6-v2 when present (unless --models lists one); none or "
+     "--no-embedding-model = no embedding model",
+     CFG_NO_NONE},
+    {"embedding-cache-entries", 0, INT(embedding_cache_entries), "10000", 0, 100000000, "N",
+     "feature cache of the embedding model: recent texts whose vectors are kept (0 = off)", 0},
     {"config", 'c', STR(config), "", 0, 0, "FILE", "config file of 'name = value' lines",
      CFG_NO_FILE},
     {"threads", 't', INT(threads), "0", 0, 1024, "N", "matmul threads (0 = number of cores)", 0},
@@ -84,6 +92,14 @@ static const cfg_opt_t table[] = {
      "response cache eviction policy", 0},
     {"cache-sampled", 0, BOOL(cache_sampled), "false", 0, 1, NULL,
      "cache sampled (temperature > 0, no seed) requests without a Cache-Control opt-in", 0},
+    {"semantic-cache", 0, BOOL(semantic_cache), "false", 0, 1, NULL,
+     "semantic cache tier: answer a cacheable request from a stored reply to a question with "
+     "the same meaning (needs the embedding model; docs/CACHE.md)",
+     0},
+    {"semantic-threshold", 0, STR(semantic_threshold), "0.95", 0, 0, "SIM",
+     "cosine similarity (0..1, not a distance) a semantic hit needs, on top of the guard", 0},
+    {"semantic-max-entries", 0, INT(semantic_max_entries), "100000", 1, 100000000, "N",
+     "semantic tier: entries kept in the vector index (the oldest go first)", 0},
     {"redis", 0, STR(redis), "", 0, 0, "URL",
      "shared L2 response cache: redis://[[user]:pass@]host[:port][/db] (empty = none)", CFG_SECRET},
     {"redis-timeout-ms", 0, INT(redis_timeout_ms), "5", 1, 60000, "MS",

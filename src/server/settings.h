@@ -12,14 +12,16 @@
 typedef struct {
     char host[256];
     long long port;
-    char model[16384];  /* "[NAME=]PATH" lines; "" = the fetched default model */
-    char models[4096];  /* YAML model list file, "" = none */
-    char model_id[256]; /* "" = the model file's basename */
-    char config[4096];  /* config file path (flag or env only) */
-    long long threads;  /* 0 = number of cores */
-    long long ctx;      /* 0 = the model's, capped by the engine */
-    long long parallel; /* sequences decoded together */
-    long long kv_mem;   /* paged KV cache bytes; 0 = parallel x ctx positions */
+    char model[16384];                 /* "[NAME=]PATH" lines; "" = the fetched default model */
+    char models[4096];                 /* YAML model list file, "" = none */
+    char model_id[256];                /* "" = the model file's basename */
+    char embedding_model[4096];        /* "[NAME=]PATH" | "auto" | "none" */
+    long long embedding_cache_entries; /* feature cache: texts whose vectors are kept */
+    char config[4096];                 /* config file path (flag or env only) */
+    long long threads;                 /* 0 = number of cores */
+    long long ctx;                     /* 0 = the model's, capped by the engine */
+    long long parallel;                /* sequences decoded together */
+    long long kv_mem;                  /* paged KV cache bytes; 0 = parallel x ctx positions */
     long long max_body_bytes;
     long long max_header_bytes;
     long long max_connections;
@@ -39,17 +41,20 @@ typedef struct {
     char api_key[256];                /* "" = no authentication */
     int access_log;
     /* exact-match response cache (docs/CACHE.md) */
-    long long cache_mem;        /* L1 byte budget; 0 = no L1 */
-    long long cache_ttl_s;      /* default TTL of a stored reply; 0 = none */
-    long long cache_max_ttl_s;  /* cap on a client's max-age as a TTL */
-    char cache_policy[16];      /* "s3fifo" | "lru" */
-    int cache_sampled;          /* cache sampled requests without a max-age opt-in */
-    char redis[1024];           /* L2 URL; "" = no L2 */
-    long long redis_timeout_ms; /* L2 GET timeout */
-    long long redis_stall_ms;   /* any command unanswered this long drops the connection */
-    char cache_file[4096];      /* snapshot path; "" = none */
-    long long cache_snapshot_s; /* periodic snapshot period; 0 = only at shutdown */
-    char admin_key[256];        /* "" = admin API off */
+    long long cache_mem;            /* L1 byte budget; 0 = no L1 */
+    long long cache_ttl_s;          /* default TTL of a stored reply; 0 = none */
+    long long cache_max_ttl_s;      /* cap on a client's max-age as a TTL */
+    char cache_policy[16];          /* "s3fifo" | "lru" */
+    int cache_sampled;              /* cache sampled requests without a max-age opt-in */
+    int semantic_cache;             /* the semantic tier (needs an embedding model) */
+    char semantic_threshold[32];    /* cosine similarity a semantic hit needs, "0.xx" */
+    long long semantic_max_entries; /* semantic tier: entries kept (oldest go first) */
+    char redis[1024];               /* L2 URL; "" = no L2 */
+    long long redis_timeout_ms;     /* L2 GET timeout */
+    long long redis_stall_ms;       /* any command unanswered this long drops the connection */
+    char cache_file[4096];          /* snapshot path; "" = none */
+    long long cache_snapshot_s;     /* periodic snapshot period; 0 = only at shutdown */
+    char admin_key[256];            /* "" = admin API off */
 } srv_settings_t;
 
 /* The table and its length. */

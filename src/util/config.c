@@ -201,7 +201,7 @@ static int match_flag(const cfg_t *c, const char *arg, const char **inline_val, 
     int i = cfg_find(c, name, len);
     if (i < 0 && !eq && len > 3 && !strncmp(name, "no-", 3)) {
         i = cfg_find(c, name + 3, len - 3);
-        if (i >= 0 && c->opts[i].type == CFG_BOOL)
+        if (i >= 0 && (c->opts[i].type == CFG_BOOL || (c->opts[i].flags & CFG_NO_NONE)))
             *negated = 1;
         else
             i = -1;
@@ -226,6 +226,7 @@ int cfg_parse_args(cfg_t *c, int argc, char **argv, int *help, bar_msg_t *msg)
             return bar_fail(msg, BAR_ERR_INVALID, "unexpected argument '%s'", arg);
         }
         if (c->opts[i].type == CFG_BOOL && !val) val = neg ? "false" : "true";
+        if (c->opts[i].type == CFG_STR && neg) val = "none";
         if (!val) {
             if (a + 1 >= argc)
                 return bar_fail(msg, BAR_ERR_INVALID, "option '%s' needs a value", arg);

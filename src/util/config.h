@@ -34,6 +34,7 @@ enum {
     CFG_NO_FILE = 1 << 1, /* not accepted in the config file (e.g. --config itself) */
     CFG_APPEND = 1 << 2,  /* CFG_STR: a repeated flag appends "\n" + value (a list) */
     CFG_NO_ENV = 1 << 3,  /* not read from the environment (its name is taken) */
+    CFG_NO_NONE = 1 << 4, /* CFG_STR: the flag --no-NAME sets it to "none" */
 };
 
 typedef struct {

@@ -100,7 +100,8 @@ def test_default_is_first_flag_or_marked(flag_server, yaml_server):
     assert status == 200 and json.loads(body)["model"] == "a"
     status, _, body = request(yaml_server, "GET", "/ready")
     assert status == 200 and json.loads(body)["model"] == "b"
-    assert json.loads(body)["models"] == ["a", "b", "c"]
+    # the fetched embedding model joins by default (--embedding-model auto)
+    assert json.loads(body)["models"] == ["a", "b", "c", "all-MiniLM-L6-v2"]
 
 
 def test_caches_never_shared_between_models(flag_server):

@@ -189,13 +189,38 @@ static void test_help(void **st)
     free(text);
 }
 
+/* A CFG_NO_NONE string: --no-NAME sets "none"; other strings and integers
+ * have no --no- form. */
+static void test_no_none(void **st)
+{
+    (void)st;
+    bar_msg_t m;
+    int help = 0;
+    char *a1[] = {"serve"};
+    assert_int_equal(cfg_load(&c, 1, a1, "config", &help, &m), 0);
+    assert_string_equal(s.embedding_model, "auto");
+    assert_int_equal(s.embedding_cache_entries, 10000);
+    char *a2[] = {"serve", "--no-embedding-model"};
+    assert_int_equal(cfg_load(&c, 2, a2, "config", &help, &m), 0);
+    assert_string_equal(s.embedding_model, "none");
+    char *a3[] = {"serve", "--embedding-model", "mini=/m/dir"};
+    assert_int_equal(cfg_load(&c, 3, a3, "config", &help, &m), 0);
+    assert_string_equal(s.embedding_model, "mini=/m/dir");
+    char *a4[] = {"serve", "--no-host"};
+    assert_int_equal(cfg_load(&c, 2, a4, "config", &help, &m), BAR_ERR_INVALID);
+    assert_non_null(strstr(m.text, "--no-host"));
+    char *a5[] = {"serve", "--no-port"};
+    assert_int_equal(cfg_load(&c, 2, a5, "config", &help, &m), BAR_ERR_INVALID);
+}
+
 #define T(f) cmocka_unit_test_setup(f, setup)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_defaults), T(test_flags),   T(test_bad_flags),       T(test_precedence),
-        T(test_bad_file), T(test_env_bad), T(test_secret_redacted), T(test_help),
+        T(test_defaults),  T(test_no_none),         T(test_flags),
+        T(test_bad_flags), T(test_precedence),      T(test_bad_file),
+        T(test_env_bad),   T(test_secret_redacted), T(test_help),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -764,18 +764,124 @@ static void test_find(void **st)
     model_list_free(&L); /* twice is fine */
 }
 
+/* model_info.mode: embedding entries, their defaults, what they refuse. */
+static void test_embedding_mode(void **st)
+{
+    (void)st;
+    const char *y = "model_list:\n"
+                    "  - model_name: e1\n"
+                    "    litellm_params: {model: local/models/all-MiniLM-L6-v2, threads: 1}\n"
+                    "    model_info: {mode: embedding}\n"
+                    "  - model_name: smol\n"
+                    "    litellm_params: {model: local/smol.gguf}\n"
+                    "    model_info: {mode: chat}\n"
+                    "  - model_name: e2\n"
+                    "    litellm_params: {model: local/e2}\n"
+                    "    model_info: {mode: embedding, default: true}\n"
+                    "  - model_name: c2\n"
+                    "    litellm_params: {model: local/c2.gguf}\n"
+                    "    model_info: {mode: completion}\n";
+    assert_int_equal(load(y), 0);
+    assert_int_equal(model_list_finish(&L, &M), 0);
+    assert_int_equal(L.n, 4);
+    assert_int_equal(L.v[0].mode, MODEL_MODE_EMBEDDING);
+    assert_int_equal(L.v[0].threads, 1);
+    assert_string_equal(L.v[0].path, "models/all-MiniLM-L6-v2");
+    assert_int_equal(L.v[1].mode, MODEL_MODE_CHAT);
+    assert_int_equal(L.v[3].mode, MODEL_MODE_CHAT);
+    assert_int_equal(L.default_idx, 1); /* the first chat entry, not entry 0 */
+    assert_int_equal(L.embed_idx, 2);   /* the embedding entry marked default */
+    assert_string_equal(model_list_find(&L, "default", 7)->name, "smol");
+    assert_true(model_list_has_embedding(&L));
+    model_list_free(&L);
+
+    /* one default per mode: a chat default and an embedding default coexist */
+    assert_int_equal(
+        load("model_list:\n"
+             "  - {model_name: e, litellm_params: {model: local/e}, default: true,"
+             " model_info: {mode: embedding}}\n"
+             "  - {model_name: c, litellm_params: {model: local/c.gguf}, default: true}\n"),
+        0);
+    assert_int_equal(model_list_finish(&L, &M), 0);
+    assert_int_equal(L.default_idx, 1);
+    assert_int_equal(L.embed_idx, 0);
+    model_list_free(&L);
+
+    expect_err("model_list:\n"
+               "  - {model_name: a, litellm_params: {model: local/a}, default: true,"
+               " model_info: {mode: embedding}}\n"
+               "  - {model_name: b, litellm_params: {model: local/b}, default: true,"
+               " model_info: {mode: embedding}}\n",
+               BAR_ERR_INVALID, "more than one default embedding model (\"a\"");
+    expect_err(
+        "model_list:\n"
+        "  - {model_name: a, litellm_params: {model: local/a}, model_info: {mode: rerank}}\n",
+        BAR_ERR_UNSUPPORTED, "model_info.mode \"rerank\" is not supported");
+    expect_err("model_list:\n"
+               "  - {model_name: a, litellm_params: {model: local/a}, model_info: {mode: [x]}}\n",
+               BAR_ERR_FORMAT, "model_info.mode must be a string");
+    expect_err("model_list:\n"
+               "  - {model_name: a, litellm_params: {model: local/a, temperature: 0.5},"
+               " model_info: {mode: embedding}}\n",
+               BAR_ERR_INVALID, "litellm_params.temperature does not apply to an embedding model");
+    expect_err("model_list:\n"
+               "  - {model_name: a, litellm_params: {model: local/a, ctx: 512},"
+               " model_info: {mode: embedding}}\n",
+               BAR_ERR_INVALID, "litellm_params.ctx does not apply");
+    expect_err("model_list:\n"
+               "  - {model_name: a, litellm_params: {model: local/a},"
+               " model_info: {mode: embedding, mode: chat}}\n",
+               BAR_ERR_INVALID, "given twice");
+
+    /* embedding entries only: no chat model to serve */
+    assert_int_equal(load("model_list:\n"
+                          "  - {model_name: e, litellm_params: {model: local/e},"
+                          " model_info: {mode: embedding}}\n"),
+                     0);
+    assert_int_equal(model_list_finish(&L, &M), BAR_ERR_INVALID);
+    assert_non_null(strstr(M.text, "no chat/completion model"));
+}
+
+/* --embedding-model: the folder, its name, the file form. */
+static void test_add_embedding(void **st)
+{
+    (void)st;
+    assert_int_equal(model_list_add_arg(&L, "m.gguf", &M), 0);
+    assert_int_equal(model_list_add_embedding(&L, "/x/models/all-MiniLM-L6-v2", &M), 0);
+    assert_int_equal(model_list_add_embedding(&L, "/y/mini/model.safetensors", &M), 0);
+    assert_int_equal(model_list_add_embedding(&L, "other=rel/dir/", &M), 0);
+    assert_int_equal(model_list_add_embedding(&L, "=/x/dir", &M), BAR_ERR_INVALID);
+    assert_non_null(strstr(M.text, "--embedding-model"));
+    assert_int_equal(model_list_finish(&L, &M), 0);
+    assert_int_equal(L.n, 4);
+    assert_string_equal(L.v[1].name, "all-MiniLM-L6-v2");
+    assert_string_equal(L.v[1].path, "/x/models/all-MiniLM-L6-v2");
+    assert_int_equal(L.v[1].mode, MODEL_MODE_EMBEDDING);
+    assert_string_equal(L.v[2].name, "mini");
+    assert_string_equal(L.v[2].path, "/y/mini");
+    assert_string_equal(L.v[3].name, "other");
+    assert_string_equal(L.v[3].path, "rel/dir");
+    assert_int_equal(L.v[0].mode, MODEL_MODE_CHAT);
+    assert_int_equal(L.default_idx, 0);
+    assert_int_equal(L.embed_idx, 1);
+    /* names are shared across modes */
+    assert_int_equal(model_list_add_embedding(&L, "m=/z", &M), BAR_ERR_INVALID);
+    assert_non_null(strstr(M.text, "given twice"));
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_litellm_full), T(test_flow_style),
-        T(test_defaults),     T(test_default_selection),
-        T(test_add_arg),      T(test_unknown_keys),
-        T(test_upstream),     T(test_ranges),
-        T(test_types),        T(test_names_and_structure),
-        T(test_paths),        T(test_load_file),
-        T(test_garbage),      T(test_find),
+        T(test_litellm_full),   T(test_flow_style),
+        T(test_defaults),       T(test_default_selection),
+        T(test_add_arg),        T(test_unknown_keys),
+        T(test_upstream),       T(test_ranges),
+        T(test_types),          T(test_names_and_structure),
+        T(test_paths),          T(test_load_file),
+        T(test_garbage),        T(test_find),
+        T(test_embedding_mode), T(test_add_embedding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
