@@ -13,31 +13,6 @@
 
 #define BAD_REQ "invalid_request_error"
 
-static const char *type_name(const cJSON *v)
-{
-    if (cJSON_IsNull(v)) return "null";
-    if (cJSON_IsBool(v)) return "a boolean";
-    if (cJSON_IsNumber(v)) return "a number";
-    if (cJSON_IsString(v)) return "a string";
-    if (cJSON_IsArray(v)) return "an array";
-    if (cJSON_IsObject(v)) return "an object";
-    return "invalid";
-}
-
-static int bad_type(oai_err_t *e, const char *param, const char *want, const cJSON *v)
-{
-    return oai_err(e, 400, BAD_REQ, "invalid_type", param,
-                   "Invalid type for '%s': expected %s, but got %s instead.", param, want,
-                   type_name(v));
-}
-
-/* A present, non-null member. */
-static const cJSON *member(const cJSON *o, const char *name)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
-    return (v && !cJSON_IsNull(v)) ? v : NULL;
-}
-
 /* A token id: an integer 0..INT32_MAX (the backend checks its vocabulary). */
 static int token_id(const cJSON *v, int32_t *out)
 {
@@ -54,7 +29,7 @@ static int bad_item(oai_err_t *e, int i, const char *want, const cJSON *v)
                    "Invalid type for 'input[%d]': expected %s, but got %s instead. 'input' is a "
                    "string, an array of strings, an array of token ids or an array of token-id "
                    "arrays, not a mix.",
-                   i, want, type_name(v));
+                   i, want, oai_json_type_name(v));
 }
 
 static int empty_input(oai_err_t *e, int i)
@@ -94,7 +69,7 @@ static int read_ids(emb_req_t *r, const cJSON *arr, int i, size_t *at, int outer
                 return outer ? oai_err(e, 400, BAD_REQ, "invalid_type", "input",
                                        "Invalid type for 'input[%d][%zu]': expected a token id "
                                        "(an integer), but got %s instead.",
-                                       i, k, type_name(t))
+                                       i, k, oai_json_type_name(t))
                              : bad_item(e, (int)k, "a token id (an integer)", t);
             return outer ? oai_err(e, 400, BAD_REQ, "invalid_value", "input",
                                    "Invalid 'input[%d][%zu]': a token id is an integer from 0 to "
@@ -144,8 +119,8 @@ static int parse_input(emb_req_t *r, const cJSON *in, oai_err_t *e)
         return 0;
     }
     if (!cJSON_IsArray(in))
-        return bad_type(e, "input",
-                        "a string or an array (of strings, token ids or token-id arrays)", in);
+        return oai_bad_type(e, "input",
+                            "a string or an array (of strings, token ids or token-id arrays)", in);
     int n = 0;
     const cJSON *first = in->child, *x;
     cJSON_ArrayForEach(x, in)
@@ -210,16 +185,16 @@ static int parse_input(emb_req_t *r, const cJSON *in, oai_err_t *e)
 int emb_parse(emb_req_t *r, const cJSON *root, oai_err_t *e)
 {
     memset(r, 0, sizeof *r);
-    const cJSON *v = member(root, "model");
+    const cJSON *v = oai_member(root, "model");
     if (v) {
-        if (!cJSON_IsString(v)) return bad_type(e, "model", "a string", v);
+        if (!cJSON_IsString(v)) return oai_bad_type(e, "model", "a string", v);
         if (strlen(v->valuestring) >= sizeof r->model)
             return oai_err(e, 404, BAD_REQ, "model_not_found", "model",
                            "The model '%.64s...' does not exist.", v->valuestring);
         snprintf(r->model, sizeof r->model, "%s", v->valuestring);
     }
-    if ((v = member(root, "encoding_format"))) {
-        if (!cJSON_IsString(v)) return bad_type(e, "encoding_format", "a string", v);
+    if ((v = oai_member(root, "encoding_format"))) {
+        if (!cJSON_IsString(v)) return oai_bad_type(e, "encoding_format", "a string", v);
         if (!strcmp(v->valuestring, "base64"))
             r->base64 = 1;
         else if (strcmp(v->valuestring, "float"))
@@ -228,31 +203,32 @@ int emb_parse(emb_req_t *r, const cJSON *root, oai_err_t *e)
                            "'float' and 'base64'.",
                            v->valuestring);
     }
-    if ((v = member(root, "dimensions"))) {
-        if (!cJSON_IsNumber(v)) return bad_type(e, "dimensions", "an integer", v);
+    if ((v = oai_member(root, "dimensions"))) {
+        if (!cJSON_IsNumber(v)) return oai_bad_type(e, "dimensions", "an integer", v);
         double d = v->valuedouble;
         if (!isfinite(d) || d != floor(d) || d < 1 || d > 1000000)
             return oai_err(e, 400, BAD_REQ, "invalid_value", "dimensions",
                            "Invalid 'dimensions': expected an integer >= 1, got %g.", d);
         r->dimensions = (int)d;
     }
-    if ((v = member(root, "user")) && !cJSON_IsString(v)) return bad_type(e, "user", "a string", v);
-    if ((v = member(root, "stream"))) {
-        if (!cJSON_IsBool(v)) return bad_type(e, "stream", "a boolean", v);
+    if ((v = oai_member(root, "user")) && !cJSON_IsString(v))
+        return oai_bad_type(e, "user", "a string", v);
+    if ((v = oai_member(root, "stream"))) {
+        if (!cJSON_IsBool(v)) return oai_bad_type(e, "stream", "a boolean", v);
         if (cJSON_IsTrue(v))
             return oai_err(e, 400, BAD_REQ, "unsupported_value", "stream",
                            "Invalid 'stream': embeddings are returned in one response; streaming "
                            "is not available on /v1/embeddings.");
     }
-    if ((v = member(root, "timeout"))) {
-        if (!cJSON_IsNumber(v)) return bad_type(e, "timeout", "a number", v);
+    if ((v = oai_member(root, "timeout"))) {
+        if (!cJSON_IsNumber(v)) return oai_bad_type(e, "timeout", "a number", v);
         double d = v->valuedouble;
         if (!isfinite(d) || d < 0 || d > 86400)
             return oai_err(e, 400, BAD_REQ, "invalid_value", "timeout",
                            "Invalid 'timeout': expected seconds from 0 to 86400, got %g.", d);
         r->timeout_s = d;
     }
-    return parse_input(r, member(root, "input"), e);
+    return parse_input(r, oai_member(root, "input"), e);
 }
 
 void emb_req_free(emb_req_t *r)

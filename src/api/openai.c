@@ -26,7 +26,7 @@ int oai_err(oai_err_t *e, int status, const char *type, const char *code, const 
     return -status;
 }
 
-static const char *json_type_name(const cJSON *v)
+const char *oai_json_type_name(const cJSON *v)
 {
     if (cJSON_IsNull(v)) return "null";
     if (cJSON_IsBool(v)) return "a boolean";
@@ -37,15 +37,14 @@ static const char *json_type_name(const cJSON *v)
     return "invalid";
 }
 
-static int bad_type(oai_err_t *e, const char *param, const char *want, const cJSON *v)
+int oai_bad_type(oai_err_t *e, const char *param, const char *want, const cJSON *v)
 {
     return oai_err(e, 400, BAD_REQ, "invalid_type", param,
                    "Invalid type for '%s': expected %s, but got %s instead.", param, want,
-                   json_type_name(v));
+                   oai_json_type_name(v));
 }
 
-/* A present, non-null member (NULL when absent or null: "not given"). */
-static const cJSON *member(const cJSON *o, const char *name)
+const cJSON *oai_member(const cJSON *o, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
     return (v && !cJSON_IsNull(v)) ? v : NULL;
@@ -54,9 +53,9 @@ static const cJSON *member(const cJSON *o, const char *name)
 static int get_number(const cJSON *o, const char *name, double lo, double hi, double *out,
                       oai_err_t *e)
 {
-    const cJSON *v = member(o, name);
+    const cJSON *v = oai_member(o, name);
     if (!v) return 0;
-    if (!cJSON_IsNumber(v)) return bad_type(e, name, "a number", v);
+    if (!cJSON_IsNumber(v)) return oai_bad_type(e, name, "a number", v);
     double d = v->valuedouble;
     if (!isfinite(d) || d < lo || d > hi)
         return oai_err(e, 400, BAD_REQ, "invalid_value", name,
@@ -69,10 +68,10 @@ static int get_number(const cJSON *o, const char *name, double lo, double hi, do
 static int get_int(const cJSON *o, const char *name, long long lo, long long hi, long long *out,
                    int *given, oai_err_t *e)
 {
-    const cJSON *v = member(o, name);
+    const cJSON *v = oai_member(o, name);
     if (!v) return 0;
     if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) || !isfinite(v->valuedouble))
-        return bad_type(e, name, "an integer", v);
+        return oai_bad_type(e, name, "an integer", v);
     double d = v->valuedouble;
     if (d < (double)lo || d > (double)hi)
         return oai_err(e, 400, BAD_REQ, "invalid_value", name,
@@ -86,9 +85,9 @@ static int get_int(const cJSON *o, const char *name, long long lo, long long hi,
 
 static int get_bool(const cJSON *o, const char *name, int *out, oai_err_t *e)
 {
-    const cJSON *v = member(o, name);
+    const cJSON *v = oai_member(o, name);
     if (!v) return 0;
-    if (!cJSON_IsBool(v)) return bad_type(e, name, "a boolean", v);
+    if (!cJSON_IsBool(v)) return oai_bad_type(e, name, "a boolean", v);
     *out = cJSON_IsTrue(v);
     return 0;
 }
@@ -125,7 +124,8 @@ static int parse_content(oai_msg_t *m, const cJSON *c, int i, int allow_null, oa
         m->content = dup_n(c->valuestring, m->content_len);
         return m->content ? 0 : nomem(e);
     }
-    if (!cJSON_IsArray(c)) return bad_type(e, param, "a string or an array of content parts", c);
+    if (!cJSON_IsArray(c))
+        return oai_bad_type(e, param, "a string or an array of content parts", c);
     buf_t b = {0};
     int j = 0;
     const cJSON *part;
@@ -135,13 +135,13 @@ static int parse_content(oai_msg_t *m, const cJSON *c, int i, int allow_null, oa
         snprintf(pp, sizeof pp, "%s[%d]", param, j);
         if (!cJSON_IsObject(part)) {
             buf_free(&b);
-            return bad_type(e, pp, "an object", part);
+            return oai_bad_type(e, pp, "an object", part);
         }
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(part, "type");
         if (!cJSON_IsString(type)) {
             buf_free(&b);
             snprintf(pp, sizeof pp, "%s[%d].type", param, j);
-            return type ? bad_type(e, pp, "a string", type)
+            return type ? oai_bad_type(e, pp, "a string", type)
                         : oai_err(e, 400, BAD_REQ, "missing_required_parameter", pp,
                                   "Missing required parameter: '%s'.", pp);
         }
@@ -156,7 +156,7 @@ static int parse_content(oai_msg_t *m, const cJSON *c, int i, int allow_null, oa
         if (!cJSON_IsString(text)) {
             buf_free(&b);
             snprintf(pp, sizeof pp, "%s[%d].text", param, j);
-            return text ? bad_type(e, pp, "a string", text)
+            return text ? oai_bad_type(e, pp, "a string", text)
                         : oai_err(e, 400, BAD_REQ, "missing_required_parameter", pp,
                                   "Missing required parameter: '%s'.", pp);
         }
@@ -177,7 +177,7 @@ static int parse_messages(oai_req_t *r, const cJSON *root, oai_err_t *e)
     if (!ms || cJSON_IsNull(ms))
         return oai_err(e, 400, BAD_REQ, "missing_required_parameter", "messages",
                        "Missing required parameter: 'messages'.");
-    if (!cJSON_IsArray(ms)) return bad_type(e, "messages", "an array", ms);
+    if (!cJSON_IsArray(ms)) return oai_bad_type(e, "messages", "an array", ms);
     int n = cJSON_GetArraySize(ms);
     if (n == 0)
         return oai_err(e, 400, BAD_REQ, "invalid_value", "messages",
@@ -190,13 +190,13 @@ static int parse_messages(oai_req_t *r, const cJSON *root, oai_err_t *e)
     {
         char param[64];
         snprintf(param, sizeof param, "messages[%d]", i);
-        if (!cJSON_IsObject(m)) return bad_type(e, param, "an object", m);
+        if (!cJSON_IsObject(m)) return oai_bad_type(e, param, "an object", m);
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
         snprintf(param, sizeof param, "messages[%d].role", i);
         if (!role || cJSON_IsNull(role))
             return oai_err(e, 400, BAD_REQ, "missing_required_parameter", param,
                            "Missing required parameter: '%s'.", param);
-        if (!cJSON_IsString(role)) return bad_type(e, param, "a string", role);
+        if (!cJSON_IsString(role)) return oai_bad_type(e, param, "a string", role);
         const char *rs = role->valuestring;
         if (!strcmp(rs, "developer")) rs = "system";
         if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
@@ -227,10 +227,10 @@ static int parse_prompt(oai_req_t *r, const cJSON *root, oai_err_t *e)
                            "is supported (got an array of %d).",
                            cJSON_GetArraySize(p));
         const cJSON *s = cJSON_GetArrayItem(p, 0);
-        if (!cJSON_IsString(s)) return bad_type(e, "prompt[0]", "a string", s);
+        if (!cJSON_IsString(s)) return oai_bad_type(e, "prompt[0]", "a string", s);
         p = s;
     } else if (!cJSON_IsString(p)) {
-        return bad_type(e, "prompt", "a string or an array of one string", p);
+        return oai_bad_type(e, "prompt", "a string or an array of one string", p);
     }
     r->prompt_len = strlen(p->valuestring);
     r->prompt = dup_n(p->valuestring, r->prompt_len);
@@ -239,7 +239,7 @@ static int parse_prompt(oai_req_t *r, const cJSON *root, oai_err_t *e)
 
 static int parse_stop(oai_req_t *r, const cJSON *root, oai_err_t *e)
 {
-    const cJSON *s = member(root, "stop");
+    const cJSON *s = oai_member(root, "stop");
     if (!s) return 0;
     if (cJSON_IsString(s)) {
         if (!s->valuestring[0]) return 0;
@@ -247,7 +247,7 @@ static int parse_stop(oai_req_t *r, const cJSON *root, oai_err_t *e)
         r->n_stop = 1;
         return r->stop[0] ? 0 : nomem(e);
     }
-    if (!cJSON_IsArray(s)) return bad_type(e, "stop", "a string or an array of strings", s);
+    if (!cJSON_IsArray(s)) return oai_bad_type(e, "stop", "a string or an array of strings", s);
     if (cJSON_GetArraySize(s) > OAI_MAX_STOP)
         return oai_err(e, 400, BAD_REQ, "invalid_value", "stop",
                        "Invalid 'stop': array too long. Expected at most %d strings, got %d.",
@@ -258,7 +258,7 @@ static int parse_stop(oai_req_t *r, const cJSON *root, oai_err_t *e)
     {
         char pp[32];
         snprintf(pp, sizeof pp, "stop[%d]", j++);
-        if (!cJSON_IsString(it)) return bad_type(e, pp, "a string", it);
+        if (!cJSON_IsString(it)) return oai_bad_type(e, pp, "a string", it);
         if (!it->valuestring[0])
             return oai_err(e, 400, BAD_REQ, "invalid_value", pp,
                            "Invalid '%s': stop strings must not be empty.", pp);
@@ -273,18 +273,18 @@ static int parse_stop(oai_req_t *r, const cJSON *root, oai_err_t *e)
 static int reject_unsupported(const cJSON *root, oai_kind_t kind, oai_err_t *e)
 {
     const cJSON *v;
-    if ((v = member(root, "tools")) && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > 0))
+    if ((v = oai_member(root, "tools")) && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > 0))
         return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "tools",
                        "'tools' is not supported by this server.");
-    if ((v = member(root, "functions")) && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > 0))
+    if ((v = oai_member(root, "functions")) && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > 0))
         return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "functions",
                        "'functions' is not supported by this server.");
-    if ((v = member(root, "logit_bias")) && (!cJSON_IsObject(v) || cJSON_GetArraySize(v) > 0))
+    if ((v = oai_member(root, "logit_bias")) && (!cJSON_IsObject(v) || cJSON_GetArraySize(v) > 0))
         return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "logit_bias",
                        "'logit_bias' is not supported by this server.");
-    if ((v = member(root, "response_format"))) {
+    if ((v = oai_member(root, "response_format"))) {
         const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : NULL;
-        if (!cJSON_IsObject(v)) return bad_type(e, "response_format", "an object", v);
+        if (!cJSON_IsObject(v)) return oai_bad_type(e, "response_format", "an object", v);
         if (!cJSON_IsString(t) || strcmp(t->valuestring, "text"))
             return oai_err(e, 400, BAD_REQ, "unsupported_value", "response_format.type",
                            "Only response_format type 'text' is supported by this server.");
@@ -297,7 +297,7 @@ static int reject_unsupported(const cJSON *root, oai_kind_t kind, oai_err_t *e)
                            "'echo' is not supported by this server.");
         long long best_of = 1;
         if (get_int(root, "best_of", 1, 1, &best_of, NULL, e)) return -e->status;
-        if ((v = member(root, "suffix")) && (!cJSON_IsString(v) || v->valuestring[0]))
+        if ((v = oai_member(root, "suffix")) && (!cJSON_IsString(v) || v->valuestring[0]))
             return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "suffix",
                            "'suffix' is not supported by this server.");
     }
@@ -317,9 +317,9 @@ void oai_req_free(oai_req_t *r)
 
 static int parse_model(oai_req_t *r, const cJSON *root, oai_err_t *e)
 {
-    const cJSON *v = member(root, "model");
+    const cJSON *v = oai_member(root, "model");
     if (v) {
-        if (!cJSON_IsString(v)) return bad_type(e, "model", "a string", v);
+        if (!cJSON_IsString(v)) return oai_bad_type(e, "model", "a string", v);
         if (strlen(v->valuestring) >= sizeof r->model)
             return oai_err(e, 404, BAD_REQ, "model_not_found", "model",
                            "The model '%.64s...' does not exist.", v->valuestring);
@@ -331,16 +331,16 @@ static int parse_model(oai_req_t *r, const cJSON *root, oai_err_t *e)
 /* stream_options (after r->stream is known) */
 static int parse_stream_options(oai_req_t *r, const cJSON *root, oai_err_t *e)
 {
-    const cJSON *v = member(root, "stream_options");
+    const cJSON *v = oai_member(root, "stream_options");
     if (v) {
-        if (!cJSON_IsObject(v)) return bad_type(e, "stream_options", "an object", v);
+        if (!cJSON_IsObject(v)) return oai_bad_type(e, "stream_options", "an object", v);
         if (!r->stream)
             return oai_err(e, 400, BAD_REQ, "invalid_value", "stream_options",
                            "The 'stream_options' parameter is only allowed when 'stream' is "
                            "enabled.");
-        const cJSON *iu = member(v, "include_usage");
+        const cJSON *iu = oai_member(v, "include_usage");
         if (iu && !cJSON_IsBool(iu))
-            return bad_type(e, "stream_options.include_usage", "a boolean", iu);
+            return oai_bad_type(e, "stream_options.include_usage", "a boolean", iu);
         r->include_usage = iu && cJSON_IsTrue(iu);
     }
     return 0;
@@ -361,9 +361,9 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
     long long ll = 0;
     int given = 0;
     const char *mt_name = "max_tokens";
-    if (member(root, "max_completion_tokens")) mt_name = "max_completion_tokens";
+    if (oai_member(root, "max_completion_tokens")) mt_name = "max_completion_tokens";
     if ((rc = get_int(root, mt_name, 1, 1 << 30, &ll, &given, e))) return rc;
-    if (given && !strcmp(mt_name, "max_completion_tokens") && member(root, "max_tokens")) {
+    if (given && !strcmp(mt_name, "max_completion_tokens") && oai_member(root, "max_tokens")) {
         long long ll2 = 0;
         if ((rc = get_int(root, "max_tokens", 1, 1 << 30, &ll2, NULL, e))) return rc;
     }
@@ -380,11 +380,11 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
     if ((rc = get_int(root, "top_k", -1, 1 << 20, &ll, NULL, e))) return rc;
     r->top_k = ll < 0 ? 0 : (int)ll;
 
-    v = member(root, "seed");
+    v = oai_member(root, "seed");
     if (v) {
         if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
             fabs(v->valuedouble) > 9.2e18)
-            return bad_type(e, "seed", "an integer", v);
+            return oai_bad_type(e, "seed", "an integer", v);
         r->has_seed = 1;
         r->seed = (uint64_t)(int64_t)v->valuedouble;
     }
@@ -393,14 +393,15 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
     if (ll != 1)
         return oai_err(e, 400, BAD_REQ, "unsupported_value", "n",
                        "Invalid 'n': only n = 1 is supported by this server, got %lld.", ll);
-    if ((v = member(root, "user")) && !cJSON_IsString(v)) return bad_type(e, "user", "a string", v);
+    if ((v = oai_member(root, "user")) && !cJSON_IsString(v))
+        return oai_bad_type(e, "user", "a string", v);
     ll = 0;
     /* vLLM's range: lower runs sooner */
     if ((rc = get_int(root, "priority", -100, 100, &ll, NULL, e))) return rc;
     r->priority = (int)ll;
     if ((rc = get_number(root, "timeout", 0, 86400, &r->timeout_s, e))) return rc;
-    if ((v = member(root, "cache_salt"))) {
-        if (!cJSON_IsString(v)) return bad_type(e, "cache_salt", "a string", v);
+    if ((v = oai_member(root, "cache_salt"))) {
+        if (!cJSON_IsString(v)) return oai_bad_type(e, "cache_salt", "a string", v);
         if (strlen(v->valuestring) >= sizeof r->cache_salt)
             return oai_err(e, 400, BAD_REQ, "invalid_value", "cache_salt",
                            "Invalid 'cache_salt': at most %zu bytes.", sizeof r->cache_salt - 1);
@@ -420,7 +421,7 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
         {"seed", MODEL_HAS_SEED},
     };
     for (size_t i = 0; i < sizeof sampling / sizeof sampling[0]; i++)
-        if (member(root, sampling[i].name)) r->given |= sampling[i].bit;
+        if (oai_member(root, sampling[i].name)) r->given |= sampling[i].bit;
     if (r->max_tokens > 0) r->given |= MODEL_HAS_MAX_TOKENS;
     if ((rc = parse_stop(r, root, e))) return rc;
     if ((rc = get_bool(root, "stream", &r->stream, e)) ||
@@ -483,8 +484,9 @@ int oai_parse_json(const char *body, size_t n, cJSON **out, oai_err_t *e)
                            "Unexpected data after the JSON value at byte %zu.", (size_t)(p - body));
         }
     if (!cJSON_IsObject(root)) {
-        int rc = oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
-                         "The request body must be a JSON object, got %s.", json_type_name(root));
+        int rc =
+            oai_err(e, 400, BAD_REQ, "invalid_json", NULL,
+                    "The request body must be a JSON object, got %s.", oai_json_type_name(root));
         cJSON_Delete(root);
         return rc;
     }
@@ -504,15 +506,16 @@ int oai_parse_delivery(oai_req_t *r, oai_kind_t kind, const cJSON *root, oai_err
     int rc;
     const cJSON *v;
     if ((rc = parse_model(r, root, e))) return rc;
-    if ((v = member(root, "user")) && !cJSON_IsString(v)) return bad_type(e, "user", "a string", v);
+    if ((v = oai_member(root, "user")) && !cJSON_IsString(v))
+        return oai_bad_type(e, "user", "a string", v);
     if ((rc = get_bool(root, "stream", &r->stream, e)) || (rc = parse_stream_options(r, root, e)))
         return rc;
     /* logprobs is part of the key (valid when stored); read it for the output */
     if (kind == OAI_CHAT) {
-        v = member(root, "logprobs");
+        v = oai_member(root, "logprobs");
         r->logprobs = v && cJSON_IsTrue(v);
     } else {
-        r->logprobs = member(root, "logprobs") != NULL;
+        r->logprobs = oai_member(root, "logprobs") != NULL;
     }
     return 0;
 }

@@ -77,6 +77,16 @@ typedef struct {
 int oai_err(oai_err_t *e, int status, const char *type, const char *code, const char *param,
             const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
+/* JSON helpers the request parsers share (openai.c, embeddings.c): a
+ * present, non-null member of o (NULL when absent or null: "not given"),
+ * and the 400 for a member of the wrong type ("expected WANT, but got
+ * a string instead"); returns oai_err's value. */
+struct cJSON;
+const struct cJSON *oai_member(const struct cJSON *o, const char *name);
+int oai_bad_type(oai_err_t *e, const char *param, const char *want, const struct cJSON *v);
+/* "null", "a boolean", "a number", "a string", "an array", "an object". */
+const char *oai_json_type_name(const struct cJSON *v);
+
 /* Parse and validate a request body. 0, or a negative value with *err filled.
  * On success r owns heap memory released by oai_req_free (also call it after
  * a failure: it is always safe). */
