@@ -294,19 +294,26 @@ static void on_handshake(redisAsyncContext *ac, void *reply_, void *priv)
     }
 }
 
-static void on_ready(redisAsyncContext *ac, void *reply_, void *priv)
+/* The handshake's PING answered: 1 when c is up now (its backoff reset),
+ * 0 when the reply is stale or an error (c dropped). */
+static int conn_up(conn_t *c, redisAsyncContext *ac, const redisReply *reply)
 {
-    conn_t *c = priv;
-    redisReply *reply = reply_;
-    if (!reply || c->ac != ac) return;
+    if (!reply || c->ac != ac) return 0;
     if (reply->type == REDIS_REPLY_ERROR) {
         set_error(c->r, "ping", reply->str);
         conn_drop(c);
-        return;
+        return 0;
     }
     c->up = 1;
     uv_timer_stop(&c->retry);
     c->backoff_ms = c->r->o.backoff_min_ms;
+    return 1;
+}
+
+static void on_ready(redisAsyncContext *ac, void *reply_, void *priv)
+{
+    conn_t *c = priv;
+    if (!conn_up(c, ac, reply_)) return;
     c->r->consecutive_timeouts = 0;
     c->r->st.connects++;
     log_poll(c->r); /* catch up on purges missed while away */
@@ -440,16 +447,7 @@ static void tail_read(conn_t *c)
 static void on_tail_ready(redisAsyncContext *ac, void *reply_, void *priv)
 {
     conn_t *c = priv;
-    redisReply *reply = reply_;
-    if (!reply || c->ac != ac) return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        set_error(c->r, "ping", reply->str);
-        conn_drop(c);
-        return;
-    }
-    c->up = 1;
-    uv_timer_stop(&c->retry);
-    c->backoff_ms = c->r->o.backoff_min_ms;
+    if (!conn_up(c, ac, reply_)) return;
     tail_read(c);
 }
 
