@@ -69,17 +69,22 @@ int64_t api_cache_now_ms(void)
 
 /* ---- lifecycle ---- */
 
+/* A purge reaches the semantic store too (its entries point at keys). */
+static void sem_purge(api_cache_t *c, cache_purge_kind_t kind, uint64_t ns, const cache_key_t *key)
+{
+    if (!c->sem) return;
+    if (kind == CACHE_PURGE_ALL)
+        semantic_purge_all(c->sem);
+    else if (kind == CACHE_PURGE_NS)
+        semantic_purge_ns(c->sem, ns);
+    else if (key)
+        semantic_del(c->sem, key);
+}
+
 static void on_peer_purge(void *user, cache_purge_kind_t kind, uint64_t ns, const cache_key_t *key)
 {
     api_cache_t *c = user;
-    if (c->sem) {
-        if (kind == CACHE_PURGE_ALL)
-            semantic_purge_all(c->sem);
-        else if (kind == CACHE_PURGE_NS)
-            semantic_purge_ns(c->sem, ns);
-        else if (key)
-            semantic_del(c->sem, key);
-    }
+    sem_purge(c, kind, ns, key);
     if (!c->l1) return;
     if (kind == CACHE_PURGE_ALL)
         cache_l1_purge_all(c->l1);
@@ -604,14 +609,7 @@ static void purge(api_cache_t *c, srv_req_t *r, const char *what, cache_purge_ki
     /* synchronous tiers (L1) answer with a count; an asynchronous one (L2)
      * answers later, and the reply waits for it */
     size_t n = 0;
-    if (c->sem) {
-        if (kind == CACHE_PURGE_ALL)
-            semantic_purge_all(c->sem);
-        else if (kind == CACHE_PURGE_NS)
-            semantic_purge_ns(c->sem, ns);
-        else if (key)
-            semantic_del(c->sem, key);
-    }
+    sem_purge(c, kind, ns, key);
     if (c->l2 && api_cache_semantic_on(c)) {
         /* replicas tailing the stream (and ones loading it later) purge too */
         buf_t b = {0};
