@@ -223,7 +223,8 @@ static int budget_header(srv_req_t *r, const char *name, const char *shown, doub
 }
 
 /* budgets: the smallest of the request's (body "timeout" in seconds,
- * X-Timeout-Ms) and the server's for the whole reply; X-First-Token-Timeout-Ms
+ * X-Timeout-Ms), the model entry's `timeout` and the server's for the whole
+ * reply; X-First-Token-Timeout-Ms
  * and --first-token-timeout-ms for the first token; --inter-token-timeout-ms
  * between a stream's tokens. Checked before the memo, so a malformed header
  * is a 400 even for a request the cache could answer. Counted from t0, when
@@ -251,6 +252,7 @@ static void set_deadline(client_t *c, const budget_t *b)
     const srv_settings_t *set = c->a->set;
     double s = min_pos((double)set->request_timeout_ms / 1e3, c->q.timeout_s);
     s = min_pos(s, b->total_ms / 1e3);
+    s = min_pos(s, c->m->cfg.timeout); /* the model entry's (--models) */
     c->deadline = s > 0 ? c->t0 + s : 0;
     double f = min_pos((double)set->first_token_timeout_ms / 1e3, b->ttft_ms / 1e3);
     c->ttft_deadline = f > 0 ? c->t0 + f : 0;

@@ -515,10 +515,8 @@ static void local_cancel(backend_t *base, uint64_t id)
     local_t *b = (local_t *)base;
     job_t *j = find_job(b, id);
     if (!j) return;
-    if (j->submitted)
-        engine_cancel(b->engine, j->req_id);
-    else
-        j->cancelled = 1; /* being tokenized: ends when that returns */
+    j->cancelled = 1; /* tokenizing: ends when that returns; submitted: within a step */
+    if (j->submitted) engine_cancel(b->engine, j->req_id);
 }
 
 /* ---- loop side: queue → events ---- */
@@ -650,7 +648,7 @@ static double est_wait(local_t *b)
     double slot[256];
     int ns = b->n_seq_max < 256 ? b->n_seq_max : 256, k = 0;
     for (job_t *j = b->jobs; j && k < ns; j = j->next)
-        if (j->n_gen > 0) {
+        if (j->n_gen > 0 && !j->cancelled) { /* a cancelled one ends within a step */
             int left = j->sp.max_tokens - j->n_gen;
             slot[k++] = (left > 0 ? left : 0) * b->tpot;
         }
@@ -662,7 +660,7 @@ static double est_wait(local_t *b)
     for (job_t *j = b->jobs; j; j = j->next)
         last = j;
     for (job_t *j = last; j; j = j->prev) {
-        if (j->n_gen > 0) continue;
+        if (j->n_gen > 0 || j->cancelled) continue;
         int mt = j->sp.max_tokens > 0 ? j->sp.max_tokens : b->max_tokens_default;
         double svc = (double)j->n_tok * b->prefill_tok + mt * b->tpot;
         slot[0] += svc; /* the earliest free slot takes it */

@@ -235,6 +235,7 @@ static const field_t fields[] = {
     FD(frequency_penalty, -2, 2, 0, MODEL_HAS_FREQUENCY_PENALTY, "-2..2"),
     FI(max_tokens, 1, LLONG_MAX, MODEL_HAS_MAX_TOKENS, ">= 1"),
     FI(seed, 0, LLONG_MAX, MODEL_HAS_SEED, ">= 0"),
+    FD(timeout, 0, 86400, 1, 0, "> 0 and <= 86400 (seconds)"),
 };
 #define N_FIELDS ((int)(sizeof fields / sizeof fields[0]))
 
@@ -358,7 +359,7 @@ static int read_params(walk_t *w, model_entry_t *e, const yaml_node_t *m)
         return bar_fail(w->msg, BAR_ERR_INVALID,
                         "%s:%zu: %s: unknown key \"%s\" in litellm_params (known: model, threads, "
                         "ctx, parallel, temperature, top_p, top_k, min_p, repeat_penalty, "
-                        "presence_penalty, frequency_penalty, max_tokens, seed)",
+                        "presence_penalty, frequency_penalty, max_tokens, seed, timeout)",
                         w->src, line_of(k), w->who, b);
     }
     if (!(seen & (1u << N_FIELDS)))

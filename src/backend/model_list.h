@@ -127,8 +127,9 @@ typedef struct {
     long long threads, ctx, parallel; /* -1 = the server-wide setting */
     double temperature, top_p, min_p, repeat_penalty, presence_penalty, frequency_penalty;
     long long top_k, max_tokens, seed;
-    unsigned has; /* MODEL_HAS_* */
-    int line;     /* 1-based line of the entry in its file; 0 for --model entries */
+    double timeout; /* seconds for a whole reply (LiteLLM's), 0 = none */
+    unsigned has;   /* MODEL_HAS_* */
+    int line;       /* 1-based line of the entry in its file; 0 for --model entries */
 } model_entry_t;
 
 /* The table. Start from a zeroed struct (`model_list_t l = {0};`), add with

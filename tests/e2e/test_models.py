@@ -34,7 +34,11 @@ def yaml_server(barista_bin, gguf_path, tmp_path_factory):
         f"      model: local/{gguf_path}\n"
         "      temperature: 0\n"
         "      max_tokens: 5\n"
-        "    default: true\n")
+        "    default: true\n"
+        "  - model_name: quick\n"
+        "    litellm_params:\n"
+        f"      model: local/{gguf_path}\n"
+        "      timeout: 0.25\n")
     # Server always passes -m PATH; the YAML's entries come first and the
     # default is the one marked in the file
     s = Server(barista_bin, "c=" + gguf_path, args=["--models", str(f)])
@@ -82,6 +86,27 @@ def test_models_lists_them(request_fixture, which):
         client(s).models.retrieve("nope")
 
 
+def test_model_entry_timeout_bounds_its_requests(yaml_server):
+    """A model entry's `timeout` (LiteLLM's litellm_params.timeout, seconds)
+    is one of the budgets: the smallest of it, the request's and the
+    server's applies."""
+    import time
+    body = {"model": "quick", "max_tokens": 3000, "ignore_eos": True, "temperature": 0,
+            "messages": [{"role": "user", "content": "Write a long story."}]}
+    t0 = time.time()
+    status, _, resp = request(yaml_server, "POST", "/v1/chat/completions",
+                              body=json.dumps(body).encode(),
+                              headers={"Content-Type": "application/json"})
+    assert status in (503, 504), resp
+    assert time.time() - t0 < 0.25 + 1.5 * SLOW
+    # the same request to another entry is not cut at 0.25 s
+    body = dict(body, model="a", max_tokens=6)
+    status, _, _ = request(yaml_server, "POST", "/v1/chat/completions",
+                           body=json.dumps(body).encode(),
+                           headers={"Content-Type": "application/json"})
+    assert status == 200
+
+
 def test_unknown_model_is_404(flag_server):
     with pytest.raises(openai.NotFoundError) as ei:
         client(flag_server).chat.completions.create(model="nope", messages=MSG, max_tokens=2)
@@ -101,7 +126,7 @@ def test_default_is_first_flag_or_marked(flag_server, yaml_server):
     status, _, body = request(yaml_server, "GET", "/ready")
     assert status == 200 and json.loads(body)["model"] == "b"
     # the fetched embedding model joins by default (--embedding-model auto)
-    assert json.loads(body)["models"] == ["a", "b", "c", "all-MiniLM-L6-v2"]
+    assert json.loads(body)["models"] == ["a", "b", "quick", "c", "all-MiniLM-L6-v2"]
 
 
 def test_caches_never_shared_between_models(flag_server):

@@ -185,12 +185,14 @@ static void test_defaults(void **st)
         {"threads: 5", 0},
         {"ctx: 512", 0},
         {"parallel: 5", 0},
+        {"timeout: 2.5", 0},
     };
     for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++) {
         model_list_free(&L);
         assert_int_equal(load(one(bits[i].line)), 0);
         assert_int_equal(L.v[0].has, bits[i].has);
     }
+    assert_true(L.v[0].timeout == 2.5); /* the last one loaded */
 }
 
 static void test_default_selection(void **st)
@@ -355,7 +357,10 @@ static void test_unknown_keys(void **st)
                BAR_ERR_INVALID, "model \"smol\": unknown key \"rpm\"");
     expect_err(one("ctx_size: 100"), BAR_ERR_INVALID,
                "<memory>:5: model \"m\": unknown key \"ctx_size\" in litellm_params");
-    expect_err(one("timeout: 10"), BAR_ERR_INVALID, "unknown key \"timeout\" in litellm_params");
+    expect_err(one("timeout: 0"), BAR_ERR_RANGE, "timeout must be > 0 and <= 86400");
+    expect_err(one("timeout: -1"), BAR_ERR_RANGE, "timeout");
+    expect_err(one("timeout: 100000"), BAR_ERR_RANGE, "timeout");
+    expect_err(one("timeout: soon"), BAR_ERR_FORMAT, "timeout must be a number");
     expect_err(one("TEMPERATURE: 1"), BAR_ERR_INVALID, "\"TEMPERATURE\"");
     /* merge keys are not supported: an unknown key */
     expect_err("defaults: &d {model: local/a}\n"
