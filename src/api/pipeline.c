@@ -366,7 +366,8 @@ static int stage_admit(client_t *c)
     const char *why = NULL;
     if (a->set->max_queue > 0 && st.n_waiting >= a->set->max_queue) {
         why = "queue";
-    } else if (st.s_per_output_token > 0 && (c->deadline > 0 || c->ttft_deadline > 0)) {
+    } else if (a->set->admission && st.s_per_output_token > 0 &&
+               (c->deadline > 0 || c->ttft_deadline > 0)) {
         const http_req_t *h = srv_req_http(c->r);
         double first = time_now_mono() + wait + (double)h->body.n / 4.0 * st.s_per_prompt_token;
         if ((c->ttft_deadline > 0 && first > c->ttft_deadline) ||

@@ -74,6 +74,10 @@ static const cfg_opt_t table[] = {
     {"inter-token-timeout-ms", 0, INT(inter_token_timeout_ms), "0", 0, MAXI, "MS",
      "a stream that produces no token for this long ends with finish_reason \"timeout\" (0 = off)",
      0},
+    {"admission", 0, BOOL(admission), "true", 0, 1, NULL,
+     "refuse at once (503 overloaded) a request whose first token cannot come within its "
+     "budget, by the measured costs (--no-admission: let it queue and time out)",
+     0},
     {"max-queue", 0, INT(max_queue), "0", 0, 1000000, "N",
      "requests waiting for a model's engine beyond which new ones get 503 overloaded (0 = no "
      "bound)",

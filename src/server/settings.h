@@ -38,6 +38,7 @@ typedef struct {
     long long first_token_timeout_ms; /* budget for the first token; 0 = none */
     long long inter_token_timeout_ms; /* stream stall detector; 0 = off */
     long long max_queue;              /* waiting requests per model before 503; 0 = none */
+    int admission;                    /* refuse what cannot meet its budget */
     char api_key[256];                /* "" = no authentication */
     int access_log;
     /* exact-match response cache (docs/CACHE.md) */
