@@ -185,14 +185,9 @@ static int parse_input(emb_req_t *r, const cJSON *in, oai_err_t *e)
 int emb_parse(emb_req_t *r, const cJSON *root, oai_err_t *e)
 {
     memset(r, 0, sizeof *r);
-    const cJSON *v = oai_member(root, "model");
-    if (v) {
-        if (!cJSON_IsString(v)) return oai_bad_type(e, "model", "a string", v);
-        if (strlen(v->valuestring) >= sizeof r->model)
-            return oai_err(e, 404, BAD_REQ, "model_not_found", "model",
-                           "The model '%.64s...' does not exist.", v->valuestring);
-        snprintf(r->model, sizeof r->model, "%s", v->valuestring);
-    }
+    int rc = oai_parse_model_name(root, r->model, sizeof r->model, e);
+    if (rc) return rc;
+    const cJSON *v;
     if ((v = oai_member(root, "encoding_format"))) {
         if (!cJSON_IsString(v)) return oai_bad_type(e, "encoding_format", "a string", v);
         if (!strcmp(v->valuestring, "base64"))

@@ -315,17 +315,22 @@ void oai_req_free(oai_req_t *r)
     memset(r, 0, sizeof *r);
 }
 
-static int parse_model(oai_req_t *r, const cJSON *root, oai_err_t *e)
+int oai_parse_model_name(const cJSON *root, char *out, size_t size, oai_err_t *e)
 {
     const cJSON *v = oai_member(root, "model");
     if (v) {
         if (!cJSON_IsString(v)) return oai_bad_type(e, "model", "a string", v);
-        if (strlen(v->valuestring) >= sizeof r->model)
+        if (strlen(v->valuestring) >= size)
             return oai_err(e, 404, BAD_REQ, "model_not_found", "model",
                            "The model '%.64s...' does not exist.", v->valuestring);
-        snprintf(r->model, sizeof r->model, "%s", v->valuestring);
+        snprintf(out, size, "%s", v->valuestring);
     }
     return 0;
+}
+
+static int parse_model(oai_req_t *r, const cJSON *root, oai_err_t *e)
+{
+    return oai_parse_model_name(root, r->model, sizeof r->model, e);
 }
 
 /* stream_options (after r->stream is known) */

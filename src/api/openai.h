@@ -86,6 +86,10 @@ const struct cJSON *oai_member(const struct cJSON *o, const char *name);
 int oai_bad_type(oai_err_t *e, const char *param, const char *want, const struct cJSON *v);
 /* "null", "a boolean", "a number", "a string", "an array", "an object". */
 const char *oai_json_type_name(const struct cJSON *v);
+/* The optional "model" member into out (size bytes; "" when absent): 0, or a
+ * 400 for a non-string and a 404 model_not_found for a name too long to be
+ * one we serve. */
+int oai_parse_model_name(const struct cJSON *root, char *out, size_t size, oai_err_t *e);
 
 /* Parse and validate a request body. 0, or a negative value with *err filled.
  * On success r owns heap memory released by oai_req_free (also call it after
