@@ -425,6 +425,8 @@ static void start_error(const bk_event_t *ev, const client_t *c, oai_err_t *e)
         oai_err(e, 400, "invalid_request_error", "invalid_value", param, "%s", msg);
     else if (ev->status == 503)
         oai_err(e, 503, "server_error", "unavailable", NULL, "%s", msg);
+    else if (ev->status == 502 || ev->status == 504) /* an upstream failed (names it) */
+        oai_err(e, ev->status, "server_error", "upstream_error", NULL, "%s", msg);
     else
         oai_err(e, 500, "server_error", "engine_error", NULL, "generation failed: %s", msg);
 }
