@@ -49,7 +49,7 @@ typedef struct {
     int n_eject;  /* ejections since the last success */
     double until; /* ejected until (mono seconds); 0: closed */
     int probing;  /* the half-open trial is out */
-    unsigned long long n_req, n_err, n_ok;
+    unsigned long long n_req, n_err, n_ok, n_ejections;
 } replica_t;
 
 struct job {
@@ -128,10 +128,13 @@ static int eligible(const replica_t *r, double now)
     return !r->probing; /* half-open: one trial at a time */
 }
 
+/* P2C's load measure: the latency estimate, decayed while no sample comes
+ * (as tower's PeakEwma does, so a replica that was slow once is tried
+ * again), times the work it already has. */
 static double cost(const replica_t *r, double now)
 {
-    (void)now; /* the average moves on samples only */
     double e = r->ewma;
+    if (r->t_ewma > 0 && now > r->t_ewma) e *= exp(-(now - r->t_ewma) / EWMA_TAU);
     if (e < EWMA_FLOOR) e = EWMA_FLOOR;
     return e * (r->inflight + 1);
 }
@@ -166,6 +169,7 @@ static void rep_fail(replica_t *r, double now)
     int half_open = r->until > 0;
     if (half_open || r->fails >= g->rt.allowed_fails) {
         if (r->n_eject < 30) r->n_eject++;
+        r->n_ejections++;
         double f = r->n_eject > 1 ? pow(2, r->n_eject - 1) : 1;
         if (f > EJECT_MAX_FACTOR) f = EJECT_MAX_FACTOR;
         r->until = now + g->rt.cooldown_time * f;
@@ -413,16 +417,12 @@ static int on_sse(void *ud, const char *data, size_t n)
     return rc;
 }
 
+/* START waits for the first text (or a clean end): until then a failure is
+ * an HTTP error for the client, and a retry is invisible. */
 static void on_status(void *ud, long status)
 {
     job_t *j = ud;
     j->status = status;
-    if (status >= 200 && status < 300 && !j->started) {
-        j->started = 1;
-        bk_event_t s = {0};
-        s.type = BK_EV_START;
-        j->cb(j->user, &s);
-    }
 }
 
 static int on_data(void *ud, const char *p, size_t n)
@@ -476,6 +476,13 @@ static void on_done(void *ud, uphttp_end_t end, long status, const char *why)
         if (!j->got_event) observe(r, now - j->t_attempt, now);
         rep_ok(r);
         end_attempt(j);
+        if (!j->started) {
+            j->started = 1;
+            bk_event_t s = {0};
+            s.type = BK_EV_START;
+            j->cb(j->user, &s);
+            if (j->done_pending) return; /* cancelled from the START callback */
+        }
         deliver_done(j, j->finish ? j->finish : BK_FINISH_STOP, 0, 0, NULL);
         return;
     }
@@ -843,6 +850,7 @@ static void series(buf_t *out, const char *name, const char *type, const char *h
                        : which == 1 ? (double)r->n_err
                        : which == 2 ? (double)r->inflight
                        : which == 3 ? (r->until > now ? 1.0 : 0.0)
+                       : which == 4 ? (double)r->n_ejections
                                     : r->ewma;
             buf_printf(out, "%s{model=\"%s\",upstream=\"%s\"} %.9g\n", name, names[k], r->base, v);
         }
@@ -864,9 +872,11 @@ void backend_upstream_metrics(backend_t *const *bs, const char *const *names, in
            names, n, 2);
     series(out, "barista_upstream_ejected", "gauge",
            "1 while the replica's circuit breaker keeps it out of rotation.", bs, names, n, 3);
+    series(out, "barista_upstream_ejections_total", "counter",
+           "Times the replica's circuit breaker opened.", bs, names, n, 4);
     series(out, "barista_upstream_latency_ewma_seconds", "gauge",
            "Peak-EWMA time to the first byte of each replica (what P2C compares).", bs, names, n,
-           4);
+           5);
     buf_printf(out, "# HELP barista_upstream_retries_total Attempts retried on another replica.\n"
                     "# TYPE barista_upstream_retries_total counter\n");
     for (int k = 0; k < n; k++)

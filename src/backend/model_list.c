@@ -828,6 +828,8 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
                             "%s:%zu: %s: upstream embedding models are not supported", w->src,
                             line_of(m), w->who);
         if ((rc = add_upstream(w, l, l->n, e, e->line))) return rc;
+        e->timeout = 0; /* an upstream's timeout is per attempt (the replica's), so a
+                           retry on another replica still fits */
     }
     return 0;
 }
