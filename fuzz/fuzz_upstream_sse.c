@@ -62,14 +62,18 @@ static void chunks(const rec_t *r)
         j.is_chat = chat;
         j.cb = on_job_event;
         j.t_submit = 1;
+        j.winner = -1;
+        attempt_t *at = &j.att[0];
+        at->j = &j;
         const char *p = r->all.p, *end = p + r->all.n;
         while (p && p < end) {
             const char *sep = memchr(p, '\x1e', (size_t)(end - p));
             if (!sep) abort();
-            if (on_sse(&j, p, (size_t)(sep - p))) break; /* stop: as the transfer would */
+            if (on_sse(at, p, (size_t)(sep - p))) break; /* stop: as the transfer would */
             p = sep + 1;
         }
-        if (j.n_prompt < 0 || j.n_gen < 0 || j.n_cached < 0) abort();
+        if (at->n_prompt < 0 || at->n_gen < 0 || at->n_cached < 0) abort();
+        upsse_free(&at->sse);
     }
 }
 

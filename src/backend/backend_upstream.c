@@ -14,6 +14,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@
 #define RETRY_RATIO 0.2    /* retry budget: tokens earned per request */
 #define RETRY_RESERVE 10.0 /* ... and its cap (also the start) */
 #define CONNECT_TIMEOUT_MS 3000L
+#define FAIL_PENALTY 1.0 /* seconds: a failed attempt counts as an answer this slow */
 
 typedef struct ups ups_t;
 typedef struct job job_t;
@@ -52,6 +54,26 @@ typedef struct {
     unsigned long long n_req, n_err, n_ok, n_ejections;
 } replica_t;
 
+/* One transfer of a job to one replica. */
+typedef struct {
+    job_t *j;
+    int slot;       /* its index in j->att */
+    replica_t *rep; /* NULL: not running */
+    uphttp_xfer_t *x;
+    upsse_t sse;
+    long status;
+    buf_t errbody;
+    double t_start;
+    int got_event; /* a chunk came */
+    int saw_done;  /* "[DONE]" came */
+    int has_usage;
+    int n_prompt, n_gen, n_cached;
+    bk_finish_t finish;
+    int is_hedge;
+    buf_t held; /* whole jobs: the text so far, passed on at the end */
+    char stream_err[256];
+} attempt_t;
+
 struct job {
     ups_t *g;
     job_t *prev, *next;
@@ -59,32 +81,27 @@ struct job {
     bk_event_fn cb;
     void *user;
     int is_chat;
+    int whole;  /* bk_req_t.whole: text is held until the attempt succeeds */
     char *tail; /* the body after "model": ",...}" */
     size_t tail_len;
-    /* the attempt */
-    replica_t *rep;
-    uphttp_xfer_t *x;
-    upsse_t sse;
-    long status;
-    buf_t errbody;
-    double t_attempt;
-    int got_event; /* a chunk came on this attempt */
-    int saw_done;  /* "[DONE]" came */
-    char stream_err[256];
-    /* the job */
-    unsigned tried; /* bit i: replica i tried (first 32) */
+    attempt_t att[2]; /* [1]: a hedge or a retry while [0] runs */
+    int winner;       /* the attempt whose text went out, -1: none yet */
+    double hedge_at;  /* when to hedge (mono seconds), 0: never */
+    unsigned tried;   /* bit i: replica i tried (first 32) */
     int n_tries;
     int started; /* START delivered */
     int sent;    /* a DELTA delivered: no retry from now on */
     double t_submit, t_first;
-    int n_prompt, n_gen, n_cached, has_usage;
-    bk_finish_t finish;
     /* DONE owed by the kick timer */
     int done_pending;
     bk_finish_t done_finish;
     int done_err, done_status;
     char done_msg[512];
 };
+
+#define TTFB_RING 128 /* recent first-byte times kept for the hedge delay */
+#define HEDGE_MIN_SAMPLES 20
+#define HEDGE_MIN_DELAY 0.002 /* seconds */
 
 struct ups {
     backend_t base;
@@ -99,8 +116,12 @@ struct ups {
     uint64_t next_id;
     uint64_t rng;
     double retry_tokens;
-    unsigned long long n_retries, n_budget_denied;
-    uv_timer_t kick;
+    unsigned long long n_retries, n_budget_denied, n_hedges, n_hedge_wins;
+    double ttfb[TTFB_RING]; /* recent first-byte times, a ring */
+    int n_ttfb;             /* samples taken (the ring holds the last TTFB_RING) */
+    uv_timer_t kick;        /* deferred DONEs */
+    uv_timer_t hedge;       /* the next hedge */
+    int open_handles;
     int closing;
 };
 
@@ -164,6 +185,8 @@ static void rep_ok(replica_t *r)
 static void rep_fail(replica_t *r, double now)
 {
     ups_t *g = r->g;
+    /* a replica that fails fast must not look fast to P2C */
+    observe(r, r->ewma > FAIL_PENALTY ? r->ewma : FAIL_PENALTY, now);
     r->n_err++;
     r->fails++;
     int half_open = r->until > 0;
@@ -203,6 +226,8 @@ static replica_t *pick(ups_t *g, job_t *j)
         return &g->reps[best];
     }
     if (n == 1) return &g->reps[cand[0]];
+    for (int k = 0; k < n; k++) /* a replica whose cooldown ended gets its trial first */
+        if (g->reps[cand[k]].until > 0) return &g->reps[cand[k]];
     if (g->rt.strategy == ROUTE_SHUFFLE) {
         double tot = 0;
         for (int k = 0; k < n; k++)
@@ -237,8 +262,11 @@ static void job_free(job_t *j)
         g->jobs = j->next;
     if (j->next) j->next->prev = j->prev;
     g->n_jobs--;
-    upsse_free(&j->sse);
-    buf_free(&j->errbody);
+    for (int i = 0; i < 2; i++) {
+        upsse_free(&j->att[i].sse);
+        buf_free(&j->att[i].errbody);
+        buf_free(&j->att[i].held);
+    }
     free(j->tail);
     free(j);
 }
@@ -261,7 +289,9 @@ static void defer_done(job_t *j, bk_finish_t fin, int err, int status, const cha
     uv_timer_start(&j->g->kick, on_kick, 0, 0);
 }
 
-static void deliver_done(job_t *j, bk_finish_t fin, int err, int status, const char *msg)
+/* DONE with the counts of attempt a (NULL: none). */
+static void deliver_done(job_t *j, const attempt_t *a, bk_finish_t fin, int err, int status,
+                         const char *msg)
 {
     bk_event_t ev = {0};
     ev.type = BK_EV_DONE;
@@ -269,9 +299,11 @@ static void deliver_done(job_t *j, bk_finish_t fin, int err, int status, const c
     ev.err = err;
     ev.status = status;
     ev.msg = msg && msg[0] ? msg : NULL;
-    ev.n_prompt = j->n_prompt;
-    ev.n_gen = j->n_gen;
-    ev.n_cached = j->n_cached;
+    if (a) {
+        ev.n_prompt = a->n_prompt;
+        ev.n_gen = a->n_gen;
+        ev.n_cached = a->n_cached;
+    }
     ev.t_first_token = j->t_first > 0 ? j->t_first - j->t_submit : 0;
     bk_event_fn cb = j->cb;
     void *user = j->user;
@@ -289,22 +321,37 @@ static void on_kick(uv_timer_t *t)
         if (!j) break;
         char msg[512];
         snprintf(msg, sizeof msg, "%s", j->done_msg);
-        deliver_done(j, j->done_finish, j->done_err, j->done_status, msg);
+        const attempt_t *a = j->winner >= 0 ? &j->att[j->winner] : NULL;
+        deliver_done(j, a, j->done_finish, j->done_err, j->done_status, msg);
     }
 }
 
-static void end_attempt(job_t *j)
+static int running(const attempt_t *a)
 {
-    if (j->rep) {
-        j->rep->inflight--;
-        if (j->rep->probing && j->rep->until > 0) j->rep->probing = 0;
-    }
-    j->x = NULL;
-    upsse_free(&j->sse);
-    buf_clear(&j->errbody);
+    return a->rep != NULL;
 }
 
-static int start_attempt(job_t *j, bar_msg_t *msg);
+static void end_attempt(attempt_t *a)
+{
+    if (a->rep) {
+        a->rep->inflight--;
+        if (a->rep->probing && a->rep->until > 0) a->rep->probing = 0;
+    }
+    a->rep = NULL;
+    a->x = NULL;
+    upsse_free(&a->sse);
+    buf_clear(&a->errbody);
+}
+
+/* Stop a running attempt without judging its replica (a lost hedge, a cancel). */
+static void abort_attempt(attempt_t *a)
+{
+    if (!running(a)) return;
+    if (a->x) uphttp_abort(a->x); /* closes the connection: the upstream stops generating */
+    end_attempt(a);
+}
+
+static int start_attempt(job_t *j, int slot, bar_msg_t *msg);
 
 /* The upstream's error message from a JSON error body, if any. */
 static void upstream_reason(const char *p, size_t n, char *out, size_t cap)
@@ -326,19 +373,33 @@ static void upstream_reason(const char *p, size_t n, char *out, size_t cap)
     cJSON_Delete(root);
 }
 
-static void emit_delta(job_t *j, const char *text, size_t n)
+static void deliver_start(job_t *j)
 {
-    if (!j->started) {
-        j->started = 1;
-        bk_event_t s = {0};
-        s.type = BK_EV_START;
-        j->cb(j->user, &s);
-        if (j->done_pending) return;
-    }
-    if (!j->t_first) {
-        j->t_first = time_now_mono();
-        if (j->rep) observe(j->rep, j->t_first - j->t_attempt, j->t_first);
-    }
+    if (j->started) return;
+    j->started = 1;
+    bk_event_t s = {0};
+    s.type = BK_EV_START;
+    j->cb(j->user, &s);
+}
+
+/* a's first text: it wins the job (the other attempt, if any, is stopped). */
+static void win(attempt_t *a)
+{
+    job_t *j = a->j;
+    if (j->winner >= 0) return;
+    j->winner = a->slot;
+    j->hedge_at = 0;
+    if (a->is_hedge) j->g->n_hedge_wins++;
+    abort_attempt(&j->att[!a->slot]);
+}
+
+static void emit_delta(attempt_t *a, const char *text, size_t n)
+{
+    job_t *j = a->j;
+    win(a);
+    deliver_start(j);
+    if (j->done_pending) return;
+    if (!j->t_first) j->t_first = time_now_mono();
     j->sent = 1;
     bk_event_t ev = {0};
     ev.type = BK_EV_DELTA;
@@ -354,27 +415,41 @@ static bk_finish_t finish_of(const char *s)
     return BK_FINISH_STOP;
 }
 
+/* A's replica sent its first chunk: a latency sample for P2C and hedging. */
+static void first_byte(attempt_t *a)
+{
+    double now = time_now_mono();
+    ups_t *g = a->j->g;
+    if (a->rep) observe(a->rep, now - a->t_start, now);
+    g->ttfb[g->n_ttfb % TTFB_RING] = now - a->t_start;
+    g->n_ttfb++;
+}
+
 /* One SSE event of a 2xx answer. Non-zero stops the transfer. */
 static int on_sse(void *ud, const char *data, size_t n)
 {
-    job_t *j = ud;
+    attempt_t *a = ud;
+    job_t *j = a->j;
     if (j->done_pending) return 1;
-    j->got_event = 1;
+    if (!a->got_event) {
+        a->got_event = 1;
+        first_byte(a);
+    }
     if (n == 6 && !memcmp(data, "[DONE]", 6)) {
-        j->saw_done = 1;
+        a->saw_done = 1;
         return 0;
     }
     cJSON *root = cJSON_ParseWithLength(data, n);
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        snprintf(j->stream_err, sizeof j->stream_err, "a stream chunk is not JSON");
+        snprintf(a->stream_err, sizeof a->stream_err, "a stream chunk is not JSON");
         return 1;
     }
     const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
     if (err) {
         const cJSON *m =
             cJSON_IsObject(err) ? cJSON_GetObjectItemCaseSensitive(err, "message") : err;
-        snprintf(j->stream_err, sizeof j->stream_err, "error in stream: %.200s",
+        snprintf(a->stream_err, sizeof a->stream_err, "error in stream: %.200s",
                  cJSON_IsString(m) ? m->valuestring : "(no message)");
         cJSON_Delete(root);
         return 1;
@@ -387,12 +462,12 @@ static int on_sse(void *ud, const char *data, size_t n)
         const cJSON *cached =
             cJSON_IsObject(det) ? cJSON_GetObjectItemCaseSensitive(det, "cached_tokens") : NULL;
         if (cJSON_IsNumber(pt) && pt->valuedouble >= 0 && pt->valuedouble < 1e9)
-            j->n_prompt = (int)pt->valuedouble;
+            a->n_prompt = (int)pt->valuedouble;
         if (cJSON_IsNumber(ct) && ct->valuedouble >= 0 && ct->valuedouble < 1e9)
-            j->n_gen = (int)ct->valuedouble;
+            a->n_gen = (int)ct->valuedouble;
         if (cJSON_IsNumber(cached) && cached->valuedouble >= 0 && cached->valuedouble < 1e9)
-            j->n_cached = (int)cached->valuedouble;
-        j->has_usage = 1;
+            a->n_cached = (int)cached->valuedouble;
+        a->has_usage = 1;
     }
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
     const cJSON *c0 = cJSON_IsArray(choices) ? cJSON_GetArrayItem(choices, 0) : NULL;
@@ -406,11 +481,19 @@ static int on_sse(void *ud, const char *data, size_t n)
             text = cJSON_GetObjectItemCaseSensitive(c0, "text");
         }
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c0, "finish_reason");
-        if (cJSON_IsString(fr)) j->finish = finish_of(fr->valuestring);
+        if (cJSON_IsString(fr)) a->finish = finish_of(fr->valuestring);
         if (cJSON_IsString(text) && text->valuestring[0]) {
-            if (!j->has_usage) j->n_gen++; /* counted until the usage chunk says */
-            emit_delta(j, text->valuestring, strlen(text->valuestring));
-            if (j->done_pending) rc = 1;
+            if (!a->has_usage) a->n_gen++; /* counted until the usage chunk says */
+            if (j->whole) {
+                win(a);
+                if (buf_append(&a->held, text->valuestring, strlen(text->valuestring))) {
+                    snprintf(a->stream_err, sizeof a->stream_err, "out of memory");
+                    rc = 1;
+                }
+            } else {
+                emit_delta(a, text->valuestring, strlen(text->valuestring));
+                if (j->done_pending) rc = 1;
+            }
         }
     }
     cJSON_Delete(root);
@@ -421,28 +504,29 @@ static int on_sse(void *ud, const char *data, size_t n)
  * an HTTP error for the client, and a retry is invisible. */
 static void on_status(void *ud, long status)
 {
-    job_t *j = ud;
-    j->status = status;
+    attempt_t *a = ud;
+    a->status = status;
 }
 
 static int on_data(void *ud, const char *p, size_t n)
 {
-    job_t *j = ud;
-    if (j->done_pending) return 1;
-    if (j->status < 200 || j->status >= 300) {
-        size_t room = ERRBODY_MAX - j->errbody.n;
-        if (room) buf_append(&j->errbody, p, n < room ? n : room);
+    attempt_t *a = ud;
+    if (a->j->done_pending) return 1;
+    if (a->status < 200 || a->status >= 300) {
+        size_t room = ERRBODY_MAX - a->errbody.n;
+        if (room) buf_append(&a->errbody, p, n < room ? n : room);
         return 0;
     }
-    int rc = upsse_feed(&j->sse, p, n);
-    if (rc < 0 && !j->stream_err[0])
-        snprintf(j->stream_err, sizeof j->stream_err, "a stream line longer than %u bytes",
+    int rc = upsse_feed(&a->sse, p, n);
+    if (rc < 0 && !a->stream_err[0])
+        snprintf(a->stream_err, sizeof a->stream_err, "a stream line longer than %u bytes",
                  UPSSE_LINE_MAX);
     return rc;
 }
 
 /* Whether another attempt may go out: nothing was passed on, a replica is
- * left, the request's retries and the group's budget allow it. */
+ * left, the request's retries and the group's budget allow it (takes a
+ * token when it does). */
 static int may_retry(job_t *j)
 {
     ups_t *g = j->g;
@@ -462,43 +546,51 @@ static int may_retry(job_t *j)
 
 static void on_done(void *ud, uphttp_end_t end, long status, const char *why)
 {
-    job_t *j = ud;
+    attempt_t *a = ud;
+    job_t *j = a->j;
     ups_t *g = j->g;
-    replica_t *r = j->rep;
+    replica_t *r = a->rep;
     double now = time_now_mono();
-    if (status) j->status = status;
-    int ok2xx = j->status >= 200 && j->status < 300;
+    a->x = NULL; /* finished: nothing to abort any more */
+    if (status) a->status = status;
+    int ok2xx = a->status >= 200 && a->status < 300;
     if (j->done_pending) { /* the pipeline cancelled from inside a callback */
-        end_attempt(j);
+        end_attempt(a);
         return;
     }
-    if (end == UPHTTP_OK && ok2xx && !j->stream_err[0] && (j->saw_done || j->finish)) {
-        if (!j->got_event) observe(r, now - j->t_attempt, now);
+    if (end == UPHTTP_OK && ok2xx && !a->stream_err[0] && (a->saw_done || a->finish)) {
+        if (!a->got_event) first_byte(a);
         rep_ok(r);
-        end_attempt(j);
-        if (!j->started) {
-            j->started = 1;
-            bk_event_t s = {0};
-            s.type = BK_EV_START;
-            j->cb(j->user, &s);
-            if (j->done_pending) return; /* cancelled from the START callback */
+        win(a); /* an answer without text: it still wins */
+        end_attempt(a);
+        deliver_start(j);
+        if (j->done_pending) return; /* cancelled from the START callback */
+        if (a->held.n) {
+            if (!j->t_first) j->t_first = time_now_mono();
+            j->sent = 1;
+            bk_event_t ev = {0};
+            ev.type = BK_EV_DELTA;
+            ev.text = a->held.p;
+            ev.text_len = a->held.n;
+            j->cb(j->user, &ev);
+            if (j->done_pending) return;
         }
-        deliver_done(j, j->finish ? j->finish : BK_FINISH_STOP, 0, 0, NULL);
+        deliver_done(j, a, a->finish ? a->finish : BK_FINISH_STOP, 0, 0, NULL);
         return;
     }
     /* what went wrong, naming the upstream (never its key) */
     char what[400], reason[320];
     int client_fault = 0, st = 502;
     if (end == UPHTTP_OK && !ok2xx) {
-        upstream_reason(j->errbody.p, j->errbody.n, reason, sizeof reason);
-        snprintf(what, sizeof what, "HTTP %ld%s%s", j->status, reason[0] ? ": " : "", reason);
+        upstream_reason(a->errbody.p, a->errbody.n, reason, sizeof reason);
+        snprintf(what, sizeof what, "HTTP %ld%s%s", a->status, reason[0] ? ": " : "", reason);
         /* the request's fault: the same answer from every replica */
-        client_fault = j->status >= 400 && j->status < 500 && j->status != 408 &&
-                       j->status != 429 && j->status != 401 && j->status != 403;
+        client_fault = a->status >= 400 && a->status < 500 && a->status != 408 &&
+                       a->status != 429 && a->status != 401 && a->status != 403;
         if (client_fault) st = 400;
     } else if (end == UPHTTP_OK || end == UPHTTP_STOPPED) {
         snprintf(what, sizeof what, "%s",
-                 j->stream_err[0] ? j->stream_err : "the stream ended without [DONE]");
+                 a->stream_err[0] ? a->stream_err : "the stream ended without [DONE]");
     } else if (end == UPHTTP_TIMEOUT) {
         snprintf(what, sizeof what, "timed out (%s)", why);
         st = 504;
@@ -513,22 +605,32 @@ static void on_done(void *ud, uphttp_end_t end, long status, const char *why)
         rep_fail(r, now);
     char base[sizeof r->base];
     snprintf(base, sizeof base, "%s", r->base);
-    end_attempt(j);
+    int slot = a->slot;
+    end_attempt(a);
+    if (j->winner == slot && !j->sent) j->winner = -1; /* held text: start over */
+    if (!client_fault && !j->sent && running(&j->att[!slot])) {
+        /* the other attempt (a hedge) may still answer */
+        fprintf(stderr, "barista serve: upstream %s (model %s): %s; the other attempt goes on\n",
+                base, g->name, what);
+        return;
+    }
     if (!client_fault && may_retry(j)) {
         fprintf(stderr, "barista serve: upstream %s (model %s): %s; retrying on another replica\n",
                 base, g->name, what);
         bar_msg_t m;
-        if (start_attempt(j, &m) == 0) return;
+        if (start_attempt(j, slot, &m) == 0) return;
         snprintf(what, sizeof what, "%.390s", m.text);
     }
     char msg[1200];
     snprintf(msg, sizeof msg, "upstream %.300s (model %s): %s", base, g->name, what);
-    deliver_done(j, BK_FINISH_ERROR, client_fault ? BAR_ERR_INVALID : BAR_ERR_IO, st, msg);
+    deliver_done(j, a, BK_FINISH_ERROR, client_fault ? BAR_ERR_INVALID : BAR_ERR_IO, st, msg);
 }
 
-static int start_attempt(job_t *j, bar_msg_t *msg)
+/* Start attempt `slot` of j on the replica pick() gives. */
+static int start_attempt(job_t *j, int slot, bar_msg_t *msg)
 {
     ups_t *g = j->g;
+    attempt_t *a = &j->att[slot];
     for (;;) {
         replica_t *r = pick(g, j);
         if (!r) return bar_fail(msg, BAR_ERR_BUSY, "no replica left to try");
@@ -561,24 +663,94 @@ static int start_attempt(job_t *j, bar_msg_t *msg)
         hr.on_status = on_status;
         hr.on_data = on_data;
         hr.on_done = on_done;
-        hr.ud = j;
-        upsse_init(&j->sse, on_sse, j);
-        j->status = 0;
-        j->got_event = 0;
-        j->saw_done = 0;
-        j->finish = BK_FINISH_NONE;
-        j->stream_err[0] = '\0';
-        j->t_attempt = time_now_mono();
-        j->rep = r;
+        hr.ud = a;
+        upsse_free(&a->sse);
+        buf_clear(&a->errbody);
+        buf_clear(&a->held);
+        int is_hedge = a->is_hedge;
+        memset(a, 0, offsetof(attempt_t, errbody)); /* j .. status */
+        a->j = j;
+        a->slot = slot;
+        a->got_event = a->saw_done = a->has_usage = 0;
+        a->n_prompt = a->n_gen = a->n_cached = 0;
+        a->finish = BK_FINISH_NONE;
+        a->is_hedge = is_hedge;
+        a->stream_err[0] = '\0';
+        upsse_init(&a->sse, on_sse, a);
+        a->t_start = time_now_mono();
+        a->rep = r;
         r->inflight++;
         r->n_req++;
-        int rc = uphttp_start(g->http, &hr, &j->x, msg);
+        int rc = uphttp_start(g->http, &hr, &a->x, msg);
         buf_free(&body);
         if (rc == 0) return 0;
         r->inflight--;
-        j->rep = NULL;
+        a->rep = NULL;
         if (rc == BAR_ERR_NOMEM) return rc;
     }
+}
+
+/* ---- hedging ----------------------------------------------------------------------------- */
+
+static int cmp_double(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* The group's p95 time to first byte over the recent samples, 0: too few. */
+static double ttfb_p95(const ups_t *g)
+{
+    if (g->n_ttfb < HEDGE_MIN_SAMPLES) return 0;
+    int n = g->n_ttfb < TTFB_RING ? g->n_ttfb : TTFB_RING;
+    double v[TTFB_RING];
+    memcpy(v, g->ttfb, (size_t)n * sizeof v[0]);
+    qsort(v, (size_t)n, sizeof v[0], cmp_double);
+    double p = v[(int)(0.95 * (n - 1))];
+    return p < HEDGE_MIN_DELAY ? HEDGE_MIN_DELAY : p;
+}
+
+static void on_hedge(uv_timer_t *t);
+
+static void arm_hedge(ups_t *g)
+{
+    double next = 0;
+    for (job_t *j = g->jobs; j; j = j->next)
+        if (j->hedge_at > 0 && (next == 0 || j->hedge_at < next)) next = j->hedge_at;
+    if (next == 0) {
+        uv_timer_stop(&g->hedge);
+        return;
+    }
+    double d = next - time_now_mono();
+    uv_timer_start(&g->hedge, on_hedge, d > 0 ? (uint64_t)(d * 1000) + 1 : 0, 0);
+}
+
+/* A healthy replica j has not tried. */
+static int hedge_target(ups_t *g, const job_t *j)
+{
+    double now = time_now_mono();
+    for (int i = 0; i < g->n_reps; i++)
+        if (untried(j, i) && g->reps[i].until == 0) return 1;
+    (void)now;
+    return 0;
+}
+
+static void on_hedge(uv_timer_t *t)
+{
+    ups_t *g = t->data;
+    double now = time_now_mono();
+    for (job_t *j = g->jobs; j; j = j->next) {
+        if (j->hedge_at == 0 || j->hedge_at > now) continue;
+        j->hedge_at = 0;
+        if (j->done_pending || j->sent || j->winner >= 0 || !running(&j->att[0]) ||
+            running(&j->att[1]) || !hedge_target(g, j) || g->retry_tokens < 1)
+            continue;
+        g->retry_tokens -= 1;
+        j->att[1].is_hedge = 1;
+        bar_msg_t m;
+        if (start_attempt(j, 1, &m) == 0) g->n_hedges++;
+    }
+    arm_hedge(g);
 }
 
 /* ---- the vtable -------------------------------------------------------------------------- */
@@ -663,6 +835,7 @@ static int up_submit(backend_t *b, const bk_req_t *q, uint64_t *id, bar_msg_t *m
     j->cb = q->cb;
     j->user = q->user;
     j->is_chat = q->is_chat;
+    j->whole = q->whole;
     j->t_submit = time_now_mono();
     if (build_tail(j, q)) {
         free(j);
@@ -674,9 +847,17 @@ static int up_submit(backend_t *b, const bk_req_t *q, uint64_t *id, bar_msg_t *m
     g->n_jobs++;
     g->retry_tokens += RETRY_RATIO;
     if (g->retry_tokens > RETRY_RESERVE) g->retry_tokens = RETRY_RESERVE;
+    j->winner = -1;
     bar_msg_t m = {{0}};
-    if (start_attempt(j, &m))
+    if (start_attempt(j, 0, &m)) {
         defer_done(j, BK_FINISH_ERROR, BAR_ERR_BUSY, 503, "upstream model %s: %s", g->name, m.text);
+    } else if (g->rt.hedge && g->n_reps > 1) {
+        double p95 = ttfb_p95(g);
+        if (p95 > 0) {
+            j->hedge_at = j->t_submit + p95;
+            arm_hedge(g);
+        }
+    }
     *id = j->id;
     return 0;
 }
@@ -686,10 +867,9 @@ static void up_cancel(backend_t *b, uint64_t id)
     ups_t *g = (ups_t *)b;
     for (job_t *j = g->jobs; j; j = j->next) {
         if (j->id != id || j->done_pending) continue;
-        if (j->x) {
-            uphttp_abort(j->x); /* closes the connection: the upstream stops generating */
-            end_attempt(j);
-        }
+        abort_attempt(&j->att[0]);
+        abort_attempt(&j->att[1]);
+        j->hedge_at = 0;
         defer_done(j, BK_FINISH_CANCELLED, 0, 0, "%s", "");
         return;
     }
@@ -721,7 +901,8 @@ static int up_count_tokens(backend_t *b, const bk_req_t *q, size_t *n, bar_msg_t
 
 static void on_kick_closed(uv_handle_t *h)
 {
-    free(h->data);
+    ups_t *g = h->data;
+    if (--g->open_handles == 0) free(g);
 }
 
 static void up_destroy(backend_t *b)
@@ -729,14 +910,12 @@ static void up_destroy(backend_t *b)
     ups_t *g = (ups_t *)b;
     g->closing = 1;
     for (job_t *j = g->jobs; j; j = j->next) {
-        if (j->x) {
-            uphttp_abort(j->x);
-            end_attempt(j);
-        }
+        abort_attempt(&j->att[0]);
+        abort_attempt(&j->att[1]);
     }
     while (g->jobs) {
         job_t *j = g->jobs;
-        deliver_done(j, BK_FINISH_CANCELLED, 0, 0, NULL);
+        deliver_done(j, NULL, BK_FINISH_CANCELLED, 0, 0, NULL);
     }
     uphttp_destroy(g->http);
     for (int i = 0; i < g->n_reps; i++) {
@@ -747,7 +926,9 @@ static void up_destroy(backend_t *b)
     }
     free(g->reps);
     uv_timer_stop(&g->kick);
+    uv_timer_stop(&g->hedge);
     uv_close((uv_handle_t *)&g->kick, on_kick_closed);
+    uv_close((uv_handle_t *)&g->hedge, on_kick_closed);
 }
 
 static const bk_ops_t OPS = {
@@ -790,7 +971,7 @@ int backend_upstream_create(backend_t **out, uv_loop_t *loop, const model_list_t
     if (l->has_router)
         g->rt = l->router;
     else
-        g->rt = (model_router_t){ROUTE_LATENCY, 2, 3, 5.0};
+        g->rt = (model_router_t){ROUTE_LATENCY, 2, 3, 5.0, 0};
     if (g->rt.allowed_fails < 1) g->rt.allowed_fails = 1;
     g->retry_tokens = RETRY_RESERVE;
     g->rng = (uint64_t)(time_now_mono() * 1e9) ^ (uint64_t)(uintptr_t)g ^ 0x9E3779B97F4A7C15ull;
@@ -830,6 +1011,9 @@ int backend_upstream_create(backend_t **out, uv_loop_t *loop, const model_list_t
     }
     uv_timer_init(loop, &g->kick);
     g->kick.data = g;
+    uv_timer_init(loop, &g->hedge);
+    g->hedge.data = g;
+    g->open_handles = 2;
     *out = &g->base;
     return 0;
 }
@@ -883,4 +1067,18 @@ void backend_upstream_metrics(backend_t *const *bs, const char *const *names, in
         if (backend_is_upstream(bs[k]))
             buf_printf(out, "barista_upstream_retries_total{model=\"%s\"} %llu\n", names[k],
                        ((const ups_t *)bs[k])->n_retries);
+    buf_printf(out, "# HELP barista_upstream_hedges_total Second attempts sent after the group's "
+                    "p95 time to first byte (router_settings.hedging).\n"
+                    "# TYPE barista_upstream_hedges_total counter\n");
+    for (int k = 0; k < n; k++)
+        if (backend_is_upstream(bs[k]))
+            buf_printf(out, "barista_upstream_hedges_total{model=\"%s\"} %llu\n", names[k],
+                       ((const ups_t *)bs[k])->n_hedges);
+    buf_printf(out, "# HELP barista_upstream_hedge_wins_total Hedges that answered first (the "
+                    "first attempt was cancelled).\n"
+                    "# TYPE barista_upstream_hedge_wins_total counter\n");
+    for (int k = 0; k < n; k++)
+        if (backend_is_upstream(bs[k]))
+            buf_printf(out, "barista_upstream_hedge_wins_total{model=\"%s\"} %llu\n", names[k],
+                       ((const ups_t *)bs[k])->n_hedge_wins);
 }

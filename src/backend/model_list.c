@@ -491,7 +491,7 @@ static int read_router(walk_t *w, model_list_t *l, const yaml_node_t *m)
         "debug_level",
         "set_verbose",
     };
-    model_router_t r = {ROUTE_LATENCY, 2, 3, 5.0};
+    model_router_t r = {ROUTE_LATENCY, 2, 3, 5.0, 0};
     if (is_null(m)) {
         l->router = r;
         l->has_router = 1;
@@ -522,6 +522,12 @@ static int read_router(walk_t *w, model_list_t *l, const yaml_node_t *m)
                                 "%s:%zu: router_settings: routing_strategy \"%s\" is not "
                                 "supported (latency-based-routing, least-busy, simple-shuffle)",
                                 w->src, line_of(v), show(b, sizeof b, sval(v), slen(v)));
+            continue;
+        }
+        if (is_str(k, "hedging")) {
+            if ((rc = once(w, &seen, 4, k, w->who)) ||
+                (rc = get_bool(w, v, "router_settings.hedging", &r.hedge)))
+                return rc;
             continue;
         }
         static const char *const nums[] = {"num_retries", "allowed_fails", "cooldown_time"};
@@ -560,7 +566,7 @@ static int read_router(walk_t *w, model_list_t *l, const yaml_node_t *m)
         if (j < sizeof ignored / sizeof ignored[0]) continue;
         return bar_fail(w->msg, BAR_ERR_INVALID,
                         "%s:%zu: router_settings: unknown key \"%s\" (read: routing_strategy, "
-                        "num_retries, allowed_fails, cooldown_time)",
+                        "num_retries, allowed_fails, cooldown_time, hedging)",
                         w->src, line_of(k), show(b, sizeof b, sval(k), slen(k)));
     }
     l->router = r;

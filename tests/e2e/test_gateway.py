@@ -81,7 +81,7 @@ def cluster(barista_bin, gguf_path, tmp_path_factory):
     reps = [replica(barista_bin, gguf_path, p) for p in ports]
     stub = Stub()
     d = tmp_path_factory.mktemp("gw")
-    timeout = 3 * SLOW
+    timeout = 2 * SLOW
     cfg = "model_list:\n"
     for p in ports:
         cfg += (f"  - model_name: smol\n    litellm_params:\n"
@@ -99,7 +99,7 @@ def cluster(barista_bin, gguf_path, tmp_path_factory):
             f"  - model_name: mixed\n    litellm_params: {{model: openai/stub, "
             f"api_base: '{stub.base('ok')}'}}\n")
     cfg += ("router_settings:\n  routing_strategy: latency-based-routing\n"
-            "  num_retries: 2\n  allowed_fails: 2\n  cooldown_time: 1\n")
+            "  num_retries: 2\n  allowed_fails: 1\n  cooldown_time: 1\n")
     (d / "models.yaml").write_text(cfg)
     gw = Proc(barista_bin, ["--port", "0", "--models", str(d / "models.yaml"),
                             "--embedding-model", "none", "--access-log"],
@@ -186,7 +186,7 @@ def test_requests_spread_over_replicas(cluster):
 
     def worker(i):
         try:
-            for k in range(4):
+            for k in range(3):
                 chat(client(gw.url), "smol", f"spread {i} {k}", max_tokens=2)
         except Exception as e:  # noqa: BLE001
             errs.append(e)
@@ -199,7 +199,7 @@ def test_requests_spread_over_replicas(cluster):
     assert not errs
     after = upstream_series(gw, "barista_upstream_requests_total")
     got = {k: after[k] - before.get(k, 0) for k in after}
-    assert sum(got.values()) == 16
+    assert sum(got.values()) == 12
     assert all(v >= 1 for v in got.values()), got  # each replica served some
 
 
@@ -254,6 +254,38 @@ def test_retry_on_another_replica(cluster):
         assert r.choices[0].message.content == "Hello stub"
 
 
+def test_hedging_beats_a_straggler(barista_bin, tmp_path):
+    """router_settings.hedging: a second attempt after the group's p95 time to
+    first byte; the first answer wins and the straggler is cancelled."""
+    stub = Stub()
+    cfg = tmp_path / "hedge.yaml"
+    cfg.write_text(
+        "model_list:\n"
+        f"  - model_name: h\n    litellm_params: {{model: openai/stub, api_base: '{stub.base('slowable')}'}}\n"
+        f"  - model_name: h\n    litellm_params: {{model: openai/stub, api_base: '{stub.base('ok')}'}}\n"
+        "router_settings: {routing_strategy: simple-shuffle, hedging: true}\n")
+    gw = Proc(barista_bin, ["--port", "0", "--models", str(cfg), "--embedding-model", "none"])
+    try:
+        c = client(gw.url)
+        for i in range(25):  # p95 of fast answers
+            chat(c, "h", f"warm {i}")
+        stub.slow(3)
+        worst = 0
+        for i in range(16):
+            t0 = time.time()
+            assert chat(c, "h", f"hedge {i}").choices[0].message.content == "Hello stub"
+            worst = max(worst, time.time() - t0)
+        m = metrics(gw)
+        assert m['barista_upstream_hedges_total{model="h"}'] >= 1
+        assert m['barista_upstream_hedge_wins_total{model="h"}'] >= 1
+        assert worst < 1.5 * SLOW  # no request waited for the 2 s straggler
+        slowable = sum(1 for x in stub.calls if x["mode"] == "slowable")
+        assert slowable >= 1
+    finally:
+        gw.stop()
+        stub.stop()
+
+
 def test_replica_killed_and_frozen(cluster, barista_bin, gguf_path):
     gw, reps, ports = cluster["gw"], cluster["reps"], cluster["ports"]
     base = [f"http://127.0.0.1:{p}/v1" for p in ports]
@@ -285,7 +317,7 @@ def test_replica_killed_and_frozen(cluster, barista_bin, gguf_path):
     wait_for(lambda: len(ok) >= 8, 20)
     reps[1].kill()
     n_kill = len(ok)
-    wait_for(lambda: len(ok) >= n_kill + 12 and ejections(1) > e0, 30)
+    wait_for(lambda: len(ok) >= n_kill + 8 and ejections(1) > e0, 30)
     stop.set()
     for t in ts:
         t.join()

@@ -9,7 +9,8 @@ barista processes instead.
 
 The fault is the first path segment of the request: api_base
 http://127.0.0.1:PORT/<mode> makes the gateway POST /<mode>/v1/chat/completions.
-Modes: ok (a normal two-chunk stream), 500, badjson, cut (two chunks, then
+Modes: ok (a normal two-chunk stream), slowable (ok, but the next
+`stub.slow_next` calls wait 2 s before answering: a straggler for hedging), 500, badjson, cut (two chunks, then
 the connection closes mid-body), reset (RST before any answer), hang (no
 answer for 30 s). Every request's path and Authorization header is recorded."""
 import json
@@ -53,6 +54,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             self.close_connection = True
             return
+        if mode == "slowable":
+            with self.server.lock:
+                slow = self.server.slow_next > 0
+                self.server.slow_next -= slow
+            if slow:
+                time.sleep(2)
         if mode == "hang":
             time.sleep(30)
             self.close_connection = True
@@ -73,6 +80,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_chunk(b"data: {this is not json\n\n")
             self._send_chunk(b"")
             return
+        try:
+            self._stream(mode)
+        except OSError:  # the gateway hung up (a cancelled hedge)
+            self.close_connection = True
+
+    def _stream(self, mode):
         self._send_chunk(_chunk("Hello"))
         self._send_chunk(_chunk(" stub"))
         if mode == "cut":
@@ -91,6 +104,8 @@ class Stub:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.calls = []
+        self.httpd.slow_next = 0
+        self.httpd.lock = threading.Lock()
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
@@ -101,6 +116,10 @@ class Stub:
     @property
     def calls(self):
         return self.httpd.calls
+
+    def slow(self, n):
+        with self.httpd.lock:
+            self.httpd.slow_next = n
 
     def stop(self):
         self.httpd.shutdown()

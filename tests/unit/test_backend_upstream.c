@@ -20,7 +20,7 @@ static ups_t *group(int n, model_route_t how)
     g->reps = calloc((size_t)n, sizeof *g->reps);
     assert_non_null(g->reps);
     g->n_reps = n;
-    g->rt = (model_router_t){how, 2, 3, 5.0};
+    g->rt = (model_router_t){how, 2, 3, 5.0, 0};
     g->rng = 12345;
     g->retry_tokens = RETRY_RESERVE;
     snprintf(g->name, sizeof g->name, "g");
@@ -114,7 +114,8 @@ static void test_breaker(void **st)
     double now = time_now_mono();
     rep_fail(r, now);
     rep_fail(r, now);
-    assert_true(eligible(r, now)); /* 2 < allowed_fails */
+    assert_true(eligible(r, now));        /* 2 < allowed_fails */
+    assert_true(r->ewma >= FAIL_PENALTY); /* failing fast does not look fast */
     rep_fail(r, now);
     assert_false(eligible(r, now)); /* ejected for cooldown_time */
     assert_true(r->until == now + 5.0);
@@ -124,6 +125,9 @@ static void test_breaker(void **st)
     /* after the cooldown: one trial (half-open) */
     double later = r->until + 0.001;
     assert_true(eligible(r, later));
+    r->until = time_now_mono() - 0.001; /* cooldown over now: pick gives it its trial */
+    assert_int_equal(pick_idx(g), 0);
+    r->until = later - 0.001;
     r->probing = 1;
     assert_false(eligible(r, later));
     /* the trial fails: ejected again, for twice as long */
@@ -180,6 +184,30 @@ static void test_retry_budget(void **st)
     j.n_tries = 1;
     j.tried = 7; /* no replica left */
     assert_false(may_retry(&j));
+    group_free(g);
+}
+
+static void test_hedge_delay(void **st)
+{
+    (void)st;
+    ups_t *g = group(2, ROUTE_LATENCY);
+    for (int i = 0; i < HEDGE_MIN_SAMPLES - 1; i++)
+        g->ttfb[g->n_ttfb++] = 0.010;
+    assert_true(ttfb_p95(g) == 0); /* too few samples: no hedging */
+    g->ttfb[g->n_ttfb++] = 0.010;
+    assert_true(ttfb_p95(g) == 0.010);
+    for (int i = 0; i < 200; i++) /* the ring keeps the last TTFB_RING */
+        g->ttfb[g->n_ttfb++ % TTFB_RING] = i < 190 ? 0.020 : 1.0;
+    assert_true(ttfb_p95(g) == 1.0); /* 10 of 128 slow: above the 95th percentile */
+    for (int i = 0; i < TTFB_RING; i++)
+        g->ttfb[i] = 0.0001;
+    assert_true(ttfb_p95(g) == HEDGE_MIN_DELAY);
+    /* a hedge needs a healthy replica the job has not tried */
+    job_t j = {0};
+    j.tried = 1;
+    assert_true(hedge_target(g, &j));
+    g->reps[1].until = time_now_mono() + 10;
+    assert_false(hedge_target(g, &j));
     group_free(g);
 }
 
@@ -277,6 +305,7 @@ int main(void)
         cmocka_unit_test(test_breaker),
         cmocka_unit_test(test_panic_and_tried),
         cmocka_unit_test(test_retry_budget),
+        cmocka_unit_test(test_hedge_delay),
         cmocka_unit_test(test_body),
         cmocka_unit_test(test_create_destroy),
     };
