@@ -13,15 +13,20 @@
  * its requests plus a reserve of 10 — lasts). Each replica has a circuit
  * breaker: allowed_fails consecutive failures eject it for cooldown_time,
  * doubling on each ejection up to 8×; after the cooldown one trial request
- * (half-open) closes or re-opens it. When every replica is ejected the group
- * routes anyway (a guess beats a certain 503).
+ * (half-open; it goes first whatever its cost) closes or re-opens it. When
+ * every replica is ejected the group routes anyway (a guess beats a certain
+ * 503). With router_settings.hedging a job that has no text after the
+ * group's p95 time to first byte gets a second attempt on another healthy
+ * replica; the first to produce text wins, the other is aborted. A job with
+ * bk_req_t.whole holds its text until the attempt succeeds, so it can be
+ * retried after a failure half way.
  *
  * API keys are copied into the backend, sent only as the Authorization
  * header, and never appear in messages, logs or metrics.
  *
  * Not for: JSON request parsing from clients (src/api/), caching, the HTTP
- * transport (src/upstream/). Not done: hedging, active health checks, logprobs,
- * n > 1, tools and output constraints (refused with a 400 naming the field). */
+ * transport (src/upstream/). Not done: active health checks, logprobs, n > 1,
+ * tools and output constraints (refused with a 400 naming the field). */
 #ifndef BARISTA_BACKEND_BACKEND_UPSTREAM_H
 #define BARISTA_BACKEND_BACKEND_UPSTREAM_H
 
