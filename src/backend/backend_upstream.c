@@ -47,10 +47,11 @@ typedef struct {
     /* balancing and health (loop thread) */
     double ewma, t_ewma;
     int inflight;
-    int fails;    /* consecutive */
-    int n_eject;  /* ejections since the last success */
-    double until; /* ejected until (mono seconds); 0: closed */
-    int probing;  /* the half-open trial is out */
+    int fails;         /* consecutive */
+    int n_eject;       /* ejections since the last success */
+    double until;      /* ejected until (mono seconds); 0: closed */
+    int probing;       /* the half-open trial is out */
+    uphttp_xfer_t *hc; /* the active health check in flight, NULL: none */
     unsigned long long n_req, n_err, n_ok, n_ejections;
 } replica_t;
 
@@ -121,6 +122,7 @@ struct ups {
     int n_ttfb;             /* samples taken (the ring holds the last TTFB_RING) */
     uv_timer_t kick;        /* deferred DONEs */
     uv_timer_t hedge;       /* the next hedge */
+    uv_timer_t health;      /* active health checks */
     int open_handles;
     int closing;
 };
@@ -753,6 +755,52 @@ static void on_hedge(uv_timer_t *t)
     arm_hedge(g);
 }
 
+/* ---- active health checks --------------------------------------------------------------- */
+
+static void on_health_done(void *ud, uphttp_end_t end, long status, const char *why)
+{
+    replica_t *r = ud;
+    r->hc = NULL;
+    double now = time_now_mono();
+    if (end == UPHTTP_OK && status >= 200 && status < 300) {
+        if (r->until > 0 || r->fails > 0) {
+            fprintf(stderr,
+                    "barista serve: upstream %s of model %s answers its health check: "
+                    "back in rotation\n",
+                    r->base, r->g->name);
+            rep_ok(r);
+        }
+        return;
+    }
+    if (r->until > now) return; /* ejected already: the check only brings it back */
+    (void)why;
+    rep_fail(r, now);
+}
+
+static void on_health(uv_timer_t *t)
+{
+    ups_t *g = t->data;
+    if (g->closing) return;
+    long to = (long)(g->rt.health_interval * 1000);
+    if (to > 5000) to = 5000;
+    for (int i = 0; i < g->n_reps; i++) {
+        replica_t *r = &g->reps[i];
+        if (r->hc) continue;
+        char url[sizeof r->base + 16];
+        snprintf(url, sizeof url, "%s/models", r->base);
+        uphttp_req_t hr = {0};
+        hr.method = "GET";
+        hr.url = url;
+        hr.bearer = r->key;
+        hr.timeout_ms = to;
+        hr.connect_timeout_ms = to < CONNECT_TIMEOUT_MS ? to : CONNECT_TIMEOUT_MS;
+        hr.on_done = on_health_done;
+        hr.ud = r;
+        bar_msg_t m;
+        if (uphttp_start(g->http, &hr, &r->hc, &m)) r->hc = NULL;
+    }
+}
+
 /* ---- the vtable -------------------------------------------------------------------------- */
 
 /* The request as OpenAI JSON without "model": ",...}" into j->tail. */
@@ -917,6 +965,9 @@ static void up_destroy(backend_t *b)
         job_t *j = g->jobs;
         deliver_done(j, NULL, BK_FINISH_CANCELLED, 0, 0, NULL);
     }
+    uv_timer_stop(&g->health);
+    for (int i = 0; i < g->n_reps; i++)
+        if (g->reps[i].hc) uphttp_abort(g->reps[i].hc);
     uphttp_destroy(g->http);
     for (int i = 0; i < g->n_reps; i++) {
         if (g->reps[i].key) {
@@ -929,6 +980,7 @@ static void up_destroy(backend_t *b)
     uv_timer_stop(&g->hedge);
     uv_close((uv_handle_t *)&g->kick, on_kick_closed);
     uv_close((uv_handle_t *)&g->hedge, on_kick_closed);
+    uv_close((uv_handle_t *)&g->health, on_kick_closed);
 }
 
 static const bk_ops_t OPS = {
@@ -971,7 +1023,7 @@ int backend_upstream_create(backend_t **out, uv_loop_t *loop, const model_list_t
     if (l->has_router)
         g->rt = l->router;
     else
-        g->rt = (model_router_t){ROUTE_LATENCY, 2, 3, 5.0, 0};
+        g->rt = (model_router_t){ROUTE_LATENCY, 2, 3, 5.0, 0, 0};
     if (g->rt.allowed_fails < 1) g->rt.allowed_fails = 1;
     g->retry_tokens = RETRY_RESERVE;
     g->rng = (uint64_t)(time_now_mono() * 1e9) ^ (uint64_t)(uintptr_t)g ^ 0x9E3779B97F4A7C15ull;
@@ -1013,7 +1065,13 @@ int backend_upstream_create(backend_t **out, uv_loop_t *loop, const model_list_t
     g->kick.data = g;
     uv_timer_init(loop, &g->hedge);
     g->hedge.data = g;
-    g->open_handles = 2;
+    uv_timer_init(loop, &g->health);
+    g->health.data = g;
+    g->open_handles = 3;
+    if (g->rt.health_interval > 0) {
+        uint64_t ms = (uint64_t)(g->rt.health_interval * 1000);
+        uv_timer_start(&g->health, on_health, ms, ms);
+    }
     *out = &g->base;
     return 0;
 }

@@ -491,7 +491,7 @@ static int read_router(walk_t *w, model_list_t *l, const yaml_node_t *m)
         "debug_level",
         "set_verbose",
     };
-    model_router_t r = {ROUTE_LATENCY, 2, 3, 5.0, 0};
+    model_router_t r = {ROUTE_LATENCY, 2, 3, 5.0, 0, 0};
     if (is_null(m)) {
         l->router = r;
         l->has_router = 1;
@@ -530,12 +530,13 @@ static int read_router(walk_t *w, model_list_t *l, const yaml_node_t *m)
                 return rc;
             continue;
         }
-        static const char *const nums[] = {"num_retries", "allowed_fails", "cooldown_time"};
+        static const char *const nums[] = {"num_retries", "allowed_fails", "cooldown_time",
+                                           "health_check_interval"};
         int i = 0;
-        while (i < 3 && !is_str(k, nums[i]))
+        while (i < 4 && !is_str(k, nums[i]))
             i++;
-        if (i < 3) {
-            if ((rc = once(w, &seen, i + 1, k, w->who)) ||
+        if (i < 4) {
+            if ((rc = once(w, &seen, i == 3 ? 5 : i + 1, k, w->who)) ||
                 (rc = want_plain(w, v, nums[i], "a number")))
                 return rc;
             char txt[64];
@@ -547,6 +548,16 @@ static int read_router(walk_t *w, model_list_t *l, const yaml_node_t *m)
             txt[n] = '\0';
             double x = strtod(txt, NULL);
             double hi = i == 0 ? 16 : i == 1 ? 1000 : 3600;
+            if (i == 3) i = 4, hi = 3600; /* seen-bit 5 */
+            if (i == 4) {
+                if (!(x >= 0) || x > hi || (x > 0 && x < 0.1))
+                    return bar_fail(w->msg, BAR_ERR_RANGE,
+                                    "%s:%zu: router_settings: health_check_interval must be 0 "
+                                    "(off) or 0.1..3600 seconds (got %s)",
+                                    w->src, line_of(v), txt);
+                r.health_interval = x;
+                continue;
+            }
             if (!(x >= (i == 1 ? 1 : 0)) || x > hi)
                 return bar_fail(w->msg, BAR_ERR_RANGE,
                                 "%s:%zu: router_settings: %s must be "
@@ -564,10 +575,11 @@ static int read_router(walk_t *w, model_list_t *l, const yaml_node_t *m)
         while (j < sizeof ignored / sizeof ignored[0] && !is_str(k, ignored[j]))
             j++;
         if (j < sizeof ignored / sizeof ignored[0]) continue;
-        return bar_fail(w->msg, BAR_ERR_INVALID,
-                        "%s:%zu: router_settings: unknown key \"%s\" (read: routing_strategy, "
-                        "num_retries, allowed_fails, cooldown_time, hedging)",
-                        w->src, line_of(k), show(b, sizeof b, sval(k), slen(k)));
+        return bar_fail(
+            w->msg, BAR_ERR_INVALID,
+            "%s:%zu: router_settings: unknown key \"%s\" (read: routing_strategy, "
+            "num_retries, allowed_fails, cooldown_time, hedging, health_check_interval)",
+            w->src, line_of(k), show(b, sizeof b, sval(k), slen(k)));
     }
     l->router = r;
     l->has_router = 1;

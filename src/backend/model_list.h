@@ -160,11 +160,13 @@ typedef enum {
 /* router_settings (LiteLLM's names), for every upstream group. */
 typedef struct {
     model_route_t strategy;
-    int num_retries;      /* other replicas tried after a failure, default 2 */
-    int allowed_fails;    /* consecutive failures that eject a replica, default 3 */
-    double cooldown_time; /* seconds of the first ejection, default 5 */
-    int hedge;            /* "hedging: true" (barista's key): a second attempt on another
-                             replica after the group's p95 time to first byte */
+    int num_retries;        /* other replicas tried after a failure, default 2 */
+    int allowed_fails;      /* consecutive failures that eject a replica, default 3 */
+    double cooldown_time;   /* seconds of the first ejection, default 5 */
+    int hedge;              /* "hedging: true" (barista's key): a second attempt on another
+                               replica after the group's p95 time to first byte */
+    double health_interval; /* health_check_interval: seconds between active checks
+                               (GET <api_base>/models on each replica), 0 = off */
 } model_router_t;
 
 /* The table. Start from a zeroed struct (`model_list_t l = {0};`), add with

@@ -289,6 +289,35 @@ def test_hedging_beats_a_straggler(barista_bin, tmp_path):
         stub.stop()
 
 
+def test_active_health_checks(barista_bin, tmp_path):
+    """router_settings.health_check_interval: replicas are checked without any
+    traffic; a failing check ejects, a passing one brings it back."""
+    stub = Stub()
+    cfg = tmp_path / "health.yaml"
+    cfg.write_text(
+        "model_list:\n"
+        f"  - model_name: hc\n    litellm_params: {{model: openai/stub, api_base: '{stub.base('ok')}'}}\n"
+        "  - model_name: hc\n    litellm_params: {model: openai/stub, api_base: 'http://127.0.0.1:9/v1'}\n"
+        "router_settings: {health_check_interval: 0.2, allowed_fails: 1, cooldown_time: 60}\n")
+    gw = Proc(barista_bin, ["--port", "0", "--models", str(cfg), "--embedding-model", "none"])
+    try:
+        def ejected():
+            return {k: v for k, v in metrics(gw).items() if k.startswith("barista_upstream_ejected")}
+        dead = 'barista_upstream_ejected{model="hc",upstream="http://127.0.0.1:9/v1"}'
+        live = dead.replace("http://127.0.0.1:9/v1", stub.base("ok") + "/v1")
+        assert wait_for(lambda: ejected().get(dead) == 1, 10)  # no request was sent
+        assert ejected()[live] == 0
+        stub.httpd.healthy = False
+        assert wait_for(lambda: ejected().get(live) == 1, 10)
+        stub.httpd.healthy = True  # back well before its 60 s cooldown
+        assert wait_for(lambda: ejected().get(live) == 0, 10)
+        assert all(c["mode"] == "GET" for c in stub.calls)
+        assert chat(client(gw.url), "hc", "after").choices[0].message.content == "Hello stub"
+    finally:
+        gw.stop()
+        stub.stop()
+
+
 def test_replica_killed_and_frozen(cluster, barista_bin, gguf_path):
     gw, reps, ports = cluster["gw"], cluster["reps"], cluster["ports"]
     base = [f"http://127.0.0.1:{p}/v1" for p in ports]

@@ -12,7 +12,9 @@ http://127.0.0.1:PORT/<mode> makes the gateway POST /<mode>/v1/chat/completions.
 Modes: ok (a normal two-chunk stream), slowable (ok, but the next
 `stub.slow_next` calls wait 2 s before answering: a straggler for hedging), 500, badjson, cut (two chunks, then
 the connection closes mid-body), reset (RST before any answer), hang (no
-answer for 30 s). Every request's path and Authorization header is recorded."""
+answer for 30 s). Every request's path and Authorization header is recorded. GET (the
+gateway's health check) answers 200, or 503 while `stub.httpd.healthy` is
+False."""
 import json
 import socket
 import struct
@@ -40,6 +42,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_chunk(self, b):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(b), b))
         self.wfile.flush()
+
+    def do_GET(self):  # the gateway's active health check: GET <api_base>/models
+        self.server.calls.append({"path": self.path, "mode": "GET", "auth": None, "body": ""})
+        ok = self.server.healthy
+        b = json.dumps({"object": "list", "data": [{"id": "stub", "object": "model"}]} if ok
+                       else {"error": {"message": "not ready"}}).encode()
+        self.send_response(200 if ok else 503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
 
     def do_POST(self):
         n = int(self.headers.get("Content-Length", "0"))
@@ -105,6 +118,7 @@ class Stub:
         self.httpd.daemon_threads = True
         self.httpd.calls = []
         self.httpd.slow_next = 0
+        self.httpd.healthy = True
         self.httpd.lock = threading.Lock()
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

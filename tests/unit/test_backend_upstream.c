@@ -20,7 +20,7 @@ static ups_t *group(int n, model_route_t how)
     g->reps = calloc((size_t)n, sizeof *g->reps);
     assert_non_null(g->reps);
     g->n_reps = n;
-    g->rt = (model_router_t){how, 2, 3, 5.0, 0};
+    g->rt = (model_router_t){how, 2, 3, 5.0, 0, 0};
     g->rng = 12345;
     g->retry_tokens = RETRY_RESERVE;
     snprintf(g->name, sizeof g->name, "g");

@@ -453,6 +453,12 @@ static void test_upstream(void **st)
     expect_err("model_list: [{model_name: a, litellm_params: {model: local/a}}]\n"
                "router_settings: {allowed_fails: 0}\n",
                BAR_ERR_RANGE, "allowed_fails must be");
+    expect_err("model_list: [{model_name: a, litellm_params: {model: local/a}}]\n"
+               "router_settings: {health_check_interval: 0.01}\n",
+               BAR_ERR_RANGE, "health_check_interval must be 0 (off) or 0.1..3600");
+    expect_err("model_list: [{model_name: a, litellm_params: {model: local/a}}]\n"
+               "router_settings: {hedging: yes}\n",
+               BAR_ERR_FORMAT, "router_settings.hedging must be true or false");
     assert_int_equal(L.n_ups, 0);
     assert_int_equal(L.has_router, 0);
 }
@@ -480,6 +486,8 @@ static void test_upstream_group(void **st)
                           "  num_retries: 1\n"
                           "  allowed_fails: 4\n"
                           "  cooldown_time: 0.5\n"
+                          "  health_check_interval: 2.5\n"
+                          "  hedging: true\n"
                           "  fallbacks: [{g: [local1]}]\n"),
                      0);
     assert_int_equal(L.n, 2);
@@ -502,6 +510,8 @@ static void test_upstream_group(void **st)
     assert_int_equal(L.router.num_retries, 1);
     assert_int_equal(L.router.allowed_fails, 4);
     assert_true(L.router.cooldown_time == 0.5);
+    assert_true(L.router.health_interval == 2.5);
+    assert_int_equal(L.router.hedge, 1);
     assert_int_equal(model_list_finish(&L, &M), 0);
     assert_ptr_equal(model_list_find(&L, "g", 1), &L.v[1]);
     /* a failed load leaves the replicas as they were */
