@@ -13,6 +13,7 @@
 #include "api/reply.h"
 #include "api/route.h"
 #include "backend/backend_embed.h"
+#include "backend/backend_upstream.h"
 #include "util/timeutil.h"
 
 static void respond_json(srv_req_t *r, int status, buf_t *b)
@@ -27,8 +28,9 @@ static void model_obj(const api_t *a, buf_t *b, const api_model_t *m, const char
     buf_puts(b, "{\"id\":");
     oai_json_string(b, id, strlen(id));
     buf_printf(b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"barista\"", m->created);
-    buf_printf(b, ",\"meta\":{\"n_ctx\":%d,\"ready\":%s,\"backend\":\"local\",\"mode\":\"%s\"",
+    buf_printf(b, ",\"meta\":{\"n_ctx\":%d,\"ready\":%s,\"backend\":\"%s\",\"mode\":\"%s\"",
                m->n_ctx, m->bk ? "true" : "false",
+               m->cfg.kind == MODEL_KIND_UPSTREAM ? "upstream" : "local",
                m->cfg.mode == MODEL_MODE_EMBEDDING ? "embedding" : "chat");
     if (m->embed_dim) buf_printf(b, ",\"dimensions\":%d", m->embed_dim);
     buf_puts(b, "}}");
@@ -120,6 +122,20 @@ static void h_config(api_t *a, srv_req_t *r)
     respond_json(r, 200, &b);
 }
 
+/* Per-replica series of the upstream models (backend_upstream.c). */
+static void upstream_metrics(const api_t *a, buf_t *b)
+{
+    backend_t *bs[64];
+    const char *names[64];
+    int n = 0;
+    for (int i = 0; i < a->n_models && n < 64; i++)
+        if (a->models[i].bk && backend_is_upstream(a->models[i].bk)) {
+            bs[n] = a->models[i].bk;
+            names[n++] = a->models[i].cfg.name;
+        }
+    backend_upstream_metrics(bs, names, n, b);
+}
+
 static void h_metrics(api_t *a, srv_req_t *r)
 {
     buf_t b = {0};
@@ -181,6 +197,7 @@ static void h_metrics(api_t *a, srv_req_t *r)
     obs_metrics_gauge(&b, "barista_models_loaded", "Models loaded and serving.", a->n_ready);
     api_cache_metrics(a->cache, &b);
     embed_metrics(a, &b);
+    upstream_metrics(a, &b);
     srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.n, NULL);
     buf_free(&b);
 }

@@ -425,6 +425,8 @@ static void start_error(const bk_event_t *ev, const client_t *c, oai_err_t *e)
         oai_err(e, 400, "invalid_request_error", "invalid_value", param, "%s", msg);
     else if (ev->status == 503)
         oai_err(e, 503, "server_error", "unavailable", NULL, "%s", msg);
+    else if (ev->status == 502 || ev->status == 504) /* an upstream failed (names it) */
+        oai_err(e, ev->status, "server_error", "upstream_error", NULL, "%s", msg);
     else
         oai_err(e, 500, "server_error", "engine_error", NULL, "generation failed: %s", msg);
 }
@@ -450,8 +452,12 @@ static void finish_client(client_t *c, const bk_event_t *ev)
     oai_usage_t u = {ev->n_prompt, ev->n_gen, ev->n_cached};
     if (ev->finish == BK_FINISH_ERROR) {
         oai_err_t e;
-        oai_err(&e, 500, "server_error", "engine_error", NULL, "generation failed: %s",
-                ev->msg ? ev->msg : bar_strerror(ev->err));
+        if (ev->status == 502 || ev->status == 504) /* an upstream failed (names it) */
+            oai_err(&e, ev->status, "server_error", "upstream_error", NULL, "%s",
+                    ev->msg ? ev->msg : bar_strerror(ev->err));
+        else
+            oai_err(&e, 500, "server_error", "engine_error", NULL, "generation failed: %s",
+                    ev->msg ? ev->msg : bar_strerror(ev->err));
         client_fail(c, &e);
         return;
     }

@@ -9,10 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
+#include <xxhash.h>
 
 #include "api/api.h"
 #include "backend/backend_embed.h"
 #include "backend/backend_local.h"
+#include "backend/backend_upstream.h"
 #include "backend/model_list.h"
 #include "cache/cache_key.h"
 #include "cli/cli.h"
@@ -100,7 +102,8 @@ static void load_work(uv_work_t *w)
     const model_entry_t *m = &s->models.v[s->cur];
     s->loaded = NULL;
     s->load_rc = 0;
-    if (m->mode == MODEL_MODE_EMBEDDING) return; /* its backend loads on the loop (after_load) */
+    if (m->mode == MODEL_MODE_EMBEDDING || m->kind == MODEL_KIND_UPSTREAM)
+        return; /* its backend starts on the loop (after_load) */
     engine_config_t ec = {0};
     ec.model_path = m->path;
     ec.n_threads = m->threads > 0 ? (int)m->threads : s->threads_each;
@@ -129,6 +132,38 @@ static int load_embedding(serve_t *s, const model_entry_t *m, backend_t **b, bar
                                 msg);
 }
 
+/* An upstream group's backend. Its cache digest is made of the upstream
+ * model ids (there are no weights here to hash). Nothing is contacted: an
+ * unreachable replica fails its first requests and is ejected. */
+static int start_upstream(serve_t *s, const model_entry_t *m, backend_t **b, bar_msg_t *msg)
+{
+    int idx = (int)(m - s->models.v);
+    int rc = backend_upstream_create(b, &s->loop, &s->models, idx, msg);
+    if (rc) return rc;
+    XXH3_state_t *st = XXH3_createState();
+    char digest[CACHE_KEY_HEX_LEN + 1] = "";
+    if (st) {
+        XXH3_128bits_reset(st);
+        XXH3_128bits_update(st, "upstream", 9);
+        int n = 0;
+        for (int i = 0; i < s->models.n_ups; i++) {
+            const model_upstream_t *u = &s->models.ups[i];
+            if (u->entry != idx) continue;
+            XXH3_128bits_update(st, u->model, strlen(u->model) + 1);
+            fprintf(stderr, "barista serve: model %s: upstream replica %s serving %s\n", m->name,
+                    u->api_base, u->model); /* never the key */
+            n++;
+        }
+        XXH128_hash_t h = XXH3_128bits_digest(st);
+        XXH3_freeState(st);
+        snprintf(digest, sizeof digest, "%016llx%016llx", (unsigned long long)h.high64,
+                 (unsigned long long)h.low64);
+        fprintf(stderr, "barista serve: model %s ready (upstream group of %d)\n", m->name, n);
+    }
+    api_set_backend(s->api, s->cur, *b, digest);
+    return 0;
+}
+
 static void after_load(uv_work_t *w, int status)
 {
     serve_t *s = w->data;
@@ -151,6 +186,18 @@ static void after_load(uv_work_t *w, int status)
     }
     backend_t *b = NULL;
     bar_msg_t msg = {{0}};
+    if (m->kind == MODEL_KIND_UPSTREAM) {
+        if (start_upstream(s, m, &b, &msg)) {
+            fprintf(stderr, "barista serve: %s\n", msg.text);
+            s->exit_code = 1;
+            s->stopping = 1;
+            srv_shutdown(s->srv);
+            srv_shutdown(s->srv);
+            return;
+        }
+        next_model(s);
+        return;
+    }
     if (m->mode == MODEL_MODE_EMBEDDING) {
         if (load_embedding(s, m, &b, &msg)) {
             fprintf(stderr, "barista serve: cannot load embedding model %s (%s): %s\n", m->name,
@@ -249,7 +296,9 @@ static int build_models(serve_t *s, bar_msg_t *msg)
     long total = s->set.threads > 0 ? (long)s->set.threads : cores;
     int unset = 0; /* an embedding model idles between requests: it takes no share */
     for (int i = 0; i < s->models.n; i++)
-        if (s->models.v[i].threads <= 0 && s->models.v[i].mode == MODEL_MODE_CHAT) unset++;
+        if (s->models.v[i].threads <= 0 && s->models.v[i].mode == MODEL_MODE_CHAT &&
+            s->models.v[i].kind == MODEL_KIND_LOCAL)
+            unset++;
     s->threads_each = (int)(unset ? total / unset : total);
     if (s->threads_each < 1) s->threads_each = 1;
     return 0;
