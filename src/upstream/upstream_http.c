@@ -85,9 +85,9 @@ static void sock_close(uphttp_t *h, sock_t *s)
     uv_close((uv_handle_t *)&s->poll, on_handle_closed);
 }
 
-static void xfer_unlink_free(uphttp_xfer_t *x)
+/* Take x out of curl's multi handle and the list of live transfers. */
+static void xfer_unlink(uphttp_t *h, uphttp_xfer_t *x)
 {
-    uphttp_t *h = x->h;
     if (x->in_multi) {
         curl_multi_remove_handle(h->multi, x->e);
         x->in_multi = 0;
@@ -97,7 +97,14 @@ static void xfer_unlink_free(uphttp_xfer_t *x)
     else
         h->xfers = x->next;
     if (x->next) x->next->prev = x->prev;
-    h->n_active--;
+    x->prev = NULL;
+    x->next = NULL;
+}
+
+/* Free a transfer already unlinked. */
+static void xfer_free(uphttp_xfer_t *x)
+{
+    x->h->n_active--;
     curl_easy_cleanup(x->e);
     curl_slist_free_all(x->hdrs);
     free(x->body);
@@ -106,6 +113,12 @@ static void xfer_unlink_free(uphttp_xfer_t *x)
         free(x->auth);
     }
     free(x);
+}
+
+static void xfer_unlink_free(uphttp_xfer_t *x)
+{
+    xfer_unlink(x->h, x);
+    xfer_free(x);
 }
 
 static void flush(uphttp_t *h);
@@ -123,16 +136,7 @@ static void check_done(uphttp_t *h)
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
         if (!x) continue;
         CURLcode rc = m->data.result;
-        curl_multi_remove_handle(h->multi, x->e);
-        x->in_multi = 0;
-        /* move it to the local list, keep status and reason */
-        if (x->prev)
-            x->prev->next = x->next;
-        else
-            h->xfers = x->next;
-        if (x->next) x->next->prev = x->prev;
-        x->prev = NULL;
-        x->next = NULL;
+        xfer_unlink(h, x); /* to the local list; status and reason kept */
         if (x->status == 0) curl_easy_getinfo(x->e, CURLINFO_RESPONSE_CODE, &x->status);
         uphttp_end_t end = rc == CURLE_OK ? UPHTTP_OK
                            : x->stopped   ? UPHTTP_STOPPED
@@ -146,23 +150,24 @@ static void check_done(uphttp_t *h)
         *tail = x;
         tail = &x->next;
     }
+    /* a callback may abort a transfer still on the local list (a hedge's
+     * loser that ended in the same batch): as inside curl, aborts are only
+     * marked then, and the loop frees it without a callback; starts wait
+     * for flush */
+    h->depth++;
     while (done) {
         uphttp_xfer_t *x = done;
         done = x->next;
-        /* put it back on the list so xfer_unlink_free's unlinking stays uniform */
-        x->prev = NULL;
-        x->next = h->xfers;
-        if (h->xfers) h->xfers->prev = x;
-        h->xfers = x;
         int aborted = x->aborted;
         uphttp_end_t end = (uphttp_end_t)x->stopped;
         long status = x->status;
         uphttp_req_t r = x->r;
         char why[CURL_ERROR_SIZE];
         snprintf(why, sizeof why, "%s", x->err);
-        xfer_unlink_free(x);
+        xfer_free(x);
         if (!aborted && r.on_done) r.on_done(r.ud, end, status, why);
     }
+    h->depth--;
 }
 
 static void run_action(uphttp_t *h, curl_socket_t fd, int flags)

@@ -9,14 +9,13 @@ import json
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 
 import openai
 import pytest
 
-from serverutil import SLOW, READY_RE, free_port, metrics, request, wait_for
+from serverutil import SLOW, Server, free_port, metrics, request, wait_for
 from upstream_stub import Stub
 
 KEY = "sk-gw-test-5f0d1e"  # the replicas' --api-key; the gateway reads it from the env
@@ -25,57 +24,9 @@ UP_TIMEOUT = 10 if SAN else 2  # seconds per attempt on the real replicas
 LOAD = 2  # concurrent clients in the kill phase
 
 
-class Proc:
-    """A `barista serve` with the given arguments; stderr in self.log."""
-
-    def __init__(self, barista_bin, args, env=None):
-        self.lines = []
-        e = {k: v for k, v in os.environ.items()
-             if not k.startswith("BARISTA_") or k in ("BARISTA_MODELS", "BARISTA_CPU",
-                                                       "BARISTA_SANITIZED")}
-        e.update(env or {})
-        self.proc = subprocess.Popen([barista_bin, "serve"] + list(args), env=e,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, errors="replace")
-        threading.Thread(target=self._read, daemon=True).start()
-        m = wait_for(lambda: READY_RE.search(self.log) or self.proc.poll() is not None, 60)
-        if not m or self.proc.poll() is not None:
-            self.kill()
-            raise RuntimeError("barista did not start:\n" + self.log)
-        self.host, self.port = m.group(1), int(m.group(2))
-        self.url = f"http://{self.host}:{self.port}"
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def log(self):
-        return "".join(self.lines)
-
-    def connect(self, timeout=10):
-        import socket
-        from serverutil import Conn
-        return Conn(socket.create_connection((self.host, self.port), timeout=timeout * SLOW))
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30 * SLOW)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-
 def replica(barista_bin, gguf_path, port):
-    return Proc(barista_bin, ["--port", str(port), "-m", gguf_path, "--threads", "1",
-                              "--parallel", "4", "--embedding-model", "none",
-                              "--api-key", KEY])
+    return Server(barista_bin, gguf_path, ["--parallel", "4", "--embedding-model", "none",
+                                           "--api-key", KEY], threads=1, port=port)
 
 
 @pytest.fixture(scope="module")
@@ -104,9 +55,9 @@ def cluster(barista_bin, gguf_path, tmp_path_factory):
     cfg += ("router_settings:\n  routing_strategy: latency-based-routing\n"
             "  num_retries: 2\n  allowed_fails: 1\n  cooldown_time: 1\n")
     (d / "models.yaml").write_text(cfg)
-    gw = Proc(barista_bin, ["--port", "0", "--models", str(d / "models.yaml"),
-                            "--embedding-model", "none", "--access-log"],
-              env={"GW_TEST_KEY": KEY})
+    gw = Server(barista_bin, None, ["--models", str(d / "models.yaml"),
+                                    "--embedding-model", "none", "--access-log"],
+                env={"GW_TEST_KEY": KEY})
     yield {"gw": gw, "reps": reps, "ports": ports, "stub": stub, "key": KEY}
     gw.stop()
     for r in reps:
@@ -275,7 +226,7 @@ def test_hedging_beats_a_straggler(barista_bin, tmp_path):
         f"  - model_name: h\n    litellm_params: {{model: openai/stub, api_base: '{stub.base('slowable')}'}}\n"
         f"  - model_name: h\n    litellm_params: {{model: openai/stub, api_base: '{stub.base('ok')}'}}\n"
         "router_settings: {routing_strategy: simple-shuffle, hedging: true}\n")
-    gw = Proc(barista_bin, ["--port", "0", "--models", str(cfg), "--embedding-model", "none"])
+    gw = Server(barista_bin, None, ["--models", str(cfg), "--embedding-model", "none"])
     try:
         c = client(gw.url)
         for i in range(25):  # p95 of fast answers
@@ -307,7 +258,7 @@ def test_active_health_checks(barista_bin, tmp_path):
         f"  - model_name: hc\n    litellm_params: {{model: openai/stub, api_base: '{stub.base('ok')}'}}\n"
         "  - model_name: hc\n    litellm_params: {model: openai/stub, api_base: 'http://127.0.0.1:9/v1'}\n"
         "router_settings: {health_check_interval: 0.2, allowed_fails: 1, cooldown_time: 60}\n")
-    gw = Proc(barista_bin, ["--port", "0", "--models", str(cfg), "--embedding-model", "none"])
+    gw = Server(barista_bin, None, ["--models", str(cfg), "--embedding-model", "none"])
     try:
         def ejected():
             return {k: v for k, v in metrics(gw).items() if k.startswith("barista_upstream_ejected")}
