@@ -13,25 +13,21 @@
 #include "backend/backend_upstream.h"
 
 #include <cjson/cJSON.h>
-#include <math.h>
 #include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "control/balance.h"
 #include "upstream/upstream_http.h"
 #include "upstream/upstream_sse.h"
 #include "util/timeutil.h"
 
 #define ERRBODY_MAX 2048   /* bytes of a failed upstream answer kept for the message */
-#define EWMA_TAU 10.0      /* seconds: decay of the peak-EWMA latency */
-#define EWMA_FLOOR 1e-3    /* seconds: a replica never measured costs this */
-#define EJECT_MAX_FACTOR 8 /* cooldowns grow ×2 per ejection up to this */
 #define RETRY_RATIO 0.2    /* retry budget: tokens earned per request */
 #define RETRY_RESERVE 10.0 /* ... and its cap (also the start) */
 #define CONNECT_TIMEOUT_MS 3000L
-#define FAIL_PENALTY 1.0 /* seconds: a failed attempt counts as an answer this slow */
 
 typedef struct ups ups_t;
 typedef struct job job_t;
@@ -43,16 +39,8 @@ typedef struct {
     char model[MODEL_NAME_MAX];
     char *key; /* resolved API key, NULL: none (wiped at destroy) */
     double timeout;
-    double weight;
-    /* balancing and health (loop thread) */
-    double ewma, t_ewma;
-    int inflight;
-    int fails;         /* consecutive */
-    int n_eject;       /* ejections since the last success */
-    double until;      /* ejected until (mono seconds); 0: closed */
-    int probing;       /* the half-open trial is out */
+    bal_rep_t h;       /* balancing and health (loop thread) */
     uphttp_xfer_t *hc; /* the active health check in flight, NULL: none */
-    unsigned long long n_req, n_err, n_ok, n_ejections;
 } replica_t;
 
 /* One transfer of a job to one replica. */
@@ -110,6 +98,7 @@ struct ups {
     uphttp_t *http;
     char name[MODEL_NAME_MAX];
     replica_t *reps;
+    bal_rep_t **hs; /* hs[i] = &reps[i].h, for bal_pick */
     int n_reps;
     model_router_t rt;
     job_t *jobs;
@@ -134,75 +123,16 @@ int backend_is_upstream(const backend_t *b)
     return b && b->ops == &OPS;
 }
 
-static uint64_t rnd(ups_t *g)
-{
-    g->rng ^= g->rng << 13;
-    g->rng ^= g->rng >> 7;
-    g->rng ^= g->rng << 17;
-    return g->rng;
-}
-
-/* ---- health and balancing ---------------------------------------------------------------- */
-
-static int eligible(const replica_t *r, double now)
-{
-    if (r->until == 0) return 1;
-    if (now < r->until) return 0;
-    return !r->probing; /* half-open: one trial at a time */
-}
-
-/* P2C's load measure: the latency estimate, decayed while no sample comes
- * (as tower's PeakEwma does, so a replica that was slow once is tried
- * again), times the work it already has. */
-static double cost(const replica_t *r, double now)
-{
-    double e = r->ewma;
-    if (r->t_ewma > 0 && now > r->t_ewma) e *= exp(-(now - r->t_ewma) / EWMA_TAU);
-    if (e < EWMA_FLOOR) e = EWMA_FLOOR;
-    return e * (r->inflight + 1);
-}
-
-/* Peak EWMA: a slower sample replaces the average at once, faster ones
- * pull it down with a weight that grows with the time since the last. */
-static void observe(replica_t *r, double rtt, double now)
-{
-    if (rtt > r->ewma || r->t_ewma == 0) {
-        r->ewma = rtt;
-    } else {
-        double w = exp(-(now - r->t_ewma) / EWMA_TAU);
-        r->ewma = r->ewma * w + rtt * (1 - w);
-    }
-    r->t_ewma = now;
-}
-
-static void rep_ok(replica_t *r)
-{
-    r->fails = 0;
-    r->n_eject = 0;
-    r->until = 0;
-    r->probing = 0;
-    r->n_ok++;
-}
+/* ---- health and balancing (src/control/balance.c) ---------------------------------------- */
 
 static void rep_fail(replica_t *r, double now)
 {
     ups_t *g = r->g;
-    /* a replica that fails fast must not look fast to P2C */
-    observe(r, r->ewma > FAIL_PENALTY ? r->ewma : FAIL_PENALTY, now);
-    r->n_err++;
-    r->fails++;
-    int half_open = r->until > 0;
-    if (half_open || r->fails >= g->rt.allowed_fails) {
-        if (r->n_eject < 30) r->n_eject++;
-        r->n_ejections++;
-        double f = r->n_eject > 1 ? pow(2, r->n_eject - 1) : 1;
-        if (f > EJECT_MAX_FACTOR) f = EJECT_MAX_FACTOR;
-        r->until = now + g->rt.cooldown_time * f;
-        r->probing = 0;
+    double s = bal_fail(&r->h, now, g->rt.allowed_fails, g->rt.cooldown_time);
+    if (s > 0)
         fprintf(stderr,
                 "barista serve: upstream %s of model %s ejected for %.1f s after %d failure(s)\n",
-                r->base, g->name, g->rt.cooldown_time * f, r->fails);
-    }
+                r->base, g->name, s, r->h.fails);
 }
 
 static int untried(const job_t *j, int i)
@@ -213,44 +143,8 @@ static int untried(const job_t *j, int i)
 /* The replica for j's next attempt, or NULL when every one was tried. */
 static replica_t *pick(ups_t *g, job_t *j)
 {
-    double now = time_now_mono();
-    int cand[64], n = 0, n_any = 0, any[64];
-    for (int i = 0; i < g->n_reps && n_any < 64; i++) {
-        if (!untried(j, i)) continue;
-        any[n_any++] = i;
-        if (eligible(&g->reps[i], now)) cand[n++] = i;
-    }
-    if (n_any == 0) return NULL;
-    if (n == 0) { /* all ejected: panic routing to the one back soonest */
-        int best = any[0];
-        for (int k = 1; k < n_any; k++)
-            if (g->reps[any[k]].until < g->reps[best].until) best = any[k];
-        return &g->reps[best];
-    }
-    if (n == 1) return &g->reps[cand[0]];
-    for (int k = 0; k < n; k++) /* a replica whose cooldown ended gets its trial first */
-        if (g->reps[cand[k]].until > 0) return &g->reps[cand[k]];
-    if (g->rt.strategy == ROUTE_SHUFFLE) {
-        double tot = 0;
-        for (int k = 0; k < n; k++)
-            tot += g->reps[cand[k]].weight;
-        double x = (double)(rnd(g) >> 11) / 9007199254740992.0 * tot;
-        for (int k = 0; k < n; k++) {
-            x -= g->reps[cand[k]].weight;
-            if (x < 0) return &g->reps[cand[k]];
-        }
-        return &g->reps[cand[n - 1]];
-    }
-    if (g->rt.strategy == ROUTE_LEAST_BUSY) {
-        int best = cand[rnd(g) % (uint64_t)n];
-        for (int k = 0; k < n; k++)
-            if (g->reps[cand[k]].inflight < g->reps[best].inflight) best = cand[k];
-        return &g->reps[best];
-    }
-    int a = (int)(rnd(g) % (uint64_t)n), b = (int)(rnd(g) % (uint64_t)(n - 1));
-    if (b >= a) b++;
-    replica_t *ra = &g->reps[cand[a]], *rb = &g->reps[cand[b]];
-    return cost(ra, now) <= cost(rb, now) ? ra : rb;
+    int i = bal_pick(g->hs, g->n_reps, j->tried, g->rt.strategy, &g->rng, time_now_mono());
+    return i < 0 ? NULL : &g->reps[i];
 }
 
 /* ---- jobs -------------------------------------------------------------------------------- */
@@ -336,8 +230,8 @@ static int running(const attempt_t *a)
 static void end_attempt(attempt_t *a)
 {
     if (a->rep) {
-        a->rep->inflight--;
-        if (a->rep->probing && a->rep->until > 0) a->rep->probing = 0;
+        a->rep->h.inflight--;
+        if (a->rep->h.probing && a->rep->h.until > 0) a->rep->h.probing = 0;
     }
     a->rep = NULL;
     a->x = NULL;
@@ -422,7 +316,7 @@ static void first_byte(attempt_t *a)
 {
     double now = time_now_mono();
     ups_t *g = a->j->g;
-    if (a->rep) observe(a->rep, now - a->t_start, now);
+    if (a->rep) bal_observe(&a->rep->h, now - a->t_start, now);
     g->ttfb[g->n_ttfb % TTFB_RING] = now - a->t_start;
     g->n_ttfb++;
 }
@@ -562,7 +456,7 @@ static void on_done(void *ud, uphttp_end_t end, long status, const char *why)
     }
     if (end == UPHTTP_OK && ok2xx && !a->stream_err[0] && (a->saw_done || a->finish)) {
         if (!a->got_event) first_byte(a);
-        rep_ok(r);
+        bal_ok(&r->h);
         win(a); /* an answer without text: it still wins */
         end_attempt(a);
         deliver_start(j);
@@ -602,7 +496,7 @@ static void on_done(void *ud, uphttp_end_t end, long status, const char *why)
         snprintf(what, sizeof what, "connection broken (%s)", why);
     }
     if (client_fault)
-        rep_ok(r); /* it answered: healthy */
+        bal_ok(&r->h); /* it answered: healthy */
     else
         rep_fail(r, now);
     char base[sizeof r->base];
@@ -638,7 +532,7 @@ static int start_attempt(job_t *j, int slot, bar_msg_t *msg)
         if (!r) return bar_fail(msg, BAR_ERR_BUSY, "no replica left to try");
         if (r->idx < 32) j->tried |= 1u << r->idx;
         j->n_tries++;
-        if (r->until > 0 && time_now_mono() >= r->until) r->probing = 1;
+        if (r->h.until > 0 && time_now_mono() >= r->h.until) r->h.probing = 1;
         /* {"model":"<id>" + tail */
         buf_t body = {0};
         buf_puts(&body, "{\"model\":");
@@ -681,12 +575,12 @@ static int start_attempt(job_t *j, int slot, bar_msg_t *msg)
         upsse_init(&a->sse, on_sse, a);
         a->t_start = time_now_mono();
         a->rep = r;
-        r->inflight++;
-        r->n_req++;
+        r->h.inflight++;
+        r->h.n_req++;
         int rc = uphttp_start(g->http, &hr, &a->x, msg);
         buf_free(&body);
         if (rc == 0) return 0;
-        r->inflight--;
+        r->h.inflight--;
         a->rep = NULL;
         if (rc == BAR_ERR_NOMEM) return rc;
     }
@@ -732,7 +626,7 @@ static int hedge_target(ups_t *g, const job_t *j)
 {
     double now = time_now_mono();
     for (int i = 0; i < g->n_reps; i++)
-        if (untried(j, i) && g->reps[i].until == 0) return 1;
+        if (untried(j, i) && g->reps[i].h.until == 0) return 1;
     (void)now;
     return 0;
 }
@@ -763,16 +657,16 @@ static void on_health_done(void *ud, uphttp_end_t end, long status, const char *
     r->hc = NULL;
     double now = time_now_mono();
     if (end == UPHTTP_OK && status >= 200 && status < 300) {
-        if (r->until > 0 || r->fails > 0) {
+        if (r->h.until > 0 || r->h.fails > 0) {
             fprintf(stderr,
                     "barista serve: upstream %s of model %s answers its health check: "
                     "back in rotation\n",
                     r->base, r->g->name);
-            rep_ok(r);
+            bal_ok(&r->h);
         }
         return;
     }
-    if (r->until > now) return; /* ejected already: the check only brings it back */
+    if (r->h.until > now) return; /* ejected already: the check only brings it back */
     (void)why;
     rep_fail(r, now);
 }
@@ -931,7 +825,7 @@ static void up_stats(backend_t *b, bk_stats_t *out)
     out->n_jobs = g->n_jobs;
     int act = 0;
     for (int i = 0; i < g->n_reps; i++)
-        act += g->reps[i].inflight;
+        act += g->reps[i].h.inflight;
     out->n_active = act;
     out->n_slots = g->n_reps;
 }
@@ -976,6 +870,7 @@ static void up_destroy(backend_t *b)
         }
     }
     free(g->reps);
+    free(g->hs);
     uv_timer_stop(&g->kick);
     uv_timer_stop(&g->hedge);
     uv_close((uv_handle_t *)&g->kick, on_kick_closed);
@@ -1013,7 +908,10 @@ int backend_upstream_create(backend_t **out, uv_loop_t *loop, const model_list_t
     ups_t *g = calloc(1, sizeof *g);
     if (!g) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     g->reps = calloc((size_t)n, sizeof *g->reps);
-    if (!g->reps) {
+    g->hs = calloc((size_t)n, sizeof *g->hs);
+    if (!g->reps || !g->hs) {
+        free(g->reps);
+        free(g->hs);
         free(g);
         return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     }
@@ -1038,7 +936,8 @@ int backend_upstream_create(backend_t **out, uv_loop_t *loop, const model_list_t
         make_base(r->base, sizeof r->base, u->api_base);
         snprintf(r->model, sizeof r->model, "%s", u->model);
         r->timeout = u->timeout;
-        r->weight = u->weight > 0 ? u->weight : 1;
+        r->h.weight = u->weight > 0 ? u->weight : 1;
+        g->hs[g->n_reps] = &r->h;
         const char *key = u->api_key;
         if (!strncmp(key, "os.environ/", 11)) {
             const char *v = getenv(key + 11);
@@ -1058,6 +957,7 @@ int backend_upstream_create(backend_t **out, uv_loop_t *loop, const model_list_t
         for (int i = 0; i < g->n_reps; i++)
             free(g->reps[i].key);
         free(g->reps);
+        free(g->hs);
         free(g);
         return rc;
     }
@@ -1088,12 +988,12 @@ static void series(buf_t *out, const char *name, const char *type, const char *h
         const ups_t *g = (const ups_t *)bs[k];
         for (int i = 0; i < g->n_reps; i++) {
             const replica_t *r = &g->reps[i];
-            double v = which == 0   ? (double)r->n_req
-                       : which == 1 ? (double)r->n_err
-                       : which == 2 ? (double)r->inflight
-                       : which == 3 ? (r->until > now ? 1.0 : 0.0)
-                       : which == 4 ? (double)r->n_ejections
-                                    : r->ewma;
+            double v = which == 0   ? (double)r->h.n_req
+                       : which == 1 ? (double)r->h.n_err
+                       : which == 2 ? (double)r->h.inflight
+                       : which == 3 ? (r->h.until > now ? 1.0 : 0.0)
+                       : which == 4 ? (double)r->h.n_ejections
+                                    : r->h.ewma;
             buf_printf(out, "%s{model=\"%s\",upstream=\"%s\"} %.9g\n", name, names[k], r->base, v);
         }
     }

@@ -25,7 +25,8 @@
  * header, and never appear in messages, logs or metrics.
  *
  * Not for: JSON request parsing from clients (src/api/), caching, the HTTP
- * transport (src/upstream/). Not done: active health checks, logprobs, n > 1,
+ * transport (src/upstream/), replica health and picking (src/control/balance.c).
+ * Not done: logprobs, n > 1,
  * tools and output constraints (refused with a 400 naming the field). */
 #ifndef BARISTA_BACKEND_BACKEND_UPSTREAM_H
 #define BARISTA_BACKEND_BACKEND_UPSTREAM_H

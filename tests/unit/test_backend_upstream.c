@@ -1,5 +1,6 @@
 /* test_backend_upstream.c — the balancing and health rules of
- * src/backend/backend_upstream.c (included, to reach its statics): P2C over
+ * src/backend/backend_upstream.c (included, to reach its statics) and
+ * src/control/balance.c, which it calls: P2C over
  * peak-EWMA × (in-flight + 1), least-busy, weighted shuffle, the circuit
  * breaker (ejection, growing cooldowns, one half-open trial, panic routing
  * when all are out), the retry budget, the request body sent upstream, and
@@ -18,7 +19,9 @@ static ups_t *group(int n, model_route_t how)
     ups_t *g = calloc(1, sizeof *g);
     assert_non_null(g);
     g->reps = calloc((size_t)n, sizeof *g->reps);
+    g->hs = calloc((size_t)n, sizeof *g->hs);
     assert_non_null(g->reps);
+    assert_non_null(g->hs);
     g->n_reps = n;
     g->rt = (model_router_t){how, 2, 3, 5.0, 0, 0};
     g->rng = 12345;
@@ -27,7 +30,8 @@ static ups_t *group(int n, model_route_t how)
     for (int i = 0; i < n; i++) {
         g->reps[i].g = g;
         g->reps[i].idx = i;
-        g->reps[i].weight = 1;
+        g->reps[i].h.weight = 1;
+        g->hs[i] = &g->reps[i].h;
         snprintf(g->reps[i].base, sizeof g->reps[i].base, "http://r%d/v1", i);
     }
     return g;
@@ -36,6 +40,7 @@ static ups_t *group(int n, model_route_t how)
 static void group_free(ups_t *g)
 {
     free(g->reps);
+    free(g->hs);
     free(g);
 }
 
@@ -52,23 +57,23 @@ static void test_p2c_prefers_cheaper(void **st)
     (void)st;
     ups_t *g = group(2, ROUTE_LATENCY);
     double now = time_now_mono();
-    observe(&g->reps[0], 0.100, now);
-    observe(&g->reps[1], 0.010, now);
+    bal_observe(&g->reps[0].h, 0.100, now);
+    bal_observe(&g->reps[1].h, 0.010, now);
     for (int i = 0; i < 50; i++)
         assert_int_equal(pick_idx(g), 1); /* two replicas: both are always compared */
-    g->reps[1].inflight = 20;             /* 0.010 × 21 > 0.100 × 1 */
+    g->reps[1].h.inflight = 20;           /* 0.010 × 21 > 0.100 × 1 */
     for (int i = 0; i < 50; i++)
         assert_int_equal(pick_idx(g), 0);
     /* peak EWMA: a slow sample replaces the estimate at once */
-    g->reps[1].inflight = 0;
-    observe(&g->reps[1], 0.500, now);
-    assert_true(g->reps[1].ewma == 0.500);
+    g->reps[1].h.inflight = 0;
+    bal_observe(&g->reps[1].h, 0.500, now);
+    assert_true(g->reps[1].h.ewma == 0.500);
     assert_int_equal(pick_idx(g), 0);
     /* a faster one pulls it down, more the longer since the last */
-    observe(&g->reps[1], 0.010, now + 100);
-    assert_true(g->reps[1].ewma < 0.02);
+    bal_observe(&g->reps[1].h, 0.010, now + 100);
+    assert_true(g->reps[1].h.ewma < 0.02);
     /* an idle replica's cost decays, so it is tried again */
-    assert_true(cost(&g->reps[0], now + 30) < cost(&g->reps[0], now) / 10);
+    assert_true(bal_cost(&g->reps[0].h, now + 30) < bal_cost(&g->reps[0].h, now) / 10);
     group_free(g);
 }
 
@@ -88,16 +93,16 @@ static void test_least_busy_and_shuffle(void **st)
 {
     (void)st;
     ups_t *g = group(3, ROUTE_LEAST_BUSY);
-    g->reps[0].inflight = 3;
-    g->reps[1].inflight = 1;
-    g->reps[2].inflight = 2;
+    g->reps[0].h.inflight = 3;
+    g->reps[1].h.inflight = 1;
+    g->reps[2].h.inflight = 2;
     for (int i = 0; i < 20; i++)
         assert_int_equal(pick_idx(g), 1);
     group_free(g);
 
     g = group(2, ROUTE_SHUFFLE);
-    g->reps[0].weight = 1;
-    g->reps[1].weight = 3;
+    g->reps[0].h.weight = 1;
+    g->reps[1].h.weight = 3;
     int seen[2] = {0};
     for (int i = 0; i < 4000; i++)
         seen[pick_idx(g)]++;
@@ -114,34 +119,34 @@ static void test_breaker(void **st)
     double now = time_now_mono();
     rep_fail(r, now);
     rep_fail(r, now);
-    assert_true(eligible(r, now));        /* 2 < allowed_fails */
-    assert_true(r->ewma >= FAIL_PENALTY); /* failing fast does not look fast */
+    assert_true(bal_eligible(&r->h, now));      /* 2 < allowed_fails */
+    assert_true(r->h.ewma >= BAL_FAIL_PENALTY); /* failing fast does not look fast */
     rep_fail(r, now);
-    assert_false(eligible(r, now)); /* ejected for cooldown_time */
-    assert_true(r->until == now + 5.0);
-    assert_int_equal(r->n_ejections, 1);
+    assert_false(bal_eligible(&r->h, now)); /* ejected for cooldown_time */
+    assert_true(r->h.until == now + 5.0);
+    assert_int_equal(r->h.n_ejections, 1);
     for (int i = 0; i < 20; i++)
         assert_int_equal(pick_idx(g), 1);
     /* after the cooldown: one trial (half-open) */
-    double later = r->until + 0.001;
-    assert_true(eligible(r, later));
-    r->until = time_now_mono() - 0.001; /* cooldown over now: pick gives it its trial */
+    double later = r->h.until + 0.001;
+    assert_true(bal_eligible(&r->h, later));
+    r->h.until = time_now_mono() - 0.001; /* cooldown over now: pick gives it its trial */
     assert_int_equal(pick_idx(g), 0);
-    r->until = later - 0.001;
-    r->probing = 1;
-    assert_false(eligible(r, later));
+    r->h.until = later - 0.001;
+    r->h.probing = 1;
+    assert_false(bal_eligible(&r->h, later));
     /* the trial fails: ejected again, for twice as long */
     rep_fail(r, later);
-    assert_true(r->until == later + 10.0);
-    assert_int_equal(r->probing, 0);
+    assert_true(r->h.until == later + 10.0);
+    assert_int_equal(r->h.probing, 0);
     for (int k = 0; k < 10; k++) /* grows ×2 per ejection, capped at 8× */
         rep_fail(r, later);
-    assert_true(r->until == later + 5.0 * EJECT_MAX_FACTOR);
+    assert_true(r->h.until == later + 5.0 * BAL_EJECT_MAX_FACTOR);
     /* success closes it */
-    rep_ok(r);
-    assert_true(eligible(r, now));
-    assert_int_equal(r->fails, 0);
-    assert_true(r->until == 0);
+    bal_ok(&r->h);
+    assert_true(bal_eligible(&r->h, now));
+    assert_int_equal(r->h.fails, 0);
+    assert_true(r->h.until == 0);
     group_free(g);
 }
 
@@ -150,9 +155,9 @@ static void test_panic_and_tried(void **st)
     (void)st;
     ups_t *g = group(3, ROUTE_LATENCY);
     double now = time_now_mono();
-    g->reps[0].until = now + 30;
-    g->reps[1].until = now + 10;
-    g->reps[2].until = now + 20;
+    g->reps[0].h.until = now + 30;
+    g->reps[1].h.until = now + 10;
+    g->reps[2].h.until = now + 20;
     assert_int_equal(pick_idx(g), 1); /* all out: the one back soonest */
     job_t j = {0};
     j.g = g;
@@ -206,7 +211,7 @@ static void test_hedge_delay(void **st)
     job_t j = {0};
     j.tried = 1;
     assert_true(hedge_target(g, &j));
-    g->reps[1].until = time_now_mono() + 10;
+    g->reps[1].h.until = time_now_mono() + 10;
     assert_false(hedge_target(g, &j));
     group_free(g);
 }
