@@ -89,6 +89,16 @@ static void begin_shutdown(serve_t *s, const char *why)
     srv_shutdown(s->srv);
 }
 
+/* A model could not start: exit 1 at once (the second srv_shutdown skips
+ * the grace). */
+static void fail_start(serve_t *s)
+{
+    s->exit_code = 1;
+    s->stopping = 1;
+    srv_shutdown(s->srv);
+    srv_shutdown(s->srv);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     begin_shutdown(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -173,10 +183,7 @@ static void after_load(uv_work_t *w, int status)
         fprintf(stderr, "barista serve: cannot load model %s (%s): %s\n", m->name, m->path,
                 s->load_rc ? s->load_msg.text : uv_strerror(status));
         if (s->loaded) engine_destroy(s->loaded);
-        s->exit_code = 1;
-        s->stopping = 1;
-        srv_shutdown(s->srv);
-        srv_shutdown(s->srv);
+        fail_start(s);
         return;
     }
     if (s->stopping) {
@@ -189,10 +196,7 @@ static void after_load(uv_work_t *w, int status)
     if (m->kind == MODEL_KIND_UPSTREAM) {
         if (start_upstream(s, m, &b, &msg)) {
             fprintf(stderr, "barista serve: %s\n", msg.text);
-            s->exit_code = 1;
-            s->stopping = 1;
-            srv_shutdown(s->srv);
-            srv_shutdown(s->srv);
+            fail_start(s);
             return;
         }
         next_model(s);
@@ -202,10 +206,7 @@ static void after_load(uv_work_t *w, int status)
         if (load_embedding(s, m, &b, &msg)) {
             fprintf(stderr, "barista serve: cannot load embedding model %s (%s): %s\n", m->name,
                     m->path, msg.text);
-            s->exit_code = 1;
-            s->stopping = 1;
-            srv_shutdown(s->srv);
-            srv_shutdown(s->srv);
+            fail_start(s);
             return;
         }
         api_set_backend(s->api, s->cur, b, "");
@@ -217,10 +218,7 @@ static void after_load(uv_work_t *w, int status)
     if (backend_local_create(&b, &s->loop, s->loaded, (int)s->set.max_tokens_default, &msg)) {
         fprintf(stderr, "barista serve: %s\n", msg.text);
         engine_destroy(s->loaded);
-        s->exit_code = 1;
-        s->stopping = 1;
-        srv_shutdown(s->srv);
-        srv_shutdown(s->srv);
+        fail_start(s);
         return;
     }
     engine_stats_t st;
