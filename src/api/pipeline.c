@@ -4,9 +4,9 @@
  *   memo      a byte-identical repeat of an exact L1 hit: answer at once
  *   parse     JSON + OpenAI schema validation          → 400
  *   model     route by "model"                          → 404 model_not_found
- *   tenant    who asks (auth is done by the route table; the bearer token and
- *             X-Cache-Namespace name the cache namespace)
- *   limit     rate-limit hook (no-op today)
+ *   tenant    who asks (the route table resolved the key to a tenant, whose
+ *             namespace id keys the caches); its priority; its model list
+ *   limit     the tenant's rate limits (rpm, tpm, concurrency) → 429
  *   cache     key of the validated request; walk the tiers (L1 → L2), then
  *             follow an identical generation in flight (single-flight)
  *   semantic  embed the query, look for a stored reply to a question with
@@ -84,10 +84,12 @@ static size_t sampling_bytes(const bk_sampling_t *sp, char *out)
     return (size_t)(p - out);
 }
 
-static client_t *client_new(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
+/* A client for r; takes tn (released with the client, or here on OOM). */
+static client_t *client_new(api_t *a, srv_req_t *r, oai_kind_t kind, double t0, api_tenant_t *tn)
 {
     client_t *c = calloc(1, sizeof *c);
     if (!c) {
+        api_tenant_release(tn);
         reply_error(r, 500, "server_error", NULL, NULL, "out of memory");
         return NULL;
     }
@@ -95,7 +97,65 @@ static client_t *client_new(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
     c->r = r;
     c->kind = kind;
     c->t0 = t0;
+    c->tenant = *tn;
+    memset(tn, 0, sizeof *tn);
+    c->rl_used = -1;
     return c;
+}
+
+/* ---- rate limits ---- */
+
+/* The x-ratelimit-* headers every response of a limited tenant carries. */
+static void limit_headers(client_t *c, const rl_verdict_t *v)
+{
+    char h[384];
+    rl_headers(v, h, sizeof h);
+    if (h[0] && c->r) srv_req_set_headers(c->r, h);
+}
+
+/* Admit c under its tenant's limits, charging `tokens`: 0, or a 429 sent
+ * and -1 (c freed). */
+static int limit_admit(client_t *c, long long tokens)
+{
+    api_tenant_t *t = &c->tenant;
+    if (!t->rl) return 0;
+    rl_verdict_t v;
+    rl_what_t w = rl_admit(t->rl, &t->limits, tokens, time_now_mono(), &v);
+    limit_headers(c, &v);
+    if (w == RL_OK) {
+        c->rl_held = 1;
+        c->rl_reserved = tokens;
+        return 0;
+    }
+    oai_err_t e;
+    int retry = (int)(v.retry_s + 0.999);
+    if (w == RL_TOKENS && v.too_large)
+        oai_err(&e, 429, "tokens", "rate_limit_exceeded", NULL,
+                "Request too large for tenant '%s': it needs about %lld tokens and the limit is "
+                "%lld tokens per minute. Send fewer tokens (prompt + max_tokens).",
+                t->name, tokens, t->limits.tpm);
+    else if (w == RL_TOKENS) {
+        char d[32];
+        rl_duration(v.retry_s, d, sizeof d);
+        oai_err(&e, 429, "tokens", "rate_limit_exceeded", NULL,
+                "Rate limit reached for tenant '%s' on tokens per min (TPM): Limit %lld, "
+                "Remaining %lld, Requested %lld. Please try again in %s.",
+                t->name, t->limits.tpm, v.rem_tok, tokens, d);
+    } else if (w == RL_REQUESTS)
+        oai_err(&e, 429, "requests", "rate_limit_exceeded", NULL,
+                "Rate limit reached for tenant '%s' on requests per min (RPM): Limit %lld, "
+                "Remaining 0. Please try again in %d s.",
+                t->name, t->limits.rpm, retry < 1 ? 1 : retry);
+    else
+        oai_err(&e, 429, "requests", "rate_limit_exceeded", NULL,
+                "Too many requests in flight for tenant '%s': the limit is %d at once.", t->name,
+                t->limits.max_concurrency);
+    e.retry_after_s = retry < 1 ? 1 : retry;
+    srv_req_t *r = c->r;
+    c->r = NULL;
+    reply_send_error(r, &e);
+    client_free(c);
+    return -1;
 }
 
 /* The client was answered before it reached a generation. */
@@ -111,14 +171,20 @@ static int answer_error(client_t *c, const oai_err_t *e)
 /* ---- stages ---- */
 
 /* memo: a byte-identical repeat of a request answered as an exact L1 hit. */
-static int stage_memo(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
+static int stage_memo(api_t *a, srv_req_t *r, oai_kind_t kind, double t0, api_tenant_t *tn)
 {
-    const api_cache_memo_t *m = api_cache_memo_find(a->cache, srv_req_http(r), (int)kind);
+    const api_cache_memo_t *m = api_cache_memo_find(a->cache, srv_req_http(r), (int)kind, tn->ns);
     if (!m) return 0;
     cache_entry_t *hit = api_cache_l1_get(a->cache, &m->cq);
     if (!hit) return 0;
-    client_t *c = client_new(a, r, kind, t0);
+    api_cache_memo_t mm = *m;
+    client_t *c = client_new(a, r, kind, t0, tn);
     if (!c) {
+        cache_entry_release(hit);
+        return -1;
+    }
+    m = &mm;
+    if (limit_admit(c, 0) < 0) { /* a hit counts against requests, not tokens */
         cache_entry_release(hit);
         return -1;
     }
@@ -171,31 +237,41 @@ static int stage_model(client_t *c)
                 "The model '%s' is an embedding model: use POST /v1/embeddings.", c->q.model);
         return answer_error(c, &e);
     }
-    if (c->m) return 0;
+    /* a model the tenant may not use is answered as one that does not exist */
+    const tenant_key_t *k = c->tenant.key;
+    if (c->m && tenant_key_allows(k, c->m->cfg.name)) return 0;
+    c->m = NULL;
     char names[512];
     size_t n = 0;
     names[0] = '\0';
     for (int i = 0; i < a->n_models && n + 4 < sizeof names; i++)
-        n += (size_t)snprintf(names + n, sizeof names - n, "%s'%s'", i ? ", " : "",
-                              a->models[i].cfg.name);
+        if (tenant_key_allows(k, a->models[i].cfg.name))
+            n += (size_t)snprintf(names + n, sizeof names - n, "%s'%s'", n ? ", " : "",
+                                  a->models[i].cfg.name);
     oai_err(&e, 404, "invalid_request_error", "model_not_found", "model",
             "The model '%s' does not exist. Available: %s (alias 'default').", c->q.model, names);
     return answer_error(c, &e);
 }
 
-/* tenant: who asks. The route table checked the API key; the namespace that
- * keeps tenants' cache entries apart is built by the cache stage. */
+/* tenant: who asks. The route table resolved the key to c->tenant, whose
+ * namespace id keys the caches and salts the prefix cache. The keys file's
+ * priority is a floor: a request may ask to run later, never sooner. */
 static int stage_tenant(client_t *c)
 {
-    (void)c;
+    if (c->q.priority < c->tenant.priority) c->q.priority = c->tenant.priority;
     return 0;
 }
 
-/* limit: rate limits per tenant (a later issue). */
+/* limit: the tenant's rate limits. Tokens are reserved at admission: the
+ * prompt's estimate (4 bytes a token, as the body stands) + max_tokens (the
+ * server's default when the request sets none); corrected to the real count
+ * when the request ends (client_free). */
 static int stage_rate_limit(client_t *c)
 {
-    (void)c;
-    return 0;
+    if (!c->tenant.rl) return 0;
+    const http_req_t *h = srv_req_http(c->r);
+    long long mt = c->q.max_tokens > 0 ? c->q.max_tokens : c->a->set->max_tokens_default;
+    return limit_admit(c, (long long)(h->body.n + 3) / 4 + mt);
 }
 
 /* A budget header in ms: 0 absent, 1 set (*ms), -1 malformed (a reply sent). */
@@ -301,6 +377,7 @@ static int stage_cache(client_t *c, const cJSON *root)
     memcpy(extra + in.extra_len, &n_ctx, 8);
     in.extra_len += 8;
     in.reproducible = sp.temperature == 0 || sp.has_seed;
+    in.ns = c->tenant.ns;
     api_cache_decide(a->cache, srv_req_http(c->r), root, &in, &c->cq);
     if (!c->cq.cacheable) {
         c->xcache = "BYPASS";
@@ -338,7 +415,7 @@ static int stage_cache(client_t *c, const cJSON *root)
             const http_req_t *h = srv_req_http(c->r);
             api_cache_memo_t m = {c->cq, (int)(c->m - a->models), c->stream, c->include_usage,
                                   c->want_lp};
-            api_cache_memo_put(a->cache, h, (int)c->kind, &m);
+            api_cache_memo_put(a->cache, h, (int)c->kind, c->tenant.ns, &m);
         }
         gen_reply_entry(c, hit, api_cache_tiers(a->cache)->v[tier]->ops->name);
         cache_entry_release(hit);
@@ -477,13 +554,22 @@ static void after_walk(client_t *c)
     after_semantic(c);
 }
 
-void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
+void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn)
 {
     double t0 = time_now_mono();
     budget_t budget;
-    if (stage_budget_headers(r, &budget) < 0) return;
-    if (stage_memo(a, r, kind, t0) < 0) return;
-    client_t *c = client_new(a, r, kind, t0);
+    if (tn->rl) { /* the limits as they stand, for answers before the limit stage */
+        rl_verdict_t v;
+        rl_peek(tn->rl, &tn->limits, t0, &v);
+        char h[384];
+        rl_headers(&v, h, sizeof h);
+        if (h[0]) srv_req_set_headers(r, h);
+    }
+    if (stage_budget_headers(r, &budget) < 0 || stage_memo(a, r, kind, t0, tn) < 0) {
+        api_tenant_release(tn);
+        return;
+    }
+    client_t *c = client_new(a, r, kind, t0, tn);
     if (!c) return;
     cJSON *root = NULL;
     if (stage_parse(c, &root) < 0 || stage_model(c) < 0 || stage_tenant(c) < 0 ||
