@@ -401,7 +401,7 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     a->rng = ((uint64_t)time_now_unix() << 20) ^ (uint64_t)getpid() ^
              (uint64_t)(time_now_mono() * 1e9) ^ 0x2545F4914F6CDD1Dull;
     if (!a->rng) a->rng = 1;
-    int rc = api_tenants_create(&a->tenants, s, msg);
+    int rc = api_tenants_create(&a->tenants, loop, s, msg);
     if (!rc && (rc = api_cache_create(&a->cache, loop, s, gen_on_sf_empty, a, msg)))
         api_tenants_destroy(a->tenants);
     if (rc) {
@@ -460,6 +460,7 @@ void api_destroy(api_t *a)
 {
     if (!a) return;
     a->destroyed = 1;
+    api_tenants_close(a->tenants); /* requests waiting for Redis's verdict are decided now */
     embed_cancel_all(a); /* before their backends go: a cancelled job is never called back */
     /* every backend ends its jobs (DONE/CANCELLED) now or on the next loop
      * turns; their generations free themselves, the last one frees the api */

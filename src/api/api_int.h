@@ -167,8 +167,14 @@ struct client {
     buf_t text;                     /* non-stream: all text; stream: not yet written */
     struct lp_list *lp;             /* same split as text */
     api_tenant_t tenant;            /* who asks (released by client_free) */
-    int rl_held;                    /* admitted by the tenant's limiter: settle in client_free */
+    int rl_held;         /* holds a concurrency slot / a charge: settled in client_free */
+    int rl_redis;        /* the tokens were charged in Redis (corrected there) */
+    long long rl_tokens; /* the tokens asked for at admission */
     long long rl_reserved, rl_used; /* tokens charged at admission / really used (-1: unknown) */
+    struct rlr_op *rl_op;           /* a Redis check in flight */
+    void (*rl_cont)(client_t *c);   /* where the pipeline goes on once admitted */
+    struct cJSON *root;             /* the parsed body while the limit stage waits */
+    cache_entry_t *memo_hit;        /* the memo's L1 entry while the limit stage waits */
 };
 
 /* The tenant of a request (for the batch API and other callers). */

@@ -4,12 +4,15 @@
  * limiter's arithmetic (ratelimit.c). */
 #include "api/api_tenant.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "cache/cache_redis.h"
 
@@ -26,6 +29,7 @@ struct api_tenants {
     uint8_t api_key_d[32]; /* SHA-256 of --api-key */
     int has_api_key;
     rl_t *rl;
+    rlr_t *rlr; /* rpm/tpm shared through Redis; NULL: local only */
 };
 
 #define SECRET_REDIS_KEY "barista:tenant:ns-secret"
@@ -94,7 +98,41 @@ static int secret_from_redis(const char *url, uint8_t out[32])
     return ok ? 0 : -1;
 }
 
-int api_tenants_create(api_tenants_t **out, const srv_settings_t *set, bar_msg_t *msg)
+/* The secret kept next to the cache snapshot (PATH.ns-secret, 0600), so a
+ * restart reads its own snapshot's namespaces: read it, or create it. */
+static int secret_from_file(const char *snapshot, uint8_t out[32])
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s.ns-secret", snapshot);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0) {
+            char hex[65];
+            ssize_t n = read(fd, hex, 64);
+            close(fd);
+            return n == 64 && tenant_unhex32(hex, 64, out) == 0 ? 0 : -1;
+        }
+        uint8_t fresh[32];
+        char hex[66];
+        if (tenant_random(fresh)) return -1;
+        tenant_hex(fresh, 32, hex);
+        hex[64] = '\n';
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0) {
+            if (errno == EEXIST) continue; /* another process made it first: read theirs */
+            return -1;
+        }
+        int ok = write(fd, hex, 65) == 65 && fsync(fd) == 0;
+        close(fd);
+        if (!ok) return -1;
+        memcpy(out, fresh, 32);
+        return 0;
+    }
+    return -1;
+}
+
+int api_tenants_create(api_tenants_t **out, uv_loop_t *loop, const srv_settings_t *set,
+                       bar_msg_t *msg)
 {
     api_tenants_t *t = calloc(1, sizeof *t);
     if (!t || !(t->rl = rl_create())) {
@@ -118,6 +156,8 @@ int api_tenants_create(api_tenants_t **out, const srv_settings_t *set, bar_msg_t
         t->secret_src = "flag";
     } else if (set->redis[0] && secret_from_redis(set->redis, t->secret) == 0) {
         t->secret_src = "redis";
+    } else if (set->cache_file[0] && secret_from_file(set->cache_file, t->secret) == 0) {
+        t->secret_src = "file";
     } else {
         if (tenant_random(t->secret)) {
             api_tenants_destroy(t);
@@ -129,13 +169,32 @@ int api_tenants_create(api_tenants_t **out, const srv_settings_t *set, bar_msg_t
                             "namespace secret is this process's own (replicas will not share "
                             "cache entries; set --namespace-secret)\n");
     }
+    if (set->redis[0] && loop &&
+        !(t->rlr = rlr_create(loop, set->redis, (int)set->ratelimit_wait_ms, msg))) {
+        api_tenants_destroy(t);
+        return BAR_ERR_INVALID;
+    }
     *out = t;
     return 0;
+}
+
+void api_tenants_close(api_tenants_t *t)
+{
+    if (!t) return;
+    rlr_t *r = t->rlr;
+    t->rlr = NULL;
+    rlr_destroy(r);
+}
+
+rlr_t *api_tenants_rlr(api_tenants_t *t)
+{
+    return t ? t->rlr : NULL;
 }
 
 void api_tenants_destroy(api_tenants_t *t)
 {
     if (!t) return;
+    api_tenants_close(t);
     ks_unref(t->ks);
     rl_destroy(t->rl);
     OPENSSL_cleanse(t->secret, sizeof t->secret);

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "control/ratelimit.h"
+#include "control/ratelimit_redis.h"
 #include "control/tenant.h"
 #include "server/http.h"
 #include "server/settings.h"
@@ -43,10 +44,18 @@ typedef struct api_tenant {
     api_keyset_t *ks;           /* the reference */
 } api_tenant_t;
 
-/* Load --keys (if set), settle the namespace secret. 0, or a negative code
- * with msg (a bad keys file). Ownership: api_tenants_destroy. */
-int api_tenants_create(api_tenants_t **out, const srv_settings_t *set, bar_msg_t *msg);
+/* Load --keys (if set), settle the namespace secret, connect the shared
+ * limiter to --redis (if set). 0, or a negative code with msg (a bad keys
+ * file). Ownership: api_tenants_close (on the loop, first), then
+ * api_tenants_destroy. */
+int api_tenants_create(api_tenants_t **out, uv_loop_t *loop, const srv_settings_t *set,
+                       bar_msg_t *msg);
+/* Close the Redis limiter: pending checks are decided locally now. */
+void api_tenants_close(api_tenants_t *t);
 void api_tenants_destroy(api_tenants_t *t);
+
+/* The shared (Redis) limiter, or NULL (no --redis, or closed). */
+rlr_t *api_tenants_rlr(api_tenants_t *t);
 
 /* Re-read the keys file: the new table replaces the old one only when the
  * whole file is valid. 0, or a negative code with msg (the old table stays).
@@ -56,7 +65,8 @@ int api_tenants_reload(api_tenants_t *t, bar_msg_t *msg);
 /* Whether keys are checked (--keys or --api-key). */
 int api_tenants_authed(const api_tenants_t *t);
 
-/* Where the secret came from: "flag", "redis", "process". */
+/* Where the secret came from: "flag", "redis", "file" (next to --cache-file),
+ * "process". */
 const char *api_tenants_secret_source(const api_tenants_t *t);
 
 /* The tenant of request h: 0 and *out (release it), or -1: a key is needed

@@ -23,6 +23,7 @@
  * Lifetime: a gen_t lives from submit until its DONE event, even if every
  * client left earlier. Not for: parsing and cache decisions (pipeline.c),
  * reply bytes (reply.c), HTTP framing (server/). */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,9 +66,23 @@ const api_tenant_t *api_client_tenant(const client_t *c)
 
 void client_free(client_t *c)
 {
-    if (c->rl_held && c->tenant.rl) /* tokens corrected to the real count */
-        rl_settle(c->tenant.rl, &c->tenant.limits, c->rl_reserved, c->rl_used, time_now_mono());
+    rlr_cancel(c->rl_op);
+    c->rl_op = NULL;
+    if (c->rl_held && c->tenant.rl) { /* tokens corrected to the real count */
+        tenant_limits_t l = c->tenant.limits;
+        if (c->rl_redis) {
+            if (c->rl_used >= 0)
+                rlr_settle(api_tenants_rlr(c->a->tenants), c->tenant.name, &l,
+                           c->rl_used - c->rl_reserved);
+            l.tpm = 0; /* here: only the concurrency slot */
+        }
+        rl_settle(c->tenant.rl, &l, c->rl_reserved, c->rl_used, time_now_mono());
+    }
     c->rl_held = 0;
+    cJSON_Delete(c->root);
+    c->root = NULL;
+    if (c->memo_hit) cache_entry_release(c->memo_hit);
+    c->memo_hit = NULL;
     api_tenant_release(&c->tenant);
     api_sem_cancel(c);
     api_sem_free(c->sem);

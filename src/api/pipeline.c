@@ -113,49 +113,112 @@ static void limit_headers(client_t *c, const rl_verdict_t *v)
     if (h[0] && c->r) srv_req_set_headers(c->r, h);
 }
 
-/* Admit c under its tenant's limits, charging `tokens`: 0, or a 429 sent
- * and -1 (c freed). */
-static int limit_admit(client_t *c, long long tokens)
+/* The tenant's limits refused c: 429 in OpenAI's words, c freed. */
+static void limit_refuse(client_t *c, const rl_verdict_t *v, long long tokens)
 {
     api_tenant_t *t = &c->tenant;
-    if (!t->rl) return 0;
-    rl_verdict_t v;
-    rl_what_t w = rl_admit(t->rl, &t->limits, tokens, time_now_mono(), &v);
-    limit_headers(c, &v);
-    if (w == RL_OK) {
-        c->rl_held = 1;
-        c->rl_reserved = tokens;
-        return 0;
-    }
     oai_err_t e;
-    int retry = (int)(v.retry_s + 0.999);
-    if (w == RL_TOKENS && v.too_large)
+    int retry = (int)(v->retry_s + 0.999);
+    if (v->refused == RL_TOKENS && v->too_large) {
         oai_err(&e, 429, "tokens", "rate_limit_exceeded", NULL,
                 "Request too large for tenant '%s': it needs about %lld tokens and the limit is "
                 "%lld tokens per minute. Send fewer tokens (prompt + max_tokens).",
                 t->name, tokens, t->limits.tpm);
-    else if (w == RL_TOKENS) {
+    } else if (v->refused == RL_TOKENS) {
         char d[32];
-        rl_duration(v.retry_s, d, sizeof d);
+        rl_duration(v->retry_s, d, sizeof d);
         oai_err(&e, 429, "tokens", "rate_limit_exceeded", NULL,
                 "Rate limit reached for tenant '%s' on tokens per min (TPM): Limit %lld, "
                 "Remaining %lld, Requested %lld. Please try again in %s.",
-                t->name, t->limits.tpm, v.rem_tok, tokens, d);
-    } else if (w == RL_REQUESTS)
+                t->name, t->limits.tpm, v->rem_tok, tokens, d);
+    } else if (v->refused == RL_REQUESTS) {
         oai_err(&e, 429, "requests", "rate_limit_exceeded", NULL,
                 "Rate limit reached for tenant '%s' on requests per min (RPM): Limit %lld, "
                 "Remaining 0. Please try again in %d s.",
                 t->name, t->limits.rpm, retry < 1 ? 1 : retry);
-    else
+    } else {
         oai_err(&e, 429, "requests", "rate_limit_exceeded", NULL,
                 "Too many requests in flight for tenant '%s': the limit is %d at once.", t->name,
                 t->limits.max_concurrency);
+    }
     e.retry_after_s = retry < 1 ? 1 : retry;
+    obs_metrics_rejected(c->a->metrics, "rate_limit");
     srv_req_t *r = c->r;
     c->r = NULL;
+    if (r) srv_req_set_user(r, NULL, NULL, NULL);
     reply_send_error(r, &e);
     client_free(c);
-    return -1;
+}
+
+/* The per-minute limits decided (v; NULL: Redis did not answer in time, or
+ * is down: the local limiter decides). Go on with c->rl_cont, or 429. */
+static void limit_decided(void *user, const rl_verdict_t *v)
+{
+    client_t *c = user;
+    api_tenant_t *t = &c->tenant;
+    c->rl_op = NULL;
+    rl_verdict_t loc;
+    if (v) {
+        c->rl_redis = v->refused == RL_OK; /* charged in Redis: corrected there at the end */
+    } else {
+        tenant_limits_t l = t->limits;
+        l.max_concurrency = 0; /* taken already */
+        rl_admit(t->rl, &l, c->rl_tokens, time_now_mono(), &loc);
+        v = &loc;
+    }
+    limit_headers(c, v);
+    if (v->refused != RL_OK) {
+        limit_refuse(c, v, c->rl_tokens);
+        return;
+    }
+    c->rl_reserved = c->rl_tokens;
+    c->rl_cont(c);
+}
+
+/* Admit c under its tenant's limits, charging `tokens`: the concurrency cap
+ * here, rpm/tpm in Redis when it is configured (a bounded wait) or here.
+ * 0: admitted, go on now; 1: the answer comes later (cont(c) then, unless
+ * refused); -1: refused, a 429 sent (c freed). */
+static int limit_admit(client_t *c, long long tokens, void (*cont)(client_t *c))
+{
+    api_tenant_t *t = &c->tenant;
+    if (!t->rl) return 0;
+    double now = time_now_mono();
+    rl_verdict_t v;
+    tenant_limits_t conc = {0, 0, t->limits.max_concurrency};
+    if (conc.max_concurrency > 0 && rl_admit(t->rl, &conc, 0, now, &v) != RL_OK) {
+        rl_verdict_t pv;
+        rl_peek(t->rl, &t->limits, now, &pv);
+        pv.refused = v.refused;
+        pv.retry_s = v.retry_s;
+        limit_headers(c, &pv);
+        limit_refuse(c, &pv, tokens);
+        return -1;
+    }
+    c->rl_held = 1; /* the concurrency slot (if any): given back by client_free */
+    c->rl_tokens = tokens;
+    c->rl_cont = cont;
+    if (t->limits.rpm <= 0 && t->limits.tpm <= 0) {
+        rl_peek(t->rl, &t->limits, now, &v);
+        limit_headers(c, &v);
+        return 0;
+    }
+    rlr_t *rr = api_tenants_rlr(c->a->tenants);
+    if (rr && rlr_admit(rr, t->name, &t->limits, tokens, limit_decided, c, &c->rl_op)) {
+        client_wait(c); /* a disconnect frees c, which cancels the check */
+        return 1;
+    }
+    /* no Redis (or it is down): this replica decides */
+    tenant_limits_t l = t->limits;
+    l.max_concurrency = 0;
+    rl_admit(t->rl, &l, tokens, now, &v);
+    limit_headers(c, &v);
+    if (v.refused != RL_OK) {
+        limit_refuse(c, &v, tokens);
+        return -1;
+    }
+    c->rl_reserved = tokens;
+    return 0;
 }
 
 /* The client was answered before it reached a generation. */
@@ -169,6 +232,16 @@ static int answer_error(client_t *c, const oai_err_t *e)
 }
 
 /* ---- stages ---- */
+
+/* Answer c from the L1 entry its memo found (c->memo_hit). */
+static void memo_reply(client_t *c)
+{
+    cache_entry_t *hit = c->memo_hit;
+    c->memo_hit = NULL;
+    api_cache_count(c->a->cache, API_CACHE_HIT_L1);
+    gen_reply_entry(c, hit, "L1");
+    cache_entry_release(hit);
+}
 
 /* memo: a byte-identical repeat of a request answered as an exact L1 hit. */
 static int stage_memo(api_t *a, srv_req_t *r, oai_kind_t kind, double t0, api_tenant_t *tn)
@@ -184,18 +257,15 @@ static int stage_memo(api_t *a, srv_req_t *r, oai_kind_t kind, double t0, api_te
         return -1;
     }
     m = &mm;
-    if (limit_admit(c, 0) < 0) { /* a hit counts against requests, not tokens */
-        cache_entry_release(hit);
-        return -1;
-    }
     c->m = &a->models[m->model];
     c->cq = m->cq;
     c->stream = m->stream;
     c->include_usage = m->include_usage;
     c->want_lp = m->want_lp;
-    api_cache_count(a->cache, API_CACHE_HIT_L1);
-    gen_reply_entry(c, hit, "L1");
-    cache_entry_release(hit);
+    c->memo_hit = hit;
+    /* a hit counts against requests, not tokens */
+    int rc = limit_admit(c, 0, memo_reply);
+    if (rc == 0) memo_reply(c);
     return -1;
 }
 
@@ -266,12 +336,14 @@ static int stage_tenant(client_t *c)
  * prompt's estimate (4 bytes a token, as the body stands) + max_tokens (the
  * server's default when the request sets none); corrected to the real count
  * when the request ends (client_free). */
+static void after_limit(client_t *c);
+
 static int stage_rate_limit(client_t *c)
 {
     if (!c->tenant.rl) return 0;
     const http_req_t *h = srv_req_http(c->r);
     long long mt = c->q.max_tokens > 0 ? c->q.max_tokens : c->a->set->max_tokens_default;
-    return limit_admit(c, (long long)(h->body.n + 3) / 4 + mt);
+    return limit_admit(c, (long long)(h->body.n + 3) / 4 + mt, after_limit);
 }
 
 /* A budget header in ms: 0 absent, 1 set (*ms), -1 malformed (a reply sent). */
@@ -572,12 +644,21 @@ void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn)
     client_t *c = client_new(a, r, kind, t0, tn);
     if (!c) return;
     cJSON *root = NULL;
-    if (stage_parse(c, &root) < 0 || stage_model(c) < 0 || stage_tenant(c) < 0 ||
-        stage_rate_limit(c) < 0) {
+    if (stage_parse(c, &root) < 0 || stage_model(c) < 0 || stage_tenant(c) < 0) {
         cJSON_Delete(root);
         return;
     }
     set_deadline(c, &budget);
+    c->root = root; /* kept while the limit stage may wait for Redis */
+    int rc = stage_rate_limit(c);
+    if (rc == 0) after_limit(c);
+}
+
+/* The limits admitted c: the cache tiers, then the backend. */
+static void after_limit(client_t *c)
+{
+    cJSON *root = c->root;
+    c->root = NULL;
     int go_on = stage_cache(c, root);
     cJSON_Delete(root);
     if (!go_on) return;

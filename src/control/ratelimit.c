@@ -162,7 +162,7 @@ rl_what_t rl_admit(rl_state_t *s, const tenant_limits_t *lim, long long tokens, 
     if (!v->refused) {
         s->tat_req = nreq;
         s->tat_tok = ntok;
-        s->inflight++;
+        if (lim->max_concurrency > 0) s->inflight++;
     }
     fill(s, lim, now, v);
     return v->refused;
@@ -171,7 +171,7 @@ rl_what_t rl_admit(rl_state_t *s, const tenant_limits_t *lim, long long tokens, 
 void rl_settle(rl_state_t *s, const tenant_limits_t *lim, long long reserved, long long used,
                double now)
 {
-    if (s->inflight > 0) s->inflight--;
+    if (lim->max_concurrency > 0 && s->inflight > 0) s->inflight--;
     if (lim->tpm <= 0 || used < 0 || used == reserved) return;
     double t = RL_WINDOW_S / (double)lim->tpm;
     double base = s->tat_tok > now ? s->tat_tok : now;

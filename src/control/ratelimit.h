@@ -49,16 +49,17 @@ rl_state_t *rl_state(rl_t *r, const char *name);
 
 /* Admit one request costing `tokens` tokens at time now (monotonic
  * seconds) under lim: all of its limits pass or none is charged. Admitted:
- * one request and `tokens` tokens are charged and one concurrency slot taken
- * (give it back with rl_settle). Returns v->refused. */
+ * one request and `tokens` tokens are charged and, when lim has a
+ * max_concurrency, one slot taken (give it back with rl_settle under the same
+ * lim). Returns v->refused. */
 rl_what_t rl_admit(rl_state_t *s, const tenant_limits_t *lim, long long tokens, double now,
                    rl_verdict_t *v);
 
 /* The header numbers as they stand, charging nothing. */
 void rl_peek(const rl_state_t *s, const tenant_limits_t *lim, double now, rl_verdict_t *v);
 
-/* An admitted request ended: free its concurrency slot and correct the
- * tokens charged from `reserved` to `used` (used < 0: keep the reservation). */
+/* An admitted request ended: free its concurrency slot (lim has a
+ * max_concurrency) and correct the tokens charged from `reserved` to `used` (used < 0: keep the reservation). */
 void rl_settle(rl_state_t *s, const tenant_limits_t *lim, long long reserved, long long used,
                double now);
 

@@ -93,6 +93,10 @@ static const cfg_opt_t table[] = {
      "key of the HMAC that names tenants' cache namespaces (empty = kept in Redis, or one per "
      "process)",
      CFG_SECRET},
+    {"ratelimit-wait-ms", 0, INT(ratelimit_wait_ms), "20", 1, 10000, "MS",
+     "longest wait for Redis's rate-limit verdict; past it (or with Redis down) this replica's "
+     "own limiter decides",
+     0},
     {"access-log", 0, BOOL(access_log), "false", 0, 1, NULL, "log one line per request to stderr",
      0},
     {"cache-mem", 0, INT(cache_mem), "268435456", 0, 1LL << 40, "BYTES",

@@ -42,6 +42,7 @@ typedef struct {
     char api_key[256];                /* "" = no authentication */
     char keys[4096];                  /* keys file (YAML, docs/TENANTS.md); "" = none */
     char namespace_secret[256];       /* HMAC key of cache namespaces; "" = Redis's or generated */
+    long long ratelimit_wait_ms;      /* longest wait for Redis's rate-limit verdict */
     int access_log;
     /* exact-match response cache (docs/CACHE.md) */
     long long cache_mem;            /* L1 byte budget; 0 = no L1 */
