@@ -36,8 +36,10 @@ static void model_obj(const api_t *a, buf_t *b, const api_model_t *m, const char
     buf_puts(b, "}}");
 }
 
-static void h_models(api_t *a, srv_req_t *r, http_slice_t id)
+/* A tenant sees only the models its key may use (a keys file's `models`). */
+static void h_models(api_t *a, srv_req_t *r, http_slice_t id, const api_tenant_t *tn)
 {
+    const tenant_key_t *k = tn->key;
     buf_t b = {0};
     if (id.n) {
         char tmp[MODEL_NAME_MAX];
@@ -47,6 +49,7 @@ static void h_models(api_t *a, srv_req_t *r, http_slice_t id)
             tmp[id.n] = '\0';
             m = api_model_find(a, tmp);
         }
+        if (m && !tenant_key_allows(k, m->cfg.name)) m = NULL;
         if (!m) {
             reply_error(r, 404, "invalid_request_error", "model_not_found", "model",
                         "The model '%.*s' does not exist.", (int)(id.n > 200 ? 200 : id.n), id.p);
@@ -58,12 +61,16 @@ static void h_models(api_t *a, srv_req_t *r, http_slice_t id)
         return;
     }
     buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    int n = 0;
     for (int i = 0; i < a->n_models; i++) {
-        if (i) buf_puts(&b, ",");
+        if (!tenant_key_allows(k, a->models[i].cfg.name)) continue;
+        if (n++) buf_puts(&b, ",");
         model_obj(a, &b, &a->models[i], a->models[i].cfg.name);
     }
-    buf_puts(&b, ",");
-    model_obj(a, &b, &a->models[a->default_idx], "default");
+    if (tenant_key_allows(k, a->models[a->default_idx].cfg.name)) {
+        if (n) buf_puts(&b, ",");
+        model_obj(a, &b, &a->models[a->default_idx], "default");
+    }
     buf_puts(&b, "]}\n");
     respond_json(r, 200, &b);
 }
@@ -331,7 +338,7 @@ void api_handle(void *ud, srv_req_t *r)
         embed_handle(a, r);
         break;
     case H_MODELS:
-        h_models(a, r, rest);
+        h_models(a, r, rest, &tn);
         break;
     case H_HEALTH:
         h_health(a, r);

@@ -164,9 +164,9 @@ struct client {
     int timer_on;
     oai_resp_t resp;
     char id[48];
-    buf_t text;                     /* non-stream: all text; stream: not yet written */
-    struct lp_list *lp;             /* same split as text */
-    api_tenant_t tenant;            /* who asks (released by client_free) */
+    buf_t text;          /* non-stream: all text; stream: not yet written */
+    struct lp_list *lp;  /* same split as text */
+    api_tenant_t tenant; /* who asks (released by client_free) */
     int rl_held;         /* holds a concurrency slot / a charge: settled in client_free */
     int rl_redis;        /* the tokens were charged in Redis (corrected there) */
     long long rl_tokens; /* the tokens asked for at admission */

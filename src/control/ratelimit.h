@@ -59,7 +59,8 @@ rl_what_t rl_admit(rl_state_t *s, const tenant_limits_t *lim, long long tokens, 
 void rl_peek(const rl_state_t *s, const tenant_limits_t *lim, double now, rl_verdict_t *v);
 
 /* An admitted request ended: free its concurrency slot (lim has a
- * max_concurrency) and correct the tokens charged from `reserved` to `used` (used < 0: keep the reservation). */
+ * max_concurrency) and correct the tokens charged from `reserved` to `used` (used < 0: keep the
+ * reservation). */
 void rl_settle(rl_state_t *s, const tenant_limits_t *lim, long long reserved, long long used,
                double now);
 

@@ -16,9 +16,9 @@
 
 #include "cache/cache_redis.h" /* cache_redis_parse_url: one URL syntax for --redis */
 
-#define RETRY_MS 500      /* reconnect period */
-#define MAX_INFLIGHT 256  /* more checks than this waiting: decide locally */
-#define STALL_TIMEOUTS 3  /* this many checks in a row past their wait: drop the connection */
+#define RETRY_MS 500     /* reconnect period */
+#define MAX_INFLIGHT 256 /* more checks than this waiting: decide locally */
+#define STALL_TIMEOUTS 3 /* this many checks in a row past their wait: drop the connection */
 
 /* GCRA over two TATs (ms, Redis's clock). ARGV: rpm, tpm, tokens.
  * Returns {refused 0|1 requests|2 tokens, retry_ms, req_used_ms, tok_used_ms,
