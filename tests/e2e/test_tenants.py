@@ -13,10 +13,10 @@ import subprocess
 import openai
 import pytest
 
-from serverutil import SLOW, Redis, Server, chat, request, wait_for
+from serverutil import SLOW, Redis, Server, chat, metrics, request, wait_for
 
 KEYS = {name: f"sk-test-{name}-0123456789" for name in
-        ["a", "a2", "x", "b", "c", "d", "g", "adm"]}
+        ["a", "a2", "x", "b", "c", "d", "g", "adm", "cc"]}
 
 
 def sha(k):
@@ -34,6 +34,7 @@ def keys_yaml(extra=""):
   - {{key_sha256: {sha(KEYS['c'])}, tenant: team-c, rpm: 3}}
   - {{key_sha256: {sha(KEYS['d'])}, tenant: team-d, tpm: 150, priority: 5}}
   - {{key_sha256: {sha(KEYS['adm'])}, tenant: ops, admin: true}}
+  - {{key_sha256: {sha(KEYS['cc'])}, tenant: team-cc, max_concurrency: 1}}
 {extra}"""
 
 
@@ -148,6 +149,31 @@ def test_rpm_limit_429_with_openai_headers(server):
     # an unlimited tenant's replies carry no rate-limit headers
     _, h = ask(server, "a", "Name a river.")
     assert "x-ratelimit-limit-requests" not in h
+    assert metrics(server)['barista_rejected_requests_total{reason="rate_limit"}'] >= 1
+
+
+def test_concurrency_limit(server):
+    # a long stream holds team-cc's only slot while a second request comes
+    conn = server.connect()
+    data = json.dumps(body("Tell a long story.", max_tokens=400, stream=True)).encode()
+    try:
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + KEYS["cc"].encode() + b"\r\nContent-Type: application/json\r\n"
+                     b"Cache-Control: no-store\r\nContent-Length: " + str(len(data)).encode()
+                     + b"\r\n\r\n" + data)
+        conn.settimeout(60 * SLOW)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200")
+        st, h, r = chat(server, body("Name a fish."), headers=bearer("cc"))
+        assert st == 429 and r["error"]["type"] == "requests"
+        assert "at once" in r["error"]["message"]
+    finally:
+        conn.close()
+    # the slot comes back when the stream's client goes
+    wait_for(lambda: chat(server, body("Name a fish."), headers=bearer("cc"))[0] == 200,
+             timeout=30 * SLOW)
 
 
 def test_tpm_limit_429_on_tokens_and_streams_carry_headers(server):
