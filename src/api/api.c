@@ -335,7 +335,7 @@ void api_handle(void *ud, srv_req_t *r)
         pipeline_handle(a, r, OAI_COMPLETION, &tn);
         return;
     case H_EMBEDDINGS:
-        embed_handle(a, r);
+        embed_handle(a, r, &tn);
         break;
     case H_MODELS:
         h_models(a, r, rest, &tn);

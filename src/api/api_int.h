@@ -110,8 +110,8 @@ void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn);
 
 /* ---- embed_job.c ---- */
 
-/* POST /v1/embeddings. */
-void embed_handle(api_t *a, srv_req_t *r);
+/* POST /v1/embeddings for tenant tn (borrowed: its model list applies). */
+void embed_handle(api_t *a, srv_req_t *r, const api_tenant_t *tn);
 /* Cancel every embeddings request still waiting (503 to each): shutdown. */
 void embed_cancel_all(api_t *a);
 /* The embeddings and feature-cache counters in Prometheus text. */

@@ -128,6 +128,11 @@ def test_model_not_allowed_is_404_like_an_unknown_model(server):
     assert client(server, "b").models.list().data == []
     assert request(server, "GET", f"/v1/models/{served}", headers=bearer("b"))[0] == 404
     assert request(server, "GET", f"/v1/models/{served}", headers=bearer("a"))[0] == 200
+    # the embeddings endpoint applies the same list
+    emb = json.dumps({"model": "default", "input": "hello"})
+    st, _, raw = request(server, "POST", "/v1/embeddings", emb, headers=bearer("b"))
+    assert st == 404 and json.loads(raw)["error"]["code"] == "model_not_found", raw
+    assert request(server, "POST", "/v1/embeddings", emb, headers=bearer("a"))[0] == 200
 
 
 def test_rpm_limit_429_with_openai_headers(server):
