@@ -16,7 +16,7 @@ import pytest
 from serverutil import SLOW, Redis, Server, chat, metrics, request, wait_for
 
 KEYS = {name: f"sk-test-{name}-0123456789" for name in
-        ["a", "a2", "x", "b", "c", "d", "g", "adm", "cc"]}
+        ["a", "a2", "x", "b", "c", "d", "g", "adm", "cc", "t"]}
 
 
 def sha(k):
@@ -300,7 +300,8 @@ def test_bad_keys_file_is_a_startup_error(barista_bin, gguf_path, tmp_path):
 def test_two_replicas_hold_one_limit_through_redis(barista_bin, gguf_path, tmp_path):
     redis = Redis()
     p = tmp_path / "keys.yaml"
-    p.write_text(keys_yaml(f"  - {{key_sha256: {sha(KEYS['g'])}, tenant: team-g, rpm: 6}}\n"))
+    p.write_text(keys_yaml(f"  - {{key_sha256: {sha(KEYS['g'])}, tenant: team-g, rpm: 6}}\n"
+                           f"  - {{key_sha256: {sha(KEYS['t'])}, tenant: team-t, tpm: 400}}\n"))
     args = ["--keys", str(p), "--redis", redis.url, "--redis-timeout-ms", "200",
             "--ratelimit-wait-ms", str(int(200 * SLOW))]
     r1 = Server(barista_bin, gguf_path, args=args)
@@ -316,6 +317,16 @@ def test_two_replicas_hold_one_limit_through_redis(barista_bin, gguf_path, tmp_p
         assert codes.count(200) in (6, 7), codes  # 7: one refilled during the run
         assert set(codes) <= {200, 429}
         assert codes[-1] == 429
+        # tokens reserved at admission are corrected in Redis when a request
+        # ends: a big max_tokens cut short by a stop string gives most back
+        short = body("Say yes.", max_tokens=300, stop=[" ", ".", "\n"])
+        st, h, r = chat(r1, short, headers={**bearer("t"), "Cache-Control": "no-store"})
+        assert st == 200 and r["usage"]["total_tokens"] < 100, r
+        assert int(h["x-ratelimit-remaining-tokens"]) < 100  # ~330 reserved
+        st, h, r = chat(r1, body("Say no.", max_tokens=150),
+                        headers={**bearer("t"), "Cache-Control": "no-store"})
+        assert st == 200, r  # without the correction: ~60 left, this needs ~185
+        assert int(h["x-ratelimit-remaining-tokens"]) > 100
         # Redis gone: each replica's own limiter decides, so a tenant gets at
         # most N_replicas x its limit (docs/TENANTS.md) and is still refused
         redis.stop()
