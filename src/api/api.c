@@ -190,6 +190,21 @@ static void h_metrics(api_t *a, srv_req_t *r)
     obs_metrics_gauge(&b, "barista_models_loaded", "Models loaded and serving.", a->n_ready);
     api_cache_metrics(a->cache, &b);
     embed_metrics(a, &b);
+    rlr_t *rr = api_tenants_rlr(a->tenants);
+    if (rr) {
+        rlr_stats_t rs;
+        rlr_stats(rr, &rs);
+        obs_metrics_gauge(&b, "barista_ratelimit_redis_up",
+                          "1 while the rate limiter's Redis connection is up.", rs.up);
+        obs_metrics_counter(&b, "barista_ratelimit_redis_checks_total",
+                            "Rate-limit checks sent to Redis.", rs.checks);
+        obs_metrics_counter(&b, "barista_ratelimit_redis_timeouts_total",
+                            "Rate-limit checks Redis did not answer within --ratelimit-wait-ms.",
+                            rs.timeouts);
+        obs_metrics_counter(&b, "barista_ratelimit_local_decisions_total",
+                            "Rate-limit checks decided by this replica alone (Redis down or slow).",
+                            rs.local);
+    }
     srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.n, NULL);
     buf_free(&b);
 }

@@ -327,12 +327,16 @@ def test_two_replicas_hold_one_limit_through_redis(barista_bin, gguf_path, tmp_p
                         headers={**bearer("t"), "Cache-Control": "no-store"})
         assert st == 200, r  # without the correction: ~60 left, this needs ~185
         assert int(h["x-ratelimit-remaining-tokens"]) > 100
+        m = metrics(r1)
+        assert m["barista_ratelimit_redis_up"] == 1
+        assert m["barista_ratelimit_redis_checks_total"] >= 6
         # Redis gone: each replica's own limiter decides, so a tenant gets at
         # most N_replicas x its limit (docs/TENANTS.md) and is still refused
         redis.stop()
         per = [[chat(r, body("Name a comet."), headers=bearer("c"))[0] for _ in range(4)]
                for r in (r1, r2)]
         assert per == [[200, 200, 200, 429]] * 2, per
+        assert metrics(r1)["barista_ratelimit_local_decisions_total"] >= 4
     finally:
         assert r1.stop() == 0
         assert r2.stop() == 0
