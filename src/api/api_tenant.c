@@ -241,9 +241,12 @@ static http_slice_t presented_key(const http_req_t *h)
         v.n -= 7;
         while (v.n && *v.p == ' ')
             v.p++, v.n--;
-        return v;
+    } else {
+        v = http_req_header(h, "api-key");
     }
-    v = http_req_header(h, "api-key");
+    /* a field value has no trailing blanks (RFC 9110's OWS) */
+    while (v.p && v.n && (v.p[v.n - 1] == ' ' || v.p[v.n - 1] == '\t'))
+        v.n--;
     if (v.p && v.n) return v;
     return (http_slice_t){NULL, 0};
 }
