@@ -299,9 +299,16 @@ void rlr_stats(const rlr_t *r, rlr_stats_t *st)
 
 static void conn_start(rlr_t *r);
 
+
+/* The timer retries a connection, or bounds a handshake in progress. */
 static void on_retry(uv_timer_t *t)
 {
-    conn_start(t->data);
+    rlr_t *r = t->data;
+    if (r->ac) {
+        if (!r->up) conn_drop(r); /* connected, but PING unanswered: a hung Redis */
+        return;
+    }
+    conn_start(r);
 }
 
 static void schedule_retry(rlr_t *r)
@@ -336,6 +343,7 @@ static void on_ready(redisAsyncContext *ac, void *reply_, void *priv)
     if (rep && rep->type == REDIS_REPLY_STATUS) {
         r->up = 1;
         r->consec_timeouts = 0;
+        uv_timer_stop(&r->retry);
     }
 }
 
@@ -346,12 +354,16 @@ static void on_handshake(redisAsyncContext *ac, void *reply_, void *priv)
     (void)priv;
 }
 
+/* Drop the connection now (not redisAsyncDisconnect: that waits for the
+ * replies a hung Redis never sends); pending callbacks get NULL. */
 static void conn_drop(rlr_t *r)
 {
     if (!r->ac) return;
     redisAsyncContext *ac = r->ac;
+    r->ac = NULL;
     r->up = 0;
-    redisAsyncDisconnect(ac); /* pending callbacks get NULL; on_disconnect retries */
+    redisAsyncFree(ac);
+    schedule_retry(r);
 }
 
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
@@ -399,6 +411,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     if (r->url.db) redisAsyncCommand(ac, on_handshake, r, "SELECT %d", r->url.db);
     redisAsyncCommand(ac, on_ready, r, "PING");
+    uv_timer_start(&r->retry, on_retry, 1000, 0); /* the handshake's deadline */
 }
 
 static void conn_start(rlr_t *r)

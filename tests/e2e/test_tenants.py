@@ -9,6 +9,7 @@ import json
 import shutil
 import signal
 import subprocess
+import time
 
 import openai
 import pytest
@@ -330,6 +331,25 @@ def test_two_replicas_hold_one_limit_through_redis(barista_bin, gguf_path, tmp_p
         m = metrics(r1)
         assert m["barista_ratelimit_redis_up"] == 1
         assert m["barista_ratelimit_redis_checks_total"] >= 6
+        # Redis frozen (SIGSTOP: connections stay open, nothing answers): each
+        # check waits --ratelimit-wait-ms, then r1's own limiter decides
+        # (team-g's bucket in Redis is empty, r1's own is full); back on SIGCONT
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            frozen = [chat(r1, body("Name a moon."), headers=bearer("g"))[0] for _ in range(7)]
+            assert frozen == [200] * 6 + [429], frozen
+            assert time.monotonic() - t0 < 30 * SLOW
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        assert metrics(r1)["barista_ratelimit_redis_timeouts_total"] >= 1
+        wait_for(lambda: metrics(r1)["barista_ratelimit_redis_up"] == 1, timeout=10 * SLOW)
+        m0 = metrics(r1)
+        chat(r1, body("Name a moon."), headers=bearer("g"))  # decided by Redis again
+        m1 = metrics(r1)
+        assert m1["barista_ratelimit_redis_checks_total"] > m0["barista_ratelimit_redis_checks_total"]
+        assert (m1["barista_ratelimit_local_decisions_total"]
+                == m0["barista_ratelimit_local_decisions_total"])
         # Redis gone: each replica's own limiter decides, so a tenant gets at
         # most N_replicas x its limit (docs/TENANTS.md) and is still refused
         redis.stop()
