@@ -299,7 +299,6 @@ void rlr_stats(const rlr_t *r, rlr_stats_t *st)
 
 static void conn_start(rlr_t *r);
 
-
 /* The timer retries a connection, or bounds a handshake in progress. */
 static void on_retry(uv_timer_t *t)
 {
