@@ -33,7 +33,7 @@ typedef struct {
     model_list_t models;
     int cur;          /* the model being loaded */
     int threads_each; /* matmul threads of a model that does not set its own */
-    uv_signal_t sig_term, sig_int;
+    uv_signal_t sig_term, sig_int, sig_hup;
     uv_work_t load;
     int loading;
     int load_rc;
@@ -55,6 +55,7 @@ static void cleanup(serve_t *s)
     s->cleaned = 1;
     uv_close((uv_handle_t *)&s->sig_term, NULL);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
+    uv_close((uv_handle_t *)&s->sig_hup, NULL);
     api_destroy(s->api); /* stops every backend: pending requests get DONE/CANCELLED */
     s->api = NULL;       /* freed by the loop later: never touch it again from here */
     srv_destroy(s->srv);
@@ -102,6 +103,20 @@ static void fail_start(serve_t *s)
 static void on_signal(uv_signal_t *h, int signum)
 {
     begin_shutdown(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* SIGHUP: re-read the keys file; a bad one keeps the old keys (one line). */
+static void on_hup(uv_signal_t *h, int signum)
+{
+    serve_t *s = h->data;
+    (void)signum;
+    if (!s->api || !s->set.keys[0]) return;
+    bar_msg_t msg = {{0}};
+    if (api_reload_keys(s->api, &msg))
+        fprintf(stderr, "barista serve: SIGHUP: keys file not reloaded, the old keys stay: %s\n",
+                msg.text);
+    else
+        fprintf(stderr, "barista serve: SIGHUP: keys file %s reloaded\n", s->set.keys);
 }
 
 /* Models load one after the other on a worker thread, each into its own
@@ -383,9 +398,11 @@ int cli_serve_main(int argc, char **argv)
 
     uv_signal_init(&s->loop, &s->sig_term);
     uv_signal_init(&s->loop, &s->sig_int);
-    s->sig_term.data = s->sig_int.data = s;
+    uv_signal_init(&s->loop, &s->sig_hup);
+    s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
     uv_signal_start(&s->sig_term, on_signal, SIGTERM);
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
+    uv_signal_start(&s->sig_hup, on_hup, SIGHUP);
 
     fprintf(stderr, "barista serve: listening on http://%s%s%s:%d, loading %d model(s)\n", V6L(s),
             s->set.host, V6R(s), srv_port(s->srv), s->models.n);
