@@ -214,6 +214,9 @@ enum {
     H_CONFIG,
     H_METRICS,
     H_CACHE_ADMIN,
+    H_FILES,
+    H_BATCHES,
+    H_ASYNC,
 };
 
 /* The route table: a new endpoint is one row (route.h). */
@@ -230,6 +233,11 @@ static const route_t ROUTES[] = {
     {ROUTE_GET, "/v1/cache/stats", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
     {ROUTE_DELETE, "/v1/cache", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
     {ROUTE_DELETE, "/v1/cache/", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
+    {ROUTE_GET | ROUTE_POST, "/v1/files", "files", ROUTE_API_KEY, H_FILES},
+    {ROUTE_GET | ROUTE_DELETE, "/v1/files/", "files", ROUTE_API_KEY, H_FILES},
+    {ROUTE_GET | ROUTE_POST, "/v1/batches", "batches", ROUTE_API_KEY, H_BATCHES},
+    {ROUTE_GET | ROUTE_POST, "/v1/batches/", "batches", ROUTE_API_KEY, H_BATCHES},
+    {ROUTE_GET, "/v1/async/", "async", ROUTE_API_KEY, H_ASYNC},
 };
 
 static void method_not_allowed(srv_req_t *r, const char *allow, http_slice_t path)
@@ -306,10 +314,22 @@ void api_handle(void *ud, srv_req_t *r)
     if (check_auth(a, r, row) < 0) return;
     switch (row->handler) {
     case H_CHAT:
-        pipeline_handle(a, r, OAI_CHAT);
+    case H_COMPLETIONS: {
+        oai_kind_t kind = row->handler == H_CHAT ? OAI_CHAT : OAI_COMPLETION;
+        if (async_wanted(h))
+            async_start(a, r, kind);
+        else
+            pipeline_handle(a, r, kind);
         break;
-    case H_COMPLETIONS:
-        pipeline_handle(a, r, OAI_COMPLETION);
+    }
+    case H_FILES:
+        files_handle(a, r, rest);
+        break;
+    case H_BATCHES:
+        batches_handle(a, r, rest);
+        break;
+    case H_ASYNC:
+        async_handle(a, r, rest);
         break;
     case H_EMBEDDINGS:
         embed_handle(a, r);
@@ -344,10 +364,20 @@ void api_on_response(void *ud, const char *label, int status, double seconds)
 
 static void api_maybe_free(api_t *a)
 {
-    if (!a->destroyed || !a->closed || a->n_gens) return;
+    if (!a->destroyed || !a->closed || a->n_gens || a->n_work) return;
+    batches_free(a);
+    async_free(a);
+    files_free(a);
     obs_metrics_destroy(a->metrics);
     free(a->models);
     free(a);
+}
+
+static void on_closer_closed_early(uv_handle_t *h)
+{
+    api_t *a = h->data;
+    a->closed = 1;
+    api_maybe_free(a);
 }
 
 int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_t *cfg,
@@ -385,6 +415,15 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     }
     uv_timer_init(loop, &a->closer);
     a->closer.data = a;
+    if ((rc = files_init(a, msg)) || (rc = batches_init(a, msg))) {
+        /* nothing runs yet: the loop has only the timers to close */
+        batches_stop(a);
+        a->destroyed = 1;
+        api_cache_destroy(a->cache);
+        a->cache = NULL;
+        uv_close((uv_handle_t *)&a->closer, on_closer_closed_early);
+        return rc;
+    }
     *out = a;
     return 0;
 }
@@ -413,6 +452,8 @@ void api_set_server(api_t *a, srv_t *s)
 
 void api_cancel_all(api_t *a)
 {
+    batches_stop(a);
+    async_stop(a);
     gen_cancel_all(a);
     embed_cancel_all(a);
 }
@@ -433,6 +474,8 @@ void api_destroy(api_t *a)
 {
     if (!a) return;
     a->destroyed = 1;
+    batches_stop(a); /* their running lines are given up: they run again on resume */
+    async_stop(a);
     embed_cancel_all(a); /* before their backends go: a cancelled job is never called back */
     /* every backend ends its jobs (DONE/CANCELLED) now or on the next loop
      * turns; their generations free themselves, the last one frees the api */

@@ -213,12 +213,14 @@ int batch_line_parse(const char *line, size_t n, const char *endpoint, batch_lin
     return rc;
 }
 
-void batch_result_custom_id(const char *line, size_t n, char out[128])
+int batch_result_custom_id(const char *line, size_t n, char out[128])
 {
     out[0] = '\0';
     cJSON *root = cJSON_ParseWithLength(line, n);
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "custom_id");
     if (cJSON_IsString(id) && strlen(id->valuestring) < 128)
         snprintf(out, 128, "%s", id->valuestring);
+    int res = cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "response")) && out[0];
     cJSON_Delete(root);
+    return res;
 }

@@ -58,7 +58,9 @@ typedef struct {
 int batch_line_parse(const char *line, size_t n, const char *endpoint, batch_line_t *out,
                      const char **code, char *why, size_t why_size);
 
-/* The custom_id of a result line (.out/.err), or "" — for resuming. */
-void batch_result_custom_id(const char *line, size_t n, char out[128]);
+/* The custom_id of a result line (.out/.err), or "" — for resuming.
+ * Returns 1 when the line is a request's result (its "response" is an
+ * object), 0 for a validation error (response null) or an unreadable line. */
+int batch_result_custom_id(const char *line, size_t n, char out[128]);
 
 #endif
