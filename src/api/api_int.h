@@ -112,7 +112,8 @@ int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_
 /* ---- files.c: POST/GET/DELETE /v1/files[...] ---- */
 
 #define API_OWNER_LEN 64
-#define API_PATH_MAX 8448 /* --data-dir (4095) + a file or batch name */ /* hex digits of an owner id, at most */
+#define API_PATH_MAX                                                                               \
+    8448 /* --data-dir (4095) + a file or batch name */ /* hex digits of an owner id, at most */
 
 /* Who owns what a request creates, as hex (the only place that says it;
  * today the cache namespace of the request, api_cache_ns). */

@@ -163,8 +163,8 @@ void async_start(api_t *a, srv_req_t *r, oai_kind_t kind)
     for (int i = 0; i < h->n_hdrs; i++) {
         const http_hdr_t *x = &h->hdrs[i];
         const char *nm = h->hbuf.p + x->name_off;
-        static const char *const drop[] = {"prefer", "content-length", "transfer-encoding",
-                                           "connection", "expect", NULL};
+        static const char *const drop[] = {"prefer",     "content-length", "transfer-encoding",
+                                           "connection", "expect",         NULL};
         int skip = 0;
         for (int d = 0; drop[d]; d++)
             skip |= x->name_len == strlen(drop[d]) && !strncasecmp(nm, drop[d], x->name_len);

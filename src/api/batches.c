@@ -51,8 +51,8 @@ typedef enum {
     B_CANCELLED,
 } bstate_t;
 
-static const char *const STATE[] = {"validating", "failed",    "in_progress", "finalizing",
-                                    "completed",  "expired",   "cancelling",  "cancelled"};
+static const char *const STATE[] = {"validating", "failed",  "in_progress", "finalizing",
+                                    "completed",  "expired", "cancelling",  "cancelled"};
 
 typedef struct batch batch_t;
 
@@ -73,8 +73,8 @@ struct batch {
     batches_t *bs;
     char id[48], owner[API_OWNER_LEN + 1], input_file_id[48], endpoint[32];
     bstate_t st;
-    long created_at, in_progress_at, expires_at, finalizing_at, completed_at, failed_at,
-        expired_at, cancelling_at, cancelled_at;
+    long created_at, in_progress_at, expires_at, finalizing_at, completed_at, failed_at, expired_at,
+        cancelling_at, cancelled_at;
     char output_file_id[64], error_file_id[64];
     int total, n_ok, n_fail;
     char *errors;   /* the "errors" object as JSON, or NULL */
@@ -146,8 +146,7 @@ static void batch_json(buf_t *b, const batch_t *x, int private)
     buf_puts(b, "}");
 }
 
-static void batch_path(const api_t *a, const batch_t *x, const char *suffix, char *out,
-                       size_t size)
+static void batch_path(const api_t *a, const batch_t *x, const char *suffix, char *out, size_t size)
 {
     snprintf(out, size, "%s/batches/%s%s", a->set->data_dir, x->id, suffix);
 }
@@ -215,8 +214,7 @@ static void publish(api_t *a, batch_t *x, const char *suffix, const char *kind, 
     bar_msg_t m = {{0}};
     struct stat st;
     if (batch_store_link(src, dst, &m) || stat(dst, &st)) {
-        fprintf(stderr, "barista: batch %s: cannot publish its %s file: %s\n", x->id, kind,
-                m.text);
+        fprintf(stderr, "barista: batch %s: cannot publish its %s file: %s\n", x->id, kind, m.text);
         return;
     }
     api_file_t *old = files_find(a, f.id, NULL);
@@ -242,9 +240,7 @@ static void publish(api_t *a, batch_t *x, const char *suffix, const char *kind, 
 static void finish(api_t *a, batch_t *x)
 {
     if (x->running || x->writing || x->loading) return;
-    bstate_t end = x->st == B_CANCELLING ? B_CANCELLED
-                   : x->expired_at       ? B_EXPIRED
-                                         : B_COMPLETED;
+    bstate_t end = x->st == B_CANCELLING ? B_CANCELLED : x->expired_at ? B_EXPIRED : B_COMPLETED;
     if (x->st != B_CANCELLING && x->st != B_FINALIZING) {
         x->st = B_FINALIZING;
         x->finalizing_at = time_now_unix();

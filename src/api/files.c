@@ -49,8 +49,9 @@ static void file_json(buf_t *b, const api_file_t *f)
     buf_printf(b, ",\"object\":\"file\",\"bytes\":%lld,\"created_at\":%ld,\"filename\":", f->bytes,
                f->created);
     oai_json_string(b, f->filename, strlen(f->filename));
-    buf_printf(b, ",\"purpose\":\"%s\",\"status\":\"processed\",\"expires_at\":null,"
-                  "\"status_details\":null}",
+    buf_printf(b,
+               ",\"purpose\":\"%s\",\"status\":\"processed\",\"expires_at\":null,"
+               "\"status_details\":null}",
                f->purpose);
 }
 
@@ -303,8 +304,8 @@ static void h_upload(api_t *a, srv_req_t *r)
     j->r = r;
     reply_make_id(&a->rng, j->f.id, sizeof j->f.id, "file-");
     snprintf(j->f.owner, sizeof j->f.owner, "%s", owner);
-    size_t fl = file->filename.n < sizeof j->f.filename ? file->filename.n
-                                                         : sizeof j->f.filename - 1;
+    size_t fl =
+        file->filename.n < sizeof j->f.filename ? file->filename.n : sizeof j->f.filename - 1;
     memcpy(j->f.filename, file->filename.p, fl);
     snprintf(j->f.purpose, sizeof j->f.purpose, "batch");
     j->f.bytes = (long long)file->data.n;
@@ -411,7 +412,8 @@ static void h_list(api_t *a, srv_req_t *r, const char *owner)
     http_slice_t q = http_req_query(srv_req_http(r));
     char lim[16] = "", after[64] = "", purpose[32] = "", order[8] = "desc";
     long limit = 10000;
-    if (query_get(q, "limit", lim, sizeof lim) < 0 || query_get(q, "after", after, sizeof after) < 0 ||
+    if (query_get(q, "limit", lim, sizeof lim) < 0 ||
+        query_get(q, "after", after, sizeof after) < 0 ||
         query_get(q, "purpose", purpose, sizeof purpose) < 0 ||
         query_get(q, "order", order, sizeof order) < 0 ||
         (strcmp(order, "asc") && strcmp(order, "desc"))) {
