@@ -373,13 +373,6 @@ static void api_maybe_free(api_t *a)
     free(a);
 }
 
-static void on_closer_closed_early(uv_handle_t *h)
-{
-    api_t *a = h->data;
-    a->closed = 1;
-    api_maybe_free(a);
-}
-
 int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_t *cfg,
                const model_list_t *models, bar_msg_t *msg)
 {
@@ -406,8 +399,12 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     a->rng = ((uint64_t)time_now_unix() << 20) ^ (uint64_t)getpid() ^
              (uint64_t)(time_now_mono() * 1e9) ^ 0x2545F4914F6CDD1Dull;
     if (!a->rng) a->rng = 1;
-    int rc = api_cache_create(&a->cache, loop, s, gen_on_sf_empty, a, msg);
+    int rc = files_init(a, msg);
+    if (!rc) rc = batches_init(a, msg);
+    if (!rc) rc = api_cache_create(&a->cache, loop, s, gen_on_sf_empty, a, msg);
     if (rc) {
+        batches_free(a);
+        files_free(a);
         obs_metrics_destroy(a->metrics);
         free(a->models);
         free(a);
@@ -415,15 +412,7 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     }
     uv_timer_init(loop, &a->closer);
     a->closer.data = a;
-    if ((rc = files_init(a, msg)) || (rc = batches_init(a, msg))) {
-        /* nothing runs yet: the loop has only the timers to close */
-        batches_stop(a);
-        a->destroyed = 1;
-        api_cache_destroy(a->cache);
-        a->cache = NULL;
-        uv_close((uv_handle_t *)&a->closer, on_closer_closed_early);
-        return rc;
-    }
+    batches_start(a); /* resumes unfinished batches */
     *out = a;
     return 0;
 }

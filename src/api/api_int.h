@@ -147,7 +147,10 @@ int files_check_on(api_t *a, srv_req_t *r);
 
 /* ---- batches.c: /v1/batches[...] ---- */
 
-int batches_init(api_t *a, bar_msg_t *msg); /* load and resume (start-up) */
+/* Read the batch records (start-up; blocking; no loop handle yet). */
+int batches_init(api_t *a, bar_msg_t *msg);
+/* Start the runner and resume the unfinished batches. */
+void batches_start(api_t *a);
 void batches_handle(api_t *a, srv_req_t *r, http_slice_t rest);
 /* Shutdown: start nothing new; give up running lines (they run again on resume). */
 void batches_stop(api_t *a);

@@ -93,6 +93,7 @@ struct batches {
     uv_timer_t tick;
     int stopping;
     int running; /* lines in flight, all batches */
+    int started; /* the tick timer exists */
 };
 
 /* ---- the batch object and its state file ---- */
@@ -1092,9 +1093,6 @@ int batches_init(api_t *a, bar_msg_t *msg)
     if (!bs) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     bs->a = a;
     a->batches = bs;
-    uv_timer_init(a->loop, &bs->tick);
-    bs->tick.data = bs;
-    uv_unref((uv_handle_t *)&bs->tick);
     if (!a->files_on) return 0;
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/batches", a->set->data_dir);
@@ -1120,6 +1118,17 @@ int batches_init(api_t *a, bar_msg_t *msg)
         buf_free(&b);
     }
     closedir(d);
+    return 0;
+}
+
+void batches_start(api_t *a)
+{
+    batches_t *bs = a->batches;
+    uv_timer_init(a->loop, &bs->tick);
+    bs->tick.data = bs;
+    uv_unref((uv_handle_t *)&bs->tick);
+    bs->started = 1;
+    if (!a->files_on) return;
     uv_timer_start(&bs->tick, on_tick, TICK_MS, TICK_MS);
     int resumed = 0;
     for (batch_t *x = bs->list; x; x = x->next)
@@ -1128,7 +1137,6 @@ int batches_init(api_t *a, bar_msg_t *msg)
             resumed++;
         }
     if (resumed) fprintf(stderr, "barista: resuming %d unfinished batch(es)\n", resumed);
-    return 0;
 }
 
 void batches_stop(api_t *a)
@@ -1147,7 +1155,7 @@ void batches_stop(api_t *a)
             bs->running--;
             srv_local_abort(lr);
         }
-    uv_close((uv_handle_t *)&bs->tick, NULL);
+    if (bs->started) uv_close((uv_handle_t *)&bs->tick, NULL);
 }
 
 void batches_free(api_t *a)

@@ -735,9 +735,10 @@ struct srv_local {
     int orphan; /* the caller gave up: free on the answer, call nothing */
     buf_t head; /* Content-Type and the handler's header lines */
     buf_t body;
+    uv_timer_t closer; /* freed from its close callback: never under a caller's feet */
 };
 
-static void local_free(srv_local_t *l)
+static void local_mem_free(srv_local_t *l)
 {
     buf_free(&l->h.url);
     buf_free(&l->h.hbuf);
@@ -745,6 +746,19 @@ static void local_free(srv_local_t *l)
     buf_free(&l->head);
     buf_free(&l->body);
     free(l);
+}
+
+static void on_local_closed(uv_handle_t *h)
+{
+    local_mem_free(h->data);
+}
+
+/* Free on a later loop turn: the handler that answered (or the caller that
+ * aborted) may still read the request on its way out, as it may a
+ * connection's. */
+static void local_free(srv_local_t *l)
+{
+    uv_close((uv_handle_t *)&l->closer, on_local_closed);
 }
 
 srv_req_t *srv_local_create(uv_loop_t *loop, int method, const char *target,
@@ -778,9 +792,11 @@ srv_req_t *srv_local_create(uv_loop_t *loop, int method, const char *target,
         bad = bad || buf_append(&h->hbuf, hdrs[i].value, x->value_len + 1);
     }
     if (bad) {
-        local_free(l);
+        local_mem_free(l);
         return NULL;
     }
+    uv_timer_init(loop, &l->closer);
+    l->closer.data = l;
     if (!h->body.p) h->body.n = 0;
     return &l->req;
 }

@@ -122,8 +122,8 @@ size_t srv_req_queued_bytes(const srv_req_t *r);
  * that any handler takes like one read from a connection. srv_respond and
  * srv_stream_* collect the reply instead of writing it; on finish `done` gets
  * the status, the header lines the handler gave (Content-Type first) and the
- * whole body, borrowed for the call, and the request is freed after it
- * returns. A local request is always writable; it is never counted in the
+ * whole body, borrowed for the call, and the request is freed on a later
+ * loop turn (run the loop). A local request is always writable; it is never counted in the
  * server's metrics or access log. */
 typedef void (*srv_local_done_fn)(void *ud, int status, const char *headers, const char *body,
                                   size_t n);

@@ -36,7 +36,7 @@ def upload(c, data, name="in.jsonl"):
     return c.files.create(file=(name, io.BytesIO(data)), purpose="batch")
 
 
-def wait_batch(c, bid, until=TERMINAL, timeout=120):
+def wait_batch(c, bid, until=TERMINAL, timeout=300):
     deadline = time.time() + timeout * SLOW
     while time.time() < deadline:
         b = c.batches.retrieve(bid)
@@ -213,7 +213,7 @@ def test_sigkill_mid_batch_then_resume(barista_bin, gguf_path, tmp_path):
         lines = [chat_line(i, f"Count to {i}.", 8) for i in range(60)]
         b = c.batches.create(input_file_id=upload(c, jsonl(lines)).id,
                              endpoint="/v1/chat/completions", completion_window="24h")
-        deadline = time.time() + 60 * SLOW
+        deadline = time.time() + 180 * SLOW
         while c.batches.retrieve(b.id).request_counts.completed < 5:
             assert time.time() < deadline
             time.sleep(0.05)

@@ -61,6 +61,7 @@ static void test_respond(void **st)
     assert_int_equal(d.status, 404);
     assert_string_equal(d.headers, "Content-Type: application/json\r\nX-A: b\r\n");
     assert_string_equal(d.body, "{}");
+    uv_run(uv_default_loop(), UV_RUN_DEFAULT);
 }
 
 static void test_stream(void **st)
@@ -77,6 +78,7 @@ static void test_stream(void **st)
     assert_int_equal(d.calls, 1);
     assert_string_equal(d.body, "data: 1\n\ndata: 2\n\n");
     assert_string_equal(d.headers, "Content-Type: text/event-stream\r\n");
+    uv_run(uv_default_loop(), UV_RUN_DEFAULT);
 }
 
 static int aborted;
@@ -103,6 +105,7 @@ static void test_abort(void **st)
     srv_local_abort(r); /* idempotent */
     assert_int_equal(srv_respond(r, 200, "application/json", "{}", 2, NULL), 0);
     assert_int_equal(d.calls, 0);
+    uv_run(uv_default_loop(), UV_RUN_DEFAULT); /* the frees */
 }
 
 int main(void)
