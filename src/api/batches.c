@@ -7,9 +7,10 @@
  * (pipeline.c, embed_job.c: caches, admission, model routing), with
  * X-Priority: batch (priority 10, the lowest class) and the creator's
  * Authorization and X-Cache-Namespace (so its cache namespace and owner are
- * the creator's). At most --batch-concurrency lines run at once (default the
- * model's slots minus one), and none starts while a request waits for an
- * engine slot. A 503 (overloaded, shutting down) puts the line back; any
+ * the creator's). Idle capacity only: at most --batch-concurrency lines run
+ * at once (default the model's slots minus one) while nothing else runs,
+ * one while interactive requests run, and none starts while a request waits
+ * for an engine slot. A 503 (overloaded, shutting down) puts the line back; any
  * other answer is its result.
  *
  * Durability (batch/batch_store.h): a result line is appended and fsynced
@@ -428,15 +429,36 @@ static void line_done(void *ud, int status, const char *headers, const char *bod
 
 /* ---- running lines ---- */
 
+/* Requests in the engines that are not batch lines (running or waiting). */
+static int interactive_load(batches_t *bs)
+{
+    api_t *a = bs->a;
+    int n = 0;
+    for (int i = 0; i < a->n_models; i++) {
+        if (!a->models[i].bk) continue;
+        bk_stats_t st;
+        bk_stats(a->models[i].bk, &st);
+        n += st.n_active + st.n_queued;
+    }
+    return n - bs->running;
+}
+
+/* Lines that may run now: --batch-concurrency (default the default model's
+ * slots minus one) while nothing else runs; one while interactive requests
+ * run (they share every decode step with the lines, so fewer lines cost them
+ * less, and one keeps the batch moving). */
 static int cap_of(batches_t *bs)
 {
     api_t *a = bs->a;
-    if (a->set->batch_concurrency > 0) return (int)a->set->batch_concurrency;
     api_model_t *m = &a->models[a->default_idx];
     if (!m->bk) return 0;
-    bk_stats_t st;
-    bk_stats(m->bk, &st);
-    return st.n_slots > 1 ? st.n_slots - 1 : 1;
+    int cap = (int)a->set->batch_concurrency;
+    if (cap <= 0) {
+        bk_stats_t st;
+        bk_stats(m->bk, &st);
+        cap = st.n_slots > 1 ? st.n_slots - 1 : 1;
+    }
+    return interactive_load(bs) > 0 ? 1 : cap;
 }
 
 /* Whether any model has requests waiting for an engine slot. */

@@ -196,6 +196,11 @@ def test_respond_async_round_trip(srv):
         assert time.time() < deadline
         time.sleep(0.05)
     assert g.status_code == 200 and g.json()["object"] == "chat.completion"
+    # the official client, asking for the raw response
+    raw = client(srv).chat.completions.with_raw_response.create(
+        model="default", max_tokens=4, temperature=0,
+        messages=[{"role": "user", "content": "Say hi."}], extra_headers={"Prefer": "respond-async"})
+    assert raw.status_code == 202 and raw.headers["location"].startswith("/v1/async/async-")
     # a bad request is answered asynchronously with its own 4xx
     r = httpx.post(srv.url + "/v1/chat/completions", json={"model": "default"}, headers=h)
     assert r.status_code == 202
