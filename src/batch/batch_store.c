@@ -201,6 +201,7 @@ int batch_line_parse(const char *line, size_t n, const char *endpoint, batch_lin
     else {
         cJSON_DeleteItemFromObjectCaseSensitive(body, "stream");
         cJSON_DeleteItemFromObjectCaseSensitive(body, "stream_options");
+        cJSON_DeleteItemFromObjectCaseSensitive(body, "priority"); /* lines run as batch */
         out->body = cJSON_PrintUnformatted(body);
         if (!out->body)
             line_fail(code, "server_error", why, why_size, "out of memory");

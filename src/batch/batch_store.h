@@ -46,7 +46,8 @@ int batch_store_link(const char *src, const char *dst, bar_msg_t *msg);
 
 typedef struct {
     char custom_id[128];
-    char *body; /* the request body as JSON text, "stream" removed; malloc'd */
+    char *body; /* the request body as JSON text without "stream", "stream_options" and
+                   "priority" (a line runs at the batch priority); malloc'd */
     size_t body_len;
 } batch_line_t;
 

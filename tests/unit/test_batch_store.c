@@ -82,10 +82,11 @@ static void test_lines(void **st)
     (void)st;
     batch_line_t l;
     const char *code = NULL;
-    assert_int_equal(parse("{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/"
-                           "completions\",\"body\":{\"stream\":true,\"model\":\"m\"}}",
-                           &l, &code),
-                     0);
+    assert_int_equal(
+        parse("{\"custom_id\":\"a\",\"method\":\"POST\",\"url\":\"/v1/chat/"
+              "completions\",\"body\":{\"stream\":true,\"model\":\"m\",\"priority\":-5}}",
+              &l, &code),
+        0);
     assert_string_equal(l.custom_id, "a");
     assert_string_equal(l.body, "{\"model\":\"m\"}"); /* stream removed */
     free(l.body);
