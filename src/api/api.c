@@ -181,6 +181,7 @@ static void h_metrics(api_t *a, srv_req_t *r)
     obs_metrics_gauge(&b, "barista_models_loaded", "Models loaded and serving.", a->n_ready);
     api_cache_metrics(a->cache, &b);
     embed_metrics(a, &b);
+    batches_metrics(a, &b);
     srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.n, NULL);
     buf_free(&b);
 }

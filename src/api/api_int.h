@@ -155,6 +155,8 @@ void batches_handle(api_t *a, srv_req_t *r, http_slice_t rest);
 /* Shutdown: start nothing new; give up running lines (they run again on resume). */
 void batches_stop(api_t *a);
 void batches_free(api_t *a);
+/* The batch gauges and counters in Prometheus text. */
+void batches_metrics(const api_t *a, buf_t *b);
 
 /* ---- async.c: Prefer: respond-async ---- */
 

@@ -93,8 +93,9 @@ struct batches {
     batch_t *list; /* newest first */
     uv_timer_t tick;
     int stopping;
-    int running; /* lines in flight, all batches */
-    int started; /* the tick timer exists */
+    int running;                              /* lines in flight, all batches */
+    int started;                              /* the tick timer exists */
+    unsigned long long n_ok, n_fail, n_retry; /* lines, since start */
 };
 
 /* ---- the batch object and its state file ---- */
@@ -323,9 +324,9 @@ static void append_done(uv_work_t *w, int status)
     } else {
         l->st = L_DONE;
         if (j->ok)
-            x->n_ok++;
+            x->n_ok++, a->batches->n_ok++;
         else
-            x->n_fail++;
+            x->n_fail++, a->batches->n_fail++;
     }
     buf_free(&j->line);
     free(j);
@@ -367,6 +368,7 @@ static void line_done(void *ud, int status, const char *headers, const char *bod
     bs->running--;
     if (status == 503 || bs->stopping || x->st != B_IN_PROGRESS) {
         /* overloaded or shutting down: later (or on resume) */
+        bs->n_retry++;
         l->st = L_TODO;
         l->retry_at = time_now_mono() + RETRY_S;
         if (x->st == B_CANCELLING) finish(a, x);
@@ -1026,6 +1028,24 @@ void batches_handle(api_t *a, srv_req_t *r, http_slice_t rest)
         h_cancel(a, r, x);
     else
         respond_batch(r, x);
+}
+
+void batches_metrics(const api_t *a, buf_t *b)
+{
+    const batches_t *bs = a->batches;
+    if (!bs) return;
+    int active_n = 0;
+    for (const batch_t *x = bs->list; x; x = x->next)
+        active_n += active(x);
+    obs_metrics_gauge(b, "barista_batches_active",
+                      "Batches validating, in progress, finalizing or cancelling.", active_n);
+    obs_metrics_gauge(b, "barista_batch_lines_running", "Batch lines running now.", bs->running);
+    buf_puts(b, "# HELP barista_batch_lines_total Batch lines answered since start, by where "
+                "their result went (completed: output file; failed: error file), and 503s put "
+                "back to run later (retried).\n# TYPE barista_batch_lines_total counter\n");
+    buf_printf(b, "barista_batch_lines_total{result=\"completed\"} %llu\n", bs->n_ok);
+    buf_printf(b, "barista_batch_lines_total{result=\"failed\"} %llu\n", bs->n_fail);
+    buf_printf(b, "barista_batch_lines_total{result=\"retried\"} %llu\n", bs->n_retry);
 }
 
 /* ---- lifecycle ---- */

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from serverutil import SLOW, Server
+from serverutil import SLOW, Server, metrics
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 
@@ -85,6 +85,9 @@ def test_batch_of_200_lines_runs_to_completion(srv):
     assert one["id"].startswith("batch_req_")
     assert c.files.retrieve(b.output_file_id).purpose == "batch_output"
     assert b.id in [x.id for x in c.batches.list(limit=100)]
+    m = metrics(srv)
+    assert m['barista_batch_lines_total{result="completed"}'] >= 200
+    assert m["barista_batch_lines_running"] == 0
 
 
 def test_malformed_lines_go_to_the_error_file(srv):
@@ -259,5 +262,32 @@ def test_off_without_data_dir(barista_bin, gguf_path):
     try:
         r = httpx.get(s.url + "/v1/batches")
         assert r.status_code == 404 and "--data-dir" in r.json()["error"]["message"]
+    finally:
+        assert s.stop() == 0
+
+
+def test_limits_name_themselves(barista_bin, gguf_path, tmp_path):
+    s = Server(barista_bin, gguf_path, args=["--data-dir", str(tmp_path),
+                                             "--batch-max-file-bytes", "400",
+                                             "--batch-max-lines", "2", "--batch-max-files", "2"])
+    try:
+        c = client(s)
+        with pytest.raises(openai.APIStatusError) as e:
+            upload(c, b"x" * 401)
+        assert e.value.status_code == 413 and e.value.body["code"] == "file_too_large"
+        assert "--batch-max-file-bytes" in e.value.body["message"]
+        three = upload(c, jsonl([chat_line(i, "Hi", 2) for i in range(3)]))
+        with pytest.raises(openai.BadRequestError) as e:
+            c.batches.create(input_file_id=three.id, endpoint="/v1/chat/completions",
+                             completion_window="24h")
+        assert e.value.body["code"] == "batch_too_large"
+        assert "--batch-max-lines" in e.value.body["message"]
+        upload(c, jsonl([chat_line(0, "Hi", 2)]))
+        with pytest.raises(openai.BadRequestError) as e:
+            upload(c, jsonl([chat_line(0, "Hi", 2)]))
+        assert e.value.body["code"] == "too_many_files"
+        assert "--batch-max-files" in e.value.body["message"]
+        assert len(client(s, "tenant-b").files.list().data) == 0  # per owner
+        upload(client(s, "tenant-b"), jsonl([chat_line(0, "Hi", 2)]))
     finally:
         assert s.stop() == 0
