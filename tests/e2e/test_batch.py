@@ -268,12 +268,12 @@ def test_off_without_data_dir(barista_bin, gguf_path):
 
 def test_limits_name_themselves(barista_bin, gguf_path, tmp_path):
     s = Server(barista_bin, gguf_path, args=["--data-dir", str(tmp_path),
-                                             "--batch-max-file-bytes", "400",
+                                             "--batch-max-file-bytes", "700",
                                              "--batch-max-lines", "2", "--batch-max-files", "2"])
     try:
         c = client(s)
         with pytest.raises(openai.APIStatusError) as e:
-            upload(c, b"x" * 401)
+            upload(c, b"x" * 701)
         assert e.value.status_code == 413 and e.value.body["code"] == "file_too_large"
         assert "--batch-max-file-bytes" in e.value.body["message"]
         three = upload(c, jsonl([chat_line(i, "Hi", 2) for i in range(3)]))
