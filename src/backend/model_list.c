@@ -425,9 +425,10 @@ static int check_embedding(walk_t *w, const model_entry_t *e, const yaml_node_t 
                     w->src, line_of(m), w->who, bad);
 }
 
-enum { K_NAME, K_PARAMS, K_DEFAULT, K_INFO, N_ENTRY_KEYS };
+enum { K_NAME, K_PARAMS, K_DEFAULT, K_INFO, K_FALLBACKS, N_ENTRY_KEYS };
 static const char *const entry_keys[N_ENTRY_KEYS] = {"model_name", "litellm_params", "default",
-                                                     "model_info"};
+                                                     "model_info", "fallbacks"};
+static int read_fallback_steps(walk_t *w, model_entry_t *e, const yaml_node_t *v, const char *key);
 
 /* One model_list item into l->v[l->n] (not yet counted). */
 static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
@@ -468,7 +469,7 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
             char b[64];
             return bar_fail(w->msg, BAR_ERR_INVALID,
                             "%s:%zu: %s: unknown key \"%s\" (known: model_name, litellm_params, "
-                            "default, model_info)",
+                            "default, model_info, fallbacks)",
                             w->src, line_of(k), w->who, show(b, sizeof b, sval(k), slen(k)));
         }
         if ((rc = once(w, &seen, i, k, w->who))) return rc;
@@ -504,6 +505,8 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
     if (val[K_DEFAULT] && (rc = get_bool(w, val[K_DEFAULT], "default", &def))) return rc;
     if (val[K_INFO] && (rc = read_info(w, val[K_INFO], &info_def, &e->mode))) return rc;
     if (e->mode == MODEL_MODE_EMBEDDING && (rc = check_embedding(w, e, val[K_PARAMS]))) return rc;
+    if (val[K_FALLBACKS] && (rc = read_fallback_steps(w, e, val[K_FALLBACKS], "fallbacks")))
+        return rc;
     if (def >= 0 && info_def >= 0 && def != info_def)
         return bar_fail(w->msg, BAR_ERR_INVALID,
                         "%s:%zu: %s: default and model_info.default disagree", w->src, line_of(m),
@@ -520,6 +523,86 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
     return 0;
 }
 
+
+/* ---- fallback chains (latency control) ------------------------------------------------- */
+
+/* Append the steps of sequence v to e's chain. */
+static int read_fallback_steps(walk_t *w, model_entry_t *e, const yaml_node_t *v, const char *key)
+{
+    if (is_null(v)) return 0;
+    if (v->type != YAML_SEQUENCE_NODE)
+        return bar_fail(w->msg, BAR_ERR_FORMAT,
+                        "%s:%zu: model \"%s\": %s must be a sequence of steps "
+                        "(\"model:NAME\", \"semantic\", \"static:TEXT\")",
+                        w->src, line_of(v), e->name, key);
+    size_t used = 0;
+    for (int i = 0; i < e->n_fallbacks; i++)
+        used += strlen(e->fallbacks + used) + 1;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        yaml_node_t *s = node(w, *it);
+        if (!s) return bar_fail(w->msg, BAR_ERR_FORMAT, "%s: bad YAML node", w->src);
+        if (s->type != YAML_SCALAR_NODE || slen(s) == 0 || slen(s) > 1024 ||
+            memchr(sval(s), 0, slen(s)))
+            return bar_fail(w->msg, BAR_ERR_FORMAT,
+                            "%s:%zu: model \"%s\": each fallback step is a non-empty string of at "
+                            "most 1024 bytes",
+                            w->src, line_of(s), e->name);
+        if (e->n_fallbacks >= MODEL_FALLBACK_STEPS || used + slen(s) + 1 > sizeof e->fallbacks)
+            return bar_fail(w->msg, BAR_ERR_RANGE,
+                            "%s:%zu: model \"%s\": too many fallback steps (at most %d, %zu "
+                            "bytes)",
+                            w->src, line_of(s), e->name, MODEL_FALLBACK_STEPS,
+                            sizeof e->fallbacks);
+        memcpy(e->fallbacks + used, sval(s), slen(s));
+        used += slen(s);
+        e->fallbacks[used++] = 0;
+        e->n_fallbacks++;
+    }
+    return 0;
+}
+
+/* LiteLLM's `fallbacks: [{NAME: [STEP, ...]}, ...]` under router_settings or
+ * litellm_settings (sec), for the entries of this file: l->v[n0..l->n). */
+static int read_top_fallbacks(walk_t *w, model_list_t *l, int n0, const yaml_node_t *sec)
+{
+    if (sec->type != YAML_MAPPING_NODE) return 0; /* ignored, as before */
+    for (yaml_node_pair_t *pr = sec->data.mapping.pairs.start; pr < sec->data.mapping.pairs.top;
+         pr++) {
+        yaml_node_t *k = node(w, pr->key), *v = node(w, pr->value);
+        if (!k || !v || !is_str(k, "fallbacks") || is_null(v)) continue;
+        if (v->type != YAML_SEQUENCE_NODE)
+            return bar_fail(w->msg, BAR_ERR_FORMAT,
+                            "%s:%zu: fallbacks must be a sequence of {MODEL: [STEP, ...]}",
+                            w->src, line_of(v));
+        for (yaml_node_item_t *it = v->data.sequence.items.start;
+             it < v->data.sequence.items.top; it++) {
+            yaml_node_t *m = node(w, *it);
+            if (!m || m->type != YAML_MAPPING_NODE)
+                return bar_fail(w->msg, BAR_ERR_FORMAT,
+                                "%s:%zu: each fallbacks item is a mapping {MODEL: [STEP, ...]}",
+                                w->src, m ? line_of(m) : line_of(v));
+            for (yaml_node_pair_t *q = m->data.mapping.pairs.start; q < m->data.mapping.pairs.top;
+                 q++) {
+                yaml_node_t *mk = node(w, q->key), *mv = node(w, q->value);
+                if (!mk || !mv || mk->type != YAML_SCALAR_NODE)
+                    return bar_fail(w->msg, BAR_ERR_FORMAT, "%s:%zu: fallbacks: a model name key",
+                                    w->src, line_of(m));
+                int idx = find_name(l, sval(mk), slen(mk));
+                char b[64];
+                if (idx < n0)
+                    return bar_fail(w->msg, BAR_ERR_INVALID,
+                                    "%s:%zu: fallbacks: unknown model \"%s\" (not in this "
+                                    "file's model_list)",
+                                    w->src, line_of(mk), show(b, sizeof b, sval(mk), slen(mk)));
+                int rc = read_fallback_steps(w, &l->v[idx], mv, "fallbacks");
+                if (rc) return rc;
+            }
+        }
+    }
+    return 0;
+}
+
 static const char *const ignored_top[] = {"litellm_settings", "router_settings", "general_settings",
                                           "environment_variables"};
 
@@ -532,8 +615,8 @@ static int read_doc(walk_t *w, model_list_t *l)
         return bar_fail(w->msg, BAR_ERR_FORMAT,
                         "%s:%zu: the top level must be a mapping with a model_list:", w->src,
                         line_of(root));
-    const yaml_node_t *list = NULL;
-    int rc = 0;
+    const yaml_node_t *list = NULL, *sec[2] = {NULL, NULL}; /* router_, litellm_settings */
+    int rc = 0, n0 = l->n;
     for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top;
          pr++) {
         yaml_node_t *k = key_node(w, pr, "", &rc), *v = node(w, pr->value);
@@ -549,7 +632,10 @@ static int read_doc(walk_t *w, model_list_t *l)
         size_t i = 0;
         while (i < sizeof ignored_top / sizeof ignored_top[0] && !is_str(k, ignored_top[i]))
             i++;
-        if (i < sizeof ignored_top / sizeof ignored_top[0]) continue;
+        if (i < sizeof ignored_top / sizeof ignored_top[0]) {
+            if (i < 2) sec[i] = v; /* fallbacks are read from these once the entries are */
+            continue;
+        }
         char b[64];
         return bar_fail(w->msg, BAR_ERR_INVALID,
                         "%s:%zu: unknown top-level key \"%s\" (known: model_list; ignored: "
@@ -575,6 +661,8 @@ static int read_doc(walk_t *w, model_list_t *l)
         if ((rc = read_entry(w, l, m, idx))) return rc;
         l->n++;
     }
+    for (int i = 0; i < 2; i++)
+        if (sec[i] && (rc = read_top_fallbacks(w, l, n0, sec[i]))) return rc;
     return 0;
 }
 

@@ -66,6 +66,17 @@
  * - At most one entry per mode is marked default; at most MODEL_LIST_MAX
  *   entries; at least one chat entry (model_list_finish).
  *
+ * Fallback chains (latency control; src/control/fallback.h): an entry key
+ * `fallbacks: [STEP, ...]` and/or LiteLLM's
+ *   router_settings:            # or litellm_settings:
+ *     fallbacks: [{"smol": ["smol-q4_0", "static:Busy, try again."]}]
+ * (a sequence of one-key mappings NAME: [STEP, ...]; NAME an entry of the
+ * same file). Steps are non-empty strings of at most 1024 bytes, at most
+ * MODEL_FALLBACK_STEPS per entry; both places append to the entry's chain,
+ * the entry key's steps first. What a step means, and whether the model it
+ * names exists, is checked by fallback_check at start-up. Other keys of
+ * router_settings / litellm_settings are ignored.
+ *
  * Error codes: BAR_ERR_IO (file cannot be read), BAR_ERR_FORMAT (not YAML, or
  * the wrong shape or scalar type), BAR_ERR_INVALID (unknown key, bad or
  * duplicate name, second default, empty list, bad --model argument),
@@ -90,6 +101,8 @@
 #define MODEL_PATH_MAX 4096            /* model_entry_t.path size incl. NUL */
 #define MODEL_LIST_MAX 1024            /* most entries one list holds */
 #define MODEL_LIST_FILE_MAX (4u << 20) /* largest model list file, bytes */
+#define MODEL_FALLBACKS_MAX 2048        /* model_entry_t.fallbacks size: all steps, NULs incl. */
+#define MODEL_FALLBACK_STEPS 16         /* most steps one chain holds */
 
 typedef enum {
     MODEL_KIND_LOCAL = 1, /* a GGUF file run by the local engine */
@@ -129,6 +142,10 @@ typedef struct {
     long long top_k, max_tokens, seed;
     double timeout; /* seconds for a whole reply (LiteLLM's), 0 = none */
     unsigned has;   /* MODEL_HAS_* */
+    /* the fallback chain (src/control/fallback.h gives the steps meaning):
+     * n_fallbacks strings, each NUL-terminated, one after the other */
+    char fallbacks[MODEL_FALLBACKS_MAX];
+    int n_fallbacks;
     int line;       /* 1-based line of the entry in its file; 0 for --model entries */
 } model_entry_t;
 
