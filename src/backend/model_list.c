@@ -523,7 +523,6 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
     return 0;
 }
 
-
 /* ---- fallback chains (latency control) ------------------------------------------------- */
 
 /* Append the steps of sequence v to e's chain. */
@@ -552,8 +551,7 @@ static int read_fallback_steps(walk_t *w, model_entry_t *e, const yaml_node_t *v
             return bar_fail(w->msg, BAR_ERR_RANGE,
                             "%s:%zu: model \"%s\": too many fallback steps (at most %d, %zu "
                             "bytes)",
-                            w->src, line_of(s), e->name, MODEL_FALLBACK_STEPS,
-                            sizeof e->fallbacks);
+                            w->src, line_of(s), e->name, MODEL_FALLBACK_STEPS, sizeof e->fallbacks);
         memcpy(e->fallbacks + used, sval(s), slen(s));
         used += slen(s);
         e->fallbacks[used++] = 0;
@@ -573,10 +571,10 @@ static int read_top_fallbacks(walk_t *w, model_list_t *l, int n0, const yaml_nod
         if (!k || !v || !is_str(k, "fallbacks") || is_null(v)) continue;
         if (v->type != YAML_SEQUENCE_NODE)
             return bar_fail(w->msg, BAR_ERR_FORMAT,
-                            "%s:%zu: fallbacks must be a sequence of {MODEL: [STEP, ...]}",
-                            w->src, line_of(v));
-        for (yaml_node_item_t *it = v->data.sequence.items.start;
-             it < v->data.sequence.items.top; it++) {
+                            "%s:%zu: fallbacks must be a sequence of {MODEL: [STEP, ...]}", w->src,
+                            line_of(v));
+        for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+             it++) {
             yaml_node_t *m = node(w, *it);
             if (!m || m->type != YAML_MAPPING_NODE)
                 return bar_fail(w->msg, BAR_ERR_FORMAT,

@@ -101,8 +101,8 @@
 #define MODEL_PATH_MAX 4096            /* model_entry_t.path size incl. NUL */
 #define MODEL_LIST_MAX 1024            /* most entries one list holds */
 #define MODEL_LIST_FILE_MAX (4u << 20) /* largest model list file, bytes */
-#define MODEL_FALLBACKS_MAX 2048        /* model_entry_t.fallbacks size: all steps, NULs incl. */
-#define MODEL_FALLBACK_STEPS 16         /* most steps one chain holds */
+#define MODEL_FALLBACKS_MAX 2048       /* model_entry_t.fallbacks size: all steps, NULs incl. */
+#define MODEL_FALLBACK_STEPS 16        /* most steps one chain holds */
 
 typedef enum {
     MODEL_KIND_LOCAL = 1, /* a GGUF file run by the local engine */
@@ -146,7 +146,7 @@ typedef struct {
      * n_fallbacks strings, each NUL-terminated, one after the other */
     char fallbacks[MODEL_FALLBACKS_MAX];
     int n_fallbacks;
-    int line;       /* 1-based line of the entry in its file; 0 for --model entries */
+    int line; /* 1-based line of the entry in its file; 0 for --model entries */
 } model_entry_t;
 
 /* The table. Start from a zeroed struct (`model_list_t l = {0};`), add with
