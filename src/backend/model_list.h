@@ -72,9 +72,10 @@
  *     fallbacks: [{"smol": ["smol-q4_0", "static:Busy, try again."]}]
  * (a sequence of one-key mappings NAME: [STEP, ...]; NAME an entry of the
  * same file). Steps are non-empty strings of at most 1024 bytes, at most
- * MODEL_FALLBACK_STEPS per entry; both places append to the entry's chain,
- * the entry key's steps first. What a step means, and whether the model it
- * names exists, is checked by fallback_check at start-up. Other keys of
+ * MODEL_FALLBACK_STEPS per entry; all places append to the entry's chain:
+ * the entry key's steps first, then litellm_settings', then
+ * router_settings'. What a step means, and whether the model it names
+ * exists, is checked by fallback_check at start-up. Other keys of
  * router_settings / litellm_settings are ignored.
  *
  * Error codes: BAR_ERR_IO (file cannot be read), BAR_ERR_FORMAT (not YAML, or
