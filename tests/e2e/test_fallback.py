@@ -190,3 +190,48 @@ def test_chain_naming_unknown_model_refuses_start(barista_bin, gguf_path, tmp_pa
         "litellm_settings:\n"
         "  fallbacks: [{\"ghost\": [\"big\"]}]\n")
     assert 'unknown model "ghost"' in refused(barista_bin, gguf_path, f)
+
+
+def test_semantic_fallback_is_approximate(barista_bin, gguf_path, models_dir, tmp_path):
+    f = tmp_path / "models.yaml"
+    f.write_text(
+        "model_list:\n"
+        "  - model_name: smol\n"
+        "    litellm_params:\n"
+        f"      model: local/{gguf_path}\n"
+        "      parallel: 1\n"
+        "    fallbacks: [\"semantic:0.5\", \"static:none close enough\"]\n")
+    s = Server(barista_bin, "c=" + gguf_path,
+               args=["--models", str(f), "--embedding-model",
+                     str(models_dir / "all-MiniLM-L6-v2"), "--semantic-cache"])
+    b = None
+    try:
+        def ask(q, h=None):
+            return chat(s, {"model": "smol", "temperature": 0, "max_tokens": 6,
+                            "messages": [{"role": "user", "content": q}]}, h)
+        st, h, a = ask("How do I reset my password?")
+        if st == 503:
+            pytest.skip("this build serves no embedding model")
+        assert st == 200 and h["x-cache"] == "MISS"
+        # the engine busy for a long while: admission sends the next ones down
+        # the chain once their query is embedded and looked up at 0.95
+        b = Blocker(s, "smol")
+        assert wait_for(lambda: metrics(s)["barista_api_generations"] >= 1)
+        time.sleep(0.2 * SLOW)
+        budget = {"X-Timeout-Ms": str(int(5000 * SLOW))}
+        # too far for the tier's 0.95, close enough for the relaxed step
+        st, h, r = ask("How can I change my password?", budget)
+        assert st == 200, r
+        assert h["x-fallback"] == "semantic"
+        assert h["x-cache-tier"] == "semantic"
+        assert 0.5 <= float(h["x-cache-similarity"]) < 0.95
+        assert r["barista_fallback"] == "semantic"
+        assert r["choices"][0]["message"]["content"] == a["choices"][0]["message"]["content"]
+        # nothing close: the next step
+        st, h, r = ask("What is the boiling point of water?", budget)
+        assert st == 200 and h["x-fallback"] == "static", (h, r)
+        assert metrics(s)['barista_fallbacks_total{step="semantic"}'] == 1
+    finally:
+        if b:
+            b.close()
+        assert s.stop() == 0
