@@ -426,7 +426,7 @@ void gen_reply_text(client_t *c, const char *text, size_t len)
     oai_resp_t resp = {c->kind, c->id, time_now_unix(), c->m->cfg.name, c->fb[0] ? c->fb : NULL};
     oai_usage_t u = {0};
     char hdr[512];
-    cache_headers(c, c->xcache, NULL, 0, hdr, sizeof hdr);
+    cache_headers(c, NULL, NULL, 0, hdr, sizeof hdr); /* not from the cache: X-Fallback only */
     buf_t out = {0};
     if (!c->stream) {
         reply_json(&out, &resp, text, len, OAI_FINISH_STOP, &u, NULL, 0, 0);

@@ -128,6 +128,7 @@ def test_static_fallback_after_first_token_budget(server):
                        {"X-First-Token-Timeout-Ms": "1", "Cache-Control": "no-store"})
     assert st == 200, body
     assert h["x-fallback"] == "static"
+    assert "x-cache" not in h and "x-cache-key" not in h  # not an answer from the cache
     assert body["choices"][0]["message"]["content"] == "Sorry, small is busy."
     assert time.time() - t0 < 0.5 * SLOW
     # streamed: the whole reply as SSE, ending with [DONE]
