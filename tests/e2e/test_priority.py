@@ -8,7 +8,7 @@ import time
 
 from serverutil import SLOW, Server, metrics, request, wait_for
 
-BATCH = {"model": "default", "max_tokens": 60, "ignore_eos": True, "temperature": 0}
+BATCH = {"model": "default", "max_tokens": 40, "ignore_eos": True, "temperature": 0}
 
 
 def post(server, body, headers):
@@ -43,7 +43,7 @@ def test_interactive_preempts_batch_flood(barista_bin, gguf_path):
         for t in flood:
             t.join(300 * SLOW)
         assert all(done[i][0] == 200 for i in range(4))
-        assert all(done[i][1]["usage"]["completion_tokens"] == 60 for i in range(4))
+        assert all(done[i][1]["usage"]["completion_tokens"] == 40 for i in range(4))
         # served ahead of every batch request, even those already running
         assert all(end < done[i][3] for i in range(4)), (end, [done[i][3] for i in range(4)])
         assert metrics(s)["barista_preemptions_total"] >= pre0 + 1
@@ -63,7 +63,7 @@ def test_body_priority_orders_the_queue(barista_bin, gguf_path):
                         messages=[{"role": "user", "content": f"Tell me about {name}."}])
             res[name] = post(s, body, {})
 
-        first = threading.Thread(target=one, args=("first", 0, 40))
+        first = threading.Thread(target=one, args=("first", 0, 30))
         first.start()
         assert wait_for(lambda: metrics(s)["barista_engine_active_sequences"] == 1)
         low = threading.Thread(target=one, args=("low", 20, 3))
