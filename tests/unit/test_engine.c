@@ -608,7 +608,8 @@ static void test_priority_preempts_slot(void **state)
     engine_stats(eng, &st);
     uint64_t pre0 = st.preemptions;
     res_t low[4], high;
-    engine_sampling_t sp = greedy(busy_tokens);
+    int n_low = busy_tokens < 12 ? busy_tokens : 12; /* cheap: CI's biggest item */
+    engine_sampling_t sp = greedy(n_low);
     sp.ignore_eos = 1;
     for (int i = 0; i < 4; i++)
         submit(prompts[i], sp, &low[i], -10);
@@ -627,7 +628,7 @@ static void test_priority_preempts_slot(void **state)
     for (int i = 0; i < 4; i++) {
         assert_true(high.order < low[i].order);
         assert_int_equal(low[i].finish, ENGINE_FINISH_LENGTH);
-        assert_int_equal(low[i].n_gen, busy_tokens);
+        assert_int_equal(low[i].n_gen, n_low);
     }
     assert_int_equal(high.finish, ENGINE_FINISH_LENGTH);
     wait_idle();
