@@ -62,6 +62,16 @@ int fallback_step_parse(const char *s, size_t n, fallback_step_t *out, bar_msg_t
     return 0;
 }
 
+/* s[0..n) for a one-line message: at most 64 bytes, non-printable bytes as '?'. */
+static const char *shown(char out[72], const char *s, size_t n)
+{
+    size_t k = n < 64 ? n : 64;
+    for (size_t i = 0; i < k; i++)
+        out[i] = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' ? s[i] : '?';
+    strcpy(out + k, n > 64 ? "..." : "");
+    return out;
+}
+
 /* The stored string of step i of e, or NULL. */
 static const char *raw_step(const model_entry_t *e, int i, size_t *n)
 {
@@ -98,23 +108,26 @@ int fallback_check(const model_list_t *l, bar_msg_t *msg)
             const char *p = raw_step(e, k, &n);
             fallback_step_t st;
             bar_msg_t m = {{0}};
-            if (fallback_step_parse(p, n, &st, &m))
+            char b1[72], b2[72];
+            if (fallback_step_parse(p, n, &st, &m)) {
+                for (char *q = m.text; *q; q++) /* it may quote the step: one line */
+                    if ((unsigned char)*q < 0x20) *q = '?';
                 return bar_fail(msg, BAR_ERR_INVALID, "model \"%s\": %s", e->name, m.text);
+            }
             if (st.kind != FALLBACK_MODEL) continue;
             const model_entry_t *t = model_list_find(l, st.arg, st.arg_len);
             if (!t || (st.arg_len == 7 && !memcmp(st.arg, "default", 7)))
                 return bar_fail(msg, BAR_ERR_INVALID,
-                                "model \"%s\": fallback step \"%.*s\" names an unknown model "
-                                "\"%.*s\"",
-                                e->name, (int)n, p, (int)st.arg_len, st.arg);
+                                "model \"%s\": fallback step \"%s\" names an unknown model \"%s\"",
+                                e->name, shown(b1, p, n), shown(b2, st.arg, st.arg_len));
             if (t == e)
                 return bar_fail(msg, BAR_ERR_INVALID,
-                                "model \"%s\": fallback step \"%.*s\" names the model itself",
-                                e->name, (int)n, p);
+                                "model \"%s\": fallback step \"%s\" names the model itself",
+                                e->name, shown(b1, p, n));
             if (t->mode != MODEL_MODE_CHAT)
                 return bar_fail(msg, BAR_ERR_INVALID,
-                                "model \"%s\": fallback step \"%.*s\" names an embedding model",
-                                e->name, (int)n, p);
+                                "model \"%s\": fallback step \"%s\" names an embedding model",
+                                e->name, shown(b1, p, n));
         }
     }
     return 0;
