@@ -38,6 +38,8 @@ struct srv_req {
     int want_drain;
     double t_start;
     size_t bytes_out;
+    char hdr[384]; /* srv_req_set_headers: lines every response head of this request carries */
+    size_t hdr_n;
 };
 
 struct conn {
@@ -745,6 +747,23 @@ void srv_req_set_label(srv_req_t *r, const char *label)
     r->label = label;
 }
 
+int srv_req_set_headers(srv_req_t *r, const char *lines)
+{
+    size_t n = strlen(lines);
+    if (n >= sizeof r->hdr) return BAR_ERR_RANGE;
+    memcpy(r->hdr, lines, n + 1);
+    r->hdr_n = n;
+    return 0;
+}
+
+/* extra + the request's own header lines (srv_req_set_headers) */
+static const char *head_extra(srv_req_t *r, const char *extra, char *tmp, size_t size)
+{
+    if (!r->hdr_n) return extra;
+    snprintf(tmp, size, "%s%s", extra ? extra : "", r->hdr);
+    return tmp;
+}
+
 size_t srv_req_queued_bytes(const srv_req_t *r)
 {
     return uv_stream_get_write_queue_size((const uv_stream_t *)&r->c->tcp);
@@ -772,6 +791,8 @@ static void req_finish(srv_req_t *r)
         s->o.on_response(s->o.ud, r->label ? r->label : "other", r->status,
                          time_now_mono() - r->t_start);
     c->active = 0;
+    r->hdr_n = 0;
+    r->hdr[0] = '\0';
     r->user = NULL;
     r->on_abort = NULL;
     r->on_drain = NULL;
@@ -790,6 +811,8 @@ static int send_head(srv_req_t *r, int status, const char *ct, long long len, co
     r->status = status;
     r->keep = c->rx.req.keep_alive && !c->s->shutting_down;
     buf_t out = {0};
+    char tmp[1024];
+    extra = head_extra(r, extra, tmp, sizeof tmp);
     if (http_format_head(&out, status, ct, len, r->keep, extra)) {
         buf_free(&out);
         return BAR_ERR_NOMEM;
@@ -807,6 +830,8 @@ int srv_respond(srv_req_t *r, int status, const char *content_type, const char *
     /* the head goes into the connection's reusable buffer; the body is sent
      * from the caller's memory (copied only if the socket cannot take it now) */
     buf_clear(&c->head);
+    char tmp[1024];
+    extra = head_extra(r, extra, tmp, sizeof tmp);
     int rc = http_format_head(&c->head, status, content_type, (long long)n, r->keep, extra);
     if (rc) {
         r->keep = 0;
