@@ -103,6 +103,50 @@ static void test_model_list_chains(void **state)
     model_list_free(&l);
 }
 
+/* A step naming an upstream replica group (the gateway's), in both shapes,
+ * next to the group's router_settings, read by one reader. */
+static void test_upstream_group_step(void **state)
+{
+    (void)state;
+    static const char *yaml = "model_list:\n"
+                              "  - model_name: local\n"
+                              "    litellm_params: {model: local/a.gguf}\n"
+                              "    fallbacks: [\"model:grp\", \"static:Busy.\"]\n"
+                              "  - model_name: grp\n"
+                              "    litellm_params: {model: openai/x, api_base: http://h1/v1}\n"
+                              "    fallbacks: [\"static:Group busy.\"]\n"
+                              "  - model_name: grp\n"
+                              "    litellm_params: {model: openai/x, api_base: http://h2/v1}\n"
+                              "router_settings:\n"
+                              "  routing_strategy: least-busy\n"
+                              "  fallbacks: [{grp: [local]}]\n"
+                              "  num_retries: 1\n";
+    model_list_t l = {0};
+    bar_msg_t m = {{0}};
+    assert_int_equal(model_list_load_mem(&l, yaml, strlen(yaml), NULL, &m), 0);
+    assert_int_equal(model_list_finish(&l, &m), 0);
+    assert_int_equal(fallback_check(&l, &m), 0);
+    assert_int_equal(l.n, 2);
+    assert_int_equal(l.n_ups, 2);
+    assert_int_equal(l.router.strategy, ROUTE_LEAST_BUSY);
+    assert_int_equal(l.router.num_retries, 1);
+    const model_entry_t *loc = model_list_find(&l, "local", 5);
+    const model_entry_t *grp = model_list_find(&l, "grp", 3);
+    fallback_step_t st;
+    assert_int_equal(fallback_chain_len(loc), 2);
+    assert_true(fallback_chain_step(loc, 0, &st));
+    assert_int_equal(st.kind, FALLBACK_MODEL);
+    assert_ptr_equal(model_list_find(&l, st.arg, st.arg_len), grp);
+    /* the group's entry key first, then router_settings' */
+    assert_int_equal(fallback_chain_len(grp), 2);
+    assert_true(fallback_chain_step(grp, 0, &st));
+    assert_int_equal(st.kind, FALLBACK_STATIC);
+    assert_true(fallback_chain_step(grp, 1, &st));
+    assert_int_equal(st.kind, FALLBACK_MODEL);
+    assert_ptr_equal(model_list_find(&l, st.arg, st.arg_len), loc);
+    model_list_free(&l);
+}
+
 /* yaml loads and finishes, and fallback_check refuses it with want. */
 static void check_refused(const char *yaml, const char *want)
 {
@@ -180,6 +224,27 @@ static void test_bad_chains(void **state)
                  "litellm_settings:\n"
                  "  fallbacks: [\"big\"]\n",
                  BAR_ERR_FORMAT, "{MODEL: [STEP, ...]}");
+    /* a replica group's chain is on its first entry, not on each replica */
+    load_refused("model_list:\n"
+                 "  - model_name: grp\n"
+                 "    litellm_params: {model: openai/x, api_base: http://h1/v1}\n"
+                 "  - model_name: grp\n"
+                 "    litellm_params: {model: openai/x, api_base: http://h2/v1}\n"
+                 "    fallbacks: [\"static:x\"]\n",
+                 BAR_ERR_INVALID, "fallbacks of a replica group go on its first entry (line 2)");
+    load_refused("model_list:\n"
+                 "  - model_name: big\n"
+                 "    litellm_params: {model: local/a.gguf}\n"
+                 "router_settings: {num_retries: 1}\n"
+                 "router_settings: {fallbacks: [{big: [\"static:x\"]}]}\n",
+                 BAR_ERR_INVALID, "router_settings given twice");
+    load_refused("model_list:\n"
+                 "  - model_name: big\n"
+                 "    litellm_params: {model: local/a.gguf}\n"
+                 "router_settings:\n"
+                 "  fallbacks: [{big: [\"static:x\"]}]\n"
+                 "  fallbacks: [{big: [\"static:y\"]}]\n",
+                 BAR_ERR_INVALID, "given twice");
     char yaml[2048];
     int n = snprintf(yaml, sizeof yaml,
                      "model_list:\n"
@@ -197,6 +262,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_step_parse),
         cmocka_unit_test(test_model_list_chains),
+        cmocka_unit_test(test_upstream_group_step),
         cmocka_unit_test(test_bad_chains),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
