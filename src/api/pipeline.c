@@ -580,8 +580,8 @@ static int fallback_semantic(client_t *c, const fallback_step_t *st)
     return 1;
 }
 
-/* A model step: submit c to model `name` when its estimate fits what is left
- * of the budget. 1 submitted (or answered). */
+/* A model step: submit c to model `name` when its tenant may use it and its
+ * estimate fits what is left of the budget. 1 submitted (or answered). */
 static int fallback_model(client_t *c, const fallback_step_t *st)
 {
     api_t *a = c->a;
@@ -591,6 +591,7 @@ static int fallback_model(client_t *c, const fallback_step_t *st)
             !memcmp(a->models[i].cfg.name, st->arg, st->arg_len))
             m = &a->models[i];
     if (!m || !m->bk) return 0;
+    if (!tenant_key_allows(c->tenant.key, m->cfg.name)) return 0; /* not this tenant's */
     double now = time_now_mono();
     if (c->deadline > 0 && now >= c->deadline) return 0; /* no time left to generate */
     if (c->ttft_deadline > 0 && now >= c->ttft_deadline)
