@@ -302,6 +302,9 @@ static void on_deadline(uv_timer_t *t)
         if (c->lp) lp_list_clear(c->lp);
         c->started = 0;
         c->got_tok = 0;
+        /* that budget is spent, though the timer may fire up to 0.5 ms
+         * before it: the total one bounds the next step */
+        if (!strcmp(what, "first_token")) c->ttft_deadline = 0;
         a->fallback(c);
         return;
     }
