@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from serverutil import SLOW, Server, chat, metrics, sse_events, wait_for
+from upstream_stub import Stub
 
 LONG = {"max_tokens": 2000, "ignore_eos": True, "temperature": 0,
         "messages": [{"role": "user", "content": "Write a very long story."}]}
@@ -236,3 +237,53 @@ def test_semantic_fallback_is_approximate(barista_bin, gguf_path, models_dir, tm
         if b:
             b.close()
         assert s.stop() == 0
+
+
+def test_step_naming_a_replica_group(barista_bin, tmp_path):
+    """A chain step `model:grp` where grp is a gateway replica group: the
+    request goes to the group (whose own retries skip its failing replica)
+    once the first upstream cannot answer in time. router_settings carries
+    both the group's routing keys and the chain (one reader)."""
+    stub = Stub()
+    f = tmp_path / "models.yaml"
+    f.write_text(
+        "model_list:\n"
+        f"  - model_name: hung\n    litellm_params: {{model: openai/stub, api_base: '{stub.base('hang')}'}}\n"
+        f"  - model_name: grp\n    litellm_params: {{model: openai/stub, api_base: '{stub.base('500')}'}}\n"
+        f"  - model_name: grp\n    litellm_params: {{model: openai/stub, api_base: '{stub.base('ok')}'}}\n"
+        "router_settings:\n"
+        "  routing_strategy: simple-shuffle\n"
+        "  num_retries: 1\n"
+        "  cooldown_time: 0\n"
+        "  fallbacks: [{hung: [\"model:grp\", \"static:Busy.\"]}]\n")
+    gw = Server(barista_bin, None, ["--models", str(f), "--embedding-model", "none"])
+    try:
+        budget = {"X-First-Token-Timeout-Ms": str(int(300 * SLOW)),
+                  "X-Timeout-Ms": str(int(10000 * SLOW)), "Cache-Control": "no-store"}
+        for i in range(4):  # shuffle: some land on grp's 500 replica first, then retry
+            t0 = time.time()
+            st, h, body = chat(gw, dict(SHORT, model="hung",
+                                        messages=[{"role": "user", "content": f"q{i}"}]), budget)
+            assert st == 200, body
+            assert h["x-fallback"] == "model:grp"
+            assert body["barista_fallback"] == "model:grp"
+            assert body["model"] == "grp"
+            assert body["choices"][0]["message"]["content"] == "Hello stub"
+            assert time.time() - t0 < 0.3 * SLOW + 3
+        modes = [c["mode"] for c in stub.calls if c["mode"] != "GET"]
+        assert modes.count("hang") == 4 and modes.count("ok") == 4, modes
+        # the same streamed through the official client
+        cl = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0,
+                           timeout=60 * SLOW)
+        raw = cl.chat.completions.with_raw_response.create(
+            model="hung", messages=[{"role": "user", "content": "streamed"}], max_tokens=4,
+            stream=True, extra_headers=budget)
+        assert raw.headers["x-fallback"] == "model:grp"
+        chunks = list(raw.parse())
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
+            "Hello stub"
+        assert all(c.model_extra.get("barista_fallback") == "model:grp" for c in chunks)
+        assert metrics(gw)['barista_fallbacks_total{step="model"}'] == 5
+    finally:
+        assert gw.stop() == 0
+        stub.stop()
