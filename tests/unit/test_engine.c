@@ -612,7 +612,13 @@ static void test_priority(void **state)
 static void test_priority_preempts_slot(void **state)
 {
     (void)state;
-    if (sanitized_scalar) skip(); /* a token takes a second there: no room to order */
+    /* Which sequence is parked and in what order they finish is decided at
+     * iteration boundaries from priorities and places, counted in
+     * iterations, never from what the kernels compute: the same on every
+     * level. It runs on the SIMD level in both builds; on the scalar one it
+     * only made CI's largest unit test longer (228 s vs 201 s), and test_kernels
+     * checks the scalar kernels equal to SIMD bit for bit. */
+    if (scalar_level) skip();
     engine_stats_t st;
     engine_stats(eng, &st);
     uint64_t pre0 = st.preemptions;
