@@ -4,6 +4,7 @@ whose budget will be missed (admission) or ran out before the first byte:
 another model, the semantic cache at a relaxed threshold, a static text.
 X-Fallback + "barista_fallback" say which; an exhausted chain is a 504 with
 type "timeout"; a chain naming an unknown model stops the start-up."""
+import hashlib
 import json
 import subprocess
 import time
@@ -243,7 +244,8 @@ def test_step_naming_a_replica_group(barista_bin, tmp_path):
     """A chain step `model:grp` where grp is a gateway replica group: the
     request goes to the group (whose own retries skip its failing replica)
     once the first upstream cannot answer in time. router_settings carries
-    both the group's routing keys and the chain (one reader)."""
+    both the group's routing keys and the chain (one reader). A tenant that
+    may not use the group skips that step."""
     stub = Stub()
     f = tmp_path / "models.yaml"
     f.write_text(
@@ -256,10 +258,18 @@ def test_step_naming_a_replica_group(barista_bin, tmp_path):
         "  num_retries: 1\n"
         "  cooldown_time: 0\n"
         "  fallbacks: [{hung: [\"model:grp\", \"static:Busy.\"]}]\n")
-    gw = Server(barista_bin, None, ["--models", str(f), "--embedding-model", "none"])
+    # two tenants: one may use grp, the other only hung (its model step is skipped)
+    sha = lambda k: hashlib.sha256(k.encode()).hexdigest()  # noqa: E731
+    keys = tmp_path / "keys.yaml"
+    keys.write_text("keys:\n"
+                    f"  - {{key_sha256: {sha('sk-all')}, tenant: all}}\n"
+                    f"  - {{key_sha256: {sha('sk-hung')}, tenant: only-hung, models: [hung]}}\n")
+    gw = Server(barista_bin, None, ["--models", str(f), "--embedding-model", "none",
+                                    "--keys", str(keys)])
     try:
         budget = {"X-First-Token-Timeout-Ms": str(int(300 * SLOW)),
-                  "X-Timeout-Ms": str(int(10000 * SLOW)), "Cache-Control": "no-store"}
+                  "X-Timeout-Ms": str(int(10000 * SLOW)), "Cache-Control": "no-store",
+                  "Authorization": "Bearer sk-all"}
         for i in range(4):  # shuffle: some land on grp's 500 replica first, then retry
             t0 = time.time()
             st, h, body = chat(gw, dict(SHORT, model="hung",
@@ -273,17 +283,25 @@ def test_step_naming_a_replica_group(barista_bin, tmp_path):
         modes = [c["mode"] for c in stub.calls if c["mode"] != "GET"]
         assert modes.count("hang") == 4 and modes.count("ok") == 4, modes
         # the same streamed through the official client
-        cl = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0,
+        cl = openai.OpenAI(base_url=gw.url + "/v1", api_key="sk-all", max_retries=0,
                            timeout=60 * SLOW)
         raw = cl.chat.completions.with_raw_response.create(
             model="hung", messages=[{"role": "user", "content": "streamed"}], max_tokens=4,
-            stream=True, extra_headers=budget)
+            stream=True, extra_headers={k: v for k, v in budget.items() if k != "Authorization"})
         assert raw.headers["x-fallback"] == "model:grp"
         chunks = list(raw.parse())
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == \
             "Hello stub"
         assert all(c.model_extra.get("barista_fallback") == "model:grp" for c in chunks)
-        assert metrics(gw)['barista_fallbacks_total{step="model"}'] == 5
+        # a tenant that may not use grp: the chain skips that step
+        st, h, body = chat(gw, dict(SHORT, model="hung"),
+                           dict(budget, Authorization="Bearer sk-hung"))
+        assert st == 200, body
+        assert h["x-fallback"] == "static"
+        assert body["choices"][0]["message"]["content"] == "Busy."
+        m = metrics(gw)
+        assert m['barista_fallbacks_total{step="model"}'] == 5
+        assert m['barista_fallbacks_total{step="static"}'] == 1
     finally:
         assert gw.stop() == 0
         stub.stop()
