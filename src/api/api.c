@@ -453,6 +453,7 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     a->set = s;
     a->cfg = cfg;
     a->on_last_gen = api_maybe_free;
+    a->fallback = pipeline_fallback;
     a->created = time_now_unix();
     a->n_models = models->n;
     a->default_idx = models->default_idx;

@@ -75,6 +75,10 @@ struct api {
     int n_gens;
     int destroyed;                 /* api_destroy ran: free once the last generation ends */
     void (*on_last_gen)(api_t *a); /* gen.c calls it when n_gens drops to 0 */
+    /* pipeline.c's fallback runner (pipeline_fallback), called by gen.c when a
+     * budget ran out before any byte went out; a pointer, so gen.c does not
+     * call back up into pipeline.c */
+    int (*fallback)(client_t *c);
     uv_timer_t closer; /* closed by api_destroy: the api is never freed before its callback */
     int closed;
     uint64_t rng; /* response ids */
@@ -179,6 +183,13 @@ void async_free(api_t *a);
  * the request: the caller no longer releases it). */
 void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn);
 
+/* c's budget will be missed (admission) or ran out before any byte of its
+ * reply went out, and c follows no generation: answer it with the next
+ * usable step of its model's fallback chain (control/fallback.h), or 504
+ * (type "timeout") when the chain is exhausted. 1: c was taken over (it may
+ * be freed); 0: the model has no chain, c is untouched. */
+int pipeline_fallback(client_t *c);
+
 /* ---- embed_job.c ---- */
 
 /* POST /v1/embeddings for tenant tn (borrowed: its model list applies). */
@@ -246,6 +257,12 @@ struct client {
     void (*rl_cont)(client_t *c);   /* where the pipeline goes on once admitted */
     struct cJSON *root;             /* the parsed body while the limit stage waits */
     cache_entry_t *memo_hit;        /* the memo's L1 entry while the limit stage waits */
+    /* fallback chain (pipeline_fallback): the model whose chain applies (the
+     * one the request named), NULL until a step ran; the next step to try;
+     * the step answering (X-Fallback, "barista_fallback"), "" = none */
+    api_model_t *fb_origin;
+    int fb_next;
+    char fb[MODEL_NAME_MAX + 8];
 };
 
 /* The tenant of a request (for the batch API and other callers). */
@@ -257,6 +274,9 @@ void gen_start(client_t *c);
 void gen_join(client_t *c, sf_entry_t *sfe);
 /* Answer c from a stored entry at once, and free c. */
 void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier);
+/* Answer c with text (a static fallback step) as a complete reply or
+ * stream, and free c. */
+void gen_reply_text(client_t *c, const char *text, size_t len);
 /* Free a client that is not attached to a generation. */
 void client_free(client_t *c);
 /* Arm (or re-arm) c's budget timer for the nearest of its deadline, its

@@ -37,6 +37,8 @@ struct obs_metrics {
     int n_cancel;
     cancel_t reject[8];
     int n_reject;
+    cancel_t fallback[8]; /* barista_fallbacks_total{step}: latency control */
+    int n_fallback;
     hist_t ttft;
     hist_t dur[16];
     int n_dur;
@@ -78,6 +80,16 @@ void obs_metrics_rejected(obs_metrics_t *m, const char *reason)
             return;
         }
     if (m->n_reject < 8) m->reject[m->n_reject++] = (cancel_t){reason, 1};
+}
+
+void obs_metrics_fallback(obs_metrics_t *m, const char *step)
+{
+    for (int i = 0; i < m->n_fallback; i++)
+        if (!strcmp(m->fallback[i].reason, step)) {
+            m->fallback[i].n++;
+            return;
+        }
+    if (m->n_fallback < 8) m->fallback[m->n_fallback++] = (cancel_t){step, 1};
 }
 
 void obs_metrics_cancelled(obs_metrics_t *m, const char *reason)
@@ -160,6 +172,12 @@ int obs_metrics_render(const obs_metrics_t *m, buf_t *o)
     for (int i = 0; i < m->n_reject; i++)
         buf_printf(o, "barista_rejected_requests_total{reason=\"%s\"} %llu\n", m->reject[i].reason,
                    (unsigned long long)m->reject[i].n);
+    buf_puts(o, "# HELP barista_fallbacks_total Requests answered by a step of their model's "
+                "fallback chain (or 504 when it was exhausted), by step.\n"
+                "# TYPE barista_fallbacks_total counter\n");
+    for (int i = 0; i < m->n_fallback; i++)
+        buf_printf(o, "barista_fallbacks_total{step=\"%s\"} %llu\n", m->fallback[i].reason,
+                   (unsigned long long)m->fallback[i].n);
     buf_puts(o, "# HELP barista_ttft_seconds Time from request to first generated token.\n"
                 "# TYPE barista_ttft_seconds histogram\n");
     hist_render(o, "barista_ttft_seconds", &m->ttft, NULL);

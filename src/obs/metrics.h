@@ -32,6 +32,10 @@ void obs_metrics_cancelled(obs_metrics_t *m, const char *reason);
 /* barista_rejected_requests_total{reason} ("queue", "budget"): admission. */
 void obs_metrics_rejected(obs_metrics_t *m, const char *reason);
 
+/* barista_fallbacks_total{step} ("model", "semantic", "static", "exhausted"):
+ * fallback chains; step is a static string. */
+void obs_metrics_fallback(obs_metrics_t *m, const char *step);
+
 /* Histograms: barista_ttft_seconds, barista_request_duration_seconds{endpoint}. */
 void obs_metrics_ttft(obs_metrics_t *m, double seconds);
 void obs_metrics_duration(obs_metrics_t *m, const char *endpoint, double seconds);
