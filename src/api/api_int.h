@@ -94,6 +94,11 @@ api_model_t *api_model_find_embedding(api_t *a, const char *name);
  * what it left out, OpenAI's for the rest. */
 void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp);
 
+/* What only the model can check in q: n within its parallel sequences,
+ * logit_bias ids within its vocabulary. 0, or a 400 naming the field in *e
+ * (a negative status). Nothing while the model is loading. */
+int api_model_check(const api_model_t *m, const oai_req_t *q, oai_err_t *e);
+
 /* Request q for model m's backend (cb/user left for the caller); tenant: the
  * namespace it comes from (api_cache_ns as hex; borrowed for bk_submit). *msgs is the
  * caller's to free after bk_submit. 0 or BAR_ERR_NOMEM. */
@@ -163,6 +168,10 @@ struct client {
     char id[48];
     buf_t text;         /* non-stream: all text; stream: not yet written */
     struct lp_list *lp; /* same split as text */
+    /* n > 1: choices 1..n-1 (choice 0 is text/lp above) and each choice's end */
+    int n_choices;
+    struct client_choice *more;     /* [n_choices - 1] */
+    unsigned char ended[OAI_N_MAX]; /* bk_finish_t once choice i ended, 0 while it runs */
 };
 
 /* A miss: start a generation for c on its model's backend. */

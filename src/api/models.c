@@ -45,12 +45,33 @@ void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t 
     sp->max_tokens = q->max_tokens > 0                 ? q->max_tokens
                      : (d->has & MODEL_HAS_MAX_TOKENS) ? (int)d->max_tokens
                                                        : 0; /* 0: the server's default */
-    sp->n = 1;
+    sp->n = q->n > 1 ? q->n : 1;
+    sp->logit_bias = q->logit_bias;
+    sp->n_logit_bias = q->n_logit_bias;
     sp->stop = (const char *const *)q->stop;
     sp->n_stop = q->n_stop;
     sp->ignore_eos = q->ignore_eos;
     sp->logprobs = q->logprobs;
     sp->top_logprobs = q->top_logprobs;
+}
+
+int api_model_check(const api_model_t *m, const oai_req_t *q, oai_err_t *e)
+{
+    if (!m->bk || (q->n <= 1 && q->n_logit_bias == 0)) return 0;
+    bk_stats_t st;
+    bk_stats(m->bk, &st);
+    if (q->n > 1 && st.n_slots > 0 && q->n > st.n_slots)
+        return oai_err(e, 400, "invalid_request_error", "invalid_value", "n",
+                       "Invalid 'n': the model '%s' decodes at most %d sequences at once "
+                       "(--parallel), so at most n = %d; got %d.",
+                       m->cfg.name, st.n_slots, st.n_slots, q->n);
+    for (int i = 0; st.n_vocab > 0 && i < q->n_logit_bias; i++)
+        if (q->logit_bias[i].token >= st.n_vocab)
+            return oai_err(e, 400, "invalid_request_error", "invalid_value", "logit_bias",
+                           "Invalid 'logit_bias': token id %d is outside the vocabulary of the "
+                           "model '%s' (ids 0..%d).",
+                           q->logit_bias[i].token, m->cfg.name, st.n_vocab - 1);
+    return 0;
 }
 
 int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_bytes,

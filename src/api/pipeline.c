@@ -171,7 +171,7 @@ static int stage_model(client_t *c)
                 "The model '%s' is an embedding model: use POST /v1/embeddings.", c->q.model);
         return answer_error(c, &e);
     }
-    if (c->m) return 0;
+    if (c->m) return api_model_check(c->m, &c->q, &e) < 0 ? answer_error(c, &e) : 0;
     char names[512];
     size_t n = 0;
     names[0] = '\0';
