@@ -139,6 +139,7 @@ static void h_metrics(api_t *a, srv_req_t *r)
         kv.kv_evictions += st.kv_evictions;
         kv.prefix_hit_tokens += st.prefix_hit_tokens;
         kv.preemptions += st.preemptions;
+        kv.prefill_tokens += st.prefill_tokens;
     }
     obs_metrics_gauge(&b, "barista_kv_blocks_capacity", "Blocks of the paged KV caches.",
                       kv.kv_blocks_total);
@@ -152,6 +153,10 @@ static void h_metrics(api_t *a, srv_req_t *r)
     obs_metrics_counter(&b, "barista_prefix_cache_hit_tokens_total",
                         "Prompt tokens mapped from the prefix cache instead of computed.",
                         kv.prefix_hit_tokens);
+    obs_metrics_counter(&b, "barista_prefill_tokens_total",
+                        "Prompt tokens the engines computed (the n choices of a request share "
+                        "one prefill).",
+                        kv.prefill_tokens);
     obs_metrics_counter(&b, "barista_kv_evictions_total",
                         "Cached prefix blocks evicted to make room.", kv.kv_evictions);
     obs_metrics_counter(&b, "barista_preemptions_total",

@@ -150,6 +150,7 @@ typedef struct {
     /* local: the paged KV cache (engine_stats_t); 0 elsewhere */
     int kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_free;
     unsigned long long kv_evictions, prefix_hit_tokens, preemptions;
+    unsigned long long prefill_tokens; /* local: prompt positions computed (n > 1 choices: once) */
 } bk_stats_t;
 
 /* An embedding job's answer, borrowed for the callback's duration. On

@@ -652,6 +652,7 @@ static void deliver(local_t *b, qev_t *q)
         free(q);
         return;
     }
+    ev.n_gen = q->n_gen; /* n > 1: every choice's */
     ev.type = BK_EV_DONE;
     pthread_mutex_lock(&b->mu);
     int lost = j->lost;
@@ -777,6 +778,7 @@ static void local_stats(backend_t *base, bk_stats_t *out)
     out->kv_evictions = st.kv_evictions;
     out->prefix_hit_tokens = st.prefix_hit_tokens;
     out->preemptions = st.preemptions;
+    out->prefill_tokens = st.n_tokens_prompt;
 }
 
 static int local_count_tokens(backend_t *base, const bk_req_t *r, size_t *n, bar_msg_t *msg)
