@@ -51,7 +51,9 @@ typedef struct {
     backend_t *bk;                      /* NULL while loading */
     char digest[CACHE_KEY_HEX_LEN + 1]; /* weights digest: part of every cache key */
     int n_ctx;
-    int embed_dim; /* embedding models: vector size once known, else 0 */
+    int embed_dim;         /* embedding models: vector size once known, else 0 */
+    model_sampling_t dflt; /* the model's own sampling defaults (local models) */
+    int has_dflt;
     long created;
 } api_model_t;
 

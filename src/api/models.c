@@ -26,12 +26,15 @@ void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t 
 {
     const model_entry_t *d = &m->cfg;
     memset(sp, 0, sizeof *sp);
+    /* request > model list entry > the model's own (GGUF, else barista's) > OpenAI's */
+    const model_sampling_t *o = m->has_dflt ? &m->dflt : NULL;
 #define PICK(field, bit, dflt) (q->given & (bit) ? q->field : (d->has & (bit)) ? d->field : (dflt))
-    sp->temperature = PICK(temperature, MODEL_HAS_TEMPERATURE, 1.0);
-    sp->top_p = PICK(top_p, MODEL_HAS_TOP_P, 1.0);
-    sp->top_k = (int)PICK(top_k, MODEL_HAS_TOP_K, 0);
-    sp->min_p = PICK(min_p, MODEL_HAS_MIN_P, 0.0);
-    sp->repeat_penalty = PICK(repeat_penalty, MODEL_HAS_REPEAT_PENALTY, 1.0);
+    sp->temperature = PICK(temperature, MODEL_HAS_TEMPERATURE, o ? o->temperature : 1.0);
+    sp->top_p = PICK(top_p, MODEL_HAS_TOP_P, o ? o->top_p : 1.0);
+    sp->top_k = (int)PICK(top_k, MODEL_HAS_TOP_K, o ? o->top_k : 0);
+    sp->min_p = PICK(min_p, MODEL_HAS_MIN_P, o ? o->min_p : 0.0);
+    sp->repeat_penalty =
+        PICK(repeat_penalty, MODEL_HAS_REPEAT_PENALTY, o ? o->repeat_penalty : 1.0);
     sp->presence_penalty = PICK(presence_penalty, MODEL_HAS_PRESENCE_PENALTY, 0.0);
     sp->frequency_penalty = PICK(frequency_penalty, MODEL_HAS_FREQUENCY_PENALTY, 0.0);
 #undef PICK

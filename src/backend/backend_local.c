@@ -23,6 +23,7 @@
 #include <xxhash.h>
 
 #include "engine/chat.h"
+#include "engine/gguf.h"
 #include "engine/tokenizer.h"
 #include "util/timeutil.h"
 
@@ -879,6 +880,69 @@ int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_
 engine_t *backend_local_engine(backend_t *base)
 {
     return ((local_t *)base)->engine;
+}
+
+/* A numeric GGUF value of key in [lo, hi] into *out: 1, else 0. */
+static int gguf_num(const gguf_t *g, const char *key, double lo, double hi, double *out)
+{
+    const gguf_kv_t *kv = gguf_kv_find(g, key);
+    if (!kv) return 0;
+    double v;
+    switch (kv->type) {
+    case GGUF_T_F32:
+    case GGUF_T_F64:
+        v = kv->v.f;
+        break;
+    case GGUF_T_U8:
+    case GGUF_T_U16:
+    case GGUF_T_U32:
+    case GGUF_T_U64:
+        v = (double)kv->v.u;
+        break;
+    case GGUF_T_I8:
+    case GGUF_T_I16:
+    case GGUF_T_I32:
+    case GGUF_T_I64:
+        v = (double)kv->v.i;
+        break;
+    default:
+        return 0;
+    }
+    if (!(v >= lo && v <= hi)) return 0; /* NaN or out of range: ignored */
+    *out = v;
+    return 1;
+}
+
+int backend_local_sampling_defaults(const backend_t *base, model_sampling_t *out)
+{
+    if (!base || base->ops != &LOCAL_OPS) return -1;
+    const local_t *b = (const local_t *)base;
+    /* barista's: llama.cpp server's defaults (bench/sampling_defaults: coherent
+     * where OpenAI's temperature 1 / top_p 1 is not, for the default model) */
+    *out = (model_sampling_t){0.8, 0.95, 0.05, 1.0, 40, 0};
+    const gguf_t *g = engine_gguf(b->engine);
+    double v;
+    if (gguf_num(g, "general.sampling.temp", 0, 2, &v)) {
+        out->temperature = v;
+        out->from_file |= MODEL_HAS_TEMPERATURE;
+    }
+    if (gguf_num(g, "general.sampling.top_p", 0, 1, &v)) {
+        out->top_p = v;
+        out->from_file |= MODEL_HAS_TOP_P;
+    }
+    if (gguf_num(g, "general.sampling.min_p", 0, 1, &v)) {
+        out->min_p = v;
+        out->from_file |= MODEL_HAS_MIN_P;
+    }
+    if (gguf_num(g, "general.sampling.penalty_repeat", 0, 10, &v)) {
+        out->repeat_penalty = v;
+        out->from_file |= MODEL_HAS_REPEAT_PENALTY;
+    }
+    if (gguf_num(g, "general.sampling.top_k", 0, 1 << 20, &v)) {
+        out->top_k = (int)v;
+        out->from_file |= MODEL_HAS_TOP_K;
+    }
+    return 0;
 }
 
 const char *bk_finish_name(bk_finish_t f)
