@@ -199,3 +199,33 @@ def test_best_of_and_echo_are_clear_400s(client):
         with pytest.raises(openai.BadRequestError) as ei:
             client.completions.create(model="default", prompt="x", max_tokens=2, **kw)
         assert ei.value.body["param"] == param
+
+
+BARISTA_DEFAULTS = {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05,
+                    "repeat_penalty": 1.0, "presence_penalty": 0, "frequency_penalty": 0}
+
+
+def test_sampling_defaults_shown_and_explicit_values_win(server, client):
+    models = json.loads(client.models.with_raw_response.list().text)["data"]
+    chat = [m for m in models if m["meta"]["mode"] == "chat"]
+    assert len(chat) >= 2  # the model and its alias "default"
+    for m in chat:
+        assert m["sampling_defaults"] == pytest.approx(BARISTA_DEFAULTS)
+        src = m["sampling_defaults_from"]
+        assert src["temperature"] == src["top_k"] == src["min_p"] == "barista"
+        assert src["presence_penalty"] == "openai"
+    base = dict(model="default", messages=[{"role": "user", "content": "Name a river."}],
+                max_tokens=6, seed=42)
+    # leaving the fields out = sending the defaults: the same resolved values, the same key
+    raw1 = client.chat.completions.with_raw_response.create(**base)
+    raw2 = client.chat.completions.with_raw_response.create(
+        **base, temperature=0.8, top_p=0.95,
+        extra_body={"top_k": 40, "min_p": 0.05, "repeat_penalty": 1.0})
+    assert raw1.headers["x-cache"] == "MISS" and raw2.headers["x-cache"] == "HIT"
+    assert raw1.headers["x-cache-key"] == raw2.headers["x-cache-key"]
+    assert raw1.parse().choices[0].message.content == raw2.parse().choices[0].message.content
+    # a request that sets a value gets exactly it (OpenAI's untruncated sampling here)
+    raw3 = client.chat.completions.with_raw_response.create(
+        **base, temperature=1.0, top_p=1.0, extra_body={"top_k": 0, "min_p": 0})
+    assert raw3.headers["x-cache"] == "MISS"
+    assert raw3.headers["x-cache-key"] != raw1.headers["x-cache-key"]
