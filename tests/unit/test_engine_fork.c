@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "engine/kernels/kern.h"
 #include "engine/tokenizer.h"
 
 #define MAX_CHOICES 4
@@ -65,6 +66,12 @@ static void on_ev(void *user, const engine_event_t *ev)
 
 static engine_t *eng;
 
+/* Under ASan+UBSan a scalar-level token costs about a second: there the fork
+ * test uses a prompt inside one block (the shared partial block and its copy
+ * on write are still exercised; sharing full blocks is checked on the other
+ * levels) and compares fewer choices with single runs. */
+static int sanitized, sanitized_scalar;
+
 static int setup(void **state)
 {
     (void)state;
@@ -76,6 +83,10 @@ static int setup(void **state)
         fprintf(stderr, "engine_create: %s\n", msg.text);
         return -1;
     }
+#ifdef BARISTA_SANITIZED
+    sanitized = 1;
+    sanitized_scalar = !strcmp(kern_level_name(), "scalar");
+#endif
     return 0;
 }
 
@@ -153,16 +164,13 @@ static const char *LONG_PROMPT =
 static void test_fork_equals_seeds(void **state)
 {
     (void)state;
-#ifdef BARISTA_SANITIZED
-    const int n = 3, mt = 3; /* a decode token costs ~1 s on the sanitized scalar level */
-#else
-    const int n = 3, mt = 6;
-#endif
+    const int n = 3, mt = sanitized ? (sanitized_scalar ? 2 : 3) : 6;
+    const char *prompt = sanitized_scalar ? "Once upon a time" : LONG_PROMPT;
     engine_stats_t before, after;
     wait_idle();
     engine_stats(eng, &before);
     res_t forked;
-    submit(LONG_PROMPT, sampled(n, 1234, mt), &forked, NULL);
+    submit(prompt, sampled(n, 1234, mt), &forked, NULL);
     res_wait(&forked);
     wait_idle();
     engine_stats(eng, &after);
@@ -170,10 +178,10 @@ static void test_fork_equals_seeds(void **state)
     {
         int32_t ids[256];
         size_t np = 0;
-        tok_encode(engine_tok(eng), LONG_PROMPT, strlen(LONG_PROMPT), 1, 0, ids, 256, &np);
+        tok_encode(engine_tok(eng), prompt, strlen(prompt), 1, 0, ids, 256, &np);
         n_prompt = (int)np;
     }
-    assert_true(n_prompt > 64);
+    if (!sanitized_scalar) assert_true(n_prompt > 64); /* a full block is shared */
     /* one prefill for the three choices */
     assert_int_equal((int)(after.n_tokens_prompt - before.n_tokens_prompt), n_prompt);
     assert_int_equal((int)(after.n_tokens_gen - before.n_tokens_gen), n * mt);
@@ -185,8 +193,9 @@ static void test_fork_equals_seeds(void **state)
     }
     /* choice i == a single request with seed + i, token for token */
     for (int i = 0; i < n; i++) {
+        if (sanitized && i == 1) continue; /* 0 (unforked) and 2 (seed + 2) suffice there */
         res_t one;
-        submit(LONG_PROMPT, sampled(1, 1234 + (uint64_t)i, mt), &one, NULL);
+        submit(prompt, sampled(1, 1234 + (uint64_t)i, mt), &one, NULL);
         res_wait(&one);
         fprintf(stderr, "choice %d: %s\n", i, forked.text[i]);
         assert_memory_equal(one.tok[0], forked.tok[i], (size_t)mt * sizeof(int));
@@ -221,7 +230,8 @@ static void test_cancel_before_fork(void **state)
 {
     (void)state;
     res_t r;
-    uint64_t id = submit(LONG_PROMPT, sampled(3, 1, 50), &r, NULL);
+    uint64_t id =
+        submit(sanitized_scalar ? "Once upon a time" : LONG_PROMPT, sampled(3, 1, 50), &r, NULL);
     engine_cancel(eng, id);
     res_wait(&r); /* three DONE events, whenever the cancel landed */
     for (int i = 0; i < 3; i++)
