@@ -349,37 +349,45 @@ static slot_t *pick_victim(engine_t *e)
     return v;
 }
 
+/* A free block for s, pre-empting others (or s) when the pool is out: the
+ * block, or -1 when s itself was pre-empted. Adjusts *n_planned by the plans
+ * it voided. */
+static int seq_alloc(engine_t *e, slot_t *s, int *n_planned)
+{
+    for (;;) {
+        int b = kv_pool_alloc(e->kvp);
+        if (b >= 0) return b;
+        slot_t *v = pick_victim(e);
+        *n_planned -= v->plan;
+        seq_preempt(e, v);
+        if (v == s) return -1;
+    }
+}
+
 /* Blocks for s's positions up to `last`; pre-empts others (or s) when the
  * pool is out. Returns 0, or -1 when s itself was pre-empted. Adjusts *n_planned
  * by the plans it voided. */
 static int seq_reserve(engine_t *e, slot_t *s, int last, int *n_planned)
 {
     /* copy on write: after a fork the partial block is shared by the
-     * choices; whoever writes into it first takes a private copy */
+     * choices; whoever writes into it first takes a private copy (a
+     * pre-emption on the way may leave s the last holder: then no copy) */
     int j = s->n_past / KV_BLOCK;
-    while (j < s->n_blk && kv_pool_refs(e->kvp, s->blocks[j]) > 1) {
-        int b = kv_pool_alloc(e->kvp);
-        if (b >= 0) {
+    if (j < s->n_blk && kv_pool_refs(e->kvp, s->blocks[j]) > 1) {
+        int b = seq_alloc(e, s, n_planned);
+        if (b < 0) return -1;
+        if (kv_pool_refs(e->kvp, s->blocks[j]) > 1) {
             kv_copy_block(e->kv, b, s->blocks[j]);
             kv_pool_release(e->kvp, s->blocks[j], 0);
             s->blocks[j] = b;
-            break;
+        } else {
+            kv_pool_release(e->kvp, b, 1);
         }
-        slot_t *v = pick_victim(e);
-        *n_planned -= v->plan;
-        seq_preempt(e, v);
-        if (v == s) return -1;
     }
     while (s->n_blk <= last / KV_BLOCK) {
-        int b = kv_pool_alloc(e->kvp);
-        if (b >= 0) {
-            s->blocks[s->n_blk++] = b;
-            continue;
-        }
-        slot_t *v = pick_victim(e);
-        *n_planned -= v->plan;
-        seq_preempt(e, v);
-        if (v == s) return -1;
+        int b = seq_alloc(e, s, n_planned);
+        if (b < 0) return -1;
+        s->blocks[s->n_blk++] = b;
     }
     return 0;
 }
