@@ -287,6 +287,41 @@ static void test_logit_bias(void **state)
     wait_idle();
 }
 
+/* A pool too small for the choices' copies of the shared partial block: the
+ * copy on write pre-empts a choice, which resumes once another one ends;
+ * every choice still completes and no block leaks. */
+static void test_fork_under_preemption(void **state)
+{
+    (void)state;
+    engine_stats_t st;
+    engine_stats(eng, &st);
+    char path[4096];
+    test_model_path(path, sizeof path, TEST_SMOLLM2);
+    engine_config_t cfg = {.model_path = path,
+                           .n_threads = 2,
+                           .n_ctx = 256,
+                           .n_seq_max = 4,
+                           .kv_mem = 2 * (st.kv_mem / (size_t)st.kv_blocks_total)};
+    engine_t *small = NULL;
+    bar_msg_t msg = {{0}};
+    assert_int_equal(engine_create(&small, &cfg, &msg), 0);
+    engine_t *saved = eng;
+    eng = small; /* submit() and wait_idle() use eng */
+    res_t r;
+    submit("Once upon a time", sampled(3, 9, 3), &r, NULL);
+    res_wait(&r);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(r.finish[i], ENGINE_FINISH_LENGTH);
+        assert_int_equal(r.n_gen[i], 3);
+    }
+    wait_idle();
+    engine_stats(small, &st);
+    assert_true(st.preemptions >= 1);
+    assert_int_equal(st.kv_blocks_used, 0);
+    eng = saved;
+    engine_destroy(small);
+}
+
 static void test_submit_errors(void **state)
 {
     (void)state;
@@ -313,6 +348,7 @@ int main(void)
         cmocka_unit_test(test_fork_with_stop_and_short_prompt),
         cmocka_unit_test(test_cancel_before_fork),
         cmocka_unit_test(test_logit_bias),
+        cmocka_unit_test(test_fork_under_preemption),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
