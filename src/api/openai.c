@@ -269,6 +269,48 @@ static int parse_stop(oai_req_t *r, const cJSON *root, oai_err_t *e)
     return 0;
 }
 
+/* logit_bias: {"<token id>": bias, ...}, ids as decimal strings (OpenAI's
+ * shape), biases in [-100, 100]. Whether an id is in the vocabulary is the
+ * model's business (api_model_check). */
+static int parse_logit_bias(oai_req_t *r, const cJSON *root, oai_err_t *e)
+{
+    const cJSON *v = oai_member(root, "logit_bias");
+    if (!v) return 0;
+    if (!cJSON_IsObject(v)) return oai_bad_type(e, "logit_bias", "an object", v);
+    int n = cJSON_GetArraySize(v);
+    if (n == 0) return 0;
+    if (n > OAI_LOGIT_BIAS_MAX)
+        return oai_err(e, 400, BAD_REQ, "invalid_value", "logit_bias",
+                       "Invalid 'logit_bias': at most %d entries, got %d.", OAI_LOGIT_BIAS_MAX, n);
+    r->logit_bias = calloc((size_t)n, sizeof *r->logit_bias);
+    if (!r->logit_bias) return nomem(e);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v)
+    {
+        const char *k = it->string ? it->string : "";
+        size_t kl = strlen(k);
+        int ok = kl > 0 && kl <= 9;
+        for (size_t i = 0; ok && i < kl; i++)
+            ok = k[i] >= '0' && k[i] <= '9';
+        if (!ok)
+            return oai_err(e, 400, BAD_REQ, "invalid_value", "logit_bias",
+                           "Invalid 'logit_bias': key '%.32s' is not a token id (a non-negative "
+                           "integer written as a string).",
+                           k);
+        if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble))
+            return oai_err(e, 400, BAD_REQ, "invalid_type", "logit_bias",
+                           "Invalid 'logit_bias': the bias of token %s must be a number, got %s.",
+                           k, oai_json_type_name(it));
+        if (it->valuedouble < -100 || it->valuedouble > 100)
+            return oai_err(e, 400, BAD_REQ, "invalid_value", "logit_bias",
+                           "Invalid 'logit_bias': the bias of token %s must be between -100 and "
+                           "100, got %g.",
+                           k, it->valuedouble);
+        r->logit_bias[r->n_logit_bias++] = (oai_bias_t){atoi(k), (float)it->valuedouble};
+    }
+    return 0;
+}
+
 /* Known OpenAI features barista does not implement: reject when used. */
 static int reject_unsupported(const cJSON *root, oai_kind_t kind, oai_err_t *e)
 {
@@ -279,9 +321,6 @@ static int reject_unsupported(const cJSON *root, oai_kind_t kind, oai_err_t *e)
     if ((v = oai_member(root, "functions")) && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > 0))
         return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "functions",
                        "'functions' is not supported by this server.");
-    if ((v = oai_member(root, "logit_bias")) && (!cJSON_IsObject(v) || cJSON_GetArraySize(v) > 0))
-        return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "logit_bias",
-                       "'logit_bias' is not supported by this server.");
     if ((v = oai_member(root, "response_format"))) {
         const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : NULL;
         if (!cJSON_IsObject(v)) return oai_bad_type(e, "response_format", "an object", v);
@@ -296,7 +335,11 @@ static int reject_unsupported(const cJSON *root, oai_kind_t kind, oai_err_t *e)
             return oai_err(e, 400, BAD_REQ, "unsupported_value", "echo",
                            "'echo' is not supported by this server.");
         long long best_of = 1;
-        if (get_int(root, "best_of", 1, 1, &best_of, NULL, e)) return -e->status;
+        if (get_int(root, "best_of", 1, 1 << 20, &best_of, NULL, e)) return -e->status;
+        if (best_of != 1)
+            return oai_err(e, 400, BAD_REQ, "unsupported_value", "best_of",
+                           "'best_of' > 1 is not supported by this server; use 'n' (its choices "
+                           "share one prefill) and pick among them.");
         if ((v = oai_member(root, "suffix")) && (!cJSON_IsString(v) || v->valuestring[0]))
             return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "suffix",
                            "'suffix' is not supported by this server.");
@@ -312,6 +355,7 @@ void oai_req_free(oai_req_t *r)
     free(r->prompt);
     for (int i = 0; i < r->n_stop; i++)
         free(r->stop[i]);
+    free(r->logit_bias);
     memset(r, 0, sizeof *r);
 }
 
@@ -394,10 +438,9 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
         r->seed = (uint64_t)(int64_t)v->valuedouble;
     }
     ll = 1;
-    if ((rc = get_int(root, "n", 1, 128, &ll, NULL, e))) return rc;
-    if (ll != 1)
-        return oai_err(e, 400, BAD_REQ, "unsupported_value", "n",
-                       "Invalid 'n': only n = 1 is supported by this server, got %lld.", ll);
+    if ((rc = get_int(root, "n", 1, OAI_N_MAX, &ll, NULL, e))) return rc;
+    r->n = (int)ll;
+    if ((rc = parse_logit_bias(r, root, e))) return rc;
     if ((v = oai_member(root, "user")) && !cJSON_IsString(v))
         return oai_bad_type(e, "user", "a string", v);
     ll = 0;
@@ -456,6 +499,7 @@ static void req_init(oai_req_t *r, oai_kind_t kind)
 {
     memset(r, 0, sizeof *r);
     r->kind = kind;
+    r->n = 1;
     r->max_tokens = -1;
     r->temperature = 1.0;
     r->top_p = 1.0;
@@ -728,20 +772,30 @@ int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_
                         oai_finish_t finish, const oai_usage_t *u, const lp_tok_t *lp, int n_lp,
                         int want_logprobs)
 {
-    if (r->kind == OAI_CHAT) {
-        put_head(out, r, "chat.completion");
-        buf_puts(out,
-                 ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-        oai_json_string(out, text, len);
-        buf_puts(out, ",\"refusal\":null},\"logprobs\":");
-    } else {
-        put_head(out, r, "text_completion");
-        buf_puts(out, ",\"choices\":[{\"index\":0,\"text\":");
-        oai_json_string(out, text, len);
-        buf_puts(out, ",\"logprobs\":");
+    oai_choice_t ch = {text, len, finish, lp, n_lp};
+    return oai_format_response_n(out, r, &ch, 1, u, want_logprobs);
+}
+
+int oai_format_response_n(buf_t *out, const oai_resp_t *r, const oai_choice_t *ch, int n,
+                          const oai_usage_t *u, int want_logprobs)
+{
+    put_head(out, r, r->kind == OAI_CHAT ? "chat.completion" : "text_completion");
+    buf_puts(out, ",\"choices\":[");
+    for (int i = 0; i < n; i++) {
+        buf_printf(out, "%s{\"index\":%d,", i ? "," : "", i);
+        if (r->kind == OAI_CHAT) {
+            buf_puts(out, "\"message\":{\"role\":\"assistant\",\"content\":");
+            oai_json_string(out, ch[i].text ? ch[i].text : "", ch[i].len);
+            buf_puts(out, ",\"refusal\":null},\"logprobs\":");
+        } else {
+            buf_puts(out, "\"text\":");
+            oai_json_string(out, ch[i].text ? ch[i].text : "", ch[i].len);
+            buf_puts(out, ",\"logprobs\":");
+        }
+        put_logprobs(out, r->kind, ch[i].lp, ch[i].n_lp, want_logprobs);
+        buf_printf(out, ",\"finish_reason\":%s}", finish_name(ch[i].finish));
     }
-    put_logprobs(out, r->kind, lp, n_lp, want_logprobs);
-    buf_printf(out, ",\"finish_reason\":%s}],\"usage\":", finish_name(finish));
+    buf_puts(out, "],\"usage\":");
     put_usage(out, u);
     return buf_puts(out, "}\n");
 }
@@ -758,7 +812,7 @@ int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text
         return buf_puts(out, "}\n\n");
     }
     if (r->kind == OAI_CHAT) {
-        buf_puts(out, ",\"choices\":[{\"index\":0,\"delta\":{");
+        buf_printf(out, ",\"choices\":[{\"index\":%d,\"delta\":{", r->index);
         if (role) {
             buf_puts(out, "\"role\":\"assistant\",\"content\":\"\"");
         } else if (len || finish == OAI_FINISH_NONE) {
@@ -767,7 +821,7 @@ int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text
         }
         buf_puts(out, "},\"logprobs\":");
     } else {
-        buf_puts(out, ",\"choices\":[{\"index\":0,\"text\":");
+        buf_printf(out, ",\"choices\":[{\"index\":%d,\"text\":", r->index);
         oai_json_string(out, text, len);
         buf_puts(out, ",\"logprobs\":");
     }

@@ -45,7 +45,9 @@ typedef struct req {
     int32_t *prompt;
     int n_prompt;
     engine_sampling_t sp;
-    char *stop_store; /* the stop strings, copied */
+    int index;                 /* choice index (0: the request itself) */
+    engine_bias_t *bias_store; /* sp.logit_bias, copied */
+    char *stop_store;          /* the stop strings, copied */
     size_t stop_len[4];
     double deadline;
     int priority;
@@ -64,14 +66,16 @@ typedef struct {
     int n_prefill;   /* positions to fill before sampling: the prompt, or all tokens on resume */
     int n_cached;    /* prompt tokens mapped from the prefix cache at admission */
     int n_gen;
-    int want_logits; /* set while building a batch */
-    int plan;        /* tokens of this sequence in the batch being planned */
-    int parked;      /* pre-empted: holds no blocks, waits to resume */
-    uint64_t admit;  /* admission order (larger = younger) */
-    int *blocks;     /* [max_blocks] block table */
-    int n_blk;       /* entries of blocks in use */
-    kv_hash_t *hash; /* [max_blocks] chained hash of each published block */
-    int n_pub;       /* blocks [0, n_pub) are full and were offered to the cache */
+    int want_logits;  /* set while building a batch */
+    int plan;         /* tokens of this sequence in the batch being planned */
+    int parked;       /* pre-empted: holds no blocks, waits to resume */
+    int fork_pending; /* n > 1: fork into the reserved slots at the first sample */
+    int reserved;     /* 1 + the slot whose choices will fork into this one; 0: none */
+    uint64_t admit;   /* admission order (larger = younger) */
+    int *blocks;      /* [max_blocks] block table */
+    int n_blk;        /* entries of blocks in use */
+    kv_hash_t *hash;  /* [max_blocks] chained hash of each published block */
+    int n_pub;        /* blocks [0, n_pub) are full and were offered to the cache */
     double t_first;
     sampler_t *smp;
     tok_stream_t ts;
@@ -138,6 +142,7 @@ static void req_free(req_t *r)
     if (!r) return;
     free(r->prompt);
     free(r->stop_store);
+    free(r->bias_store);
     free(r);
 }
 
@@ -151,6 +156,7 @@ static engine_event_t event_for(engine_ev_type_t type, const req_t *r, const slo
     memset(&ev, 0, sizeof ev);
     ev.type = type;
     ev.req_id = r->id;
+    ev.index = r->index;
     ev.n_prompt = r->n_prompt;
     ev.n_cached = s ? s->n_cached : 0;
     ev.n_gen = s ? s->n_gen : 0;
@@ -158,6 +164,8 @@ static engine_event_t event_for(engine_ev_type_t type, const req_t *r, const slo
     return ev;
 }
 
+/* DONE for r's choice; for a request that has not forked yet (never
+ * admitted, or ended before its first sample) DONE for each of its n. */
 static void emit_done(req_t *r, slot_t *s, engine_finish_t fin, int err, const char *msg)
 {
     engine_event_t ev = event_for(ENGINE_EV_DONE, r, s);
@@ -165,6 +173,12 @@ static void emit_done(req_t *r, slot_t *s, engine_finish_t fin, int err, const c
     ev.err = err;
     ev.msg = msg;
     r->cb(r->user, &ev);
+    if (r->index == 0 && r->sp.n > 1 && (!s || s->fork_pending))
+        for (int i = 1; i < r->sp.n; i++) {
+            ev.index = i;
+            ev.n_gen = 0;
+            r->cb(r->user, &ev);
+        }
 }
 
 static void emit_text(req_t *r, slot_t *s, const char *text, size_t n, int token, float lp,
@@ -190,7 +204,7 @@ static kv_hash_t block_key(const slot_t *s, int j)
     kv_hash_t parent = j == 0 ? kv_pool_root(s->req->salt) : s->hash[j - 1];
     if ((j + 1) * KV_BLOCK > s->req->n_prompt) {
         parent.lo ^= s->req->id * 0x9e3779b97f4a7c15ULL;
-        parent.hi ^= 0x7072697661746521ULL; /* "private!" */
+        parent.hi ^= 0x7072697661746521ULL ^ (uint64_t)s->req->index * 0xbf58476d1ce4e5b9ULL;
     }
     return kv_pool_chain(parent, s->tokens + (size_t)j * KV_BLOCK, KV_BLOCK);
 }
@@ -211,6 +225,10 @@ static void seq_drop_blocks(engine_t *e, slot_t *s, int keep)
 static void slot_release(engine_t *e, slot_t *s)
 {
     seq_drop_blocks(e, s, 0);
+    if (s->fork_pending) /* ended before forking: its reservations go */
+        for (int i = 0; i < e->n_slots; i++)
+            if (e->slots[i].reserved == (int)(s - e->slots) + 1) e->slots[i].reserved = 0;
+    s->fork_pending = 0;
     s->parked = 0;
     req_free(s->req);
     s->req = NULL;
@@ -267,9 +285,13 @@ static int seq_start(engine_t *e, slot_t *s, int resume)
 static int slot_admit(engine_t *e, req_t *r)
 {
     slot_t *s = NULL;
-    for (int i = 0; i < e->n_slots && !s; i++)
-        if (!e->slots[i].req) s = &e->slots[i];
-    if (!s) return -1;
+    int n_free = 0, n_need = r->sp.n > 1 ? r->sp.n : 1;
+    for (int i = 0; i < e->n_slots; i++)
+        if (!e->slots[i].req && !e->slots[i].reserved) {
+            if (!s) s = &e->slots[i];
+            n_free++;
+        }
+    if (!s || n_free < n_need) return -1; /* n choices wait for n slots */
     memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
     s->n_tokens = r->n_prompt;
     s->n_prefill = r->n_prompt;
@@ -286,6 +308,12 @@ static int slot_admit(engine_t *e, req_t *r)
     s->admit = ++e->admit_clock;
     tok_stream_init(&s->ts);
     sampler_reset(s->smp, &r->sp, r->prompt, r->n_prompt);
+    s->fork_pending = n_need > 1;
+    for (int i = 0, left = n_need - 1; i < e->n_slots && left > 0; i++)
+        if (!e->slots[i].req && !e->slots[i].reserved && &e->slots[i] != s) {
+            e->slots[i].reserved = (int)(s - e->slots) + 1;
+            left--;
+        }
     e->n_active++;
     e->n_hit_tokens += (uint64_t)reuse;
     return 0;
@@ -321,23 +349,146 @@ static slot_t *pick_victim(engine_t *e)
     return v;
 }
 
-/* Blocks for s's positions up to `last`; pre-empts others (or s) when the
- * pool is out. Returns 0, or -1 when s itself was pre-empted. Adjusts *n_planned
- * by the plans it voided. */
-static int seq_reserve(engine_t *e, slot_t *s, int last, int *n_planned)
+/* A free block for s, pre-empting others (or s) when the pool is out: the
+ * block, or -1 when s itself was pre-empted. Adjusts *n_planned by the plans
+ * it voided. */
+static int seq_alloc(engine_t *e, slot_t *s, int *n_planned)
 {
-    while (s->n_blk <= last / KV_BLOCK) {
+    for (;;) {
         int b = kv_pool_alloc(e->kvp);
-        if (b >= 0) {
-            s->blocks[s->n_blk++] = b;
-            continue;
-        }
+        if (b >= 0) return b;
         slot_t *v = pick_victim(e);
         *n_planned -= v->plan;
         seq_preempt(e, v);
         if (v == s) return -1;
     }
+}
+
+/* Blocks for s's positions up to `last`; pre-empts others (or s) when the
+ * pool is out. Returns 0, or -1 when s itself was pre-empted. Adjusts *n_planned
+ * by the plans it voided. */
+static int seq_reserve(engine_t *e, slot_t *s, int last, int *n_planned)
+{
+    /* copy on write: after a fork the partial block is shared by the
+     * choices; whoever writes into it first takes a private copy (a
+     * pre-emption on the way may leave s the last holder: then no copy) */
+    int j = s->n_past / KV_BLOCK;
+    if (j < s->n_blk && kv_pool_refs(e->kvp, s->blocks[j]) > 1) {
+        int b = seq_alloc(e, s, n_planned);
+        if (b < 0) return -1;
+        if (kv_pool_refs(e->kvp, s->blocks[j]) > 1) {
+            kv_copy_block(e->kv, b, s->blocks[j]);
+            kv_pool_release(e->kvp, s->blocks[j], 0);
+            s->blocks[j] = b;
+        } else {
+            kv_pool_release(e->kvp, b, 1);
+        }
+    }
+    while (s->n_blk <= last / KV_BLOCK) {
+        int b = seq_alloc(e, s, n_planned);
+        if (b < 0) return -1;
+        s->blocks[s->n_blk++] = b;
+    }
     return 0;
+}
+
+/* A copy of parent r for its choice `index` (prompt not copied: a choice
+ * starts from the parent's slot), or NULL on OOM. */
+static req_t *req_clone(const req_t *r, int index)
+{
+    req_t *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    *c = *r;
+    c->prompt = NULL;
+    c->next = NULL;
+    c->index = index;
+    c->bias_store = NULL;
+    c->stop_store = NULL;
+    size_t stop_total = 0;
+    for (int i = 0; i < r->sp.n_stop; i++)
+        stop_total += r->stop_len[i] + 1;
+    c->stop_store = malloc(stop_total + 1);
+    if (r->sp.n_logit_bias > 0)
+        c->bias_store = malloc((size_t)r->sp.n_logit_bias * sizeof *c->bias_store);
+    if (!c->stop_store || (r->sp.n_logit_bias > 0 && !c->bias_store)) {
+        free(c->stop_store);
+        free(c->bias_store);
+        free(c);
+        return NULL;
+    }
+    char *p = c->stop_store;
+    for (int i = 0; i < r->sp.n_stop; i++) {
+        memcpy(p, r->sp.stop[i], r->stop_len[i] + 1);
+        c->sp.stop[i] = p;
+        p += r->stop_len[i] + 1;
+    }
+    if (c->bias_store)
+        memcpy(c->bias_store, r->sp.logit_bias, (size_t)r->sp.n_logit_bias * sizeof *c->bias_store);
+    c->sp.logit_bias = c->bias_store;
+    return c;
+}
+
+/* Fork s (its prompt just prefilled; logits in row s->want_logits) into its
+ * reserved slots: each choice shares s's KV blocks by reference (the partial
+ * last one is copied on its first write, seq_reserve), starts with s's
+ * sampler state, its own RNG stream, and a copy of the logits row. */
+static void seq_fork(engine_t *e, slot_t *s, int *n_rows, int n_vocab)
+{
+    req_t *r = s->req;
+    int me = (int)(s - e->slots) + 1, index = 1;
+    s->fork_pending = 0;
+    for (int i = 0; i < e->n_slots && index < r->sp.n; i++) {
+        slot_t *c = &e->slots[i];
+        if (c->reserved != me) continue;
+        c->reserved = 0;
+        req_t *cr = req_clone(r, index);
+        if (!cr) {
+            engine_event_t ev = event_for(ENGINE_EV_DONE, r, NULL);
+            ev.index = index++;
+            ev.finish = ENGINE_FINISH_ERROR;
+            ev.err = BAR_ERR_NOMEM;
+            ev.msg = "out of memory forking a choice";
+            r->cb(r->user, &ev);
+            continue;
+        }
+        c->req = cr;
+        memcpy(c->tokens, s->tokens, (size_t)s->n_tokens * sizeof(int32_t));
+        c->n_tokens = s->n_tokens;
+        c->n_past = s->n_past;
+        c->n_prefill = s->n_prefill;
+        c->n_cached = s->n_cached;
+        c->n_gen = 0;
+        c->plan = 0;
+        c->parked = 0;
+        c->fork_pending = 0;
+        c->admit = s->admit;
+        for (int j = 0; j < s->n_blk; j++) {
+            c->blocks[j] = s->blocks[j];
+            kv_pool_share(e->kvp, s->blocks[j]);
+        }
+        memcpy(c->hash, s->hash, (size_t)s->n_blk * sizeof *c->hash);
+        c->n_blk = s->n_blk;
+        c->n_pub = s->n_pub;
+        c->t_first = 0;
+        tok_stream_init(&c->ts);
+        c->n_hold = 0;
+        sampler_fork(c->smp, s->smp, &cr->sp, index);
+        c->want_logits = (*n_rows)++;
+        memcpy(e->logits + (size_t)c->want_logits * n_vocab,
+               e->logits + (size_t)s->want_logits * n_vocab, (size_t)n_vocab * sizeof(float));
+        pthread_mutex_lock(&e->mu);
+        e->n_active++;
+        pthread_mutex_unlock(&e->mu);
+        index++;
+    }
+    for (; index < r->sp.n; index++) { /* a reservation went missing: never, but end it */
+        engine_event_t ev = event_for(ENGINE_EV_DONE, r, NULL);
+        ev.index = index;
+        ev.finish = ENGINE_FINISH_ERROR;
+        ev.err = BAR_ERR_INTERNAL;
+        ev.msg = "no sequence slot for a choice";
+        r->cb(r->user, &ev);
+    }
 }
 
 /* Offer s's blocks that filled up to the prefix cache. */
@@ -620,6 +771,11 @@ static void *engine_main(void *arg)
         pthread_mutex_lock(&e->mu);
         e->n_tok_prompt += (uint64_t)prompt_tokens;
         pthread_mutex_unlock(&e->mu);
+        /* n > 1: a prompt that just finished its prefill forks into its choices */
+        for (int i = 0; i < e->n_slots; i++) {
+            slot_t *s = &e->slots[i];
+            if (s->req && s->want_logits >= 0 && s->fork_pending) seq_fork(e, s, &n_rows, n_vocab);
+        }
         /* sample every sequence of the step at once, in parallel on the pool */
         int n_jobs = 0;
         for (int i = 0; i < e->n_slots; i++) {
@@ -826,6 +982,18 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
                             in->prompt[i]);
     if (in->sampling.n_stop < 0 || in->sampling.n_stop > 4)
         return bar_fail(msg, BAR_ERR_INVALID, "at most 4 stop strings");
+    if (in->sampling.n < 0 || in->sampling.n > e->n_slots)
+        return bar_fail(msg, BAR_ERR_RANGE,
+                        "n = %d choices need as many sequences; this engine decodes %d at once "
+                        "(--parallel)",
+                        in->sampling.n, e->n_slots);
+    if (in->sampling.n_logit_bias < 0 ||
+        (in->sampling.n_logit_bias > 0 && !in->sampling.logit_bias))
+        return bar_fail(msg, BAR_ERR_INVALID, "bad logit_bias");
+    for (int i = 0; i < in->sampling.n_logit_bias; i++)
+        if (in->sampling.logit_bias[i].token < 0 || in->sampling.logit_bias[i].token >= vocab)
+            return bar_fail(msg, BAR_ERR_INVALID, "logit_bias: token id %d outside the vocabulary",
+                            in->sampling.logit_bias[i].token);
     req_t *r = calloc(1, sizeof *r);
     if (!r) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     r->prompt = malloc(in->n_prompt * sizeof(int32_t));
@@ -840,6 +1008,17 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
     memcpy(r->prompt, in->prompt, in->n_prompt * sizeof(int32_t));
     r->n_prompt = (int)in->n_prompt;
     r->sp = in->sampling;
+    if (r->sp.n < 1) r->sp.n = 1;
+    r->sp.logit_bias = NULL;
+    if (in->sampling.n_logit_bias > 0) {
+        size_t nb = (size_t)in->sampling.n_logit_bias * sizeof *r->bias_store;
+        if (!(r->bias_store = malloc(nb))) {
+            req_free(r);
+            return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+        }
+        memcpy(r->bias_store, in->sampling.logit_bias, nb);
+        r->sp.logit_bias = r->bias_store;
+    }
     char *p = r->stop_store;
     for (int i = 0; i < in->sampling.n_stop; i++) {
         const char *st = in->sampling.stop[i] ? in->sampling.stop[i] : "";

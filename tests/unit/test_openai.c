@@ -116,7 +116,20 @@ static const bad_t bad[] = {
     {OAI_CHAT,
      "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_completion_tokens\":-1}", 400,
      "max_completion_tokens"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}", 400, "n"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":17}", 400, "n"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":0}", 400, "n"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":[1]}", 400,
+     "logit_bias"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"abc\":1}}",
+     400, "logit_bias"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"-5\":1}}",
+     400, "logit_bias"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"5\":101}}",
+     400, "logit_bias"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"5\":\"x\"}}", 400,
+     "logit_bias"},
+    {OAI_COMPLETION, "{\"prompt\":\"x\",\"best_of\":2}", 400, "best_of"},
     {OAI_CHAT,
      "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\",\"d\","
      "\"e\"]}",
@@ -180,6 +193,30 @@ static void test_bad_requests(void **st)
     }
 }
 
+/* n and logit_bias as given */
+static void test_n_logit_bias(void **st)
+{
+    (void)st;
+    oai_req_t r;
+    oai_err_t e;
+    assert_int_equal(parse(&r, OAI_CHAT,
+                           "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":16,"
+                           "\"logit_bias\":{\"42\":-100,\"7\":2.5}}",
+                           &e),
+                     0);
+    assert_int_equal(r.n, 16);
+    assert_int_equal(r.n_logit_bias, 2);
+    assert_int_equal(r.logit_bias[0].token, 42);
+    assert_true(r.logit_bias[0].bias == -100.0f);
+    assert_int_equal(r.logit_bias[1].token, 7);
+    assert_true(r.logit_bias[1].bias == 2.5f);
+    oai_req_free(&r);
+    assert_int_equal(parse(&r, OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{}}", &e), 0);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.n_logit_bias, 0);
+    oai_req_free(&r);
+}
+
 /* cache_salt: a string of at most 256 bytes, kept as given */
 static void test_cache_salt(void **st)
 {
@@ -222,7 +259,7 @@ static void test_json_string(void **st)
 static void test_format(void **st)
 {
     (void)st;
-    oai_resp_t r = {OAI_CHAT, "chatcmpl-1", 123, "m"};
+    oai_resp_t r = {OAI_CHAT, "chatcmpl-1", 123, "m", 0};
     oai_usage_t u = {5, 2, 1};
     buf_t b = {0};
     oai_format_response(&b, &r, "hi", 2, OAI_FINISH_LENGTH, &u, NULL, 0, 0);
@@ -262,7 +299,7 @@ static void test_format(void **st)
     cJSON_Delete(j);
     buf_clear(&b);
 
-    oai_resp_t rc = {OAI_COMPLETION, "cmpl-1", 1, "m"};
+    oai_resp_t rc = {OAI_COMPLETION, "cmpl-1", 1, "m", 0};
     oai_format_response(&b, &rc, "x", 1, OAI_FINISH_STOP, &u, &lp, 1, 1);
     j = cJSON_Parse(b.p);
     assert_non_null(j);
@@ -280,6 +317,7 @@ int main(void)
         cmocka_unit_test(test_chat_ok),      cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_json_string),
         cmocka_unit_test(test_format),       cmocka_unit_test(test_cache_salt),
+        cmocka_unit_test(test_n_logit_bias),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
