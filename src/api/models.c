@@ -46,6 +46,8 @@ void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t 
                      : (d->has & MODEL_HAS_MAX_TOKENS) ? (int)d->max_tokens
                                                        : 0; /* 0: the server's default */
     sp->n = 1;
+    sp->constraint = q->constraint; /* structured outputs, forced tool calls */
+    sp->constraint_len = q->constraint_len;
     sp->stop = (const char *const *)q->stop;
     sp->n_stop = q->n_stop;
     sp->ignore_eos = q->ignore_eos;

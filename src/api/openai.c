@@ -3,6 +3,8 @@
  * buffer (one per token chunk, so no DOM is built on the hot path). */
 #include "api/openai.h"
 
+#include "api/tools.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
@@ -199,16 +201,23 @@ static int parse_messages(oai_req_t *r, const cJSON *root, oai_err_t *e)
         if (!cJSON_IsString(role)) return oai_bad_type(e, param, "a string", role);
         const char *rs = role->valuestring;
         if (!strcmp(rs, "developer")) rs = "system";
-        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") &&
+            strcmp(rs, "tool"))
             return oai_err(e, 400, BAD_REQ, "invalid_value", param,
                            "Invalid value for '%s': '%.32s'. Supported values are: 'system', "
-                           "'developer', 'user' and 'assistant'.",
+                           "'developer', 'user', 'assistant' and 'tool'.",
                            param, role->valuestring);
         snprintf(r->msgs[i].role, sizeof r->msgs[i].role, "%s", rs);
         r->n_msgs = i + 1;
         int rc = parse_content(&r->msgs[i], cJSON_GetObjectItemCaseSensitive(m, "content"), i,
                                !strcmp(rs, "assistant"), e);
         if (rc) return rc;
+        /* tool calls in the history (tools.c renders them as text) */
+        const cJSON *calls = oai_member(m, "tool_calls");
+        if (calls && !strcmp(rs, "assistant") &&
+            (rc = tools_render_calls(&r->msgs[i], calls, i, e)))
+            return rc;
+        if (!strcmp(rs, "tool") && (rc = tools_render_result(&r->msgs[i], i, e))) return rc;
         i++;
     }
     return 0;
@@ -273,22 +282,12 @@ static int parse_stop(oai_req_t *r, const cJSON *root, oai_err_t *e)
 static int reject_unsupported(const cJSON *root, oai_kind_t kind, oai_err_t *e)
 {
     const cJSON *v;
-    if ((v = oai_member(root, "tools")) && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > 0))
-        return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "tools",
-                       "'tools' is not supported by this server.");
     if ((v = oai_member(root, "functions")) && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > 0))
         return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "functions",
                        "'functions' is not supported by this server.");
     if ((v = oai_member(root, "logit_bias")) && (!cJSON_IsObject(v) || cJSON_GetArraySize(v) > 0))
         return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "logit_bias",
                        "'logit_bias' is not supported by this server.");
-    if ((v = oai_member(root, "response_format"))) {
-        const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : NULL;
-        if (!cJSON_IsObject(v)) return oai_bad_type(e, "response_format", "an object", v);
-        if (!cJSON_IsString(t) || strcmp(t->valuestring, "text"))
-            return oai_err(e, 400, BAD_REQ, "unsupported_value", "response_format.type",
-                           "Only response_format type 'text' is supported by this server.");
-    }
     if (kind == OAI_COMPLETION) {
         int echo = 0;
         if (get_bool(root, "echo", &echo, e)) return -e->status;
@@ -312,6 +311,7 @@ void oai_req_free(oai_req_t *r)
     free(r->prompt);
     for (int i = 0; i < r->n_stop; i++)
         free(r->stop[i]);
+    free(r->constraint);
     memset(r, 0, sizeof *r);
 }
 
@@ -362,6 +362,8 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
     else
         rc = parse_prompt(r, root, e);
     if (rc) return rc;
+    if ((rc = tools_parse_response_format(r, root, e)) || (rc = tools_parse_request(r, root, e)))
+        return rc;
 
     long long ll = 0;
     int given = 0;
@@ -515,6 +517,7 @@ int oai_parse_delivery(oai_req_t *r, oai_kind_t kind, const cJSON *root, oai_err
         return oai_bad_type(e, "user", "a string", v);
     if ((rc = get_bool(root, "stream", &r->stream, e)) || (rc = parse_stream_options(r, root, e)))
         return rc;
+    r->tool_mode = kind == OAI_CHAT ? tools_mode_of(root) : 0; /* in the key: valid when stored */
     /* logprobs is part of the key (valid when stored); read it for the output */
     if (kind == OAI_CHAT) {
         v = oai_member(root, "logprobs");
@@ -730,9 +733,12 @@ int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_
 {
     if (r->kind == OAI_CHAT) {
         put_head(out, r, "chat.completion");
-        buf_puts(out,
-                 ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-        oai_json_string(out, text, len);
+        buf_puts(out, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",");
+        finish = tools_finish(r, text, len, finish);
+        if (finish != OAI_FINISH_TOOL_CALLS || tools_put_message(out, r, text, len)) {
+            buf_puts(out, "\"content\":");
+            oai_json_string(out, text, len);
+        }
         buf_puts(out, ",\"refusal\":null},\"logprobs\":");
     } else {
         put_head(out, r, "text_completion");
@@ -750,6 +756,10 @@ int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text
                      oai_finish_t finish, const oai_usage_t *usage, const lp_tok_t *lp, int n_lp,
                      int want_logprobs)
 {
+    /* a tool call's text: its chunks replace this one (tools.c) */
+    if (r->kind == OAI_CHAT && r->tool_mode && !role && !usage && len &&
+        finish == OAI_FINISH_NONE && tools_put_chunks(out, r, text, len) == 0)
+        return 0;
     buf_puts(out, "data: ");
     put_head(out, r, r->kind == OAI_CHAT ? "chat.completion.chunk" : "text_completion");
     if (usage) {

@@ -61,6 +61,11 @@ typedef struct {
     char cache_salt[257]; /* vLLM's "cache_salt": isolates prefix-KV reuse, "" = none; <= 256 bytes
                            */
     unsigned given; /* MODEL_HAS_* bits (backend/model_list.h): the sampling fields the body set */
+    /* structured outputs and tools (api/tools.c) */
+    char *constraint; /* heap: the JSON Schema the output must match, NULL: none */
+    size_t constraint_len;
+    int tool_mode;           /* TOOLS_NONE / TOOLS_AUTO / TOOLS_FORCED (tools.h) */
+    int parallel_tool_calls; /* default 1 */
 } oai_req_t;
 
 typedef struct {
@@ -135,6 +140,7 @@ typedef struct {
     const char *id; /* "chatcmpl-..." / "cmpl-..." */
     long created;
     const char *model;
+    int tool_mode; /* tools.h: the reply may be tool calls (chat) */
 } oai_resp_t;
 
 /* A whole non-streamed reply: chat.completion or text_completion. */

@@ -23,6 +23,7 @@
  * Not for: HTTP, JSON, response caching (callers own those). */
 #include "engine/engine.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 #include "engine/kv_pool.h"
 #include "engine/model.h"
 #include "engine/pool.h"
+#include "engine/grammar.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "util/timeutil.h"
@@ -53,10 +55,14 @@ typedef struct req {
     engine_cb cb;
     void *user;
     double t_submit;
+    gram_state_t *gst; /* the output constraint's state, NULL: none */
     struct req *next;
 } req_t;
 
+typedef struct engine engine_t;
+
 typedef struct {
+    engine_t *owner;
     req_t *req;      /* NULL when free */
     int32_t *tokens; /* [n_ctx] prompt + generated */
     int n_tokens;    /* valid entries in tokens */
@@ -96,6 +102,9 @@ struct engine {
     float *logits; /* [n_slots][n_vocab] */
     char *piece;   /* one token's text */
     size_t piece_cap;
+    gram_vocab_t *gvocab; /* the vocabulary as bytes, for grammar masks */
+    int *eog;             /* end-of-generation ids */
+    int n_eog;
 
     /* batch scratch */
     int32_t *b_tok;
@@ -138,6 +147,8 @@ static void req_free(req_t *r)
     if (!r) return;
     free(r->prompt);
     free(r->stop_store);
+    gram_state_destroy(r->gst);
+    gram_release(r->sp.grammar);
     free(r);
 }
 
@@ -415,6 +426,8 @@ static void finish_slot(engine_t *e, slot_t *s, engine_finish_t fin, int err, co
     slot_release(e, s);
 }
 
+static void slot_constrain(void *ctx, float *logits);
+
 /* The sampler's input for slot s (logits row `logits`). */
 static void sample_job_init(sampler_job_t *j, slot_t *s, float *logits, int tag)
 {
@@ -425,6 +438,37 @@ static void sample_job_init(sampler_job_t *j, slot_t *s, float *logits, int tag)
                                                   : (sp->top_logprobs < 0 ? 0 : sp->top_logprobs);
     j->want_lp = sp->logprobs || j->n_top > 0;
     j->tag = tag;
+    j->constrain = s->req->gst && s->owner->gvocab ? slot_constrain : NULL;
+    j->constrain_ctx = s;
+}
+
+/* The output constraint (sampler hook, on a pool thread): every token whose
+ * bytes would leave the grammar gets -INFINITY; end-of-generation tokens
+ * keep their logits only when the output is complete. */
+static void slot_constrain(void *ctx, float *logits)
+{
+    slot_t *s = ctx;
+    engine_t *e = s->owner;
+    gram_state_t *g = s->req->gst;
+    int n_vocab = gram_vocab_n(e->gvocab);
+    float keep[16];
+    int n_keep = e->n_eog < 16 ? e->n_eog : 16;
+    for (int i = 0; i < n_keep; i++)
+        keep[i] = logits[e->eog[i]];
+    const uint64_t *m = gram_state_mask(g, e->gvocab);
+    int any = 0;
+    for (int w = 0; w < (n_vocab + 63) / 64; w++) {
+        uint64_t bits = m ? m[w] : 0;
+        any |= bits != 0;
+        int base = w * 64, end = base + 64 < n_vocab ? base + 64 : n_vocab;
+        if (bits == ~0ull) continue;
+        for (int t = base; t < end; t++)
+            if (!(bits >> (t - base) & 1)) logits[t] = -INFINITY;
+    }
+    /* complete, or a dead end (out of memory): end of generation may come */
+    if (gram_state_accepting(g) || !any)
+        for (int i = 0; i < n_keep; i++)
+            logits[e->eog[i]] = keep[i];
 }
 
 static void handle_sample(engine_t *e, slot_t *s, sampler_job_t *j)
@@ -440,7 +484,7 @@ static void handle_sample(engine_t *e, slot_t *s, sampler_job_t *j)
     e->n_tok_gen++;
     pthread_mutex_unlock(&e->mu);
 
-    if (!r->sp.ignore_eos && tok_is_eog(e->tok, tok)) {
+    if ((!r->sp.ignore_eos || r->gst) && tok_is_eog(e->tok, tok)) {
         char tail[16];
         size_t nt = tok_stream_flush(&s->ts, tail, sizeof tail);
         hold_append(s, tail, nt);
@@ -449,16 +493,27 @@ static void handle_sample(engine_t *e, slot_t *s, sampler_job_t *j)
         finish_slot(e, s, ENGINE_FINISH_STOP, 0, NULL);
         return;
     }
+    int gdone = 0;
+    if (r->gst) {
+        size_t nb;
+        const uint8_t *b = gram_vocab_bytes(e->gvocab, tok, &nb);
+        if (gram_state_feed(r->gst, b, nb)) {
+            finish_slot(e, s, ENGINE_FINISH_ERROR, BAR_ERR_INTERNAL,
+                        "a sampled token left the output constraint");
+            return;
+        }
+        gdone = gram_state_done(r->gst);
+    }
     size_t np = tok_stream_feed(e->tok, &s->ts, tok, e->piece, e->piece_cap);
     hold_append(s, e->piece, np);
     s->tokens[s->n_tokens++] = tok;
     int at_end = s->n_gen >= r->sp.max_tokens || s->n_tokens >= e->n_ctx_eff;
-    if (at_end) {
+    if (at_end || gdone) {
         char tail[16];
         size_t nt = tok_stream_flush(&s->ts, tail, sizeof tail);
         hold_append(s, tail, nt);
     }
-    if (hold_release(s, r, tok, lp, want_lp ? top : NULL, n_top, at_end)) {
+    if (hold_release(s, r, tok, lp, want_lp ? top : NULL, n_top, at_end || gdone) || gdone) {
         finish_slot(e, s, ENGINE_FINISH_STOP, 0, NULL);
         return;
     }
@@ -651,6 +706,12 @@ static void *engine_main(void *arg)
 
 /* ------------------------------------------------------------- public */
 
+static size_t vocab_piece(void *ctx, int id, char *buf, size_t cap)
+{
+    const tok_t *t = ctx;
+    return tok_is_special(t, id) ? 0 : tok_piece(t, id, 0, buf, cap);
+}
+
 int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
 {
     *out = NULL;
@@ -698,6 +759,16 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
     e->logits = malloc((size_t)e->n_slots * hp->n_vocab * sizeof(float));
     e->piece_cap = tok_stream_bound(e->tok);
     e->piece = malloc(e->piece_cap);
+    /* the vocabulary as bytes for grammar masks (control tokens have none),
+     * and the end-of-generation ids a complete constrained output may end with */
+    if (gram_vocab_create(&e->gvocab, hp->n_vocab, vocab_piece, e->tok)) e->gvocab = NULL;
+    for (int id = 0; id < hp->n_vocab; id++)
+        if (tok_is_eog(e->tok, id)) {
+            int *ne = realloc(e->eog, (size_t)(e->n_eog + 1) * sizeof *ne);
+            if (!ne) break;
+            e->eog = ne;
+            e->eog[e->n_eog++] = id;
+        }
     e->b_tok = malloc(N_BATCH * sizeof(int32_t));
     e->b_pos = malloc(N_BATCH * sizeof(int));
     e->b_slot = malloc(N_BATCH * sizeof(int));
@@ -713,6 +784,7 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
         goto fail;
     }
     for (int i = 0; i < e->n_slots; i++) {
+        e->slots[i].owner = e;
         e->slots[i].tokens = malloc((size_t)e->n_ctx * sizeof(int32_t));
         e->slots[i].blocks = malloc((size_t)e->max_blocks * sizeof(int));
         e->slots[i].hash = malloc((size_t)e->max_blocks * sizeof(kv_hash_t));
@@ -758,6 +830,8 @@ void engine_destroy(engine_t *e)
         }
     }
     free(e->slots);
+    gram_vocab_destroy(e->gvocab);
+    free(e->eog);
     free(e->logits);
     free(e->jobs);
     free(e->piece);
@@ -840,6 +914,18 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
     memcpy(r->prompt, in->prompt, in->n_prompt * sizeof(int32_t));
     r->n_prompt = (int)in->n_prompt;
     r->sp = in->sampling;
+    r->sp.grammar = NULL;
+    if (in->sampling.grammar) {
+        if (!e->gvocab) {
+            req_free(r);
+            return bar_fail(msg, BAR_ERR_UNSUPPORTED, "this engine has no grammar vocabulary");
+        }
+        r->sp.grammar = gram_ref(in->sampling.grammar);
+        if (gram_state_create(&r->gst, r->sp.grammar)) {
+            req_free(r);
+            return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+        }
+    }
     char *p = r->stop_store;
     for (int i = 0; i < in->sampling.n_stop; i++) {
         const char *st = in->sampling.stop[i] ? in->sampling.stop[i] : "";

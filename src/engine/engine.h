@@ -20,7 +20,8 @@
 #include "util/err.h"
 
 typedef struct engine engine_t;
-typedef struct tok tok_t; /* engine/tokenizer.h */
+typedef struct tok tok_t;   /* engine/tokenizer.h */
+typedef struct gram gram_t; /* engine/grammar.h */
 
 typedef struct {
     const char *model_path; /* GGUF file */
@@ -48,6 +49,11 @@ typedef struct {
     int ignore_eos;
     int logprobs;     /* report the chosen token's logprob */
     int top_logprobs; /* 0..20 alternatives per token */
+    /* Constrained decoding: only tokens that keep the output a valid prefix
+     * of this grammar's language are sampled; the request ends (STOP) when the
+     * output is a complete sentence that nothing can extend. NULL: none.
+     * engine_submit takes its own reference. */
+    gram_t *grammar;
 } engine_sampling_t;
 
 engine_sampling_t engine_sampling_default(void);
