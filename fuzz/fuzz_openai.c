@@ -64,9 +64,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     must_parse(b.p, b.n);
     buf_clear(&b);
     oai_format_chunk(&b, &resp, 0, text, len, OAI_FINISH_NONE, NULL, &lp, 1, r.logprobs);
-    if (b.n < 8 || memcmp(b.p, "data: ", 6) || memcmp(b.p + b.n - 2, "\n\n", 2)) abort();
-    if (memchr(b.p, '\n', b.n - 2)) abort(); /* a raw newline inside the event would split it */
-    must_parse(b.p + 6, b.n - 8);
+    /* one event, or (a tool call's text, tools.c) several, each one JSON line */
+    for (size_t off = 0; off < b.n;) {
+        const char *ev = b.p + off;
+        const char *end = memmem(ev, b.n - off, "\n\n", 2);
+        if (!end || end - ev < 8 || memcmp(ev, "data: ", 6)) abort();
+        if (memchr(ev, '\n', (size_t)(end - ev))) abort(); /* a raw newline would split it */
+        must_parse(ev + 6, (size_t)(end - ev) - 6);
+        off = (size_t)(end - b.p) + 2;
+    }
     buf_free(&b);
     oai_req_free(&r);
     return 0;
