@@ -715,7 +715,7 @@ int gram_vocab_create(gram_vocab_t **out, int n_vocab, gram_piece_fn piece, void
             v->bytes = nb;
             cap = nc;
         }
-        memcpy(v->bytes + used, buf, n);
+        if (n) memcpy(v->bytes + used, buf, n);
         v->off[id] = (uint32_t)used;
         used += n;
         v->off[id + 1] = (uint32_t)used;
