@@ -146,7 +146,7 @@ def test_max_tokens_cut_is_length(client):
 def test_forced_tool_calls_validate(client, choice):
     tc = "required" if choice == "required" else {"type": "function",
                                                   "function": {"name": "get_time"}}
-    for seed, q in enumerate(["What's the weather in Paris?", "What time is it in Tokyo?"]):
+    for seed, q in enumerate(["What's the weather in Paris and the time in Tokyo?"]):
         r = client.chat.completions.create(
             model="default", messages=[{"role": "user", "content": q}], tools=[WEATHER, TIME],
             tool_choice=tc, max_tokens=128, temperature=0.7, seed=seed)
@@ -248,3 +248,33 @@ def test_bad_schemas_and_tools(client, extra, param, word):
     err = ei.value.body
     assert err["param"] == param
     assert word in err["message"]
+
+
+def test_langchain(server):
+    """LangChain's ChatOpenAI, unchanged: with_structured_output (json_schema and
+    function_calling) and bind_tools."""
+    lc = pytest.importorskip("langchain_openai")
+    from typing import Literal
+
+    from langchain_core.tools import tool
+    from pydantic import BaseModel
+
+    class Person(BaseModel):
+        name: str
+        age: int
+        mood: Literal["happy", "sad"]
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Get the weather for a city."""
+        return "sunny"
+
+    llm = lc.ChatOpenAI(base_url=server.url + "/v1", api_key="x", model="default",
+                        temperature=0, max_tokens=128, max_retries=0, timeout=120 * SLOW)
+    for method in ("json_schema", "function_calling"):
+        p = llm.with_structured_output(Person, method=method).invoke(
+            "Alice is 30 and happy. Extract the person.")
+        assert isinstance(p, Person)
+    m = llm.bind_tools([get_weather], tool_choice="get_weather").invoke("Weather in Paris?")
+    assert m.tool_calls and m.tool_calls[0]["name"] == "get_weather"
+    assert isinstance(m.tool_calls[0]["args"]["city"], str)
