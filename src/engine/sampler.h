@@ -49,18 +49,18 @@ void sampler_accept(sampler_t *s, int token);
 /* One sequence's sampling in a batch: the caller fills the inputs, sampler_run
  * fills the outputs. */
 typedef struct {
-    sampler_t *smp; /* in */
-    float *logits;  /* in: n_vocab floats, modified in place */
-    int want_lp;    /* in: report logprob and top */
-    int n_top;      /* in: 0..SAMPLER_TOP_MAX alternatives when want_lp */
-    int tag;        /* in: the caller's, untouched (e.g. a slot index) */
+    sampler_t *smp;                    /* in */
+    float *logits;                     /* in: n_vocab floats, modified in place */
+    int want_lp;                       /* in: report logprob and top */
+    int n_top;                         /* in: 0..SAMPLER_TOP_MAX alternatives when want_lp */
+    int tag;                           /* in: the caller's, untouched (e.g. a slot index) */
+    int token;                         /* out */
+    float logprob;                     /* out, when want_lp */
+    engine_top_t top[SAMPLER_TOP_MAX]; /* out, when want_lp */
     /* in, optional: called on the logits before sampling, on the thread that
      * samples (a constraint masking tokens out with -INFINITY) */
     void (*constrain)(void *ctx, float *logits);
     void *constrain_ctx;
-    int token;                         /* out */
-    float logprob;                     /* out, when want_lp */
-    engine_top_t top[SAMPLER_TOP_MAX]; /* out, when want_lp */
 } sampler_job_t;
 
 /* sampler_sample for each of jobs[0..n) (distinct samplers), on the threads of

@@ -158,8 +158,7 @@ static const bad_t bad[] = {
      "\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\","
      "\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"x\"}}}}}]}",
      400, "tools[0].function.parameters"},
-    {OAI_CHAT,
-     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"auto\"}",
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"auto\"}",
      400, "tool_choice"},
     {OAI_CHAT,
      "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{"
