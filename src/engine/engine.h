@@ -20,8 +20,7 @@
 #include "util/err.h"
 
 typedef struct engine engine_t;
-typedef struct tok tok_t;   /* engine/tokenizer.h */
-typedef struct gram gram_t; /* engine/grammar.h */
+typedef struct tok tok_t; /* engine/tokenizer.h */
 
 typedef struct {
     const char *model_path; /* GGUF file */
@@ -30,6 +29,8 @@ typedef struct {
     int n_seq_max;          /* max sequences decoded together; <= 0 means 8 */
     size_t kv_mem; /* bytes of the paged KV cache; 0 means n_seq_max full contexts of n_ctx */
 } engine_config_t;
+
+typedef struct gram gram_t; /* engine/grammar.h */
 
 /* Sampling and stopping. Zero-initialise then set what you need:
  * engine_sampling_default() gives OpenAI's defaults. */
