@@ -64,7 +64,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         text = r.prompt;
         len = r.prompt_len;
     }
-    oai_resp_t resp = {kind, "id-1", 1, r.model[0] ? r.model : "m", 0};
+    oai_resp_t resp = {.kind = kind,
+                       .id = "id-1",
+                       .created = 1,
+                       .model = r.model[0] ? r.model : "m",
+                       .tool_mode = r.tool_mode};
     oai_usage_t u = {1, 2, 0};
     lp_alt_t top = {text, len, -1.0};
     lp_tok_t lp = {text, len, -0.5, 1, &top};
@@ -72,9 +76,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     must_parse(b.p, b.n);
     buf_clear(&b);
     oai_format_chunk(&b, &resp, 0, text, len, OAI_FINISH_NONE, NULL, &lp, 1, r.logprobs);
-    if (b.n < 8 || memcmp(b.p, "data: ", 6) || memcmp(b.p + b.n - 2, "\n\n", 2)) abort();
-    if (memchr(b.p, '\n', b.n - 2)) abort(); /* a raw newline inside the event would split it */
-    must_parse(b.p + 6, b.n - 8);
+    /* one event, or (a tool call's text, tools.c) several, each one JSON line */
+    for (size_t off = 0; off < b.n;) {
+        const char *ev = b.p + off;
+        const char *end = memmem(ev, b.n - off, "\n\n", 2);
+        if (!end || end - ev < 8 || memcmp(ev, "data: ", 6)) abort();
+        if (memchr(ev, '\n', (size_t)(end - ev))) abort(); /* a raw newline would split it */
+        must_parse(ev + 6, (size_t)(end - ev) - 6);
+        off = (size_t)(end - b.p) + 2;
+    }
     buf_clear(&b);
     oai_choice_t ch[OAI_N_MAX];
     for (int i = 0; i < r.n; i++)

@@ -30,6 +30,7 @@
 
 #include "api/api_int.h"
 #include "api/reply.h"
+#include "api/tools.h"
 #include "server/sse.h"
 #include "util/timeutil.h"
 
@@ -277,6 +278,11 @@ static void stream_flush(client_t *c, int final)
     }
     int n_lp = lp_list_n(c->lp);
     if (c->text.n == 0 && (!final || n_lp == 0)) return;
+    if (c->resp.tool_mode && !final) {
+        /* what may become a tool call is held to the end (tools.h) */
+        if (tools_may_be_call(c->resp.tool_mode, c->text.p, c->text.n)) return;
+        c->resp.tool_mode = 0; /* content: streamed as it comes from now on */
+    }
     if (!final && !sse_writable(c->sse)) {
         /* every pending byte counts: text and logprob entries (20
          * alternatives a token weigh ~100x its text) */
@@ -440,7 +446,11 @@ static void client_start(client_t *c)
     gen_t *g = c->g;
     c->started = 1;
     reply_make_id(&a->rng, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
-    c->resp = (oai_resp_t){c->kind, c->id, g->created, c->m->cfg.name, 0};
+    c->resp = (oai_resp_t){.kind = c->kind,
+                           .id = c->id,
+                           .created = g->created,
+                           .model = c->m->cfg.name,
+                           .tool_mode = c->q.tool_mode};
     if (choices_init(c, g->n_choices)) {
         reply_error(client_take(c), 500, "server_error", NULL, NULL, "out of memory");
         client_leave(c, "error");
@@ -511,7 +521,11 @@ void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier)
         return;
     }
     reply_make_id(&a->rng, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
-    oai_resp_t resp = {c->kind, c->id, (long)e->created, c->m->cfg.name, 0};
+    oai_resp_t resp = {.kind = c->kind,
+                       .id = c->id,
+                       .created = (long)e->created,
+                       .model = c->m->cfg.name,
+                       .tool_mode = c->q.tool_mode};
     buf_t out = {0};
     buf_reserve(&out, e->text_len * 2 + 512);
     if (!c->stream) {
@@ -611,7 +625,7 @@ static void finish_client(client_t *c, const bk_event_t *ev)
         client_fail(c, &e);
         return;
     }
-    oai_finish_t fin = reply_finish(ev->finish);
+    oai_finish_t fin = tools_finish(&c->resp, c->text.p, c->text.n, reply_finish(ev->finish));
     if (c->sse) {
         stream_flush(c, 1);
         stream_close(c, fin, &u);

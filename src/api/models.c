@@ -51,6 +51,8 @@ void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t 
     sp->n = q->n > 1 ? q->n : 1;
     sp->logit_bias = q->logit_bias;
     sp->n_logit_bias = q->n_logit_bias;
+    sp->constraint = q->constraint; /* structured outputs, forced tool calls */
+    sp->constraint_len = q->constraint_len;
     sp->stop = (const char *const *)q->stop;
     sp->n_stop = q->n_stop;
     sp->ignore_eos = q->ignore_eos;

@@ -72,6 +72,11 @@ typedef struct {
     int n;                  /* 1..OAI_N_MAX */
     oai_bias_t *logit_bias; /* heap, n_logit_bias entries, ids unchecked against a vocabulary */
     int n_logit_bias;
+    /* structured outputs and tools (api/tools.c) */
+    char *constraint; /* heap: the JSON Schema the output must match, NULL: none */
+    size_t constraint_len;
+    int tool_mode;           /* TOOLS_NONE / TOOLS_AUTO / TOOLS_FORCED (tools.h) */
+    int parallel_tool_calls; /* default 1 */
 } oai_req_t;
 
 typedef struct {
@@ -146,7 +151,8 @@ typedef struct {
     const char *id; /* "chatcmpl-..." / "cmpl-..." */
     long created;
     const char *model;
-    int index; /* the choice a chunk belongs to (n > 1), 0 otherwise */
+    int index;     /* the choice a chunk belongs to (n > 1), 0 otherwise */
+    int tool_mode; /* tools.h: the reply may be tool calls (chat) */
 } oai_resp_t;
 
 /* One choice of a whole reply (n > 1). */

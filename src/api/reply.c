@@ -1,6 +1,8 @@
 /* reply.c — reply bytes for events and entries (see reply.h). */
 #include "api/reply.h"
 
+#include "api/tools.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,6 +269,12 @@ int reply_entry_sse(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int
         return reply_sse_end(out, r, &u, include_usage);
     }
     reply_sse_open(out, r);
+    oai_finish_t fin = tools_finish(r, e->text, e->text_len, entry_finish(e));
+    if (fin == OAI_FINISH_TOOL_CALLS) {
+        /* tool calls are streamed whole, as they were (gen.c holds them) */
+        reply_sse_delta(out, r, e->text, e->text_len, NULL, 0, 0);
+        return reply_sse_close(out, r, fin, &u, include_usage);
+    }
     for (int i = 0; i < e->n_chunks; i++) {
         const cache_chunk_t *ch = &e->chunks[i];
         reply_sse_delta(out, r, e->text + ch->off, ch->len, e->lp + ch->lp0, ch->n_lp, want_lp);

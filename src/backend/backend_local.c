@@ -24,6 +24,8 @@
 
 #include "engine/chat.h"
 #include "engine/gguf.h"
+#include "engine/grammar.h"
+#include "engine/json_schema.h"
 #include "engine/tokenizer.h"
 #include "util/timeutil.h"
 
@@ -32,6 +34,7 @@
 #define PIECE_MAX 64            /* logprob token texts are cut at this many bytes */
 #define TOP_MAX 20
 #define CHOICES_MAX 16 /* sp.n at most (the API's limit) */
+#define GRAM_CACHE 16  /* compiled output constraints kept, by the schema's hash */
 
 typedef struct local local_t;
 typedef struct job job_t;
@@ -131,6 +134,13 @@ struct local {
     uint64_t next_id;
     int closing, closed;
     int destroy_pending; /* destroy waits for prompts still tokenizing on the pool */
+    struct {
+        XXH64_hash_t hash;
+        size_t len;
+        gram_t *g; /* one reference */
+        uint64_t used;
+    } gcache[GRAM_CACHE]; /* loop thread */
+    uint64_t gclock;
 };
 
 /* ---- the queue ---- */
@@ -234,6 +244,7 @@ static void job_free(job_t *j)
     for (int i = 0; i < CHOICES_MAX; i++)
         free(j->done_ev[i]);
     free(j->bias);
+    gram_release(j->sp.grammar);
     free(j->start_ev);
     free(j);
 }
@@ -241,6 +252,8 @@ static void job_free(job_t *j)
 static void maybe_free(local_t *b)
 {
     if (!b->closed || b->n_work || b->n_jobs) return;
+    for (int i = 0; i < GRAM_CACHE; i++)
+        gram_release(b->gcache[i].g);
     pthread_mutex_destroy(&b->mu);
     free(b);
 }
@@ -421,6 +434,31 @@ static uint64_t prefix_salt(const char *tenant, const char *cache_salt)
     return XXH3_64bits_digest(&st);
 }
 
+/* The output constraint (a JSON Schema) compiled, from the cache when the
+ * same schema came before. 0 and *out (a new reference), or an error with
+ * msg naming what the schema does wrong. */
+static int constraint_get(local_t *b, const char *text, size_t n, gram_t **out, bar_msg_t *msg)
+{
+    XXH64_hash_t h = XXH3_64bits(text, n);
+    int victim = 0;
+    for (int i = 0; i < GRAM_CACHE; i++) {
+        if (b->gcache[i].g && b->gcache[i].hash == h && b->gcache[i].len == n) {
+            b->gcache[i].used = ++b->gclock;
+            *out = gram_ref(b->gcache[i].g);
+            return 0;
+        }
+        if (b->gcache[i].used < b->gcache[victim].used) victim = i;
+    }
+    int rc = json_schema_compile(text, n, out, msg);
+    if (rc) return rc;
+    gram_release(b->gcache[victim].g);
+    b->gcache[victim].hash = h;
+    b->gcache[victim].len = n;
+    b->gcache[victim].g = gram_ref(*out);
+    b->gcache[victim].used = ++b->gclock;
+    return 0;
+}
+
 static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_msg_t *msg)
 {
     local_t *b = (local_t *)base;
@@ -436,8 +474,6 @@ static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_ms
             return bar_fail(msg, BAR_ERR_INVALID,
                             "logit_bias: token id %d is outside this model's vocabulary (0..%d)",
                             r->sp.logit_bias[i].token, b->n_vocab - 1);
-    if (r->sp.constraint)
-        return bar_fail(msg, BAR_ERR_UNSUPPORTED, "response_format: not supported by this model");
     if (r->tools) return bar_fail(msg, BAR_ERR_UNSUPPORTED, "tools: not supported by this model");
     job_t *j = calloc(1, sizeof *j);
     if (!j) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
@@ -507,6 +543,17 @@ static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_ms
     sp.n = n_choices;
     sp.logit_bias = j->bias;
     sp.n_logit_bias = j->bias ? r->sp.n_logit_bias : 0;
+    if (!oom && r->sp.constraint) {
+        bar_msg_t cm = {{0}};
+        int rc = constraint_get(b, r->sp.constraint, r->sp.constraint_len, &sp.grammar, &cm);
+        if (rc) {
+            j->sp = sp;
+            b->n_jobs++; /* job_free counts it out */
+            job_free(j);
+            return bar_fail(msg, rc == BAR_ERR_NOMEM ? rc : BAR_ERR_INVALID, "response_format: %s",
+                            cm.text);
+        }
+    }
     j->sp = sp;
     j->id = ++b->next_id;
     j->t_submit = time_now_mono();

@@ -23,6 +23,7 @@
  * Not for: HTTP, JSON, response caching (callers own those). */
 #include "engine/engine.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,7 @@
 #include "engine/kv_pool.h"
 #include "engine/model.h"
 #include "engine/pool.h"
+#include "engine/grammar.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "util/timeutil.h"
@@ -55,10 +57,14 @@ typedef struct req {
     engine_cb cb;
     void *user;
     double t_submit;
+    gram_state_t *gst; /* the output constraint's state, NULL: none */
     struct req *next;
 } req_t;
 
+typedef struct engine engine_t;
+
 typedef struct {
+    engine_t *owner;
     req_t *req;      /* NULL when free */
     int32_t *tokens; /* [n_ctx] prompt + generated */
     int n_tokens;    /* valid entries in tokens */
@@ -100,6 +106,9 @@ struct engine {
     float *logits; /* [n_slots][n_vocab] */
     char *piece;   /* one token's text */
     size_t piece_cap;
+    gram_vocab_t *gvocab; /* the vocabulary as bytes, for grammar masks */
+    int *eog;             /* end-of-generation ids */
+    int n_eog;
 
     /* batch scratch */
     int32_t *b_tok;
@@ -143,6 +152,8 @@ static void req_free(req_t *r)
     free(r->prompt);
     free(r->stop_store);
     free(r->bias_store);
+    gram_state_destroy(r->gst);
+    gram_release(r->sp.grammar);
     free(r);
 }
 
@@ -404,6 +415,8 @@ static req_t *req_clone(const req_t *r, int index)
     c->index = index;
     c->bias_store = NULL;
     c->stop_store = NULL;
+    c->gst = NULL; /* its own constraint state, from the grammar's start */
+    c->sp.grammar = NULL;
     size_t stop_total = 0;
     for (int i = 0; i < r->sp.n_stop; i++)
         stop_total += r->stop_len[i] + 1;
@@ -425,6 +438,15 @@ static req_t *req_clone(const req_t *r, int index)
     if (c->bias_store)
         memcpy(c->bias_store, r->sp.logit_bias, (size_t)r->sp.n_logit_bias * sizeof *c->bias_store);
     c->sp.logit_bias = c->bias_store;
+    /* a choice forks before the parent's first sample: the constraint starts
+     * where the parent's does, at the grammar's start */
+    if (r->sp.grammar) {
+        c->sp.grammar = gram_ref(r->sp.grammar);
+        if (gram_state_create(&c->gst, c->sp.grammar)) {
+            req_free(c);
+            return NULL;
+        }
+    }
     return c;
 }
 
@@ -566,6 +588,8 @@ static void finish_slot(engine_t *e, slot_t *s, engine_finish_t fin, int err, co
     slot_release(e, s);
 }
 
+static void slot_constrain(void *ctx, float *logits);
+
 /* The sampler's input for slot s (logits row `logits`). */
 static void sample_job_init(sampler_job_t *j, slot_t *s, float *logits, int tag)
 {
@@ -576,6 +600,37 @@ static void sample_job_init(sampler_job_t *j, slot_t *s, float *logits, int tag)
                                                   : (sp->top_logprobs < 0 ? 0 : sp->top_logprobs);
     j->want_lp = sp->logprobs || j->n_top > 0;
     j->tag = tag;
+    j->constrain = s->req->gst && s->owner->gvocab ? slot_constrain : NULL;
+    j->constrain_ctx = s;
+}
+
+/* The output constraint (sampler hook, on a pool thread): every token whose
+ * bytes would leave the grammar gets -INFINITY; end-of-generation tokens
+ * keep their logits only when the output is complete. */
+static void slot_constrain(void *ctx, float *logits)
+{
+    slot_t *s = ctx;
+    engine_t *e = s->owner;
+    gram_state_t *g = s->req->gst;
+    int n_vocab = gram_vocab_n(e->gvocab);
+    float keep[16];
+    int n_keep = e->n_eog < 16 ? e->n_eog : 16;
+    for (int i = 0; i < n_keep; i++)
+        keep[i] = logits[e->eog[i]];
+    const uint64_t *m = gram_state_mask(g, e->gvocab);
+    int any = 0;
+    for (int w = 0; w < (n_vocab + 63) / 64; w++) {
+        uint64_t bits = m ? m[w] : 0;
+        any |= bits != 0;
+        int base = w * 64, end = base + 64 < n_vocab ? base + 64 : n_vocab;
+        if (bits == ~0ull) continue;
+        for (int t = base; t < end; t++)
+            if (!(bits >> (t - base) & 1)) logits[t] = -INFINITY;
+    }
+    /* complete, or a dead end (out of memory): end of generation may come */
+    if (gram_state_accepting(g) || !any)
+        for (int i = 0; i < n_keep; i++)
+            logits[e->eog[i]] = keep[i];
 }
 
 static void handle_sample(engine_t *e, slot_t *s, sampler_job_t *j)
@@ -591,7 +646,7 @@ static void handle_sample(engine_t *e, slot_t *s, sampler_job_t *j)
     e->n_tok_gen++;
     pthread_mutex_unlock(&e->mu);
 
-    if (!r->sp.ignore_eos && tok_is_eog(e->tok, tok)) {
+    if ((!r->sp.ignore_eos || r->gst) && tok_is_eog(e->tok, tok)) {
         char tail[16];
         size_t nt = tok_stream_flush(&s->ts, tail, sizeof tail);
         hold_append(s, tail, nt);
@@ -600,16 +655,27 @@ static void handle_sample(engine_t *e, slot_t *s, sampler_job_t *j)
         finish_slot(e, s, ENGINE_FINISH_STOP, 0, NULL);
         return;
     }
+    int gdone = 0;
+    if (r->gst) {
+        size_t nb;
+        const uint8_t *b = gram_vocab_bytes(e->gvocab, tok, &nb);
+        if (gram_state_feed(r->gst, b, nb)) {
+            finish_slot(e, s, ENGINE_FINISH_ERROR, BAR_ERR_INTERNAL,
+                        "a sampled token left the output constraint");
+            return;
+        }
+        gdone = gram_state_done(r->gst);
+    }
     size_t np = tok_stream_feed(e->tok, &s->ts, tok, e->piece, e->piece_cap);
     hold_append(s, e->piece, np);
     s->tokens[s->n_tokens++] = tok;
     int at_end = s->n_gen >= r->sp.max_tokens || s->n_tokens >= e->n_ctx_eff;
-    if (at_end) {
+    if (at_end || gdone) {
         char tail[16];
         size_t nt = tok_stream_flush(&s->ts, tail, sizeof tail);
         hold_append(s, tail, nt);
     }
-    if (hold_release(s, r, tok, lp, want_lp ? top : NULL, n_top, at_end)) {
+    if (hold_release(s, r, tok, lp, want_lp ? top : NULL, n_top, at_end || gdone) || gdone) {
         finish_slot(e, s, ENGINE_FINISH_STOP, 0, NULL);
         return;
     }
@@ -807,6 +873,12 @@ static void *engine_main(void *arg)
 
 /* ------------------------------------------------------------- public */
 
+static size_t vocab_piece(void *ctx, int id, char *buf, size_t cap)
+{
+    const tok_t *t = ctx;
+    return tok_is_special(t, id) ? 0 : tok_piece(t, id, 0, buf, cap);
+}
+
 int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
 {
     *out = NULL;
@@ -854,6 +926,16 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
     e->logits = malloc((size_t)e->n_slots * hp->n_vocab * sizeof(float));
     e->piece_cap = tok_stream_bound(e->tok);
     e->piece = malloc(e->piece_cap);
+    /* the vocabulary as bytes for grammar masks (control tokens have none),
+     * and the end-of-generation ids a complete constrained output may end with */
+    if (gram_vocab_create(&e->gvocab, hp->n_vocab, vocab_piece, e->tok)) e->gvocab = NULL;
+    for (int id = 0; id < hp->n_vocab; id++)
+        if (tok_is_eog(e->tok, id)) {
+            int *ne = realloc(e->eog, (size_t)(e->n_eog + 1) * sizeof *ne);
+            if (!ne) break;
+            e->eog = ne;
+            e->eog[e->n_eog++] = id;
+        }
     e->b_tok = malloc(N_BATCH * sizeof(int32_t));
     e->b_pos = malloc(N_BATCH * sizeof(int));
     e->b_slot = malloc(N_BATCH * sizeof(int));
@@ -869,6 +951,7 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
         goto fail;
     }
     for (int i = 0; i < e->n_slots; i++) {
+        e->slots[i].owner = e;
         e->slots[i].tokens = malloc((size_t)e->n_ctx * sizeof(int32_t));
         e->slots[i].blocks = malloc((size_t)e->max_blocks * sizeof(int));
         e->slots[i].hash = malloc((size_t)e->max_blocks * sizeof(kv_hash_t));
@@ -914,6 +997,8 @@ void engine_destroy(engine_t *e)
         }
     }
     free(e->slots);
+    gram_vocab_destroy(e->gvocab);
+    free(e->eog);
     free(e->logits);
     free(e->jobs);
     free(e->piece);
@@ -1018,6 +1103,18 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
         }
         memcpy(r->bias_store, in->sampling.logit_bias, nb);
         r->sp.logit_bias = r->bias_store;
+    }
+    r->sp.grammar = NULL;
+    if (in->sampling.grammar) {
+        if (!e->gvocab) {
+            req_free(r);
+            return bar_fail(msg, BAR_ERR_UNSUPPORTED, "this engine has no grammar vocabulary");
+        }
+        r->sp.grammar = gram_ref(in->sampling.grammar);
+        if (gram_state_create(&r->gst, r->sp.grammar)) {
+            req_free(r);
+            return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+        }
     }
     char *p = r->stop_store;
     for (int i = 0; i < in->sampling.n_stop; i++) {

@@ -30,14 +30,17 @@ typedef struct {
     size_t kv_mem; /* bytes of the paged KV cache; 0 means n_seq_max full contexts of n_ctx */
 } engine_config_t;
 
-/* Sampling and stopping. Zero-initialise then set what you need:
- * engine_sampling_default() gives OpenAI's defaults. */
+typedef struct gram gram_t; /* engine/grammar.h */
+
 /* One logit_bias entry: added to token's logit before sampling; -100 or
  * below bans the token (its logit becomes -inf), +100 all but forces it. */
 typedef struct {
     int token;
     float bias;
 } engine_bias_t;
+
+/* Sampling and stopping. Zero-initialise then set what you need:
+ * engine_sampling_default() gives OpenAI's defaults. */
 
 typedef struct {
     float temperature;       /* 0 = greedy */
@@ -65,6 +68,11 @@ typedef struct {
      * derived from the clock seed). 0 or 1: one. At most the engine's
      * n_seq_max (BAR_ERR_RANGE). */
     int n;
+    /* Constrained decoding: only tokens that keep the output a valid prefix
+     * of this grammar's language are sampled; the request ends (STOP) when the
+     * output is a complete sentence that nothing can extend. NULL: none.
+     * engine_submit takes its own reference. */
+    gram_t *grammar;
 } engine_sampling_t;
 
 engine_sampling_t engine_sampling_default(void);

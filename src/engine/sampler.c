@@ -569,6 +569,7 @@ static void run_job(sampler_job_t *j)
 {
     int n_top = j->n_top < 0 ? 0 : (j->n_top > SAMPLER_TOP_MAX ? SAMPLER_TOP_MAX : j->n_top);
     j->logprob = 0.0f;
+    if (j->constrain) j->constrain(j->constrain_ctx, j->logits);
     j->token = sampler_sample(j->smp, j->logits, j->want_lp ? &j->logprob : NULL, j->top, n_top);
 }
 

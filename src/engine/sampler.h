@@ -64,6 +64,10 @@ typedef struct {
     int token;                         /* out */
     float logprob;                     /* out, when want_lp */
     engine_top_t top[SAMPLER_TOP_MAX]; /* out, when want_lp */
+    /* in, optional: called on the logits before sampling, on the thread that
+     * samples (a constraint masking tokens out with -INFINITY) */
+    void (*constrain)(void *ctx, float *logits);
+    void *constrain_ctx;
 } sampler_job_t;
 
 /* sampler_sample for each of jobs[0..n) (distinct samplers), on the threads of

@@ -155,7 +155,37 @@ static const bad_t bad[] = {
     {OAI_CHAT,
      "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
      "\"function\"}]}",
-     400, "tools"},
+     400, "tools[0].function"},
+    /* structured outputs and tools (api/tools.c) */
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+     "\"function\",\"function\":{\"description\":\"d\"}}]}",
+     400, "tools[0].function.name"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+     "\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":"
+     "\"function\",\"function\":{\"name\":\"g\"}}}",
+     400, "tool_choice"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+     "\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\","
+     "\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"x\"}}}}}]}",
+     400, "tools[0].function.parameters"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"auto\"}",
+     400, "tool_choice"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{"
+     "\"type\":\"xml\"}}",
+     400, "response_format.type"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{"
+     "\"type\":\"json_schema\",\"json_schema\":{\"name\":\"s\",\"schema\":{\"type\":"
+     "\"string\",\"minLength\":3}}}}",
+     400, "response_format.json_schema.schema"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{"
+     "\"type\":\"json_schema\",\"json_schema\":{\"schema\":{}}}}",
+     400, "response_format.json_schema.name"},
     {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"user\":1}", 400, "user"},
     {OAI_COMPLETION, "{}", 400, "prompt"},
     {OAI_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", 400, "prompt"},
@@ -259,7 +289,7 @@ static void test_json_string(void **st)
 static void test_format(void **st)
 {
     (void)st;
-    oai_resp_t r = {OAI_CHAT, "chatcmpl-1", 123, "m", 0};
+    oai_resp_t r = {.kind = OAI_CHAT, .id = "chatcmpl-1", .created = 123, .model = "m"};
     oai_usage_t u = {5, 2, 1};
     buf_t b = {0};
     oai_format_response(&b, &r, "hi", 2, OAI_FINISH_LENGTH, &u, NULL, 0, 0);
@@ -299,7 +329,7 @@ static void test_format(void **st)
     cJSON_Delete(j);
     buf_clear(&b);
 
-    oai_resp_t rc = {OAI_COMPLETION, "cmpl-1", 1, "m", 0};
+    oai_resp_t rc = {.kind = OAI_COMPLETION, .id = "cmpl-1", .created = 1, .model = "m"};
     oai_format_response(&b, &rc, "x", 1, OAI_FINISH_STOP, &u, &lp, 1, 1);
     j = cJSON_Parse(b.p);
     assert_non_null(j);

@@ -20,8 +20,10 @@
     "{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1700000000,"                    \
     "\"model\":\"m\",\"system_fingerprint\":\"barista\""
 
-static const oai_resp_t CHAT = {OAI_CHAT, "chatcmpl-1", 1700000000, "m", 0};
-static const oai_resp_t CMPL = {OAI_COMPLETION, "cmpl-1", 1700000000, "m", 0};
+static const oai_resp_t CHAT = {
+    .kind = OAI_CHAT, .id = "chatcmpl-1", .created = 1700000000, .model = "m"};
+static const oai_resp_t CMPL = {
+    .kind = OAI_COMPLETION, .id = "cmpl-1", .created = 1700000000, .model = "m"};
 
 /* ---- SSE parsing ---- */
 
