@@ -149,7 +149,11 @@ def test_forced_tool_calls_validate(client, choice):
     for seed, q in enumerate(["What's the weather in Paris and the time in Tokyo?"]):
         r = client.chat.completions.create(
             model="default", messages=[{"role": "user", "content": q}], tools=[WEATHER, TIME],
-            tool_choice=tc, max_tokens=128, temperature=0.7, seed=seed)
+            tool_choice=tc, max_tokens=128, temperature=0.7, seed=seed,
+            # OpenAI's truncation, explicit: the model's sampling defaults (top_k 40,
+            # top_p 0.95, min_p 0.05) would pick other tokens from this seed, and the
+            # 135M model can loop inside a string until max_tokens
+            top_p=1, extra_body={"top_k": 0, "min_p": 0})
         c = r.choices[0]
         assert c.finish_reason == "tool_calls"
         assert c.message.content is None and c.message.tool_calls
@@ -219,6 +223,37 @@ def test_streamed_tool_calls_equal_non_streamed(client):
     s = ask(2, True)
     assert s[0] == "MISS" and s[2] == "tool_calls"
     assert ask(2, False) == ("HIT", s[1], "tool_calls")
+
+
+def test_n_choices_each_constrained(client):
+    """n > 1 with response_format: every choice is constrained (its own grammar
+    state from the fork on) and equals the single request with seed + i."""
+    msgs = [{"role": "user", "content": "Describe a person."}]
+    kw = dict(model="default", messages=msgs, response_format=fmt("person", PERSON),
+              max_tokens=256, temperature=0.9)
+    r = client.chat.completions.create(n=3, seed=7, **kw)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    for c in r.choices:
+        assert c.finish_reason == "stop", c.message.content
+        jsonschema.validate(json.loads(c.message.content), PERSON)
+    for i in range(3):
+        one = client.chat.completions.create(seed=7 + i, **kw).choices[0]
+        assert one.message.content == r.choices[i].message.content
+    # streamed: the chunks carry their choice's index and each choice reassembles
+    texts = ["", "", ""]
+    for ch in client.chat.completions.create(n=3, seed=7, stream=True, **kw):
+        for c in ch.choices:
+            texts[c.index] += c.delta.content or ""
+    assert texts == [c.message.content for c in r.choices]
+
+
+def test_n_with_tools_is_a_400_naming_n(client):
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": "Time in Tokyo?"}],
+            tools=[TIME], n=2, max_tokens=8)
+    assert ei.value.body["param"] == "n"
+    assert "tools" in ei.value.body["message"]
 
 
 BAD = [
