@@ -4,7 +4,9 @@
  * request with seed S + i draws (so choice 0 is bit for bit the unforked
  * run); the choices' texts differ; every choice ends with its own DONE (also
  * when the request is cancelled before it forks); no block leaks; logit_bias
- * -100 keeps a token out and +100 forces it; bad n / bias ids are refused.
+ * -100 keeps a token out and +100 forces it; bad n / bias ids are refused;
+ * with an output grammar each choice is constrained on its own (its grammar
+ * state starts at the fork) and ends as a complete sentence.
  * Kept small (a few tokens per choice): it runs under ASan in CI. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,6 +23,8 @@
 #include <unistd.h>
 
 #include "engine/engine.h"
+#include "engine/grammar.h"
+#include "engine/json_schema.h"
 #include "engine/kernels/kern.h"
 #include "engine/tokenizer.h"
 
@@ -324,6 +328,41 @@ static void test_fork_under_preemption(void **state)
     engine_destroy(small);
 }
 
+/* n > 1 with an output constraint (structured outputs): every choice gets its
+ * own grammar state at the fork, so each is a complete sentence of the
+ * schema's grammar and ends with STOP when nothing can extend it. */
+static void test_fork_with_grammar(void **state)
+{
+    (void)state;
+    static const char schema[] = "{\"type\":\"object\",\"properties\":{\"ok\":{\"type\":"
+                                 "\"boolean\"}},\"required\":[\"ok\"],"
+                                 "\"additionalProperties\":false}";
+    const char *js = scalar ? "{\"type\":\"boolean\"}" : schema; /* scalar: 1-2 tokens */
+    gram_t *g = NULL;
+    bar_msg_t msg = {{0}};
+    assert_int_equal(json_schema_compile(js, strlen(js), &g, &msg), 0);
+    engine_sampling_t sp = sampled(3, 21, 48);
+    sp.ignore_eos = 0;
+    sp.grammar = g; /* engine_submit takes its own reference */
+    res_t r;
+    submit("Once upon a time", sp, &r, NULL);
+    res_wait(&r);
+    for (int i = 0; i < 3; i++) {
+        fprintf(stderr, "choice %d: %s\n", i, r.text[i]);
+        assert_int_equal(r.finish[i], ENGINE_FINISH_STOP);
+        gram_state_t *st = NULL;
+        assert_int_equal(gram_state_create(&st, g), 0);
+        assert_int_equal(gram_state_feed(st, r.text[i], r.n_text[i]), 0);
+        assert_true(gram_state_done(st));
+        gram_state_destroy(st);
+    }
+    gram_release(g);
+    wait_idle();
+    engine_stats_t st;
+    engine_stats(eng, &st);
+    assert_int_equal(st.kv_blocks_used, 0);
+}
+
 static void test_submit_errors(void **state)
 {
     (void)state;
@@ -351,6 +390,7 @@ int main(void)
         cmocka_unit_test(test_cancel_before_fork),
         cmocka_unit_test(test_logit_bias),
         cmocka_unit_test(test_fork_under_preemption),
+        cmocka_unit_test(test_fork_with_grammar),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
