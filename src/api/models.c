@@ -62,6 +62,18 @@ void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t 
 
 int api_model_check(const api_model_t *m, const oai_req_t *q, oai_err_t *e)
 {
+    if (m->cfg.kind == MODEL_KIND_UPSTREAM) {
+        /* not passed through yet (backend_upstream.c refuses them too) */
+        const char *f = q->n > 1              ? "n"
+                        : q->n_logit_bias > 0 ? "logit_bias"
+                        : q->tool_mode        ? "tools"
+                        : q->constraint       ? "response_format"
+                                              : NULL;
+        if (f)
+            return oai_err(e, 400, "invalid_request_error", "unsupported_parameter", f,
+                           "'%s' is not passed through to the upstream model '%s' yet.", f,
+                           m->cfg.name);
+    }
     if (!m->bk || (q->n <= 1 && q->n_logit_bias == 0)) return 0;
     bk_stats_t st;
     bk_stats(m->bk, &st);
