@@ -39,6 +39,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     if (r.n_stop < 0 || r.n_stop > OAI_MAX_STOP) abort();
+    if (r.n < 1 || r.n > OAI_N_MAX) abort();
+    if (r.n_logit_bias < 0 || r.n_logit_bias > OAI_LOGIT_BIAS_MAX ||
+        (r.n_logit_bias && !r.logit_bias))
+        abort();
+    for (int i = 0; i < r.n_logit_bias; i++)
+        if (r.logit_bias[i].token < 0 || !(r.logit_bias[i].bias >= -100.0f) ||
+            !(r.logit_bias[i].bias <= 100.0f))
+            abort();
     const char *text = "";
     size_t len = 0;
     if (kind == OAI_CHAT) {
@@ -56,7 +64,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         text = r.prompt;
         len = r.prompt_len;
     }
-    oai_resp_t resp = {kind, "id-1", 1, r.model[0] ? r.model : "m", NULL};
+    oai_resp_t resp = {.kind = kind,
+                       .id = "id-1",
+                       .created = 1,
+                       .model = r.model[0] ? r.model : "m",
+                       .tool_mode = r.tool_mode};
     oai_usage_t u = {1, 2, 0};
     lp_alt_t top = {text, len, -1.0};
     lp_tok_t lp = {text, len, -0.5, 1, &top};
@@ -64,9 +76,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     must_parse(b.p, b.n);
     buf_clear(&b);
     oai_format_chunk(&b, &resp, 0, text, len, OAI_FINISH_NONE, NULL, &lp, 1, r.logprobs);
-    if (b.n < 8 || memcmp(b.p, "data: ", 6) || memcmp(b.p + b.n - 2, "\n\n", 2)) abort();
-    if (memchr(b.p, '\n', b.n - 2)) abort(); /* a raw newline inside the event would split it */
-    must_parse(b.p + 6, b.n - 8);
+    /* one event, or (a tool call's text, tools.c) several, each one JSON line */
+    for (size_t off = 0; off < b.n;) {
+        const char *ev = b.p + off;
+        const char *end = memmem(ev, b.n - off, "\n\n", 2);
+        if (!end || end - ev < 8 || memcmp(ev, "data: ", 6)) abort();
+        if (memchr(ev, '\n', (size_t)(end - ev))) abort(); /* a raw newline would split it */
+        must_parse(ev + 6, (size_t)(end - ev) - 6);
+        off = (size_t)(end - b.p) + 2;
+    }
+    buf_clear(&b);
+    oai_choice_t ch[OAI_N_MAX];
+    for (int i = 0; i < r.n; i++)
+        ch[i] = (oai_choice_t){text, len, i & 1 ? OAI_FINISH_LENGTH : OAI_FINISH_STOP, &lp, 1};
+    oai_format_response_n(&b, &resp, ch, r.n, &u, r.logprobs);
+    must_parse(b.p, b.n);
     buf_free(&b);
     oai_req_free(&r);
     return 0;

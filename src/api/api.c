@@ -14,6 +14,7 @@
 #include "api/route.h"
 #include "backend/backend_embed.h"
 #include "backend/backend_upstream.h"
+#include "backend/backend_local.h"
 #include "util/timeutil.h"
 
 #include <openssl/crypto.h>
@@ -22,6 +23,48 @@ static void respond_json(srv_req_t *r, int status, buf_t *b)
 {
     srv_respond(r, status, "application/json", b->p ? b->p : "", b->n, NULL);
     buf_free(b);
+}
+
+/* "sampling_defaults": what a request that leaves a parameter out gets, and
+ * "sampling_defaults_from": where each value comes from (model_list: the
+ * --models entry; gguf: the file's general.sampling.*; barista: the shipped
+ * defaults; openai: OpenAI's, for a model that brings none). */
+static void model_sampling_obj(buf_t *b, const api_model_t *m)
+{
+    oai_req_t q;
+    memset(&q, 0, sizeof q);
+    q.kind = OAI_CHAT;
+    q.max_tokens = -1;
+    bk_sampling_t sp;
+    api_model_sampling(m, &q, &sp);
+    buf_printf(b,
+               ",\"sampling_defaults\":{\"temperature\":%.9g,\"top_p\":%.9g,\"top_k\":%d,"
+               "\"min_p\":%.9g,\"repeat_penalty\":%.9g,\"presence_penalty\":%.9g,"
+               "\"frequency_penalty\":%.9g",
+               sp.temperature, sp.top_p, sp.top_k, sp.min_p, sp.repeat_penalty, sp.presence_penalty,
+               sp.frequency_penalty);
+    if (sp.has_seed) buf_printf(b, ",\"seed\":%llu", (unsigned long long)sp.seed);
+    if (sp.max_tokens > 0) buf_printf(b, ",\"max_tokens\":%d", sp.max_tokens);
+    buf_puts(b, "},\"sampling_defaults_from\":{");
+    static const struct {
+        const char *name;
+        unsigned bit;
+        int own; /* a model's own default can set it */
+    } f[] = {{"temperature", MODEL_HAS_TEMPERATURE, 1},
+             {"top_p", MODEL_HAS_TOP_P, 1},
+             {"top_k", MODEL_HAS_TOP_K, 1},
+             {"min_p", MODEL_HAS_MIN_P, 1},
+             {"repeat_penalty", MODEL_HAS_REPEAT_PENALTY, 1},
+             {"presence_penalty", MODEL_HAS_PRESENCE_PENALTY, 0},
+             {"frequency_penalty", MODEL_HAS_FREQUENCY_PENALTY, 0}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        const char *from = m->cfg.has & f[i].bit                                     ? "model_list"
+                           : f[i].own && m->has_dflt && m->dflt.from_file & f[i].bit ? "gguf"
+                           : f[i].own && m->has_dflt                                 ? "barista"
+                                                                                     : "openai";
+        buf_printf(b, "%s\"%s\":\"%s\"", i ? "," : "", f[i].name, from);
+    }
+    buf_puts(b, "}");
 }
 
 static void model_obj(const api_t *a, buf_t *b, const api_model_t *m, const char *id)
@@ -35,7 +78,9 @@ static void model_obj(const api_t *a, buf_t *b, const api_model_t *m, const char
                m->cfg.kind == MODEL_KIND_UPSTREAM ? "upstream" : "local",
                m->cfg.mode == MODEL_MODE_EMBEDDING ? "embedding" : "chat");
     if (m->embed_dim) buf_printf(b, ",\"dimensions\":%d", m->embed_dim);
-    buf_puts(b, "}}");
+    buf_puts(b, "}");
+    if (m->cfg.mode == MODEL_MODE_CHAT) model_sampling_obj(b, m);
+    buf_puts(b, "}");
 }
 
 /* A tenant sees only the models its key may use (a keys file's `models`). */
@@ -164,6 +209,7 @@ static void h_metrics(api_t *a, srv_req_t *r)
         kv.kv_evictions += st.kv_evictions;
         kv.prefix_hit_tokens += st.prefix_hit_tokens;
         kv.preemptions += st.preemptions;
+        kv.prefill_tokens += st.prefill_tokens;
     }
     obs_metrics_gauge(&b, "barista_kv_blocks_capacity", "Blocks of the paged KV caches.",
                       kv.kv_blocks_total);
@@ -177,6 +223,10 @@ static void h_metrics(api_t *a, srv_req_t *r)
     obs_metrics_counter(&b, "barista_prefix_cache_hit_tokens_total",
                         "Prompt tokens mapped from the prefix cache instead of computed.",
                         kv.prefix_hit_tokens);
+    obs_metrics_counter(&b, "barista_prefill_tokens_total",
+                        "Prompt tokens the engines computed (the n choices of a request share "
+                        "one prefill).",
+                        kv.prefill_tokens);
     obs_metrics_counter(&b, "barista_kv_evictions_total",
                         "Cached prefix blocks evicted to make room.", kv.kv_evictions);
     obs_metrics_counter(&b, "barista_preemptions_total",
@@ -493,6 +543,7 @@ void api_set_backend(api_t *a, int i, backend_t *b, const char *digest)
     m->bk = b;
     m->n_ctx = st.n_ctx;
     if (backend_is_embed(b)) m->embed_dim = backend_embed_dim(b);
+    m->has_dflt = backend_local_sampling_defaults(b, &m->dflt) == 0;
     snprintf(m->digest, sizeof m->digest, "%s", digest ? digest : "");
     a->n_ready++;
 }

@@ -55,7 +55,9 @@ typedef struct {
     backend_t *bk;                      /* NULL while loading */
     char digest[CACHE_KEY_HEX_LEN + 1]; /* weights digest: part of every cache key */
     int n_ctx;
-    int embed_dim; /* embedding models: vector size once known, else 0 */
+    int embed_dim;         /* embedding models: vector size once known, else 0 */
+    model_sampling_t dflt; /* the model's own sampling defaults (local models) */
+    int has_dflt;
     long created;
 } api_model_t;
 
@@ -108,6 +110,11 @@ api_model_t *api_model_find_embedding(api_t *a, const char *name);
 /* The sampling values actually used: the request's, the model's defaults for
  * what it left out, OpenAI's for the rest. */
 void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp);
+
+/* What only the model can check in q: n within its parallel sequences,
+ * logit_bias ids within its vocabulary. 0, or a 400 naming the field in *e
+ * (a negative status). Nothing while the model is loading. */
+int api_model_check(const api_model_t *m, const oai_req_t *q, oai_err_t *e);
 
 /* Request q for model m's backend (cb/user left for the caller); tenant: the
  * namespace it comes from (its namespace id as hex; borrowed for bk_submit). *msgs is the
@@ -263,6 +270,10 @@ struct client {
     api_model_t *fb_origin;
     int fb_next;
     char fb[MODEL_NAME_MAX + 8];
+    /* n > 1: choices 1..n-1 (choice 0 is text/lp above) and each choice's end */
+    int n_choices;
+    struct client_choice *more;     /* [n_choices - 1] */
+    unsigned char ended[OAI_N_MAX]; /* bk_finish_t once choice i ended, 0 while it runs */
 };
 
 /* The tenant of a request (for the batch API and other callers). */

@@ -31,6 +31,7 @@
 #include "api/api_int.h"
 #include "api/reply.h"
 #include "control/fallback.h"
+#include "api/tools.h"
 #include "server/sse.h"
 #include "util/timeutil.h"
 
@@ -49,9 +50,60 @@ struct gen {
     cache_rec_t *rec; /* recording for the cache; NULL when not cacheable */
     sf_entry_t *sfe;  /* single-flight record twins join; NULL when none */
     api_sem_t *sem;   /* the leader's semantic query: stored with the reply */
+    int n_choices;    /* the request's n */
+};
+
+/* Pending output of one choice i >= 1 of an n > 1 reply (choice 0 uses the
+ * client's text/lp). */
+struct client_choice {
+    buf_t text;
+    lp_list_t *lp;
 };
 
 static void client_start(client_t *c);
+
+/* ---- choices (n > 1) ---- */
+
+static buf_t *ch_text(client_t *c, int i)
+{
+    return i == 0 ? &c->text : &c->more[i - 1].text;
+}
+
+static lp_list_t **ch_lp(client_t *c, int i)
+{
+    return i == 0 ? &c->lp : &c->more[i - 1].lp;
+}
+
+static void choices_free(client_t *c)
+{
+    for (int i = 1; i < c->n_choices && c->more; i++) {
+        buf_free(&c->more[i - 1].text);
+        lp_list_destroy(c->more[i - 1].lp);
+    }
+    free(c->more);
+    c->more = NULL;
+    c->n_choices = 1;
+    memset(c->ended, 0, sizeof c->ended);
+}
+
+/* Room for n choices' pending output. 0 or BAR_ERR_NOMEM (then one). */
+static int choices_init(client_t *c, int n)
+{
+    choices_free(c);
+    if (n <= 1) return 0;
+    if (!(c->more = calloc((size_t)n - 1, sizeof *c->more))) return BAR_ERR_NOMEM;
+    c->n_choices = n;
+    return 0;
+}
+
+/* Pending bytes of every choice (text and logprob entries). */
+static size_t choices_pending(client_t *c)
+{
+    size_t n = 0;
+    for (int i = 0; i < c->n_choices; i++)
+        n += ch_text(c, i)->n + lp_list_bytes(*ch_lp(c, i));
+    return n;
+}
 
 /* ---- clients ---- */
 
@@ -89,6 +141,7 @@ void client_free(client_t *c)
     api_sem_free(c->sem);
     c->sem = NULL;
     oai_req_free(&c->q);
+    choices_free(c);
     buf_free(&c->text);
     lp_list_destroy(c->lp);
     sse_close(c->sse);
@@ -189,28 +242,63 @@ static void write_sse(client_t *c, buf_t *out)
     buf_free(out);
 }
 
+/* A reader too slow for the pending bound: it leaves (or, alone, ends the
+ * generation). May free c. */
+static void too_slow(client_t *c)
+{
+    gen_t *g = c->g;
+    if (g && g->clients == c && !c->next) {
+        gen_cancel(g, "slow_reader"); /* alone: end the generation */
+    } else {
+        obs_metrics_cancelled(c->a->metrics, "slow_reader");
+        client_take(c);
+        sse_end(c->sse);
+        client_leave(c, "slow_reader");
+    }
+}
+
+/* stream_flush for n > 1: each choice's pending output as one chunk of its
+ * own (index i). May free c. */
+static void stream_flush_choices(client_t *c, int final)
+{
+    if (!final && !sse_writable(c->sse)) {
+        if (choices_pending(c) > (size_t)c->a->set->stream_buffer_bytes) too_slow(c);
+        return;
+    }
+    buf_t out = {0};
+    for (int i = 0; i < c->n_choices; i++) {
+        buf_t *t = ch_text(c, i);
+        lp_list_t *l = *ch_lp(c, i);
+        int n_lp = lp_list_n(l);
+        if (t->n == 0 && n_lp == 0) continue;
+        reply_sse_choice_delta(&out, &c->resp, i, t->p, t->n, lp_list_items(l), n_lp, c->want_lp);
+        buf_clear(t);
+        if (l) lp_list_clear(l);
+    }
+    write_sse(c, &out);
+}
+
 /* Write the pending text (and logprobs) as one chunk. final: ignore the
  * back-pressure bound (the stream is ending; what is pending is bounded).
  * May free c (a too-slow reader): touch c no more. */
 static void stream_flush(client_t *c, int final)
 {
     if (!c->r || !c->sse) return;
+    if (c->n_choices > 1) {
+        stream_flush_choices(c, final);
+        return;
+    }
     int n_lp = lp_list_n(c->lp);
     if (c->text.n == 0 && (!final || n_lp == 0)) return;
+    if (c->resp.tool_mode && !final) {
+        /* what may become a tool call is held to the end (tools.h) */
+        if (tools_may_be_call(c->resp.tool_mode, c->text.p, c->text.n)) return;
+        c->resp.tool_mode = 0; /* content: streamed as it comes from now on */
+    }
     if (!final && !sse_writable(c->sse)) {
         /* every pending byte counts: text and logprob entries (20
          * alternatives a token weigh ~100x its text) */
-        if (c->text.n + lp_list_bytes(c->lp) > (size_t)c->a->set->stream_buffer_bytes) {
-            gen_t *g = c->g;
-            if (g && g->clients == c && !c->next) {
-                gen_cancel(g, "slow_reader"); /* alone: end the generation */
-            } else {
-                obs_metrics_cancelled(c->a->metrics, "slow_reader");
-                client_take(c);
-                sse_end(c->sse);
-                client_leave(c, "slow_reader");
-            }
-        }
+        if (c->text.n + lp_list_bytes(c->lp) > (size_t)c->a->set->stream_buffer_bytes) too_slow(c);
         return;
     }
     buf_t out = {0};
@@ -245,15 +333,34 @@ static void on_abort(void *user, srv_req_t *r)
     client_leave(c, "disconnect");
 }
 
-/* Add one delta's text and logprobs to c's pending output. */
-static int client_push(client_t *c, const char *text, size_t len, const lp_tok_t *lp, int n_lp)
+/* Add one delta's text and logprobs to the pending output of c's choice
+ * `index` (ignored when c has no such choice). */
+static int client_push(client_t *c, int index, const char *text, size_t len, const lp_tok_t *lp,
+                       int n_lp)
 {
+    if (index < 0 || index >= c->n_choices) return 0;
+    lp_list_t **l = ch_lp(c, index);
     if (c->want_lp && n_lp) {
-        if (!c->lp && !(c->lp = lp_list_create())) return BAR_ERR_NOMEM;
+        if (!*l && !(*l = lp_list_create())) return BAR_ERR_NOMEM;
         for (int i = 0; i < n_lp; i++)
-            if (lp_list_push(c->lp, &lp[i])) return BAR_ERR_NOMEM;
+            if (lp_list_push(*l, &lp[i])) return BAR_ERR_NOMEM;
     }
-    return len && buf_append(&c->text, text, len) ? BAR_ERR_NOMEM : 0;
+    return len && buf_append(ch_text(c, index), text, len) ? BAR_ERR_NOMEM : 0;
+}
+
+/* Close c's stream: the finish chunk of every choice that has not had one
+ * (with fin), the usage chunk when asked, [DONE]. */
+static void stream_close(client_t *c, oai_finish_t fin, const oai_usage_t *u)
+{
+    buf_t out = {0};
+    if (c->n_choices > 1) {
+        for (int i = 0; i < c->n_choices; i++)
+            if (!c->ended[i]) reply_sse_choice_end(&out, &c->resp, i, fin);
+        reply_sse_end(&out, &c->resp, u, c->include_usage);
+    } else {
+        reply_sse_close(&out, &c->resp, fin, u, c->include_usage);
+    }
+    write_sse(c, &out);
 }
 
 /* The nearest budget of c (absolute monotonic seconds), 0 when none. */
@@ -300,6 +407,7 @@ static void on_deadline(uv_timer_t *t)
         client_detach(c, reason);
         buf_clear(&c->text);
         if (c->lp) lp_list_clear(c->lp);
+        choices_free(c); /* a model step sets its own up again (client_start) */
         c->started = 0;
         c->got_tok = 0;
         /* that budget is spent, though the timer may fire up to 0.5 ms
@@ -310,10 +418,10 @@ static void on_deadline(uv_timer_t *t)
     }
     if (c->sse) {
         stream_flush(c, 1);
-        buf_t out = {0};
-        oai_usage_t u = {0};
-        reply_sse_close(&out, &c->resp, OAI_FINISH_TIMEOUT, &u, 0);
-        write_sse(c, &out);
+        int iu = c->include_usage;
+        c->include_usage = 0;
+        stream_close(c, OAI_FINISH_TIMEOUT, NULL);
+        c->include_usage = iu;
         client_take(c);
         sse_end(c->sse);
     } else {
@@ -373,7 +481,13 @@ static void client_start(client_t *c)
                            .id = c->id,
                            .created = g->created,
                            .model = c->m->cfg.name,
-                           .fallback = c->fb[0] ? c->fb : NULL};
+                           .fallback = c->fb[0] ? c->fb : NULL,
+                           .tool_mode = c->q.tool_mode};
+    if (choices_init(c, g->n_choices)) {
+        reply_error(client_take(c), 500, "server_error", NULL, NULL, "out of memory");
+        client_leave(c, "error");
+        return;
+    }
     if (c->stream) {
         char hdr[512];
         cache_headers(c, c->xcache, NULL, 0, hdr, sizeof hdr);
@@ -384,7 +498,8 @@ static void client_start(client_t *c)
             return;
         }
         buf_t out = {0};
-        reply_sse_open(&out, &c->resp);
+        for (int i = 0; i < c->n_choices; i++)
+            reply_sse_choice_open(&out, &c->resp, i);
         write_sse(c, &out);
     }
     if (g->rec && cache_rec_n_chunks(g->rec) > 0) {
@@ -394,10 +509,27 @@ static void client_start(client_t *c)
         meta.model = c->m->cfg.name;
         cache_entry_t *e = cache_rec_build(g->rec, &meta);
         if (e) {
-            client_push(c, e->text, e->text_len, e->lp, e->n_lp);
-            cache_entry_release(e);
+            for (int i = 0; i < e->n_chunks; i++) {
+                const cache_chunk_t *ch = &e->chunks[i];
+                client_push(c, ch->index, e->text + ch->off, ch->len, e->lp + ch->lp0, ch->n_lp);
+            }
             c->got_tok = 1; /* its first tokens are here: that budget is met */
             c->last_tok = time_now_mono();
+            if (c->n_choices > 1) {
+                /* choices that already ended: their text, then their finish chunk */
+                if (c->stream) stream_flush(c, 1);
+                buf_t out = {0};
+                for (int i = 0; i < c->n_choices && i < e->n_choices; i++)
+                    if (e->choice_finish[i]) {
+                        c->ended[i] = e->choice_finish[i] == CACHE_FINISH_STOP ? BK_FINISH_STOP
+                                                                               : BK_FINISH_LENGTH;
+                        if (c->stream)
+                            reply_sse_choice_end(&out, &c->resp, i, reply_finish(c->ended[i]));
+                    }
+                if (c->stream) write_sse(c, &out);
+                buf_free(&out);
+            }
+            cache_entry_release(e);
         }
         if (c->stream) stream_flush(c, 0);
     }
@@ -425,7 +557,8 @@ void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier)
                        .id = c->id,
                        .created = (long)e->created,
                        .model = c->m->cfg.name,
-                       .fallback = c->fb[0] ? c->fb : NULL};
+                       .fallback = c->fb[0] ? c->fb : NULL,
+                       .tool_mode = c->q.tool_mode};
     buf_t out = {0};
     buf_reserve(&out, e->text_len * 2 + 512);
     if (!c->stream) {
@@ -554,12 +687,10 @@ static void finish_client(client_t *c, const bk_event_t *ev)
         client_fail(c, &e);
         return;
     }
-    oai_finish_t fin = reply_finish(ev->finish);
+    oai_finish_t fin = tools_finish(&c->resp, c->text.p, c->text.n, reply_finish(ev->finish));
     if (c->sse) {
         stream_flush(c, 1);
-        buf_t out = {0};
-        reply_sse_close(&out, &c->resp, fin, &u, c->include_usage);
-        write_sse(c, &out);
+        stream_close(c, fin, &u);
         client_take(c);
         sse_end(c->sse);
     } else if (fin == OAI_FINISH_TIMEOUT) {
@@ -568,8 +699,19 @@ static void finish_client(client_t *c, const bk_event_t *ev)
                     "The generation was stopped (server shutting down) before it finished.");
     } else {
         buf_t out = {0};
-        reply_json(&out, &c->resp, c->text.p, c->text.n, fin, &u, lp_list_items(c->lp),
-                   lp_list_n(c->lp), c->want_lp);
+        if (c->n_choices > 1) {
+            oai_choice_t ch[OAI_N_MAX];
+            for (int i = 0; i < c->n_choices; i++) {
+                lp_list_t *l = *ch_lp(c, i);
+                ch[i] = (oai_choice_t){ch_text(c, i)->p ? ch_text(c, i)->p : "", ch_text(c, i)->n,
+                                       c->ended[i] ? reply_finish(c->ended[i]) : fin,
+                                       lp_list_items(l), lp_list_n(l)};
+            }
+            reply_json_n(&out, &c->resp, ch, c->n_choices, &u, c->want_lp);
+        } else {
+            reply_json(&out, &c->resp, c->text.p, c->text.n, fin, &u, lp_list_items(c->lp),
+                       lp_list_n(c->lp), c->want_lp);
+        }
         char hdr[512];
         cache_headers(c, c->xcache, NULL, 0, hdr, sizeof hdr);
         srv_respond(client_take(c), 200, "application/json", out.p, out.n, hdr);
@@ -587,13 +729,35 @@ static void on_start(gen_t *g)
     }
 }
 
+/* n > 1: one choice ended; a stream gets its finish chunk now. */
+static void on_choice_end(gen_t *g, const bk_event_t *ev)
+{
+    int i = ev->index;
+    if (i < 0 || i >= g->n_choices || i >= OAI_N_MAX) return;
+    if (g->rec)
+        cache_rec_end_choice(g->rec, i,
+                             ev->finish == BK_FINISH_STOP     ? CACHE_FINISH_STOP
+                             : ev->finish == BK_FINISH_LENGTH ? CACHE_FINISH_LENGTH
+                                                              : CACHE_FINISH_NONE);
+    for (client_t *c = g->clients, *next; c; c = next) {
+        next = c->next;
+        if (!c->r || !c->started || i >= c->n_choices) continue;
+        c->ended[i] = (unsigned char)ev->finish;
+        if (!c->sse) continue;
+        stream_flush(c, 1);
+        buf_t out = {0};
+        reply_sse_choice_end(&out, &c->resp, i, reply_finish(ev->finish));
+        write_sse(c, &out);
+    }
+}
+
 static void on_delta(gen_t *g, const bk_event_t *ev)
 {
-    if (g->rec) cache_rec_add(g->rec, ev->text, ev->text_len, ev->lp, ev->n_lp);
+    if (g->rec) cache_rec_add_choice(g->rec, ev->index, ev->text, ev->text_len, ev->lp, ev->n_lp);
     for (client_t *c = g->clients, *next; c; c = next) {
         next = c->next;
         if (!c->r || !c->started) continue;
-        if (client_push(c, ev->text, ev->text_len, ev->lp, ev->n_lp)) {
+        if (client_push(c, ev->index, ev->text, ev->text_len, ev->lp, ev->n_lp)) {
             /* this client's reply would miss a piece: fail it, never finish it */
             oai_err_t e;
             oai_err(&e, 500, "server_error", NULL, NULL, "out of memory");
@@ -633,6 +797,10 @@ static void on_done(gen_t *g, const bk_event_t *ev)
         m.completion_tokens = ev->n_gen;
         m.cached_tokens = ev->n_cached;
         cache_entry_t *e = cache_rec_build(g->rec, &m);
+        if (e && e->finish == CACHE_FINISH_NONE) { /* a choice was cut short */
+            cache_entry_release(e);
+            e = NULL;
+        }
         if (e) {
             api_cache_store(a->cache, e, &g->cq);
             api_sem_store(a, &g->cq, g->sem);
@@ -649,10 +817,11 @@ static void on_done(gen_t *g, const bk_event_t *ev)
         c->g = NULL;
         if (!c->r) {
             client_free(c);
-        } else if (cut && !stopping && (!c->started || (!c->sse && c->text.n == 0))) {
+        } else if (cut && !stopping && (!c->started || (!c->sse && choices_pending(c) == 0))) {
             /* a joiner whose leader was cancelled: a fresh generation */
             buf_clear(&c->text);
             if (c->lp) lp_list_clear(c->lp);
+            choices_free(c);
             c->started = 0;
             gen_start(c);
         } else if (!g->started) {
@@ -675,6 +844,8 @@ static void on_event(void *user, const bk_event_t *ev)
         on_start(g);
     else if (ev->type == BK_EV_DELTA)
         on_delta(g, ev);
+    else if (ev->type == BK_EV_CHOICE_END)
+        on_choice_end(g, ev);
     else
         on_done(g, ev);
 }
@@ -710,6 +881,7 @@ void gen_start(client_t *c)
     g->a = a;
     g->m = c->m;
     g->want_lp = c->q.logprobs;
+    g->n_choices = c->q.n > 1 ? c->q.n : 1;
     g->clients = c;
     c->g = g;
     g->sem = c->sem; /* the reply is stored under the leader's query */

@@ -3,6 +3,8 @@
  * buffer (one per token chunk, so no DOM is built on the hot path). */
 #include "api/openai.h"
 
+#include "api/tools.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdarg.h>
@@ -199,16 +201,23 @@ static int parse_messages(oai_req_t *r, const cJSON *root, oai_err_t *e)
         if (!cJSON_IsString(role)) return oai_bad_type(e, param, "a string", role);
         const char *rs = role->valuestring;
         if (!strcmp(rs, "developer")) rs = "system";
-        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant"))
+        if (strcmp(rs, "system") && strcmp(rs, "user") && strcmp(rs, "assistant") &&
+            strcmp(rs, "tool"))
             return oai_err(e, 400, BAD_REQ, "invalid_value", param,
                            "Invalid value for '%s': '%.32s'. Supported values are: 'system', "
-                           "'developer', 'user' and 'assistant'.",
+                           "'developer', 'user', 'assistant' and 'tool'.",
                            param, role->valuestring);
         snprintf(r->msgs[i].role, sizeof r->msgs[i].role, "%s", rs);
         r->n_msgs = i + 1;
         int rc = parse_content(&r->msgs[i], cJSON_GetObjectItemCaseSensitive(m, "content"), i,
                                !strcmp(rs, "assistant"), e);
         if (rc) return rc;
+        /* tool calls in the history (tools.c renders them as text) */
+        const cJSON *calls = oai_member(m, "tool_calls");
+        if (calls && !strcmp(rs, "assistant") &&
+            (rc = tools_render_calls(&r->msgs[i], calls, i, e)))
+            return rc;
+        if (!strcmp(rs, "tool") && (rc = tools_render_result(&r->msgs[i], i, e))) return rc;
         i++;
     }
     return 0;
@@ -269,26 +278,55 @@ static int parse_stop(oai_req_t *r, const cJSON *root, oai_err_t *e)
     return 0;
 }
 
+/* logit_bias: {"<token id>": bias, ...}, ids as decimal strings (OpenAI's
+ * shape), biases in [-100, 100]. Whether an id is in the vocabulary is the
+ * model's business (api_model_check). */
+static int parse_logit_bias(oai_req_t *r, const cJSON *root, oai_err_t *e)
+{
+    const cJSON *v = oai_member(root, "logit_bias");
+    if (!v) return 0;
+    if (!cJSON_IsObject(v)) return oai_bad_type(e, "logit_bias", "an object", v);
+    int n = cJSON_GetArraySize(v);
+    if (n == 0) return 0;
+    if (n > OAI_LOGIT_BIAS_MAX)
+        return oai_err(e, 400, BAD_REQ, "invalid_value", "logit_bias",
+                       "Invalid 'logit_bias': at most %d entries, got %d.", OAI_LOGIT_BIAS_MAX, n);
+    r->logit_bias = calloc((size_t)n, sizeof *r->logit_bias);
+    if (!r->logit_bias) return nomem(e);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v)
+    {
+        const char *k = it->string ? it->string : "";
+        size_t kl = strlen(k);
+        int ok = kl > 0 && kl <= 9;
+        for (size_t i = 0; ok && i < kl; i++)
+            ok = k[i] >= '0' && k[i] <= '9';
+        if (!ok)
+            return oai_err(e, 400, BAD_REQ, "invalid_value", "logit_bias",
+                           "Invalid 'logit_bias': key '%.32s' is not a token id (a non-negative "
+                           "integer written as a string).",
+                           k);
+        if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble))
+            return oai_err(e, 400, BAD_REQ, "invalid_type", "logit_bias",
+                           "Invalid 'logit_bias': the bias of token %s must be a number, got %s.",
+                           k, oai_json_type_name(it));
+        if (it->valuedouble < -100 || it->valuedouble > 100)
+            return oai_err(e, 400, BAD_REQ, "invalid_value", "logit_bias",
+                           "Invalid 'logit_bias': the bias of token %s must be between -100 and "
+                           "100, got %g.",
+                           k, it->valuedouble);
+        r->logit_bias[r->n_logit_bias++] = (oai_bias_t){atoi(k), (float)it->valuedouble};
+    }
+    return 0;
+}
+
 /* Known OpenAI features barista does not implement: reject when used. */
 static int reject_unsupported(const cJSON *root, oai_kind_t kind, oai_err_t *e)
 {
     const cJSON *v;
-    if ((v = oai_member(root, "tools")) && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > 0))
-        return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "tools",
-                       "'tools' is not supported by this server.");
     if ((v = oai_member(root, "functions")) && (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > 0))
         return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "functions",
                        "'functions' is not supported by this server.");
-    if ((v = oai_member(root, "logit_bias")) && (!cJSON_IsObject(v) || cJSON_GetArraySize(v) > 0))
-        return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "logit_bias",
-                       "'logit_bias' is not supported by this server.");
-    if ((v = oai_member(root, "response_format"))) {
-        const cJSON *t = cJSON_IsObject(v) ? cJSON_GetObjectItemCaseSensitive(v, "type") : NULL;
-        if (!cJSON_IsObject(v)) return oai_bad_type(e, "response_format", "an object", v);
-        if (!cJSON_IsString(t) || strcmp(t->valuestring, "text"))
-            return oai_err(e, 400, BAD_REQ, "unsupported_value", "response_format.type",
-                           "Only response_format type 'text' is supported by this server.");
-    }
     if (kind == OAI_COMPLETION) {
         int echo = 0;
         if (get_bool(root, "echo", &echo, e)) return -e->status;
@@ -296,7 +334,11 @@ static int reject_unsupported(const cJSON *root, oai_kind_t kind, oai_err_t *e)
             return oai_err(e, 400, BAD_REQ, "unsupported_value", "echo",
                            "'echo' is not supported by this server.");
         long long best_of = 1;
-        if (get_int(root, "best_of", 1, 1, &best_of, NULL, e)) return -e->status;
+        if (get_int(root, "best_of", 1, 1 << 20, &best_of, NULL, e)) return -e->status;
+        if (best_of != 1)
+            return oai_err(e, 400, BAD_REQ, "unsupported_value", "best_of",
+                           "'best_of' > 1 is not supported by this server; use 'n' (its choices "
+                           "share one prefill) and pick among them.");
         if ((v = oai_member(root, "suffix")) && (!cJSON_IsString(v) || v->valuestring[0]))
             return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "suffix",
                            "'suffix' is not supported by this server.");
@@ -312,6 +354,8 @@ void oai_req_free(oai_req_t *r)
     free(r->prompt);
     for (int i = 0; i < r->n_stop; i++)
         free(r->stop[i]);
+    free(r->logit_bias);
+    free(r->constraint);
     memset(r, 0, sizeof *r);
 }
 
@@ -362,6 +406,8 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
     else
         rc = parse_prompt(r, root, e);
     if (rc) return rc;
+    if ((rc = tools_parse_response_format(r, root, e)) || (rc = tools_parse_request(r, root, e)))
+        return rc;
 
     long long ll = 0;
     int given = 0;
@@ -394,10 +440,14 @@ static int parse_root(oai_req_t *r, const cJSON *root, oai_err_t *e)
         r->seed = (uint64_t)(int64_t)v->valuedouble;
     }
     ll = 1;
-    if ((rc = get_int(root, "n", 1, 128, &ll, NULL, e))) return rc;
-    if (ll != 1)
+    if ((rc = get_int(root, "n", 1, OAI_N_MAX, &ll, NULL, e))) return rc;
+    r->n = (int)ll;
+    if (r->n > 1 && r->tool_mode != TOOLS_NONE)
         return oai_err(e, 400, BAD_REQ, "unsupported_value", "n",
-                       "Invalid 'n': only n = 1 is supported by this server, got %lld.", ll);
+                       "'n' > 1 together with 'tools' is not supported by this server: send one "
+                       "request per choice (n > 1 works with response_format, each choice "
+                       "constrained).");
+    if ((rc = parse_logit_bias(r, root, e))) return rc;
     if ((v = oai_member(root, "user")) && !cJSON_IsString(v))
         return oai_bad_type(e, "user", "a string", v);
     ll = 0;
@@ -456,6 +506,7 @@ static void req_init(oai_req_t *r, oai_kind_t kind)
 {
     memset(r, 0, sizeof *r);
     r->kind = kind;
+    r->n = 1;
     r->max_tokens = -1;
     r->temperature = 1.0;
     r->top_p = 1.0;
@@ -515,6 +566,7 @@ int oai_parse_delivery(oai_req_t *r, oai_kind_t kind, const cJSON *root, oai_err
         return oai_bad_type(e, "user", "a string", v);
     if ((rc = get_bool(root, "stream", &r->stream, e)) || (rc = parse_stream_options(r, root, e)))
         return rc;
+    r->tool_mode = kind == OAI_CHAT ? tools_mode_of(root) : 0; /* in the key: valid when stored */
     /* logprobs is part of the key (valid when stored); read it for the output */
     if (kind == OAI_CHAT) {
         v = oai_member(root, "logprobs");
@@ -732,20 +784,36 @@ int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_
                         oai_finish_t finish, const oai_usage_t *u, const lp_tok_t *lp, int n_lp,
                         int want_logprobs)
 {
-    if (r->kind == OAI_CHAT) {
-        put_head(out, r, "chat.completion");
-        buf_puts(out,
-                 ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
-        oai_json_string(out, text, len);
-        buf_puts(out, ",\"refusal\":null},\"logprobs\":");
-    } else {
-        put_head(out, r, "text_completion");
-        buf_puts(out, ",\"choices\":[{\"index\":0,\"text\":");
-        oai_json_string(out, text, len);
-        buf_puts(out, ",\"logprobs\":");
+    oai_choice_t ch = {text, len, finish, lp, n_lp};
+    return oai_format_response_n(out, r, &ch, 1, u, want_logprobs);
+}
+
+int oai_format_response_n(buf_t *out, const oai_resp_t *r, const oai_choice_t *ch, int n,
+                          const oai_usage_t *u, int want_logprobs)
+{
+    put_head(out, r, r->kind == OAI_CHAT ? "chat.completion" : "text_completion");
+    buf_puts(out, ",\"choices\":[");
+    for (int i = 0; i < n; i++) {
+        const char *text = ch[i].text ? ch[i].text : "";
+        oai_finish_t fin = ch[i].finish;
+        buf_printf(out, "%s{\"index\":%d,", i ? "," : "", i);
+        if (r->kind == OAI_CHAT) {
+            buf_puts(out, "\"message\":{\"role\":\"assistant\",");
+            fin = tools_finish(r, text, ch[i].len, fin);
+            if (fin != OAI_FINISH_TOOL_CALLS || tools_put_message(out, r, text, ch[i].len)) {
+                buf_puts(out, "\"content\":");
+                oai_json_string(out, text, ch[i].len);
+            }
+            buf_puts(out, ",\"refusal\":null},\"logprobs\":");
+        } else {
+            buf_puts(out, "\"text\":");
+            oai_json_string(out, text, ch[i].len);
+            buf_puts(out, ",\"logprobs\":");
+        }
+        put_logprobs(out, r->kind, ch[i].lp, ch[i].n_lp, want_logprobs);
+        buf_printf(out, ",\"finish_reason\":%s}", finish_name(fin));
     }
-    put_logprobs(out, r->kind, lp, n_lp, want_logprobs);
-    buf_printf(out, ",\"finish_reason\":%s}],\"usage\":", finish_name(finish));
+    buf_puts(out, "],\"usage\":");
     put_usage(out, u);
     return buf_puts(out, "}\n");
 }
@@ -754,6 +822,10 @@ int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text
                      oai_finish_t finish, const oai_usage_t *usage, const lp_tok_t *lp, int n_lp,
                      int want_logprobs)
 {
+    /* a tool call's text: its chunks replace this one (tools.c) */
+    if (r->kind == OAI_CHAT && r->tool_mode && !role && !usage && len &&
+        finish == OAI_FINISH_NONE && tools_put_chunks(out, r, text, len) == 0)
+        return 0;
     buf_puts(out, "data: ");
     put_head(out, r, r->kind == OAI_CHAT ? "chat.completion.chunk" : "text_completion");
     if (usage) {
@@ -762,7 +834,7 @@ int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text
         return buf_puts(out, "}\n\n");
     }
     if (r->kind == OAI_CHAT) {
-        buf_puts(out, ",\"choices\":[{\"index\":0,\"delta\":{");
+        buf_printf(out, ",\"choices\":[{\"index\":%d,\"delta\":{", r->index);
         if (role) {
             buf_puts(out, "\"role\":\"assistant\",\"content\":\"\"");
         } else if (len || finish == OAI_FINISH_NONE) {
@@ -771,7 +843,7 @@ int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text
         }
         buf_puts(out, "},\"logprobs\":");
     } else {
-        buf_puts(out, ",\"choices\":[{\"index\":0,\"text\":");
+        buf_printf(out, ",\"choices\":[{\"index\":%d,\"text\":", r->index);
         oai_json_string(out, text, len);
         buf_puts(out, ",\"logprobs\":");
     }

@@ -6,7 +6,7 @@
  * Validation follows OpenAI: a wrong type or out-of-range value is a 400 with
  * {"error":{"message","type":"invalid_request_error","param","code"}} naming
  * the field; unknown top-level fields are ignored; features barista cannot
- * honour (n > 1, tools, non-text content parts, echo, ...) are rejected, never
+ * honour (tools, non-text content parts, echo, best_of, ...) are rejected, never
  * silently dropped. Not for: tokens, sampling structs or the engine (gen.c
  * maps this struct onto engine_sampling_t), sockets (src/server/). */
 #ifndef BARISTA_API_OPENAI_H
@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend/backend.h"
 #include "backend/model_list.h"
 #include "util/buf.h"
 #include "util/logprob.h"
@@ -31,6 +32,12 @@ typedef struct {
 } oai_msg_t;
 
 #define OAI_MAX_STOP 4
+#define OAI_N_MAX 16            /* choices per request ("n") */
+#define OAI_LOGIT_BIAS_MAX 1024 /* logit_bias entries */
+
+/* One logit_bias entry: a token id (the body's key) and its bias
+ * (-100..100), as the backend takes it. */
+typedef bk_logit_bias_t oai_bias_t;
 
 typedef struct {
     oai_kind_t kind;
@@ -61,6 +68,15 @@ typedef struct {
     char cache_salt[257]; /* vLLM's "cache_salt": isolates prefix-KV reuse, "" = none; <= 256 bytes
                            */
     unsigned given; /* MODEL_HAS_* bits (backend/model_list.h): the sampling fields the body set */
+    /* choices and logit_bias */
+    int n;                  /* 1..OAI_N_MAX */
+    oai_bias_t *logit_bias; /* heap, n_logit_bias entries, ids unchecked against a vocabulary */
+    int n_logit_bias;
+    /* structured outputs and tools (api/tools.c) */
+    char *constraint; /* heap: the JSON Schema the output must match, NULL: none */
+    size_t constraint_len;
+    int tool_mode;           /* TOOLS_NONE / TOOLS_AUTO / TOOLS_FORCED (tools.h) */
+    int parallel_tool_calls; /* default 1 */
 } oai_req_t;
 
 typedef struct {
@@ -137,12 +153,27 @@ typedef struct {
     const char *model;
     const char *fallback; /* barista: the fallback step that answered ("static", "semantic",
                              "model:NAME"), shown as "barista_fallback"; NULL: none */
+    int index;            /* the choice a chunk belongs to (n > 1), 0 otherwise */
+    int tool_mode;        /* tools.h: the reply may be tool calls (chat) */
 } oai_resp_t;
+
+/* One choice of a whole reply (n > 1). */
+typedef struct {
+    const char *text;
+    size_t len;
+    oai_finish_t finish;
+    const lp_tok_t *lp;
+    int n_lp;
+} oai_choice_t;
 
 /* A whole non-streamed reply: chat.completion or text_completion. */
 int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_t len,
                         oai_finish_t finish, const oai_usage_t *u, const lp_tok_t *lp, int n_lp,
                         int want_logprobs);
+
+/* The same with choices ch[0..n) (index i for ch[i]). */
+int oai_format_response_n(buf_t *out, const oai_resp_t *r, const oai_choice_t *ch, int n,
+                          const oai_usage_t *u, int want_logprobs);
 
 /* One SSE event ("data: {...}\n\n") of a stream:
  * role: the first chat chunk (delta.role = "assistant", content "").

@@ -310,7 +310,8 @@ static int stage_model(client_t *c)
     }
     /* a model the tenant may not use is answered as one that does not exist */
     const tenant_key_t *k = c->tenant.key;
-    if (c->m && tenant_key_allows(k, c->m->cfg.name)) return 0;
+    if (c->m && tenant_key_allows(k, c->m->cfg.name))
+        return api_model_check(c->m, &c->q, &e) < 0 ? answer_error(c, &e) : 0;
     c->m = NULL;
     char names[512];
     size_t n = 0;

@@ -1,6 +1,8 @@
 /* reply.c — reply bytes for events and entries (see reply.h). */
 #include "api/reply.h"
 
+#include "api/tools.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,9 +169,85 @@ static oai_finish_t entry_finish(const cache_entry_t *e)
     return e->finish == CACHE_FINISH_STOP ? OAI_FINISH_STOP : OAI_FINISH_LENGTH;
 }
 
+static oai_finish_t cache_fin(int f)
+{
+    return f == CACHE_FINISH_STOP ? OAI_FINISH_STOP : OAI_FINISH_LENGTH;
+}
+
+int reply_json_n(buf_t *out, const oai_resp_t *r, const oai_choice_t *ch, int n,
+                 const oai_usage_t *u, int want_lp)
+{
+    return oai_format_response_n(out, r, ch, n, u, want_lp);
+}
+
+int reply_sse_choice_open(buf_t *out, const oai_resp_t *r, int index)
+{
+    oai_resp_t ri = *r;
+    ri.index = index;
+    return reply_sse_open(out, &ri);
+}
+
+int reply_sse_choice_delta(buf_t *out, const oai_resp_t *r, int index, const char *text, size_t len,
+                           const lp_tok_t *lp, int n_lp, int want_lp)
+{
+    oai_resp_t ri = *r;
+    ri.index = index;
+    return reply_sse_delta(out, &ri, text, len, lp, n_lp, want_lp);
+}
+
+int reply_sse_choice_end(buf_t *out, const oai_resp_t *r, int index, oai_finish_t fin)
+{
+    oai_resp_t ri = *r;
+    ri.index = index;
+    return oai_format_chunk(out, &ri, 0, NULL, 0, fin, NULL, NULL, 0, 0);
+}
+
+int reply_sse_end(buf_t *out, const oai_resp_t *r, const oai_usage_t *u, int include_usage)
+{
+    if (include_usage && u) oai_format_chunk(out, r, 0, NULL, 0, OAI_FINISH_NONE, u, NULL, 0, 0);
+    return oai_format_done(out);
+}
+
+/* An n > 1 entry as one reply: each choice's chunks gathered in order. */
+static int entry_json_choices(buf_t *out, const oai_resp_t *r, const cache_entry_t *e,
+                              const oai_usage_t *u, int want_lp)
+{
+    buf_t text[CACHE_CHOICES_MAX];
+    oai_choice_t ch[CACHE_CHOICES_MAX];
+    int n = e->n_choices, lp_at[CACHE_CHOICES_MAX] = {0}, rc = 0;
+    lp_tok_t *lp = e->n_lp ? malloc((size_t)e->n_lp * sizeof *lp) : NULL;
+    if (e->n_lp && !lp) return -1;
+    memset(text, 0, sizeof text);
+    memset(ch, 0, sizeof ch);
+    for (int i = 0; i < e->n_chunks; i++) /* lp items per choice: where each starts */
+        if (e->chunks[i].index + 1 < n) lp_at[e->chunks[i].index + 1] += e->chunks[i].n_lp;
+    for (int i = 1; i < n; i++)
+        lp_at[i] += lp_at[i - 1];
+    for (int i = 0; i < n; i++) {
+        ch[i].lp = lp ? lp + lp_at[i] : NULL;
+        ch[i].finish = cache_fin(e->choice_finish[i]);
+    }
+    for (int i = 0; i < e->n_chunks; i++) {
+        const cache_chunk_t *c = &e->chunks[i];
+        rc |= buf_append(&text[c->index], e->text + c->off, c->len);
+        for (int k = 0; k < c->n_lp; k++)
+            lp[lp_at[c->index] + ch[c->index].n_lp++] = e->lp[c->lp0 + k];
+    }
+    for (int i = 0; i < n; i++) {
+        ch[i].text = text[i].p ? text[i].p : "";
+        ch[i].len = text[i].n;
+    }
+    if (!rc) rc = oai_format_response_n(out, r, ch, n, u, want_lp);
+    for (int i = 0; i < n; i++)
+        buf_free(&text[i]);
+    free(lp);
+    return rc;
+}
+
 int reply_entry_json(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int want_lp)
 {
     oai_usage_t u = {e->prompt_tokens, e->completion_tokens, e->cached_tokens};
+    if (e->n_choices > 1) return entry_json_choices(out, r, e, &u, want_lp);
     return oai_format_response(out, r, e->text, e->text_len, entry_finish(e), &u, e->lp, e->n_lp,
                                want_lp);
 }
@@ -178,7 +256,25 @@ int reply_entry_sse(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int
                     int want_lp)
 {
     oai_usage_t u = {e->prompt_tokens, e->completion_tokens, e->cached_tokens};
+    if (e->n_choices > 1) { /* the choices interleaved as they were generated */
+        for (int i = 0; i < e->n_choices; i++)
+            reply_sse_choice_open(out, r, i);
+        for (int i = 0; i < e->n_chunks; i++) {
+            const cache_chunk_t *ch = &e->chunks[i];
+            reply_sse_choice_delta(out, r, ch->index, e->text + ch->off, ch->len, e->lp + ch->lp0,
+                                   ch->n_lp, want_lp);
+        }
+        for (int i = 0; i < e->n_choices; i++)
+            reply_sse_choice_end(out, r, i, cache_fin(e->choice_finish[i]));
+        return reply_sse_end(out, r, &u, include_usage);
+    }
     reply_sse_open(out, r);
+    oai_finish_t fin = tools_finish(r, e->text, e->text_len, entry_finish(e));
+    if (fin == OAI_FINISH_TOOL_CALLS) {
+        /* tool calls are streamed whole, as they were (gen.c holds them) */
+        reply_sse_delta(out, r, e->text, e->text_len, NULL, 0, 0);
+        return reply_sse_close(out, r, fin, &u, include_usage);
+    }
     for (int i = 0; i < e->n_chunks; i++) {
         const cache_chunk_t *ch = &e->chunks[i];
         reply_sse_delta(out, r, e->text + ch->off, ch->len, e->lp + ch->lp0, ch->n_lp, want_lp);

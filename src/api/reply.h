@@ -50,8 +50,20 @@ int reply_sse_close(buf_t *out, const oai_resp_t *r, oai_finish_t fin, const oai
 /* SSE: an error event after the head went out, then [DONE]. */
 int reply_sse_error(buf_t *out, const oai_err_t *e);
 
+/* n > 1 choices (index i in each chunk): a whole reply with choices
+ * ch[0..n); a choice's role chunk (chat), delta and finish chunk; and the
+ * end of the stream (usage chunk when asked, [DONE]) once every choice has
+ * had its finish chunk. */
+int reply_json_n(buf_t *out, const oai_resp_t *r, const oai_choice_t *ch, int n,
+                 const oai_usage_t *u, int want_lp);
+int reply_sse_choice_open(buf_t *out, const oai_resp_t *r, int index);
+int reply_sse_choice_delta(buf_t *out, const oai_resp_t *r, int index, const char *text, size_t len,
+                           const lp_tok_t *lp, int n_lp, int want_lp);
+int reply_sse_choice_end(buf_t *out, const oai_resp_t *r, int index, oai_finish_t fin);
+int reply_sse_end(buf_t *out, const oai_resp_t *r, const oai_usage_t *u, int include_usage);
+
 /* A stored entry as one JSON reply, or replayed as a whole SSE stream cut at
- * the original token events. */
+ * the original token events (n > 1: the choices interleaved as generated). */
 int reply_entry_json(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int want_lp);
 int reply_entry_sse(buf_t *out, const oai_resp_t *r, const cache_entry_t *e, int include_usage,
                     int want_lp);

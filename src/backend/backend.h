@@ -19,6 +19,13 @@
  * the caller answers with an HTTP error (status in ev->status). After DONE
  * the job is gone; its id is never reused.
  *
+ * n > 1 choices (sp.n): DELTAs carry their choice in `index` and interleave;
+ * each choice ends with a CHOICE_END (its finish, its n_gen) before the one
+ * DONE, whose n_gen counts every choice's tokens and n_prompt the prompt
+ * once; DONE's finish is STOP/LENGTH when every choice completed, else the
+ * reason the rest were cut (CANCELLED, TIMEOUT, ERROR). With n = 1 no
+ * CHOICE_END is sent.
+ *
  * Not for: JSON (src/api/), caching (src/cache/), HTTP. */
 #ifndef BARISTA_BACKEND_BACKEND_H
 #define BARISTA_BACKEND_BACKEND_H
@@ -67,9 +74,10 @@ typedef struct {
 } bk_sampling_t;
 
 typedef enum {
-    BK_EV_START = 1, /* accepted: the reply may start */
-    BK_EV_DELTA,     /* text and/or logprobs of one step */
-    BK_EV_DONE,      /* the last event */
+    BK_EV_START = 1,  /* accepted: the reply may start */
+    BK_EV_DELTA,      /* text and/or logprobs of one step */
+    BK_EV_DONE,       /* the last event */
+    BK_EV_CHOICE_END, /* n > 1: choice `index` ended (finish, n_gen: its own tokens) */
 } bk_ev_type_t;
 
 typedef enum {
@@ -141,9 +149,11 @@ typedef struct {
     const char *kind;          /* "local" | "upstream" */
     const char *kernel_level;  /* local: "scalar" | "avx2" | "avx512" */
     int n_threads;
+    int n_vocab; /* token ids a logit_bias may name are 0..n_vocab-1 (0: unknown) */
     /* local: the paged KV cache (engine_stats_t); 0 elsewhere */
     int kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_free;
     unsigned long long kv_evictions, prefix_hit_tokens, preemptions;
+    unsigned long long prefill_tokens; /* local: prompt positions computed (n > 1 choices: once) */
 } bk_stats_t;
 
 /* An embedding job's answer, borrowed for the callback's duration. On

@@ -23,6 +23,9 @@
 #include <xxhash.h>
 
 #include "engine/chat.h"
+#include "engine/gguf.h"
+#include "engine/grammar.h"
+#include "engine/json_schema.h"
 #include "engine/tokenizer.h"
 #include "util/timeutil.h"
 
@@ -30,6 +33,8 @@
 #define PREPARE_INLINE_MAX 8192 /* bodies above this are tokenized off the loop */
 #define PIECE_MAX 64            /* logprob token texts are cut at this many bytes */
 #define TOP_MAX 20
+#define CHOICES_MAX 16 /* sp.n at most (the API's limit) */
+#define GRAM_CACHE 16  /* compiled output constraints kept, by the schema's hash */
 
 typedef struct local local_t;
 typedef struct job job_t;
@@ -41,6 +46,7 @@ typedef struct qev {
     struct qev *next;
     job_t *j;
     ev_kind_t kind;
+    int index; /* choice */
     int token;
     float logprob;
     int n_top;
@@ -84,8 +90,16 @@ struct job {
     int lost;      /* a token event was dropped (engine thread writes, under b->mu) */
     int in_work;   /* being prepared on the thread pool */
     uv_work_t work;
-    qev_t *done_ev;  /* preallocated DONE */
-    qev_t *start_ev; /* preallocated START */
+    qev_t *done_ev[CHOICES_MAX]; /* preallocated DONE, one per choice */
+    int n_choices;               /* sp.n (>= 1) */
+    int n_ended;                 /* choices whose DONE was delivered */
+    int gen_total;               /* their tokens */
+    engine_finish_t cut;         /* the first non-STOP/LENGTH finish of a choice, 0: none */
+    int cut_err;
+    char cut_msg[DONE_MSG_MAX + 1];
+    engine_finish_t first_fin; /* choice 0's finish */
+    engine_bias_t *bias;       /* sp.logit_bias (owned) */
+    qev_t *start_ev;           /* preallocated START */
     /* latency model (loop thread): */
     double t_submit; /* when bk_submit took it */
     double t_last;   /* its last token's arrival */
@@ -107,6 +121,7 @@ struct local {
     int kv_limited; /* n_ctx is what --kv-mem holds, below the context */
     size_t kv_mem;
     int max_tokens_default;
+    int n_vocab;
     int chat_ok;
     chat_tmpl_t chat_tmpl;
     char chat_err[256];
@@ -119,6 +134,13 @@ struct local {
     uint64_t next_id;
     int closing, closed;
     int destroy_pending; /* destroy waits for prompts still tokenizing on the pool */
+    struct {
+        XXH64_hash_t hash;
+        size_t len;
+        gram_t *g; /* one reference */
+        uint64_t used;
+    } gcache[GRAM_CACHE]; /* loop thread */
+    uint64_t gclock;
 };
 
 /* ---- the queue ---- */
@@ -161,8 +183,10 @@ static void on_engine_event(void *user, const engine_event_t *ev)
     local_t *b = j->b;
     qev_t *e;
     if (ev->type == ENGINE_EV_DONE) {
-        e = j->done_ev;
-        j->done_ev = NULL;
+        int i = ev->index >= 0 && ev->index < j->n_choices ? ev->index : 0;
+        e = j->done_ev[i];
+        j->done_ev[i] = NULL;
+        if (!e) return; /* never: one DONE per choice */
         e->kind = EV_DONE;
         e->finish = ev->finish;
         e->err = ev->err;
@@ -189,6 +213,7 @@ static void on_engine_event(void *user, const engine_event_t *ev)
     }
     e->next = NULL;
     e->j = j;
+    e->index = ev->index;
     e->n_prompt = ev->n_prompt;
     e->n_cached = ev->n_cached;
     e->n_gen = ev->n_gen;
@@ -216,7 +241,10 @@ static void job_free(job_t *j)
     for (int i = 0; i < j->n_stop; i++)
         free(j->stop[i]);
     free(j->toks);
-    free(j->done_ev);
+    for (int i = 0; i < CHOICES_MAX; i++)
+        free(j->done_ev[i]);
+    free(j->bias);
+    gram_release(j->sp.grammar);
     free(j->start_ev);
     free(j);
 }
@@ -224,6 +252,8 @@ static void job_free(job_t *j)
 static void maybe_free(local_t *b)
 {
     if (!b->closed || b->n_work || b->n_jobs) return;
+    for (int i = 0; i < GRAM_CACHE; i++)
+        gram_release(b->gcache[i].g);
     pthread_mutex_destroy(&b->mu);
     free(b);
 }
@@ -404,16 +434,46 @@ static uint64_t prefix_salt(const char *tenant, const char *cache_salt)
     return XXH3_64bits_digest(&st);
 }
 
+/* The output constraint (a JSON Schema) compiled, from the cache when the
+ * same schema came before. 0 and *out (a new reference), or an error with
+ * msg naming what the schema does wrong. */
+static int constraint_get(local_t *b, const char *text, size_t n, gram_t **out, bar_msg_t *msg)
+{
+    XXH64_hash_t h = XXH3_64bits(text, n);
+    int victim = 0;
+    for (int i = 0; i < GRAM_CACHE; i++) {
+        if (b->gcache[i].g && b->gcache[i].hash == h && b->gcache[i].len == n) {
+            b->gcache[i].used = ++b->gclock;
+            *out = gram_ref(b->gcache[i].g);
+            return 0;
+        }
+        if (b->gcache[i].used < b->gcache[victim].used) victim = i;
+    }
+    int rc = json_schema_compile(text, n, out, msg);
+    if (rc) return rc;
+    gram_release(b->gcache[victim].g);
+    b->gcache[victim].hash = h;
+    b->gcache[victim].len = n;
+    b->gcache[victim].g = gram_ref(*out);
+    b->gcache[victim].used = ++b->gclock;
+    return 0;
+}
+
 static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_msg_t *msg)
 {
     local_t *b = (local_t *)base;
     if (b->closing) return bar_fail(msg, BAR_ERR_BUSY, "the engine is shutting down");
-    if (r->sp.n > 1)
-        return bar_fail(msg, BAR_ERR_UNSUPPORTED, "n: only n = 1 is supported by this model");
-    if (r->sp.n_logit_bias)
-        return bar_fail(msg, BAR_ERR_UNSUPPORTED, "logit_bias: not supported by this model");
-    if (r->sp.constraint)
-        return bar_fail(msg, BAR_ERR_UNSUPPORTED, "response_format: not supported by this model");
+    int n_choices = r->sp.n > 1 ? r->sp.n : 1;
+    if (n_choices > CHOICES_MAX || n_choices > b->n_seq_max)
+        return bar_fail(msg, BAR_ERR_INVALID,
+                        "n: %d choices need as many sequences; this model decodes %d at once "
+                        "(--parallel) and answers at most %d",
+                        n_choices, b->n_seq_max, CHOICES_MAX);
+    for (int i = 0; i < r->sp.n_logit_bias; i++)
+        if (r->sp.logit_bias[i].token < 0 || r->sp.logit_bias[i].token >= b->n_vocab)
+            return bar_fail(msg, BAR_ERR_INVALID,
+                            "logit_bias: token id %d is outside this model's vocabulary (0..%d)",
+                            r->sp.logit_bias[i].token, b->n_vocab - 1);
     if (r->tools) return bar_fail(msg, BAR_ERR_UNSUPPORTED, "tools: not supported by this model");
     job_t *j = calloc(1, sizeof *j);
     if (!j) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
@@ -425,9 +485,18 @@ static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_ms
     j->priority = r->priority;
     j->salt = prefix_salt(r->tenant, r->cache_salt);
     j->max_tokens_req = r->sp.max_tokens;
-    j->done_ev = calloc(1, sizeof *j->done_ev + 1);
+    j->n_choices = n_choices;
+    int oom = 0;
+    for (int i = 0; i < n_choices; i++)
+        oom |= !(j->done_ev[i] = calloc(1, sizeof *j->done_ev[i] + 1));
     j->start_ev = calloc(1, sizeof *j->start_ev + 1);
-    int oom = !j->done_ev || !j->start_ev;
+    oom |= !j->start_ev;
+    if (r->sp.n_logit_bias > 0) {
+        j->bias = calloc((size_t)r->sp.n_logit_bias, sizeof *j->bias);
+        oom |= !j->bias;
+        for (int i = 0; j->bias && i < r->sp.n_logit_bias; i++)
+            j->bias[i] = (engine_bias_t){r->sp.logit_bias[i].token, r->sp.logit_bias[i].bias};
+    }
     if (r->is_chat) {
         j->msgs = calloc((size_t)r->n_msgs + 1, sizeof *j->msgs);
         oom |= !j->msgs;
@@ -471,6 +540,20 @@ static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_ms
     sp.ignore_eos = r->sp.ignore_eos;
     sp.logprobs = r->sp.logprobs;
     sp.top_logprobs = r->sp.top_logprobs > TOP_MAX ? TOP_MAX : r->sp.top_logprobs;
+    sp.n = n_choices;
+    sp.logit_bias = j->bias;
+    sp.n_logit_bias = j->bias ? r->sp.n_logit_bias : 0;
+    if (!oom && r->sp.constraint) {
+        bar_msg_t cm = {{0}};
+        int rc = constraint_get(b, r->sp.constraint, r->sp.constraint_len, &sp.grammar, &cm);
+        if (rc) {
+            j->sp = sp;
+            b->n_jobs++; /* job_free counts it out */
+            job_free(j);
+            return bar_fail(msg, rc == BAR_ERR_NOMEM ? rc : BAR_ERR_INVALID, "response_format: %s",
+                            cm.text);
+        }
+    }
     j->sp = sp;
     j->id = ++b->next_id;
     j->t_submit = time_now_mono();
@@ -541,6 +624,41 @@ static void model_token(local_t *b, job_t *j, const qev_t *q)
     j->n_gen++;
 }
 
+/* n > 1: choice q->index ended. Tell the caller (CHOICE_END) and fold it
+ * into the job's DONE: 1 when it was the last choice, q then carries the
+ * DONE (every choice's tokens, the finish of the whole), else 0. */
+static int choices_done(job_t *j, qev_t *q)
+{
+    bk_event_t ev = {0};
+    ev.type = BK_EV_CHOICE_END;
+    ev.index = q->index;
+    ev.n_prompt = q->n_prompt;
+    ev.n_cached = q->n_cached;
+    ev.n_gen = q->n_gen;
+    ev.finish = q->finish == ENGINE_FINISH_STOP        ? BK_FINISH_STOP
+                : q->finish == ENGINE_FINISH_LENGTH    ? BK_FINISH_LENGTH
+                : q->finish == ENGINE_FINISH_TIMEOUT   ? BK_FINISH_TIMEOUT
+                : q->finish == ENGINE_FINISH_CANCELLED ? BK_FINISH_CANCELLED
+                                                       : BK_FINISH_ERROR;
+    j->cb(j->user, &ev);
+    if (q->index == 0) j->first_fin = q->finish;
+    if (q->finish != ENGINE_FINISH_STOP && q->finish != ENGINE_FINISH_LENGTH &&
+        (!j->cut || q->finish == ENGINE_FINISH_ERROR)) {
+        j->cut = q->finish;
+        j->cut_err = q->err;
+        snprintf(j->cut_msg, sizeof j->cut_msg, "%s", q->msg);
+    }
+    j->gen_total += q->n_gen;
+    if (++j->n_ended < j->n_choices) return 0;
+    q->n_gen = j->gen_total;
+    q->finish = j->cut ? j->cut : j->first_fin;
+    if (j->cut) {
+        q->err = j->cut_err;
+        snprintf(q->msg, sizeof q->msg, "%s", j->cut_msg);
+    }
+    return 1;
+}
+
 static void deliver(local_t *b, qev_t *q)
 {
     job_t *j = q->j;
@@ -560,6 +678,7 @@ static void deliver(local_t *b, qev_t *q)
         lp_alt_t tops[TOP_MAX];
         lp_tok_t lp;
         ev.type = BK_EV_DELTA;
+        ev.index = q->index;
         ev.text = q->text;
         ev.text_len = q->text_len;
         if (j->sp.logprobs) {
@@ -577,6 +696,11 @@ static void deliver(local_t *b, qev_t *q)
         j->cb(j->user, &ev);
         return;
     }
+    if (j->n_choices > 1 && !choices_done(j, q)) { /* more choices to come */
+        free(q);
+        return;
+    }
+    ev.n_gen = q->n_gen; /* n > 1: every choice's */
     ev.type = BK_EV_DONE;
     pthread_mutex_lock(&b->mu);
     int lost = j->lost;
@@ -686,6 +810,7 @@ static void local_stats(backend_t *base, bk_stats_t *out)
     out->kind = "local";
     out->kernel_level = st.kernel_level;
     out->n_threads = st.n_threads;
+    out->n_vocab = st.n_vocab;
     out->n_slots = b->n_seq_max;
     out->s_per_prompt_token = b->prefill_tok;
     out->s_per_output_token = b->tpot;
@@ -701,6 +826,7 @@ static void local_stats(backend_t *base, bk_stats_t *out)
     out->kv_evictions = st.kv_evictions;
     out->prefix_hit_tokens = st.prefix_hit_tokens;
     out->preemptions = st.preemptions;
+    out->prefill_tokens = st.n_tokens_prompt;
 }
 
 static int local_count_tokens(backend_t *base, const bk_req_t *r, size_t *n, bar_msg_t *msg)
@@ -779,6 +905,7 @@ int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_
     engine_stats(e, &st);
     b->n_ctx = st.n_ctx;
     b->n_seq_max = st.n_seq_max;
+    b->n_vocab = st.n_vocab;
     b->kv_limited = st.n_ctx < st.n_ctx_max;
     b->kv_mem = st.kv_mem;
     b->max_tokens_default = max_tokens_default;
@@ -800,6 +927,69 @@ int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_
 engine_t *backend_local_engine(backend_t *base)
 {
     return ((local_t *)base)->engine;
+}
+
+/* A numeric GGUF value of key in [lo, hi] into *out: 1, else 0. */
+static int gguf_num(const gguf_t *g, const char *key, double lo, double hi, double *out)
+{
+    const gguf_kv_t *kv = gguf_kv_find(g, key);
+    if (!kv) return 0;
+    double v;
+    switch (kv->type) {
+    case GGUF_T_F32:
+    case GGUF_T_F64:
+        v = kv->v.f;
+        break;
+    case GGUF_T_U8:
+    case GGUF_T_U16:
+    case GGUF_T_U32:
+    case GGUF_T_U64:
+        v = (double)kv->v.u;
+        break;
+    case GGUF_T_I8:
+    case GGUF_T_I16:
+    case GGUF_T_I32:
+    case GGUF_T_I64:
+        v = (double)kv->v.i;
+        break;
+    default:
+        return 0;
+    }
+    if (!(v >= lo && v <= hi)) return 0; /* NaN or out of range: ignored */
+    *out = v;
+    return 1;
+}
+
+int backend_local_sampling_defaults(const backend_t *base, model_sampling_t *out)
+{
+    if (!base || base->ops != &LOCAL_OPS) return -1;
+    const local_t *b = (const local_t *)base;
+    /* barista's: llama.cpp server's defaults (bench/sampling_defaults: coherent
+     * where OpenAI's temperature 1 / top_p 1 is not, for the default model) */
+    *out = (model_sampling_t){0.8, 0.95, 0.05, 1.0, 40, 0};
+    const gguf_t *g = engine_gguf(b->engine);
+    double v;
+    if (gguf_num(g, "general.sampling.temp", 0, 2, &v)) {
+        out->temperature = v;
+        out->from_file |= MODEL_HAS_TEMPERATURE;
+    }
+    if (gguf_num(g, "general.sampling.top_p", 0, 1, &v)) {
+        out->top_p = v;
+        out->from_file |= MODEL_HAS_TOP_P;
+    }
+    if (gguf_num(g, "general.sampling.min_p", 0, 1, &v)) {
+        out->min_p = v;
+        out->from_file |= MODEL_HAS_MIN_P;
+    }
+    if (gguf_num(g, "general.sampling.penalty_repeat", 0, 10, &v)) {
+        out->repeat_penalty = v;
+        out->from_file |= MODEL_HAS_REPEAT_PENALTY;
+    }
+    if (gguf_num(g, "general.sampling.top_k", 0, 1 << 20, &v)) {
+        out->top_k = (int)v;
+        out->from_file |= MODEL_HAS_TOP_K;
+    }
+    return 0;
 }
 
 const char *bk_finish_name(bk_finish_t f)

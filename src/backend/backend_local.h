@@ -12,6 +12,7 @@
 #include <uv.h>
 
 #include "backend/backend.h"
+#include "backend/model_list.h"
 #include "engine/engine.h"
 
 /* Wrap a loaded engine. The backend owns it from now on (bk_destroy calls
@@ -23,5 +24,10 @@ int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_
 
 /* The engine (for the model id and stats); valid until bk_destroy. */
 engine_t *backend_local_engine(backend_t *b);
+
+/* The sampling defaults of b's model (model_list.h): barista's, with every
+ * general.sampling.{temp,top_k,top_p,min_p,penalty_repeat} its GGUF carries
+ * (in range) taking precedence. 0, or -1 when b is not a local backend. */
+int backend_local_sampling_defaults(const backend_t *b, model_sampling_t *out);
 
 #endif

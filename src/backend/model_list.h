@@ -190,6 +190,17 @@ typedef struct {
     double health_interval; /* health_check_interval: seconds between active checks
                                (GET <api_base>/models on each replica), 0 = off */
 } model_router_t;
+/* The sampling defaults a model brings itself: what a parameter gets when
+ * neither the request nor the model's list entry sets it. `from_file` has a
+ * MODEL_HAS_* bit for each value its GGUF's general.sampling.* keys gave;
+ * the rest are barista's (llama.cpp's server: temperature 0.8, top_k 40,
+ * top_p 0.95, min_p 0.05, repeat_penalty 1; docs/SERVE.md, "Sampling
+ * defaults"). */
+typedef struct {
+    double temperature, top_p, min_p, repeat_penalty;
+    int top_k;
+    unsigned from_file;
+} model_sampling_t;
 
 /* The table. Start from a zeroed struct (`model_list_t l = {0};`), add with
  * the load/add functions, then call model_list_finish once; release with

@@ -13,7 +13,7 @@
 #include <xxhash.h>
 
 #define MALLOC_OVERHEAD 16 /* glibc chunk header + rounding, counted per allocation */
-#define ENTRY_VERSION 1
+#define ENTRY_VERSION 2
 #define MAX_MODEL_LEN 4096
 
 /* ---- allocation ---- */
@@ -114,6 +114,9 @@ struct cache_rec {
     size_t n_lp, cap_lp;
     rec_top_t *tops;
     size_t n_tops, cap_tops;
+    int n_choices;                                  /* highest index seen + 1 */
+    unsigned char choice_finish[CACHE_CHOICES_MAX]; /* 0 while a choice runs */
+    int bad_end;                                    /* a choice ended cut short */
 };
 
 cache_rec_t *cache_rec_create(int want_logprobs)
@@ -164,7 +167,24 @@ static int str_add(cache_rec_t *r, const char *s, size_t n, size_t *off)
 
 int cache_rec_add(cache_rec_t *r, const char *text, size_t len, const lp_tok_t *lp, int n_lp)
 {
+    return cache_rec_add_choice(r, 0, text, len, lp, n_lp);
+}
+
+int cache_rec_end_choice(cache_rec_t *r, int index, cache_finish_t finish)
+{
+    if (index < 0 || index >= CACHE_CHOICES_MAX) return r->failed = BAR_ERR_RANGE;
+    if (index >= r->n_choices) r->n_choices = index + 1;
+    if (finish != CACHE_FINISH_STOP && finish != CACHE_FINISH_LENGTH) r->bad_end = 1;
+    r->choice_finish[index] = (unsigned char)finish;
+    return 0;
+}
+
+int cache_rec_add_choice(cache_rec_t *r, int index, const char *text, size_t len,
+                         const lp_tok_t *lp, int n_lp)
+{
     if (r->failed) return r->failed;
+    if (index < 0 || index >= CACHE_CHOICES_MAX) return r->failed = BAR_ERR_RANGE;
+    if (index >= r->n_choices) r->n_choices = index + 1;
     if (!r->want_lp || n_lp < 0) n_lp = 0;
     if (len == 0 && n_lp == 0) return 0;
     size_t add = len + sizeof(cache_chunk_t);
@@ -184,6 +204,7 @@ int cache_rec_add(cache_rec_t *r, const char *text, size_t len, const lp_tok_t *
     c->len = len;
     c->lp0 = (int)r->n_lp;
     c->n_lp = n_lp;
+    c->index = index;
     if (buf_append(&r->text, text, len)) return r->failed = BAR_ERR_NOMEM;
     for (int i = 0; i < n_lp; i++) {
         rec_lp_t *it = &r->lp[r->n_lp + (size_t)i];
@@ -241,6 +262,17 @@ cache_entry_t *cache_rec_build(const cache_rec_t *r, const cache_meta_t *meta)
     cache_entry_t *e = L.e;
     set_meta(e, meta);
     e->has_logprobs = r->want_lp;
+    e->n_choices = r->n_choices > 1 ? r->n_choices : 1;
+    memcpy(e->choice_finish, r->choice_finish, sizeof e->choice_finish);
+    if (r->n_choices <= 1) e->choice_finish[0] = (unsigned char)meta->finish;
+    /* a complete reply needs every choice complete */
+    if (meta->finish != CACHE_FINISH_NONE && r->n_choices > 1) {
+        int ok = !r->bad_end;
+        for (int i = 0; i < r->n_choices; i++)
+            ok &= r->choice_finish[i] == CACHE_FINISH_STOP ||
+                  r->choice_finish[i] == CACHE_FINISH_LENGTH;
+        if (!ok) e->finish = CACHE_FINISH_NONE; /* not storable (encode refuses it too) */
+    }
     if (model_len) memcpy(L.model, meta->model, model_len);
     if (r->text.n) memcpy(L.text, r->text.p, r->text.n);
     if (r->str.n) memcpy(L.str, r->str.p, r->str.n);
@@ -286,6 +318,7 @@ static int put_blob(buf_t *o, const char *p, size_t n)
 int cache_entry_encode(const cache_entry_t *e, buf_t *out)
 {
     if (e->finish != CACHE_FINISH_STOP && e->finish != CACHE_FINISH_LENGTH) return BAR_ERR_INVALID;
+    if (e->n_choices < 1 || e->n_choices > CACHE_CHOICES_MAX) return BAR_ERR_INVALID;
     size_t start = out->n;
     uint8_t head[8] = {
         'B', 'C', 'E', ENTRY_VERSION, (uint8_t)(e->has_logprobs ? 1 : 0), (uint8_t)e->finish, 0, 0};
@@ -294,9 +327,14 @@ int cache_entry_encode(const cache_entry_t *e, buf_t *out)
              put_u64(out, e->ttl_ms) || put_u32(out, (uint32_t)e->prompt_tokens) ||
              put_u32(out, (uint32_t)e->completion_tokens) ||
              put_u32(out, (uint32_t)e->cached_tokens) || put_blob(out, e->model, e->model_len) ||
-             put_blob(out, e->text, e->text_len) || put_u32(out, (uint32_t)e->n_chunks);
+             put_blob(out, e->text, e->text_len) || put_u32(out, (uint32_t)e->n_choices);
+    for (int i = 0; i < e->n_choices && !rc; i++)
+        rc = buf_append(out, &e->choice_finish[i], 1);
+    rc = rc || put_u32(out, (uint32_t)e->n_chunks);
     for (int i = 0; i < e->n_chunks && !rc; i++)
-        rc = put_u32(out, (uint32_t)e->chunks[i].len) || put_u32(out, (uint32_t)e->chunks[i].n_lp);
+        rc = put_u32(out, (uint32_t)e->chunks[i].len) ||
+             put_u32(out, (uint32_t)e->chunks[i].n_lp) ||
+             put_u32(out, (uint32_t)e->chunks[i].index);
     rc = rc || put_u32(out, (uint32_t)e->n_lp);
     for (int i = 0; i < e->n_lp && !rc; i++) {
         const lp_tok_t *l = &e->lp[i];
@@ -373,7 +411,8 @@ int cache_entry_decode(const void *data, size_t n, cache_entry_t **out, bar_msg_
 {
     *out = NULL;
     const uint8_t *p = data;
-    if (!p || n < 8 + 16 + 8 * 4 + 12 + 4 * 4 + 8) FAIL("cache entry: %zu bytes is too short", n);
+    if (!p || n < 8 + 16 + 8 * 4 + 12 + 5 * 4 + 1 + 8)
+        FAIL("cache entry: %zu bytes is too short", n);
     if (memcmp(p, "BCE", 3)) FAIL("cache entry: bad magic");
     if (p[3] != ENTRY_VERSION) FAIL("cache entry: unsupported version %u", p[3]);
     uint64_t sum = 0;
@@ -399,17 +438,28 @@ int cache_entry_decode(const void *data, size_t n, cache_entry_t **out, bar_msg_
     size_t model_len = 0, text_len = 0;
     const char *model = rd_blob(&r, &model_len);
     const char *text = rd_blob(&r, &text_len);
+    uint32_t n_choices = rd_u32(&r);
+    unsigned char cfin[CACHE_CHOICES_MAX] = {0};
+    if (n_choices < 1 || n_choices > CACHE_CHOICES_MAX)
+        FAIL("cache entry: %u choices (1..%d)", n_choices, CACHE_CHOICES_MAX);
+    for (uint32_t i = 0; i < n_choices; i++) {
+        if (!rd_need(&r, 1)) break;
+        cfin[i] = p[r.off++];
+        if (cfin[i] != CACHE_FINISH_STOP && cfin[i] != CACHE_FINISH_LENGTH)
+            FAIL("cache entry: bad finish reason %u of choice %u", cfin[i], i);
+    }
     uint32_t n_chunks = rd_u32(&r);
     if (r.bad) FAIL("cache entry: truncated header");
     if (model_len > MAX_MODEL_LEN) FAIL("cache entry: model name of %zu bytes", model_len);
     for (int i = 0; i < 3; i++)
         if (toks[i] > INT_MAX) FAIL("cache entry: token count out of range");
-    if (n_chunks > (r.n - r.off) / 8) FAIL("cache entry: %u chunks do not fit", n_chunks);
+    if (n_chunks > (r.n - r.off) / 12) FAIL("cache entry: %u chunks do not fit", n_chunks);
     size_t chunks_off = r.off, sum_len = 0;
     uint64_t sum_lp = 0;
     for (uint32_t i = 0; i < n_chunks; i++) {
         sum_len += rd_u32(&r);
         sum_lp += rd_u32(&r);
+        if (rd_u32(&r) >= n_choices) FAIL("cache entry: chunk %u names a choice out of range", i);
         if (sum_len > text_len) FAIL("cache entry: chunk lengths exceed the text");
     }
     if (sum_len != text_len)
@@ -455,6 +505,8 @@ int cache_entry_decode(const void *data, size_t n, cache_entry_t **out, bar_msg_
     e->completion_tokens = (int)toks[1];
     e->cached_tokens = (int)toks[2];
     e->has_logprobs = flags & 1;
+    e->n_choices = (int)n_choices;
+    memcpy(e->choice_finish, cfin, sizeof cfin);
     memcpy(L.model, model, model_len);
     memcpy(L.text, text, text_len);
     r.off = chunks_off;
@@ -463,7 +515,8 @@ int cache_entry_decode(const void *data, size_t n, cache_entry_t **out, bar_msg_
     for (uint32_t i = 0; i < n_chunks; i++) {
         size_t len = rd_u32(&r);
         int nl = (int)rd_u32(&r);
-        L.chunks[i] = (cache_chunk_t){off, len, lp0, nl};
+        int index = (int)rd_u32(&r);
+        L.chunks[i] = (cache_chunk_t){off, len, lp0, nl, index};
         off += len;
         lp0 += nl;
     }

@@ -31,11 +31,15 @@ typedef enum {
 
 /* Logprob items are util/logprob.h's lp_tok_t / lp_alt_t. */
 
-/* One recorded token event: text[off, off+len) and lp[lp0, lp0+n_lp). */
+/* One recorded token event of choice `index`: text[off, off+len) and
+ * lp[lp0, lp0+n_lp). */
 typedef struct {
     size_t off, len;
     int lp0, n_lp;
+    int index;
 } cache_chunk_t;
+
+#define CACHE_CHOICES_MAX 16 /* choices of one reply (n) */
 
 #define CACHE_LP_MAX_TOP 64
 #define CACHE_ENTRY_MAX_BYTES ((size_t)64 << 20) /* bigger replies are not cached */
@@ -51,11 +55,16 @@ typedef struct cache_entry {
     uint64_t ttl_ms;   /* TTL it was stored with; 0 = none */
     cache_finish_t finish;
     int prompt_tokens, completion_tokens, cached_tokens;
-    const char *text; /* full reply text, NUL-terminated */
+    /* n choices: the chunks of every choice in the order they were
+     * generated (interleaved), each naming its choice; text and lp are in
+     * that same order. With one choice, text is the reply's text. */
+    const char *text; /* every chunk's text, NUL-terminated */
     size_t text_len;
     const cache_chunk_t *chunks; /* concatenated they are exactly text */
     int n_chunks;
-    int has_logprobs; /* the request asked for logprobs */
+    int n_choices;                                  /* >= 1 */
+    unsigned char choice_finish[CACHE_CHOICES_MAX]; /* cache_finish_t of each choice */
+    int has_logprobs;                               /* the request asked for logprobs */
     const lp_tok_t *lp;
     int n_lp;
     size_t mem_bytes; /* honest size of this entry in memory (memo included) */
@@ -112,6 +121,13 @@ void cache_rec_destroy(cache_rec_t *r);
  * will not be cached). */
 int cache_rec_add(cache_rec_t *r, const char *text, size_t len, const lp_tok_t *lp, int n_lp);
 
+/* The same for choice `index` (0..CACHE_CHOICES_MAX-1) of an n > 1 reply. */
+int cache_rec_add_choice(cache_rec_t *r, int index, const char *text, size_t len,
+                         const lp_tok_t *lp, int n_lp);
+/* Choice `index` ended with finish (STOP/LENGTH; anything else makes the
+ * reply uncacheable: build returns an entry only for a partial catch-up). */
+int cache_rec_end_choice(cache_rec_t *r, int index, cache_finish_t finish);
+
 /* Text recorded so far (borrowed; valid until the next add). */
 const char *cache_rec_text(const cache_rec_t *r, size_t *len);
 int cache_rec_n_chunks(const cache_rec_t *r);
@@ -124,12 +140,14 @@ cache_entry_t *cache_rec_build(const cache_rec_t *r, const cache_meta_t *meta);
 
 /* ---- binary encoding (Redis values, snapshot records) ----
  *
- * Little-endian, version 1:
+ * Little-endian, version 2 (version 1 entries, one choice and no chunk
+ * index, are refused as BAR_ERR_FORMAT: a reader treats them as misses):
  *   "BCE" u8 version | u8 flags(bit0 logprobs) u8 finish u16 0 | key[16] |
  *   u64 ns | i64 created | i64 stored_ms | u64 ttl_ms |
  *   u32 prompt u32 completion u32 cached |
  *   u32 model_len, bytes | u32 text_len, bytes |
- *   u32 n_chunks, n × (u32 len, u32 n_lp) |
+ *   u32 n_choices (1..CACHE_CHOICES_MAX), n_choices × u8 finish |
+ *   u32 n_chunks, n × (u32 len, u32 n_lp, u32 index) |
  *   u32 n_lp, n × (u32 len, bytes, f64 logprob, u32 n_top, n_top × (u32 len, bytes, f64)) |
  *   u64 XXH3-64 of everything before it.
  * Only complete entries (finish STOP or LENGTH) are encoded or accepted. */

@@ -28,6 +28,7 @@
  * Not for: HTTP, JSON, response caching (callers own those). */
 #include "engine/engine.h"
 
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +39,7 @@
 #include "engine/kv_pool.h"
 #include "engine/model.h"
 #include "engine/pool.h"
+#include "engine/grammar.h"
 #include "engine/sampler.h"
 #include "engine/tokenizer.h"
 #include "util/timeutil.h"
@@ -50,7 +52,9 @@ typedef struct req {
     int32_t *prompt;
     int n_prompt;
     engine_sampling_t sp;
-    char *stop_store; /* the stop strings, copied */
+    int index;                 /* choice index (0: the request itself) */
+    engine_bias_t *bias_store; /* sp.logit_bias, copied */
+    char *stop_store;          /* the stop strings, copied */
     size_t stop_len[4];
     double deadline;
     int priority;
@@ -58,10 +62,14 @@ typedef struct req {
     engine_cb cb;
     void *user;
     double t_submit;
+    gram_state_t *gst; /* the output constraint's state, NULL: none */
     struct req *next;
 } req_t;
 
+typedef struct engine engine_t;
+
 typedef struct {
+    engine_t *owner;
     req_t *req;      /* NULL when free */
     int32_t *tokens; /* [n_ctx] prompt + generated */
     int n_tokens;    /* valid entries in tokens */
@@ -69,14 +77,16 @@ typedef struct {
     int n_prefill;   /* positions to fill before sampling: the prompt, or all tokens on resume */
     int n_cached;    /* prompt tokens mapped from the prefix cache at admission */
     int n_gen;
-    int want_logits; /* set while building a batch */
-    int plan;        /* tokens of this sequence in the batch being planned */
-    int parked;      /* pre-empted: holds no blocks, waits to resume */
-    uint64_t admit;  /* admission order (larger = younger) */
-    int *blocks;     /* [max_blocks] block table */
-    int n_blk;       /* entries of blocks in use */
-    kv_hash_t *hash; /* [max_blocks] chained hash of each published block */
-    int n_pub;       /* blocks [0, n_pub) are full and were offered to the cache */
+    int want_logits;  /* set while building a batch */
+    int plan;         /* tokens of this sequence in the batch being planned */
+    int parked;       /* pre-empted: holds no blocks, waits to resume */
+    int fork_pending; /* n > 1: fork into the reserved slots at the first sample */
+    int reserved;     /* 1 + the slot whose choices will fork into this one; 0: none */
+    uint64_t admit;   /* admission order (larger = younger) */
+    int *blocks;      /* [max_blocks] block table */
+    int n_blk;        /* entries of blocks in use */
+    kv_hash_t *hash;  /* [max_blocks] chained hash of each published block */
+    int n_pub;        /* blocks [0, n_pub) are full and were offered to the cache */
     double t_first;
     sampler_t *smp;
     tok_stream_t ts;
@@ -103,6 +113,9 @@ struct engine {
     float *logits; /* [n_slots][n_vocab] */
     char *piece;   /* one token's text */
     size_t piece_cap;
+    gram_vocab_t *gvocab; /* the vocabulary as bytes, for grammar masks */
+    int *eog;             /* end-of-generation ids */
+    int n_eog;
 
     /* batch scratch */
     int32_t *b_tok;
@@ -145,6 +158,9 @@ static void req_free(req_t *r)
     if (!r) return;
     free(r->prompt);
     free(r->stop_store);
+    free(r->bias_store);
+    gram_state_destroy(r->gst);
+    gram_release(r->sp.grammar);
     free(r);
 }
 
@@ -158,6 +174,7 @@ static engine_event_t event_for(engine_ev_type_t type, const req_t *r, const slo
     memset(&ev, 0, sizeof ev);
     ev.type = type;
     ev.req_id = r->id;
+    ev.index = r->index;
     ev.n_prompt = r->n_prompt;
     ev.n_cached = s ? s->n_cached : 0;
     ev.n_gen = s ? s->n_gen : 0;
@@ -165,6 +182,8 @@ static engine_event_t event_for(engine_ev_type_t type, const req_t *r, const slo
     return ev;
 }
 
+/* DONE for r's choice; for a request that has not forked yet (never
+ * admitted, or ended before its first sample) DONE for each of its n. */
 static void emit_done(req_t *r, slot_t *s, engine_finish_t fin, int err, const char *msg)
 {
     engine_event_t ev = event_for(ENGINE_EV_DONE, r, s);
@@ -172,6 +191,12 @@ static void emit_done(req_t *r, slot_t *s, engine_finish_t fin, int err, const c
     ev.err = err;
     ev.msg = msg;
     r->cb(r->user, &ev);
+    if (r->index == 0 && r->sp.n > 1 && (!s || s->fork_pending))
+        for (int i = 1; i < r->sp.n; i++) {
+            ev.index = i;
+            ev.n_gen = 0;
+            r->cb(r->user, &ev);
+        }
 }
 
 static void emit_text(req_t *r, slot_t *s, const char *text, size_t n, int token, float lp,
@@ -197,7 +222,7 @@ static kv_hash_t block_key(const slot_t *s, int j)
     kv_hash_t parent = j == 0 ? kv_pool_root(s->req->salt) : s->hash[j - 1];
     if ((j + 1) * KV_BLOCK > s->req->n_prompt) {
         parent.lo ^= s->req->id * 0x9e3779b97f4a7c15ULL;
-        parent.hi ^= 0x7072697661746521ULL; /* "private!" */
+        parent.hi ^= 0x7072697661746521ULL ^ (uint64_t)s->req->index * 0xbf58476d1ce4e5b9ULL;
     }
     return kv_pool_chain(parent, s->tokens + (size_t)j * KV_BLOCK, KV_BLOCK);
 }
@@ -218,6 +243,10 @@ static void seq_drop_blocks(engine_t *e, slot_t *s, int keep)
 static void slot_release(engine_t *e, slot_t *s)
 {
     seq_drop_blocks(e, s, 0);
+    if (s->fork_pending) /* ended before forking: its reservations go */
+        for (int i = 0; i < e->n_slots; i++)
+            if (e->slots[i].reserved == (int)(s - e->slots) + 1) e->slots[i].reserved = 0;
+    s->fork_pending = 0;
     s->parked = 0;
     req_free(s->req);
     s->req = NULL;
@@ -269,11 +298,12 @@ static int seq_start(engine_t *e, slot_t *s, int resume)
     return reuse;
 }
 
-/* A slot struct holding no sequence (running or parked), or NULL. */
+/* A slot struct holding no sequence (running or parked) and kept for no
+ * fork (n > 1), or NULL. */
 static slot_t *slot_free(engine_t *e)
 {
     for (int i = 0; i < e->n_slots; i++)
-        if (!e->slots[i].req) return &e->slots[i];
+        if (!e->slots[i].req && !e->slots[i].reserved) return &e->slots[i];
     return NULL;
 }
 
@@ -283,7 +313,10 @@ static slot_t *slot_free(engine_t *e)
 static int slot_admit(engine_t *e, req_t *r)
 {
     slot_t *s = slot_free(e);
-    if (!s) return -1;
+    int n_free = 0, n_need = r->sp.n > 1 ? r->sp.n : 1;
+    for (int i = 0; i < e->n_slots; i++)
+        n_free += !e->slots[i].req && !e->slots[i].reserved;
+    if (!s || n_free < n_need) return -1; /* n choices wait for n slots */
     memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
     s->n_tokens = r->n_prompt;
     s->n_prefill = r->n_prompt;
@@ -300,6 +333,12 @@ static int slot_admit(engine_t *e, req_t *r)
     s->admit = ++e->admit_clock;
     tok_stream_init(&s->ts);
     sampler_reset(s->smp, &r->sp, r->prompt, r->n_prompt);
+    s->fork_pending = n_need > 1;
+    for (int i = 0, left = n_need - 1; i < e->n_slots && left > 0; i++)
+        if (!e->slots[i].req && !e->slots[i].reserved && &e->slots[i] != s) {
+            e->slots[i].reserved = (int)(s - e->slots) + 1;
+            left--;
+        }
     e->n_active++;
     e->n_hit_tokens += (uint64_t)reuse;
     return 0;
@@ -340,23 +379,157 @@ static slot_t *pick_victim(engine_t *e)
     return v;
 }
 
-/* Blocks for s's positions up to `last`; pre-empts others (or s) when the
- * pool is out. Returns 0, or -1 when s itself was pre-empted. Adjusts *n_planned
- * by the plans it voided. */
-static int seq_reserve(engine_t *e, slot_t *s, int last, int *n_planned)
+/* A free block for s, pre-empting others (or s) when the pool is out: the
+ * block, or -1 when s itself was pre-empted. Adjusts *n_planned by the plans
+ * it voided. */
+static int seq_alloc(engine_t *e, slot_t *s, int *n_planned)
 {
-    while (s->n_blk <= last / KV_BLOCK) {
+    for (;;) {
         int b = kv_pool_alloc(e->kvp);
-        if (b >= 0) {
-            s->blocks[s->n_blk++] = b;
-            continue;
-        }
+        if (b >= 0) return b;
         slot_t *v = pick_victim(e);
         *n_planned -= v->plan;
         seq_preempt(e, v);
         if (v == s) return -1;
     }
+}
+
+/* Blocks for s's positions up to `last`; pre-empts others (or s) when the
+ * pool is out. Returns 0, or -1 when s itself was pre-empted. Adjusts *n_planned
+ * by the plans it voided. */
+static int seq_reserve(engine_t *e, slot_t *s, int last, int *n_planned)
+{
+    /* copy on write: after a fork the partial block is shared by the
+     * choices; whoever writes into it first takes a private copy (a
+     * pre-emption on the way may leave s the last holder: then no copy) */
+    int j = s->n_past / KV_BLOCK;
+    if (j < s->n_blk && kv_pool_refs(e->kvp, s->blocks[j]) > 1) {
+        int b = seq_alloc(e, s, n_planned);
+        if (b < 0) return -1;
+        if (kv_pool_refs(e->kvp, s->blocks[j]) > 1) {
+            kv_copy_block(e->kv, b, s->blocks[j]);
+            kv_pool_release(e->kvp, s->blocks[j], 0);
+            s->blocks[j] = b;
+        } else {
+            kv_pool_release(e->kvp, b, 1);
+        }
+    }
+    while (s->n_blk <= last / KV_BLOCK) {
+        int b = seq_alloc(e, s, n_planned);
+        if (b < 0) return -1;
+        s->blocks[s->n_blk++] = b;
+    }
     return 0;
+}
+
+/* A copy of parent r for its choice `index` (prompt not copied: a choice
+ * starts from the parent's slot), or NULL on OOM. */
+static req_t *req_clone(const req_t *r, int index)
+{
+    req_t *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    *c = *r;
+    c->prompt = NULL;
+    c->next = NULL;
+    c->index = index;
+    c->bias_store = NULL;
+    c->stop_store = NULL;
+    c->gst = NULL; /* its own constraint state, from the grammar's start */
+    c->sp.grammar = NULL;
+    size_t stop_total = 0;
+    for (int i = 0; i < r->sp.n_stop; i++)
+        stop_total += r->stop_len[i] + 1;
+    c->stop_store = malloc(stop_total + 1);
+    if (r->sp.n_logit_bias > 0)
+        c->bias_store = malloc((size_t)r->sp.n_logit_bias * sizeof *c->bias_store);
+    if (!c->stop_store || (r->sp.n_logit_bias > 0 && !c->bias_store)) {
+        free(c->stop_store);
+        free(c->bias_store);
+        free(c);
+        return NULL;
+    }
+    char *p = c->stop_store;
+    for (int i = 0; i < r->sp.n_stop; i++) {
+        memcpy(p, r->sp.stop[i], r->stop_len[i] + 1);
+        c->sp.stop[i] = p;
+        p += r->stop_len[i] + 1;
+    }
+    if (c->bias_store)
+        memcpy(c->bias_store, r->sp.logit_bias, (size_t)r->sp.n_logit_bias * sizeof *c->bias_store);
+    c->sp.logit_bias = c->bias_store;
+    /* a choice forks before the parent's first sample: the constraint starts
+     * where the parent's does, at the grammar's start */
+    if (r->sp.grammar) {
+        c->sp.grammar = gram_ref(r->sp.grammar);
+        if (gram_state_create(&c->gst, c->sp.grammar)) {
+            req_free(c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+/* Fork s (its prompt just prefilled; logits in row s->want_logits) into its
+ * reserved slots: each choice shares s's KV blocks by reference (the partial
+ * last one is copied on its first write, seq_reserve), starts with s's
+ * sampler state, its own RNG stream, and a copy of the logits row. */
+static void seq_fork(engine_t *e, slot_t *s, int *n_rows, int n_vocab)
+{
+    req_t *r = s->req;
+    int me = (int)(s - e->slots) + 1, index = 1;
+    s->fork_pending = 0;
+    for (int i = 0; i < e->n_slots && index < r->sp.n; i++) {
+        slot_t *c = &e->slots[i];
+        if (c->reserved != me) continue;
+        c->reserved = 0;
+        req_t *cr = req_clone(r, index);
+        if (!cr) {
+            engine_event_t ev = event_for(ENGINE_EV_DONE, r, NULL);
+            ev.index = index++;
+            ev.finish = ENGINE_FINISH_ERROR;
+            ev.err = BAR_ERR_NOMEM;
+            ev.msg = "out of memory forking a choice";
+            r->cb(r->user, &ev);
+            continue;
+        }
+        c->req = cr;
+        memcpy(c->tokens, s->tokens, (size_t)s->n_tokens * sizeof(int32_t));
+        c->n_tokens = s->n_tokens;
+        c->n_past = s->n_past;
+        c->n_prefill = s->n_prefill;
+        c->n_cached = s->n_cached;
+        c->n_gen = 0;
+        c->plan = 0;
+        c->parked = 0;
+        c->fork_pending = 0;
+        c->admit = s->admit;
+        for (int j = 0; j < s->n_blk; j++) {
+            c->blocks[j] = s->blocks[j];
+            kv_pool_share(e->kvp, s->blocks[j]);
+        }
+        memcpy(c->hash, s->hash, (size_t)s->n_blk * sizeof *c->hash);
+        c->n_blk = s->n_blk;
+        c->n_pub = s->n_pub;
+        c->t_first = 0;
+        tok_stream_init(&c->ts);
+        c->n_hold = 0;
+        sampler_fork(c->smp, s->smp, &cr->sp, index);
+        c->want_logits = (*n_rows)++;
+        memcpy(e->logits + (size_t)c->want_logits * n_vocab,
+               e->logits + (size_t)s->want_logits * n_vocab, (size_t)n_vocab * sizeof(float));
+        pthread_mutex_lock(&e->mu);
+        e->n_active++;
+        pthread_mutex_unlock(&e->mu);
+        index++;
+    }
+    for (; index < r->sp.n; index++) { /* a reservation went missing: never, but end it */
+        engine_event_t ev = event_for(ENGINE_EV_DONE, r, NULL);
+        ev.index = index;
+        ev.finish = ENGINE_FINISH_ERROR;
+        ev.err = BAR_ERR_INTERNAL;
+        ev.msg = "no sequence slot for a choice";
+        r->cb(r->user, &ev);
+    }
 }
 
 /* Offer s's blocks that filled up to the prefix cache. */
@@ -434,6 +607,8 @@ static void finish_slot(engine_t *e, slot_t *s, engine_finish_t fin, int err, co
     slot_release(e, s);
 }
 
+static void slot_constrain(void *ctx, float *logits);
+
 /* The sampler's input for slot s (logits row `logits`). */
 static void sample_job_init(sampler_job_t *j, slot_t *s, float *logits, int tag)
 {
@@ -444,6 +619,37 @@ static void sample_job_init(sampler_job_t *j, slot_t *s, float *logits, int tag)
                                                   : (sp->top_logprobs < 0 ? 0 : sp->top_logprobs);
     j->want_lp = sp->logprobs || j->n_top > 0;
     j->tag = tag;
+    j->constrain = s->req->gst && s->owner->gvocab ? slot_constrain : NULL;
+    j->constrain_ctx = s;
+}
+
+/* The output constraint (sampler hook, on a pool thread): every token whose
+ * bytes would leave the grammar gets -INFINITY; end-of-generation tokens
+ * keep their logits only when the output is complete. */
+static void slot_constrain(void *ctx, float *logits)
+{
+    slot_t *s = ctx;
+    engine_t *e = s->owner;
+    gram_state_t *g = s->req->gst;
+    int n_vocab = gram_vocab_n(e->gvocab);
+    float keep[16];
+    int n_keep = e->n_eog < 16 ? e->n_eog : 16;
+    for (int i = 0; i < n_keep; i++)
+        keep[i] = logits[e->eog[i]];
+    const uint64_t *m = gram_state_mask(g, e->gvocab);
+    int any = 0;
+    for (int w = 0; w < (n_vocab + 63) / 64; w++) {
+        uint64_t bits = m ? m[w] : 0;
+        any |= bits != 0;
+        int base = w * 64, end = base + 64 < n_vocab ? base + 64 : n_vocab;
+        if (bits == ~0ull) continue;
+        for (int t = base; t < end; t++)
+            if (!(bits >> (t - base) & 1)) logits[t] = -INFINITY;
+    }
+    /* complete, or a dead end (out of memory): end of generation may come */
+    if (gram_state_accepting(g) || !any)
+        for (int i = 0; i < n_keep; i++)
+            logits[e->eog[i]] = keep[i];
 }
 
 static void handle_sample(engine_t *e, slot_t *s, sampler_job_t *j)
@@ -459,7 +665,7 @@ static void handle_sample(engine_t *e, slot_t *s, sampler_job_t *j)
     e->n_tok_gen++;
     pthread_mutex_unlock(&e->mu);
 
-    if (!r->sp.ignore_eos && tok_is_eog(e->tok, tok)) {
+    if ((!r->sp.ignore_eos || r->gst) && tok_is_eog(e->tok, tok)) {
         char tail[16];
         size_t nt = tok_stream_flush(&s->ts, tail, sizeof tail);
         hold_append(s, tail, nt);
@@ -468,16 +674,27 @@ static void handle_sample(engine_t *e, slot_t *s, sampler_job_t *j)
         finish_slot(e, s, ENGINE_FINISH_STOP, 0, NULL);
         return;
     }
+    int gdone = 0;
+    if (r->gst) {
+        size_t nb;
+        const uint8_t *b = gram_vocab_bytes(e->gvocab, tok, &nb);
+        if (gram_state_feed(r->gst, b, nb)) {
+            finish_slot(e, s, ENGINE_FINISH_ERROR, BAR_ERR_INTERNAL,
+                        "a sampled token left the output constraint");
+            return;
+        }
+        gdone = gram_state_done(r->gst);
+    }
     size_t np = tok_stream_feed(e->tok, &s->ts, tok, e->piece, e->piece_cap);
     hold_append(s, e->piece, np);
     s->tokens[s->n_tokens++] = tok;
     int at_end = s->n_gen >= r->sp.max_tokens || s->n_tokens >= e->n_ctx_eff;
-    if (at_end) {
+    if (at_end || gdone) {
         char tail[16];
         size_t nt = tok_stream_flush(&s->ts, tail, sizeof tail);
         hold_append(s, tail, nt);
     }
-    if (hold_release(s, r, tok, lp, want_lp ? top : NULL, n_top, at_end)) {
+    if (hold_release(s, r, tok, lp, want_lp ? top : NULL, n_top, at_end || gdone) || gdone) {
         finish_slot(e, s, ENGINE_FINISH_STOP, 0, NULL);
         return;
     }
@@ -530,7 +747,8 @@ static void *engine_main(void *arg)
             int running = 0;
             for (int i = 0; i < e->n_slots; i++) {
                 slot_t *s = &e->slots[i];
-                if (s->req && !s->parked) running++;
+                /* a slot kept for a fork counts: its choice will run */
+                if ((s->req && !s->parked) || s->reserved) running++;
                 if (s->req && s->parked &&
                     (!p || s->req->priority > p->req->priority ||
                      (s->req->priority == p->req->priority && s->admit < p->admit)))
@@ -540,11 +758,13 @@ static void *engine_main(void *arg)
             int take_q = q && (!p || q->priority > p->req->priority);
             if (!take_q && !p) break;
             int prio = take_q ? q->priority : p->req->priority;
-            if (take_q && !slot_free(e)) break; /* no parking room left */
-            if (running >= e->n_run) {
+            if (take_q && !slot_free(e)) break;             /* no parking room left */
+            int need = take_q && q->sp.n > 1 ? q->sp.n : 1; /* n choices run at once */
+            if (running + need > e->n_run) {
                 slot_t *v = pick_victim(e);
                 if (!v || v->req->priority >= prio) break;
                 seq_preempt_locked(e, v);
+                if (running - 1 + need > e->n_run) continue; /* another one, then count again */
             }
             if (take_q) {
                 if (slot_admit(e, q) != 0) break;
@@ -649,6 +869,11 @@ static void *engine_main(void *arg)
         pthread_mutex_lock(&e->mu);
         e->n_tok_prompt += (uint64_t)prompt_tokens;
         pthread_mutex_unlock(&e->mu);
+        /* n > 1: a prompt that just finished its prefill forks into its choices */
+        for (int i = 0; i < e->n_slots; i++) {
+            slot_t *s = &e->slots[i];
+            if (s->req && s->want_logits >= 0 && s->fork_pending) seq_fork(e, s, &n_rows, n_vocab);
+        }
         /* sample every sequence of the step at once, in parallel on the pool */
         int n_jobs = 0;
         for (int i = 0; i < e->n_slots; i++) {
@@ -679,6 +904,12 @@ static void *engine_main(void *arg)
 }
 
 /* ------------------------------------------------------------- public */
+
+static size_t vocab_piece(void *ctx, int id, char *buf, size_t cap)
+{
+    const tok_t *t = ctx;
+    return tok_is_special(t, id) ? 0 : tok_piece(t, id, 0, buf, cap);
+}
 
 int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
 {
@@ -728,6 +959,16 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
     e->logits = malloc((size_t)e->n_slots * hp->n_vocab * sizeof(float));
     e->piece_cap = tok_stream_bound(e->tok);
     e->piece = malloc(e->piece_cap);
+    /* the vocabulary as bytes for grammar masks (control tokens have none),
+     * and the end-of-generation ids a complete constrained output may end with */
+    if (gram_vocab_create(&e->gvocab, hp->n_vocab, vocab_piece, e->tok)) e->gvocab = NULL;
+    for (int id = 0; id < hp->n_vocab; id++)
+        if (tok_is_eog(e->tok, id)) {
+            int *ne = realloc(e->eog, (size_t)(e->n_eog + 1) * sizeof *ne);
+            if (!ne) break;
+            e->eog = ne;
+            e->eog[e->n_eog++] = id;
+        }
     e->b_tok = malloc(N_BATCH * sizeof(int32_t));
     e->b_pos = malloc(N_BATCH * sizeof(int));
     e->b_slot = malloc(N_BATCH * sizeof(int));
@@ -743,6 +984,7 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
         goto fail;
     }
     for (int i = 0; i < e->n_slots; i++) {
+        e->slots[i].owner = e;
         e->slots[i].tokens = malloc((size_t)e->n_ctx * sizeof(int32_t));
         e->slots[i].blocks = malloc((size_t)e->max_blocks * sizeof(int));
         e->slots[i].hash = malloc((size_t)e->max_blocks * sizeof(kv_hash_t));
@@ -788,6 +1030,8 @@ void engine_destroy(engine_t *e)
         }
     }
     free(e->slots);
+    gram_vocab_destroy(e->gvocab);
+    free(e->eog);
     free(e->logits);
     free(e->jobs);
     free(e->piece);
@@ -856,6 +1100,18 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
                             in->prompt[i]);
     if (in->sampling.n_stop < 0 || in->sampling.n_stop > 4)
         return bar_fail(msg, BAR_ERR_INVALID, "at most 4 stop strings");
+    if (in->sampling.n < 0 || in->sampling.n > e->n_run)
+        return bar_fail(msg, BAR_ERR_RANGE,
+                        "n = %d choices need as many sequences; this engine decodes %d at once "
+                        "(--parallel)",
+                        in->sampling.n, e->n_run);
+    if (in->sampling.n_logit_bias < 0 ||
+        (in->sampling.n_logit_bias > 0 && !in->sampling.logit_bias))
+        return bar_fail(msg, BAR_ERR_INVALID, "bad logit_bias");
+    for (int i = 0; i < in->sampling.n_logit_bias; i++)
+        if (in->sampling.logit_bias[i].token < 0 || in->sampling.logit_bias[i].token >= vocab)
+            return bar_fail(msg, BAR_ERR_INVALID, "logit_bias: token id %d outside the vocabulary",
+                            in->sampling.logit_bias[i].token);
     req_t *r = calloc(1, sizeof *r);
     if (!r) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     r->prompt = malloc(in->n_prompt * sizeof(int32_t));
@@ -870,6 +1126,29 @@ int engine_submit(engine_t *e, const engine_req_t *in, uint64_t *req_id, bar_msg
     memcpy(r->prompt, in->prompt, in->n_prompt * sizeof(int32_t));
     r->n_prompt = (int)in->n_prompt;
     r->sp = in->sampling;
+    if (r->sp.n < 1) r->sp.n = 1;
+    r->sp.logit_bias = NULL;
+    if (in->sampling.n_logit_bias > 0) {
+        size_t nb = (size_t)in->sampling.n_logit_bias * sizeof *r->bias_store;
+        if (!(r->bias_store = malloc(nb))) {
+            req_free(r);
+            return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+        }
+        memcpy(r->bias_store, in->sampling.logit_bias, nb);
+        r->sp.logit_bias = r->bias_store;
+    }
+    r->sp.grammar = NULL;
+    if (in->sampling.grammar) {
+        if (!e->gvocab) {
+            req_free(r);
+            return bar_fail(msg, BAR_ERR_UNSUPPORTED, "this engine has no grammar vocabulary");
+        }
+        r->sp.grammar = gram_ref(in->sampling.grammar);
+        if (gram_state_create(&r->gst, r->sp.grammar)) {
+            req_free(r);
+            return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+        }
+    }
     char *p = r->stop_store;
     for (int i = 0; i < in->sampling.n_stop; i++) {
         const char *st = in->sampling.stop[i] ? in->sampling.stop[i] : "";

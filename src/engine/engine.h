@@ -30,8 +30,18 @@ typedef struct {
     size_t kv_mem; /* bytes of the paged KV cache; 0 means n_seq_max full contexts of n_ctx */
 } engine_config_t;
 
+typedef struct gram gram_t; /* engine/grammar.h */
+
+/* One logit_bias entry: added to token's logit before sampling; -100 or
+ * below bans the token (its logit becomes -inf), +100 all but forces it. */
+typedef struct {
+    int token;
+    float bias;
+} engine_bias_t;
+
 /* Sampling and stopping. Zero-initialise then set what you need:
  * engine_sampling_default() gives OpenAI's defaults. */
+
 typedef struct {
     float temperature;       /* 0 = greedy */
     float top_p;             /* 1 = off */
@@ -48,6 +58,21 @@ typedef struct {
     int ignore_eos;
     int logprobs;     /* report the chosen token's logprob */
     int top_logprobs; /* 0..20 alternatives per token */
+    /* logit_bias: n_logit_bias entries, token ids in the vocabulary (copied
+     * by engine_submit; out-of-range ids are BAR_ERR_INVALID) */
+    const engine_bias_t *logit_bias;
+    int n_logit_bias;
+    /* Choices (n > 1): the prompt is prefilled once, then the sequence is
+     * forked into n that share its KV blocks (the partial last block is
+     * copied on first write); choice i samples with seed + i (or a stream
+     * derived from the clock seed). 0 or 1: one. At most the engine's
+     * n_seq_max (BAR_ERR_RANGE). */
+    int n;
+    /* Constrained decoding: only tokens that keep the output a valid prefix
+     * of this grammar's language are sampled; the request ends (STOP) when the
+     * output is a complete sentence that nothing can extend. NULL: none.
+     * engine_submit takes its own reference. */
+    gram_t *grammar;
 } engine_sampling_t;
 
 engine_sampling_t engine_sampling_default(void);
@@ -55,7 +80,8 @@ engine_sampling_t engine_sampling_default(void);
 typedef enum {
     ENGINE_EV_TOKEN =
         1, /* text (possibly empty while UTF-8 is incomplete or a stop string may start) */
-    ENGINE_EV_DONE = 2, /* the last event of a request; nothing follows */
+    ENGINE_EV_DONE = 2, /* the last event of a choice: a request with n choices gets n DONE
+                           events, one per index; nothing follows the last */
 } engine_ev_type_t;
 
 typedef enum {
@@ -75,6 +101,7 @@ typedef struct {
 typedef struct {
     engine_ev_type_t type;
     uint64_t req_id;
+    int index; /* the choice (0 unless sampling.n > 1); each choice ends with its own DONE */
     /* ENGINE_EV_TOKEN: UTF-8-complete text released by this step (stop strings
      * already removed), the sampled token and optional logprobs. */
     const char *text;

@@ -215,6 +215,11 @@ int kv_pool_publish(kv_pool_t *p, int b, kv_hash_t h, const int32_t *tokens)
     return 0;
 }
 
+void kv_pool_share(kv_pool_t *p, int b)
+{
+    if (b >= 0 && b < p->n && p->ref[b] > 0) p->ref[b]++;
+}
+
 void kv_pool_release(kv_pool_t *p, int b, int forget)
 {
     if (b < 0 || b >= p->n || p->ref[b] <= 0) return;

@@ -68,6 +68,10 @@ int kv_pool_lookup(kv_pool_t *p, kv_hash_t h, const int32_t *tokens);
  * A block is published at most once. */
 int kv_pool_publish(kv_pool_t *p, int b, kv_hash_t h, const int32_t *tokens);
 
+/* Take one more reference to referenced block b (a forked sequence shares
+ * its parent's blocks). */
+void kv_pool_share(kv_pool_t *p, int b);
+
 /* Drop one reference to b. At zero a published block becomes cached (most
  * recently released: evicted last); with `forget` or when unpublished it
  * becomes free. */

@@ -37,12 +37,13 @@ struct sampler {
     int n_vocab;
     engine_sampling_t p;
     uint64_t rng[4];
-    cand_t *cand; /* [n_vocab] candidates */
-    cand_t *head; /* [n_vocab] the candidates near the best */
-    float *raw;   /* [n_vocab] unpenalised logits, when logprobs are asked */
-    float lse;    /* log-sum-exp of raw */
-    int *counts;  /* [n_vocab] generated-token counts */
-    int *touched; /* ids with counts > 0, for O(generated) reset */
+    uint64_t seed; /* what rng was seeded from (choices derive theirs from it) */
+    cand_t *cand;  /* [n_vocab] candidates */
+    cand_t *head;  /* [n_vocab] the candidates near the best */
+    float *raw;    /* [n_vocab] unpenalised logits, when logprobs are asked */
+    float lse;     /* log-sum-exp of raw */
+    int *counts;   /* [n_vocab] generated-token counts */
+    int *touched;  /* ids with counts > 0, for O(generated) reset */
     int n_touched;
     int window[REPEAT_WINDOW];
     int n_window; /* tokens in window (ring) */
@@ -131,9 +132,32 @@ void sampler_reset(sampler_t *s, const engine_sampling_t *p, const int32_t *prom
         window_push(s, prompt[i]);
     uint64_t seed =
         p->has_seed ? p->seed : (uint64_t)(time_now_mono() * 1e9) ^ (uint64_t)(uintptr_t)s;
+    s->seed = seed;
     uint64_t x = seed;
     for (int i = 0; i < 4; i++)
         s->rng[i] = splitmix64(&x);
+}
+
+void sampler_fork(sampler_t *dst, const sampler_t *src, const engine_sampling_t *p, int index)
+{
+    dst->p = *p;
+    for (int i = 0; i < dst->n_touched; i++)
+        dst->counts[dst->touched[i]] = 0;
+    dst->n_touched = 0;
+    for (int i = 0; i < src->n_touched; i++) {
+        int id = src->touched[i];
+        dst->counts[id] = src->counts[id];
+        dst->touched[dst->n_touched++] = id;
+    }
+    memcpy(dst->window, src->window, sizeof dst->window);
+    dst->n_window = src->n_window;
+    dst->window_head = src->window_head;
+    /* seed + index: choice i of a seeded request draws what a single
+     * request with seed + i would (both start from the same logits) */
+    dst->seed = src->seed + (uint64_t)index;
+    uint64_t x = dst->seed;
+    for (int i = 0; i < 4; i++)
+        dst->rng[i] = splitmix64(&x);
 }
 
 void sampler_accept(sampler_t *s, int token)
@@ -331,6 +355,18 @@ static void apply_penalties(sampler_t *s, float *logits)
     }
 }
 
+/* logit_bias: added after the penalties; -100 or below bans the token. */
+static void apply_bias(const sampler_t *s, float *logits)
+{
+    const engine_sampling_t *p = &s->p;
+    for (int i = 0; i < p->n_logit_bias; i++) {
+        int id = p->logit_bias[i].token;
+        if (id < 0 || id >= s->n_vocab) continue; /* engine_submit refuses these */
+        float b = p->logit_bias[i].bias;
+        logits[id] = b <= -100.0f ? -INFINITY : logits[id] + b;
+    }
+}
+
 /* Log-sum-exp of the raw logits into s->lse, and the n_top best tokens. */
 static void report_logprobs(sampler_t *s, const float *logits, engine_top_t *top, int n_top)
 {
@@ -518,6 +554,7 @@ int sampler_sample(sampler_t *s, float *logits, float *logprob, engine_top_t *to
         report_logprobs(s, s->raw, top, n_top);
     }
     apply_penalties(s, logits);
+    if (p->n_logit_bias > 0) apply_bias(s, logits);
     kept_t k;
     if (p->temperature > 0.0f && p->top_k != 1 && truncate_logits(s, logits, &k) == 0)
         chosen = draw_kept(s, &k);
@@ -532,6 +569,7 @@ static void run_job(sampler_job_t *j)
 {
     int n_top = j->n_top < 0 ? 0 : (j->n_top > SAMPLER_TOP_MAX ? SAMPLER_TOP_MAX : j->n_top);
     j->logprob = 0.0f;
+    if (j->constrain) j->constrain(j->constrain_ctx, j->logits);
     j->token = sampler_sample(j->smp, j->logits, j->want_lp ? &j->logprob : NULL, j->top, n_top);
 }
 

@@ -37,6 +37,13 @@ void sampler_destroy(sampler_t *s);
  * penalty window. Seeds the RNG from p->seed, or from the clock. */
 void sampler_reset(sampler_t *s, const engine_sampling_t *p, const int32_t *prompt, int n_prompt);
 
+/* Start choice `index` of a forked sequence: dst gets src's state (penalty
+ * counts, repeat window: what src has accepted so far) with parameters p
+ * (copied; p->logit_bias must outlive dst's use) and an RNG seeded from
+ * src's seed + index, so choice i of a request with seed S draws as a
+ * single request with seed S + i would. */
+void sampler_fork(sampler_t *dst, const sampler_t *src, const engine_sampling_t *p, int index);
+
 /* Pick a token from `logits` (n_vocab floats; modified in place). When
  * logprob is non-NULL it receives the chosen token's log-probability under the
  * unmodified distribution, and top[0..n_top) the n_top most likely tokens
@@ -57,6 +64,10 @@ typedef struct {
     int token;                         /* out */
     float logprob;                     /* out, when want_lp */
     engine_top_t top[SAMPLER_TOP_MAX]; /* out, when want_lp */
+    /* in, optional: called on the logits before sampling, on the thread that
+     * samples (a constraint masking tokens out with -INFINITY) */
+    void (*constrain)(void *ctx, float *logits);
+    void *constrain_ctx;
 } sampler_job_t;
 
 /* sampler_sample for each of jobs[0..n) (distinct samplers), on the threads of

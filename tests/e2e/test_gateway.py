@@ -141,6 +141,26 @@ def test_cache_hit_does_not_call_upstream(cluster):
     assert sum(upstream_series(gw, "barista_upstream_requests_total").values()) == before
 
 
+@pytest.mark.parametrize("kw,word", [
+    ({"n": 2}, "n"),
+    ({"logit_bias": {"42": -100}}, "logit_bias"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {}}}}], "tool_choice": "required"}, "tools"),
+])
+def test_fields_not_passed_through_are_400s(cluster, kw, word):
+    """n > 1, logit_bias, response_format and tools (issue 17) are not passed to
+    upstreams yet: a 400 naming the field, and no upstream is called."""
+    gw = cluster["gw"]
+    before = sum(upstream_series(gw, "barista_upstream_requests_total").values())
+    with pytest.raises(openai.BadRequestError) as ei:
+        chat(client(gw.url), "smol", "Say hi.", **kw)
+    assert ei.value.status_code == 400
+    assert ei.value.body["param"] == word
+    assert ei.value.body["code"] == "unsupported_parameter"
+    assert sum(upstream_series(gw, "barista_upstream_requests_total").values()) == before
+
+
 def test_requests_spread_over_replicas(cluster):
     gw = cluster["gw"]
     before = upstream_series(gw, "barista_upstream_requests_total")

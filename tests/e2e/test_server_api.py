@@ -159,7 +159,7 @@ def test_unknown_model_404(client):
 
 def test_bad_param_400(client):
     with pytest.raises(openai.BadRequestError) as ei:
-        client.chat.completions.create(model="default", messages=MSG, max_tokens=2, n=2)
+        client.chat.completions.create(model="default", messages=MSG, max_tokens=2, n=17)
     assert ei.value.body["param"] == "n"
     assert ei.value.body["type"] == "invalid_request_error"
     with pytest.raises(openai.BadRequestError) as ei:

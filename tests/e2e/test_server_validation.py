@@ -55,7 +55,7 @@ BAD_VALUES = [
     ("/v1/chat/completions", {"messages": U, "stop": 5}, "stop"),
     ("/v1/chat/completions", {"messages": U, "presence_penalty": 9}, "presence_penalty"),
     ("/v1/chat/completions", {"messages": U, "frequency_penalty": "a"}, "frequency_penalty"),
-    ("/v1/chat/completions", {"messages": U, "n": 3}, "n"),
+    ("/v1/chat/completions", {"messages": U, "n": 17}, "n"),
     ("/v1/chat/completions", {"messages": U, "stream": 1}, "stream"),
     ("/v1/chat/completions", {"messages": U, "stream": True, "stream_options": []},
      "stream_options"),

@@ -84,7 +84,15 @@ static void assert_same(const cache_entry_t *a, const cache_entry_t *b)
     assert_int_equal(a->text_len, b->text_len);
     assert_memory_equal(a->text, b->text, a->text_len);
     assert_int_equal(a->n_chunks, b->n_chunks);
-    assert_memory_equal(a->chunks, b->chunks, (size_t)a->n_chunks * sizeof *a->chunks);
+    for (int i = 0; i < a->n_chunks; i++) {
+        assert_int_equal(a->chunks[i].off, b->chunks[i].off);
+        assert_int_equal(a->chunks[i].len, b->chunks[i].len);
+        assert_int_equal(a->chunks[i].lp0, b->chunks[i].lp0);
+        assert_int_equal(a->chunks[i].n_lp, b->chunks[i].n_lp);
+        assert_int_equal(a->chunks[i].index, b->chunks[i].index);
+    }
+    assert_int_equal(a->n_choices, b->n_choices);
+    assert_memory_equal(a->choice_finish, b->choice_finish, sizeof a->choice_finish);
     assert_int_equal(a->has_logprobs, b->has_logprobs);
     assert_int_equal(a->n_lp, b->n_lp);
     for (int i = 0; i < a->n_lp; i++) {
@@ -231,6 +239,77 @@ static void test_round_trip(void **st)
     buf_free(&b);
 }
 
+/* n = 3 choices recorded interleaved: each chunk keeps its choice, each
+ * choice its finish; round trip; a choice cut short makes it unstorable;
+ * version 1 entries are refused. */
+static void test_choices(void **st)
+{
+    (void)st;
+    cache_rec_t *r = cache_rec_create(1);
+    const char *pieces[] = {"A", "b", "C", "d", "E"};
+    const int idx[] = {0, 1, 2, 1, 0};
+    for (int i = 0; i < 5; i++) {
+        lp_tok_t lp = {pieces[i], 1, -0.5 * i, 0, NULL};
+        assert_int_equal(cache_rec_add_choice(r, idx[i], pieces[i], 1, &lp, 1), 0);
+    }
+    assert_int_equal(cache_rec_end_choice(r, 2, CACHE_FINISH_STOP), 0);
+    assert_int_equal(cache_rec_end_choice(r, 0, CACHE_FINISH_LENGTH), 0);
+    cache_meta_t m = meta(5);
+    /* mid-way (a joiner's catch-up): choice 1 still runs */
+    cache_meta_t partial = m;
+    partial.finish = CACHE_FINISH_NONE;
+    cache_entry_t *p = cache_rec_build(r, &partial);
+    assert_non_null(p);
+    assert_int_equal(p->n_choices, 3);
+    assert_int_equal(p->choice_finish[1], CACHE_FINISH_NONE);
+    assert_int_equal(p->choice_finish[2], CACHE_FINISH_STOP);
+    cache_entry_release(p);
+    assert_int_equal(cache_rec_end_choice(r, 1, CACHE_FINISH_STOP), 0);
+    cache_entry_t *e = cache_rec_build(r, &m);
+    assert_non_null(e);
+    assert_int_equal(e->finish, CACHE_FINISH_STOP);
+    assert_int_equal(e->n_choices, 3);
+    assert_int_equal(e->choice_finish[0], CACHE_FINISH_LENGTH);
+    assert_int_equal(e->n_chunks, 5);
+    assert_memory_equal(e->text, "AbCdE", 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(e->chunks[i].index, idx[i]);
+    buf_t b = {0};
+    assert_int_equal(cache_entry_encode(e, &b), 0);
+    cache_entry_t *d;
+    bar_msg_t msg;
+    assert_int_equal(cache_entry_decode(b.p, b.n, &d, &msg), 0);
+    assert_same(e, d);
+    check_consistent(d);
+    cache_entry_release(d);
+    /* an old (version 1) entry, or one of an unknown later version, is a
+     * miss, not a wrong reply (checksum re-fixed: the version check alone) */
+    const uint8_t versions[] = {0, 1, 3, 255};
+    for (size_t v = 0; v < sizeof versions; v++) {
+        b.p[3] = (char)versions[v];
+        uint64_t sum = XXH3_64bits(b.p, b.n - 8);
+        for (int i = 0; i < 8; i++)
+            b.p[b.n - 8 + (size_t)i] = (char)(sum >> (8 * i));
+        assert_int_equal(cache_entry_decode(b.p, b.n, &d, &msg), BAR_ERR_FORMAT);
+        assert_non_null(strstr(msg.text, "version"));
+    }
+    buf_free(&b);
+    cache_entry_release(e);
+    /* a choice cut short (timeout): the entry is not a complete reply */
+    assert_int_equal(cache_rec_end_choice(r, 1, CACHE_FINISH_NONE), 0);
+    e = cache_rec_build(r, &m);
+    assert_non_null(e);
+    assert_int_equal(e->finish, CACHE_FINISH_NONE);
+    assert_int_equal(cache_entry_encode(e, &b), BAR_ERR_INVALID);
+    cache_entry_release(e);
+    buf_free(&b);
+    cache_rec_destroy(r);
+    /* a choice index out of range stops the recording */
+    r = cache_rec_create(0);
+    assert_int_equal(cache_rec_add_choice(r, CACHE_CHOICES_MAX, "x", 1, NULL, 0), BAR_ERR_RANGE);
+    cache_rec_destroy(r);
+}
+
 static void test_truncations(void **st)
 {
     (void)st;
@@ -330,7 +409,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_recorder),   cmocka_unit_test(test_size_limit),
         cmocka_unit_test(test_round_trip), cmocka_unit_test(test_truncations),
-        cmocka_unit_test(test_byte_flips),
+        cmocka_unit_test(test_byte_flips), cmocka_unit_test(test_choices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

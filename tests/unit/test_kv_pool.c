@@ -57,6 +57,34 @@ static void test_alloc_release(void **state)
     assert_int_equal(kv_pool_create(&p, 0, B, &msg), BAR_ERR_INVALID);
 }
 
+/* A fork shares blocks by reference: a block returns to the pool only with
+ * its last reference; a published one stays cached. Sharing a free block
+ * is ignored. */
+static void test_share(void **state)
+{
+    (void)state;
+    kv_pool_t *p = mk(2);
+    int a = kv_pool_alloc(p), b = kv_pool_alloc(p);
+    int32_t toks[B] = {1, 2, 3, 4};
+    kv_pool_publish(p, a, kv_pool_chain(kv_pool_root(7), toks, B), toks);
+    kv_pool_share(p, a);
+    kv_pool_share(p, a);
+    kv_pool_share(p, b);
+    assert_int_equal(kv_pool_refs(p, a), 3);
+    assert_int_equal(kv_pool_refs(p, b), 2);
+    kv_pool_release(p, a, 0);
+    kv_pool_release(p, a, 0);
+    kv_pool_release(p, b, 1);
+    check_counts(p, 2, 0, 0);
+    kv_pool_release(p, a, 0); /* last: published, so cached */
+    kv_pool_release(p, b, 1); /* last: free */
+    check_counts(p, 0, 1, 1);
+    kv_pool_share(p, b); /* not referenced: ignored */
+    assert_int_equal(kv_pool_refs(p, b), 0);
+    check_counts(p, 0, 1, 1);
+    kv_pool_destroy(p);
+}
+
 static void test_publish_lookup_salt(void **state)
 {
     (void)state;
@@ -180,9 +208,8 @@ static void test_random_workload(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_alloc_release),
-        cmocka_unit_test(test_publish_lookup_salt),
-        cmocka_unit_test(test_lru_eviction),
+        cmocka_unit_test(test_alloc_release),       cmocka_unit_test(test_share),
+        cmocka_unit_test(test_publish_lookup_salt), cmocka_unit_test(test_lru_eviction),
         cmocka_unit_test(test_random_workload),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -116,7 +116,20 @@ static const bad_t bad[] = {
     {OAI_CHAT,
      "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_completion_tokens\":-1}", 400,
      "max_completion_tokens"},
-    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":2}", 400, "n"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":17}", 400, "n"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":0}", 400, "n"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":[1]}", 400,
+     "logit_bias"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"abc\":1}}",
+     400, "logit_bias"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"-5\":1}}",
+     400, "logit_bias"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"5\":101}}",
+     400, "logit_bias"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"logit_bias\":{\"5\":\"x\"}}", 400,
+     "logit_bias"},
+    {OAI_COMPLETION, "{\"prompt\":\"x\",\"best_of\":2}", 400, "best_of"},
     {OAI_CHAT,
      "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\",\"d\","
      "\"e\"]}",
@@ -142,7 +155,37 @@ static const bad_t bad[] = {
     {OAI_CHAT,
      "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
      "\"function\"}]}",
-     400, "tools"},
+     400, "tools[0].function"},
+    /* structured outputs and tools (api/tools.c) */
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+     "\"function\",\"function\":{\"description\":\"d\"}}]}",
+     400, "tools[0].function.name"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+     "\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":{\"type\":"
+     "\"function\",\"function\":{\"name\":\"g\"}}}",
+     400, "tool_choice"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":"
+     "\"function\",\"function\":{\"name\":\"f\",\"parameters\":{\"type\":\"object\","
+     "\"properties\":{\"a\":{\"type\":\"string\",\"pattern\":\"x\"}}}}}]}",
+     400, "tools[0].function.parameters"},
+    {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tool_choice\":\"auto\"}",
+     400, "tool_choice"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{"
+     "\"type\":\"xml\"}}",
+     400, "response_format.type"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{"
+     "\"type\":\"json_schema\",\"json_schema\":{\"name\":\"s\",\"schema\":{\"type\":"
+     "\"string\",\"minLength\":3}}}}",
+     400, "response_format.json_schema.schema"},
+    {OAI_CHAT,
+     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{"
+     "\"type\":\"json_schema\",\"json_schema\":{\"schema\":{}}}}",
+     400, "response_format.json_schema.name"},
     {OAI_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"user\":1}", 400, "user"},
     {OAI_COMPLETION, "{}", 400, "prompt"},
     {OAI_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", 400, "prompt"},
@@ -178,6 +221,30 @@ static void test_bad_requests(void **st)
         buf_free(&b);
         oai_req_free(&r);
     }
+}
+
+/* n and logit_bias as given */
+static void test_n_logit_bias(void **st)
+{
+    (void)st;
+    oai_req_t r;
+    oai_err_t e;
+    assert_int_equal(parse(&r, OAI_CHAT,
+                           "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"n\":16,"
+                           "\"logit_bias\":{\"42\":-100,\"7\":2.5}}",
+                           &e),
+                     0);
+    assert_int_equal(r.n, 16);
+    assert_int_equal(r.n_logit_bias, 2);
+    assert_int_equal(r.logit_bias[0].token, 42);
+    assert_true(r.logit_bias[0].bias == -100.0f);
+    assert_int_equal(r.logit_bias[1].token, 7);
+    assert_true(r.logit_bias[1].bias == 2.5f);
+    oai_req_free(&r);
+    assert_int_equal(parse(&r, OAI_COMPLETION, "{\"prompt\":\"x\",\"logit_bias\":{}}", &e), 0);
+    assert_int_equal(r.n, 1);
+    assert_int_equal(r.n_logit_bias, 0);
+    oai_req_free(&r);
 }
 
 /* cache_salt: a string of at most 256 bytes, kept as given */
@@ -280,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_chat_ok),      cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_bad_requests), cmocka_unit_test(test_json_string),
         cmocka_unit_test(test_format),       cmocka_unit_test(test_cache_salt),
+        cmocka_unit_test(test_n_logit_bias),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

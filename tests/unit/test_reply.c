@@ -20,8 +20,10 @@
     "{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1700000000,"                    \
     "\"model\":\"m\",\"system_fingerprint\":\"barista\""
 
-static const oai_resp_t CHAT = {OAI_CHAT, "chatcmpl-1", 1700000000, "m", NULL};
-static const oai_resp_t CMPL = {OAI_COMPLETION, "cmpl-1", 1700000000, "m", NULL};
+static const oai_resp_t CHAT = {
+    .kind = OAI_CHAT, .id = "chatcmpl-1", .created = 1700000000, .model = "m"};
+static const oai_resp_t CMPL = {
+    .kind = OAI_COMPLETION, .id = "cmpl-1", .created = 1700000000, .model = "m"};
 
 /* ---- SSE parsing ---- */
 
@@ -536,6 +538,75 @@ static void test_entry_sse(void **st)
     cache_entry_release(e);
 }
 
+/* n = 2 choices recorded interleaved (A0 B1 C0 D1): one reply gathers each
+ * choice's text and logprobs with its own finish; a replay keeps the order
+ * and each chunk's index, then one finish chunk per choice. */
+static void test_entry_choices(void **st)
+{
+    (void)st;
+    cache_rec_t *r = cache_rec_create(1);
+    const char *pc[] = {"A", "B", "C", "D"};
+    for (int i = 0; i < 4; i++) {
+        lp_tok_t lp = {pc[i], 1, -0.25 * i, 0, NULL};
+        assert_int_equal(cache_rec_add_choice(r, i & 1, pc[i], 1, &lp, 1), 0);
+    }
+    cache_rec_end_choice(r, 1, CACHE_FINISH_STOP);
+    cache_rec_end_choice(r, 0, CACHE_FINISH_LENGTH);
+    cache_meta_t m = {0};
+    m.model = "m";
+    m.created = 1700000000;
+    m.finish = CACHE_FINISH_STOP;
+    m.prompt_tokens = 5;
+    m.completion_tokens = 4;
+    cache_entry_t *e = cache_rec_build(r, &m);
+    cache_rec_destroy(r);
+    assert_non_null(e);
+    buf_t b = {0};
+    assert_int_equal(reply_entry_json(&b, &CMPL, e, 1), 0);
+    cJSON *j = cJSON_ParseWithLength(b.p, b.n);
+    assert_non_null(j);
+    cJSON *ch = cJSON_GetObjectItem(j, "choices");
+    assert_int_equal(cJSON_GetArraySize(ch), 2);
+    const char *want[2] = {"AC", "BD"}, *fin[2] = {"length", "stop"};
+    for (int i = 0; i < 2; i++) {
+        cJSON *c = cJSON_GetArrayItem(ch, i);
+        assert_true(near(num_at(c, "index"), i));
+        assert_string_equal(str_at(c, "text"), want[i]);
+        assert_string_equal(str_at(c, "finish_reason"), fin[i]);
+        cJSON *lpv = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "logprobs"), "token_logprobs");
+        assert_int_equal(cJSON_GetArraySize(lpv), 2);
+        assert_true(near(cJSON_GetArrayItem(lpv, 1)->valuedouble, -0.25 * (i + 2)));
+    }
+    check_usage(j, 5, 4, 0);
+    cJSON_Delete(j);
+    buf_free(&b);
+    assert_int_equal(reply_entry_sse(&b, &CHAT, e, 1, 0), 0);
+    sse_t s;
+    sse_parse(&b, &s);
+    /* 2 role chunks, 4 deltas, 2 finish chunks, usage, [DONE] */
+    assert_int_equal(s.n, 10);
+    assert_true(s.done);
+    for (int i = 0; i < 2; i++) {
+        cJSON *c = choice0(s.j[i]);
+        assert_true(near(num_at(c, "index"), i));
+        assert_string_equal(str_at(cJSON_GetObjectItem(c, "delta"), "role"), "assistant");
+    }
+    for (int i = 0; i < 4; i++) {
+        cJSON *c = choice0(s.j[2 + i]);
+        assert_true(near(num_at(c, "index"), i & 1));
+        assert_string_equal(str_at(cJSON_GetObjectItem(c, "delta"), "content"), pc[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        cJSON *c = choice0(s.j[6 + i]);
+        assert_true(near(num_at(c, "index"), i));
+        assert_string_equal(str_at(c, "finish_reason"), fin[i]);
+    }
+    check_usage(s.j[8], 5, 4, 0);
+    sse_free(&s);
+    buf_free(&b);
+    cache_entry_release(e);
+}
+
 static void test_cache_headers(void **st)
 {
     (void)st;
@@ -572,6 +643,7 @@ int main(void)
         cmocka_unit_test(test_entry_json),
         cmocka_unit_test(test_entry_sse),
         cmocka_unit_test(test_cache_headers),
+        cmocka_unit_test(test_entry_choices),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,78 @@
+/* fuzz_json_schema.c — libFuzzer target for the JSON Schema compiler
+ * (src/engine/json_schema.c) and the grammar matcher and masks it feeds
+ * (src/engine/grammar.c).
+ *
+ * Input: a schema, then a 0xFF byte, then a text. A refused schema must come
+ * with a message and no grammar; an accepted one is run on the text byte by
+ * byte: a byte the matcher takes must have been allowed (gram_state_allows),
+ * a refused one leaves the state unchanged, and at every step the token mask
+ * over a small built-in vocabulary equals a brute-force check of each token.
+ * Any violation abort()s. Seeds in fuzz/corpus/json_schema/. Not for:
+ * anything but fuzzing. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/grammar.h"
+#include "engine/json_schema.h"
+
+static const char *const VOCAB[] = {
+    "{",        "}",    "[",    "]",   "\"",  ":",    ",",     " ",    "\"a", "a\"",
+    "1",        "0",    "-",    ".5",  "e+",  "true", "false", "null", "\\",  "\\u00",
+    "\xc3\xa9", "\xc3", "\xa9", "\":", "{\"", "\"}",  "x",     "\n",
+};
+#define NV ((int)(sizeof VOCAB / sizeof VOCAB[0]))
+
+static size_t piece(void *ctx, int id, char *buf, size_t cap)
+{
+    (void)ctx;
+    size_t n = strlen(VOCAB[id]);
+    memcpy(buf, VOCAB[id], n < cap ? n : cap);
+    return n;
+}
+
+static void check_mask(gram_state_t *s, const gram_vocab_t *v)
+{
+    const uint64_t *m = gram_state_mask(s, v);
+    if (!m) return; /* out of memory */
+    for (int t = 0; t < NV; t++) {
+        int want = gram_state_allows(s, VOCAB[t], strlen(VOCAB[t]));
+        if (want != (int)(m[0] >> t & 1)) abort();
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static gram_vocab_t *vocab;
+    if (!vocab && gram_vocab_create(&vocab, NV, piece, NULL)) abort();
+    const uint8_t *sep = memchr(data, 0xFF, size);
+    size_t n_schema = sep ? (size_t)(sep - data) : size;
+    const uint8_t *text = sep ? sep + 1 : data + size;
+    size_t n_text = sep ? size - n_schema - 1 : 0;
+    gram_t *g = NULL;
+    bar_msg_t msg = {{0}};
+    int rc = json_schema_compile((const char *)data, n_schema, &g, &msg);
+    if (rc) {
+        if (g || !msg.text[0]) abort();
+        return 0;
+    }
+    if (!g) abort();
+    gram_state_t *s;
+    if (gram_state_create(&s, g)) {
+        gram_release(g);
+        return 0;
+    }
+    gram_release(g);
+    for (size_t i = 0; i < n_text && i < 256; i++) {
+        if (i < 24) check_mask(s, vocab);
+        int done = gram_state_done(s), acc = gram_state_accepting(s);
+        if (done && !acc) abort();
+        int allowed = gram_state_allows(s, &text[i], 1);
+        int fed = gram_state_feed(s, &text[i], 1) == 0;
+        if (fed && !allowed) abort();
+        if (!fed && (gram_state_done(s) != done || gram_state_accepting(s) != acc)) abort();
+        if (done && fed) abort(); /* nothing may follow a finished text */
+    }
+    gram_state_destroy(s);
+    return 0;
+}

@@ -1,0 +1,628 @@
+/* tools.c — response_format, tools and tool calls (see tools.h). */
+#include "api/tools.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "engine/json_schema.h"
+
+#define BAD_REQ "invalid_request_error"
+#define OPEN_TAG "<tool_call>"
+#define CLOSE_TAG "</tool_call>"
+#define MAX_PARALLEL 4  /* calls in one forced reply with parallel_tool_calls */
+#define ARG_FRAGMENT 24 /* bytes of arguments per streamed delta */
+
+static int nomem(oai_err_t *e)
+{
+    return oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
+}
+
+/* Compile schema text to check it; 0 or a 400 at param. */
+static int check_schema(const char *text, const char *param, const char *what, oai_err_t *e)
+{
+    gram_t *g = NULL;
+    bar_msg_t m = {{0}};
+    int rc = json_schema_compile(text, strlen(text), &g, &m);
+    gram_release(g);
+    if (rc == BAR_ERR_NOMEM) return nomem(e);
+    if (rc)
+        return oai_err(e, 400, BAD_REQ, "invalid_json_schema", param, "Invalid schema for %s: %s",
+                       what, m.text);
+    return 0;
+}
+
+static int set_constraint(oai_req_t *r, char *text, oai_err_t *e)
+{
+    if (!text) return nomem(e);
+    free(r->constraint);
+    r->constraint = text;
+    r->constraint_len = strlen(text);
+    return 0;
+}
+
+static int valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64) return 0;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-'))
+            return 0;
+    return 1;
+}
+
+int tools_parse_response_format(oai_req_t *r, const cJSON *root, oai_err_t *e)
+{
+    const cJSON *v = oai_member(root, "response_format");
+    if (!v) return 0;
+    if (!cJSON_IsObject(v)) return oai_bad_type(e, "response_format", "an object", v);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(v, "type");
+    if (!t)
+        return oai_err(e, 400, BAD_REQ, "missing_required_parameter", "response_format.type",
+                       "Missing required parameter: 'response_format.type'.");
+    if (!cJSON_IsString(t)) return oai_bad_type(e, "response_format.type", "a string", t);
+    if (!strcmp(t->valuestring, "text")) return 0;
+    if (!strcmp(t->valuestring, "json_object"))
+        return set_constraint(r, strdup("{\"type\":\"object\"}"), e);
+    if (strcmp(t->valuestring, "json_schema"))
+        return oai_err(e, 400, BAD_REQ, "invalid_value", "response_format.type",
+                       "Invalid value for 'response_format.type': '%.32s'. Supported values are: "
+                       "'text', 'json_object' and 'json_schema'.",
+                       t->valuestring);
+    const cJSON *js = cJSON_GetObjectItemCaseSensitive(v, "json_schema");
+    if (!js || cJSON_IsNull(js))
+        return oai_err(e, 400, BAD_REQ, "missing_required_parameter", "response_format.json_schema",
+                       "Missing required parameter: 'response_format.json_schema'.");
+    if (!cJSON_IsObject(js)) return oai_bad_type(e, "response_format.json_schema", "an object", js);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(js, "name");
+    if (!name)
+        return oai_err(e, 400, BAD_REQ, "missing_required_parameter",
+                       "response_format.json_schema.name",
+                       "Missing required parameter: 'response_format.json_schema.name'.");
+    if (!cJSON_IsString(name) || !valid_name(name->valuestring))
+        return oai_err(e, 400, BAD_REQ, "invalid_value", "response_format.json_schema.name",
+                       "Invalid 'response_format.json_schema.name': expected a string of 1 to 64 "
+                       "letters, digits, '_' or '-'.");
+    const cJSON *strict = oai_member(js, "strict");
+    if (strict && !cJSON_IsBool(strict))
+        return oai_bad_type(e, "response_format.json_schema.strict", "a boolean", strict);
+    const cJSON *schema = oai_member(js, "schema");
+    if (!schema) return set_constraint(r, strdup("{\"type\":\"object\"}"), e);
+    if (!cJSON_IsObject(schema))
+        return oai_bad_type(e, "response_format.json_schema.schema", "an object", schema);
+    char *text = cJSON_PrintUnformatted(schema);
+    if (!text) return nomem(e);
+    char what[128];
+    snprintf(what, sizeof what, "response_format '%s'", name->valuestring);
+    int rc = check_schema(text, "response_format.json_schema.schema", what, e);
+    if (rc) {
+        free(text);
+        return rc;
+    }
+    return set_constraint(r, text, e);
+}
+
+/* ---- request: tools ---- */
+
+static int tool_choice_of(const cJSON *root, const char **named)
+{
+    *named = NULL;
+    const cJSON *tc = oai_member(root, "tool_choice");
+    const cJSON *tools = oai_member(root, "tools");
+    int has = cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0;
+    if (!tc) return has ? TOOLS_AUTO : TOOLS_NONE;
+    if (cJSON_IsString(tc)) {
+        if (!strcmp(tc->valuestring, "none")) return TOOLS_NONE;
+        if (!strcmp(tc->valuestring, "auto")) return TOOLS_AUTO;
+        if (!strcmp(tc->valuestring, "required")) return TOOLS_FORCED;
+        return -1;
+    }
+    if (cJSON_IsObject(tc)) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(tc, "function");
+        const cJSON *n = cJSON_IsObject(f) ? cJSON_GetObjectItemCaseSensitive(f, "name") : NULL;
+        if (cJSON_IsString(n)) {
+            *named = n->valuestring;
+            return TOOLS_FORCED;
+        }
+    }
+    return -1;
+}
+
+int tools_mode_of(const cJSON *root)
+{
+    const char *named;
+    int m = tool_choice_of(root, &named);
+    const cJSON *tools = oai_member(root, "tools");
+    if (!cJSON_IsArray(tools) || cJSON_GetArraySize(tools) == 0) return TOOLS_NONE;
+    return m < 0 ? TOOLS_NONE : m;
+}
+
+static const char TOOLS_INTRO[] =
+    "You are a function calling AI model. You are given function signatures within <tools></tools> "
+    "XML tags. You may call one or more of these functions to answer the user. Do not make "
+    "assumptions about the values to pass. The functions:\n<tools>\n";
+static const char TOOLS_OUTRO[] =
+    "</tools>\nTo call a function, answer with a JSON object holding its name and arguments "
+    "within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, "
+    "\"arguments\": <arguments-object>}\n</tool_call>";
+
+/* The system message gets the tools text in front of its own. */
+static int merge_system(oai_req_t *r, const char *text, size_t n, oai_err_t *e)
+{
+    if (r->n_msgs > 0 && !strcmp(r->msgs[0].role, "system")) {
+        oai_msg_t *m = &r->msgs[0];
+        char *c = malloc(n + 2 + m->content_len + 1);
+        if (!c) return nomem(e);
+        memcpy(c, text, n);
+        size_t k = n;
+        if (m->content_len) {
+            memcpy(c + k, "\n\n", 2);
+            k += 2;
+            memcpy(c + k, m->content, m->content_len);
+            k += m->content_len;
+        }
+        c[k] = '\0';
+        free(m->content);
+        m->content = c;
+        m->content_len = k;
+        return 0;
+    }
+    oai_msg_t *ms = realloc(r->msgs, ((size_t)r->n_msgs + 1) * sizeof *ms);
+    if (!ms) return nomem(e);
+    r->msgs = ms;
+    memmove(ms + 1, ms, (size_t)r->n_msgs * sizeof *ms);
+    memset(&ms[0], 0, sizeof ms[0]);
+    snprintf(ms[0].role, sizeof ms[0].role, "system");
+    ms[0].content = malloc(n + 1);
+    if (!ms[0].content) {
+        memmove(ms, ms + 1, (size_t)r->n_msgs * sizeof *ms);
+        return nomem(e);
+    }
+    memcpy(ms[0].content, text, n);
+    ms[0].content[n] = '\0';
+    ms[0].content_len = n;
+    r->n_msgs++;
+    return 0;
+}
+
+/* {"type":"object","properties":{"name":{"const":NAME},"arguments":PARAMS},...} */
+static cJSON *call_schema(const cJSON *fn)
+{
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+    const cJSON *params = oai_member(fn, "parameters");
+    cJSON *s = cJSON_CreateObject(), *props = cJSON_CreateObject(), *n = cJSON_CreateObject();
+    cJSON *req = cJSON_CreateArray();
+    cJSON *args = params ? cJSON_Duplicate(params, 1) : cJSON_CreateObject();
+    if (!s || !props || !n || !req || !args) goto fail;
+    if (!params) cJSON_AddStringToObject(args, "type", "object");
+    cJSON_AddStringToObject(n, "const", name->valuestring);
+    cJSON_AddItemToObject(props, "name", n);
+    cJSON_AddItemToObject(props, "arguments", args);
+    cJSON_AddStringToObject(s, "type", "object");
+    cJSON_AddItemToObject(s, "properties", props);
+    cJSON_AddItemToArray(req, cJSON_CreateString("name"));
+    cJSON_AddItemToArray(req, cJSON_CreateString("arguments"));
+    cJSON_AddItemToObject(s, "required", req);
+    cJSON_AddBoolToObject(s, "additionalProperties", 0);
+    return s;
+fail:
+    cJSON_Delete(s);
+    cJSON_Delete(props);
+    cJSON_Delete(n);
+    cJSON_Delete(req);
+    cJSON_Delete(args);
+    return NULL;
+}
+
+int tools_parse_request(oai_req_t *r, const cJSON *root, oai_err_t *e)
+{
+    r->parallel_tool_calls = 1;
+    const cJSON *v = oai_member(root, "parallel_tool_calls");
+    if (v) {
+        if (!cJSON_IsBool(v)) return oai_bad_type(e, "parallel_tool_calls", "a boolean", v);
+        r->parallel_tool_calls = cJSON_IsTrue(v);
+    }
+    const cJSON *tools = oai_member(root, "tools");
+    if (tools && !cJSON_IsArray(tools)) return oai_bad_type(e, "tools", "an array", tools);
+    int n_tools = tools ? cJSON_GetArraySize(tools) : 0;
+    if (n_tools > 128)
+        return oai_err(e, 400, BAD_REQ, "invalid_value", "tools",
+                       "Invalid 'tools': at most 128 tools, got %d.", n_tools);
+    char param[96];
+    int i = 0;
+    const cJSON *t;
+    cJSON_ArrayForEach(t, tools)
+    {
+        snprintf(param, sizeof param, "tools[%d]", i);
+        if (!cJSON_IsObject(t)) return oai_bad_type(e, param, "an object", t);
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
+        snprintf(param, sizeof param, "tools[%d].type", i);
+        if (!cJSON_IsString(type) || strcmp(type->valuestring, "function"))
+            return oai_err(e, 400, BAD_REQ, "invalid_value", param,
+                           "Invalid '%s': only 'function' tools are supported.", param);
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+        snprintf(param, sizeof param, "tools[%d].function", i);
+        if (!fn)
+            return oai_err(e, 400, BAD_REQ, "missing_required_parameter", param,
+                           "Missing required parameter: '%s'.", param);
+        if (!cJSON_IsObject(fn)) return oai_bad_type(e, param, "an object", fn);
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+        snprintf(param, sizeof param, "tools[%d].function.name", i);
+        if (!name)
+            return oai_err(e, 400, BAD_REQ, "missing_required_parameter", param,
+                           "Missing required parameter: '%s'.", param);
+        if (!cJSON_IsString(name) || !valid_name(name->valuestring))
+            return oai_err(e, 400, BAD_REQ, "invalid_value", param,
+                           "Invalid '%s': a function name is 1 to 64 letters, digits, '_' or '-'.",
+                           param);
+        for (const cJSON *u = tools->child; u && u != t; u = u->next) {
+            const cJSON *un = cJSON_GetObjectItemCaseSensitive(
+                cJSON_GetObjectItemCaseSensitive(u, "function"), "name");
+            if (cJSON_IsString(un) && !strcmp(un->valuestring, name->valuestring))
+                return oai_err(e, 400, BAD_REQ, "invalid_value", param,
+                               "Invalid '%s': the function name '%s' is used twice.", param,
+                               name->valuestring);
+        }
+        const cJSON *d = oai_member(fn, "description");
+        snprintf(param, sizeof param, "tools[%d].function.description", i);
+        if (d && !cJSON_IsString(d)) return oai_bad_type(e, param, "a string", d);
+        const cJSON *st = oai_member(fn, "strict");
+        snprintf(param, sizeof param, "tools[%d].function.strict", i);
+        if (st && !cJSON_IsBool(st)) return oai_bad_type(e, param, "a boolean", st);
+        const cJSON *p = oai_member(fn, "parameters");
+        snprintf(param, sizeof param, "tools[%d].function.parameters", i);
+        if (p) {
+            if (!cJSON_IsObject(p)) return oai_bad_type(e, param, "an object", p);
+            char *text = cJSON_PrintUnformatted(p);
+            if (!text) return nomem(e);
+            char what[128];
+            snprintf(what, sizeof what, "function '%s'", name->valuestring);
+            int rc = check_schema(text, param, what, e);
+            free(text);
+            if (rc) return rc;
+        }
+        i++;
+    }
+    const char *named = NULL;
+    int mode = tool_choice_of(root, &named);
+    const cJSON *tc = oai_member(root, "tool_choice");
+    if (mode < 0)
+        return oai_err(e, 400, BAD_REQ, "invalid_value", "tool_choice",
+                       "Invalid 'tool_choice': expected 'none', 'auto', 'required' or "
+                       "{\"type\": \"function\", \"function\": {\"name\": ...}}.");
+    if (tc && n_tools == 0)
+        return oai_err(e, 400, BAD_REQ, "invalid_value", "tool_choice",
+                       "Invalid value for 'tool_choice': 'tool_choice' is only allowed when "
+                       "'tools' are specified.");
+    const cJSON *chosen = NULL;
+    if (named) {
+        cJSON_ArrayForEach(t, tools)
+        {
+            const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+            if (!strcmp(cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring, named))
+                chosen = fn;
+        }
+        if (!chosen)
+            return oai_err(e, 400, BAD_REQ, "invalid_value", "tool_choice",
+                           "Invalid 'tool_choice': no function named '%.64s' in 'tools'.", named);
+    }
+    r->tool_mode = n_tools ? mode : TOOLS_NONE;
+    if (r->tool_mode == TOOLS_NONE) return 0;
+    if (r->kind != OAI_CHAT)
+        return oai_err(e, 400, BAD_REQ, "unsupported_parameter", "tools",
+                       "'tools' is only supported on /v1/chat/completions.");
+    if (r->constraint)
+        return oai_err(e, 400, BAD_REQ, "invalid_value", "response_format",
+                       "'response_format' cannot be combined with tool calls; use tool_choice "
+                       "'none' or drop response_format.");
+    /* the system text: every tool as one JSON line */
+    buf_t b = {0};
+    buf_puts(&b, TOOLS_INTRO);
+    cJSON_ArrayForEach(t, tools)
+    {
+        char *line = cJSON_PrintUnformatted(t);
+        if (!line) {
+            buf_free(&b);
+            return nomem(e);
+        }
+        buf_puts(&b, line);
+        buf_puts(&b, "\n");
+        free(line);
+    }
+    buf_puts(&b, TOOLS_OUTRO);
+    if (!b.p) return nomem(e);
+    int rc = merge_system(r, b.p, b.n, e);
+    buf_free(&b);
+    if (rc || r->tool_mode != TOOLS_FORCED) return rc;
+    /* forced: the output is a call (or with parallel calls an array of them) */
+    cJSON *one = NULL;
+    if (chosen) {
+        one = call_schema(chosen);
+    } else {
+        one = cJSON_CreateObject();
+        cJSON *any = cJSON_CreateArray();
+        if (!one || !any) {
+            cJSON_Delete(one);
+            cJSON_Delete(any);
+            return nomem(e);
+        }
+        cJSON_ArrayForEach(t, tools)
+        {
+            cJSON *cs = call_schema(cJSON_GetObjectItemCaseSensitive(t, "function"));
+            if (cs) cJSON_AddItemToArray(any, cs);
+        }
+        cJSON_AddItemToObject(one, "anyOf", any);
+    }
+    if (!one) return nomem(e);
+    cJSON *top = one;
+    if (r->parallel_tool_calls && !chosen) {
+        top = cJSON_CreateObject();
+        if (!top) {
+            cJSON_Delete(one);
+            return nomem(e);
+        }
+        cJSON_AddStringToObject(top, "type", "array");
+        cJSON_AddItemToObject(top, "items", one);
+        cJSON_AddNumberToObject(top, "minItems", 1);
+        cJSON_AddNumberToObject(top, "maxItems", MAX_PARALLEL);
+    }
+    char *text = cJSON_PrintUnformatted(top);
+    cJSON_Delete(top);
+    return set_constraint(r, text, e);
+}
+
+/* ---- request: history ---- */
+
+static int append(oai_msg_t *m, const char *s, size_t n)
+{
+    char *c = realloc(m->content, m->content_len + n + 1);
+    if (!c) return -1;
+    memcpy(c + m->content_len, s, n);
+    m->content_len += n;
+    c[m->content_len] = '\0';
+    m->content = c;
+    return 0;
+}
+
+int tools_render_calls(oai_msg_t *m, const cJSON *calls, int i, oai_err_t *e)
+{
+    char param[96];
+    snprintf(param, sizeof param, "messages[%d].tool_calls", i);
+    if (!cJSON_IsArray(calls)) return oai_bad_type(e, param, "an array", calls);
+    int k = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, calls)
+    {
+        snprintf(param, sizeof param, "messages[%d].tool_calls[%d]", i, k);
+        if (!cJSON_IsObject(c)) return oai_bad_type(e, param, "an object", c);
+        const cJSON *fn = cJSON_GetObjectItemCaseSensitive(c, "function");
+        const cJSON *name =
+            cJSON_IsObject(fn) ? cJSON_GetObjectItemCaseSensitive(fn, "name") : NULL;
+        const cJSON *args =
+            cJSON_IsObject(fn) ? cJSON_GetObjectItemCaseSensitive(fn, "arguments") : NULL;
+        snprintf(param, sizeof param, "messages[%d].tool_calls[%d].function.name", i, k);
+        if (!cJSON_IsString(name))
+            return name ? oai_bad_type(e, param, "a string", name)
+                        : oai_err(e, 400, BAD_REQ, "missing_required_parameter", param,
+                                  "Missing required parameter: '%s'.", param);
+        snprintf(param, sizeof param, "messages[%d].tool_calls[%d].function.arguments", i, k);
+        if (args && !cJSON_IsString(args)) return oai_bad_type(e, param, "a string", args);
+        cJSON *call = cJSON_CreateObject();
+        if (!call) return nomem(e);
+        cJSON_AddStringToObject(call, "name", name->valuestring);
+        cJSON *parsed = args ? cJSON_Parse(args->valuestring) : NULL;
+        if (parsed)
+            cJSON_AddItemToObject(call, "arguments", parsed);
+        else
+            cJSON_AddStringToObject(call, "arguments", args ? args->valuestring : "");
+        char *text = cJSON_PrintUnformatted(call);
+        cJSON_Delete(call);
+        if (!text) return nomem(e);
+        int rc = (m->content_len && append(m, "\n", 1)) || append(m, OPEN_TAG "\n", 12) ||
+                 append(m, text, strlen(text)) || append(m, "\n" CLOSE_TAG, 13);
+        free(text);
+        if (rc) return nomem(e);
+        k++;
+    }
+    return 0;
+}
+
+int tools_render_result(oai_msg_t *m, int i, oai_err_t *e)
+{
+    (void)i;
+    static const char pre[] = "<tool_response>\n", post[] = "\n</tool_response>";
+    char *c = malloc(sizeof pre - 1 + m->content_len + sizeof post);
+    if (!c) return nomem(e);
+    memcpy(c, pre, sizeof pre - 1);
+    memcpy(c + sizeof pre - 1, m->content, m->content_len);
+    memcpy(c + sizeof pre - 1 + m->content_len, post, sizeof post);
+    free(m->content);
+    m->content = c;
+    m->content_len += sizeof pre - 1 + sizeof post - 1;
+    snprintf(m->role, sizeof m->role, "user");
+    return 0;
+}
+
+/* ---- output ---- */
+
+void tools_calls_free(tools_call_t *calls, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(calls[i].args);
+    free(calls);
+}
+
+/* one {"name": ..., "arguments": ...} into calls[*n] */
+static int read_call(const cJSON *o, tools_call_t *calls, int *n)
+{
+    const cJSON *name = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, "name") : NULL;
+    const cJSON *args = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, "arguments") : NULL;
+    if (!cJSON_IsString(name) || !valid_name(name->valuestring)) return -1;
+    char *a = NULL;
+    if (!args)
+        a = strdup("{}");
+    else if (cJSON_IsString(args))
+        a = strdup(args->valuestring);
+    else if (cJSON_IsObject(args))
+        a = cJSON_PrintUnformatted(args);
+    if (!a) return -1;
+    snprintf(calls[*n].name, sizeof calls[*n].name, "%s", name->valuestring);
+    calls[*n].args = a;
+    (*n)++;
+    return 0;
+}
+
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r'))
+        p++;
+    return p;
+}
+
+int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_out)
+{
+    *out = NULL;
+    *n_out = 0;
+    if (mode == TOOLS_NONE || !text || n == 0) return -1;
+    tools_call_t *calls = calloc(MAX_PARALLEL * 4, sizeof *calls);
+    if (!calls) return -1;
+    int k = 0, ok = 1;
+    if (mode == TOOLS_FORCED) {
+        cJSON *j = cJSON_ParseWithLength(text, n);
+        if (cJSON_IsArray(j)) {
+            const cJSON *c;
+            cJSON_ArrayForEach(c, j) if (ok && k < MAX_PARALLEL * 4) ok = !read_call(c, calls, &k);
+        } else {
+            ok = j && !read_call(j, calls, &k);
+        }
+        cJSON_Delete(j);
+    } else {
+        const char *p = text, *end = text + n;
+        p = skip_ws(p, end);
+        while (ok && p < end && k < MAX_PARALLEL * 4) {
+            size_t ol = strlen(OPEN_TAG);
+            if ((size_t)(end - p) < ol || memcmp(p, OPEN_TAG, ol)) {
+                ok = 0;
+                break;
+            }
+            p += ol;
+            const char *close = NULL;
+            for (const char *q = p; q + strlen(CLOSE_TAG) <= end; q++)
+                if (!memcmp(q, CLOSE_TAG, strlen(CLOSE_TAG))) {
+                    close = q;
+                    break;
+                }
+            const char *stop = close ? close : end;
+            cJSON *j = cJSON_ParseWithLength(p, (size_t)(stop - p));
+            ok = j && !read_call(j, calls, &k);
+            cJSON_Delete(j);
+            p = close ? close + strlen(CLOSE_TAG) : end;
+            p = skip_ws(p, end);
+        }
+    }
+    if (!ok || k == 0) {
+        tools_calls_free(calls, k);
+        return -1;
+    }
+    *out = calls;
+    *n_out = k;
+    return 0;
+}
+
+int tools_may_be_call(int mode, const char *text, size_t n)
+{
+    if (mode == TOOLS_FORCED) return 1;
+    if (mode != TOOLS_AUTO) return 0;
+    const char *p = skip_ws(text, text + n);
+    size_t m = (size_t)(text + n - p), ol = strlen(OPEN_TAG);
+    return !memcmp(p, OPEN_TAG, m < ol ? m : ol);
+}
+
+oai_finish_t tools_finish(const oai_resp_t *r, const char *text, size_t n, oai_finish_t fin)
+{
+    if (r->kind != OAI_CHAT || !r->tool_mode || fin != OAI_FINISH_STOP) return fin;
+    tools_call_t *calls;
+    int k;
+    if (tools_read(r->tool_mode, text, n, &calls, &k)) return fin;
+    tools_calls_free(calls, k);
+    return OAI_FINISH_TOOL_CALLS;
+}
+
+static void put_id(buf_t *out, const oai_resp_t *r, int i)
+{
+    uint64_t h = XXH3_64bits_withSeed(r->id, strlen(r->id), (uint64_t)i);
+    uint64_t h2 = XXH3_64bits_withSeed(r->id, strlen(r->id), (uint64_t)i + 0x5bd1e995u);
+    buf_printf(out, "\"call_%016llx%08llx\"", (unsigned long long)h,
+               (unsigned long long)(h2 & 0xffffffffull));
+}
+
+int tools_put_message(buf_t *out, const oai_resp_t *r, const char *text, size_t n)
+{
+    tools_call_t *calls;
+    int k;
+    if (r->kind != OAI_CHAT || tools_read(r->tool_mode, text, n, &calls, &k)) return -1;
+    buf_puts(out, "\"content\":null,\"tool_calls\":[");
+    for (int i = 0; i < k; i++) {
+        buf_puts(out, i ? ",{\"id\":" : "{\"id\":");
+        put_id(out, r, i);
+        buf_puts(out, ",\"type\":\"function\",\"function\":{\"name\":");
+        oai_json_string(out, calls[i].name, strlen(calls[i].name));
+        buf_puts(out, ",\"arguments\":");
+        oai_json_string(out, calls[i].args, strlen(calls[i].args));
+        buf_puts(out, "}}");
+    }
+    buf_puts(out, "]");
+    tools_calls_free(calls, k);
+    return 0;
+}
+
+static void chunk_head(buf_t *out, const oai_resp_t *r)
+{
+    buf_puts(out, "data: {\"id\":");
+    oai_json_string(out, r->id, strlen(r->id));
+    buf_printf(out, ",\"object\":\"chat.completion.chunk\",\"created\":%ld,\"model\":", r->created);
+    oai_json_string(out, r->model, strlen(r->model));
+    buf_puts(out, ",\"system_fingerprint\":\"barista\",\"choices\":[{\"index\":0,\"delta\":{"
+                  "\"tool_calls\":[{\"index\":");
+}
+
+static void chunk_tail(buf_t *out)
+{
+    buf_puts(out, "}]},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+}
+
+int tools_put_chunks(buf_t *out, const oai_resp_t *r, const char *text, size_t n)
+{
+    tools_call_t *calls;
+    int k;
+    if (r->kind != OAI_CHAT || tools_read(r->tool_mode, text, n, &calls, &k)) return -1;
+    for (int i = 0; i < k; i++) {
+        /* the call's head: index, id, type, name, empty arguments */
+        chunk_head(out, r);
+        buf_printf(out, "%d,\"id\":", i);
+        put_id(out, r, i);
+        buf_puts(out, ",\"type\":\"function\",\"function\":{\"name\":");
+        oai_json_string(out, calls[i].name, strlen(calls[i].name));
+        buf_puts(out, ",\"arguments\":\"\"}");
+        chunk_tail(out);
+        /* then the arguments in fragments (never splitting a UTF-8 sequence) */
+        const char *a = calls[i].args;
+        size_t len = strlen(a), off = 0;
+        while (off < len) {
+            size_t m = len - off < ARG_FRAGMENT ? len - off : ARG_FRAGMENT;
+            while (off + m < len && ((unsigned char)a[off + m] & 0xC0) == 0x80)
+                m++;
+            chunk_head(out, r);
+            buf_printf(out, "%d,\"function\":{\"arguments\":", i);
+            oai_json_string(out, a + off, m);
+            buf_puts(out, "}");
+            chunk_tail(out);
+            off += m;
+        }
+    }
+    tools_calls_free(calls, k);
+    return out->p ? 0 : -1;
+}

@@ -1,0 +1,167 @@
+/* test_tools.c — the tool-call side of the API (src/api/tools.c): requests
+ * with tools become a system text, a forced choice a schema; history
+ * messages are rendered; generated texts are read back as calls (or not);
+ * the streamed chunks reassemble to the message's calls. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <cjson/cJSON.h>
+#include <string.h>
+
+#include "api/tools.h"
+
+#define TOOL                                                                                       \
+    "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":"                \
+    "{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},"                        \
+    "\"required\":[\"city\"]}}}"
+
+static void test_request(void **state)
+{
+    (void)state;
+    const char *body = "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                       "{\"role\":\"user\",\"content\":\"hi\"},"
+                       "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c\","
+                       "\"type\":\"function\",\"function\":{\"name\":\"get_weather\","
+                       "\"arguments\":\"{\\\"city\\\":\\\"Oslo\\\"}\"}}]},"
+                       "{\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":\"12C\"}],"
+                       "\"tools\":[" TOOL "],\"tool_choice\":\"required\","
+                       "\"parallel_tool_calls\":false}";
+    oai_req_t r;
+    oai_err_t e;
+    assert_int_equal(oai_parse_request(&r, OAI_CHAT, body, strlen(body), &e), 0);
+    assert_int_equal(r.tool_mode, TOOLS_FORCED);
+    assert_int_equal(r.n_msgs, 4);
+    assert_non_null(strstr(r.msgs[0].content, "<tools>\n" TOOL "\n</tools>"));
+    assert_non_null(strstr(r.msgs[0].content, "Be brief."));
+    assert_string_equal(r.msgs[2].content,
+                        "<tool_call>\n{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Oslo\"}}"
+                        "\n</tool_call>");
+    assert_string_equal(r.msgs[3].role, "user");
+    assert_string_equal(r.msgs[3].content, "<tool_response>\n12C\n</tool_response>");
+    /* one call (parallel_tool_calls false), its arguments the function's schema */
+    assert_non_null(r.constraint);
+    assert_non_null(strstr(r.constraint, "\"const\":\"get_weather\""));
+    assert_null(strstr(r.constraint, "\"array\""));
+    oai_req_free(&r);
+    /* none: no tools text, no constraint */
+    const char *none = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[" TOOL
+                       "],\"tool_choice\":\"none\"}";
+    assert_int_equal(oai_parse_request(&r, OAI_CHAT, none, strlen(none), &e), 0);
+    assert_int_equal(r.tool_mode, TOOLS_NONE);
+    assert_int_equal(r.n_msgs, 1);
+    assert_null(r.constraint);
+    oai_req_free(&r);
+}
+
+static void test_read(void **state)
+{
+    (void)state;
+    tools_call_t *c;
+    int n;
+    const char *one = "{\"name\":\"f\",\"arguments\":{\"a\":1}}";
+    assert_int_equal(tools_read(TOOLS_FORCED, one, strlen(one), &c, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(c[0].name, "f");
+    assert_string_equal(c[0].args, "{\"a\":1}");
+    tools_calls_free(c, n);
+    const char *arr =
+        "[{\"name\":\"f\",\"arguments\":{}},{\"name\":\"g\",\"arguments\":{\"b\":[]}}]";
+    assert_int_equal(tools_read(TOOLS_FORCED, arr, strlen(arr), &c, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(c[1].args, "{\"b\":[]}");
+    tools_calls_free(c, n);
+    const char *cut = "{\"name\":\"f\",\"argu";
+    assert_int_equal(tools_read(TOOLS_FORCED, cut, strlen(cut), &c, &n), -1);
+    const char *a = "\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": \"y\"}}\n</tool_call>"
+                    "<tool_call>{\"name\":\"g\",\"arguments\":{}}</tool_call>";
+    assert_int_equal(tools_read(TOOLS_AUTO, a, strlen(a), &c, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(c[0].args, "{\"x\":\"y\"}");
+    tools_calls_free(c, n);
+    const char *prose = "Sure! <tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call>";
+    assert_int_equal(tools_read(TOOLS_AUTO, prose, strlen(prose), &c, &n), -1);
+    assert_int_equal(tools_read(TOOLS_NONE, one, strlen(one), &c, &n), -1);
+    assert_int_equal(tools_may_be_call(TOOLS_AUTO, "  <tool", 7), 1);
+    assert_int_equal(tools_may_be_call(TOOLS_AUTO, "<tool_call>{", 12), 1);
+    assert_int_equal(tools_may_be_call(TOOLS_AUTO, "Hi", 2), 0);
+    assert_int_equal(tools_may_be_call(TOOLS_FORCED, "x", 1), 1);
+}
+
+static void test_output(void **state)
+{
+    (void)state;
+    oai_resp_t r = {.kind = OAI_CHAT,
+                    .id = "chatcmpl-1",
+                    .created = 1,
+                    .model = "m",
+                    .tool_mode = TOOLS_FORCED};
+    const char *text =
+        "[{\"name\":\"f\",\"arguments\":{\"city\":\"S\xc3\xa3o Paulo, a long name\"}},"
+        "{\"name\":\"g\",\"arguments\":{}}]";
+    assert_int_equal(tools_finish(&r, text, strlen(text), OAI_FINISH_STOP), OAI_FINISH_TOOL_CALLS);
+    assert_int_equal(tools_finish(&r, text, strlen(text), OAI_FINISH_LENGTH), OAI_FINISH_LENGTH);
+    buf_t b = {0};
+    oai_usage_t u = {1, 2, 0};
+    assert_int_equal(
+        oai_format_response(&b, &r, text, strlen(text), OAI_FINISH_STOP, &u, NULL, 0, 0), 0);
+    cJSON *j = cJSON_ParseWithLength(b.p, b.n);
+    assert_non_null(j);
+    cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    assert_string_equal(cJSON_GetObjectItem(ch, "finish_reason")->valuestring, "tool_calls");
+    cJSON *msg = cJSON_GetObjectItem(ch, "message");
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(msg, "content")));
+    cJSON *calls = cJSON_GetObjectItem(msg, "tool_calls");
+    assert_int_equal(cJSON_GetArraySize(calls), 2);
+    /* the stream: name first, then argument fragments that concatenate */
+    buf_t s = {0};
+    assert_int_equal(
+        oai_format_chunk(&s, &r, 0, text, strlen(text), OAI_FINISH_NONE, NULL, NULL, 0, 0), 0);
+    char args[2][256] = {"", ""};
+    int heads = 0;
+    for (char *p = s.p; p < s.p + s.n;) {
+        char *end = strstr(p, "\n\n");
+        assert_non_null(end);
+        assert_memory_equal(p, "data: ", 6);
+        cJSON *ev = cJSON_ParseWithLength(p + 6, (size_t)(end - p - 6));
+        assert_non_null(ev);
+        cJSON *tc = cJSON_GetArrayItem(
+            cJSON_GetObjectItem(
+                cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(ev, "choices"), 0),
+                                    "delta"),
+                "tool_calls"),
+            0);
+        int idx = cJSON_GetObjectItem(tc, "index")->valueint;
+        cJSON *id = cJSON_GetObjectItem(tc, "id");
+        if (id) {
+            heads++;
+            cJSON *want = cJSON_GetArrayItem(calls, idx);
+            assert_string_equal(id->valuestring, cJSON_GetObjectItem(want, "id")->valuestring);
+        }
+        strcat(args[idx],
+               cJSON_GetObjectItem(cJSON_GetObjectItem(tc, "function"), "arguments")->valuestring);
+        cJSON_Delete(ev);
+        p = end + 2;
+    }
+    assert_int_equal(heads, 2);
+    for (int i = 0; i < 2; i++)
+        assert_string_equal(
+            args[i], cJSON_GetObjectItem(
+                         cJSON_GetObjectItem(cJSON_GetArrayItem(calls, i), "function"), "arguments")
+                         ->valuestring);
+    cJSON_Delete(j);
+    buf_free(&b);
+    buf_free(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_request),
+        cmocka_unit_test(test_read),
+        cmocka_unit_test(test_output),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
