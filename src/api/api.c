@@ -179,6 +179,7 @@ static void h_metrics(api_t *a, srv_req_t *r)
     obs_metrics_gauge(&b, "barista_model_loaded", "1 once every model is loaded.",
                       a->n_ready == a->n_models ? 1 : 0);
     obs_metrics_gauge(&b, "barista_models_loaded", "Models loaded and serving.", a->n_ready);
+    api_obs_gauges(a, &b);
     api_cache_metrics(a->cache, &b);
     embed_metrics(a, &b);
     srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.n, NULL);
@@ -213,6 +214,8 @@ enum {
     H_READY,
     H_CONFIG,
     H_METRICS,
+    H_DASHBOARD,
+    H_DASHBOARD_SNAPSHOT,
     H_CACHE_ADMIN,
 };
 
@@ -227,6 +230,8 @@ static const route_t ROUTES[] = {
     {ROUTE_GET, "/ready", "ready", ROUTE_OPEN, H_READY},
     {ROUTE_GET, "/v1/config", "config", ROUTE_API_KEY, H_CONFIG},
     {ROUTE_GET, "/metrics", "metrics", ROUTE_OPEN, H_METRICS},
+    {ROUTE_GET, "/dashboard", "dashboard", ROUTE_OPEN, H_DASHBOARD},
+    {ROUTE_GET, "/v1/dashboard/snapshot", "dashboard", ROUTE_ADMIN_IF_SET, H_DASHBOARD_SNAPSHOT},
     {ROUTE_GET, "/v1/cache/stats", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
     {ROUTE_DELETE, "/v1/cache", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
     {ROUTE_DELETE, "/v1/cache/", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
@@ -251,6 +256,12 @@ static int check_auth(api_t *a, srv_req_t *r, const route_t *row)
 {
     const http_req_t *h = srv_req_http(r);
     if (row->auth == ROUTE_OPEN) return 0;
+    if (row->auth == ROUTE_ADMIN_IF_SET) {
+        if (bearer_is(a->set->admin_key, h)) return 0;
+        reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                    "The dashboard's data needs 'Authorization: Bearer <admin key>'.");
+        return -1;
+    }
     if (row->auth == ROUTE_API_KEY) {
         if (authorized(a, h)) return 0;
         reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
@@ -329,17 +340,16 @@ void api_handle(void *ud, srv_req_t *r)
     case H_METRICS:
         h_metrics(a, r);
         break;
+    case H_DASHBOARD:
+        api_dashboard_page(a, r);
+        break;
+    case H_DASHBOARD_SNAPSHOT:
+        api_dashboard_snapshot(a, r);
+        break;
     default:
         api_cache_admin(a->cache, r);
         break;
     }
-}
-
-void api_on_response(void *ud, const char *label, int status, double seconds)
-{
-    api_t *a = ud;
-    obs_metrics_request(a->metrics, label, status);
-    if (seconds > 0) obs_metrics_duration(a->metrics, label, seconds);
 }
 
 static void api_maybe_free(api_t *a)

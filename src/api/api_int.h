@@ -100,6 +100,15 @@ void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t 
 int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_bytes,
                           const char *tenant, bk_req_t *br, bk_msg_t **msgs);
 
+/* ---- api_obs.c ---- */
+
+/* /metrics: the per-model gauges under vLLM's names (running, waiting, KV use). */
+void api_obs_gauges(api_t *a, buf_t *b);
+/* GET /dashboard: the embedded page. */
+void api_dashboard_page(api_t *a, srv_req_t *r);
+/* GET /v1/dashboard/snapshot: the dashboard's JSON (docs/METRICS.md). */
+void api_dashboard_snapshot(api_t *a, srv_req_t *r);
+
 /* ---- pipeline.c ---- */
 
 /* POST /v1/chat/completions and /v1/completions. */

@@ -301,6 +301,7 @@ static void cache_headers(const client_t *c, const char *xcache, const char *tie
                           char *out, size_t size)
 {
     reply_cache_headers(xcache, tier, age, c->cq.cacheable ? c->cq.hex : NULL, out, size);
+    if (c->r) obs_trace_cache(srv_req_obs(c->r), tier ? tier : xcache);
     if (c->sem_hit) {
         size_t n = strlen(out);
         snprintf(out + n, size - n, "X-Cache-Similarity: %.3f\r\n", (double)c->sem_sim);
@@ -340,6 +341,7 @@ static void client_start(client_t *c)
             cache_entry_release(e);
             c->got_tok = 1; /* its first tokens are here: that budget is met */
             c->last_tok = time_now_mono();
+            obs_trace_first_token(srv_req_obs(c->r), c->last_tok);
         }
         if (c->stream) stream_flush(c, 0);
     }
@@ -350,6 +352,10 @@ static void client_start(client_t *c)
 void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier)
 {
     api_t *a = c->a;
+    obs_trace_t *o = srv_req_obs(c->r);
+    obs_trace_first_token(o, time_now_mono()); /* the whole reply goes out now */
+    obs_trace_tokens(o, e->prompt_tokens, e->completion_tokens, e->cached_tokens);
+    obs_trace_cache(o, tier);
     srv_req_t *r = client_take(c);
     long long age = (api_cache_now_ms() - e->stored_ms) / 1000;
     char hdr[320];
@@ -448,6 +454,10 @@ static void client_fail(client_t *c, const oai_err_t *e)
 static void finish_client(client_t *c, const bk_event_t *ev)
 {
     oai_usage_t u = {ev->n_prompt, ev->n_gen, ev->n_cached};
+    double now = time_now_mono();
+    obs_trace_t *o = srv_req_obs(c->r);
+    obs_trace_generated(o, now, ev->n_prompt, ev->n_gen, ev->n_cached, ev->t_queue,
+                        ev->t_first_token);
     if (ev->finish == BK_FINISH_ERROR) {
         oai_err_t e;
         oai_err(&e, 500, "server_error", "engine_error", NULL, "generation failed: %s",
@@ -458,8 +468,10 @@ static void finish_client(client_t *c, const bk_event_t *ev)
     oai_finish_t fin = reply_finish(ev->finish);
     if (c->sse) {
         stream_flush(c, 1);
-        buf_t out = {0};
-        reply_sse_close(&out, &c->resp, fin, &u, c->include_usage);
+        buf_t out = {0}, tj = {0};
+        obs_trace_json(o, now, &tj); /* the full timings: "barista_timings" */
+        reply_sse_close_timed(&out, &c->resp, fin, &u, c->include_usage, tj.p, tj.n);
+        buf_free(&tj);
         write_sse(c, &out);
         client_take(c);
         sse_end(c->sse);
@@ -506,6 +518,7 @@ static void on_delta(gen_t *g, const bk_event_t *ev)
             int first = !c->got_tok;
             c->got_tok = 1;
             c->last_tok = time_now_mono();
+            if (first) obs_trace_first_token(srv_req_obs(c->r), c->last_tok);
             /* the first-token budget is met; a stream's stall bound restarts */
             if ((first && c->ttft_deadline > 0) || (c->stream && c->itl_s > 0))
                 client_arm_deadline(c);

@@ -98,6 +98,12 @@ static client_t *client_new(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
     return c;
 }
 
+/* A stage boundary of c's request (its Server-Timing, access log). */
+static void mark(client_t *c, obs_stage_t st)
+{
+    if (c->r) obs_trace_mark(srv_req_obs(c->r), st, time_now_mono());
+}
+
 /* The client was answered before it reached a generation. */
 static int answer_error(client_t *c, const oai_err_t *e)
 {
@@ -127,6 +133,8 @@ static int stage_memo(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
     c->stream = m->stream;
     c->include_usage = m->include_usage;
     c->want_lp = m->want_lp;
+    OBS_TRACE_SET(srv_req_obs(r), model, c->m->cfg.name);
+    mark(c, OBS_CACHE);
     api_cache_count(a->cache, API_CACHE_HIT_L1);
     gen_reply_entry(c, hit, "L1");
     cache_entry_release(hit);
@@ -171,7 +179,10 @@ static int stage_model(client_t *c)
                 "The model '%s' is an embedding model: use POST /v1/embeddings.", c->q.model);
         return answer_error(c, &e);
     }
-    if (c->m) return 0;
+    if (c->m) {
+        OBS_TRACE_SET(srv_req_obs(c->r), model, c->m->cfg.name);
+        return 0;
+    }
     char names[512];
     size_t n = 0;
     names[0] = '\0';
@@ -266,6 +277,7 @@ static void on_walk(void *user, cache_entry_t *e, int tier)
 {
     client_t *c = user;
     c->walk = NULL;
+    mark(c, OBS_CACHE);
     if (e) {
         cache_tiers_t *ts = api_cache_tiers(c->a->cache);
         api_cache_count(c->a->cache, tier == 0 ? API_CACHE_HIT_L1 : API_CACHE_HIT_L2);
@@ -303,6 +315,7 @@ static int stage_cache(client_t *c, const cJSON *root)
     in.reproducible = sp.temperature == 0 || sp.has_seed;
     api_cache_decide(a->cache, srv_req_http(c->r), root, &in, &c->cq);
     if (!c->cq.cacheable) {
+        mark(c, OBS_CACHE);
         c->xcache = "BYPASS";
         api_cache_count(a->cache, API_CACHE_BYPASS);
         return 1;
@@ -319,6 +332,7 @@ static int stage_cache(client_t *c, const cJSON *root)
     if (!cache_tiers_lookup(api_cache_tiers(a->cache), &c->cq.key, c->cq.ns,
                             c->cq.max_age >= 0 ? c->cq.max_age * 1000 : -1, now, on_walk, c,
                             &c->walk, &hit, &tier)) {
+        mark(c, OBS_CACHE);
         /* an asynchronous tier (L2) answers later: a twin may start meanwhile */
         sf_t *sf = api_cache_sf(a->cache);
         sf_entry_t *sfe = sf ? sf_find(sf, &c->cq.key) : NULL;
@@ -332,6 +346,7 @@ static int stage_cache(client_t *c, const cJSON *root)
         client_arm_deadline(c);
         return 0;
     }
+    mark(c, OBS_CACHE);
     if (hit) {
         api_cache_count(a->cache, tier == 0 ? API_CACHE_HIT_L1 : API_CACHE_HIT_L2);
         if (tier == 0) {
@@ -401,6 +416,7 @@ static void after_semantic(client_t *c)
         return;
     }
     if (stage_admit(c) < 0) return;
+    mark(c, OBS_ADMIT);
     gen_start(c);
 }
 
@@ -438,6 +454,7 @@ static void on_embedded(client_t *c, int ok)
 {
     api_t *a = c->a;
     api_sem_t *s = c->sem;
+    mark(c, OBS_SEMANTIC);
     semantic_t *st = ok ? api_cache_semantic(a->cache, s->dim) : NULL;
     semantic_hit_t h;
     int64_t now = api_cache_now_ms();
@@ -480,6 +497,7 @@ static void after_walk(client_t *c)
 void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
 {
     double t0 = time_now_mono();
+    obs_trace_mark(srv_req_obs(r), OBS_AUTH, t0);
     budget_t budget;
     if (stage_budget_headers(r, &budget) < 0) return;
     if (stage_memo(a, r, kind, t0) < 0) return;
@@ -491,6 +509,7 @@ void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
         cJSON_Delete(root);
         return;
     }
+    mark(c, OBS_PARSE);
     set_deadline(c, &budget);
     int go_on = stage_cache(c, root);
     cJSON_Delete(root);

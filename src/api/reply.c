@@ -154,6 +154,22 @@ int reply_sse_close(buf_t *out, const oai_resp_t *r, oai_finish_t fin, const oai
     return oai_format_done(out);
 }
 
+int reply_sse_close_timed(buf_t *out, const oai_resp_t *r, oai_finish_t fin, const oai_usage_t *u,
+                          int include_usage, const char *timings, size_t timings_len)
+{
+    oai_format_chunk(out, r, 0, NULL, 0, fin, NULL, NULL, 0, 0);
+    if (include_usage && u) oai_format_chunk(out, r, 0, NULL, 0, OAI_FINISH_NONE, u, NULL, 0, 0);
+    /* the last chunk is "data: {...}\n\n": reopen its object for one member */
+    if (timings && timings_len && out->n >= 3 && !memcmp(out->p + out->n - 3, "}\n\n", 3)) {
+        out->n -= 3;
+        out->p[out->n] = '\0';
+        buf_puts(out, ",\"barista_timings\":");
+        buf_append(out, timings, timings_len);
+        buf_puts(out, "}\n\n");
+    }
+    return oai_format_done(out);
+}
+
 int reply_sse_error(buf_t *out, const oai_err_t *e)
 {
     buf_puts(out, "data: ");

@@ -48,6 +48,12 @@ int reply_sse_delta(buf_t *out, const oai_resp_t *r, const char *text, size_t le
 int reply_sse_close(buf_t *out, const oai_resp_t *r, oai_finish_t fin, const oai_usage_t *u,
                     int include_usage);
 /* SSE: an error event after the head went out, then [DONE]. */
+/* reply_sse_close with the request's timings (a JSON object, obs/trace.h)
+ * as an extra member "barista_timings" of the last chunk; timings NULL: as
+ * reply_sse_close. */
+int reply_sse_close_timed(buf_t *out, const oai_resp_t *r, oai_finish_t fin, const oai_usage_t *u,
+                          int include_usage, const char *timings, size_t timings_len);
+
 int reply_sse_error(buf_t *out, const oai_err_t *e);
 
 /* A stored entry as one JSON reply, or replayed as a whole SSE stream cut at

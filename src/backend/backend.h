@@ -102,6 +102,7 @@ typedef struct {
     /* START, DONE: counts */
     int n_prompt, n_cached, n_gen;
     double t_first_token; /* seconds from submit to the first token, 0 if none */
+    double t_queue;       /* seconds from submit to a decoding slot, 0 if unknown */
 } bk_event_t;
 
 typedef void (*bk_event_fn)(void *user, const bk_event_t *ev);

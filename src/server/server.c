@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "obs/access_log.h"
 #include "util/buf.h"
 #include "util/timeutil.h"
 
@@ -38,6 +39,7 @@ struct srv_req {
     int want_drain;
     double t_start;
     size_t bytes_out;
+    obs_trace_t obs; /* id, stage timings, access-log fields */
 };
 
 struct conn {
@@ -47,7 +49,8 @@ struct conn {
     conn_t *prev, *next;
     http_rx_t rx;
     buf_t inbuf;
-    buf_t head; /* response head, reused across keep-alive requests */
+    buf_t head;  /* response head, reused across keep-alive requests */
+    buf_t xhead; /* the handler's extra header lines + X-Request-Id, Server-Timing */
     srv_req_t req;
     char peer[64];
     int active;  /* req is with the handler */
@@ -82,6 +85,7 @@ struct srv {
     int grace_over;
     int idle_fired;
     int destroying;
+    obs_idgen_t idgen; /* X-Request-Id for requests without one */
     char rbuf[64 * 1024];
 };
 
@@ -235,6 +239,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     http_rx_free(&c->rx);
     buf_free(&c->inbuf);
     buf_free(&c->head);
+    buf_free(&c->xhead);
     free(c);
     s->n_alloc--;
     maybe_free_srv(s);
@@ -255,6 +260,20 @@ static void conn_unlink(conn_t *c)
         s->n_conns--;
 }
 
+/* The request's last byte went out (or its client left: 499): close its
+ * trace, log it, count it. */
+static void req_log(conn_t *c, srv_req_t *r, int status)
+{
+    srv_t *s = c->s;
+    obs_trace_end(&r->obs, time_now_mono(), status, r->bytes_out);
+    if (s->o.access_log) {
+        const http_req_t *h = &c->rx.req;
+        http_slice_t path = http_req_path(h);
+        obs_alog_write(s->o.access_log, &r->obs, c->peer, http_req_method_name(h), path.p, path.n);
+    }
+    if (s->o.on_response) s->o.on_response(s->o.ud, &r->obs);
+}
+
 static void conn_close(conn_t *c)
 {
     if (c->closing) return;
@@ -263,9 +282,7 @@ static void conn_close(conn_t *c)
     if (c->active) {
         srv_req_t *r = &c->req;
         c->active = 0;
-        if (s->o.on_response)
-            s->o.on_response(s->o.ud, r->label ? r->label : "other", 499,
-                             time_now_mono() - r->t_start);
+        req_log(c, r, 499);
         if (r->on_abort) r->on_abort(r->user, r);
         r->user = NULL;
     }
@@ -350,8 +367,16 @@ static void conn_error(conn_t *c, int status, const char *text)
                                   status == 503 ? "Retry-After: 1\r\n" : NULL);
     bad = bad || buf_append(&out, body.p, body.n);
     buf_free(&body);
-    if (s->o.access_log) fprintf(stderr, "access: %s - %d (%s)\n", c->peer, status, text);
-    if (s->o.on_response) s->o.on_response(s->o.ud, "other", status, 0);
+    {
+        /* no request was dispatched: a trace of its own, without timings */
+        obs_trace_t t;
+        obs_trace_begin(&t, time_now_mono(), NULL, 0, &s->idgen);
+        t.endpoint = "other";
+        t.status = status;
+        t.finished = 1;
+        if (s->o.access_log) obs_alog_write(s->o.access_log, &t, c->peer, NULL, NULL, 0);
+        if (s->o.on_response) s->o.on_response(s->o.ud, &t);
+    }
     if (bad) { /* out of memory: a half reply is worse than none */
         buf_free(&out);
         conn_close(c);
@@ -466,6 +491,8 @@ static void dispatch(conn_t *c)
     memset(r, 0, sizeof *r);
     r->c = c;
     r->t_start = time_now_mono();
+    http_slice_t id = http_req_header(&c->rx.req, "x-request-id");
+    obs_trace_begin(&r->obs, r->t_start, id.p, id.n, &c->s->idgen);
     c->active = 1;
     uv_timer_stop(&c->timer);
     c->s->o.handler(c->s->o.ud, r);
@@ -636,6 +663,7 @@ int srv_create(srv_t **out, uv_loop_t *loop, const srv_opts_t *o, bar_msg_t *msg
     struct sockaddr_storage bound;
     int len = sizeof bound;
     uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
+    obs_idgen_init(&s->idgen);
     s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                 : ((struct sockaddr_in *)&bound)->sin_port);
     *out = s;
@@ -743,6 +771,12 @@ void srv_req_set_user(srv_req_t *r, void *user, srv_abort_fn on_abort, srv_drain
 void srv_req_set_label(srv_req_t *r, const char *label)
 {
     r->label = label;
+    r->obs.endpoint = label;
+}
+
+obs_trace_t *srv_req_obs(srv_req_t *r)
+{
+    return &r->obs;
 }
 
 size_t srv_req_queued_bytes(const srv_req_t *r)
@@ -762,15 +796,7 @@ static void req_finish(srv_req_t *r)
 {
     conn_t *c = r->c;
     srv_t *s = c->s;
-    if (s->o.access_log) {
-        const http_req_t *h = &c->rx.req;
-        http_slice_t path = http_req_path(h);
-        fprintf(stderr, "access: %s \"%s %.*s\" %d %zuB %.1fms\n", c->peer, http_req_method_name(h),
-                (int)path.n, path.p, r->status, r->bytes_out, (time_now_mono() - r->t_start) * 1e3);
-    }
-    if (s->o.on_response)
-        s->o.on_response(s->o.ud, r->label ? r->label : "other", r->status,
-                         time_now_mono() - r->t_start);
+    req_log(c, r, r->status);
     c->active = 0;
     r->user = NULL;
     r->on_abort = NULL;
@@ -784,9 +810,21 @@ static void req_finish(srv_req_t *r)
     conn_process(c);
 }
 
+/* The handler's extra header lines plus X-Request-Id and Server-Timing, in
+ * the connection's reusable buffer (NULL when out of memory). */
+static const char *head_extra(srv_req_t *r, const char *extra)
+{
+    buf_t *x = &r->c->xhead;
+    buf_clear(x);
+    if (extra && buf_puts(x, extra)) return extra;
+    if (obs_trace_headers(&r->obs, time_now_mono(), x)) return extra;
+    return x->p;
+}
+
 static int send_head(srv_req_t *r, int status, const char *ct, long long len, const char *extra)
 {
     conn_t *c = r->c;
+    extra = head_extra(r, extra);
     r->status = status;
     r->keep = c->rx.req.keep_alive && !c->s->shutting_down;
     buf_t out = {0};
@@ -807,6 +845,7 @@ int srv_respond(srv_req_t *r, int status, const char *content_type, const char *
     /* the head goes into the connection's reusable buffer; the body is sent
      * from the caller's memory (copied only if the socket cannot take it now) */
     buf_clear(&c->head);
+    extra = head_extra(r, extra);
     int rc = http_format_head(&c->head, status, content_type, (long long)n, r->keep, extra);
     if (rc) {
         r->keep = 0;

@@ -40,7 +40,7 @@ typedef struct {
     long long max_queue;              /* waiting requests per model before 503; 0 = none */
     int admission;                    /* refuse what cannot meet its budget */
     char api_key[256];                /* "" = no authentication */
-    int access_log;
+    char access_log[4096];            /* access log file, "-" = stdout, "" / "none" = off */
     /* exact-match response cache (docs/CACHE.md) */
     long long cache_mem;            /* L1 byte budget; 0 = no L1 */
     long long cache_ttl_s;          /* default TTL of a stored reply; 0 = none */
