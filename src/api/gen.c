@@ -353,7 +353,7 @@ void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier)
 {
     api_t *a = c->a;
     obs_trace_t *o = srv_req_obs(c->r);
-    obs_trace_first_token(o, time_now_mono()); /* the whole reply goes out now */
+    obs_trace_first_token(o, o->last); /* the reply goes out now (no new clock read) */
     obs_trace_tokens(o, e->prompt_tokens, e->completion_tokens, e->cached_tokens);
     obs_trace_cache(o, tier);
     srv_req_t *r = client_take(c);

@@ -115,6 +115,12 @@ struct obs_metrics {
     float ttft_s[SAMPLES], e2e_s[SAMPLES];
     uint32_t n_ttft, n_e2e; /* seen this second (reservoir) */
     uint64_t rng;
+    /* the last request series counted: a repeat (the hit path) skips the
+     * label comparisons */
+    struct {
+        const char *endpoint;
+        int code, model, idx;
+    } last_req;
 };
 
 static void cfam_init(cfam_t *f, const char *name, const char *help, const char *l0, const char *l1,
@@ -202,7 +208,8 @@ static void lbl_set(char *dst, const char *s)
     snprintf(dst, LBL, "%s", s ? s : "");
 }
 
-static void cfam_add(cfam_t *f, const char *a, const char *b, const char *c, uint64_t v)
+/* Add v to the series with these labels; returns its index. */
+static int cfam_add(cfam_t *f, const char *a, const char *b, const char *c, uint64_t v)
 {
     const char *in[3] = {a, b, c};
     for (int i = 0; i < f->n; i++) {
@@ -212,7 +219,7 @@ static void cfam_add(cfam_t *f, const char *a, const char *b, const char *c, uin
             k++;
         if (k == f->nl) {
             s->n += v;
-            return;
+            return i;
         }
     }
     if (f->n == CF_MAX) {
@@ -221,12 +228,29 @@ static void cfam_add(cfam_t *f, const char *a, const char *b, const char *c, uin
         for (int k = 0; k < f->nl; k++)
             lbl_set(s->l[k], "other");
         s->n += v;
-        return;
+        return CF_MAX - 1;
     }
     cser_t *s = &f->s[f->n++];
     for (int k = 0; k < f->nl; k++)
         lbl_set(s->l[k], in[k]);
     s->n = v;
+    return f->n - 1;
+}
+
+static void hser_add(const hfam_t *f, hser_t *s, double v)
+{
+    int b = 0;
+    while (b < f->nb && v > f->le[b])
+        b++;
+    if (b < f->nb) s->counts[b]++;
+    s->n++;
+    s->sum += v;
+}
+
+/* The per-model families: series i is model slot i (model_of labels it). */
+static void hfam_observe_at(hfam_t *f, int i, double v)
+{
+    if (v >= 0) hser_add(f, &f->s[i], v);
 }
 
 static void hfam_observe(hfam_t *f, const char *label, double v)
@@ -244,12 +268,7 @@ static void hfam_observe(hfam_t *f, const char *label, double v)
             lbl_set(s->l, label);
         }
     }
-    int b = 0;
-    while (b < f->nb && v > f->le[b])
-        b++;
-    if (b < f->nb) s->counts[b]++;
-    s->n++;
-    s->sum += v;
+    hser_add(f, s, v);
 }
 
 /* ---- the dashboard window ---- */
@@ -326,14 +345,20 @@ static void sample(obs_metrics_t *m, float *s, uint32_t *seen, double v)
     }
 }
 
-static model_t *model_of(obs_metrics_t *m, const char *name)
+/* The model's slot (also its series in the per-model histograms, H_TTFT ..
+ * H_GEN); past MODELS, the last slot is "other". */
+static int model_of(obs_metrics_t *m, const char *name)
 {
     for (int i = 0; i < m->n_models; i++)
-        if (lbl_eq(m->models[i].name, name)) return &m->models[i];
-    if (m->n_models == MODELS) return &m->models[MODELS - 1];
-    model_t *x = &m->models[m->n_models++];
-    lbl_set(x->name, name);
-    return x;
+        if (lbl_eq(m->models[i].name, name)) return i;
+    int i = m->n_models < MODELS ? m->n_models++ : MODELS - 1;
+    const char *l = m->n_models == MODELS && i == MODELS - 1 ? "other" : name;
+    lbl_set(m->models[i].name, l);
+    for (int k = H_TTFT; k <= H_GEN; k++) {
+        lbl_set(m->h[k].s[i].l, l);
+        if (m->h[k].n < i + 1) m->h[k].n = i + 1;
+    }
+    return i;
 }
 
 /* ---- updates ---- */
@@ -353,33 +378,40 @@ static int is_generation(const char *ep)
 void obs_metrics_finish(obs_metrics_t *m, const obs_trace_t *t)
 {
     const char *ep = t->endpoint ? t->endpoint : "other";
-    char cs[12];
     int code = t->status;
-    /* three digits, no printf on the hit path */
     if (code < 100 || code > 999) code = 0;
-    cs[0] = (char)('0' + code / 100);
-    cs[1] = (char)('0' + code / 10 % 10);
-    cs[2] = (char)('0' + code % 10);
-    cs[3] = '\0';
-    cfam_add(&m->c[C_REQ], ep, cs, t->model, 1);
+    int gen = is_generation(ep);
+    int mi = gen ? model_of(m, t->model) : -1; /* one lookup for every per-model series */
+    if (gen && m->last_req.endpoint == ep && m->last_req.code == code && m->last_req.model == mi) {
+        m->c[C_REQ].s[m->last_req.idx].n++;
+    } else {
+        char cs[4] = {(char)('0' + code / 100), (char)('0' + code / 10 % 10),
+                      (char)('0' + code % 10), 0};
+        int idx = cfam_add(&m->c[C_REQ], ep, cs, t->model, 1);
+        if (gen) {
+            m->last_req.endpoint = ep;
+            m->last_req.code = code;
+            m->last_req.model = mi;
+            m->last_req.idx = idx;
+        }
+    }
     if (!(t->have & (1u << OBS_TOTAL))) return; /* the server's own early errors */
     double total = t->dur[OBS_TOTAL];
     hfam_observe(&m->h[H_OLD_DUR], ep, total);
-    if (!is_generation(ep)) return;
-    const char *mn = t->model;
+    if (!gen) return;
     int err = t->status >= 500 || t->status == 499;
-    hfam_observe(&m->h[H_E2E], mn, total);
-    if (t->have & (1u << OBS_TTFT)) hfam_observe(&m->h[H_TTFT], mn, t->dur[OBS_TTFT]);
-    if (t->have & (1u << OBS_QUEUE)) hfam_observe(&m->h[H_QUEUE], mn, t->dur[OBS_QUEUE]);
-    if (t->have & (1u << OBS_PREFILL)) hfam_observe(&m->h[H_PREFILL], mn, t->dur[OBS_PREFILL]);
+    hfam_observe_at(&m->h[H_E2E], mi, total);
+    if (t->have & (1u << OBS_TTFT)) hfam_observe_at(&m->h[H_TTFT], mi, t->dur[OBS_TTFT]);
+    if (t->have & (1u << OBS_QUEUE)) hfam_observe_at(&m->h[H_QUEUE], mi, t->dur[OBS_QUEUE]);
+    if (t->have & (1u << OBS_PREFILL)) hfam_observe_at(&m->h[H_PREFILL], mi, t->dur[OBS_PREFILL]);
     if (t->have & (1u << OBS_DECODE)) {
-        hfam_observe(&m->h[H_DECODE], mn, t->dur[OBS_DECODE]);
+        hfam_observe_at(&m->h[H_DECODE], mi, t->dur[OBS_DECODE]);
         if (t->tokens_out > 1)
-            hfam_observe(&m->h[H_TPOT], mn, t->dur[OBS_DECODE] / (t->tokens_out - 1));
+            hfam_observe_at(&m->h[H_TPOT], mi, t->dur[OBS_DECODE] / (t->tokens_out - 1));
     }
     if (t->tokens_in >= 0) {
-        hfam_observe(&m->h[H_PROMPT], mn, t->tokens_in);
-        hfam_observe(&m->h[H_GEN], mn, t->tokens_out);
+        hfam_observe_at(&m->h[H_PROMPT], mi, t->tokens_in);
+        hfam_observe_at(&m->h[H_GEN], mi, t->tokens_out);
     }
     /* the dashboard */
     win_roll(m, (long)time(NULL));
@@ -409,7 +441,7 @@ void obs_metrics_finish(obs_metrics_t *m, const obs_trace_t *t)
     }
     if (t->have & (1u << OBS_TTFT)) sample(m, m->ttft_s, &m->n_ttft, t->dur[OBS_TTFT]);
     sample(m, m->e2e_s, &m->n_e2e, total);
-    model_t *x = model_of(m, mn);
+    model_t *x = &m->models[mi];
     x->req++;
     if (err) x->err++;
     if (t->tokens_in > 0) x->tok_in += (uint64_t)t->tokens_in;

@@ -49,8 +49,7 @@ struct conn {
     conn_t *prev, *next;
     http_rx_t rx;
     buf_t inbuf;
-    buf_t head;  /* response head, reused across keep-alive requests */
-    buf_t xhead; /* the handler's extra header lines + X-Request-Id, Server-Timing */
+    buf_t head; /* response head, reused across keep-alive requests */
     srv_req_t req;
     char peer[64];
     int active;  /* req is with the handler */
@@ -239,7 +238,6 @@ static void on_conn_handle_closed(uv_handle_t *h)
     http_rx_free(&c->rx);
     buf_free(&c->inbuf);
     buf_free(&c->head);
-    buf_free(&c->xhead);
     free(c);
     s->n_alloc--;
     maybe_free_srv(s);
@@ -262,10 +260,10 @@ static void conn_unlink(conn_t *c)
 
 /* The request's last byte went out (or its client left: 499): close its
  * trace, log it, count it. */
-static void req_log(conn_t *c, srv_req_t *r, int status)
+static void req_log(conn_t *c, srv_req_t *r, int status, double now)
 {
     srv_t *s = c->s;
-    obs_trace_end(&r->obs, time_now_mono(), status, r->bytes_out);
+    obs_trace_end(&r->obs, now, status, r->bytes_out);
     if (s->o.access_log) {
         const http_req_t *h = &c->rx.req;
         http_slice_t path = http_req_path(h);
@@ -282,7 +280,7 @@ static void conn_close(conn_t *c)
     if (c->active) {
         srv_req_t *r = &c->req;
         c->active = 0;
-        req_log(c, r, 499);
+        req_log(c, r, 499, time_now_mono());
         if (r->on_abort) r->on_abort(r->user, r);
         r->user = NULL;
     }
@@ -792,11 +790,12 @@ int srv_req_writable(const srv_req_t *r)
     return 0;
 }
 
-static void req_finish(srv_req_t *r)
+/* now: the caller's clock reading (0: read it here). */
+static void req_finish(srv_req_t *r, double now)
 {
     conn_t *c = r->c;
     srv_t *s = c->s;
-    req_log(c, r, r->status);
+    req_log(c, r, r->status, now > 0 ? now : time_now_mono());
     c->active = 0;
     r->user = NULL;
     r->on_abort = NULL;
@@ -810,25 +809,25 @@ static void req_finish(srv_req_t *r)
     conn_process(c);
 }
 
-/* The handler's extra header lines plus X-Request-Id and Server-Timing, in
- * the connection's reusable buffer (NULL when out of memory). */
-static const char *head_extra(srv_req_t *r, const char *extra)
+/* Format a head with X-Request-Id and Server-Timing after the handler's
+ * extra lines: they go in before the head's final blank line. */
+static int format_head(srv_req_t *r, buf_t *out, int status, const char *ct, long long len,
+                       const char *extra, double now)
 {
-    buf_t *x = &r->c->xhead;
-    buf_clear(x);
-    if (extra && buf_puts(x, extra)) return extra;
-    if (obs_trace_headers(&r->obs, time_now_mono(), x)) return extra;
-    return x->p;
+    int rc = http_format_head(out, status, ct, len, r->keep, extra);
+    if (rc) return rc;
+    out->n -= 2; /* the blank line */
+    rc = obs_trace_headers(&r->obs, now, out);
+    return rc ? rc : buf_append(out, "\r\n", 2);
 }
 
 static int send_head(srv_req_t *r, int status, const char *ct, long long len, const char *extra)
 {
     conn_t *c = r->c;
-    extra = head_extra(r, extra);
     r->status = status;
     r->keep = c->rx.req.keep_alive && !c->s->shutting_down;
     buf_t out = {0};
-    if (http_format_head(&out, status, ct, len, r->keep, extra)) {
+    if (format_head(r, &out, status, ct, len, extra, time_now_mono())) {
         buf_free(&out);
         return BAR_ERR_NOMEM;
     }
@@ -845,8 +844,9 @@ int srv_respond(srv_req_t *r, int status, const char *content_type, const char *
     /* the head goes into the connection's reusable buffer; the body is sent
      * from the caller's memory (copied only if the socket cannot take it now) */
     buf_clear(&c->head);
-    extra = head_extra(r, extra);
-    int rc = http_format_head(&c->head, status, content_type, (long long)n, r->keep, extra);
+    /* one clock reading for the head's Server-Timing and the trace's end */
+    double now = time_now_mono();
+    int rc = format_head(r, &c->head, status, content_type, (long long)n, extra, now);
     if (rc) {
         r->keep = 0;
     } else {
@@ -854,7 +854,7 @@ int srv_respond(srv_req_t *r, int status, const char *content_type, const char *
                          uv_buf_init((char *)(body ? body : ""), (unsigned)n)};
         rc = conn_writev(c, v, c->rx.req.method != HTTP_HEAD && n ? 2 : 1);
     }
-    req_finish(r);
+    req_finish(r, now);
     return rc;
 }
 
@@ -884,6 +884,6 @@ int srv_stream_end(srv_req_t *r)
     buf_t out = {0};
     buf_puts(&out, "0\r\n\r\n");
     int rc = conn_write(r->c, &out);
-    req_finish(r);
+    req_finish(r, 0);
     return rc;
 }
