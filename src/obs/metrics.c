@@ -79,6 +79,7 @@ typedef struct {
 
 enum {
     C_REQ,
+    C_REQ_MODEL,
     C_CANCEL,
     C_REJECT,
     C_FALLBACK,
@@ -119,7 +120,7 @@ struct obs_metrics {
      * label comparisons */
     struct {
         const char *endpoint;
-        int code, model, idx;
+        int code, model, idx, idx_model;
     } last_req;
 };
 
@@ -149,8 +150,11 @@ obs_metrics_t *obs_metrics_create(void)
     obs_metrics_t *m = calloc(1, sizeof *m);
     if (!m) return NULL;
     cfam_init(&m->c[C_REQ], "barista_requests_total",
-              "HTTP requests answered, by endpoint, status code (499: client went away) and model.",
-              "endpoint", "code", "model");
+              "HTTP requests answered, by endpoint and status code (499: client went away).",
+              "endpoint", "code", NULL);
+    cfam_init(&m->c[C_REQ_MODEL], "barista_model_requests_total",
+              "Generation requests answered, by model, endpoint and status code.", "model_name",
+              "endpoint", "code");
     cfam_init(&m->c[C_CANCEL], "barista_cancelled_requests_total",
               "Generations cancelled before their end, by reason.", "reason", NULL, NULL);
     cfam_init(&m->c[C_REJECT], "barista_rejected_requests_total",
@@ -384,15 +388,17 @@ void obs_metrics_finish(obs_metrics_t *m, const obs_trace_t *t)
     int mi = gen ? model_of(m, t->model) : -1; /* one lookup for every per-model series */
     if (gen && m->last_req.endpoint == ep && m->last_req.code == code && m->last_req.model == mi) {
         m->c[C_REQ].s[m->last_req.idx].n++;
+        m->c[C_REQ_MODEL].s[m->last_req.idx_model].n++;
     } else {
         char cs[4] = {(char)('0' + code / 100), (char)('0' + code / 10 % 10),
                       (char)('0' + code % 10), 0};
-        int idx = cfam_add(&m->c[C_REQ], ep, cs, t->model, 1);
+        int idx = cfam_add(&m->c[C_REQ], ep, cs, NULL, 1);
         if (gen) {
             m->last_req.endpoint = ep;
             m->last_req.code = code;
             m->last_req.model = mi;
             m->last_req.idx = idx;
+            m->last_req.idx_model = cfam_add(&m->c[C_REQ_MODEL], m->models[mi].name, ep, cs, 1);
         }
     }
     if (!(t->have & (1u << OBS_TOTAL))) return; /* the server's own early errors */

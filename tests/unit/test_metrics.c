@@ -42,10 +42,12 @@ static void test_finish_counts_and_histograms(void **st)
     buf_t o = {0};
     assert_int_equal(obs_metrics_render(m, &o), 0);
     const char *s = o.p;
-    assert_non_null(strstr(
-        s,
-        "barista_requests_total{endpoint=\"chat_completions\",code=\"200\",model=\"small\"} 2\n"));
-    assert_non_null(strstr(s, "model=\"we\\\"ird\\\\\"} 1\n")); /* escaped */
+    assert_non_null(
+        strstr(s, "barista_requests_total{endpoint=\"chat_completions\",code=\"200\"} 2\n"));
+    assert_non_null(strstr(s, "barista_model_requests_total{model_name=\"small\",endpoint=\"chat_"
+                              "completions\",code=\"200\"} 2\n"));
+    assert_non_null(strstr(s, "{model_name=\"we\\\"ird\\\\\",endpoint=\"chat_completions\","
+                              "code=\"503\"} 1\n")); /* escaped */
     /* ttft 0.03 falls in le=0.04 (not 0.02); cumulative from there on */
     assert_non_null(strstr(
         s, "barista_time_to_first_token_seconds_bucket{model_name=\"small\",le=\"0.02\"} 0\n"));
@@ -101,7 +103,7 @@ static void test_early_errors_and_other_endpoints(void **st)
     obs_metrics_upstream(m, "r1", 1);
     buf_t o = {0};
     obs_metrics_render(m, &o);
-    assert_non_null(strstr(o.p, "{endpoint=\"other\",code=\"431\",model=\"\"} 1\n"));
+    assert_non_null(strstr(o.p, "barista_requests_total{endpoint=\"other\",code=\"431\"} 1\n"));
     assert_non_null(strstr(o.p, "barista_request_duration_seconds_count{endpoint=\"health\"} 1\n"));
     assert_null(strstr(o.p, "barista_e2e_request_latency_seconds_count")); /* not a generation */
     assert_non_null(strstr(o.p, "barista_rejected_requests_total{reason=\"queue\"} 1\n"));
