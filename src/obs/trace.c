@@ -27,6 +27,18 @@ static uint64_t mix64(uint64_t x)
     return x ^ (x >> 31);
 }
 
+/* 16 hex digits of v, two per byte from a table. */
+static void hex16(char *out, uint64_t v)
+{
+    static const char hx[] = "0123456789abcdef";
+    for (int i = 14; i >= 0; i -= 2) {
+        unsigned b = (unsigned)(v & 0xff);
+        out[i] = hx[b >> 4];
+        out[i + 1] = hx[b & 15];
+        v >>= 8;
+    }
+}
+
 void obs_idgen_init(obs_idgen_t *g)
 {
     struct timespec ts;
@@ -37,6 +49,7 @@ void obs_idgen_init(obs_idgen_t *g)
     s ^= (uint64_t)(time_now_mono() * 1e9);
     g->prefix = mix64(s);
     g->seq = mix64(s ^ 0x9e3779b97f4a7c15ull);
+    hex16(g->prefix_hex, g->prefix);
 }
 
 int obs_id_valid(const char *id, size_t n)
@@ -45,15 +58,6 @@ int obs_id_valid(const char *id, size_t n)
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)id[i] < 0x21 || (unsigned char)id[i] > 0x7e) return 0;
     return 1;
-}
-
-static void hex16(char *out, uint64_t v)
-{
-    static const char hx[] = "0123456789abcdef";
-    for (int i = 15; i >= 0; i--) {
-        out[i] = hx[v & 15];
-        v >>= 4;
-    }
 }
 
 void obs_trace_begin(obs_trace_t *t, double t0, const char *given, size_t n, obs_idgen_t *g)
@@ -78,7 +82,7 @@ void obs_trace_begin(obs_trace_t *t, double t0, const char *given, size_t n, obs
     t->id_given = 0;
     /* a counter scrambled by a bijection: unique within the process, and
      * the random prefix makes clashes between processes unlikely */
-    hex16(t->id, g->prefix);
+    memcpy(t->id, g->prefix_hex, 16);
     hex16(t->id + 16, mix64(++g->seq));
     t->id[32] = '\0';
 }
@@ -194,15 +198,13 @@ static int put_stages(const obs_trace_t *t, double now, buf_t *out, int json)
     if (buf_reserve(out, OBS_N_STAGES * 40 + 8)) return BAR_ERR_NOMEM;
     char *p = out->p + out->n;
     if (json) *p++ = '{';
-    const char *sep = json ? "," : ", ";
-    size_t sepn = json ? 1 : 2;
     unsigned have = t->have | (1u << OBS_TOTAL);
     for (int i = 0; i < OBS_N_STAGES; i++) {
         if (!(have & (1u << i))) continue;
         double d = i == OBS_TOTAL && !(t->have & (1u << OBS_TOTAL)) ? now - t->t0 : t->dur[i];
         if (p != out->p + out->n + json) {
-            memcpy(p, sep, sepn);
-            p += sepn;
+            *p++ = ',';
+            if (!json) *p++ = ' ';
         }
         memcpy(p, ST_PREFIX[json][i].s, 16); /* room: reserved above */
         p += ST_PREFIX[json][i].n;
@@ -217,13 +219,15 @@ static int put_stages(const obs_trace_t *t, double now, buf_t *out, int json)
 int obs_trace_headers(const obs_trace_t *t, double now, buf_t *out)
 {
     size_t idn = strnlen(t->id, sizeof t->id);
-    int rc = buf_reserve(out, idn + 40 + OBS_N_STAGES * 40);
-    if (!rc) rc = buf_append(out, "X-Request-Id: ", 14);
-    if (!rc) rc = buf_append(out, t->id, idn);
-    if (!rc) rc = buf_append(out, "\r\nServer-Timing: ", 17);
-    if (!rc) rc = put_stages(t, now, out, 0);
-    if (!rc) rc = buf_append(out, "\r\n", 2);
-    return rc;
+    if (buf_reserve(out, idn + 40)) return BAR_ERR_NOMEM;
+    /* the fixed parts written in place: this is on every response */
+    char *p = out->p + out->n;
+    memcpy(p, "X-Request-Id: ", 14);
+    memcpy(p + 14, t->id, idn);
+    memcpy(p + 14 + idn, "\r\nServer-Timing: ", 17);
+    out->n += 31 + idn;
+    int rc = put_stages(t, now, out, 0);
+    return rc ? rc : buf_append(out, "\r\n", 2);
 }
 
 int obs_trace_json(const obs_trace_t *t, double now, buf_t *out)

@@ -64,6 +64,7 @@ typedef struct {
 /* An id maker: a random per-process prefix and a counter. */
 typedef struct {
     uint64_t prefix, seq;
+    char prefix_hex[16]; /* the prefix's digits, made once */
 } obs_idgen_t;
 
 /* Seed g (from the clock, the pid and the address of g). */
