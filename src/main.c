@@ -17,6 +17,8 @@ static const command_t commands[] = {
      cli_embed_main},
     {"inspect", "print the metadata and tensor table of a GGUF or safetensors file",
      cli_inspect_main},
+    {"keys", "make an API key for a tenant and the keys-file line to paste (serve --keys)",
+     cli_keys_main},
     {"run", "generate text from a prompt with a GGUF model on the CPU", cli_run_main},
     {"quantize", "convert a GGUF model's weights to Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 (or F16/BF16/F32)",
      cli_quantize_main},

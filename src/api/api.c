@@ -13,7 +13,10 @@
 #include "api/reply.h"
 #include "api/route.h"
 #include "backend/backend_embed.h"
+#include "backend/backend_upstream.h"
 #include "util/timeutil.h"
+
+#include <openssl/crypto.h>
 
 static void respond_json(srv_req_t *r, int status, buf_t *b)
 {
@@ -27,15 +30,18 @@ static void model_obj(const api_t *a, buf_t *b, const api_model_t *m, const char
     buf_puts(b, "{\"id\":");
     oai_json_string(b, id, strlen(id));
     buf_printf(b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"barista\"", m->created);
-    buf_printf(b, ",\"meta\":{\"n_ctx\":%d,\"ready\":%s,\"backend\":\"local\",\"mode\":\"%s\"",
+    buf_printf(b, ",\"meta\":{\"n_ctx\":%d,\"ready\":%s,\"backend\":\"%s\",\"mode\":\"%s\"",
                m->n_ctx, m->bk ? "true" : "false",
+               m->cfg.kind == MODEL_KIND_UPSTREAM ? "upstream" : "local",
                m->cfg.mode == MODEL_MODE_EMBEDDING ? "embedding" : "chat");
     if (m->embed_dim) buf_printf(b, ",\"dimensions\":%d", m->embed_dim);
     buf_puts(b, "}}");
 }
 
-static void h_models(api_t *a, srv_req_t *r, http_slice_t id)
+/* A tenant sees only the models its key may use (a keys file's `models`). */
+static void h_models(api_t *a, srv_req_t *r, http_slice_t id, const api_tenant_t *tn)
 {
+    const tenant_key_t *k = tn->key;
     buf_t b = {0};
     if (id.n) {
         char tmp[MODEL_NAME_MAX];
@@ -45,6 +51,7 @@ static void h_models(api_t *a, srv_req_t *r, http_slice_t id)
             tmp[id.n] = '\0';
             m = api_model_find(a, tmp);
         }
+        if (m && !tenant_key_allows(k, m->cfg.name)) m = NULL;
         if (!m) {
             reply_error(r, 404, "invalid_request_error", "model_not_found", "model",
                         "The model '%.*s' does not exist.", (int)(id.n > 200 ? 200 : id.n), id.p);
@@ -56,12 +63,16 @@ static void h_models(api_t *a, srv_req_t *r, http_slice_t id)
         return;
     }
     buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    int n = 0;
     for (int i = 0; i < a->n_models; i++) {
-        if (i) buf_puts(&b, ",");
+        if (!tenant_key_allows(k, a->models[i].cfg.name)) continue;
+        if (n++) buf_puts(&b, ",");
         model_obj(a, &b, &a->models[i], a->models[i].cfg.name);
     }
-    buf_puts(&b, ",");
-    model_obj(a, &b, &a->models[a->default_idx], "default");
+    if (tenant_key_allows(k, a->models[a->default_idx].cfg.name)) {
+        if (n) buf_puts(&b, ",");
+        model_obj(a, &b, &a->models[a->default_idx], "default");
+    }
     buf_puts(&b, "]}\n");
     respond_json(r, 200, &b);
 }
@@ -118,6 +129,20 @@ static void h_config(api_t *a, srv_req_t *r)
     }
     buf_puts(&b, "}}\n");
     respond_json(r, 200, &b);
+}
+
+/* Per-replica series of the upstream models (backend_upstream.c). */
+static void upstream_metrics(const api_t *a, buf_t *b)
+{
+    backend_t *bs[64];
+    const char *names[64];
+    int n = 0;
+    for (int i = 0; i < a->n_models && n < 64; i++)
+        if (a->models[i].bk && backend_is_upstream(a->models[i].bk)) {
+            bs[n] = a->models[i].bk;
+            names[n++] = a->models[i].cfg.name;
+        }
+    backend_upstream_metrics(bs, names, n, b);
 }
 
 static void h_metrics(api_t *a, srv_req_t *r)
@@ -182,27 +207,38 @@ static void h_metrics(api_t *a, srv_req_t *r)
     api_obs_gauges(a, &b);
     api_cache_metrics(a->cache, &b);
     embed_metrics(a, &b);
+    upstream_metrics(a, &b);
+    rlr_t *rr = api_tenants_rlr(a->tenants);
+    if (rr) {
+        rlr_stats_t rs;
+        rlr_stats(rr, &rs);
+        obs_metrics_gauge(&b, "barista_ratelimit_redis_up",
+                          "1 while the rate limiter's Redis connection is up.", rs.up);
+        obs_metrics_counter(&b, "barista_ratelimit_redis_checks_total",
+                            "Rate-limit checks sent to Redis.", rs.checks);
+        obs_metrics_counter(&b, "barista_ratelimit_redis_timeouts_total",
+                            "Rate-limit checks Redis did not answer within --ratelimit-wait-ms.",
+                            rs.timeouts);
+        obs_metrics_counter(&b, "barista_ratelimit_local_decisions_total",
+                            "Rate-limit checks decided by this replica alone (Redis down or slow).",
+                            rs.local);
+    }
     srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.n, NULL);
     buf_free(&b);
 }
 
-/* Whether h carries 'Authorization: Bearer <key>' (key "" = always). */
+/* Whether h carries 'Authorization: Bearer <key>' (key "" = never): the
+ * SHA-256 digests are compared, so the time shows neither the key's length
+ * nor where it differs. */
 static int bearer_is(const char *key, const http_req_t *h)
 {
-    if (!key[0]) return 1;
+    if (!key[0]) return 0;
     http_slice_t v = http_req_header(h, "authorization");
-    size_t kn = strlen(key);
-    if (!v.p || v.n != 7 + kn || strncasecmp(v.p, "Bearer ", 7)) return 0;
-    /* constant-time compare */
-    unsigned diff = 0;
-    for (size_t i = 0; i < kn; i++)
-        diff |= (unsigned char)v.p[7 + i] ^ (unsigned char)key[i];
-    return diff == 0;
-}
-
-static int authorized(const api_t *a, const http_req_t *h)
-{
-    return bearer_is(a->set->api_key, h);
+    if (!v.p || v.n < 7 || strncasecmp(v.p, "Bearer ", 7)) return 0;
+    uint8_t d1[32], d2[32];
+    tenant_sha256(v.p + 7, v.n - 7, d1);
+    tenant_sha256(key, strlen(key), d2);
+    return CRYPTO_memcmp(d1, d2, 32) == 0;
 }
 
 enum {
@@ -251,10 +287,13 @@ static void method_not_allowed(srv_req_t *r, const char *allow, http_slice_t pat
     buf_free(&b);
 }
 
-/* The row's key: 0 to go on, or answered (401/403/404) and -1. */
-static int check_auth(api_t *a, srv_req_t *r, const route_t *row)
+/* The row's key: 0 to go on with *tn (release it), or answered
+ * (401/403/404) and -1. *admin: the admin API may be used for anything. */
+static int check_auth(api_t *a, srv_req_t *r, const route_t *row, api_tenant_t *tn, int *admin)
 {
     const http_req_t *h = srv_req_http(r);
+    memset(tn, 0, sizeof *tn);
+    *admin = 0;
     if (row->auth == ROUTE_OPEN) return 0;
     if (row->auth == ROUTE_ADMIN_IF_SET) {
         if (bearer_is(a->set->admin_key, h)) return 0;
@@ -263,27 +302,36 @@ static int check_auth(api_t *a, srv_req_t *r, const route_t *row)
         return -1;
     }
     if (row->auth == ROUTE_API_KEY) {
-        if (authorized(a, h)) return 0;
+        if (api_tenant_resolve(a->tenants, h, tn) == 0) return 0;
         reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
-                    "Incorrect or missing API key: send 'Authorization: Bearer <key>'.");
+                    "Incorrect or missing API key: send 'Authorization: Bearer <key>' or "
+                    "'api-key: <key>'.");
         return -1;
     }
-    if (!a->set->admin_key[0] || !a->cache) {
+    int authed = api_tenants_authed(a->tenants);
+    if ((!a->set->admin_key[0] && !authed) || !a->cache) {
         reply_error(r, 404, "invalid_request_error", "not_found", NULL,
                     "The cache admin API is off; start barista with --admin-key to enable it.");
         return -1;
     }
-    if (!http_req_header(h, "authorization").p) {
+    if (!http_req_header(h, "authorization").p && !http_req_header(h, "api-key").p) {
         reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
                     "The cache admin API needs 'Authorization: Bearer <admin key>'.");
         return -1;
     }
-    if (!bearer_is(a->set->admin_key, h)) {
-        reply_error(r, 403, "invalid_request_error", "forbidden", NULL,
-                    "This key may not use the cache admin API.");
-        return -1;
+    if (bearer_is(a->set->admin_key, h)) {
+        *admin = 1;
+        return 0;
     }
-    return 0;
+    if (authed && api_tenant_resolve(a->tenants, h, tn) == 0) {
+        *admin = tn->admin;
+        /* a tenant may purge its own namespaces (api_cache_admin scopes it) */
+        if (*admin || h->method == HTTP_DELETE) return 0;
+        api_tenant_release(tn);
+    }
+    reply_error(r, 403, "invalid_request_error", "forbidden", NULL,
+                "This key may not use the cache admin API.");
+    return -1;
 }
 
 void api_handle(void *ud, srv_req_t *r)
@@ -310,23 +358,30 @@ void api_handle(void *ud, srv_req_t *r)
             if (!strcmp(ROUTES[i].path, row->path)) methods |= ROUTES[i].methods;
         char allow[64];
         route_allow(methods, allow, sizeof allow);
-        if (row->auth == ROUTE_ADMIN_KEY && check_auth(a, r, row) < 0) return;
+        api_tenant_t tn;
+        int admin;
+        if (row->auth == ROUTE_ADMIN_KEY) {
+            if (check_auth(a, r, row, &tn, &admin) < 0) return;
+            api_tenant_release(&tn);
+        }
         method_not_allowed(r, allow, path);
         return;
     }
-    if (check_auth(a, r, row) < 0) return;
+    api_tenant_t tn;
+    int admin;
+    if (check_auth(a, r, row, &tn, &admin) < 0) return;
     switch (row->handler) {
     case H_CHAT:
-        pipeline_handle(a, r, OAI_CHAT);
-        break;
+        pipeline_handle(a, r, OAI_CHAT, &tn);
+        return;
     case H_COMPLETIONS:
-        pipeline_handle(a, r, OAI_COMPLETION);
-        break;
+        pipeline_handle(a, r, OAI_COMPLETION, &tn);
+        return;
     case H_EMBEDDINGS:
-        embed_handle(a, r);
+        embed_handle(a, r, &tn);
         break;
     case H_MODELS:
-        h_models(a, r, rest);
+        h_models(a, r, rest, &tn);
         break;
     case H_HEALTH:
         h_health(a, r);
@@ -346,16 +401,25 @@ void api_handle(void *ud, srv_req_t *r)
     case H_DASHBOARD_SNAPSHOT:
         api_dashboard_snapshot(a, r);
         break;
-    default:
-        api_cache_admin(a->cache, r);
+    default: {
+        api_cache_caller_t who = {admin, &tn, a->tenants};
+        api_cache_admin(a->cache, r, &who);
         break;
     }
+    }
+    api_tenant_release(&tn);
+}
+
+int api_reload_keys(api_t *a, bar_msg_t *msg)
+{
+    return api_tenants_reload(a->tenants, msg);
 }
 
 static void api_maybe_free(api_t *a)
 {
     if (!a->destroyed || !a->closed || a->n_gens) return;
     obs_metrics_destroy(a->metrics);
+    api_tenants_destroy(a->tenants);
     free(a->models);
     free(a);
 }
@@ -386,7 +450,9 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     a->rng = ((uint64_t)time_now_unix() << 20) ^ (uint64_t)getpid() ^
              (uint64_t)(time_now_mono() * 1e9) ^ 0x2545F4914F6CDD1Dull;
     if (!a->rng) a->rng = 1;
-    int rc = api_cache_create(&a->cache, loop, s, gen_on_sf_empty, a, msg);
+    int rc = api_tenants_create(&a->tenants, loop, s, msg);
+    if (!rc && (rc = api_cache_create(&a->cache, loop, s, gen_on_sf_empty, a, msg)))
+        api_tenants_destroy(a->tenants);
     if (rc) {
         obs_metrics_destroy(a->metrics);
         free(a->models);
@@ -443,6 +509,7 @@ void api_destroy(api_t *a)
 {
     if (!a) return;
     a->destroyed = 1;
+    api_tenants_close(a->tenants); /* requests waiting for Redis's verdict are decided now */
     embed_cancel_all(a); /* before their backends go: a cancelled job is never called back */
     /* every backend ends its jobs (DONE/CANCELLED) now or on the next loop
      * turns; their generations free themselves, the last one frees the api */

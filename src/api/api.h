@@ -54,6 +54,10 @@ void api_on_response(void *ud, const obs_trace_t *t);
  * started get 503. */
 void api_cancel_all(api_t *a);
 
+/* Re-read the --keys file (SIGHUP): 0, or a negative code with msg and the
+ * old keys stay in force. Connections and requests in flight are untouched. */
+int api_reload_keys(api_t *a, bar_msg_t *msg);
+
 /* Generations not yet finished. */
 int api_n_generations(const api_t *a);
 

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <xxhash.h>
 
+#include "api/api_tenant.h"
 #include "api/openai.h"
 #include "obs/metrics.h"
 #include "util/timeutil.h"
@@ -403,35 +404,6 @@ static void parse_cache_control(http_slice_t v, api_cache_req_t *q)
     }
 }
 
-/* The namespace bytes of a request: the presented bearer token, NUL,
- * X-Cache-Namespace (each cut at 500 bytes). Returns the length. */
-static size_t ns_bytes(const http_req_t *h, char nsbuf[1024])
-{
-    size_t nn = 0;
-    http_slice_t auth = http_req_header(h, "authorization");
-    if (auth.p && auth.n >= 7 && !strncasecmp(auth.p, "Bearer ", 7)) {
-        size_t k = auth.n - 7;
-        if (k > 500) k = 500;
-        memcpy(nsbuf, auth.p + 7, k);
-        nn = k;
-    }
-    nsbuf[nn++] = '\0';
-    http_slice_t hn = http_req_header(h, "x-cache-namespace");
-    if (hn.p) {
-        size_t k = hn.n > 500 ? 500 : hn.n;
-        memcpy(nsbuf + nn, hn.p, k);
-        nn += k;
-    }
-    return nn;
-}
-
-uint64_t api_cache_ns(const http_req_t *h)
-{
-    char nsbuf[1024];
-    size_t nn = ns_bytes(h, nsbuf);
-    return cache_ns_hash(nsbuf, nn);
-}
-
 int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
                      const api_cache_keyin_t *in, api_cache_req_t *q)
 {
@@ -442,24 +414,25 @@ int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
     if (!body) return BAR_ERR_INVALID;
     q->cacheable = in->reproducible || q->max_age > 0 || c->set->cache_sampled;
     if (!q->cacheable) return 0;
-    /* namespace: the presented bearer token, NUL, X-Cache-Namespace */
-    char nsbuf[1024];
-    size_t nn = ns_bytes(h, nsbuf);
-    cache_key_ctx_t kc = {in->endpoint, in->model, in->digest, nsbuf,
-                          nn,           in->skip,  in->extra,  in->extra_len};
+    /* namespace: the tenant's namespace id (api_tenant.h), never the token */
+    char nsbuf[8];
+    memcpy(nsbuf, &in->ns, 8);
+    cache_key_ctx_t kc = {in->endpoint, in->model, in->digest,   nsbuf, 8,
+                          in->skip,     in->extra, in->extra_len};
     bar_msg_t m = {{0}};
     int rc = cache_key_make(&q->key, body, &kc, &m);
     if (rc) {
         q->cacheable = 0;
         return rc;
     }
-    q->ns = cache_ns_hash(nsbuf, nn);
+    q->ns = in->ns;
     cache_key_hex(&q->key, q->hex);
     return 0;
 }
 
-/* identity: kind, Cache-Control, Authorization, X-Cache-Namespace (each
- * length-prefixed, present or not), then the body ("model" is in it) */
+/* identity: kind, the namespace id (the tenant and its X-Cache-Namespace),
+ * Cache-Control (length-prefixed, present or not), then the body ("model"
+ * is in it) */
 static int memo_put_slice(buf_t *b, const char *p, size_t n, int present)
 {
     uint32_t len = present ? (uint32_t)n + 1 : 0;
@@ -467,25 +440,23 @@ static int memo_put_slice(buf_t *b, const char *p, size_t n, int present)
     return n ? buf_append(b, p, n) : 0;
 }
 
-static int memo_identity(api_cache_t *c, const http_req_t *h, int kind)
+static int memo_identity(api_cache_t *c, const http_req_t *h, int kind, uint64_t ns)
 {
     buf_t *b = &c->memo_id;
     buf_clear(b);
     if (!h->body.p || h->body.n > API_CACHE_MEMO_MAX) return -1;
-    static const char *const names[] = {"cache-control", "authorization", "x-cache-namespace"};
     unsigned char k = (unsigned char)kind;
-    if (buf_append(b, &k, 1)) return -1;
-    for (int i = 0; i < 3; i++) {
-        http_slice_t v = http_req_header(h, names[i]);
-        if (memo_put_slice(b, v.p, v.p ? v.n : 0, v.p != NULL)) return -1;
-    }
+    if (buf_append(b, &k, 1) || buf_append(b, &ns, 8)) return -1;
+    http_slice_t v = http_req_header(h, "cache-control");
+    if (memo_put_slice(b, v.p, v.p ? v.n : 0, v.p != NULL)) return -1;
     if (buf_append(b, h->body.p, h->body.n)) return -1;
     return b->n > API_CACHE_MEMO_MAX + 2048 ? -1 : 0;
 }
 
-const api_cache_memo_t *api_cache_memo_find(api_cache_t *c, const http_req_t *h, int kind)
+const api_cache_memo_t *api_cache_memo_find(api_cache_t *c, const http_req_t *h, int kind,
+                                            uint64_t ns)
 {
-    if (!c || c->closing || !c->memo || memo_identity(c, h, kind)) return NULL;
+    if (!c || c->closing || !c->memo || memo_identity(c, h, kind, ns)) return NULL;
     uint64_t x = XXH3_64bits(c->memo_id.p, c->memo_id.n);
     const struct api_cache_memo_slot *m = &c->memo[x & (API_CACHE_MEMO_SLOTS - 1)];
     if (!m->id || m->h != x || m->n != c->memo_id.n || memcmp(m->id, c->memo_id.p, m->n))
@@ -493,13 +464,14 @@ const api_cache_memo_t *api_cache_memo_find(api_cache_t *c, const http_req_t *h,
     return &m->m;
 }
 
-void api_cache_memo_put(api_cache_t *c, const http_req_t *h, int kind, const api_cache_memo_t *mm)
+void api_cache_memo_put(api_cache_t *c, const http_req_t *h, int kind, uint64_t ns,
+                        const api_cache_memo_t *mm)
 {
     if (!c->memo) {
         c->memo = calloc(API_CACHE_MEMO_SLOTS, sizeof *c->memo);
         if (!c->memo) return;
     }
-    if (memo_identity(c, h, kind)) return;
+    if (memo_identity(c, h, kind, ns)) return;
     uint64_t x = XXH3_64bits(c->memo_id.p, c->memo_id.n);
     struct api_cache_memo_slot *m = &c->memo[x & (API_CACHE_MEMO_SLOTS - 1)];
     char *id = malloc(c->memo_id.n);
@@ -685,8 +657,8 @@ static long query_param(http_slice_t q, const char *name, char *out, size_t size
  * else -1 and the offending parameter (cut) in bad. */
 static int query_check(http_slice_t q, char *bad, size_t size)
 {
-    static const char *const known[] = {"all", "namespace", "api_key"};
-    int seen[3] = {0};
+    static const char *const known[] = {"all", "namespace", "api_key", "tenant"};
+    int seen[4] = {0};
     size_t i = 0;
     while (i < q.n) {
         size_t s = i;
@@ -695,7 +667,7 @@ static int query_check(http_slice_t q, char *bad, size_t size)
         const char *eq = memchr(q.p + s, '=', i - s);
         size_t nl = eq ? (size_t)(eq - (q.p + s)) : i - s;
         int k = -1;
-        for (int j = 0; j < 3 && eq; j++)
+        for (int j = 0; j < 4 && eq; j++)
             if (nl == strlen(known[j]) && !memcmp(q.p + s, known[j], nl)) k = j;
         if (k < 0 || seen[k]++) {
             size_t n = i - s < size - 1 ? i - s : size - 1;
@@ -802,7 +774,7 @@ static void admin_error(srv_req_t *r, int status, const char *code, const char *
     buf_free(&b);
 }
 
-void api_cache_admin(api_cache_t *c, srv_req_t *r)
+void api_cache_admin(api_cache_t *c, srv_req_t *r, const api_cache_caller_t *who)
 {
     const http_req_t *h = srv_req_http(r);
     http_slice_t path = http_req_path(h);
@@ -813,6 +785,10 @@ void api_cache_admin(api_cache_t *c, srv_req_t *r)
             srv_respond(r, 405, "application/json", "{}\n", 3, "Allow: GET, HEAD\r\n");
             return;
         }
+        if (!who->admin) {
+            admin_error(r, 403, "forbidden", "Only an admin key may read the cache statistics.");
+            return;
+        }
         stats_reply(c, r);
         return;
     }
@@ -821,7 +797,7 @@ void api_cache_admin(api_cache_t *c, srv_req_t *r)
         return;
     }
     if (path.n == 9) { /* /v1/cache */
-        char ns[600], key[600], all[8], bad[64];
+        char ns[600], key[600], tn[600], all[8], bad[64];
         http_slice_t q = http_req_query(h);
         /* every parameter must be one we know, once, as name=value: a typo
          * (?ns=x, ?Namespace=x) must never widen a purge to everything */
@@ -829,7 +805,7 @@ void api_cache_admin(api_cache_t *c, srv_req_t *r)
             char text[160];
             snprintf(text, sizeof text,
                      "Unknown or malformed query parameter '%s': use all=true, namespace, "
-                     "api_key.",
+                     "tenant, api_key.",
                      bad);
             admin_error(r, 400, "invalid_value", text);
             return;
@@ -837,27 +813,55 @@ void api_cache_admin(api_cache_t *c, srv_req_t *r)
         long al = query_param(q, "all", all, sizeof all);
         long nl = query_param(q, "namespace", ns, 501);
         long kl = query_param(q, "api_key", key, 501);
+        long tl = query_param(q, "tenant", tn, 501);
+        if (!who->admin && (al >= 0 || kl >= 0 || tl >= 0)) {
+            admin_error(r, 403, "forbidden",
+                        "A tenant's key purges only its own namespaces: use ?namespace=NS "
+                        "(empty: the default one).");
+            return;
+        }
         if (al >= 0) {
-            if (strcmp(all, "true") || nl >= 0 || kl >= 0) {
+            if (strcmp(all, "true") || nl >= 0 || kl >= 0 || tl >= 0) {
                 admin_error(r, 400, "invalid_value", "'all' must be 'true' and comes alone.");
                 return;
             }
             purge(c, r, "all", CACHE_PURGE_ALL, 0, NULL);
             return;
         }
-        if (nl < 0 && kl < 0) {
+        if (nl < 0 && kl < 0 && tl < 0) {
             admin_error(r, 400, "invalid_value",
-                        "Say what to purge: ?all=true, ?namespace=NS[&api_key=K], or "
+                        "Say what to purge: ?all=true, ?namespace=NS[&tenant=T|&api_key=K], or "
                         "/v1/cache/{key}.");
             return;
         }
-        /* the namespace bytes exactly as api_cache_decide builds them */
-        char nsbuf[1024];
-        size_t nn = 0;
-        if (kl > 0) memcpy(nsbuf, key, (size_t)kl), nn = (size_t)kl;
-        nsbuf[nn++] = '\0';
-        if (nl > 0) memcpy(nsbuf + nn, ns, (size_t)nl), nn += (size_t)nl;
-        purge(c, r, "namespace", CACHE_PURGE_NS, cache_ns_hash(nsbuf, nn), NULL);
+        if (kl >= 0 && tl >= 0) {
+            admin_error(r, 400, "invalid_value", "Name the tenant once: 'tenant' or 'api_key'.");
+            return;
+        }
+        /* the tenant: the caller's own, a named one, or the one a key names */
+        api_tenant_t t;
+        memset(&t, 0, sizeof t);
+        if (!who->admin) {
+            snprintf(t.name, sizeof t.name, "%s", who->caller->name);
+        } else if (tl >= 0) {
+            if (tl > 0 && !tenant_name_ok(tn, (size_t)tl)) {
+                admin_error(r, 400, "invalid_value",
+                            "'tenant' must be 1 to 63 characters of [A-Za-z0-9._:@-].");
+                return;
+            }
+            memcpy(t.name, tn, (size_t)tl + 1); /* checked: at most 63 */
+        } else if (kl > 0 && api_tenant_of_key(who->tenants, key, (size_t)kl, &t)) {
+            admin_error(r, 404, "not_found", "No tenant has this api_key.");
+            return;
+        }
+        api_tenant_release(&t);
+        uint64_t id =
+            api_tenant_ns(who->tenants, t.name, nl > 0 ? ns : NULL, nl > 0 ? (size_t)nl : 0);
+        purge(c, r, "namespace", CACHE_PURGE_NS, id, NULL);
+        return;
+    }
+    if (!who->admin) {
+        admin_error(r, 403, "forbidden", "Only an admin key may purge by cache key.");
         return;
     }
     cache_key_t k;

@@ -95,22 +95,18 @@ typedef struct {
     const char *extra;       /* canonical bytes of the sampling values used */
     size_t extra_len;
     int reproducible; /* greedy or seeded: cacheable without opting in */
+    uint64_t ns;      /* the tenant's namespace id (api_tenant.h) */
 } api_cache_keyin_t;
 
 /* Decide for request h, whose validated body is the JSON object body
- * (borrowed): Cache-Control, cacheability, namespace (docs/CACHE.md: bearer
- * token + "\0" + X-Cache-Namespace) and key. 0, or a negative code (OOM,
- * nesting too deep): then treat the request as not cacheable. */
-/* The tenant namespace hash of a request (bearer token and
- * X-Cache-Namespace, as the cache keys use it), whether or not the response
- * cache is on: the local engine salts its prefix cache with it. */
-uint64_t api_cache_ns(const http_req_t *h);
-
+ * (borrowed): Cache-Control, cacheability and key (in->ns: the tenant's
+ * namespace id, docs/TENANTS.md). 0, or a negative code (OOM, nesting too
+ * deep): then treat the request as not cacheable. */
 int api_cache_decide(api_cache_t *c, const http_req_t *h, const cJSON *body,
                      const api_cache_keyin_t *in, api_cache_req_t *out);
 
-/* The raw-request memo: a byte-identical repeat (endpoint, the three headers
- * the key reads, the body) of a request that was answered as an exact L1
+/* The raw-request memo: a byte-identical repeat (endpoint, namespace id,
+ * Cache-Control, the body) of a request that was answered as an exact L1
  * hit reuses that decision, so neither parsing nor keying runs again. */
 typedef struct {
     api_cache_req_t cq;
@@ -119,10 +115,12 @@ typedef struct {
 } api_cache_memo_t;
 
 /* The memo for this request, or NULL. kind tells chat from completions. */
-const api_cache_memo_t *api_cache_memo_find(api_cache_t *c, const http_req_t *h, int kind);
+const api_cache_memo_t *api_cache_memo_find(api_cache_t *c, const http_req_t *h, int kind,
+                                            uint64_t ns);
 
 /* Remember a request that was just answered as an exact L1 hit. */
-void api_cache_memo_put(api_cache_t *c, const http_req_t *h, int kind, const api_cache_memo_t *m);
+void api_cache_memo_put(api_cache_t *c, const http_req_t *h, int kind, uint64_t ns,
+                        const api_cache_memo_t *m);
 
 /* The L1 entry for key (a reference) if fresh for q, else NULL. */
 cache_entry_t *api_cache_l1_get(api_cache_t *c, const api_cache_req_t *q);
@@ -158,9 +156,19 @@ semantic_t *api_cache_semantic(api_cache_t *c, int dim);
  * without Redis, and while it is down). */
 void api_cache_semantic_share(api_cache_t *c, const semantic_put_t *p, int dim);
 
-/* GET /v1/cache/stats and DELETE /v1/cache[/{key}][?namespace=NS[&api_key=K]].
- * The caller has checked the admin key. */
-void api_cache_admin(api_cache_t *c, srv_req_t *r);
+/* Who calls the admin API. */
+typedef struct api_tenants api_tenants_t;
+struct api_tenant;
+typedef struct {
+    int admin;                       /* the admin key or an admin tenant: everything */
+    const struct api_tenant *caller; /* otherwise: a tenant, its own namespaces only */
+    api_tenants_t *tenants;          /* names → namespace ids */
+} api_cache_caller_t;
+
+/* GET /v1/cache/stats and DELETE /v1/cache[/{key}][?namespace=NS
+ * [&tenant=T|&api_key=K]] for an admin; DELETE /v1/cache?namespace=NS (its
+ * own) for a tenant. The caller has checked the key. */
+void api_cache_admin(api_cache_t *c, srv_req_t *r, const api_cache_caller_t *who);
 
 /* Append the cache series to a Prometheus scrape. */
 void api_cache_metrics(const api_cache_t *c, buf_t *b);

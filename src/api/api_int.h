@@ -14,6 +14,7 @@
 
 #include "api/api.h"
 #include "api/api_cache.h"
+#include "api/api_tenant.h"
 #include "api/openai.h"
 #include "backend/backend.h"
 #include "backend/model_list.h"
@@ -75,7 +76,8 @@ struct api {
     int closed;
     uint64_t rng; /* response ids */
     api_cache_t *cache;
-    embed_job_t *embeds; /* /v1/embeddings requests waiting for their backend */
+    api_tenants_t *tenants; /* keys, namespace ids, rate limits */
+    embed_job_t *embeds;    /* /v1/embeddings requests waiting for their backend */
     int n_embeds;
     api_embed_stats_t emb;
 };
@@ -111,13 +113,14 @@ void api_dashboard_snapshot(api_t *a, srv_req_t *r);
 
 /* ---- pipeline.c ---- */
 
-/* POST /v1/chat/completions and /v1/completions. */
-void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind);
+/* POST /v1/chat/completions and /v1/completions, for tenant tn (moved into
+ * the request: the caller no longer releases it). */
+void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn);
 
 /* ---- embed_job.c ---- */
 
-/* POST /v1/embeddings. */
-void embed_handle(api_t *a, srv_req_t *r);
+/* POST /v1/embeddings for tenant tn (borrowed: its model list applies). */
+void embed_handle(api_t *a, srv_req_t *r, const api_tenant_t *tn);
 /* Cancel every embeddings request still waiting (503 to each): shutdown. */
 void embed_cancel_all(api_t *a);
 /* The embeddings and feature-cache counters in Prometheus text. */
@@ -170,9 +173,21 @@ struct client {
     int timer_on;
     oai_resp_t resp;
     char id[48];
-    buf_t text;         /* non-stream: all text; stream: not yet written */
-    struct lp_list *lp; /* same split as text */
+    buf_t text;          /* non-stream: all text; stream: not yet written */
+    struct lp_list *lp;  /* same split as text */
+    api_tenant_t tenant; /* who asks (released by client_free) */
+    int rl_held;         /* holds a concurrency slot / a charge: settled in client_free */
+    int rl_redis;        /* the tokens were charged in Redis (corrected there) */
+    long long rl_tokens; /* the tokens asked for at admission */
+    long long rl_reserved, rl_used; /* tokens charged at admission / really used (-1: unknown) */
+    struct rlr_op *rl_op;           /* a Redis check in flight */
+    void (*rl_cont)(client_t *c);   /* where the pipeline goes on once admitted */
+    struct cJSON *root;             /* the parsed body while the limit stage waits */
+    cache_entry_t *memo_hit;        /* the memo's L1 entry while the limit stage waits */
 };
+
+/* The tenant of a request (for the batch API and other callers). */
+const api_tenant_t *api_client_tenant(const client_t *c);
 
 /* A miss: start a generation for c on its model's backend. */
 void gen_start(client_t *c);

@@ -170,9 +170,14 @@ void embed_cancel_all(api_t *a)
 }
 
 /* The embedding model the request names, or answered (404/400/503) and NULL. */
-static api_model_t *pick_model(api_t *a, srv_req_t *r, const char *name)
+static api_model_t *pick_model(api_t *a, srv_req_t *r, const char *name, const tenant_key_t *key)
 {
     api_model_t *m = api_model_find_embedding(a, name);
+    if (m && !tenant_key_allows(key, m->cfg.name)) { /* as if it did not exist */
+        reply_error(r, 404, "invalid_request_error", "model_not_found", "model",
+                    "The model '%s' does not exist.", name[0] ? name : "default");
+        return NULL;
+    }
     if (m && m->cfg.mode != MODEL_MODE_EMBEDDING) {
         const api_model_t *d = a->embed_idx >= 0 ? &a->models[a->embed_idx] : NULL;
         reply_error(r, 400, "invalid_request_error", "invalid_model", "model",
@@ -220,7 +225,7 @@ static void submit_failed(srv_req_t *r, int rc, const bar_msg_t *msg)
     }
 }
 
-void embed_handle(api_t *a, srv_req_t *r)
+void embed_handle(api_t *a, srv_req_t *r, const api_tenant_t *tn)
 {
     double t0 = time_now_mono();
     const http_req_t *h = srv_req_http(r);
@@ -233,7 +238,7 @@ void embed_handle(api_t *a, srv_req_t *r)
         reply_send_error(r, &e);
         goto out;
     }
-    api_model_t *m = pick_model(a, r, q.model);
+    api_model_t *m = pick_model(a, r, q.model, tn->key);
     if (!m) goto out;
     if (q.dimensions && m->embed_dim && q.dimensions != m->embed_dim) {
         reply_error(r, 400, "invalid_request_error", "invalid_value", "dimensions",

@@ -23,6 +23,7 @@
  * Lifetime: a gen_t lives from submit until its DONE event, even if every
  * client left earlier. Not for: parsing and cache decisions (pipeline.c),
  * reply bytes (reply.c), HTTP framing (server/). */
+#include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,8 +59,31 @@ static void on_timer_closed(uv_handle_t *h)
     free(h->data);
 }
 
+const api_tenant_t *api_client_tenant(const client_t *c)
+{
+    return &c->tenant;
+}
+
 void client_free(client_t *c)
 {
+    rlr_cancel(c->rl_op);
+    c->rl_op = NULL;
+    if (c->rl_held && c->tenant.rl) { /* tokens corrected to the real count */
+        tenant_limits_t l = c->tenant.limits;
+        if (c->rl_redis) {
+            if (c->rl_used >= 0)
+                rlr_settle(api_tenants_rlr(c->a->tenants), c->tenant.name, &l,
+                           c->rl_used - c->rl_reserved);
+            l.tpm = 0; /* here: only the concurrency slot */
+        }
+        rl_settle(c->tenant.rl, &l, c->rl_reserved, c->rl_used, time_now_mono());
+    }
+    c->rl_held = 0;
+    cJSON_Delete(c->root);
+    c->root = NULL;
+    if (c->memo_hit) cache_entry_release(c->memo_hit);
+    c->memo_hit = NULL;
+    api_tenant_release(&c->tenant);
     api_sem_cancel(c);
     api_sem_free(c->sem);
     c->sem = NULL;
@@ -316,7 +340,8 @@ static void client_start(client_t *c)
     gen_t *g = c->g;
     c->started = 1;
     reply_make_id(&a->rng, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
-    c->resp = (oai_resp_t){c->kind, c->id, g->created, c->m->cfg.name};
+    c->resp =
+        (oai_resp_t){.kind = c->kind, .id = c->id, .created = g->created, .model = c->m->cfg.name};
     if (c->stream) {
         char hdr[256];
         cache_headers(c, c->xcache, NULL, 0, hdr, sizeof hdr);
@@ -357,6 +382,7 @@ void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier)
     obs_trace_tokens(o, e->prompt_tokens, e->completion_tokens, e->cached_tokens);
     obs_trace_cache(o, tier);
     srv_req_t *r = client_take(c);
+    c->rl_used = 0; /* a hit counts against requests, not tokens */
     long long age = (api_cache_now_ms() - e->stored_ms) / 1000;
     char hdr[320];
     cache_headers(c, "HIT", tier, age, hdr, sizeof hdr);
@@ -368,7 +394,8 @@ void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier)
         return;
     }
     reply_make_id(&a->rng, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
-    oai_resp_t resp = {c->kind, c->id, (long)e->created, c->m->cfg.name};
+    oai_resp_t resp = {
+        .kind = c->kind, .id = c->id, .created = (long)e->created, .model = c->m->cfg.name};
     buf_t out = {0};
     buf_reserve(&out, e->text_len * 2 + 512);
     if (!c->stream) {
@@ -431,6 +458,8 @@ static void start_error(const bk_event_t *ev, const client_t *c, oai_err_t *e)
         oai_err(e, 400, "invalid_request_error", "invalid_value", param, "%s", msg);
     else if (ev->status == 503)
         oai_err(e, 503, "server_error", "unavailable", NULL, "%s", msg);
+    else if (ev->status == 502 || ev->status == 504) /* an upstream failed (names it) */
+        oai_err(e, ev->status, "server_error", "upstream_error", NULL, "%s", msg);
     else
         oai_err(e, 500, "server_error", "engine_error", NULL, "generation failed: %s", msg);
 }
@@ -458,10 +487,15 @@ static void finish_client(client_t *c, const bk_event_t *ev)
     obs_trace_t *o = srv_req_obs(c->r);
     obs_trace_generated(o, now, ev->n_prompt, ev->n_gen, ev->n_cached, ev->t_queue,
                         ev->t_first_token);
+    c->rl_used = (long long)ev->n_prompt + ev->n_gen;
     if (ev->finish == BK_FINISH_ERROR) {
         oai_err_t e;
-        oai_err(&e, 500, "server_error", "engine_error", NULL, "generation failed: %s",
-                ev->msg ? ev->msg : bar_strerror(ev->err));
+        if (ev->status == 502 || ev->status == 504) /* an upstream failed (names it) */
+            oai_err(&e, ev->status, "server_error", "upstream_error", NULL, "%s",
+                    ev->msg ? ev->msg : bar_strerror(ev->err));
+        else
+            oai_err(&e, 500, "server_error", "engine_error", NULL, "generation failed: %s",
+                    ev->msg ? ev->msg : bar_strerror(ev->err));
         client_fail(c, &e);
         return;
     }
@@ -646,10 +680,8 @@ void gen_start(client_t *c)
     }
     bk_req_t br;
     bk_msg_t *msgs = NULL;
-    char tenant[17] = ""; /* the namespace hash: the engine's prefix-cache salt */
-    if (c->r)
-        snprintf(tenant, sizeof tenant, "%016llx",
-                 (unsigned long long)api_cache_ns(srv_req_http(c->r)));
+    char tenant[17] = ""; /* the namespace id: the engine's prefix-cache salt */
+    snprintf(tenant, sizeof tenant, "%016llx", (unsigned long long)c->tenant.ns);
     if (api_model_backend_req(c->m, &c->q, c->r ? srv_req_http(c->r)->body.n : 0, tenant, &br,
                               &msgs) < 0) {
         free(msgs);

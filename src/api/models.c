@@ -75,6 +75,7 @@ int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_
     br->tenant = tenant ? tenant : "";
     br->cache_salt = q->cache_salt;
     br->body_bytes = body_bytes;
+    br->whole = !q->stream; /* followers that stream get the text at the end */
     /* deadlines are the clients' own timers (gen.c): a coalescing generation
      * outlives any one of them */
     br->deadline = 0;

@@ -4,9 +4,9 @@
  *   memo      a byte-identical repeat of an exact L1 hit: answer at once
  *   parse     JSON + OpenAI schema validation          → 400
  *   model     route by "model"                          → 404 model_not_found
- *   tenant    who asks (auth is done by the route table; the bearer token and
- *             X-Cache-Namespace name the cache namespace)
- *   limit     rate-limit hook (no-op today)
+ *   tenant    who asks (the route table resolved the key to a tenant, whose
+ *             namespace id keys the caches); its priority; its model list
+ *   limit     the tenant's rate limits (rpm, tpm, concurrency) → 429
  *   cache     key of the validated request; walk the tiers (L1 → L2), then
  *             follow an identical generation in flight (single-flight)
  *   semantic  embed the query, look for a stored reply to a question with
@@ -84,10 +84,12 @@ static size_t sampling_bytes(const bk_sampling_t *sp, char *out)
     return (size_t)(p - out);
 }
 
-static client_t *client_new(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
+/* A client for r; takes tn (released with the client, or here on OOM). */
+static client_t *client_new(api_t *a, srv_req_t *r, oai_kind_t kind, double t0, api_tenant_t *tn)
 {
     client_t *c = calloc(1, sizeof *c);
     if (!c) {
+        api_tenant_release(tn);
         reply_error(r, 500, "server_error", NULL, NULL, "out of memory");
         return NULL;
     }
@@ -95,6 +97,9 @@ static client_t *client_new(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
     c->r = r;
     c->kind = kind;
     c->t0 = t0;
+    c->tenant = *tn;
+    memset(tn, 0, sizeof *tn);
+    c->rl_used = -1;
     return c;
 }
 
@@ -102,6 +107,124 @@ static client_t *client_new(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
 static void mark(client_t *c, obs_stage_t st)
 {
     if (c->r) obs_trace_mark(srv_req_obs(c->r), st, time_now_mono());
+}
+
+/* ---- rate limits ---- */
+
+/* The x-ratelimit-* headers every response of a limited tenant carries. */
+static void limit_headers(client_t *c, const rl_verdict_t *v)
+{
+    char h[384];
+    rl_headers(v, h, sizeof h);
+    if (h[0] && c->r) srv_req_set_headers(c->r, h);
+}
+
+/* The tenant's limits refused c: 429 in OpenAI's words, c freed. */
+static void limit_refuse(client_t *c, const rl_verdict_t *v, long long tokens)
+{
+    api_tenant_t *t = &c->tenant;
+    oai_err_t e;
+    int retry = (int)(v->retry_s + 0.999);
+    if (v->refused == RL_TOKENS && v->too_large) {
+        oai_err(&e, 429, "tokens", "rate_limit_exceeded", NULL,
+                "Request too large for tenant '%s': it needs about %lld tokens and the limit is "
+                "%lld tokens per minute. Send fewer tokens (prompt + max_tokens).",
+                t->name, tokens, t->limits.tpm);
+    } else if (v->refused == RL_TOKENS) {
+        char d[32];
+        rl_duration(v->retry_s, d, sizeof d);
+        oai_err(&e, 429, "tokens", "rate_limit_exceeded", NULL,
+                "Rate limit reached for tenant '%s' on tokens per min (TPM): Limit %lld, "
+                "Remaining %lld, Requested %lld. Please try again in %s.",
+                t->name, t->limits.tpm, v->rem_tok, tokens, d);
+    } else if (v->refused == RL_REQUESTS) {
+        oai_err(&e, 429, "requests", "rate_limit_exceeded", NULL,
+                "Rate limit reached for tenant '%s' on requests per min (RPM): Limit %lld, "
+                "Remaining 0. Please try again in %d s.",
+                t->name, t->limits.rpm, retry < 1 ? 1 : retry);
+    } else {
+        oai_err(&e, 429, "requests", "rate_limit_exceeded", NULL,
+                "Too many requests in flight for tenant '%s': the limit is %d at once.", t->name,
+                t->limits.max_concurrency);
+    }
+    e.retry_after_s = retry < 1 ? 1 : retry;
+    obs_metrics_rejected(c->a->metrics, "rate_limit");
+    srv_req_t *r = c->r;
+    c->r = NULL;
+    if (r) srv_req_set_user(r, NULL, NULL, NULL);
+    reply_send_error(r, &e);
+    client_free(c);
+}
+
+/* The per-minute limits decided (v; NULL: Redis did not answer in time, or
+ * is down: the local limiter decides). Go on with c->rl_cont, or 429. */
+static void limit_decided(void *user, const rl_verdict_t *v)
+{
+    client_t *c = user;
+    api_tenant_t *t = &c->tenant;
+    c->rl_op = NULL;
+    rl_verdict_t loc;
+    if (v) {
+        c->rl_redis = v->refused == RL_OK; /* charged in Redis: corrected there at the end */
+    } else {
+        tenant_limits_t l = t->limits;
+        l.max_concurrency = 0; /* taken already */
+        rl_admit(t->rl, &l, c->rl_tokens, time_now_mono(), &loc);
+        v = &loc;
+    }
+    limit_headers(c, v);
+    if (v->refused != RL_OK) {
+        limit_refuse(c, v, c->rl_tokens);
+        return;
+    }
+    c->rl_reserved = c->rl_tokens;
+    c->rl_cont(c);
+}
+
+/* Admit c under its tenant's limits, charging `tokens`: the concurrency cap
+ * here, rpm/tpm in Redis when it is configured (a bounded wait) or here.
+ * 0: admitted, go on now; 1: the answer comes later (cont(c) then, unless
+ * refused); -1: refused, a 429 sent (c freed). */
+static int limit_admit(client_t *c, long long tokens, void (*cont)(client_t *c))
+{
+    api_tenant_t *t = &c->tenant;
+    if (!t->rl) return 0;
+    double now = time_now_mono();
+    rl_verdict_t v;
+    tenant_limits_t conc = {0, 0, t->limits.max_concurrency};
+    if (conc.max_concurrency > 0 && rl_admit(t->rl, &conc, 0, now, &v) != RL_OK) {
+        rl_verdict_t pv;
+        rl_peek(t->rl, &t->limits, now, &pv);
+        pv.refused = v.refused;
+        pv.retry_s = v.retry_s;
+        limit_headers(c, &pv);
+        limit_refuse(c, &pv, tokens);
+        return -1;
+    }
+    c->rl_held = 1; /* the concurrency slot (if any): given back by client_free */
+    c->rl_tokens = tokens;
+    c->rl_cont = cont;
+    if (t->limits.rpm <= 0 && t->limits.tpm <= 0) {
+        rl_peek(t->rl, &t->limits, now, &v);
+        limit_headers(c, &v);
+        return 0;
+    }
+    rlr_t *rr = api_tenants_rlr(c->a->tenants);
+    if (rr && rlr_admit(rr, t->name, &t->limits, tokens, limit_decided, c, &c->rl_op)) {
+        client_wait(c); /* a disconnect frees c, which cancels the check */
+        return 1;
+    }
+    /* no Redis (or it is down): this replica decides */
+    tenant_limits_t l = t->limits;
+    l.max_concurrency = 0;
+    rl_admit(t->rl, &l, tokens, now, &v);
+    limit_headers(c, &v);
+    if (v.refused != RL_OK) {
+        limit_refuse(c, &v, tokens);
+        return -1;
+    }
+    c->rl_reserved = tokens;
+    return 0;
 }
 
 /* The client was answered before it reached a generation. */
@@ -116,18 +239,30 @@ static int answer_error(client_t *c, const oai_err_t *e)
 
 /* ---- stages ---- */
 
-/* memo: a byte-identical repeat of a request answered as an exact L1 hit. */
-static int stage_memo(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
+/* Answer c from the L1 entry its memo found (c->memo_hit). */
+static void memo_reply(client_t *c)
 {
-    const api_cache_memo_t *m = api_cache_memo_find(a->cache, srv_req_http(r), (int)kind);
+    cache_entry_t *hit = c->memo_hit;
+    c->memo_hit = NULL;
+    api_cache_count(c->a->cache, API_CACHE_HIT_L1);
+    gen_reply_entry(c, hit, "L1");
+    cache_entry_release(hit);
+}
+
+/* memo: a byte-identical repeat of a request answered as an exact L1 hit. */
+static int stage_memo(api_t *a, srv_req_t *r, oai_kind_t kind, double t0, api_tenant_t *tn)
+{
+    const api_cache_memo_t *m = api_cache_memo_find(a->cache, srv_req_http(r), (int)kind, tn->ns);
     if (!m) return 0;
     cache_entry_t *hit = api_cache_l1_get(a->cache, &m->cq);
     if (!hit) return 0;
-    client_t *c = client_new(a, r, kind, t0);
+    api_cache_memo_t mm = *m;
+    client_t *c = client_new(a, r, kind, t0, tn);
     if (!c) {
         cache_entry_release(hit);
         return -1;
     }
+    m = &mm;
     c->m = &a->models[m->model];
     c->cq = m->cq;
     c->stream = m->stream;
@@ -135,9 +270,10 @@ static int stage_memo(api_t *a, srv_req_t *r, oai_kind_t kind, double t0)
     c->want_lp = m->want_lp;
     OBS_TRACE_SET(srv_req_obs(r), model, c->m->cfg.name);
     mark(c, OBS_CACHE);
-    api_cache_count(a->cache, API_CACHE_HIT_L1);
-    gen_reply_entry(c, hit, "L1");
-    cache_entry_release(hit);
+    c->memo_hit = hit;
+    /* a hit counts against requests, not tokens */
+    int rc = limit_admit(c, 0, memo_reply);
+    if (rc == 0) memo_reply(c);
     return -1;
 }
 
@@ -179,34 +315,46 @@ static int stage_model(client_t *c)
                 "The model '%s' is an embedding model: use POST /v1/embeddings.", c->q.model);
         return answer_error(c, &e);
     }
-    if (c->m) {
+    /* a model the tenant may not use is answered as one that does not exist */
+    const tenant_key_t *k = c->tenant.key;
+    if (c->m && tenant_key_allows(k, c->m->cfg.name)) {
         OBS_TRACE_SET(srv_req_obs(c->r), model, c->m->cfg.name);
         return 0;
     }
+    c->m = NULL;
     char names[512];
     size_t n = 0;
     names[0] = '\0';
     for (int i = 0; i < a->n_models && n + 4 < sizeof names; i++)
-        n += (size_t)snprintf(names + n, sizeof names - n, "%s'%s'", i ? ", " : "",
-                              a->models[i].cfg.name);
+        if (tenant_key_allows(k, a->models[i].cfg.name))
+            n += (size_t)snprintf(names + n, sizeof names - n, "%s'%s'", n ? ", " : "",
+                                  a->models[i].cfg.name);
     oai_err(&e, 404, "invalid_request_error", "model_not_found", "model",
             "The model '%s' does not exist. Available: %s (alias 'default').", c->q.model, names);
     return answer_error(c, &e);
 }
 
-/* tenant: who asks. The route table checked the API key; the namespace that
- * keeps tenants' cache entries apart is built by the cache stage. */
+/* tenant: who asks. The route table resolved the key to c->tenant, whose
+ * namespace id keys the caches and salts the prefix cache. The keys file's
+ * priority is a floor: a request may ask to run later, never sooner. */
 static int stage_tenant(client_t *c)
 {
-    (void)c;
+    if (c->q.priority < c->tenant.priority) c->q.priority = c->tenant.priority;
     return 0;
 }
 
-/* limit: rate limits per tenant (a later issue). */
+/* limit: the tenant's rate limits. Tokens are reserved at admission: the
+ * prompt's estimate (4 bytes a token, as the body stands) + max_tokens (the
+ * server's default when the request sets none); corrected to the real count
+ * when the request ends (client_free). */
+static void after_limit(client_t *c);
+
 static int stage_rate_limit(client_t *c)
 {
-    (void)c;
-    return 0;
+    if (!c->tenant.rl) return 0;
+    const http_req_t *h = srv_req_http(c->r);
+    long long mt = c->q.max_tokens > 0 ? c->q.max_tokens : c->a->set->max_tokens_default;
+    return limit_admit(c, (long long)(h->body.n + 3) / 4 + mt, after_limit);
 }
 
 /* A budget header in ms: 0 absent, 1 set (*ms), -1 malformed (a reply sent). */
@@ -313,6 +461,7 @@ static int stage_cache(client_t *c, const cJSON *root)
     memcpy(extra + in.extra_len, &n_ctx, 8);
     in.extra_len += 8;
     in.reproducible = sp.temperature == 0 || sp.has_seed;
+    in.ns = c->tenant.ns;
     api_cache_decide(a->cache, srv_req_http(c->r), root, &in, &c->cq);
     if (!c->cq.cacheable) {
         mark(c, OBS_CACHE);
@@ -353,7 +502,7 @@ static int stage_cache(client_t *c, const cJSON *root)
             const http_req_t *h = srv_req_http(c->r);
             api_cache_memo_t m = {c->cq, (int)(c->m - a->models), c->stream, c->include_usage,
                                   c->want_lp};
-            api_cache_memo_put(a->cache, h, (int)c->kind, &m);
+            api_cache_memo_put(a->cache, h, (int)c->kind, c->tenant.ns, &m);
         }
         gen_reply_entry(c, hit, api_cache_tiers(a->cache)->v[tier]->ops->name);
         cache_entry_release(hit);
@@ -494,23 +643,41 @@ static void after_walk(client_t *c)
     after_semantic(c);
 }
 
-void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind)
+void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn)
 {
     double t0 = time_now_mono();
     obs_trace_mark(srv_req_obs(r), OBS_AUTH, t0);
     budget_t budget;
-    if (stage_budget_headers(r, &budget) < 0) return;
-    if (stage_memo(a, r, kind, t0) < 0) return;
-    client_t *c = client_new(a, r, kind, t0);
+    if (tn->rl) { /* the limits as they stand, for answers before the limit stage */
+        rl_verdict_t v;
+        rl_peek(tn->rl, &tn->limits, t0, &v);
+        char h[384];
+        rl_headers(&v, h, sizeof h);
+        if (h[0]) srv_req_set_headers(r, h);
+    }
+    if (stage_budget_headers(r, &budget) < 0 || stage_memo(a, r, kind, t0, tn) < 0) {
+        api_tenant_release(tn);
+        return;
+    }
+    client_t *c = client_new(a, r, kind, t0, tn);
     if (!c) return;
     cJSON *root = NULL;
-    if (stage_parse(c, &root) < 0 || stage_model(c) < 0 || stage_tenant(c) < 0 ||
-        stage_rate_limit(c) < 0) {
+    if (stage_parse(c, &root) < 0 || stage_model(c) < 0 || stage_tenant(c) < 0) {
         cJSON_Delete(root);
         return;
     }
-    mark(c, OBS_PARSE);
     set_deadline(c, &budget);
+    c->root = root; /* kept while the limit stage may wait for Redis */
+    int rc = stage_rate_limit(c);
+    if (rc == 0) after_limit(c);
+}
+
+/* The limits admitted c: the cache tiers, then the backend. */
+static void after_limit(client_t *c)
+{
+    mark(c, OBS_PARSE); /* parse, model, tenant and limits (a wait for Redis included) */
+    cJSON *root = c->root;
+    c->root = NULL;
     int go_on = stage_cache(c, root);
     cJSON_Delete(root);
     if (!go_on) return;

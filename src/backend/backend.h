@@ -121,6 +121,9 @@ typedef struct {
     const char *tenant; /* who asks (API key namespace), "" = anonymous */
     const char *cache_salt;
     size_t body_bytes; /* the request's size, a hint for doing work off the loop */
+    int whole;         /* 1: nobody sees text before DONE (a non-streamed reply): a backend
+                          may hold the text back until the job succeeds, so a failure half
+                          way can still be retried elsewhere (the upstream backend does) */
     bk_event_fn cb;
     void *user; /* valid until DONE */
 } bk_req_t;

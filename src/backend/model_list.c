@@ -103,7 +103,10 @@ typedef struct {
     const char *src;      /* file name for messages */
     const char *base_dir; /* for relative model paths; may be NULL */
     bar_msg_t *msg;
-    char who[160]; /* the entry being read, for messages */
+    char who[160];       /* the entry being read, for messages */
+    model_upstream_t up; /* the entry's upstream part (kind MODEL_KIND_UPSTREAM) */
+    unsigned up_seen;    /* upstream keys given in this entry's litellm_params */
+    size_t up_line;      /* line of the first upstream key (api_base) */
 } walk_t;
 
 static size_t line_of(const yaml_node_t *nd)
@@ -302,6 +305,287 @@ static int get_field(walk_t *w, model_entry_t *e, const field_t *f, const yaml_n
     return 0;
 }
 
+/* ---- upstream entries (kept apart from the local-model code above) --------------------- */
+
+/* litellm_params.model "openai/NAME" or "hosted_vllm/NAME": 1 (an upstream,
+ * w->up.model set), 0 (not an upstream), or an error. */
+static int get_upstream_model(walk_t *w, model_entry_t *e, const yaml_node_t *v)
+{
+    static const char *const prov[] = {"openai/", "hosted_vllm/"};
+    const char *p = sval(v);
+    size_t n = slen(v);
+    for (size_t i = 0; i < sizeof prov / sizeof prov[0]; i++) {
+        size_t pn = strlen(prov[i]);
+        if (n < pn || memcmp(p, prov[i], pn) != 0) continue;
+        if (n == pn || n - pn >= sizeof w->up.model)
+            return bar_fail(w->msg, BAR_ERR_INVALID,
+                            "%s:%zu: %s: litellm_params.model \"%s\" needs the upstream's model "
+                            "name after the '/' (1..127 bytes)",
+                            w->src, line_of(v), w->who, prov[i]);
+        memcpy(w->up.model, p + pn, n - pn);
+        w->up.model[n - pn] = '\0';
+        e->kind = MODEL_KIND_UPSTREAM;
+        return 1;
+    }
+    return 0;
+}
+
+enum { UP_BASE, UP_KEY, UP_RPM, UP_TPM, UP_WEIGHT, N_UP_KEYS };
+static const char *const up_keys[N_UP_KEYS] = {"api_base", "api_key", "rpm", "tpm", "weight"};
+
+/* One upstream key of litellm_params: 1 handled (or *rc an error), 0 not one. */
+static int read_up_param(walk_t *w, const yaml_node_t *k, const yaml_node_t *v, int *rc)
+{
+    int i = 0;
+    while (i < N_UP_KEYS && !is_str(k, up_keys[i]))
+        i++;
+    if (i == N_UP_KEYS) return 0;
+    if ((*rc = once(w, &w->up_seen, i, k, w->who))) return 1;
+    if (!w->up_line) w->up_line = line_of(k);
+    char b[64];
+    if (i == UP_BASE || i == UP_KEY) {
+        if ((*rc = get_str(w, v, up_keys[i]))) return 1;
+        size_t n = slen(v), cap = i == UP_BASE ? sizeof w->up.api_base : sizeof w->up.api_key;
+        if (n == 0 || n >= cap) {
+            *rc = bar_fail(w->msg, BAR_ERR_RANGE, "%s:%zu: %s: %s must be 1..%zu bytes", w->src,
+                           line_of(v), w->who, up_keys[i], cap - 1);
+            return 1;
+        }
+        if (i == UP_BASE) {
+            const char *p = sval(v);
+            if (!((n > 7 && !memcmp(p, "http://", 7)) || (n > 8 && !memcmp(p, "https://", 8)))) {
+                *rc = bar_fail(w->msg, BAR_ERR_INVALID,
+                               "%s:%zu: %s: api_base \"%s\" must start with http:// or https://",
+                               w->src, line_of(v), w->who, show(b, sizeof b, p, n));
+                return 1;
+            }
+            for (size_t j = 0; j < n; j++)
+                if ((unsigned char)p[j] <= 0x20 || (unsigned char)p[j] >= 0x7f) {
+                    *rc = bar_fail(w->msg, BAR_ERR_INVALID,
+                                   "%s:%zu: %s: api_base has a space or a non-ASCII byte", w->src,
+                                   line_of(v), w->who);
+                    return 1;
+                }
+            memcpy(w->up.api_base, p, n);
+            w->up.api_base[n] = '\0';
+        } else {
+            if (memchr(sval(v), '\n', n) || memchr(sval(v), '\r', n)) {
+                *rc = bar_fail(w->msg, BAR_ERR_INVALID, "%s:%zu: %s: api_key has a line break",
+                               w->src, line_of(v), w->who); /* never shows the key */
+                return 1;
+            }
+            memcpy(w->up.api_key, sval(v), n);
+            w->up.api_key[n] = '\0';
+        }
+        return 1;
+    }
+    if ((*rc = want_plain(w, v, up_keys[i], "a number"))) return 1;
+    char txt[64];
+    size_t n = slen(v);
+    int is_int = i != UP_WEIGHT;
+    if (!numeric_text(sval(v), n, is_int) || n >= sizeof txt) {
+        *rc = bar_fail(w->msg, BAR_ERR_FORMAT, "%s:%zu: %s: %s must be %s (got \"%s\")", w->src,
+                       line_of(v), w->who, up_keys[i], is_int ? "an integer" : "a number",
+                       show(b, sizeof b, sval(v), n));
+        return 1;
+    }
+    memcpy(txt, sval(v), n);
+    txt[n] = '\0';
+    errno = 0;
+    if (is_int) {
+        long long x = strtoll(txt, NULL, 10);
+        if (errno == ERANGE || x < 0) {
+            *rc = bar_fail(w->msg, BAR_ERR_RANGE, "%s:%zu: %s: %s must be >= 0 (got %s)", w->src,
+                           line_of(v), w->who, up_keys[i], txt);
+            return 1;
+        }
+        *(i == UP_RPM ? &w->up.rpm : &w->up.tpm) = x;
+    } else {
+        double x = strtod(txt, NULL);
+        if (!isfinite(x) || x <= 0 || x > 1e6) {
+            *rc = bar_fail(w->msg, BAR_ERR_RANGE,
+                           "%s:%zu: %s: weight must be > 0 and <= 1e6 "
+                           "(got %s)",
+                           w->src, line_of(v), w->who, txt);
+            return 1;
+        }
+        w->up.weight = x;
+    }
+    return 1;
+}
+
+/* After litellm_params: an upstream entry has an api_base and none of the
+ * local engine's keys; a local one has no upstream keys. */
+static int check_upstream(walk_t *w, const model_entry_t *e, const yaml_node_t *m)
+{
+    if (e->kind != MODEL_KIND_UPSTREAM) {
+        if (w->up_seen)
+            return bar_fail(w->msg, BAR_ERR_INVALID,
+                            "%s:%zu: %s: api_base, api_key, rpm, tpm and weight belong to an "
+                            "upstream (model: openai/NAME or hosted_vllm/NAME)",
+                            w->src, w->up_line, w->who);
+        return 0;
+    }
+    if (!(w->up_seen & (1u << UP_BASE)))
+        return bar_fail(w->msg, BAR_ERR_INVALID,
+                        "%s:%zu: %s: an upstream model needs litellm_params.api_base "
+                        "(http://host:port/v1)",
+                        w->src, line_of(m), w->who);
+    const char *bad = e->threads >= 0    ? "threads"
+                      : e->ctx >= 0      ? "ctx"
+                      : e->parallel >= 0 ? "parallel"
+                                         : NULL;
+    if (bad)
+        return bar_fail(w->msg, BAR_ERR_INVALID,
+                        "%s:%zu: %s: litellm_params.%s does not apply to an upstream model", w->src,
+                        line_of(m), w->who, bad);
+    return 0;
+}
+
+/* Record the entry's replica (group `entry`). */
+static int add_upstream(walk_t *w, model_list_t *l, int entry, const model_entry_t *e, int line)
+{
+    if (l->n_ups >= MODEL_LIST_MAX)
+        return bar_fail(w->msg, BAR_ERR_RANGE, "%s:%d: more than %d upstream deployments", w->src,
+                        line, MODEL_LIST_MAX);
+    if (l->n_ups == l->cap_ups) {
+        int cap = l->cap_ups ? l->cap_ups * 2 : 4;
+        model_upstream_t *v = realloc(l->ups, (size_t)cap * sizeof *v);
+        if (!v) return bar_fail(w->msg, BAR_ERR_NOMEM, "%s: out of memory", w->src);
+        l->ups = v;
+        l->cap_ups = cap;
+    }
+    model_upstream_t *u = &l->ups[l->n_ups++];
+    *u = w->up;
+    u->entry = entry;
+    u->timeout = e->timeout;
+    if (u->weight <= 0) u->weight = 1;
+    u->line = line;
+    return 0;
+}
+
+/* router_settings: LiteLLM's keys barista reads; its other known keys are
+ * accepted and ignored; anything else is an error. */
+static int read_router(walk_t *w, model_list_t *l, const yaml_node_t *m)
+{
+    static const char *const ignored[] = {
+        "fallbacks",
+        "context_window_fallbacks",
+        "content_policy_fallbacks",
+        "default_fallbacks",
+        "redis_host",
+        "redis_port",
+        "redis_password",
+        "redis_url",
+        "cache_responses",
+        "enable_pre_call_checks",
+        "model_group_alias",
+        "retry_policy",
+        "allowed_fails_policy",
+        "retry_after",
+        "timeout",
+        "stream_timeout",
+        "default_litellm_params",
+        "provider_budget_config",
+        "routing_strategy_args",
+        "debug_level",
+        "set_verbose",
+    };
+    model_router_t r = {ROUTE_LATENCY, 2, 3, 5.0, 0, 0};
+    if (is_null(m)) {
+        l->router = r;
+        l->has_router = 1;
+        return 0;
+    }
+    if (m->type != YAML_MAPPING_NODE)
+        return bar_fail(w->msg, BAR_ERR_FORMAT, "%s:%zu: router_settings must be a mapping", w->src,
+                        line_of(m));
+    snprintf(w->who, sizeof w->who, "router_settings");
+    unsigned seen = 0;
+    int rc = 0;
+    char b[64];
+    for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top; pr++) {
+        yaml_node_t *k = key_node(w, pr, w->who, &rc), *v = node(w, pr->value);
+        if (!k) return rc;
+        if (!v) return bar_fail(w->msg, BAR_ERR_FORMAT, "%s: bad YAML node", w->src);
+        if (is_str(k, "routing_strategy")) {
+            if ((rc = once(w, &seen, 0, k, w->who)) || (rc = get_str(w, v, "routing_strategy")))
+                return rc;
+            if (is_str(v, "latency-based-routing"))
+                r.strategy = ROUTE_LATENCY;
+            else if (is_str(v, "least-busy"))
+                r.strategy = ROUTE_LEAST_BUSY;
+            else if (is_str(v, "simple-shuffle"))
+                r.strategy = ROUTE_SHUFFLE;
+            else
+                return bar_fail(w->msg, BAR_ERR_UNSUPPORTED,
+                                "%s:%zu: router_settings: routing_strategy \"%s\" is not "
+                                "supported (latency-based-routing, least-busy, simple-shuffle)",
+                                w->src, line_of(v), show(b, sizeof b, sval(v), slen(v)));
+            continue;
+        }
+        if (is_str(k, "hedging")) {
+            if ((rc = once(w, &seen, 4, k, w->who)) ||
+                (rc = get_bool(w, v, "router_settings.hedging", &r.hedge)))
+                return rc;
+            continue;
+        }
+        static const char *const nums[] = {"num_retries", "allowed_fails", "cooldown_time",
+                                           "health_check_interval"};
+        int i = 0;
+        while (i < 4 && !is_str(k, nums[i]))
+            i++;
+        if (i < 4) {
+            if ((rc = once(w, &seen, i == 3 ? 5 : i + 1, k, w->who)) ||
+                (rc = want_plain(w, v, nums[i], "a number")))
+                return rc;
+            char txt[64];
+            size_t n = slen(v);
+            if (!numeric_text(sval(v), n, i < 2) || n >= sizeof txt)
+                return bar_fail(w->msg, BAR_ERR_FORMAT, "%s:%zu: router_settings: %s must be %s",
+                                w->src, line_of(v), nums[i], i < 2 ? "an integer" : "a number");
+            memcpy(txt, sval(v), n);
+            txt[n] = '\0';
+            double x = strtod(txt, NULL);
+            double hi = i == 0 ? 16 : i == 1 ? 1000 : 3600;
+            if (i == 3) i = 4, hi = 3600; /* seen-bit 5 */
+            if (i == 4) {
+                if (!(x >= 0) || x > hi || (x > 0 && x < 0.1))
+                    return bar_fail(w->msg, BAR_ERR_RANGE,
+                                    "%s:%zu: router_settings: health_check_interval must be 0 "
+                                    "(off) or 0.1..3600 seconds (got %s)",
+                                    w->src, line_of(v), txt);
+                r.health_interval = x;
+                continue;
+            }
+            if (!(x >= (i == 1 ? 1 : 0)) || x > hi)
+                return bar_fail(w->msg, BAR_ERR_RANGE,
+                                "%s:%zu: router_settings: %s must be "
+                                "%d..%g (got %s)",
+                                w->src, line_of(v), nums[i], i == 1 ? 1 : 0, hi, txt);
+            if (i == 0)
+                r.num_retries = (int)x;
+            else if (i == 1)
+                r.allowed_fails = (int)x;
+            else
+                r.cooldown_time = x;
+            continue;
+        }
+        size_t j = 0;
+        while (j < sizeof ignored / sizeof ignored[0] && !is_str(k, ignored[j]))
+            j++;
+        if (j < sizeof ignored / sizeof ignored[0]) continue;
+        return bar_fail(
+            w->msg, BAR_ERR_INVALID,
+            "%s:%zu: router_settings: unknown key \"%s\" (read: routing_strategy, "
+            "num_retries, allowed_fails, cooldown_time, hedging, health_check_interval)",
+            w->src, line_of(k), show(b, sizeof b, sval(k), slen(k)));
+    }
+    l->router = r;
+    l->has_router = 1;
+    return 0;
+}
+
 /* litellm_params.model: "local/" + path. */
 static int get_model(walk_t *w, model_entry_t *e, const yaml_node_t *v)
 {
@@ -310,10 +594,13 @@ static int get_model(walk_t *w, model_entry_t *e, const yaml_node_t *v)
     const char *p = sval(v);
     size_t n = slen(v);
     char b[64];
+    int up = get_upstream_model(w, e, v);
+    if (up) return up < 0 ? up : 0;
     if (n < 6 || memcmp(p, "local/", 6) != 0)
         return bar_fail(w->msg, BAR_ERR_UNSUPPORTED,
-                        "%s:%zu: %s: litellm_params.model \"%s\" is not \"local/<path to .gguf>\": "
-                        "upstream backends are not supported yet",
+                        "%s:%zu: %s: litellm_params.model \"%s\" is not \"local/<path to .gguf>\", "
+                        "\"openai/NAME\" or \"hosted_vllm/NAME\" (other providers are not "
+                        "supported)",
                         w->src, line_of(v), w->who, show(b, sizeof b, p, n));
     if (n == 6)
         return bar_fail(w->msg, BAR_ERR_INVALID,
@@ -348,13 +635,17 @@ static int read_params(walk_t *w, model_entry_t *e, const yaml_node_t *m)
                 return rc;
             continue;
         }
+        if (read_up_param(w, k, v, &rc)) {
+            if (rc) return rc;
+            continue;
+        }
         char b[64];
         show(b, sizeof b, sval(k), slen(k));
         for (size_t u = 0; u < sizeof upstream_keys / sizeof upstream_keys[0]; u++)
             if (is_str(k, upstream_keys[u]))
                 return bar_fail(w->msg, BAR_ERR_UNSUPPORTED,
-                                "%s:%zu: %s: litellm_params.%s: upstream backends are not "
-                                "supported yet (only local/ models)",
+                                "%s:%zu: %s: litellm_params.%s is not supported (upstreams "
+                                "take api_base, api_key, rpm, tpm, weight, timeout)",
                                 w->src, line_of(k), w->who, b);
         return bar_fail(w->msg, BAR_ERR_INVALID,
                         "%s:%zu: %s: unknown key \"%s\" in litellm_params (known: model, threads, "
@@ -366,7 +657,7 @@ static int read_params(walk_t *w, model_entry_t *e, const yaml_node_t *m)
         return bar_fail(w->msg, BAR_ERR_INVALID,
                         "%s:%zu: %s: litellm_params has no model (\"local/<path to .gguf>\")",
                         w->src, line_of(m), w->who);
-    return 0;
+    return check_upstream(w, e, m);
 }
 
 /* model_info.mode: chat/completion (a GGUF) or embedding. */
@@ -425,6 +716,32 @@ static int check_embedding(walk_t *w, const model_entry_t *e, const yaml_node_t 
                     w->src, line_of(m), w->who, bad);
 }
 
+/* A further entry with the model_name of an upstream group: one more replica
+ * of it (its litellm_params are read; sampling defaults, default and
+ * model_info come from the group's first entry). 1 (no new entry) or an error. */
+static int read_replica(walk_t *w, model_list_t *l, const yaml_node_t *m, const yaml_node_t *params,
+                        int group)
+{
+    if (!params)
+        return bar_fail(w->msg, BAR_ERR_INVALID, "%s:%zu: %s: no litellm_params", w->src,
+                        line_of(m), w->who);
+    model_entry_t *e = &l->v[l->n]; /* scratch: reserved, not counted */
+    char name[MODEL_NAME_MAX];
+    memcpy(name, e->name, sizeof name);
+    int line = e->line;
+    entry_init(e);
+    int rc = read_params(w, e, params);
+    if (rc) return rc;
+    if (e->kind != MODEL_KIND_UPSTREAM)
+        return bar_fail(w->msg, BAR_ERR_INVALID,
+                        "%s:%d: %s: model_name given twice (first at line %d); several entries "
+                        "of one name must all be upstreams (a replica group)",
+                        w->src, line, w->who, l->v[group].line);
+    if ((rc = add_upstream(w, l, group, e, line))) return rc;
+    (void)name;
+    return 1;
+}
+
 enum { K_NAME, K_PARAMS, K_DEFAULT, K_INFO, N_ENTRY_KEYS };
 static const char *const entry_keys[N_ENTRY_KEYS] = {"model_name", "litellm_params", "default",
                                                      "model_info"};
@@ -443,6 +760,9 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
     model_entry_t *e = &l->v[l->n];
     entry_init(e);
     e->line = line_of(m) > INT_MAX ? INT_MAX : (int)line_of(m);
+    memset(&w->up, 0, sizeof w->up);
+    w->up_seen = 0;
+    w->up_line = 0;
 
     /* Messages name the entry by its model_name as soon as it has a usable one. */
     for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top; pr++) {
@@ -464,6 +784,7 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
         int i = 0;
         while (i < N_ENTRY_KEYS && !is_str(k, entry_keys[i]))
             i++;
+        if (is_str(k, "params")) i = K_PARAMS; /* the shorter spelling */
         if (i == N_ENTRY_KEYS) {
             char b[64];
             return bar_fail(w->msg, BAR_ERR_INVALID,
@@ -488,6 +809,8 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
     e->name[slen(nv)] = '\0';
     snprintf(w->who, sizeof w->who, "model \"%s\"", e->name);
     int dup = find_name(l, e->name, slen(nv));
+    if (dup >= 0 && l->v[dup].kind == MODEL_KIND_UPSTREAM)
+        return read_replica(w, l, m, val[K_PARAMS], dup);
     if (dup >= 0)
         return bar_fail(w->msg, BAR_ERR_INVALID,
                         "%s:%zu: %s: model_name given twice (first at %s%d); one deployment per "
@@ -517,10 +840,19 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
                                 "the default)",
                                 w->src, line_of(m), w->who,
                                 e->mode == MODEL_MODE_EMBEDDING ? "embedding " : "", l->v[i].name);
+    if (e->kind == MODEL_KIND_UPSTREAM) {
+        if (e->mode == MODEL_MODE_EMBEDDING)
+            return bar_fail(w->msg, BAR_ERR_UNSUPPORTED,
+                            "%s:%zu: %s: upstream embedding models are not supported", w->src,
+                            line_of(m), w->who);
+        if ((rc = add_upstream(w, l, l->n, e, e->line))) return rc;
+        e->timeout = 0; /* an upstream's timeout is per attempt (the replica's), so a
+                           retry on another replica still fits */
+    }
     return 0;
 }
 
-static const char *const ignored_top[] = {"litellm_settings", "router_settings", "general_settings",
+static const char *const ignored_top[] = {"litellm_settings", "general_settings",
                                           "environment_variables"};
 
 static int read_doc(walk_t *w, model_list_t *l)
@@ -546,16 +878,21 @@ static int read_doc(walk_t *w, model_list_t *l)
             list = v;
             continue;
         }
+        if (is_str(k, "router_settings")) {
+            if ((rc = read_router(w, l, v))) return rc;
+            continue;
+        }
         size_t i = 0;
         while (i < sizeof ignored_top / sizeof ignored_top[0] && !is_str(k, ignored_top[i]))
             i++;
         if (i < sizeof ignored_top / sizeof ignored_top[0]) continue;
         char b[64];
-        return bar_fail(w->msg, BAR_ERR_INVALID,
-                        "%s:%zu: unknown top-level key \"%s\" (known: model_list; ignored: "
-                        "litellm_settings, router_settings, general_settings, "
-                        "environment_variables)",
-                        w->src, line_of(k), show(b, sizeof b, sval(k), slen(k)));
+        return bar_fail(
+            w->msg, BAR_ERR_INVALID,
+            "%s:%zu: unknown top-level key \"%s\" (known: model_list, router_settings; ignored: "
+            "litellm_settings, general_settings, "
+            "environment_variables)",
+            w->src, line_of(k), show(b, sizeof b, sval(k), slen(k)));
     }
     if (!list)
         return bar_fail(w->msg, BAR_ERR_INVALID, "%s:%zu: no model_list", w->src, line_of(root));
@@ -572,8 +909,8 @@ static int read_doc(walk_t *w, model_list_t *l)
          it++, idx++) {
         yaml_node_t *m = node(w, *it);
         if (!m) return bar_fail(w->msg, BAR_ERR_FORMAT, "%s: bad YAML node", w->src);
-        if ((rc = read_entry(w, l, m, idx))) return rc;
-        l->n++;
+        if ((rc = read_entry(w, l, m, idx)) < 0) return rc;
+        if (rc == 0) l->n++; /* 1: a replica of an earlier entry */
     }
     return 0;
 }
@@ -607,7 +944,8 @@ static int load(model_list_t *l, const char *yaml, size_t n, const char *base_di
         yaml_parser_delete(&p);
         return rc;
     }
-    int n0 = l->n, rc;
+    int n0 = l->n, nu0 = l->n_ups, had_router = l->has_router, rc;
+    model_router_t rt0 = l->router;
     walk_t w = {.doc = &doc, .src = src, .base_dir = base_dir, .msg = msg};
     rc = read_doc(&w, l);
     yaml_document_delete(&doc);
@@ -625,7 +963,12 @@ static int load(model_list_t *l, const char *yaml, size_t n, const char *base_di
         }
     }
     yaml_parser_delete(&p);
-    if (rc) l->n = n0;
+    if (rc) {
+        l->n = n0;
+        l->n_ups = nu0;
+        l->router = rt0;
+        l->has_router = had_router;
+    }
     return rc;
 }
 
@@ -816,5 +1159,7 @@ void model_list_free(model_list_t *l)
 {
     if (!l) return;
     free(l->v);
+    if (l->ups) memset(l->ups, 0, (size_t)l->cap_ups * sizeof *l->ups); /* keys */
+    free(l->ups);
     memset(l, 0, sizeof *l);
 }

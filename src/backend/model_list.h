@@ -93,7 +93,7 @@
 
 typedef enum {
     MODEL_KIND_LOCAL = 1, /* a GGUF file run by the local engine */
-    /* upstreams come in a later issue */
+    MODEL_KIND_UPSTREAM,  /* OpenAI-compatible servers (model_list.ups) */
 } model_kind_t;
 
 /* What an entry serves (model_info.mode). */
@@ -132,6 +132,43 @@ typedef struct {
     int line;       /* 1-based line of the entry in its file; 0 for --model entries */
 } model_entry_t;
 
+#define MODEL_URL_MAX 512 /* model_upstream_t.api_base size incl. NUL */
+#define MODEL_KEY_MAX 512 /* model_upstream_t.api_key size incl. NUL */
+
+/* One upstream deployment (a replica of its entry's group): litellm_params
+ * of an entry whose model is "openai/NAME" or "hosted_vllm/NAME". */
+typedef struct {
+    int entry;                    /* index of its group's model_entry_t in model_list_t.v */
+    char api_base[MODEL_URL_MAX]; /* http(s)://host[:port][/path], no trailing '/'; the
+                                     OpenAI paths (/chat/completions) are appended; a base
+                                     without "/v1" at its end gets "/v1" */
+    char model[MODEL_NAME_MAX];   /* the upstream's model id (NAME) */
+    char api_key[MODEL_KEY_MAX];  /* the key as written ("" none; "os.environ/VAR": read at
+                                     start). Never printed. */
+    double timeout;               /* seconds per attempt, 0 = the default (600) */
+    long long rpm, tpm;           /* accepted, not enforced (0 = none) */
+    double weight;                /* simple-shuffle weight, default 1 */
+    int line;
+} model_upstream_t;
+
+typedef enum {
+    ROUTE_LATENCY = 0, /* "latency-based-routing": P2C over peak-EWMA × (in-flight + 1) */
+    ROUTE_LEAST_BUSY,  /* "least-busy": fewest in flight */
+    ROUTE_SHUFFLE,     /* "simple-shuffle": weighted random */
+} model_route_t;
+
+/* router_settings (LiteLLM's names), for every upstream group. */
+typedef struct {
+    model_route_t strategy;
+    int num_retries;        /* other replicas tried after a failure, default 2 */
+    int allowed_fails;      /* consecutive failures that eject a replica, default 3 */
+    double cooldown_time;   /* seconds of the first ejection, default 5 */
+    int hedge;              /* "hedging: true" (barista's key): a second attempt on another
+                               replica after the group's p95 time to first byte */
+    double health_interval; /* health_check_interval: seconds between active checks
+                               (GET <api_base>/models on each replica), 0 = off */
+} model_router_t;
+
 /* The table. Start from a zeroed struct (`model_list_t l = {0};`), add with
  * the load/add functions, then call model_list_finish once; release with
  * model_list_free. v[0..n) are the entries in the order added; default_idx
@@ -142,6 +179,10 @@ typedef struct {
     int n, cap;
     int default_idx;
     int embed_idx;
+    model_upstream_t *ups; /* upstream replicas, n_ups of them, grouped by .entry */
+    int n_ups, cap_ups;
+    model_router_t router;
+    int has_router; /* router_settings was read (else the defaults apply) */
 } model_list_t;
 
 /* Read the YAML file at path (at most MODEL_LIST_FILE_MAX bytes) and append

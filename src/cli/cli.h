@@ -13,6 +13,8 @@ int cli_embed_main(int argc, char **argv);
 int cli_inspect_main(int argc, char **argv);
 int cli_run_main(int argc, char **argv);
 int cli_serve_main(int argc, char **argv);
+/* `barista keys add TENANT` | `barista keys hash` (cli_keys.c). */
+int cli_keys_main(int argc, char **argv);
 int cli_quantize_main(int argc, char **argv);
 
 /* The default models. With no -m/--model and no BARISTA_MODEL, the GGUF is the

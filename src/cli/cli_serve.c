@@ -9,10 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
+#include <xxhash.h>
 
 #include "api/api.h"
 #include "backend/backend_embed.h"
 #include "backend/backend_local.h"
+#include "backend/backend_upstream.h"
 #include "backend/model_list.h"
 #include "cache/cache_key.h"
 #include "cli/cli.h"
@@ -32,7 +34,7 @@ typedef struct {
     model_list_t models;
     int cur;          /* the model being loaded */
     int threads_each; /* matmul threads of a model that does not set its own */
-    uv_signal_t sig_term, sig_int;
+    uv_signal_t sig_term, sig_int, sig_hup;
     uv_work_t load;
     int loading;
     int load_rc;
@@ -55,6 +57,7 @@ static void cleanup(serve_t *s)
     s->cleaned = 1;
     uv_close((uv_handle_t *)&s->sig_term, NULL);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
+    uv_close((uv_handle_t *)&s->sig_hup, NULL);
     api_destroy(s->api); /* stops every backend: pending requests get DONE/CANCELLED */
     s->api = NULL;       /* freed by the loop later: never touch it again from here */
     srv_destroy(s->srv);
@@ -89,9 +92,33 @@ static void begin_shutdown(serve_t *s, const char *why)
     srv_shutdown(s->srv);
 }
 
+/* A model could not start: exit 1 at once (the second srv_shutdown skips
+ * the grace). */
+static void fail_start(serve_t *s)
+{
+    s->exit_code = 1;
+    s->stopping = 1;
+    srv_shutdown(s->srv);
+    srv_shutdown(s->srv);
+}
+
 static void on_signal(uv_signal_t *h, int signum)
 {
     begin_shutdown(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* SIGHUP: re-read the keys file; a bad one keeps the old keys (one line). */
+static void on_hup(uv_signal_t *h, int signum)
+{
+    serve_t *s = h->data;
+    (void)signum;
+    if (!s->api || !s->set.keys[0]) return;
+    bar_msg_t msg = {{0}};
+    if (api_reload_keys(s->api, &msg))
+        fprintf(stderr, "barista serve: SIGHUP: keys file not reloaded, the old keys stay: %s\n",
+                msg.text);
+    else
+        fprintf(stderr, "barista serve: SIGHUP: keys file %s reloaded\n", s->set.keys);
 }
 
 /* Models load one after the other on a worker thread, each into its own
@@ -102,7 +129,8 @@ static void load_work(uv_work_t *w)
     const model_entry_t *m = &s->models.v[s->cur];
     s->loaded = NULL;
     s->load_rc = 0;
-    if (m->mode == MODEL_MODE_EMBEDDING) return; /* its backend loads on the loop (after_load) */
+    if (m->mode == MODEL_MODE_EMBEDDING || m->kind == MODEL_KIND_UPSTREAM)
+        return; /* its backend starts on the loop (after_load) */
     engine_config_t ec = {0};
     ec.model_path = m->path;
     ec.n_threads = m->threads > 0 ? (int)m->threads : s->threads_each;
@@ -131,6 +159,38 @@ static int load_embedding(serve_t *s, const model_entry_t *m, backend_t **b, bar
                                 msg);
 }
 
+/* An upstream group's backend. Its cache digest is made of the upstream
+ * model ids (there are no weights here to hash). Nothing is contacted: an
+ * unreachable replica fails its first requests and is ejected. */
+static int start_upstream(serve_t *s, const model_entry_t *m, backend_t **b, bar_msg_t *msg)
+{
+    int idx = (int)(m - s->models.v);
+    int rc = backend_upstream_create(b, &s->loop, &s->models, idx, msg);
+    if (rc) return rc;
+    XXH3_state_t *st = XXH3_createState();
+    char digest[CACHE_KEY_HEX_LEN + 1] = "";
+    if (st) {
+        XXH3_128bits_reset(st);
+        XXH3_128bits_update(st, "upstream", 9);
+        int n = 0;
+        for (int i = 0; i < s->models.n_ups; i++) {
+            const model_upstream_t *u = &s->models.ups[i];
+            if (u->entry != idx) continue;
+            XXH3_128bits_update(st, u->model, strlen(u->model) + 1);
+            fprintf(stderr, "barista serve: model %s: upstream replica %s serving %s\n", m->name,
+                    u->api_base, u->model); /* never the key */
+            n++;
+        }
+        XXH128_hash_t h = XXH3_128bits_digest(st);
+        XXH3_freeState(st);
+        snprintf(digest, sizeof digest, "%016llx%016llx", (unsigned long long)h.high64,
+                 (unsigned long long)h.low64);
+        fprintf(stderr, "barista serve: model %s ready (upstream group of %d)\n", m->name, n);
+    }
+    api_set_backend(s->api, s->cur, *b, digest);
+    return 0;
+}
+
 static void after_load(uv_work_t *w, int status)
 {
     serve_t *s = w->data;
@@ -140,10 +200,7 @@ static void after_load(uv_work_t *w, int status)
         fprintf(stderr, "barista serve: cannot load model %s (%s): %s\n", m->name, m->path,
                 s->load_rc ? s->load_msg.text : uv_strerror(status));
         if (s->loaded) engine_destroy(s->loaded);
-        s->exit_code = 1;
-        s->stopping = 1;
-        srv_shutdown(s->srv);
-        srv_shutdown(s->srv);
+        fail_start(s);
         return;
     }
     if (s->stopping) {
@@ -153,14 +210,20 @@ static void after_load(uv_work_t *w, int status)
     }
     backend_t *b = NULL;
     bar_msg_t msg = {{0}};
+    if (m->kind == MODEL_KIND_UPSTREAM) {
+        if (start_upstream(s, m, &b, &msg)) {
+            fprintf(stderr, "barista serve: %s\n", msg.text);
+            fail_start(s);
+            return;
+        }
+        next_model(s);
+        return;
+    }
     if (m->mode == MODEL_MODE_EMBEDDING) {
         if (load_embedding(s, m, &b, &msg)) {
             fprintf(stderr, "barista serve: cannot load embedding model %s (%s): %s\n", m->name,
                     m->path, msg.text);
-            s->exit_code = 1;
-            s->stopping = 1;
-            srv_shutdown(s->srv);
-            srv_shutdown(s->srv);
+            fail_start(s);
             return;
         }
         api_set_backend(s->api, s->cur, b, "");
@@ -172,10 +235,7 @@ static void after_load(uv_work_t *w, int status)
     if (backend_local_create(&b, &s->loop, s->loaded, (int)s->set.max_tokens_default, &msg)) {
         fprintf(stderr, "barista serve: %s\n", msg.text);
         engine_destroy(s->loaded);
-        s->exit_code = 1;
-        s->stopping = 1;
-        srv_shutdown(s->srv);
-        srv_shutdown(s->srv);
+        fail_start(s);
         return;
     }
     engine_stats_t st;
@@ -251,7 +311,9 @@ static int build_models(serve_t *s, bar_msg_t *msg)
     long total = s->set.threads > 0 ? (long)s->set.threads : cores;
     int unset = 0; /* an embedding model idles between requests: it takes no share */
     for (int i = 0; i < s->models.n; i++)
-        if (s->models.v[i].threads <= 0 && s->models.v[i].mode == MODEL_MODE_CHAT) unset++;
+        if (s->models.v[i].threads <= 0 && s->models.v[i].mode == MODEL_MODE_CHAT &&
+            s->models.v[i].kind == MODEL_KIND_LOCAL)
+            unset++;
     s->threads_each = (int)(unset ? total / unset : total);
     if (s->threads_each < 1) s->threads_each = 1;
     return 0;
@@ -361,9 +423,11 @@ int cli_serve_main(int argc, char **argv)
 
     uv_signal_init(&s->loop, &s->sig_term);
     uv_signal_init(&s->loop, &s->sig_int);
-    s->sig_term.data = s->sig_int.data = s;
+    uv_signal_init(&s->loop, &s->sig_hup);
+    s->sig_term.data = s->sig_int.data = s->sig_hup.data = s;
     uv_signal_start(&s->sig_term, on_signal, SIGTERM);
     uv_signal_start(&s->sig_int, on_signal, SIGINT);
+    uv_signal_start(&s->sig_hup, on_hup, SIGHUP);
 
     fprintf(stderr, "barista serve: listening on http://%s%s%s:%d, loading %d model(s)\n", V6L(s),
             s->set.host, V6R(s), srv_port(s->srv), s->models.n);

@@ -40,6 +40,8 @@ struct srv_req {
     double t_start;
     size_t bytes_out;
     obs_trace_t obs; /* id, stage timings, access-log fields */
+    char hdr[384];   /* srv_req_set_headers: lines every response head of this request carries */
+    size_t hdr_n;
 };
 
 struct conn {
@@ -777,6 +779,15 @@ obs_trace_t *srv_req_obs(srv_req_t *r)
     return &r->obs;
 }
 
+int srv_req_set_headers(srv_req_t *r, const char *lines)
+{
+    size_t n = strlen(lines);
+    if (n >= sizeof r->hdr) return BAR_ERR_RANGE;
+    memcpy(r->hdr, lines, n + 1);
+    r->hdr_n = n;
+    return 0;
+}
+
 size_t srv_req_queued_bytes(const srv_req_t *r)
 {
     return uv_stream_get_write_queue_size((const uv_stream_t *)&r->c->tcp);
@@ -797,6 +808,8 @@ static void req_finish(srv_req_t *r, double now)
     srv_t *s = c->s;
     req_log(c, r, r->status, now > 0 ? now : time_now_mono());
     c->active = 0;
+    r->hdr_n = 0;
+    r->hdr[0] = '\0';
     r->user = NULL;
     r->on_abort = NULL;
     r->on_drain = NULL;
@@ -809,15 +822,17 @@ static void req_finish(srv_req_t *r, double now)
     conn_process(c);
 }
 
-/* Format a head with X-Request-Id and Server-Timing after the handler's
- * extra lines: they go in before the head's final blank line. */
+/* The one place a response head is made: the handler's `extra` lines, then
+ * the request's own (srv_req_set_headers: x-ratelimit-*), then X-Request-Id and
+ * Server-Timing, all before the head's final blank line. */
 static int format_head(srv_req_t *r, buf_t *out, int status, const char *ct, long long len,
                        const char *extra, double now)
 {
     int rc = http_format_head(out, status, ct, len, r->keep, extra);
     if (rc) return rc;
     out->n -= 2; /* the blank line */
-    rc = obs_trace_headers(&r->obs, now, out);
+    if (r->hdr_n) rc = buf_append(out, r->hdr, r->hdr_n);
+    if (!rc) rc = obs_trace_headers(&r->obs, now, out);
     return rc ? rc : buf_append(out, "\r\n", 2);
 }
 

@@ -107,6 +107,11 @@ obs_trace_t *srv_req_obs(srv_req_t *r);
 /* Answer in one go and finish the request. `extra` are additional header
  * lines, each ending in "\r\n" (may be NULL). 0 or an error (the request is
  * finished either way). */
+/* Header lines ("Name: value\r\n" each) that the response head of r
+ * carries, whatever answers it (errors and streams too); a later call
+ * replaces them. At most 383 bytes: BAR_ERR_RANGE beyond. */
+int srv_req_set_headers(srv_req_t *r, const char *lines);
+
 int srv_respond(srv_req_t *r, int status, const char *content_type, const char *body, size_t n,
                 const char *extra);
 

@@ -83,7 +83,20 @@ static const cfg_opt_t table[] = {
      "bound)",
      0},
     {"api-key", 0, STR(api_key), "", 0, 0, "KEY",
-     "require 'Authorization: Bearer KEY' on /v1/* (empty = open)", CFG_SECRET},
+     "require 'Authorization: Bearer KEY' on /v1/* (empty = open); one tenant, 'default'",
+     CFG_SECRET},
+    {"keys", 0, STR(keys), "", 0, 0, "FILE",
+     "API keys file (YAML: key_sha256, tenant, models, rpm, tpm, max_concurrency, priority; "
+     "docs/TENANTS.md); reloaded on SIGHUP",
+     0},
+    {"namespace-secret", 0, STR(namespace_secret), "", 0, 0, "SECRET",
+     "key of the HMAC that names tenants' cache namespaces (empty = kept in Redis, or one per "
+     "process)",
+     CFG_SECRET},
+    {"ratelimit-wait-ms", 0, INT(ratelimit_wait_ms), "20", 1, 10000, "MS",
+     "longest wait for Redis's rate-limit verdict; past it (or with Redis down) this replica's "
+     "own limiter decides",
+     0},
     {"access-log", 0, STR(access_log), "", 0, 0, "FILE|-",
      "access log: one JSON line per request appended to FILE, or to stdout with '-' (empty or "
      "--no-access-log = off; docs/METRICS.md)",

@@ -40,6 +40,9 @@ typedef struct {
     long long max_queue;              /* waiting requests per model before 503; 0 = none */
     int admission;                    /* refuse what cannot meet its budget */
     char api_key[256];                /* "" = no authentication */
+    char keys[4096];                  /* keys file (YAML, docs/TENANTS.md); "" = none */
+    char namespace_secret[256];       /* HMAC key of cache namespaces; "" = Redis's or generated */
+    long long ratelimit_wait_ms;      /* longest wait for Redis's rate-limit verdict */
     char access_log[4096];            /* access log file, "-" = stdout, "" / "none" = off */
     /* exact-match response cache (docs/CACHE.md) */
     long long cache_mem;            /* L1 byte budget; 0 = no L1 */

@@ -19,7 +19,8 @@ class Server:
     """A running `barista serve`; stderr is collected in self.log."""
 
     def __init__(self, barista_bin, gguf_path, args=(), env=None, wait_ready=True,
-                 threads=2):
+                 threads=2, port=0):
+        """gguf_path None: no -m (the args name the models, e.g. --models)."""
         self.log_lines = []
         self._lock = threading.Lock()
         full_env = dict(os.environ)
@@ -29,8 +30,10 @@ class Server:
                 del full_env[k]
         if env:
             full_env.update(env)
-        cmd = [barista_bin, "serve", "--port", "0", "-m", gguf_path,
-               "--threads", str(threads)] + list(args)
+        cmd = [barista_bin, "serve", "--port", str(port)]
+        if gguf_path is not None:
+            cmd += ["-m", gguf_path]
+        cmd += ["--threads", str(threads)] + list(args)
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=full_env, text=True,
                                      errors="replace")

@@ -399,21 +399,127 @@ static void test_unknown_keys(void **st)
 static void test_upstream(void **st)
 {
     (void)st;
-    static const char *models[] = {"openai/gpt-4o", "hosted_vllm/meta/llama", "gpt-4o",
-                                   "ollama/llama3", "locals/x.gguf",          "local"};
+    /* providers other than openai/ and hosted_vllm/ stay refused */
+    static const char *models[] = {"gpt-4o", "ollama/llama3", "locals/x.gguf", "local"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++) {
         char y[256];
         snprintf(y, sizeof y,
                  "model_list:\n  - model_name: up\n    litellm_params:\n      model: %s\n",
                  models[i]);
-        expect_err(y, BAR_ERR_UNSUPPORTED, "upstream backends are not supported yet");
+        expect_err(y, BAR_ERR_UNSUPPORTED, "other providers are not supported");
         assert_non_null(strstr(M.text, "model \"up\""));
         assert_non_null(strstr(M.text, "<memory>:4:"));
     }
-    expect_err(one("api_base: http://localhost:8000/v1"), BAR_ERR_UNSUPPORTED,
-               "model \"m\": litellm_params.api_base: upstream backends are not supported yet");
-    expect_err(one("api_key: os.environ/OPENAI_API_KEY"), BAR_ERR_UNSUPPORTED, "api_key");
-    expect_err(one("api_version: 2024-01-01"), BAR_ERR_UNSUPPORTED, "not supported yet");
+    /* upstream keys on a local model */
+    expect_err(one("api_base: http://localhost:8000/v1"), BAR_ERR_INVALID,
+               "model \"m\": api_base, api_key, rpm, tpm and weight belong to an upstream");
+    expect_err(one("api_key: os.environ/OPENAI_API_KEY"), BAR_ERR_INVALID, "belong to an upstream");
+    expect_err(one("api_version: 2024-01-01"), BAR_ERR_UNSUPPORTED,
+               "litellm_params.api_version is not supported");
+    /* an upstream needs api_base; local-engine keys do not apply */
+    expect_err("model_list:\n  - model_name: up\n    litellm_params: {model: openai/x}\n",
+               BAR_ERR_INVALID, "<memory>:3: model \"up\": an upstream model needs");
+    expect_err("model_list:\n  - model_name: up\n    litellm_params: {model: openai/x, "
+               "api_base: http://h:1, ctx: 64}\n",
+               BAR_ERR_INVALID, "litellm_params.ctx does not apply to an upstream");
+    expect_err("model_list:\n  - model_name: up\n    litellm_params: {model: openai/, "
+               "api_base: http://h:1}\n",
+               BAR_ERR_INVALID, "needs the upstream's model name");
+    expect_err("model_list:\n  - model_name: up\n    litellm_params: {model: openai/x, "
+               "api_base: ftp://h}\n",
+               BAR_ERR_INVALID, "must start with http:// or https://");
+    expect_err("model_list:\n  - model_name: up\n    litellm_params: {model: openai/x, "
+               "api_base: http://h, weight: 0}\n",
+               BAR_ERR_RANGE, "weight must be > 0");
+    expect_err("model_list:\n  - model_name: up\n    litellm_params: {model: openai/x, "
+               "api_base: http://h, api_base: http://i}\n",
+               BAR_ERR_INVALID, "\"api_base\" given twice");
+    /* a local entry and an upstream one cannot share a name */
+    expect_err("model_list:\n"
+               "  - model_name: g\n    litellm_params: {model: openai/x, api_base: http://a}\n"
+               "  - model_name: g\n    litellm_params: {model: local/g.gguf}\n",
+               BAR_ERR_INVALID, "must all be upstreams");
+    expect_err("model_list:\n"
+               "  - model_name: g\n    litellm_params: {model: local/g.gguf}\n"
+               "  - model_name: g\n    litellm_params: {model: openai/x, api_base: http://a}\n",
+               BAR_ERR_INVALID, "model_name given twice");
+    /* router_settings */
+    expect_err("model_list: [{model_name: a, litellm_params: {model: local/a}}]\n"
+               "router_settings: {routing_strategy: usage-based-routing}\n",
+               BAR_ERR_UNSUPPORTED, "routing_strategy \"usage-based-routing\" is not supported");
+    expect_err("model_list: [{model_name: a, litellm_params: {model: local/a}}]\n"
+               "router_settings: {num_retriez: 1}\n",
+               BAR_ERR_INVALID, "<memory>:2: router_settings: unknown key \"num_retriez\"");
+    expect_err("model_list: [{model_name: a, litellm_params: {model: local/a}}]\n"
+               "router_settings: {allowed_fails: 0}\n",
+               BAR_ERR_RANGE, "allowed_fails must be");
+    expect_err("model_list: [{model_name: a, litellm_params: {model: local/a}}]\n"
+               "router_settings: {health_check_interval: 0.01}\n",
+               BAR_ERR_RANGE, "health_check_interval must be 0 (off) or 0.1..3600");
+    expect_err("model_list: [{model_name: a, litellm_params: {model: local/a}}]\n"
+               "router_settings: {hedging: yes}\n",
+               BAR_ERR_FORMAT, "router_settings.hedging must be true or false");
+    assert_int_equal(L.n_ups, 0);
+    assert_int_equal(L.has_router, 0);
+}
+
+static void test_upstream_group(void **st)
+{
+    (void)st;
+    setenv("TEST_UP_KEY", "k-from-env", 1);
+    assert_int_equal(load("model_list:\n"
+                          "  - model_name: local1\n"
+                          "    litellm_params: {model: local/a.gguf}\n"
+                          "  - model_name: g\n"
+                          "    litellm_params:\n"
+                          "      model: openai/served-name\n"
+                          "      api_base: http://10.0.0.1:8000/v1\n"
+                          "      api_key: os.environ/TEST_UP_KEY\n"
+                          "      timeout: 2.5\n"
+                          "      temperature: 0.3\n"
+                          "      rpm: 600\n"
+                          "  - model_name: g\n"
+                          "    params: {model: hosted_vllm/other, api_base: https://b.example, "
+                          "weight: 3}\n"
+                          "router_settings:\n"
+                          "  routing_strategy: least-busy\n"
+                          "  num_retries: 1\n"
+                          "  allowed_fails: 4\n"
+                          "  cooldown_time: 0.5\n"
+                          "  health_check_interval: 2.5\n"
+                          "  hedging: true\n"
+                          "  fallbacks: [{g: [local1]}]\n"),
+                     0);
+    assert_int_equal(L.n, 2);
+    assert_int_equal(L.v[1].kind, MODEL_KIND_UPSTREAM);
+    assert_true(L.v[1].has & MODEL_HAS_TEMPERATURE);
+    assert_int_equal(L.n_ups, 2);
+    assert_int_equal(L.ups[0].entry, 1);
+    assert_int_equal(L.ups[1].entry, 1);
+    assert_string_equal(L.ups[0].api_base, "http://10.0.0.1:8000/v1");
+    assert_string_equal(L.ups[0].model, "served-name");
+    assert_string_equal(L.ups[0].api_key, "os.environ/TEST_UP_KEY"); /* resolved at start */
+    assert_true(L.ups[0].timeout == 2.5);
+    assert_int_equal(L.ups[0].rpm, 600);
+    assert_true(L.ups[0].weight == 1);
+    assert_string_equal(L.ups[1].model, "other");
+    assert_true(L.ups[1].weight == 3);
+    assert_int_equal(L.ups[1].line, 12);
+    assert_int_equal(L.has_router, 1);
+    assert_int_equal(L.router.strategy, ROUTE_LEAST_BUSY);
+    assert_int_equal(L.router.num_retries, 1);
+    assert_int_equal(L.router.allowed_fails, 4);
+    assert_true(L.router.cooldown_time == 0.5);
+    assert_true(L.router.health_interval == 2.5);
+    assert_int_equal(L.router.hedge, 1);
+    assert_int_equal(model_list_finish(&L, &M), 0);
+    assert_ptr_equal(model_list_find(&L, "g", 1), &L.v[1]);
+    /* a failed load leaves the replicas as they were */
+    expect_err("model_list:\n"
+               "  - model_name: g\n    litellm_params: {model: openai/x, api_base: http://c}\n"
+               "  - model_name: bad name\n    litellm_params: {model: local/x}\n",
+               BAR_ERR_INVALID, "model_name");
+    assert_int_equal(L.n_ups, 2);
 }
 
 static void test_ranges(void **st)
@@ -879,14 +985,23 @@ static void test_add_embedding(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        T(test_litellm_full),   T(test_flow_style),
-        T(test_defaults),       T(test_default_selection),
-        T(test_add_arg),        T(test_unknown_keys),
-        T(test_upstream),       T(test_ranges),
-        T(test_types),          T(test_names_and_structure),
-        T(test_paths),          T(test_load_file),
-        T(test_garbage),        T(test_find),
-        T(test_embedding_mode), T(test_add_embedding),
+        T(test_litellm_full),
+        T(test_flow_style),
+        T(test_defaults),
+        T(test_default_selection),
+        T(test_add_arg),
+        T(test_unknown_keys),
+        T(test_upstream),
+        T(test_upstream_group),
+        T(test_ranges),
+        T(test_types),
+        T(test_names_and_structure),
+        T(test_paths),
+        T(test_load_file),
+        T(test_garbage),
+        T(test_find),
+        T(test_embedding_mode),
+        T(test_add_embedding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

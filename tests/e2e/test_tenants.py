@@ -1,0 +1,363 @@
+"""Tenants end to end (docs/TENANTS.md): a keys file of SHA-256 digests, each
+key's tenant its own cache namespace, Bearer and api-key headers, a model
+list answered as 404, SIGHUP reload without dropping a connection, rpm/tpm
+limits with OpenAI's 429 and x-ratelimit-* headers, and two replicas holding
+one limit through a real Redis. Requests go through the official client
+(max_retries=0) where it can express them."""
+import hashlib
+import json
+import shutil
+import signal
+import subprocess
+import time
+
+import openai
+import pytest
+
+from serverutil import SLOW, Redis, Server, chat, metrics, request, wait_for
+
+KEYS = {name: f"sk-test-{name}-0123456789" for name in
+        ["a", "a2", "x", "b", "c", "d", "g", "adm", "cc", "t"]}
+
+
+def sha(k):
+    return hashlib.sha256(k.encode()).hexdigest()
+
+
+def keys_yaml(extra=""):
+    return f"""keys:
+  - key_sha256: {sha(KEYS['a'])}
+    tenant: team-a
+  - key_sha256: {sha(KEYS['a2'])}   # a second key of team-a: the same namespace
+    tenant: team-a
+  - {{key_sha256: {sha(KEYS['x'])}, tenant: team-x}}
+  - {{key_sha256: {sha(KEYS['b'])}, tenant: team-b, models: [some-other-model]}}
+  - {{key_sha256: {sha(KEYS['c'])}, tenant: team-c, rpm: 3}}
+  - {{key_sha256: {sha(KEYS['d'])}, tenant: team-d, tpm: 150, priority: 5}}
+  - {{key_sha256: {sha(KEYS['adm'])}, tenant: ops, admin: true}}
+  - {{key_sha256: {sha(KEYS['cc'])}, tenant: team-cc, max_concurrency: 1}}
+{extra}"""
+
+
+def body(text, **kw):
+    b = {"model": "default", "messages": [{"role": "user", "content": text}],
+         "temperature": 0, "max_tokens": 4}
+    b.update(kw)
+    return b
+
+
+def bearer(name):
+    return {"Authorization": f"Bearer {KEYS[name]}"}
+
+
+def client(server, name):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEYS[name], timeout=60 * SLOW,
+                         max_retries=0)
+
+
+def ask(server, name, text, **kw):
+    """The official client's raw response: (parsed, headers)."""
+    raw = client(server, name).chat.completions.with_raw_response.create(
+        model="default", messages=[{"role": "user", "content": text}], temperature=0,
+        max_tokens=4, **kw)
+    return raw.parse(), raw.headers
+
+
+@pytest.fixture(scope="module")
+def keyfile(tmp_path_factory):
+    p = tmp_path_factory.mktemp("keys") / "keys.yaml"
+    p.write_text(keys_yaml())
+    return p
+
+
+@pytest.fixture(scope="module")
+def server(barista_bin, gguf_path, keyfile):
+    s = Server(barista_bin, gguf_path, args=["--keys", str(keyfile)])
+    yield s
+    assert s.stop() == 0
+
+
+def test_tenants_have_their_own_cache(server):
+    _, h = ask(server, "a", "Name a river.")
+    assert h["x-cache"] == "MISS"
+    _, h = ask(server, "a", "Name a river.")
+    assert h["x-cache"] == "HIT"
+    _, h = ask(server, "a2", "Name a river.")  # another key of the same tenant
+    assert h["x-cache"] == "HIT"
+    _, h = ask(server, "x", "Name a river.")  # another tenant
+    assert h["x-cache"] == "MISS"
+    # Azure's api-key header names the same tenant as Bearer
+    st, h, _ = chat(server, body("Name a river."), headers={"api-key": KEYS["a"]})
+    assert st == 200 and h["x-cache"] == "HIT"
+    # a sub-namespace of a tenant is apart from its default one
+    st, h, _ = chat(server, body("Name a river."),
+                    headers={**bearer("a"), "X-Cache-Namespace": "blue"})
+    assert st == 200 and h["x-cache"] == "MISS"
+    # a client of another tenant naming the same sub-namespace gets nothing of it
+    st, h, _ = chat(server, body("Name a river."),
+                    headers={**bearer("x"), "X-Cache-Namespace": "blue"})
+    assert h["x-cache"] == "MISS"
+
+
+def test_unknown_or_missing_key_is_401(server):
+    with pytest.raises(openai.AuthenticationError) as ei:
+        openai.OpenAI(base_url=server.url + "/v1", api_key="sk-nobody", max_retries=0) \
+            .chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}])
+    assert ei.value.status_code == 401
+    assert request(server, "GET", "/v1/models")[0] == 401
+    assert request(server, "GET", "/v1/models", headers={"api-key": "sk-nobody"})[0] == 401
+    # a key's prefix or the key with a byte more is another key
+    assert request(server, "GET", "/v1/models",
+                   headers={"Authorization": "Bearer " + KEYS["a"][:-1]})[0] == 401
+    assert request(server, "GET", "/v1/models",
+                   headers={"Authorization": "Bearer " + KEYS["a"] + "0"})[0] == 401
+
+
+def test_model_not_allowed_is_404_like_an_unknown_model(server):
+    with pytest.raises(openai.NotFoundError) as denied:
+        client(server, "b").chat.completions.create(
+            model="default", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client(server, "a").chat.completions.create(
+            model="no-such-model", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    d, u = denied.value.body, unknown.value.body
+    assert d["code"] == u["code"] == "model_not_found"
+    assert d["type"] == u["type"] and d["param"] == u["param"] == "model"
+    served = client(server, "a").models.list().data[0].id
+    assert served not in d["message"]  # the model's existence is not revealed
+    # /v1/models lists only what the key may use
+    assert client(server, "b").models.list().data == []
+    assert request(server, "GET", f"/v1/models/{served}", headers=bearer("b"))[0] == 404
+    assert request(server, "GET", f"/v1/models/{served}", headers=bearer("a"))[0] == 200
+    # the embeddings endpoint applies the same list
+    emb = json.dumps({"model": "default", "input": "hello"})
+    st, _, raw = request(server, "POST", "/v1/embeddings", emb, headers=bearer("b"))
+    assert st == 404 and json.loads(raw)["error"]["code"] == "model_not_found", raw
+    assert request(server, "POST", "/v1/embeddings", emb, headers=bearer("a"))[0] == 200
+
+
+def test_rpm_limit_429_with_openai_headers(server):
+    oks = []
+    for i in range(3):
+        st, h, _ = chat(server, body("Name a tree."), headers=bearer("c"))
+        assert st == 200
+        assert h["x-ratelimit-limit-requests"] == "3"
+        oks.append(int(h["x-ratelimit-remaining-requests"]))
+    assert oks == [2, 1, 0]
+    with pytest.raises(openai.RateLimitError) as ei:
+        ask(server, "c", "Name a tree.")
+    e = ei.value
+    assert e.status_code == 429
+    assert e.body["code"] == "rate_limit_exceeded" and e.body["type"] == "requests"
+    h = e.response.headers
+    assert h["x-ratelimit-limit-requests"] == "3" and h["x-ratelimit-remaining-requests"] == "0"
+    assert h["x-ratelimit-reset-requests"].endswith("s") and int(h["retry-after"]) >= 1
+    # an unlimited tenant's replies carry no rate-limit headers
+    _, h = ask(server, "a", "Name a river.")
+    assert "x-ratelimit-limit-requests" not in h
+    assert metrics(server)['barista_rejected_requests_total{reason="rate_limit"}'] >= 1
+
+
+def test_concurrency_limit(server):
+    # a long stream holds team-cc's only slot while a second request comes
+    conn = server.connect()
+    data = json.dumps(body("Tell a long story.", max_tokens=400, stream=True)).encode()
+    try:
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + KEYS["cc"].encode() + b"\r\nContent-Type: application/json\r\n"
+                     b"Cache-Control: no-store\r\nContent-Length: " + str(len(data)).encode()
+                     + b"\r\n\r\n" + data)
+        conn.settimeout(60 * SLOW)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200")
+        st, h, r = chat(server, body("Name a fish."), headers=bearer("cc"))
+        assert st == 429 and r["error"]["type"] == "requests"
+        assert "at once" in r["error"]["message"]
+    finally:
+        conn.close()
+    # the slot comes back when the stream's client goes
+    wait_for(lambda: chat(server, body("Name a fish."), headers=bearer("cc"))[0] == 200,
+             timeout=30 * SLOW)
+
+
+def test_tpm_limit_429_on_tokens_and_streams_carry_headers(server):
+    # each request reserves ~(body bytes / 4) + max_tokens; 150 per minute
+    st, h, ev = chat(server, body("Name a bird.", stream=True), headers=bearer("d"))
+    assert st == 200 and ev[-1] == "[DONE]"
+    assert h["x-ratelimit-limit-tokens"] == "150"
+    first = int(h["x-ratelimit-remaining-tokens"])
+    assert 0 < first < 150
+    refused = None
+    for i in range(8):
+        st, h, r = chat(server, body(f"Name a bird, {i}."), headers=bearer("d"))
+        if st == 429:
+            refused = (h, r)
+            break
+        assert st == 200
+    assert refused, "the tokens limit never refused"
+    h, r = refused
+    assert r["error"]["code"] == "rate_limit_exceeded" and r["error"]["type"] == "tokens"
+    assert h["x-ratelimit-limit-tokens"] == "150"
+    assert int(h["x-ratelimit-remaining-tokens"]) < 60
+    # a request larger than the whole limit is refused as too large
+    st, h, r = chat(server, body("x" * 2000), headers=bearer("d"))
+    assert st == 429 and "too large" in r["error"]["message"]
+
+
+def test_admin_tenant_purges_one_tenant_and_tenants_only_their_own(server):
+    ask(server, "x", "Name a lake.")
+    assert ask(server, "x", "Name a lake.")[1]["x-cache"] == "HIT"
+    ask(server, "a", "Name a lake.")
+    # a tenant purges its own default namespace, not another's
+    st, _, raw = request(server, "DELETE", "/v1/cache?namespace=", headers=bearer("x"))
+    assert st == 200, raw
+    assert ask(server, "x", "Name a lake.")[1]["x-cache"] == "MISS"
+    assert ask(server, "a", "Name a lake.")[1]["x-cache"] == "HIT"
+    assert request(server, "DELETE", "/v1/cache?tenant=team-a&namespace=",
+                   headers=bearer("x"))[0] == 403
+    assert request(server, "DELETE", "/v1/cache?all=true", headers=bearer("x"))[0] == 403
+    assert request(server, "GET", "/v1/cache/stats", headers=bearer("x"))[0] == 403
+    # an admin tenant names the tenant
+    st, _, raw = request(server, "DELETE", "/v1/cache?tenant=team-a&namespace=",
+                         headers=bearer("adm"))
+    assert st == 200 and json.loads(raw)["l1_deleted"] >= 1
+    assert ask(server, "a", "Name a lake.")[1]["x-cache"] == "MISS"
+
+
+def test_sighup_reloads_keys_without_dropping_connections(server, keyfile):
+    conn = server.connect()
+    data = json.dumps(body("Name a fruit.")).encode()
+
+    def post(key):
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + key.encode() + b"\r\nContent-Type: application/json\r\nContent-Length: "
+                     + str(len(data)).encode() + b"\r\n\r\n" + data)
+        return conn.recv_response(60)
+
+    try:
+        assert post(KEYS["a"])[0] == 200
+        assert request(server, "GET", "/v1/models", headers=bearer("g"))[0] == 401
+        keyfile.write_text(keys_yaml(f"  - {{key_sha256: {sha(KEYS['g'])}, tenant: team-g}}\n"))
+        n = server.log.count("keys file")
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: server.log.count("keys file") > n, timeout=10 * SLOW)
+        assert "reloaded" in server.log.splitlines()[-1] or "reloaded" in server.log
+        assert request(server, "GET", "/v1/models", headers=bearer("g"))[0] == 200
+        assert post(KEYS["a"])[0] == 200  # the connection opened before the reload
+        # a broken file keeps the old keys, with one line in the log
+        keyfile.write_text("keys:\n  - {tenant: broken}\n")
+        n = server.log.count("keys file")
+        server.signal(signal.SIGHUP)
+        wait_for(lambda: server.log.count("keys file") > n, timeout=10 * SLOW)
+        assert "not reloaded" in server.log and "key_sha256" in server.log
+        assert request(server, "GET", "/v1/models", headers=bearer("g"))[0] == 200
+        assert post(KEYS["a"])[0] == 200
+    finally:
+        conn.close()
+        keyfile.write_text(keys_yaml())
+
+
+def test_open_server_long_tokens_sharing_a_prefix_are_apart(barista_bin, gguf_path):
+    s = Server(barista_bin, gguf_path)
+    try:
+        common = "eyJhbGciOiJIUzI1NiJ9." + "x" * 600
+        t1, t2 = common + ".sig-one", common + ".sig-two"
+        b = body("Name a planet.")
+        assert chat(s, b, headers={"Authorization": "Bearer " + t1})[1]["x-cache"] == "MISS"
+        assert chat(s, b, headers={"Authorization": "Bearer " + t1})[1]["x-cache"] == "HIT"
+        assert chat(s, b, headers={"Authorization": "Bearer " + t2})[1]["x-cache"] == "MISS"
+        # an api-key header is a tenant too, not the anonymous namespace
+        assert chat(s, b)[1]["x-cache"] == "MISS"
+        assert chat(s, b, headers={"api-key": t1})[1]["x-cache"] == "HIT"
+        assert chat(s, b, headers={"api-key": "other"})[1]["x-cache"] == "MISS"
+    finally:
+        assert s.stop() == 0
+
+
+def test_keys_add_prints_a_key_that_works(barista_bin):
+    out = subprocess.run([barista_bin, "keys", "add", "team-z"], capture_output=True, text=True,
+                         check=True).stdout
+    key = out.split("key: ")[1].split()[0]
+    assert key.startswith("sk-bar-") and len(key) == 7 + 64
+    assert sha(key) in out and "tenant: team-z" in out
+    again = subprocess.run([barista_bin, "keys", "add", "team-z"], capture_output=True,
+                           text=True, check=True).stdout
+    assert again.split("key: ")[1].split()[0] != key
+    assert subprocess.run([barista_bin, "keys", "add", "bad name!"],
+                          capture_output=True).returncode == 2
+
+
+def test_bad_keys_file_is_a_startup_error(barista_bin, gguf_path, tmp_path):
+    p = tmp_path / "k.yaml"
+    p.write_text("keys:\n  - {key_sha256: abc, tenant: t}\n")
+    r = subprocess.run([barista_bin, "serve", "--port", "0", "-m", gguf_path, "--keys", str(p)],
+                       capture_output=True, text=True, timeout=60 * SLOW)
+    assert r.returncode != 0 and "key_sha256" in r.stderr and ":2:" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_two_replicas_hold_one_limit_through_redis(barista_bin, gguf_path, tmp_path):
+    redis = Redis()
+    p = tmp_path / "keys.yaml"
+    p.write_text(keys_yaml(f"  - {{key_sha256: {sha(KEYS['g'])}, tenant: team-g, rpm: 6}}\n"
+                           f"  - {{key_sha256: {sha(KEYS['t'])}, tenant: team-t, tpm: 400}}\n"))
+    args = ["--keys", str(p), "--redis", redis.url, "--redis-timeout-ms", "200",
+            "--ratelimit-wait-ms", str(int(200 * SLOW))]
+    r1 = Server(barista_bin, gguf_path, args=args)
+    r2 = Server(barista_bin, gguf_path, args=args)
+    try:
+        # the namespace secret is shared through Redis: one tenant, one namespace
+        assert chat(r1, body("Name a moon."), headers=bearer("a"))[1]["x-cache"] == "MISS"
+        wait_for(lambda: chat(r2, body("Name a moon."), headers=bearer("a"))[1]["x-cache"]
+                 == "HIT", timeout=10 * SLOW)
+        # rpm 6 across both replicas: hits are cheap and count as requests
+        codes = [chat(r, body("Name a moon."), headers=bearer("g"))[0]
+                 for r in [r1, r2] * 6]
+        assert codes.count(200) in (6, 7), codes  # 7: one refilled during the run
+        assert set(codes) <= {200, 429}
+        assert codes[-1] == 429
+        # tokens reserved at admission are corrected in Redis when a request
+        # ends: a big max_tokens cut short by a stop string gives most back
+        short = body("Say yes.", max_tokens=300, stop=[" ", ".", "\n"])
+        st, h, r = chat(r1, short, headers={**bearer("t"), "Cache-Control": "no-store"})
+        assert st == 200 and r["usage"]["total_tokens"] < 100, r
+        assert int(h["x-ratelimit-remaining-tokens"]) < 100  # ~330 reserved
+        st, h, r = chat(r1, body("Say no.", max_tokens=150),
+                        headers={**bearer("t"), "Cache-Control": "no-store"})
+        assert st == 200, r  # without the correction: ~60 left, this needs ~185
+        assert int(h["x-ratelimit-remaining-tokens"]) > 100
+        m = metrics(r1)
+        assert m["barista_ratelimit_redis_up"] == 1
+        assert m["barista_ratelimit_redis_checks_total"] >= 6
+        # Redis frozen (SIGSTOP: connections stay open, nothing answers): each
+        # check waits --ratelimit-wait-ms, then r1's own limiter decides
+        # (team-g's bucket in Redis is empty, r1's own is full); back on SIGCONT
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            frozen = [chat(r1, body("Name a moon."), headers=bearer("g"))[0] for _ in range(7)]
+            assert frozen == [200] * 6 + [429], frozen
+            assert time.monotonic() - t0 < 30 * SLOW
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        assert metrics(r1)["barista_ratelimit_redis_timeouts_total"] >= 1
+        wait_for(lambda: metrics(r1)["barista_ratelimit_redis_up"] == 1, timeout=10 * SLOW)
+        m0 = metrics(r1)
+        chat(r1, body("Name a moon."), headers=bearer("g"))  # decided by Redis again
+        m1 = metrics(r1)
+        assert m1["barista_ratelimit_redis_checks_total"] > m0["barista_ratelimit_redis_checks_total"]
+        assert (m1["barista_ratelimit_local_decisions_total"]
+                == m0["barista_ratelimit_local_decisions_total"])
+        # Redis gone: each replica's own limiter decides, so a tenant gets at
+        # most N_replicas x its limit (docs/TENANTS.md) and is still refused
+        redis.stop()
+        per = [[chat(r, body("Name a comet."), headers=bearer("c"))[0] for _ in range(4)]
+               for r in (r1, r2)]
+        assert per == [[200, 200, 200, 429]] * 2, per
+        assert metrics(r1)["barista_ratelimit_local_decisions_total"] >= 4
+    finally:
+        assert r1.stop() == 0
+        assert r2.stop() == 0
+        redis.stop()
