@@ -295,8 +295,12 @@ static int check_auth(api_t *a, srv_req_t *r, const route_t *row, api_tenant_t *
     memset(tn, 0, sizeof *tn);
     *admin = 0;
     if (row->auth == ROUTE_OPEN) return 0;
-    if (row->auth == ROUTE_ADMIN_IF_SET) {
-        if (bearer_is(a->set->admin_key, h)) return 0;
+    if (row->auth == ROUTE_ADMIN_IF_SET) { /* open without --admin-key */
+        if (!a->set->admin_key[0] || bearer_is(a->set->admin_key, h)) return 0;
+        if (api_tenants_authed(a->tenants) && api_tenant_resolve(a->tenants, h, tn) == 0) {
+            if (tn->admin) return 0; /* a keys-file key with admin: true */
+            api_tenant_release(tn);
+        }
         reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
                     "The dashboard's data needs 'Authorization: Bearer <admin key>'.");
         return -1;
@@ -370,6 +374,7 @@ void api_handle(void *ud, srv_req_t *r)
     api_tenant_t tn;
     int admin;
     if (check_auth(a, r, row, &tn, &admin) < 0) return;
+    if (tn.name[0]) OBS_TRACE_SET(srv_req_obs(r), tenant, tn.name); /* the access log's tenant */
     switch (row->handler) {
     case H_CHAT:
         pipeline_handle(a, r, OAI_CHAT, &tn);

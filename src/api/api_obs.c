@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "backend/backend_upstream.h"
 #include "obs/dashboard.h"
 #include "util/timeutil.h"
 
@@ -75,6 +76,22 @@ void api_dashboard_snapshot(api_t *a, srv_req_t *r)
         buf_printf(&b, ",\"running\":%d,\"waiting\":%d,\"kv_usage\":%.4f}", st.n_active,
                    st.n_queued,
                    st.kv_blocks_total ? (double)st.kv_blocks_used / st.kv_blocks_total : 0.0);
+    }
+    /* per replica: the gateway's own counters (the /metrics series) */
+    buf_puts(&b, "],\"replicas\":[");
+    first = 1;
+    for (int i = 0; i < a->n_models; i++) {
+        const api_model_t *m = &a->models[i];
+        bk_upstream_replica_t ur;
+        for (int k = 0; m->bk && backend_upstream_replica(m->bk, k, &ur); k++) {
+            buf_puts(&b, first ? "{\"name\":" : ",{\"name\":");
+            first = 0;
+            oai_json_string(&b, ur.base, strlen(ur.base));
+            buf_puts(&b, ",\"model\":");
+            oai_json_string(&b, m->cfg.name, strlen(m->cfg.name));
+            buf_printf(&b, ",\"requests\":%llu,\"errors\":%llu,\"ejected\":%s}", ur.requests,
+                       ur.errors, ur.ejected ? "true" : "false");
+        }
     }
     srv_stats_t ss = {0};
     if (a->srv) srv_stats(a->srv, &ss);

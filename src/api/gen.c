@@ -487,6 +487,7 @@ static void finish_client(client_t *c, const bk_event_t *ev)
     obs_trace_t *o = srv_req_obs(c->r);
     obs_trace_generated(o, now, ev->n_prompt, ev->n_gen, ev->n_cached, ev->t_queue,
                         ev->t_first_token);
+    if (ev->replica) OBS_TRACE_SET(o, replica, ev->replica);
     c->rl_used = (long long)ev->n_prompt + ev->n_gen;
     if (ev->finish == BK_FINISH_ERROR) {
         oai_err_t e;

@@ -83,8 +83,6 @@ enum {
     C_CANCEL,
     C_REJECT,
     C_FALLBACK,
-    C_UP_REQ,
-    C_UP_ERR,
     N_CFAM,
 };
 
@@ -161,10 +159,6 @@ obs_metrics_t *obs_metrics_create(void)
               "Requests refused by admission control or limits, by reason.", "reason", NULL, NULL);
     cfam_init(&m->c[C_FALLBACK], "barista_fallbacks_total",
               "Requests answered by a fallback step, by step.", "step", NULL, NULL);
-    cfam_init(&m->c[C_UP_REQ], "barista_upstream_requests_total",
-              "Requests sent to upstream replicas, by replica.", "replica", NULL, NULL);
-    cfam_init(&m->c[C_UP_ERR], "barista_upstream_errors_total",
-              "Upstream requests that failed, by replica.", "replica", NULL, NULL);
     hfam_init(&m->h[H_TTFT], "barista_time_to_first_token_seconds",
               "Request read to the first token reaching the client (cache hits included).",
               "model_name", TTFT, NB(TTFT));
@@ -486,12 +480,6 @@ void obs_metrics_fallback(obs_metrics_t *m, const char *step)
     m->cur.fallback++;
 }
 
-void obs_metrics_upstream(obs_metrics_t *m, const char *replica, int failed)
-{
-    cfam_add(&m->c[C_UP_REQ], replica, NULL, NULL, 1);
-    cfam_add(&m->c[C_UP_ERR], replica, NULL, NULL, failed ? 1 : 0);
-}
-
 void obs_metrics_ttft(obs_metrics_t *m, double seconds)
 {
     hfam_observe(&m->h[H_OLD_TTFT], NULL, seconds);
@@ -737,14 +725,6 @@ int obs_metrics_snapshot(obs_metrics_t *m, long now, buf_t *o)
         buf_puts(o, ",\"e2e_mean_s\":");
         jnum(o, x->e2e_n ? x->e2e_sum / (double)x->e2e_n : -1);
         buf_puts(o, "}");
-    }
-    buf_puts(o, "],\"replicas\":[");
-    const cfam_t *ur = &m->c[C_UP_REQ], *ue = &m->c[C_UP_ERR];
-    for (int i = 0; i < ur->n; i++) {
-        buf_puts(o, i ? ",{\"name\":" : "{\"name\":");
-        jstr(o, ur->s[i].l[0]);
-        buf_printf(o, ",\"requests\":%llu,\"errors\":%llu}", (unsigned long long)ur->s[i].n,
-                   (unsigned long long)(i < ue->n ? ue->s[i].n : 0));
     }
     return buf_puts(o, "]");
 }

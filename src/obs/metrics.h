@@ -48,9 +48,6 @@ void obs_metrics_rejected(obs_metrics_t *m, const char *reason);
 /* barista_fallbacks_total{step}: a request answered by a fallback step. */
 void obs_metrics_fallback(obs_metrics_t *m, const char *step);
 
-/* barista_upstream_requests_total{replica}, barista_upstream_errors_total{replica}. */
-void obs_metrics_upstream(obs_metrics_t *m, const char *replica, int failed);
-
 /* Legacy histograms (one release): barista_ttft_seconds (submit → first
  * token, from the backend), barista_request_duration_seconds{endpoint}. */
 void obs_metrics_ttft(obs_metrics_t *m, double seconds);
@@ -76,8 +73,9 @@ void obs_metrics_label(buf_t *out, const char *s);
 /* The dashboard's view as JSON (docs/METRICS.md): totals, and per second
  * over the last ten minutes (now: unix seconds) requests, errors, tokens,
  * cache hits by tier, TTFT and e2e p50/p95/p99, fallbacks, rejections; then
- * per-model and per-replica totals. The caller wraps it with its gauges:
- * this appends members without the enclosing braces. */
+ * per-model totals. The caller wraps it with its gauges and the replicas
+ * (the gateway's own counters): this appends members without the enclosing
+ * braces. */
 int obs_metrics_snapshot(obs_metrics_t *m, long now, buf_t *out);
 
 #endif

@@ -6,8 +6,9 @@
  * X-Request-Id), puts X-Request-Id and Server-Timing on the head
  * (obs_trace_headers) and closes it when the last byte is written. The API
  * layer marks its stage boundaries (obs_trace_mark: one call each) and fills
- * the fields it knows (model, cache tier, tokens, backend timings); other
- * modules fill tenant, fallback step and replica. Everything is plain data:
+ * the fields it knows (model, tenant, cache tier, tokens, backend timings,
+ * the replica a gateway's backend reports); the fallback step is left to
+ * latency control. Everything is plain data:
  * no allocation, no locking (one loop owns a request).
  *
  * Stage names (Server-Timing metric names, docs/METRICS.md): auth, parse,
@@ -54,7 +55,7 @@ typedef struct {
     char model[64];
     char tenant[64];   /* the tenant's name (tenants module) */
     char fallback[32]; /* the fallback step that answered (latency control) */
-    char replica[64];  /* the backend or replica that answered (gateway) */
+    char replica[128]; /* the replica that answered (gateway: its api_base) */
     int tokens_in, tokens_out, tokens_cached; /* -1: not a generation */
     int status;
     size_t bytes_out;

@@ -2,6 +2,7 @@
 streamed reply's barista_timings, the JSON access log, /metrics checked by
 promtool and scraped by a real Prometheus server, and the dashboard page
 driven in headless Chromium (Selenium, the Debian chromedriver)."""
+import hashlib
 import json
 import os
 import pathlib
@@ -130,7 +131,55 @@ def test_access_log_lines(srv):
     assert g["timings_ms"]["total"] >= g["timings_ms"]["ttft"] > 0
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", g["time"])
     assert find("log-me")["status"] == 200
-    assert any(x["status"] == 400 and x["endpoint"] == "chat_completions" for x in lines())
+    # a line is written after the reply's last byte went to the socket: wait for it
+    assert wait_for(lambda: any(x["status"] == 400 and x["endpoint"] == "chat_completions"
+                                for x in lines()))
+
+
+def test_access_log_tenant_and_replica(srv, barista_bin, tmp_path):
+    """Through a gateway with a keys file: the line names the key's tenant and
+    the replica (the upstream's api_base) that answered."""
+    key = "sk-obs-tenant-0123456789"
+    keys = tmp_path / "keys.yaml"
+    keys.write_text(f"keys:\n  - {{key_sha256: {hashlib.sha256(key.encode()).hexdigest()}, "
+                    "tenant: team-obs}\n")
+    models = tmp_path / "models.yaml"
+    models.write_text("model_list:\n  - model_name: via-gw\n    litellm_params:\n"
+                      f"      model: openai/default\n      api_base: {srv.url}/v1\n")
+    log = tmp_path / "gw.jsonl"
+    gw = Server(barista_bin, None, ["--models", str(models), "--embedding-model", "none",
+                                    "--keys", str(keys), "--access-log", str(log)])
+    try:
+        st, _, raw = request(gw, "POST", "/v1/chat/completions",
+                             body("Say yes.", model="via-gw"),
+                             headers={"Authorization": f"Bearer {key}", "X-Request-Id": "gw-1"})
+        assert st == 200, raw
+
+        def line():
+            try:
+                return next((x for x in map(json.loads, log.read_text().splitlines())
+                             if x["id"] == "gw-1"), None)
+            except (FileNotFoundError, json.JSONDecodeError):
+                return None
+
+        assert wait_for(line)
+        assert line()["tenant"] == "team-obs"
+        assert line()["replica"] == f"{srv.url}/v1"
+        # the replica's counters are the gateway's: in the dashboard's data (open:
+        # no --admin-key) and once in /metrics (promtool refuses a family twice)
+        st, _, snap = request(gw, "GET", "/v1/dashboard/snapshot")
+        assert st == 200, snap
+        reps = json.loads(snap)["replicas"]
+        assert [(r["name"], r["model"], r["requests"]) for r in reps] == \
+            [(f"{srv.url}/v1", "via-gw", 1)]
+        st, _, raw = request(gw, "GET", "/metrics")
+        assert raw.count(b"# TYPE barista_upstream_requests_total ") == 1
+        if shutil.which("promtool"):
+            p = subprocess.run(["promtool", "check", "metrics"], input=raw, capture_output=True,
+                               timeout=30)
+            assert p.returncode == 0, p.stdout + p.stderr
+    finally:
+        gw.stop()
 
 
 def test_access_log_bad_flag(barista_bin, gguf_path):

@@ -99,8 +99,6 @@ static void test_early_errors_and_other_endpoints(void **st)
     obs_metrics_finish(m, &t);
     obs_metrics_rejected(m, "queue");
     obs_metrics_fallback(m, "semantic_relaxed");
-    obs_metrics_upstream(m, "r1", 0);
-    obs_metrics_upstream(m, "r1", 1);
     buf_t o = {0};
     obs_metrics_render(m, &o);
     assert_non_null(strstr(o.p, "barista_requests_total{endpoint=\"other\",code=\"431\"} 1\n"));
@@ -108,8 +106,8 @@ static void test_early_errors_and_other_endpoints(void **st)
     assert_null(strstr(o.p, "barista_e2e_request_latency_seconds_count")); /* not a generation */
     assert_non_null(strstr(o.p, "barista_rejected_requests_total{reason=\"queue\"} 1\n"));
     assert_non_null(strstr(o.p, "barista_fallbacks_total{step=\"semantic_relaxed\"} 1\n"));
-    assert_non_null(strstr(o.p, "barista_upstream_requests_total{replica=\"r1\"} 2\n"));
-    assert_non_null(strstr(o.p, "barista_upstream_errors_total{replica=\"r1\"} 1\n"));
+    /* upstream series are the gateway's (backend_upstream_metrics): never twice */
+    assert_null(strstr(o.p, "barista_upstream_"));
     buf_free(&o);
     /* a full family: later label values share one "other" series */
     for (int i = 0; i < 300; i++) {
