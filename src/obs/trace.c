@@ -147,21 +147,23 @@ void obs_trace_set_str(char *field, size_t size, const char *s)
 }
 
 /* Milliseconds with 3 decimals ("15.672"), without printf. Returns the
- * length written into out (at least 24 bytes). */
+ * length written into out (at least 24 bytes). The digits are written in
+ * place once their count is known: no scratch copy (which the compiler made
+ * a memcpy call per stage). */
 static size_t fmt_ms(char *out, double seconds)
 {
     if (!(seconds > 0)) seconds = 0;
     if (seconds > 1e9) seconds = 1e9;
     unsigned long long us = (unsigned long long)(seconds * 1e6 + 0.5);
-    unsigned long long ip = us / 1000;
-    unsigned fp = (unsigned)(us % 1000);
-    char tmp[24], *p = tmp + sizeof tmp;
+    unsigned long long ip = us / 1000; /* <= 1e12: 13 digits */
+    unsigned fp = (unsigned)(us - ip * 1000);
+    size_t n = 1;
+    for (unsigned long long p10 = 10; n < 13 && ip >= p10; p10 *= 10)
+        n++;
+    char *d = out + n;
     do
-        *--p = (char)('0' + ip % 10);
+        *--d = (char)('0' + ip % 10);
     while (ip /= 10);
-    size_t n = (size_t)(tmp + sizeof tmp - p);
-    for (size_t i = 0; i < n; i++) /* a few bytes: no memcpy call */
-        out[i] = p[i];
     out[n] = '.';
     out[n + 1] = (char)('0' + fp / 100);
     out[n + 2] = (char)('0' + fp / 10 % 10);

@@ -88,6 +88,30 @@ static void test_marks_and_headers(void **st)
     assert_int_equal(strlen(t.model), sizeof t.model - 1);
 }
 
+/* Durations as milliseconds with three decimals, from 0 to the 1e9 s cap,
+ * each digit count of the integer part. */
+static void test_durations_formatted(void **st)
+{
+    (void)st;
+    obs_idgen_t g;
+    obs_idgen_init(&g);
+    obs_trace_t t;
+    obs_trace_begin(&t, 50.0, "d", 1, &g);
+    obs_trace_set(&t, OBS_AUTH, 0);
+    obs_trace_set(&t, OBS_PARSE, 0.0000006);
+    obs_trace_set(&t, OBS_CACHE, 1.2345678);
+    obs_trace_set(&t, OBS_QUEUE, 9.9999999);
+    obs_trace_set(&t, OBS_PREFILL, 12345.6);
+    obs_trace_set(&t, OBS_DECODE, 2e9);
+    obs_trace_set(&t, OBS_WRITE, -1);
+    buf_t b = {0};
+    assert_int_equal(obs_trace_json(&t, 50.0, &b), 0);
+    assert_string_equal(b.p, "{\"auth\":0.000,\"parse\":0.001,\"cache\":1234.568,"
+                             "\"queue\":10000.000,\"prefill\":12345600.000,"
+                             "\"decode\":1000000000000.000,\"write\":0.000,\"total\":0.000}");
+    buf_free(&b);
+}
+
 static void test_access_log_line(void **st)
 {
     (void)st;
@@ -132,9 +156,8 @@ static void test_access_log_line(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_id_valid),
-        cmocka_unit_test(test_begin_takes_or_makes),
-        cmocka_unit_test(test_marks_and_headers),
+        cmocka_unit_test(test_id_valid),          cmocka_unit_test(test_begin_takes_or_makes),
+        cmocka_unit_test(test_marks_and_headers), cmocka_unit_test(test_durations_formatted),
         cmocka_unit_test(test_access_log_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
