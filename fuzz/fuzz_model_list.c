@@ -9,7 +9,8 @@
  * rules the header promises (names valid and unique, paths non-empty and
  * NUL-terminated, every value in range, at most one default per mode, the
  * default chat and embedding entries of their mode, embedding entries
- * without chat-only fields, lookups find each entry). Any violation abort()s. Not for: anything but
+ * without chat-only fields, lookups find each entry, fallback chains
+ * well-formed and their check a one-line answer). Any violation abort()s. Not for: anything but
  * fuzzing. */
 #include <math.h>
 #include <stdint.h>
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "backend/model_list.h"
+#include "control/fallback.h"
 #include "fuzz_util.h"
 
 static int in(double x, double lo, double hi)
@@ -53,6 +55,16 @@ static void check_entry(const model_list_t *l, int i)
     if ((h & MODEL_HAS_MAX_TOKENS) && e->max_tokens < 1) abort();
     if ((h & MODEL_HAS_SEED) && e->seed < 0) abort();
     if (model_list_find(l, e->name, n) != e) abort();
+    /* the fallback chain: n_fallbacks NUL-terminated steps inside the buffer */
+    if (e->n_fallbacks < 0 || e->n_fallbacks > MODEL_FALLBACK_STEPS) abort();
+    size_t used = 0;
+    for (int k = 0; k < e->n_fallbacks; k++) {
+        size_t sn = strnlen(e->fallbacks + used, sizeof e->fallbacks - used);
+        if (sn == 0 || used + sn >= sizeof e->fallbacks) abort();
+        used += sn + 1;
+        fallback_step_t st;
+        if (fallback_chain_step(e, k, &st)) touch(st.arg, st.arg_len);
+    }
 }
 
 static void check_rc(int rc, const bar_msg_t *m, int n_before, int n_after)
@@ -105,6 +117,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 abort();
         }
         if (defaults[0] > 1 || defaults[1] > 1) abort();
+        /* the start-up check of the chains: 0 or a one-line message */
+        m.text[0] = '\0';
+        rc = fallback_check(&l, &m);
+        if (rc > 0 || (rc < 0 && (!m.text[0] || strchr(m.text, '\n')))) abort();
         if (defaults[0] && !l.v[l.default_idx].is_default) abort();
         if (model_list_find(&l, "default", 7) != &l.v[l.default_idx]) abort();
         if (embeds ? (l.embed_idx < 0 || l.embed_idx >= l.n ||

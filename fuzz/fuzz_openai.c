@@ -56,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         text = r.prompt;
         len = r.prompt_len;
     }
-    oai_resp_t resp = {kind, "id-1", 1, r.model[0] ? r.model : "m"};
+    oai_resp_t resp = {kind, "id-1", 1, r.model[0] ? r.model : "m", NULL};
     oai_usage_t u = {1, 2, 0};
     lp_alt_t top = {text, len, -1.0};
     lp_tok_t lp = {text, len, -0.5, 1, &top};

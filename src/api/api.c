@@ -223,6 +223,7 @@ static void h_metrics(api_t *a, srv_req_t *r)
                             "Rate-limit checks decided by this replica alone (Redis down or slow).",
                             rs.local);
     }
+    batches_metrics(a, &b);
     srv_respond(r, 200, "text/plain; version=0.0.4; charset=utf-8", b.p ? b.p : "", b.n, NULL);
     buf_free(&b);
 }
@@ -253,6 +254,9 @@ enum {
     H_DASHBOARD,
     H_DASHBOARD_SNAPSHOT,
     H_CACHE_ADMIN,
+    H_FILES,
+    H_BATCHES,
+    H_ASYNC,
 };
 
 /* The route table: a new endpoint is one row (route.h). */
@@ -271,6 +275,11 @@ static const route_t ROUTES[] = {
     {ROUTE_GET, "/v1/cache/stats", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
     {ROUTE_DELETE, "/v1/cache", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
     {ROUTE_DELETE, "/v1/cache/", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
+    {ROUTE_GET | ROUTE_POST, "/v1/files", "files", ROUTE_API_KEY, H_FILES},
+    {ROUTE_GET | ROUTE_DELETE, "/v1/files/", "files", ROUTE_API_KEY, H_FILES},
+    {ROUTE_GET | ROUTE_POST, "/v1/batches", "batches", ROUTE_API_KEY, H_BATCHES},
+    {ROUTE_GET | ROUTE_POST, "/v1/batches/", "batches", ROUTE_API_KEY, H_BATCHES},
+    {ROUTE_GET, "/v1/async/", "async", ROUTE_API_KEY, H_ASYNC},
 };
 
 static void method_not_allowed(srv_req_t *r, const char *allow, http_slice_t path)
@@ -377,11 +386,23 @@ void api_handle(void *ud, srv_req_t *r)
     if (tn.name[0]) OBS_TRACE_SET(srv_req_obs(r), tenant, tn.name); /* the access log's tenant */
     switch (row->handler) {
     case H_CHAT:
-        pipeline_handle(a, r, OAI_CHAT, &tn);
-        return;
-    case H_COMPLETIONS:
-        pipeline_handle(a, r, OAI_COMPLETION, &tn);
-        return;
+    case H_COMPLETIONS: {
+        oai_kind_t kind = row->handler == H_CHAT ? OAI_CHAT : OAI_COMPLETION;
+        if (async_wanted(h))
+            async_start(a, r, kind, &tn);
+        else
+            pipeline_handle(a, r, kind, &tn);
+        break;
+    }
+    case H_FILES:
+        files_handle(a, r, rest, &tn);
+        break;
+    case H_BATCHES:
+        batches_handle(a, r, rest, &tn);
+        break;
+    case H_ASYNC:
+        async_handle(a, r, rest, &tn);
+        break;
     case H_EMBEDDINGS:
         embed_handle(a, r, &tn);
         break;
@@ -422,7 +443,10 @@ int api_reload_keys(api_t *a, bar_msg_t *msg)
 
 static void api_maybe_free(api_t *a)
 {
-    if (!a->destroyed || !a->closed || a->n_gens) return;
+    if (!a->destroyed || !a->closed || a->n_gens || a->n_work) return;
+    batches_free(a);
+    async_free(a);
+    files_free(a);
     obs_metrics_destroy(a->metrics);
     api_tenants_destroy(a->tenants);
     free(a->models);
@@ -444,6 +468,7 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     a->set = s;
     a->cfg = cfg;
     a->on_last_gen = api_maybe_free;
+    a->fallback = pipeline_fallback;
     a->created = time_now_unix();
     a->n_models = models->n;
     a->default_idx = models->default_idx;
@@ -456,9 +481,13 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
              (uint64_t)(time_now_mono() * 1e9) ^ 0x2545F4914F6CDD1Dull;
     if (!a->rng) a->rng = 1;
     int rc = api_tenants_create(&a->tenants, loop, s, msg);
-    if (!rc && (rc = api_cache_create(&a->cache, loop, s, gen_on_sf_empty, a, msg)))
-        api_tenants_destroy(a->tenants);
+    if (!rc) rc = files_init(a, msg);
+    if (!rc) rc = batches_init(a, msg);
+    if (!rc) rc = api_cache_create(&a->cache, loop, s, gen_on_sf_empty, a, msg);
     if (rc) {
+        batches_free(a);
+        files_free(a);
+        api_tenants_destroy(a->tenants);
         obs_metrics_destroy(a->metrics);
         free(a->models);
         free(a);
@@ -466,6 +495,7 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     }
     uv_timer_init(loop, &a->closer);
     a->closer.data = a;
+    batches_start(a); /* resumes unfinished batches */
     *out = a;
     return 0;
 }
@@ -494,6 +524,8 @@ void api_set_server(api_t *a, srv_t *s)
 
 void api_cancel_all(api_t *a)
 {
+    batches_stop(a);
+    async_stop(a);
     gen_cancel_all(a);
     embed_cancel_all(a);
 }
@@ -515,6 +547,8 @@ void api_destroy(api_t *a)
     if (!a) return;
     a->destroyed = 1;
     api_tenants_close(a->tenants); /* requests waiting for Redis's verdict are decided now */
+    batches_stop(a);               /* their running lines are given up: they run again on resume */
+    async_stop(a);
     embed_cancel_all(a); /* before their backends go: a cancelled job is never called back */
     /* every backend ends its jobs (DONE/CANCELLED) now or on the next loop
      * turns; their generations free themselves, the last one frees the api */

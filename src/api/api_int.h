@@ -22,6 +22,9 @@
 
 typedef struct gen gen_t;
 typedef struct client client_t;
+typedef struct api_file api_file_t;
+typedef struct batches batches_t;
+typedef struct async_tab async_tab_t;
 
 /* A request's use of the semantic tier (api_semantic.c). */
 typedef struct api_sem {
@@ -72,6 +75,10 @@ struct api {
     int n_gens;
     int destroyed;                 /* api_destroy ran: free once the last generation ends */
     void (*on_last_gen)(api_t *a); /* gen.c calls it when n_gens drops to 0 */
+    /* pipeline.c's fallback runner (pipeline_fallback), called by gen.c when a
+     * budget ran out before any byte went out; a pointer, so gen.c does not
+     * call back up into pipeline.c */
+    int (*fallback)(client_t *c);
     uv_timer_t closer; /* closed by api_destroy: the api is never freed before its callback */
     int closed;
     uint64_t rng; /* response ids */
@@ -80,6 +87,12 @@ struct api {
     embed_job_t *embeds;    /* /v1/embeddings requests waiting for their backend */
     int n_embeds;
     api_embed_stats_t emb;
+    /* Files + Batch API (files.c, batches.c), respond-async (async.c) */
+    api_file_t *files; /* newest first; NULL list without --data-dir */
+    int files_on;      /* --data-dir given and usable */
+    batches_t *batches;
+    async_tab_t *async;
+    int n_work; /* disk jobs on the libuv thread pool: the api outlives them */
 };
 
 /* ---- models.c ---- */
@@ -97,10 +110,72 @@ api_model_t *api_model_find_embedding(api_t *a, const char *name);
 void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t *sp);
 
 /* Request q for model m's backend (cb/user left for the caller); tenant: the
- * namespace it comes from (api_cache_ns as hex; borrowed for bk_submit). *msgs is the
+ * namespace it comes from (its namespace id as hex; borrowed for bk_submit). *msgs is the
  * caller's to free after bk_submit. 0 or BAR_ERR_NOMEM. */
 int api_model_backend_req(const api_model_t *m, const oai_req_t *q, size_t body_bytes,
                           const char *tenant, bk_req_t *br, bk_msg_t **msgs);
+
+/* ---- files.c: POST/GET/DELETE /v1/files[...] ---- */
+
+#define API_OWNER_LEN 64
+#define API_PATH_MAX                                                                               \
+    8448 /* --data-dir (4095) + a file or batch name */ /* hex digits of an owner id, at most */
+
+/* Who owns what a request creates, as hex (the only place that says it):
+ * SHA-256 of the tenant's name and the request's X-Cache-Namespace, so it
+ * stays the same across restarts and replicas (the namespace id's secret may
+ * not) and one tenant's sub-namespaces stay apart, as their caches do. */
+void api_owner_of(const api_tenant_t *tn, const http_req_t *h, char out[API_OWNER_LEN + 1]);
+
+struct api_file {
+    char id[48];
+    char owner[API_OWNER_LEN + 1];
+    char filename[256];
+    char purpose[24]; /* "batch" | "batch_output" */
+    long long bytes;
+    long lines; /* non-empty lines */
+    long created;
+    api_file_t *next;
+};
+
+/* Load the files under --data-dir (start-up; blocking). 0 or an error. */
+int files_init(api_t *a, bar_msg_t *msg);
+void files_free(api_t *a);
+/* /v1/files and /v1/files/{id}[/content]; rest is what follows "/v1/files/". */
+void files_handle(api_t *a, srv_req_t *r, http_slice_t rest, const api_tenant_t *tn);
+/* The file id of owner, or NULL (another owner's file is not there). */
+api_file_t *files_find(api_t *a, const char *id, const char *owner);
+/* Path of a file's bytes (or, suffix ".json", its metadata). */
+void files_path(const api_t *a, const char *id, const char *suffix, char *out, size_t size);
+/* Register a file whose bytes are already at files_path(id, ".jsonl"):
+ * write its metadata (blocking, small) and list it. 0 or an error. */
+int files_add(api_t *a, const api_file_t *f, bar_msg_t *msg);
+/* Answer 404 "the Files/Batch API needs --data-dir" when it is off: -1. */
+int files_check_on(api_t *a, srv_req_t *r);
+
+/* ---- batches.c: /v1/batches[...] ---- */
+
+/* Read the batch records (start-up; blocking; no loop handle yet). */
+int batches_init(api_t *a, bar_msg_t *msg);
+/* Start the runner and resume the unfinished batches. */
+void batches_start(api_t *a);
+void batches_handle(api_t *a, srv_req_t *r, http_slice_t rest, const api_tenant_t *tn);
+/* Shutdown: start nothing new; give up running lines (they run again on resume). */
+void batches_stop(api_t *a);
+void batches_free(api_t *a);
+/* The batch gauges and counters in Prometheus text. */
+void batches_metrics(const api_t *a, buf_t *b);
+
+/* ---- async.c: Prefer: respond-async ---- */
+
+/* Whether h asks for respond-async (RFC 7240 Prefer). */
+int async_wanted(const http_req_t *h);
+/* Run a chat/completions request in the background: 202 + Location now. */
+void async_start(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn);
+/* GET /v1/async/{id}. */
+void async_handle(api_t *a, srv_req_t *r, http_slice_t id, const api_tenant_t *tn);
+void async_stop(api_t *a);
+void async_free(api_t *a);
 
 /* ---- api_obs.c ---- */
 
@@ -116,6 +191,13 @@ void api_dashboard_snapshot(api_t *a, srv_req_t *r);
 /* POST /v1/chat/completions and /v1/completions, for tenant tn (moved into
  * the request: the caller no longer releases it). */
 void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn);
+
+/* c's budget will be missed (admission) or ran out before any byte of its
+ * reply went out, and c follows no generation: answer it with the next
+ * usable step of its model's fallback chain (control/fallback.h), or 504
+ * (type "timeout") when the chain is exhausted. 1: c was taken over (it may
+ * be freed); 0: the model has no chain, c is untouched. */
+int pipeline_fallback(client_t *c);
 
 /* ---- embed_job.c ---- */
 
@@ -184,6 +266,12 @@ struct client {
     void (*rl_cont)(client_t *c);   /* where the pipeline goes on once admitted */
     struct cJSON *root;             /* the parsed body while the limit stage waits */
     cache_entry_t *memo_hit;        /* the memo's L1 entry while the limit stage waits */
+    /* fallback chain (pipeline_fallback): the model whose chain applies (the
+     * one the request named), NULL until a step ran; the next step to try;
+     * the step answering (X-Fallback, "barista_fallback"), "" = none */
+    api_model_t *fb_origin;
+    int fb_next;
+    char fb[MODEL_NAME_MAX + 8];
 };
 
 /* The tenant of a request (for the batch API and other callers). */
@@ -195,6 +283,9 @@ void gen_start(client_t *c);
 void gen_join(client_t *c, sf_entry_t *sfe);
 /* Answer c from a stored entry at once, and free c. */
 void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier);
+/* Answer c with text (a static fallback step) as a complete reply or
+ * stream, and free c. */
+void gen_reply_text(client_t *c, const char *text, size_t len);
 /* Free a client that is not attached to a generation. */
 void client_free(client_t *c);
 /* Arm (or re-arm) c's budget timer for the nearest of its deadline, its

@@ -30,6 +30,7 @@
 
 #include "api/api_int.h"
 #include "api/reply.h"
+#include "control/fallback.h"
 #include "server/sse.h"
 #include "util/timeutil.h"
 
@@ -158,8 +159,9 @@ void gen_on_sf_empty(void *ctx, sf_entry_t *e)
     gen_cancel(g, g->leave_reason ? g->leave_reason : "disconnect");
 }
 
-/* c leaves its generation (gone, too slow, past its deadline) and is freed. */
-static void client_leave(client_t *c, const char *reason)
+/* c leaves its generation (gone, too slow, past its deadline); the last
+ * one out cancels it. */
+static void client_detach(client_t *c, const char *reason)
 {
     gen_t *g = c->g;
     client_unlink(c);
@@ -168,6 +170,16 @@ static void client_leave(client_t *c, const char *reason)
         sf_leave(g->sfe, c); /* the last one out cancels (gen_on_sf_empty) */
     else if (g && !g->clients)
         gen_cancel(g, reason);
+    if (g && !g->clients && g->sem && !c->sem) {
+        c->sem = g->sem; /* cancelled: it stores nothing; a fallback may look it up */
+        g->sem = NULL;
+    }
+}
+
+/* c leaves its generation and is freed. */
+static void client_leave(client_t *c, const char *reason)
+{
+    client_detach(c, reason);
     client_free(c);
 }
 
@@ -279,6 +291,23 @@ static void on_deadline(uv_timer_t *t)
         cache_tiers_cancel(api_cache_tiers(a->cache), c->walk);
         c->walk = NULL;
     }
+    const char *reason = !strcmp(what, "deadline")      ? "timeout"
+                         : !strcmp(what, "first_token") ? "timeout_first_token"
+                                                        : "timeout_inter_token";
+    if (!c->sse && a->fallback &&
+        fallback_chain_len(&(c->fb_origin ? c->fb_origin : c->m)->cfg) > c->fb_next) {
+        /* no byte went out: the model's fallback chain answers */
+        client_detach(c, reason);
+        buf_clear(&c->text);
+        if (c->lp) lp_list_clear(c->lp);
+        c->started = 0;
+        c->got_tok = 0;
+        /* that budget is spent, though the timer may fire up to 0.5 ms
+         * before it: the total one bounds the next step */
+        if (!strcmp(what, "first_token")) c->ttft_deadline = 0;
+        a->fallback(c);
+        return;
+    }
     if (c->sse) {
         stream_flush(c, 1);
         buf_t out = {0};
@@ -294,9 +323,6 @@ static void on_deadline(uv_timer_t *t)
                         ? "The request produced no first token within its budget."
                         : "The request did not finish within its deadline.");
     }
-    const char *reason = !strcmp(what, "deadline")      ? "timeout"
-                         : !strcmp(what, "first_token") ? "timeout_first_token"
-                                                        : "timeout_inter_token";
     if (c->g)
         client_leave(c, reason);
     else
@@ -330,6 +356,10 @@ static void cache_headers(const client_t *c, const char *xcache, const char *tie
         size_t n = strlen(out);
         snprintf(out + n, size - n, "X-Cache-Similarity: %.3f\r\n", (double)c->sem_sim);
     }
+    if (c->fb[0]) {
+        size_t n = strlen(out);
+        snprintf(out + n, size - n, "X-Fallback: %s\r\n", c->fb);
+    }
 }
 
 /* Start c's reply (the generation started): the SSE head and role chunk,
@@ -340,10 +370,13 @@ static void client_start(client_t *c)
     gen_t *g = c->g;
     c->started = 1;
     reply_make_id(&a->rng, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
-    c->resp =
-        (oai_resp_t){.kind = c->kind, .id = c->id, .created = g->created, .model = c->m->cfg.name};
+    c->resp = (oai_resp_t){.kind = c->kind,
+                           .id = c->id,
+                           .created = g->created,
+                           .model = c->m->cfg.name,
+                           .fallback = c->fb[0] ? c->fb : NULL};
     if (c->stream) {
-        char hdr[256];
+        char hdr[512];
         cache_headers(c, c->xcache, NULL, 0, hdr, sizeof hdr);
         c->sse = sse_open(c->r, (uint64_t)a->set->sse_ping_ms, hdr);
         if (!c->sse) {
@@ -384,18 +417,21 @@ void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier)
     srv_req_t *r = client_take(c);
     c->rl_used = 0; /* a hit counts against requests, not tokens */
     long long age = (api_cache_now_ms() - e->stored_ms) / 1000;
-    char hdr[320];
+    char hdr[512];
     cache_headers(c, "HIT", tier, age, hdr, sizeof hdr);
     unsigned tag = (unsigned)c->kind << 1 | (c->want_lp ? 1u : 0u);
-    if (!c->stream && e->memo && e->memo_tag == tag) {
+    if (!c->stream && e->memo && e->memo_tag == tag && !c->fb[0]) {
         /* the reply rendered by an earlier hit of this entry, sent as it is */
         srv_respond(r, 200, "application/json", e->memo, e->memo_len, hdr);
         client_free(c);
         return;
     }
     reply_make_id(&a->rng, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
-    oai_resp_t resp = {
-        .kind = c->kind, .id = c->id, .created = (long)e->created, .model = c->m->cfg.name};
+    oai_resp_t resp = {.kind = c->kind,
+                       .id = c->id,
+                       .created = (long)e->created,
+                       .model = c->m->cfg.name,
+                       .fallback = c->fb[0] ? c->fb : NULL};
     buf_t out = {0};
     buf_reserve(&out, e->text_len * 2 + 512);
     if (!c->stream) {
@@ -406,7 +442,7 @@ void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier)
          * budget. Entries from L2 are promoted to L1 before this runs. An
          * entry belongs to one model (its name is in the key), so the
          * rendering's "model" is right for every later hit. */
-        if (!e->memo && out.n) {
+        if (!e->memo && out.n && !c->fb[0]) {
             size_t n = out.n;
             char *p = buf_release(&out);
             if (cache_entry_set_memo(e, p, n, tag))
@@ -416,6 +452,35 @@ void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier)
         }
     } else {
         reply_entry_sse(&out, &resp, e, c->include_usage, c->want_lp);
+        size_t n = strlen(hdr);
+        snprintf(hdr + n, sizeof hdr - n, "Cache-Control: no-cache\r\n");
+        srv_respond(r, 200, "text/event-stream", out.p, out.n, hdr);
+    }
+    buf_free(&out);
+    client_free(c);
+}
+
+void gen_reply_text(client_t *c, const char *text, size_t len)
+{
+    api_t *a = c->a;
+    srv_req_t *r = client_take(c);
+    reply_make_id(&a->rng, c->id, sizeof c->id, c->kind == OAI_CHAT ? "chatcmpl-" : "cmpl-");
+    oai_resp_t resp = {.kind = c->kind,
+                       .id = c->id,
+                       .created = time_now_unix(),
+                       .model = c->m->cfg.name,
+                       .fallback = c->fb[0] ? c->fb : NULL};
+    oai_usage_t u = {0};
+    char hdr[512];
+    cache_headers(c, NULL, NULL, 0, hdr, sizeof hdr); /* not from the cache: X-Fallback only */
+    buf_t out = {0};
+    if (!c->stream) {
+        reply_json(&out, &resp, text, len, OAI_FINISH_STOP, &u, NULL, 0, 0);
+        srv_respond(r, 200, "application/json", out.p, out.n, hdr);
+    } else {
+        reply_sse_open(&out, &resp);
+        reply_sse_delta(&out, &resp, text, len, NULL, 0, 0);
+        reply_sse_close(&out, &resp, OAI_FINISH_STOP, &u, c->include_usage);
         size_t n = strlen(hdr);
         snprintf(hdr + n, sizeof hdr - n, "Cache-Control: no-cache\r\n");
         srv_respond(r, 200, "text/event-stream", out.p, out.n, hdr);
@@ -518,7 +583,7 @@ static void finish_client(client_t *c, const bk_event_t *ev)
         buf_t out = {0};
         reply_json(&out, &c->resp, c->text.p, c->text.n, fin, &u, lp_list_items(c->lp),
                    lp_list_n(c->lp), c->want_lp);
-        char hdr[256];
+        char hdr[512];
         cache_headers(c, c->xcache, NULL, 0, hdr, sizeof hdr);
         srv_respond(client_take(c), 200, "application/json", out.p, out.n, hdr);
         buf_free(&out);

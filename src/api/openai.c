@@ -722,6 +722,10 @@ static void put_head(buf_t *o, const oai_resp_t *r, const char *object)
     buf_printf(o, ",\"object\":\"%s\",\"created\":%ld,\"model\":", object, r->created);
     oai_json_string(o, r->model, strlen(r->model));
     buf_puts(o, ",\"system_fingerprint\":\"barista\"");
+    if (r->fallback) {
+        buf_puts(o, ",\"barista_fallback\":");
+        oai_json_string(o, r->fallback, strlen(r->fallback));
+    }
 }
 
 int oai_format_response(buf_t *out, const oai_resp_t *r, const char *text, size_t len,

@@ -135,6 +135,8 @@ typedef struct {
     const char *id; /* "chatcmpl-..." / "cmpl-..." */
     long created;
     const char *model;
+    const char *fallback; /* barista: the fallback step that answered ("static", "semantic",
+                             "model:NAME"), shown as "barista_fallback"; NULL: none */
 } oai_resp_t;
 
 /* A whole non-streamed reply: chat.completion or text_completion. */

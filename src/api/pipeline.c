@@ -24,6 +24,7 @@
 
 #include "api/api_int.h"
 #include "api/reply.h"
+#include "control/fallback.h"
 #include "util/timeutil.h"
 
 /* Body members that never change the generated text: left out of the key
@@ -511,34 +512,41 @@ static int stage_cache(client_t *c, const cJSON *root)
     return 1;
 }
 
-/* admit: admission control (latency control's issue). */
 /* admission: refuse at once what cannot be served in time, instead of
  * letting it queue, use capacity and time out. Never reached by a cache hit.
  * A request is refused (503 overloaded, Retry-After from the estimate) when
  * its model's queue is at --max-queue, or when even its first token cannot
  * come before its first-token or total deadline: the backend's estimate of
  * the wait for a slot plus the prompt's prefill at the measured cost (the
- * prompt's size is estimated from its bytes, 4 per token). */
+ * prompt's size is estimated from its bytes, 4 per token). A model with a
+ * fallback chain answers with the chain instead (pipeline_fallback).
+ * admit_why: NULL (admit), "queue" or "budget" for c on model m. */
+static const char *admit_why(client_t *c, api_model_t *m, bk_stats_t *st)
+{
+    api_t *a = c->a;
+    if (!m->bk) return NULL;
+    bk_stats(m->bk, st);
+    if (a->set->max_queue > 0 && st->n_waiting >= a->set->max_queue) return "queue";
+    if (a->set->admission && st->s_per_output_token > 0 &&
+        (c->deadline > 0 || c->ttft_deadline > 0)) {
+        const http_req_t *h = srv_req_http(c->r);
+        double first =
+            time_now_mono() + st->est_wait + (double)h->body.n / 4.0 * st->s_per_prompt_token;
+        if ((c->ttft_deadline > 0 && first > c->ttft_deadline) ||
+            (c->deadline > 0 && first > c->deadline))
+            return "budget";
+    }
+    return NULL;
+}
+
 static int stage_admit(client_t *c)
 {
     api_t *a = c->a;
-    if (!c->m->bk) return 0;
-    bk_stats_t st;
-    bk_stats(c->m->bk, &st);
-    double wait = st.est_wait;
-    int retry = (int)(wait + 0.999);
-    const char *why = NULL;
-    if (a->set->max_queue > 0 && st.n_waiting >= a->set->max_queue) {
-        why = "queue";
-    } else if (a->set->admission && st.s_per_output_token > 0 &&
-               (c->deadline > 0 || c->ttft_deadline > 0)) {
-        const http_req_t *h = srv_req_http(c->r);
-        double first = time_now_mono() + wait + (double)h->body.n / 4.0 * st.s_per_prompt_token;
-        if ((c->ttft_deadline > 0 && first > c->ttft_deadline) ||
-            (c->deadline > 0 && first > c->deadline))
-            why = "budget";
-    }
+    bk_stats_t st = {0};
+    const char *why = admit_why(c, c->m, &st);
     if (!why) return 0;
+    if (pipeline_fallback(c)) return -1; /* the model's fallback chain answers */
+    int retry = (int)(st.est_wait + 0.999);
     if (retry < 1) retry = 1;
     oai_err_t e;
     if (!strcmp(why, "queue"))
@@ -548,10 +556,107 @@ static int stage_admit(client_t *c)
         oai_err(&e, 503, "server_error", "overloaded", NULL,
                 "The model cannot answer within this request's budget now (about %.0f ms of "
                 "queue ahead); retry after %d s.",
-                wait * 1e3, retry);
+                st.est_wait * 1e3, retry);
     e.retry_after_s = retry;
     obs_metrics_rejected(a->metrics, why);
     return answer_error(c, &e);
+}
+
+/* ---- fallback chains (latency control; control/fallback.h) ---- */
+
+/* A semantic step: the reply to the most similar stored question at the
+ * step's relaxed threshold, from the in-process tier only (an answer is due
+ * now: no Redis round trip). 1 answered. */
+static int fallback_semantic(client_t *c, const fallback_step_t *st)
+{
+    api_t *a = c->a;
+    api_sem_t *s = c->sem;
+    if (!s || !s->vec || !s->lookup || !c->cq.cacheable) return 0;
+    semantic_t *store = api_cache_semantic(a->cache, s->dim);
+    if (!store) return 0;
+    double thr = st->min_sim > 0 ? st->min_sim
+                                 : api_cache_semantic_threshold(a->cache) - FALLBACK_SEMANTIC_RELAX;
+    if (thr <= 0) thr = 0.01;
+    semantic_hit_t h;
+    int64_t now = api_cache_now_ms();
+    if (!semantic_lookup(store, c->cq.ns, s->part, s->vec, s->text, s->text_len, thr, now, &h))
+        return 0;
+    api_cache_req_t q = c->cq;
+    q.key = h.key;
+    cache_entry_t *e = api_cache_l1_get(a->cache, &q);
+    if (!e) return 0;
+    c->sem_hit = 1;
+    c->sem_sim = h.sim;
+    c->cq.key = e->key;
+    cache_key_hex(&c->cq.key, c->cq.hex);
+    api_cache_count(a->cache, API_CACHE_HIT_SEM);
+    gen_reply_entry(c, e, "semantic");
+    cache_entry_release(e);
+    return 1;
+}
+
+/* A model step: submit c to model `name` when its tenant may use it and its
+ * estimate fits what is left of the budget. 1 submitted (or answered). */
+static int fallback_model(client_t *c, const fallback_step_t *st)
+{
+    api_t *a = c->a;
+    api_model_t *m = NULL;
+    for (int i = 0; i < a->n_models; i++)
+        if (strlen(a->models[i].cfg.name) == st->arg_len &&
+            !memcmp(a->models[i].cfg.name, st->arg, st->arg_len))
+            m = &a->models[i];
+    if (!m || !m->bk) return 0;
+    if (!tenant_key_allows(c->tenant.key, m->cfg.name)) return 0; /* not this tenant's */
+    double now = time_now_mono();
+    if (c->deadline > 0 && now >= c->deadline) return 0; /* no time left to generate */
+    if (c->ttft_deadline > 0 && now >= c->ttft_deadline)
+        c->ttft_deadline = 0; /* that budget is spent: the total one bounds the step */
+    bk_stats_t bs = {0};
+    if (admit_why(c, m, &bs)) return 0;
+    c->m = m;
+    /* the reply comes from another model: it is neither looked up nor stored
+     * under the request's key, nor shared with twins */
+    c->cq.cacheable = 0;
+    c->xcache = NULL;
+    client_arm_deadline(c);
+    gen_start(c);
+    return 1;
+}
+
+int pipeline_fallback(client_t *c)
+{
+    api_t *a = c->a;
+    if (!c->fb_origin) c->fb_origin = c->m;
+    const model_entry_t *chain = &c->fb_origin->cfg;
+    if (fallback_chain_len(chain) == 0) return 0;
+    fallback_step_t st;
+    while (fallback_chain_step(chain, c->fb_next++, &st)) {
+        fallback_step_name(&st, c->fb, sizeof c->fb);
+        if (c->r) OBS_TRACE_SET(srv_req_obs(c->r), fallback, c->fb); /* the access log's */
+        int done = 0;
+        if (st.kind == FALLBACK_STATIC) {
+            gen_reply_text(c, st.arg, st.arg_len);
+            done = 1;
+        } else if (st.kind == FALLBACK_SEMANTIC) {
+            done = fallback_semantic(c, &st);
+        } else {
+            done = fallback_model(c, &st);
+        }
+        if (done) {
+            obs_metrics_fallback(a->metrics, fallback_kind_name(st.kind));
+            return 1;
+        }
+    }
+    c->fb[0] = 0;
+    if (c->r) OBS_TRACE_SET(srv_req_obs(c->r), fallback, "exhausted");
+    obs_metrics_fallback(a->metrics, "exhausted");
+    oai_err_t e;
+    oai_err(&e, 504, "timeout", "timeout", NULL,
+            "The request cannot be answered within its budget and every step of the model's "
+            "fallback chain failed.");
+    api_sem_cancel(c);
+    answer_error(c, &e);
+    return 1;
 }
 
 /* The exact tiers and the semantic tier missed: follow a twin in flight

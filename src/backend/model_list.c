@@ -5,8 +5,11 @@
  * below then visits a fixed shape (top mapping → model_list sequence → entry
  * mappings → litellm_params / model_info mappings → scalars) and never
  * descends into ignored sections, so anchors, aliases and deep nesting cannot
- * make it loop or recurse. Not for: loading models or talking to upstreams. */
+ * make it loop or recurse. Upstream entries and router_settings are read by
+ * model_list_upstream.c (model_list_int.h: the walk state and helpers the
+ * two share). Not for: loading models or talking to upstreams. */
 #include "backend/model_list.h"
+#include "backend/model_list_int.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -38,7 +41,7 @@ static const char *name_problem(const char *p, size_t n)
 
 /* Copy p[0..n) into out for a message: at most 48 bytes, anything outside
  * printable ASCII (and '"') as '?', "..." when cut. */
-static const char *show(char *out, size_t cap, const char *p, size_t n)
+const char *ml_show(char *out, size_t cap, const char *p, size_t n)
 {
     size_t k = 0, lim = cap > 52 ? 48 : cap - 4;
     for (size_t i = 0; i < n && k < lim; i++) {
@@ -96,54 +99,10 @@ static int join_path(char *dst, size_t cap, const char *base_dir, const char *pa
     return 0;
 }
 
-/* ---- YAML walking ------------------------------------------------------------------------ */
-
-typedef struct {
-    yaml_document_t *doc;
-    const char *src;      /* file name for messages */
-    const char *base_dir; /* for relative model paths; may be NULL */
-    bar_msg_t *msg;
-    char who[160];       /* the entry being read, for messages */
-    model_upstream_t up; /* the entry's upstream part (kind MODEL_KIND_UPSTREAM) */
-    unsigned up_seen;    /* upstream keys given in this entry's litellm_params */
-    size_t up_line;      /* line of the first upstream key (api_base) */
-} walk_t;
-
-static size_t line_of(const yaml_node_t *nd)
-{
-    return nd->start_mark.line + 1;
-}
-
-static yaml_node_t *node(walk_t *w, int id)
-{
-    return yaml_document_get_node(w->doc, id);
-}
-
-static const char *sval(const yaml_node_t *nd)
-{
-    return (const char *)nd->data.scalar.value;
-}
-
-static size_t slen(const yaml_node_t *nd)
-{
-    return nd->data.scalar.length;
-}
-
-static int is_str(const yaml_node_t *nd, const char *s)
-{
-    size_t n = strlen(s);
-    return nd->type == YAML_SCALAR_NODE && slen(nd) == n && memcmp(sval(nd), s, n) == 0;
-}
-
-static int is_null(const yaml_node_t *nd)
-{
-    return nd->type == YAML_SCALAR_NODE && nd->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-           (slen(nd) == 0 || is_str(nd, "~") || is_str(nd, "null") || is_str(nd, "Null") ||
-            is_str(nd, "NULL"));
-}
+/* ---- YAML walking (walk_t: model_list_int.h) --------------------------------------------- */
 
 /* Keys must be scalars without NUL bytes; returns the key node or NULL (msg set). */
-static yaml_node_t *key_node(walk_t *w, yaml_node_pair_t *pr, const char *where, int *rc)
+yaml_node_t *ml_key_node(walk_t *w, yaml_node_pair_t *pr, const char *where, int *rc)
 {
     yaml_node_t *k = node(w, pr->key);
     if (!k || k->type != YAML_SCALAR_NODE || memchr(sval(k), 0, slen(k))) {
@@ -155,18 +114,18 @@ static yaml_node_t *key_node(walk_t *w, yaml_node_pair_t *pr, const char *where,
 }
 
 /* Record key index i as seen in *seen; an error when it already was. */
-static int once(walk_t *w, unsigned *seen, int i, const yaml_node_t *k, const char *where)
+int ml_once(walk_t *w, unsigned *seen, int i, const yaml_node_t *k, const char *where)
 {
     if (*seen & (1u << i)) {
         char b[64];
         return bar_fail(w->msg, BAR_ERR_INVALID, "%s:%zu: %s: key \"%s\" given twice", w->src,
-                        line_of(k), where, show(b, sizeof b, sval(k), slen(k)));
+                        line_of(k), where, ml_show(b, sizeof b, sval(k), slen(k)));
     }
     *seen |= 1u << i;
     return 0;
 }
 
-static int want_plain(walk_t *w, const yaml_node_t *v, const char *key, const char *what)
+int ml_want_plain(walk_t *w, const yaml_node_t *v, const char *key, const char *what)
 {
     if (v->type != YAML_SCALAR_NODE)
         return bar_fail(w->msg, BAR_ERR_FORMAT, "%s:%zu: %s: %s must be %s", w->src, line_of(v),
@@ -178,9 +137,9 @@ static int want_plain(walk_t *w, const yaml_node_t *v, const char *key, const ch
     return 0;
 }
 
-static int get_bool(walk_t *w, const yaml_node_t *v, const char *key, int *out)
+int ml_get_bool(walk_t *w, const yaml_node_t *v, const char *key, int *out)
 {
-    int rc = want_plain(w, v, key, "true or false");
+    int rc = ml_want_plain(w, v, key, "true or false");
     if (rc) return rc;
     if (is_str(v, "true") || is_str(v, "True") || is_str(v, "TRUE")) {
         *out = 1;
@@ -192,11 +151,11 @@ static int get_bool(walk_t *w, const yaml_node_t *v, const char *key, int *out)
     }
     char b[64];
     return bar_fail(w->msg, BAR_ERR_FORMAT, "%s:%zu: %s: %s must be true or false (got \"%s\")",
-                    w->src, line_of(v), w->who, key, show(b, sizeof b, sval(v), slen(v)));
+                    w->src, line_of(v), w->who, key, ml_show(b, sizeof b, sval(v), slen(v)));
 }
 
 /* A string value (any scalar style) without NUL bytes. */
-static int get_str(walk_t *w, const yaml_node_t *v, const char *key)
+int ml_get_str(walk_t *w, const yaml_node_t *v, const char *key)
 {
     if (v->type != YAML_SCALAR_NODE || is_null(v) || memchr(sval(v), 0, slen(v)))
         return bar_fail(w->msg, BAR_ERR_FORMAT, "%s:%zu: %s: %s must be a string", w->src,
@@ -250,7 +209,7 @@ static const char *const upstream_keys[] = {
 };
 
 /* Plain decimal: [+-]digits, and for reals an optional .digits and exponent. */
-static int numeric_text(const char *p, size_t n, int is_int)
+int ml_numeric_text(const char *p, size_t n, int is_int)
 {
     size_t i = 0, digits = 0;
     if (i < n && (p[i] == '+' || p[i] == '-')) i++;
@@ -276,14 +235,14 @@ static int numeric_text(const char *p, size_t n, int is_int)
 
 static int get_field(walk_t *w, model_entry_t *e, const field_t *f, const yaml_node_t *v)
 {
-    int rc = want_plain(w, v, f->name, f->is_int ? "an integer" : "a number");
+    int rc = ml_want_plain(w, v, f->name, f->is_int ? "an integer" : "a number");
     if (rc) return rc;
     char txt[64], b[64];
     size_t n = slen(v);
-    if (!numeric_text(sval(v), n, f->is_int) || n >= sizeof txt)
+    if (!ml_numeric_text(sval(v), n, f->is_int) || n >= sizeof txt)
         return bar_fail(w->msg, BAR_ERR_FORMAT, "%s:%zu: %s: %s must be %s (got \"%s\")", w->src,
                         line_of(v), w->who, f->name, f->is_int ? "an integer" : "a number",
-                        show(b, sizeof b, sval(v), n));
+                        ml_show(b, sizeof b, sval(v), n));
     memcpy(txt, sval(v), n);
     txt[n] = '\0';
     errno = 0;
@@ -305,303 +264,22 @@ static int get_field(walk_t *w, model_entry_t *e, const field_t *f, const yaml_n
     return 0;
 }
 
-/* ---- upstream entries (kept apart from the local-model code above) --------------------- */
-
-/* litellm_params.model "openai/NAME" or "hosted_vllm/NAME": 1 (an upstream,
- * w->up.model set), 0 (not an upstream), or an error. */
-static int get_upstream_model(walk_t *w, model_entry_t *e, const yaml_node_t *v)
-{
-    static const char *const prov[] = {"openai/", "hosted_vllm/"};
-    const char *p = sval(v);
-    size_t n = slen(v);
-    for (size_t i = 0; i < sizeof prov / sizeof prov[0]; i++) {
-        size_t pn = strlen(prov[i]);
-        if (n < pn || memcmp(p, prov[i], pn) != 0) continue;
-        if (n == pn || n - pn >= sizeof w->up.model)
-            return bar_fail(w->msg, BAR_ERR_INVALID,
-                            "%s:%zu: %s: litellm_params.model \"%s\" needs the upstream's model "
-                            "name after the '/' (1..127 bytes)",
-                            w->src, line_of(v), w->who, prov[i]);
-        memcpy(w->up.model, p + pn, n - pn);
-        w->up.model[n - pn] = '\0';
-        e->kind = MODEL_KIND_UPSTREAM;
-        return 1;
-    }
-    return 0;
-}
-
-enum { UP_BASE, UP_KEY, UP_RPM, UP_TPM, UP_WEIGHT, N_UP_KEYS };
-static const char *const up_keys[N_UP_KEYS] = {"api_base", "api_key", "rpm", "tpm", "weight"};
-
-/* One upstream key of litellm_params: 1 handled (or *rc an error), 0 not one. */
-static int read_up_param(walk_t *w, const yaml_node_t *k, const yaml_node_t *v, int *rc)
-{
-    int i = 0;
-    while (i < N_UP_KEYS && !is_str(k, up_keys[i]))
-        i++;
-    if (i == N_UP_KEYS) return 0;
-    if ((*rc = once(w, &w->up_seen, i, k, w->who))) return 1;
-    if (!w->up_line) w->up_line = line_of(k);
-    char b[64];
-    if (i == UP_BASE || i == UP_KEY) {
-        if ((*rc = get_str(w, v, up_keys[i]))) return 1;
-        size_t n = slen(v), cap = i == UP_BASE ? sizeof w->up.api_base : sizeof w->up.api_key;
-        if (n == 0 || n >= cap) {
-            *rc = bar_fail(w->msg, BAR_ERR_RANGE, "%s:%zu: %s: %s must be 1..%zu bytes", w->src,
-                           line_of(v), w->who, up_keys[i], cap - 1);
-            return 1;
-        }
-        if (i == UP_BASE) {
-            const char *p = sval(v);
-            if (!((n > 7 && !memcmp(p, "http://", 7)) || (n > 8 && !memcmp(p, "https://", 8)))) {
-                *rc = bar_fail(w->msg, BAR_ERR_INVALID,
-                               "%s:%zu: %s: api_base \"%s\" must start with http:// or https://",
-                               w->src, line_of(v), w->who, show(b, sizeof b, p, n));
-                return 1;
-            }
-            for (size_t j = 0; j < n; j++)
-                if ((unsigned char)p[j] <= 0x20 || (unsigned char)p[j] >= 0x7f) {
-                    *rc = bar_fail(w->msg, BAR_ERR_INVALID,
-                                   "%s:%zu: %s: api_base has a space or a non-ASCII byte", w->src,
-                                   line_of(v), w->who);
-                    return 1;
-                }
-            memcpy(w->up.api_base, p, n);
-            w->up.api_base[n] = '\0';
-        } else {
-            if (memchr(sval(v), '\n', n) || memchr(sval(v), '\r', n)) {
-                *rc = bar_fail(w->msg, BAR_ERR_INVALID, "%s:%zu: %s: api_key has a line break",
-                               w->src, line_of(v), w->who); /* never shows the key */
-                return 1;
-            }
-            memcpy(w->up.api_key, sval(v), n);
-            w->up.api_key[n] = '\0';
-        }
-        return 1;
-    }
-    if ((*rc = want_plain(w, v, up_keys[i], "a number"))) return 1;
-    char txt[64];
-    size_t n = slen(v);
-    int is_int = i != UP_WEIGHT;
-    if (!numeric_text(sval(v), n, is_int) || n >= sizeof txt) {
-        *rc = bar_fail(w->msg, BAR_ERR_FORMAT, "%s:%zu: %s: %s must be %s (got \"%s\")", w->src,
-                       line_of(v), w->who, up_keys[i], is_int ? "an integer" : "a number",
-                       show(b, sizeof b, sval(v), n));
-        return 1;
-    }
-    memcpy(txt, sval(v), n);
-    txt[n] = '\0';
-    errno = 0;
-    if (is_int) {
-        long long x = strtoll(txt, NULL, 10);
-        if (errno == ERANGE || x < 0) {
-            *rc = bar_fail(w->msg, BAR_ERR_RANGE, "%s:%zu: %s: %s must be >= 0 (got %s)", w->src,
-                           line_of(v), w->who, up_keys[i], txt);
-            return 1;
-        }
-        *(i == UP_RPM ? &w->up.rpm : &w->up.tpm) = x;
-    } else {
-        double x = strtod(txt, NULL);
-        if (!isfinite(x) || x <= 0 || x > 1e6) {
-            *rc = bar_fail(w->msg, BAR_ERR_RANGE,
-                           "%s:%zu: %s: weight must be > 0 and <= 1e6 "
-                           "(got %s)",
-                           w->src, line_of(v), w->who, txt);
-            return 1;
-        }
-        w->up.weight = x;
-    }
-    return 1;
-}
-
-/* After litellm_params: an upstream entry has an api_base and none of the
- * local engine's keys; a local one has no upstream keys. */
-static int check_upstream(walk_t *w, const model_entry_t *e, const yaml_node_t *m)
-{
-    if (e->kind != MODEL_KIND_UPSTREAM) {
-        if (w->up_seen)
-            return bar_fail(w->msg, BAR_ERR_INVALID,
-                            "%s:%zu: %s: api_base, api_key, rpm, tpm and weight belong to an "
-                            "upstream (model: openai/NAME or hosted_vllm/NAME)",
-                            w->src, w->up_line, w->who);
-        return 0;
-    }
-    if (!(w->up_seen & (1u << UP_BASE)))
-        return bar_fail(w->msg, BAR_ERR_INVALID,
-                        "%s:%zu: %s: an upstream model needs litellm_params.api_base "
-                        "(http://host:port/v1)",
-                        w->src, line_of(m), w->who);
-    const char *bad = e->threads >= 0    ? "threads"
-                      : e->ctx >= 0      ? "ctx"
-                      : e->parallel >= 0 ? "parallel"
-                                         : NULL;
-    if (bad)
-        return bar_fail(w->msg, BAR_ERR_INVALID,
-                        "%s:%zu: %s: litellm_params.%s does not apply to an upstream model", w->src,
-                        line_of(m), w->who, bad);
-    return 0;
-}
-
-/* Record the entry's replica (group `entry`). */
-static int add_upstream(walk_t *w, model_list_t *l, int entry, const model_entry_t *e, int line)
-{
-    if (l->n_ups >= MODEL_LIST_MAX)
-        return bar_fail(w->msg, BAR_ERR_RANGE, "%s:%d: more than %d upstream deployments", w->src,
-                        line, MODEL_LIST_MAX);
-    if (l->n_ups == l->cap_ups) {
-        int cap = l->cap_ups ? l->cap_ups * 2 : 4;
-        model_upstream_t *v = realloc(l->ups, (size_t)cap * sizeof *v);
-        if (!v) return bar_fail(w->msg, BAR_ERR_NOMEM, "%s: out of memory", w->src);
-        l->ups = v;
-        l->cap_ups = cap;
-    }
-    model_upstream_t *u = &l->ups[l->n_ups++];
-    *u = w->up;
-    u->entry = entry;
-    u->timeout = e->timeout;
-    if (u->weight <= 0) u->weight = 1;
-    u->line = line;
-    return 0;
-}
-
-/* router_settings: LiteLLM's keys barista reads; its other known keys are
- * accepted and ignored; anything else is an error. */
-static int read_router(walk_t *w, model_list_t *l, const yaml_node_t *m)
-{
-    static const char *const ignored[] = {
-        "fallbacks",
-        "context_window_fallbacks",
-        "content_policy_fallbacks",
-        "default_fallbacks",
-        "redis_host",
-        "redis_port",
-        "redis_password",
-        "redis_url",
-        "cache_responses",
-        "enable_pre_call_checks",
-        "model_group_alias",
-        "retry_policy",
-        "allowed_fails_policy",
-        "retry_after",
-        "timeout",
-        "stream_timeout",
-        "default_litellm_params",
-        "provider_budget_config",
-        "routing_strategy_args",
-        "debug_level",
-        "set_verbose",
-    };
-    model_router_t r = {ROUTE_LATENCY, 2, 3, 5.0, 0, 0};
-    if (is_null(m)) {
-        l->router = r;
-        l->has_router = 1;
-        return 0;
-    }
-    if (m->type != YAML_MAPPING_NODE)
-        return bar_fail(w->msg, BAR_ERR_FORMAT, "%s:%zu: router_settings must be a mapping", w->src,
-                        line_of(m));
-    snprintf(w->who, sizeof w->who, "router_settings");
-    unsigned seen = 0;
-    int rc = 0;
-    char b[64];
-    for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top; pr++) {
-        yaml_node_t *k = key_node(w, pr, w->who, &rc), *v = node(w, pr->value);
-        if (!k) return rc;
-        if (!v) return bar_fail(w->msg, BAR_ERR_FORMAT, "%s: bad YAML node", w->src);
-        if (is_str(k, "routing_strategy")) {
-            if ((rc = once(w, &seen, 0, k, w->who)) || (rc = get_str(w, v, "routing_strategy")))
-                return rc;
-            if (is_str(v, "latency-based-routing"))
-                r.strategy = ROUTE_LATENCY;
-            else if (is_str(v, "least-busy"))
-                r.strategy = ROUTE_LEAST_BUSY;
-            else if (is_str(v, "simple-shuffle"))
-                r.strategy = ROUTE_SHUFFLE;
-            else
-                return bar_fail(w->msg, BAR_ERR_UNSUPPORTED,
-                                "%s:%zu: router_settings: routing_strategy \"%s\" is not "
-                                "supported (latency-based-routing, least-busy, simple-shuffle)",
-                                w->src, line_of(v), show(b, sizeof b, sval(v), slen(v)));
-            continue;
-        }
-        if (is_str(k, "hedging")) {
-            if ((rc = once(w, &seen, 4, k, w->who)) ||
-                (rc = get_bool(w, v, "router_settings.hedging", &r.hedge)))
-                return rc;
-            continue;
-        }
-        static const char *const nums[] = {"num_retries", "allowed_fails", "cooldown_time",
-                                           "health_check_interval"};
-        int i = 0;
-        while (i < 4 && !is_str(k, nums[i]))
-            i++;
-        if (i < 4) {
-            if ((rc = once(w, &seen, i == 3 ? 5 : i + 1, k, w->who)) ||
-                (rc = want_plain(w, v, nums[i], "a number")))
-                return rc;
-            char txt[64];
-            size_t n = slen(v);
-            if (!numeric_text(sval(v), n, i < 2) || n >= sizeof txt)
-                return bar_fail(w->msg, BAR_ERR_FORMAT, "%s:%zu: router_settings: %s must be %s",
-                                w->src, line_of(v), nums[i], i < 2 ? "an integer" : "a number");
-            memcpy(txt, sval(v), n);
-            txt[n] = '\0';
-            double x = strtod(txt, NULL);
-            double hi = i == 0 ? 16 : i == 1 ? 1000 : 3600;
-            if (i == 3) i = 4, hi = 3600; /* seen-bit 5 */
-            if (i == 4) {
-                if (!(x >= 0) || x > hi || (x > 0 && x < 0.1))
-                    return bar_fail(w->msg, BAR_ERR_RANGE,
-                                    "%s:%zu: router_settings: health_check_interval must be 0 "
-                                    "(off) or 0.1..3600 seconds (got %s)",
-                                    w->src, line_of(v), txt);
-                r.health_interval = x;
-                continue;
-            }
-            if (!(x >= (i == 1 ? 1 : 0)) || x > hi)
-                return bar_fail(w->msg, BAR_ERR_RANGE,
-                                "%s:%zu: router_settings: %s must be "
-                                "%d..%g (got %s)",
-                                w->src, line_of(v), nums[i], i == 1 ? 1 : 0, hi, txt);
-            if (i == 0)
-                r.num_retries = (int)x;
-            else if (i == 1)
-                r.allowed_fails = (int)x;
-            else
-                r.cooldown_time = x;
-            continue;
-        }
-        size_t j = 0;
-        while (j < sizeof ignored / sizeof ignored[0] && !is_str(k, ignored[j]))
-            j++;
-        if (j < sizeof ignored / sizeof ignored[0]) continue;
-        return bar_fail(
-            w->msg, BAR_ERR_INVALID,
-            "%s:%zu: router_settings: unknown key \"%s\" (read: routing_strategy, "
-            "num_retries, allowed_fails, cooldown_time, hedging, health_check_interval)",
-            w->src, line_of(k), show(b, sizeof b, sval(k), slen(k)));
-    }
-    l->router = r;
-    l->has_router = 1;
-    return 0;
-}
-
 /* litellm_params.model: "local/" + path. */
 static int get_model(walk_t *w, model_entry_t *e, const yaml_node_t *v)
 {
-    int rc = get_str(w, v, "litellm_params.model");
+    int rc = ml_get_str(w, v, "litellm_params.model");
     if (rc) return rc;
     const char *p = sval(v);
     size_t n = slen(v);
     char b[64];
-    int up = get_upstream_model(w, e, v);
+    int up = ml_upstream_model(w, e, v);
     if (up) return up < 0 ? up : 0;
     if (n < 6 || memcmp(p, "local/", 6) != 0)
         return bar_fail(w->msg, BAR_ERR_UNSUPPORTED,
                         "%s:%zu: %s: litellm_params.model \"%s\" is not \"local/<path to .gguf>\", "
                         "\"openai/NAME\" or \"hosted_vllm/NAME\" (other providers are not "
                         "supported)",
-                        w->src, line_of(v), w->who, show(b, sizeof b, p, n));
+                        w->src, line_of(v), w->who, ml_show(b, sizeof b, p, n));
     if (n == 6)
         return bar_fail(w->msg, BAR_ERR_INVALID,
                         "%s:%zu: %s: litellm_params.model \"local/\" has no path", w->src,
@@ -620,27 +298,28 @@ static int read_params(walk_t *w, model_entry_t *e, const yaml_node_t *m)
     unsigned seen = 0; /* bit i: fields[i]; bit N_FIELDS: model */
     int rc = 0;
     for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top; pr++) {
-        yaml_node_t *k = key_node(w, pr, w->who, &rc), *v = node(w, pr->value);
+        yaml_node_t *k = ml_key_node(w, pr, w->who, &rc), *v = node(w, pr->value);
         if (!k) return rc;
         if (!v) return bar_fail(w->msg, BAR_ERR_FORMAT, "%s: bad YAML node", w->src);
         if (is_str(k, "model")) {
-            if ((rc = once(w, &seen, N_FIELDS, k, w->who)) || (rc = get_model(w, e, v))) return rc;
+            if ((rc = ml_once(w, &seen, N_FIELDS, k, w->who)) || (rc = get_model(w, e, v)))
+                return rc;
             continue;
         }
         int i = 0;
         while (i < N_FIELDS && !is_str(k, fields[i].name))
             i++;
         if (i < N_FIELDS) {
-            if ((rc = once(w, &seen, i, k, w->who)) || (rc = get_field(w, e, &fields[i], v)))
+            if ((rc = ml_once(w, &seen, i, k, w->who)) || (rc = get_field(w, e, &fields[i], v)))
                 return rc;
             continue;
         }
-        if (read_up_param(w, k, v, &rc)) {
+        if (ml_read_up_param(w, k, v, &rc)) {
             if (rc) return rc;
             continue;
         }
         char b[64];
-        show(b, sizeof b, sval(k), slen(k));
+        ml_show(b, sizeof b, sval(k), slen(k));
         for (size_t u = 0; u < sizeof upstream_keys / sizeof upstream_keys[0]; u++)
             if (is_str(k, upstream_keys[u]))
                 return bar_fail(w->msg, BAR_ERR_UNSUPPORTED,
@@ -657,13 +336,13 @@ static int read_params(walk_t *w, model_entry_t *e, const yaml_node_t *m)
         return bar_fail(w->msg, BAR_ERR_INVALID,
                         "%s:%zu: %s: litellm_params has no model (\"local/<path to .gguf>\")",
                         w->src, line_of(m), w->who);
-    return check_upstream(w, e, m);
+    return ml_check_upstream(w, e, m);
 }
 
 /* model_info.mode: chat/completion (a GGUF) or embedding. */
 static int get_mode(walk_t *w, const yaml_node_t *v, model_mode_t *mode)
 {
-    int rc = get_str(w, v, "model_info.mode");
+    int rc = ml_get_str(w, v, "model_info.mode");
     if (rc) return rc;
     if (is_str(v, "chat") || is_str(v, "completion")) {
         *mode = MODEL_MODE_CHAT;
@@ -677,7 +356,7 @@ static int get_mode(walk_t *w, const yaml_node_t *v, model_mode_t *mode)
     return bar_fail(w->msg, BAR_ERR_UNSUPPORTED,
                     "%s:%zu: %s: model_info.mode \"%s\" is not supported (chat, completion, "
                     "embedding)",
-                    w->src, line_of(v), w->who, show(b, sizeof b, sval(v), slen(v)));
+                    w->src, line_of(v), w->who, ml_show(b, sizeof b, sval(v), slen(v)));
 }
 
 /* model_info: a mapping (or empty); `default` and `mode` are read. *def: -1 unset. */
@@ -693,11 +372,11 @@ static int read_info(walk_t *w, const yaml_node_t *m, int *def, model_mode_t *mo
         yaml_node_t *k = node(w, pr->key), *v = node(w, pr->value);
         if (!k || !v) continue;
         if (is_str(k, "default")) {
-            if ((rc = once(w, &seen, 0, k, w->who)) ||
-                (rc = get_bool(w, v, "model_info.default", def)))
+            if ((rc = ml_once(w, &seen, 0, k, w->who)) ||
+                (rc = ml_get_bool(w, v, "model_info.default", def)))
                 return rc;
         } else if (is_str(k, "mode")) {
-            if ((rc = once(w, &seen, 1, k, w->who)) || (rc = get_mode(w, v, mode))) return rc;
+            if ((rc = ml_once(w, &seen, 1, k, w->who)) || (rc = get_mode(w, v, mode))) return rc;
         } /* other keys: LiteLLM's, ignored */
     }
     return 0;
@@ -737,14 +416,15 @@ static int read_replica(walk_t *w, model_list_t *l, const yaml_node_t *m, const 
                         "%s:%d: %s: model_name given twice (first at line %d); several entries "
                         "of one name must all be upstreams (a replica group)",
                         w->src, line, w->who, l->v[group].line);
-    if ((rc = add_upstream(w, l, group, e, line))) return rc;
+    if ((rc = ml_add_upstream(w, l, group, e, line))) return rc;
     (void)name;
     return 1;
 }
 
-enum { K_NAME, K_PARAMS, K_DEFAULT, K_INFO, N_ENTRY_KEYS };
+enum { K_NAME, K_PARAMS, K_DEFAULT, K_INFO, K_FALLBACKS, N_ENTRY_KEYS };
 static const char *const entry_keys[N_ENTRY_KEYS] = {"model_name", "litellm_params", "default",
-                                                     "model_info"};
+                                                     "model_info", "fallbacks"};
+static int read_fallback_steps(walk_t *w, model_entry_t *e, const yaml_node_t *v, const char *key);
 
 /* One model_list item into l->v[l->n] (not yet counted). */
 static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
@@ -778,7 +458,7 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
     const yaml_node_t *val[N_ENTRY_KEYS] = {0};
     unsigned seen = 0;
     for (yaml_node_pair_t *pr = m->data.mapping.pairs.start; pr < m->data.mapping.pairs.top; pr++) {
-        yaml_node_t *k = key_node(w, pr, w->who, &rc), *v = node(w, pr->value);
+        yaml_node_t *k = ml_key_node(w, pr, w->who, &rc), *v = node(w, pr->value);
         if (!k) return rc;
         if (!v) return bar_fail(w->msg, BAR_ERR_FORMAT, "%s: bad YAML node", w->src);
         int i = 0;
@@ -789,28 +469,34 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
             char b[64];
             return bar_fail(w->msg, BAR_ERR_INVALID,
                             "%s:%zu: %s: unknown key \"%s\" (known: model_name, litellm_params, "
-                            "default, model_info)",
-                            w->src, line_of(k), w->who, show(b, sizeof b, sval(k), slen(k)));
+                            "default, model_info, fallbacks)",
+                            w->src, line_of(k), w->who, ml_show(b, sizeof b, sval(k), slen(k)));
         }
-        if ((rc = once(w, &seen, i, k, w->who))) return rc;
+        if ((rc = ml_once(w, &seen, i, k, w->who))) return rc;
         val[i] = v;
     }
     if (!val[K_NAME])
         return bar_fail(w->msg, BAR_ERR_INVALID, "%s:%zu: %s: no model_name", w->src, line_of(m),
                         w->who);
     const yaml_node_t *nv = val[K_NAME];
-    if ((rc = get_str(w, nv, "model_name"))) return rc;
+    if ((rc = ml_get_str(w, nv, "model_name"))) return rc;
     const char *why = name_problem(sval(nv), slen(nv));
     char b[64];
     if (why)
         return bar_fail(w->msg, BAR_ERR_INVALID, "%s:%zu: %s: model_name \"%s\" %s", w->src,
-                        line_of(nv), w->who, show(b, sizeof b, sval(nv), slen(nv)), why);
+                        line_of(nv), w->who, ml_show(b, sizeof b, sval(nv), slen(nv)), why);
     memcpy(e->name, sval(nv), slen(nv));
     e->name[slen(nv)] = '\0';
     snprintf(w->who, sizeof w->who, "model \"%s\"", e->name);
     int dup = find_name(l, e->name, slen(nv));
-    if (dup >= 0 && l->v[dup].kind == MODEL_KIND_UPSTREAM)
+    if (dup >= 0 && l->v[dup].kind == MODEL_KIND_UPSTREAM) {
+        if (val[K_FALLBACKS] && !is_null(val[K_FALLBACKS]))
+            return bar_fail(w->msg, BAR_ERR_INVALID,
+                            "%s:%zu: %s: fallbacks of a replica group go on its first entry "
+                            "(line %d) or in router_settings.fallbacks",
+                            w->src, line_of(val[K_FALLBACKS]), w->who, l->v[dup].line);
         return read_replica(w, l, m, val[K_PARAMS], dup);
+    }
     if (dup >= 0)
         return bar_fail(w->msg, BAR_ERR_INVALID,
                         "%s:%zu: %s: model_name given twice (first at %s%d); one deployment per "
@@ -824,9 +510,11 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
     if ((rc = read_params(w, e, val[K_PARAMS]))) return rc;
 
     int def = -1, info_def = -1;
-    if (val[K_DEFAULT] && (rc = get_bool(w, val[K_DEFAULT], "default", &def))) return rc;
+    if (val[K_DEFAULT] && (rc = ml_get_bool(w, val[K_DEFAULT], "default", &def))) return rc;
     if (val[K_INFO] && (rc = read_info(w, val[K_INFO], &info_def, &e->mode))) return rc;
     if (e->mode == MODEL_MODE_EMBEDDING && (rc = check_embedding(w, e, val[K_PARAMS]))) return rc;
+    if (val[K_FALLBACKS] && (rc = read_fallback_steps(w, e, val[K_FALLBACKS], "fallbacks")))
+        return rc;
     if (def >= 0 && info_def >= 0 && def != info_def)
         return bar_fail(w->msg, BAR_ERR_INVALID,
                         "%s:%zu: %s: default and model_info.default disagree", w->src, line_of(m),
@@ -845,9 +533,97 @@ static int read_entry(walk_t *w, model_list_t *l, const yaml_node_t *m, int idx)
             return bar_fail(w->msg, BAR_ERR_UNSUPPORTED,
                             "%s:%zu: %s: upstream embedding models are not supported", w->src,
                             line_of(m), w->who);
-        if ((rc = add_upstream(w, l, l->n, e, e->line))) return rc;
+        if ((rc = ml_add_upstream(w, l, l->n, e, e->line))) return rc;
         e->timeout = 0; /* an upstream's timeout is per attempt (the replica's), so a
                            retry on another replica still fits */
+    }
+    return 0;
+}
+
+/* ---- fallback chains (latency control) ------------------------------------------------- */
+
+/* Append the steps of sequence v to e's chain. */
+static int read_fallback_steps(walk_t *w, model_entry_t *e, const yaml_node_t *v, const char *key)
+{
+    if (is_null(v)) return 0;
+    if (v->type != YAML_SEQUENCE_NODE)
+        return bar_fail(w->msg, BAR_ERR_FORMAT,
+                        "%s:%zu: model \"%s\": %s must be a sequence of steps "
+                        "(\"model:NAME\", \"semantic\", \"static:TEXT\")",
+                        w->src, line_of(v), e->name, key);
+    size_t used = 0;
+    for (int i = 0; i < e->n_fallbacks; i++)
+        used += strlen(e->fallbacks + used) + 1;
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        yaml_node_t *s = node(w, *it);
+        if (!s) return bar_fail(w->msg, BAR_ERR_FORMAT, "%s: bad YAML node", w->src);
+        if (s->type != YAML_SCALAR_NODE || slen(s) == 0 || slen(s) > 1024 ||
+            memchr(sval(s), 0, slen(s)))
+            return bar_fail(w->msg, BAR_ERR_FORMAT,
+                            "%s:%zu: model \"%s\": each fallback step is a non-empty string of at "
+                            "most 1024 bytes",
+                            w->src, line_of(s), e->name);
+        if (e->n_fallbacks >= MODEL_FALLBACK_STEPS || used + slen(s) + 1 > sizeof e->fallbacks)
+            return bar_fail(w->msg, BAR_ERR_RANGE,
+                            "%s:%zu: model \"%s\": too many fallback steps (at most %d, %zu "
+                            "bytes)",
+                            w->src, line_of(s), e->name, MODEL_FALLBACK_STEPS, sizeof e->fallbacks);
+        memcpy(e->fallbacks + used, sval(s), slen(s));
+        used += slen(s);
+        e->fallbacks[used++] = 0;
+        e->n_fallbacks++;
+    }
+    return 0;
+}
+
+/* The value v of LiteLLM's `fallbacks:` key (router_settings or
+ * litellm_settings): [{NAME: [STEP, ...]}, ...], NAME an entry of this file
+ * (l->v[n0..l->n)); each NAME's steps are appended to its chain. */
+int ml_read_fallbacks_map(walk_t *w, model_list_t *l, int n0, const yaml_node_t *v)
+{
+    if (is_null(v)) return 0;
+    if (v->type != YAML_SEQUENCE_NODE)
+        return bar_fail(w->msg, BAR_ERR_FORMAT,
+                        "%s:%zu: fallbacks must be a sequence of {MODEL: [STEP, ...]}", w->src,
+                        line_of(v));
+    for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
+         it++) {
+        yaml_node_t *m = node(w, *it);
+        if (!m || m->type != YAML_MAPPING_NODE)
+            return bar_fail(w->msg, BAR_ERR_FORMAT,
+                            "%s:%zu: each fallbacks item is a mapping {MODEL: [STEP, ...]}", w->src,
+                            m ? line_of(m) : line_of(v));
+        for (yaml_node_pair_t *q = m->data.mapping.pairs.start; q < m->data.mapping.pairs.top;
+             q++) {
+            yaml_node_t *mk = node(w, q->key), *mv = node(w, q->value);
+            if (!mk || !mv || mk->type != YAML_SCALAR_NODE)
+                return bar_fail(w->msg, BAR_ERR_FORMAT, "%s:%zu: fallbacks: a model name key",
+                                w->src, line_of(m));
+            int idx = find_name(l, sval(mk), slen(mk));
+            char b[64];
+            if (idx < n0)
+                return bar_fail(w->msg, BAR_ERR_INVALID,
+                                "%s:%zu: fallbacks: unknown model \"%s\" (not in this "
+                                "file's model_list)",
+                                w->src, line_of(mk), ml_show(b, sizeof b, sval(mk), slen(mk)));
+            int rc = read_fallback_steps(w, &l->v[idx], mv, "fallbacks");
+            if (rc) return rc;
+        }
+    }
+    return 0;
+}
+
+/* litellm_settings: only its `fallbacks` is read (the rest is LiteLLM's). */
+static int read_litellm_settings(walk_t *w, model_list_t *l, int n0, const yaml_node_t *sec)
+{
+    if (sec->type != YAML_MAPPING_NODE) return 0; /* ignored, as before */
+    for (yaml_node_pair_t *pr = sec->data.mapping.pairs.start; pr < sec->data.mapping.pairs.top;
+         pr++) {
+        yaml_node_t *k = node(w, pr->key), *v = node(w, pr->value);
+        if (!k || !v || !is_str(k, "fallbacks")) continue;
+        int rc = ml_read_fallbacks_map(w, l, n0, v);
+        if (rc) return rc;
     }
     return 0;
 }
@@ -864,11 +640,13 @@ static int read_doc(walk_t *w, model_list_t *l)
         return bar_fail(w->msg, BAR_ERR_FORMAT,
                         "%s:%zu: the top level must be a mapping with a model_list:", w->src,
                         line_of(root));
-    const yaml_node_t *list = NULL;
-    int rc = 0;
+    /* router_settings and litellm_settings are read after the entries: their
+     * fallbacks name them */
+    const yaml_node_t *list = NULL, *router = NULL, *litellm = NULL;
+    int rc = 0, n0 = l->n;
     for (yaml_node_pair_t *pr = root->data.mapping.pairs.start; pr < root->data.mapping.pairs.top;
          pr++) {
-        yaml_node_t *k = key_node(w, pr, "", &rc), *v = node(w, pr->value);
+        yaml_node_t *k = ml_key_node(w, pr, "", &rc), *v = node(w, pr->value);
         if (!k) return rc;
         if (!v) return bar_fail(w->msg, BAR_ERR_FORMAT, "%s: bad YAML node", w->src);
         if (is_str(k, "model_list")) {
@@ -879,20 +657,26 @@ static int read_doc(walk_t *w, model_list_t *l)
             continue;
         }
         if (is_str(k, "router_settings")) {
-            if ((rc = read_router(w, l, v))) return rc;
+            if (router)
+                return bar_fail(w->msg, BAR_ERR_INVALID, "%s:%zu: router_settings given twice",
+                                w->src, line_of(k));
+            router = v;
             continue;
         }
         size_t i = 0;
         while (i < sizeof ignored_top / sizeof ignored_top[0] && !is_str(k, ignored_top[i]))
             i++;
-        if (i < sizeof ignored_top / sizeof ignored_top[0]) continue;
+        if (i < sizeof ignored_top / sizeof ignored_top[0]) {
+            if (i == 0) litellm = v;
+            continue;
+        }
         char b[64];
         return bar_fail(
             w->msg, BAR_ERR_INVALID,
             "%s:%zu: unknown top-level key \"%s\" (known: model_list, router_settings; ignored: "
             "litellm_settings, general_settings, "
             "environment_variables)",
-            w->src, line_of(k), show(b, sizeof b, sval(k), slen(k)));
+            w->src, line_of(k), ml_show(b, sizeof b, sval(k), slen(k)));
     }
     if (!list)
         return bar_fail(w->msg, BAR_ERR_INVALID, "%s:%zu: no model_list", w->src, line_of(root));
@@ -912,6 +696,8 @@ static int read_doc(walk_t *w, model_list_t *l)
         if ((rc = read_entry(w, l, m, idx)) < 0) return rc;
         if (rc == 0) l->n++; /* 1: a replica of an earlier entry */
     }
+    if (litellm && (rc = read_litellm_settings(w, l, n0, litellm))) return rc;
+    if (router && (rc = ml_read_router(w, l, n0, router))) return rc;
     return 0;
 }
 
@@ -1072,25 +858,25 @@ static int add_arg(model_list_t *l, const char *arg, model_mode_t mode, bar_msg_
     }
     if (!*path)
         return bar_fail(msg, BAR_ERR_INVALID, "%s \"%s\": no path (NAME=PATH or PATH)", src,
-                        show(b, sizeof b, arg, strlen(arg)));
+                        ml_show(b, sizeof b, arg, strlen(arg)));
     const char *why = name_problem(name, name_n);
     if (why) {
         char nb[64];
-        show(nb, sizeof nb, name, name_n);
+        ml_show(nb, sizeof nb, name, name_n);
         if (eq)
             return bar_fail(msg, BAR_ERR_INVALID, "%s \"%s\": model name \"%s\" %s", src,
-                            show(b, sizeof b, arg, strlen(arg)), nb, why);
+                            ml_show(b, sizeof b, arg, strlen(arg)), nb, why);
         return bar_fail(msg, BAR_ERR_INVALID,
                         "%s \"%s\": the name taken from the file name, \"%s\", %s; "
                         "give one as NAME=PATH",
-                        src, show(b, sizeof b, arg, strlen(arg)), nb, why);
+                        src, ml_show(b, sizeof b, arg, strlen(arg)), nb, why);
     }
     if (find_name(l, name, name_n) >= 0) {
         char nb[64];
         return bar_fail(msg, BAR_ERR_INVALID,
                         "%s \"%s\": model name \"%s\" given twice; one deployment per name for now",
-                        src, show(b, sizeof b, arg, strlen(arg)),
-                        show(nb, sizeof nb, name, name_n));
+                        src, ml_show(b, sizeof b, arg, strlen(arg)),
+                        ml_show(nb, sizeof nb, name, name_n));
     }
     if (pn >= MODEL_PATH_MAX)
         return bar_fail(msg, BAR_ERR_RANGE, "%s: path is longer than %d bytes", src,

@@ -31,24 +31,27 @@
  *
  * Rules (each broken rule is an error at start-up, never a silent fallback):
  * - Top level is a mapping. `model_list` is required and must be a non-empty
- *   sequence of mappings. The sections LiteLLM files also carry
- *   (litellm_settings, router_settings, general_settings,
- *   environment_variables) are ignored; any other top-level key is an error.
- *   One YAML document per file.
+ *   sequence of mappings. router_settings (read once, after the entries:
+ *   the upstream groups' model_router_t and its `fallbacks`, below; given
+ *   twice is an error) and litellm_settings (only its `fallbacks`) are
+ *   read; general_settings and environment_variables are ignored; any other
+ *   top-level key is an error. One YAML document per file.
  * - Entry keys: model_name (required), litellm_params (required), default,
- *   model_info (a mapping or empty; its `default` and `mode` are read, other keys are
- *   ignored). Any other entry key, and any litellm_params key not listed
- *   above, is an error naming the key and the entry. A key given twice in one
- *   mapping is an error. YAML merge keys (`<<`) are not supported.
- * - litellm_params.model must be "local/" + a path; the path is used as
+ *   model_info (a mapping or empty; its `default` and `mode` are read,
+ *   other keys are ignored), fallbacks (below; not on a replica group's
+ *   later entries). Any other entry key, and any litellm_params key not
+ *   listed above, is an error naming the key and the entry. A key given
+ *   twice in one mapping is an error. YAML merge keys (`<<`) are not
+ *   supported.
+ * - litellm_params.model is "local/" + a path; the path is used as
  *   written when absolute, and joined to base_dir when relative ("local//abs"
- *   is the absolute "/abs"). No `~` or variable expansion. Any other provider
- *   prefix (openai/, hosted_vllm/, ...) and the upstream keys (api_base,
- *   api_key, api_version, base_url, ...) are refused with BAR_ERR_UNSUPPORTED:
- *   upstream backends are not supported yet.
+ *   is the absolute "/abs"). No `~` or variable expansion. "openai/NAME" or
+ *   "hosted_vllm/NAME" is an upstream (model_upstream_t, docs/GATEWAY.md);
+ *   any other provider prefix is BAR_ERR_UNSUPPORTED.
  * - model_name: 1..127 characters of [A-Za-z0-9._:/-], not "default" (the
- *   reserved alias for the default model), unique in the list (load balancing
- *   across deployments of one name comes later). Any scalar style.
+ *   reserved alias for the default model), unique in the list except for
+ *   upstream entries: several of one name are one replica group. Any scalar
+ *   style.
  * - Numbers must be plain (unquoted) decimal scalars: `ctx: 2048`, not
  *   `ctx: "2048"`; integer fields take integers only; no .inf/.nan, hex or
  *   underscores; explicit tags (`!!str`) are not looked at. Booleans are
@@ -65,6 +68,19 @@
  *   errors on it.
  * - At most one entry per mode is marked default; at most MODEL_LIST_MAX
  *   entries; at least one chat entry (model_list_finish).
+ *
+ * Fallback chains (latency control; src/control/fallback.h): an entry key
+ * `fallbacks: [STEP, ...]` and/or LiteLLM's
+ *   router_settings:            # or litellm_settings:
+ *     fallbacks: [{"smol": ["smol-q4_0", "static:Busy, try again."]}]
+ * (a sequence of one-key mappings NAME: [STEP, ...]; NAME an entry of the
+ * same file). Steps are non-empty strings of at most 1024 bytes, at most
+ * MODEL_FALLBACK_STEPS per entry; all places append to the entry's chain:
+ * the entry key's steps first, then litellm_settings', then
+ * router_settings'. What a step means, and whether the model it names
+ * exists, is checked by fallback_check at start-up; NAME and a model step
+ * may be an upstream replica group. Other keys of litellm_settings are
+ * ignored.
  *
  * Error codes: BAR_ERR_IO (file cannot be read), BAR_ERR_FORMAT (not YAML, or
  * the wrong shape or scalar type), BAR_ERR_INVALID (unknown key, bad or
@@ -90,6 +106,8 @@
 #define MODEL_PATH_MAX 4096            /* model_entry_t.path size incl. NUL */
 #define MODEL_LIST_MAX 1024            /* most entries one list holds */
 #define MODEL_LIST_FILE_MAX (4u << 20) /* largest model list file, bytes */
+#define MODEL_FALLBACKS_MAX 2048       /* model_entry_t.fallbacks size: all steps, NULs incl. */
+#define MODEL_FALLBACK_STEPS 16        /* most steps one chain holds */
 
 typedef enum {
     MODEL_KIND_LOCAL = 1, /* a GGUF file run by the local engine */
@@ -129,7 +147,11 @@ typedef struct {
     long long top_k, max_tokens, seed;
     double timeout; /* seconds for a whole reply (LiteLLM's), 0 = none */
     unsigned has;   /* MODEL_HAS_* */
-    int line;       /* 1-based line of the entry in its file; 0 for --model entries */
+    /* the fallback chain (src/control/fallback.h gives the steps meaning):
+     * n_fallbacks strings, each NUL-terminated, one after the other */
+    char fallbacks[MODEL_FALLBACKS_MAX];
+    int n_fallbacks;
+    int line; /* 1-based line of the entry in its file; 0 for --model entries */
 } model_entry_t;
 
 #define MODEL_URL_MAX 512 /* model_upstream_t.api_base size incl. NUL */

@@ -16,6 +16,7 @@
 #include "backend/backend_local.h"
 #include "backend/backend_upstream.h"
 #include "backend/model_list.h"
+#include "control/fallback.h"
 #include "cache/cache_key.h"
 #include "cli/cli.h"
 #include "engine/engine.h"
@@ -305,6 +306,7 @@ static int build_models(serve_t *s, bar_msg_t *msg)
         return rc;
     }
     if ((rc = model_list_finish(&s->models, msg))) return rc;
+    if ((rc = fallback_check(&s->models, msg))) return rc; /* a chain naming an unknown model */
     /* threads: a model without its own setting gets an equal share of
      * --threads (0 = the cores), so engines together never oversubscribe */
     long cores = (long)uv_available_parallelism();

@@ -1,9 +1,14 @@
 /* engine.c — the engine thread: continuous batching over a paged KV cache.
  *
  * Each iteration of the scheduler loop (1) applies cancellations, (2) resumes
- * pre-empted sequences, then admits queued requests (highest priority first,
- * FIFO within a priority) into free sequence slots while the KV pool has the
- * blocks their prompts need; a new sequence first maps the longest prefix of
+ * pre-empted sequences and admits queued requests, highest priority first
+ * (FIFO within a priority; a parked sequence before a queued request of the
+ * same priority), while a running place is free and the KV pool has the
+ * blocks their prompts need; when all n_run running places are taken, a
+ * waiting sequence or request of a higher priority than the lowest running
+ * one pre-empts that one (slot pre-emption: it is parked like a KV
+ * pre-emption, in one of the n_run extra parking slots, and resumes when a
+ * place is free); a new sequence first maps the longest prefix of
  * its prompt that the prefix cache holds for its salt (kv_pool.h), (3) plans
  * one batch — one token for every decoding sequence, then prompt chunks of
  * prefilling sequences up to the batch budget (chunked prefill) — and gets
@@ -87,7 +92,9 @@ struct engine {
     kv_pool_t *kvp;
     model_ctx_t *ctx;
     pool_t *pool;
-    int n_ctx, n_slots, n_threads;
+    int n_ctx, n_threads;
+    int n_slots;        /* slot structs: n_run running places + as many parking places */
+    int n_run;          /* sequences decoded together at most (n_seq_max) */
     int n_ctx_eff;      /* min(n_ctx, what the KV pool can hold): a sequence's limit */
     int max_blocks;     /* block table entries per sequence */
     size_t kv_mem;      /* bytes of the pool */
@@ -264,13 +271,20 @@ static int seq_start(engine_t *e, slot_t *s, int resume)
     return reuse;
 }
 
+/* A slot struct holding no sequence (running or parked), or NULL. */
+static slot_t *slot_free(engine_t *e)
+{
+    for (int i = 0; i < e->n_slots; i++)
+        if (!e->slots[i].req) return &e->slots[i];
+    return NULL;
+}
+
 /* Put r into a free slot if the pool can take its prompt; returns 0, or -1
- * when no slot is free or the blocks are not there yet. Called with mu held. */
+ * when no slot is free or the blocks are not there yet (the caller checks
+ * that a running place is free). Called with mu held. */
 static int slot_admit(engine_t *e, req_t *r)
 {
-    slot_t *s = NULL;
-    for (int i = 0; i < e->n_slots && !s; i++)
-        if (!e->slots[i].req) s = &e->slots[i];
+    slot_t *s = slot_free(e);
     if (!s) return -1;
     memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
     s->n_tokens = r->n_prompt;
@@ -297,7 +311,7 @@ static int slot_admit(engine_t *e, req_t *r)
 /* Pre-empt s: give its blocks back (published ones stay cached) and let it
  * wait; it keeps its tokens, sampler and the text it has emitted, and
  * resumes by re-prefilling everything it has (seq_start). */
-static void seq_preempt(engine_t *e, slot_t *s)
+static void seq_preempt_locked(engine_t *e, slot_t *s)
 {
     seq_drop_blocks(e, s, 1);
     s->parked = 1;
@@ -305,8 +319,13 @@ static void seq_preempt(engine_t *e, slot_t *s)
     s->n_prefill = s->n_tokens;
     s->plan = 0;
     s->want_logits = -1;
-    pthread_mutex_lock(&e->mu);
     e->n_preempt++;
+}
+
+static void seq_preempt(engine_t *e, slot_t *s)
+{
+    pthread_mutex_lock(&e->mu);
+    seq_preempt_locked(e, s);
     pthread_mutex_unlock(&e->mu);
 }
 
@@ -504,30 +523,40 @@ static void *engine_main(void *arg)
                 pp = &r->next;
             }
         }
-        /* pre-empted sequences first (higher priority, then older), then
-         * the queue; whoever cannot get its blocks stops admission */
-        int blocked = 0;
+        /* the highest-priority waiter next — a parked sequence (older
+         * first) or the queue's head, the parked one on a tie — while a
+         * running place is free or a lower-priority running sequence can
+         * be pre-empted for it; whoever cannot get its blocks stops
+         * admission */
         for (;;) {
             slot_t *p = NULL;
+            int running = 0;
             for (int i = 0; i < e->n_slots; i++) {
                 slot_t *s = &e->slots[i];
+                if (s->req && !s->parked) running++;
                 if (s->req && s->parked &&
                     (!p || s->req->priority > p->req->priority ||
                      (s->req->priority == p->req->priority && s->admit < p->admit)))
                     p = s;
             }
-            if (!p) break;
-            if (seq_start(e, p, 1) < 0) {
-                blocked = 1;
+            req_t *q = e->queue;
+            int take_q = q && (!p || q->priority > p->req->priority);
+            if (!take_q && !p) break;
+            int prio = take_q ? q->priority : p->req->priority;
+            if (take_q && !slot_free(e)) break; /* no parking room left */
+            if (running >= e->n_run) {
+                slot_t *v = pick_victim(e);
+                if (!v || v->req->priority >= prio) break;
+                seq_preempt_locked(e, v);
+            }
+            if (take_q) {
+                if (slot_admit(e, q) != 0) break;
+                e->queue = q->next;
+                q->next = NULL;
+                e->n_queued--;
+            } else if (seq_start(e, p, 1) < 0) {
                 break;
             }
-        }
-        while (!blocked && e->queue) {
-            req_t *r = e->queue;
-            if (slot_admit(e, r) != 0) break;
-            e->queue = r->next;
-            r->next = NULL;
-            e->n_queued--;
         }
         kv_pool_stats(e->kvp, &e->kvs);
         int any = e->n_active > 0;
@@ -669,7 +698,8 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
     const model_hparams_t *hp = model_hparams(e->model);
     e->n_ctx = cfg->n_ctx > 0 ? cfg->n_ctx : hp->n_ctx_train;
     if (e->n_ctx > 8192 && cfg->n_ctx <= 0) e->n_ctx = 8192;
-    e->n_slots = cfg->n_seq_max > 0 ? cfg->n_seq_max : 8;
+    e->n_run = cfg->n_seq_max > 0 ? cfg->n_seq_max : 8;
+    e->n_slots = 2 * e->n_run; /* the second half: room for sequences pre-empted for a slot */
     e->pool = pool_create(cfg->n_threads);
     if (!e->pool) {
         rc = bar_fail(msg, BAR_ERR_NOMEM, "cannot start worker threads");
@@ -680,7 +710,7 @@ int engine_create(engine_t **out, const engine_config_t *cfg, bar_msg_t *msg)
      * take (the reservation of the slot-per-sequence cache it replaces) */
     size_t bb = kv_block_bytes(e->model);
     e->max_blocks = (e->n_ctx + KV_BLOCK - 1) / KV_BLOCK;
-    size_t n_blocks = cfg->kv_mem > 0 ? cfg->kv_mem / bb : (size_t)e->n_slots * e->max_blocks;
+    size_t n_blocks = cfg->kv_mem > 0 ? cfg->kv_mem / bb : (size_t)e->n_run * e->max_blocks;
     if (n_blocks < 1) {
         rc = bar_fail(msg, BAR_ERR_RANGE,
                       "kv-mem: %zu bytes hold no KV block; one block (%d positions) takes %zu "
@@ -908,7 +938,7 @@ void engine_stats(engine_t *e, engine_stats_t *out)
     out->n_ctx = e->n_ctx_eff;
     out->n_vocab = model_hparams(e->model)->n_vocab;
     out->n_active = e->n_active;
-    out->n_seq_max = e->n_slots;
+    out->n_seq_max = e->n_run;
     out->n_queued = e->n_queued;
     out->n_requests = e->n_requests;
     out->n_tokens_prompt = e->n_tok_prompt;

@@ -102,7 +102,10 @@ typedef struct {
     size_t n_prompt;
     engine_sampling_t sampling;
     double deadline; /* absolute time_now_mono() seconds; 0 = none */
-    int priority;    /* higher first; 0 normal */
+    int priority;    /* higher runs sooner (engine convention; backend_local passes
+                        -priority: vLLM's and the API's "lower first"); 0 normal. A
+                        higher one pre-empts lower running sequences when the
+                        running places or the KV pool run out */
     uint64_t salt;   /* prefix-cache namespace: only requests with equal salts share KV */
     engine_cb cb;    /* events, on the engine thread */
     void *user;      /* passed to cb; must stay valid until ENGINE_EV_DONE */
@@ -138,7 +141,7 @@ void engine_cancel(engine_t *e, uint64_t req_id);
 typedef struct {
     int n_ctx; /* per-sequence limit: the context, or less when the KV pool holds less */
     int n_vocab;
-    int n_active;        /* sequences being decoded now */
+    int n_active;        /* sequences started and not finished (running or pre-empted) */
     int n_seq_max;       /* sequences decoded together at most */
     int n_queued;        /* waiting for a slot */
     uint64_t n_requests; /* submitted since start */
@@ -156,7 +159,8 @@ typedef struct {
     int kv_blocks_free;
     uint64_t kv_evictions;      /* cached blocks reused for new data */
     uint64_t prefix_hit_tokens; /* prompt tokens mapped from the prefix cache */
-    uint64_t preemptions;       /* sequences pre-empted for lack of blocks */
+    uint64_t preemptions;       /* sequences pre-empted for lack of blocks, or for a
+                                   higher-priority waiter when every running place is taken */
 } engine_stats_t;
 
 void engine_stats(engine_t *e, engine_stats_t *out);

@@ -158,7 +158,9 @@ obs_metrics_t *obs_metrics_create(void)
     cfam_init(&m->c[C_REJECT], "barista_rejected_requests_total",
               "Requests refused by admission control or limits, by reason.", "reason", NULL, NULL);
     cfam_init(&m->c[C_FALLBACK], "barista_fallbacks_total",
-              "Requests answered by a fallback step, by step.", "step", NULL, NULL);
+              "Requests answered by a step of their model's fallback chain (or 504 when it was "
+              "exhausted), by step.",
+              "step", NULL, NULL);
     hfam_init(&m->h[H_TTFT], "barista_time_to_first_token_seconds",
               "Request read to the first token reaching the client (cache hits included).",
               "model_name", TTFT, NB(TTFT));

@@ -45,7 +45,8 @@ void obs_metrics_cancelled(obs_metrics_t *m, const char *reason);
 /* barista_rejected_requests_total{reason} ("queue", "budget", "rate_limit"...). */
 void obs_metrics_rejected(obs_metrics_t *m, const char *reason);
 
-/* barista_fallbacks_total{step}: a request answered by a fallback step. */
+/* barista_fallbacks_total{step} ("model", "semantic", "static", "exhausted"):
+ * fallback chains; step is a static string. */
 void obs_metrics_fallback(obs_metrics_t *m, const char *step);
 
 /* Legacy histograms (one release): barista_ttft_seconds (submit → first

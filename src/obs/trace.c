@@ -80,6 +80,10 @@ void obs_trace_begin(obs_trace_t *t, double t0, const char *given, size_t n, obs
         return;
     }
     t->id_given = 0;
+    if (!g) { /* no id maker: no id */
+        t->id[0] = '\0';
+        return;
+    }
     /* a counter scrambled by a bijection: unique within the process, and
      * the random prefix makes clashes between processes unlikely */
     memcpy(t->id, g->prefix_hex, 16);

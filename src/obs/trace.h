@@ -7,8 +7,8 @@
  * (obs_trace_headers) and closes it when the last byte is written. The API
  * layer marks its stage boundaries (obs_trace_mark: one call each) and fills
  * the fields it knows (model, tenant, cache tier, tokens, backend timings,
- * the replica a gateway's backend reports); the fallback step is left to
- * latency control. Everything is plain data:
+ * the replica a gateway's backend reports, the fallback step). Everything
+ * is plain data:
  * no allocation, no locking (one loop owns a request).
  *
  * Stage names (Server-Timing metric names, docs/METRICS.md): auth, parse,
@@ -54,7 +54,7 @@ typedef struct {
     const char *cache;    /* "L1", "L2", "semantic", "MISS", "BYPASS", "COALESCED"; NULL: none */
     char model[64];
     char tenant[64];   /* the tenant's name (tenants module) */
-    char fallback[32]; /* the fallback step that answered (latency control) */
+    char fallback[64]; /* the fallback step that answered (X-Fallback), or "exhausted" */
     char replica[128]; /* the replica that answered (gateway: its api_base) */
     int tokens_in, tokens_out, tokens_cached; /* -1: not a generation */
     int status;
@@ -76,7 +76,8 @@ void obs_idgen_init(obs_idgen_t *g);
 int obs_id_valid(const char *id, size_t n);
 
 /* Start t at t0: take the client's X-Request-Id (given, n bytes; NULL when
- * absent) when obs_id_valid, else make one with g (32 hex digits). */
+ * absent) when obs_id_valid, else make one with g (32 hex digits; g NULL:
+ * the id stays empty, for requests never logged such as local ones). */
 void obs_trace_begin(obs_trace_t *t, double t0, const char *given, size_t n, obs_idgen_t *g);
 
 /* A stage ended now: add the time since the previous boundary to it. */

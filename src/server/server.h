@@ -127,4 +127,37 @@ int srv_req_writable(const srv_req_t *r);
 /* Unsent bytes queued on the connection. */
 size_t srv_req_queued_bytes(const srv_req_t *r);
 
+/* ---- local requests: a handler run without a socket ----
+ *
+ * The seam for callers inside the process (batch lines, Prefer:
+ * respond-async): a srv_req_t built from a method, target, headers and body
+ * that any handler takes like one read from a connection. srv_respond and
+ * srv_stream_* collect the reply instead of writing it; on finish `done` gets
+ * the status, the header lines the handler gave (Content-Type first) and the
+ * whole body, borrowed for the call, and the request is freed on a later
+ * loop turn (run the loop). A local request is always writable; it is never counted in the
+ * server's metrics or access log. */
+typedef void (*srv_local_done_fn)(void *ud, int status, const char *headers, const char *body,
+                                  size_t n);
+
+typedef struct {
+    const char *name, *value; /* NUL-terminated */
+} srv_header_t;
+
+/* A local request (method: an HTTP_* of http_parser; target: path[?query]).
+ * Everything is copied. NULL on OOM. The caller then hands it to a handler,
+ * which owns it until it answers (done is called) or until srv_local_abort. */
+srv_req_t *srv_local_create(uv_loop_t *loop, int method, const char *target,
+                            const srv_header_t *hdrs, int n_hdrs, const char *body, size_t n,
+                            srv_local_done_fn done, void *ud);
+
+/* The caller gives up on an unanswered local request (batch cancelled,
+ * shutdown): done is never called. The handler's on_abort runs now, as for a
+ * client that went away, and the request is freed; a handler that set no
+ * on_abort still holds it, and it is freed when that handler answers. */
+void srv_local_abort(srv_req_t *r);
+
+/* Whether r is a local request. */
+int srv_req_is_local(const srv_req_t *r);
+
 #endif

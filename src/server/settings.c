@@ -134,6 +134,22 @@ static const cfg_opt_t table[] = {
     {"admin-key", 0, STR(admin_key), "", 0, 0, "KEY",
      "enable the cache admin API (DELETE /v1/cache, GET /v1/cache/stats) for this bearer key",
      CFG_SECRET},
+    {"data-dir", 0, STR(data_dir), "", 0, 0, "DIR",
+     "where the Files and Batch API keep uploaded files, batches and their results (created if "
+     "missing); empty = the Files/Batch API is off (its routes answer 404)",
+     0},
+    {"batch-max-file-bytes", 0, INT(batch_max_file_bytes), "104857600", 1, MAXI, "BYTES",
+     "largest file POST /v1/files takes (413 above; --max-body-bytes must allow it too)", 0},
+    {"batch-max-lines", 0, INT(batch_max_lines), "50000", 1, 10000000, "N",
+     "most requests (lines) in one batch input file (400 above)", 0},
+    {"batch-max-files", 0, INT(batch_max_files), "1000", 1, 10000000, "N",
+     "most files one owner (API key namespace) may keep, batch outputs included (400 above)", 0},
+    {"batch-concurrency", 0, INT(batch_concurrency), "0", 0, 4096, "N",
+     "batch lines running at once across all batches (0 = the model's --parallel minus one, at "
+     "least 1); lines start only while no request waits for an engine slot",
+     0},
+    {"async-ttl-s", 0, INT(async_ttl_s), "600", 1, MAXI, "S",
+     "how long the result of a 'Prefer: respond-async' request is kept for GET /v1/async/{id}", 0},
 };
 
 const cfg_opt_t *srv_settings_table(size_t *n)

@@ -59,6 +59,13 @@ typedef struct {
     char cache_file[4096];          /* snapshot path; "" = none */
     long long cache_snapshot_s;     /* periodic snapshot period; 0 = only at shutdown */
     char admin_key[256];            /* "" = admin API off */
+    /* Files + Batch API, Prefer: respond-async (docs/BATCH.md) */
+    char data_dir[4096];            /* files and batches; "" = the Files/Batch API is off */
+    long long batch_max_file_bytes; /* per uploaded file (→ 413) */
+    long long batch_max_lines;      /* requests per batch input file (→ 400) */
+    long long batch_max_files;      /* files one owner may keep (→ 400) */
+    long long batch_concurrency;    /* batch lines in flight at once; 0 = the model's slots - 1 */
+    long long async_ttl_s;          /* how long a respond-async result is kept */
 } srv_settings_t;
 
 /* The table and its length. */

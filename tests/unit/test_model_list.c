@@ -512,6 +512,10 @@ static void test_upstream_group(void **st)
     assert_true(L.router.cooldown_time == 0.5);
     assert_true(L.router.health_interval == 2.5);
     assert_int_equal(L.router.hedge, 1);
+    /* the same reader took router_settings.fallbacks: g's chain */
+    assert_int_equal(L.v[1].n_fallbacks, 1);
+    assert_string_equal(L.v[1].fallbacks, "local1");
+    assert_int_equal(L.v[0].n_fallbacks, 0);
     assert_int_equal(model_list_finish(&L, &M), 0);
     assert_ptr_equal(model_list_find(&L, "g", 1), &L.v[1]);
     /* a failed load leaves the replicas as they were */

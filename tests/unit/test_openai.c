@@ -222,7 +222,7 @@ static void test_json_string(void **st)
 static void test_format(void **st)
 {
     (void)st;
-    oai_resp_t r = {OAI_CHAT, "chatcmpl-1", 123, "m"};
+    oai_resp_t r = {.kind = OAI_CHAT, .id = "chatcmpl-1", .created = 123, .model = "m"};
     oai_usage_t u = {5, 2, 1};
     buf_t b = {0};
     oai_format_response(&b, &r, "hi", 2, OAI_FINISH_LENGTH, &u, NULL, 0, 0);
@@ -262,7 +262,7 @@ static void test_format(void **st)
     cJSON_Delete(j);
     buf_clear(&b);
 
-    oai_resp_t rc = {OAI_COMPLETION, "cmpl-1", 1, "m"};
+    oai_resp_t rc = {.kind = OAI_COMPLETION, .id = "cmpl-1", .created = 1, .model = "m"};
     oai_format_response(&b, &rc, "x", 1, OAI_FINISH_STOP, &u, &lp, 1, 1);
     j = cJSON_Parse(b.p);
     assert_non_null(j);

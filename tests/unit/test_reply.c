@@ -20,8 +20,8 @@
     "{\"id\":\"cmpl-1\",\"object\":\"text_completion\",\"created\":1700000000,"                    \
     "\"model\":\"m\",\"system_fingerprint\":\"barista\""
 
-static const oai_resp_t CHAT = {OAI_CHAT, "chatcmpl-1", 1700000000, "m"};
-static const oai_resp_t CMPL = {OAI_COMPLETION, "cmpl-1", 1700000000, "m"};
+static const oai_resp_t CHAT = {OAI_CHAT, "chatcmpl-1", 1700000000, "m", NULL};
+static const oai_resp_t CMPL = {OAI_COMPLETION, "cmpl-1", 1700000000, "m", NULL};
 
 /* ---- SSE parsing ---- */
 
