@@ -137,15 +137,16 @@ def test_access_log_lines(srv):
 
 
 def test_access_log_tenant_and_replica(srv, barista_bin, tmp_path):
-    """Through a gateway with a keys file: the line names the key's tenant and
-    the replica (the upstream's api_base) that answered."""
+    """Through a gateway with a keys file: the line names the key's tenant, the
+    replica (the upstream's api_base) that answered, and the fallback step."""
     key = "sk-obs-tenant-0123456789"
     keys = tmp_path / "keys.yaml"
     keys.write_text(f"keys:\n  - {{key_sha256: {hashlib.sha256(key.encode()).hexdigest()}, "
                     "tenant: team-obs}\n")
     models = tmp_path / "models.yaml"
     models.write_text("model_list:\n  - model_name: via-gw\n    litellm_params:\n"
-                      f"      model: openai/default\n      api_base: {srv.url}/v1\n")
+                      f"      model: openai/default\n      api_base: {srv.url}/v1\n"
+                      "router_settings:\n  fallbacks: [{via-gw: [\"static:Busy.\"]}]\n")
     log = tmp_path / "gw.jsonl"
     gw = Server(barista_bin, None, ["--models", str(models), "--embedding-model", "none",
                                     "--keys", str(keys), "--access-log", str(log)])
@@ -155,10 +156,10 @@ def test_access_log_tenant_and_replica(srv, barista_bin, tmp_path):
                              headers={"Authorization": f"Bearer {key}", "X-Request-Id": "gw-1"})
         assert st == 200, raw
 
-        def line():
+        def line(rid="gw-1"):
             try:
                 return next((x for x in map(json.loads, log.read_text().splitlines())
-                             if x["id"] == "gw-1"), None)
+                             if x["id"] == rid), None)
             except (FileNotFoundError, json.JSONDecodeError):
                 return None
 
@@ -178,6 +179,14 @@ def test_access_log_tenant_and_replica(srv, barista_bin, tmp_path):
             p = subprocess.run(["promtool", "check", "metrics"], input=raw, capture_output=True,
                                timeout=30)
             assert p.returncode == 0, p.stdout + p.stderr
+        assert line()["fallback"] is None
+        # a 1 ms budget no upstream meets: the chain's static step answers, logged
+        st, h, raw = request(gw, "POST", "/v1/chat/completions",
+                             body("Count to ten.", model="via-gw"),
+                             headers={"Authorization": f"Bearer {key}", "X-Request-Id": "gw-fb",
+                                      "X-Timeout-Ms": "1", "Cache-Control": "no-store"})
+        assert st == 200 and h["x-fallback"] == "static", raw
+        assert wait_for(lambda: (line("gw-fb") or {}).get("fallback") == "static")
     finally:
         gw.stop()
 
