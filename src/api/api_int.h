@@ -87,7 +87,7 @@ struct api {
     embed_job_t *embeds;    /* /v1/embeddings requests waiting for their backend */
     int n_embeds;
     api_embed_stats_t emb;
-    /* Files + Batch API (files.c, batches.c), respond-async (async.c) */
+    /* Files + Batch API (files.c, batches*.c), respond-async (async.c) */
     api_file_t *files; /* newest first; NULL list without --data-dir */
     int files_on;      /* --data-dir given and usable */
     batches_t *batches;
@@ -153,7 +153,7 @@ int files_add(api_t *a, const api_file_t *f, bar_msg_t *msg);
 /* Answer 404 "the Files/Batch API needs --data-dir" when it is off: -1. */
 int files_check_on(api_t *a, srv_req_t *r);
 
-/* ---- batches.c: /v1/batches[...] ---- */
+/* ---- batches.c, batches_run.c, batches_state.c: /v1/batches[...] ---- */
 
 /* Read the batch records (start-up; blocking; no loop handle yet). */
 int batches_init(api_t *a, bar_msg_t *msg);

@@ -14,7 +14,7 @@
  *
  * Every function here blocks: call them from a libuv worker (uv_queue_work)
  * or at start-up, never on the loop for bulk data. Not for: HTTP, the batch
- * state machine (src/api/batches.c). */
+ * state machine (src/api/batches_run.c, batches_state.c). */
 #ifndef BARISTA_BATCH_BATCH_STORE_H
 #define BARISTA_BATCH_BATCH_STORE_H
 

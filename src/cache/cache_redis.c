@@ -1,16 +1,13 @@
 /* cache_redis.c — Redis L2 over hiredis async + its libuv adapter (see
  * cache_redis.h for behaviour).
  *
- * Two connections, each a conn_t with its own reconnect timer: "main" for
- * GET/SET/SCAN/UNLINK/PUBLISH, the purge log (XADD/XRANGE) and the record
- * stream's XADDs; "sub" (only with on_peer_purge) parked in SUBSCRIBE; and
- * "tail" (only with on_stream) looping on XREAD BLOCK over the record stream
- * (a PING answers its handshake; then XREAD from the last id seen, "0-0" at
- * first, so a (re)connect loads what it missed). A conn is down (ac == NULL,
- * retry timer armed), handshaking (ac set, AUTH/SELECT/PING queued) or up
- * (PING answered). conn_drop() is the one way we close a context ourselves;
- * hiredis's own disconnect/connect-failure callbacks are ignored for a
- * context we already dropped.
+ * This file is the tier: what goes over the connections once they are up
+ * (cache_redis_conn.c opens, handshakes, drops and reconnects them). "main"
+ * carries GET/SET/SCAN/UNLINK/PUBLISH, the purge log (XADD/XRANGE) and the
+ * record stream's XADDs; "sub" (only with on_peer_purge) sits in SUBSCRIBE
+ * and applies peers' purges; "tail" (only with on_stream) loops on XREAD
+ * BLOCK over the record stream from the last id seen ("0-0" at first, so a
+ * (re)connect loads what it missed).
  *
  * GET timeouts: every GET has the same timeout, so deadlines are in send
  * order; outstanding GETs sit on a FIFO and one uv_timer fires at the head's
@@ -23,41 +20,25 @@
  * connection when any command has waited stall_ms without a reply, which
  * completes every pending command (GETs as errors, purges as failed, so an
  * admin DELETE answers) and reconnects with backoff.
- * Not for: policy, L1, key building. */
+ * Not for: connecting (cache_redis_conn.c), policy, L1, key building. */
 #include "cache/cache_redis.h"
 
-#include <arpa/inet.h>
 #include <ctype.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-#include <hiredis/adapters/libuv.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include <xxhash.h>
 
+#include "cache/cache_redis_int.h"
 #include "util/buf.h"
 
-#define HANDSHAKE_MS 1000    /* connect + AUTH/SELECT/PING must answer within this */
 #define PURGE_POLL_MS 1000   /* how often a replica reads the purge log */
 #define PURGE_LOG_MAX 100000 /* entries the log keeps (approximately) */
-#define PURGE_SEEN 128
-
-typedef struct conn {
-    cache_redis_t *r;
-    redisAsyncContext *ac;
-    int up;
-    int is_sub;
-    int resolving;        /* gai in flight */
-    uv_getaddrinfo_t gai; /* host name → address, on the thread pool */
-    uint64_t backoff_ms;
-    uv_timer_t retry;
-} conn_t;
 
 struct cache_redis_op {
     cache_redis_t *r;
@@ -84,56 +65,7 @@ typedef struct {
     void *user;
 } purge_t;
 
-struct cache_redis {
-    uv_loop_t *loop;
-    cache_redis_url_t url;
-    char addr[256]; /* resolved numeric address, or the host name */
-    cache_redis_opts_t o;
-    char prefix[33];
-    char channel[48];
-    char stream[48];   /* "<prefix>:stream" */
-    char last_id[48];  /* the tail's position */
-    char log[48];      /* prefix:purges, the durable purge log (a stream) */
-    char log_last[48]; /* id of the last log entry read; "" before the first poll */
-    int log_busy;      /* an XRANGE in flight */
-    uv_timer_t log_timer;
-    uint64_t purge_seq;
-    uint64_t seen[PURGE_SEEN]; /* ids applied lately (pub/sub and log overlap) */
-    int seen_next;
-    char instance[17]; /* random id: skip our own purge messages */
-    conn_t main, sub, tailc;
-    uv_timer_t timer; /* GET deadlines */
-    /* stall watchdog: any command unanswered for stall_ms drops main */
-    uv_timer_t watchdog;
-    uint64_t busy_since, last_progress; /* uv_now ms */
-    cache_redis_op_t *head, *tail;
-    int inflight;
-    int consecutive_timeouts;
-    int closing;
-    int closes_pending;
-    cache_redis_stats_t st;
-    char last_error[256];
-};
-
-static void conn_open(conn_t *c);
 static void log_poll(cache_redis_t *r);
-
-/* Every command we wait for (GET, SET, SCAN, UNLINK) goes through these, so
- * the watchdog sees any stall, not just GET timeouts: a hung Redis (the
- * kernel still acknowledges) that stops answering SETs would otherwise fill
- * max_inflight and switch L2 off for good. */
-static void inflight_inc(cache_redis_t *r)
-{
-    if (r->inflight++ == 0) r->busy_since = uv_now(r->loop);
-}
-
-static void inflight_dec(cache_redis_t *r)
-{
-    r->inflight--;
-    r->last_progress = uv_now(r->loop);
-}
-
-static void on_retry(uv_timer_t *t);
 
 const char *cache_l2_status_name(cache_l2_status_t s)
 {
@@ -154,166 +86,10 @@ const char *cache_l2_status_name(cache_l2_status_t s)
     return "?";
 }
 
-/* ---- URL ---- */
-
-static int parse_int(const char *s, size_t n, int lo, int hi, int *out)
-{
-    if (n == 0 || n > 9) return -1;
-    int v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i])) return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    if (v < lo || v > hi) return -1;
-    *out = v;
-    return 0;
-}
-
-int cache_redis_parse_url(const char *url, cache_redis_url_t *u, bar_msg_t *msg)
-{
-    memset(u, 0, sizeof *u);
-    u->port = 6379;
-    if (!url || strncmp(url, "redis://", 8))
-        return bar_fail(msg, BAR_ERR_INVALID, "--redis: '%s' is not a redis://host[:port][/db] URL",
-                        url ? url : "");
-    const char *p = url + 8, *end = p + strlen(p);
-    const char *slash = memchr(p, '/', (size_t)(end - p));
-    const char *auth_end = NULL;
-    for (const char *q = p; q < (slash ? slash : end); q++)
-        if (*q == '@') auth_end = q; /* the last '@' before the path */
-    if (auth_end) {
-        const char *colon = memchr(p, ':', (size_t)(auth_end - p));
-        if (!colon)
-            return bar_fail(msg, BAR_ERR_INVALID,
-                            "--redis: credentials must be user:password@ or :password@");
-        size_t ul = (size_t)(colon - p), pl = (size_t)(auth_end - colon - 1);
-        if (ul >= sizeof u->user || pl >= sizeof u->password)
-            return bar_fail(msg, BAR_ERR_INVALID, "--redis: user or password too long");
-        memcpy(u->user, p, ul);
-        memcpy(u->password, colon + 1, pl);
-        p = auth_end + 1;
-    }
-    const char *hend = slash ? slash : end;
-    const char *port = NULL;
-    if (*p == '[') {
-        const char *rb = memchr(p, ']', (size_t)(hend - p));
-        if (!rb || rb == p + 1)
-            return bar_fail(msg, BAR_ERR_INVALID, "--redis: bad [IPv6] host in '%s'", url);
-        if ((size_t)(rb - p - 1) >= sizeof u->host)
-            return bar_fail(msg, BAR_ERR_INVALID, "--redis: host too long");
-        memcpy(u->host, p + 1, (size_t)(rb - p - 1));
-        if (rb + 1 < hend) {
-            if (rb[1] != ':')
-                return bar_fail(msg, BAR_ERR_INVALID, "--redis: junk after ']' in '%s'", url);
-            port = rb + 2;
-        }
-    } else {
-        const char *colon = memchr(p, ':', (size_t)(hend - p));
-        const char *he = colon ? colon : hend;
-        if (he == p) return bar_fail(msg, BAR_ERR_INVALID, "--redis: no host in '%s'", url);
-        if ((size_t)(he - p) >= sizeof u->host)
-            return bar_fail(msg, BAR_ERR_INVALID, "--redis: host too long");
-        memcpy(u->host, p, (size_t)(he - p));
-        for (const char *q = p; q < he; q++)
-            if (!isalnum((unsigned char)*q) && *q != '.' && *q != '-' && *q != '_')
-                return bar_fail(msg, BAR_ERR_INVALID, "--redis: bad host name in '%s'", url);
-        if (colon) port = colon + 1;
-    }
-    if (port && parse_int(port, (size_t)(hend - port), 1, 65535, &u->port))
-        return bar_fail(msg, BAR_ERR_INVALID, "--redis: bad port in '%s' (1-65535)", url);
-    if (slash && slash + 1 < end &&
-        parse_int(slash + 1, (size_t)(end - slash - 1), 0, 100000, &u->db))
-        return bar_fail(msg, BAR_ERR_INVALID, "--redis: bad database number in '%s'", url);
-    return 0;
-}
-
-/* ---- connections ---- */
-
-static void set_error(cache_redis_t *r, const char *what, const char *detail)
-{
-    snprintf(r->last_error, sizeof r->last_error, "%s%s%s", what, detail ? ": " : "",
-             detail ? detail : "");
-}
-
-static void conn_retry(conn_t *c)
-{
-    cache_redis_t *r = c->r;
-    if (r->closing) return;
-    uv_timer_start(&c->retry, on_retry, c->backoff_ms, 0);
-    c->backoff_ms =
-        c->backoff_ms * 2 > r->o.backoff_max_ms ? r->o.backoff_max_ms : c->backoff_ms * 2;
-}
-
-/* Close our context (callbacks of its pending commands run now, with NULL
- * replies) and schedule a reconnect. */
-static void conn_drop(conn_t *c)
-{
-    redisAsyncContext *ac = c->ac;
-    if (!ac) return;
-    c->ac = NULL;
-    c->up = 0;
-    c->r->st.conn_failures++;
-    redisAsyncFree(ac);
-    conn_retry(c);
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    conn_t *c = ac->data;
-    if (status == REDIS_OK || c->ac != ac) return;
-    /* hiredis frees ac after this returns */
-    set_error(c->r, "connect", ac->errstr);
-    c->ac = NULL;
-    c->up = 0;
-    c->r->st.conn_failures++;
-    conn_retry(c);
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    conn_t *c = ac->data;
-    (void)status;
-    if (c->ac != ac) return; /* one we dropped ourselves */
-    set_error(c->r, "disconnected", ac->errstr[0] ? ac->errstr : NULL);
-    c->ac = NULL;
-    c->up = 0;
-    c->r->st.conn_failures++;
-    conn_retry(c);
-}
-
-/* AUTH / SELECT replies: an error means misconfiguration; keep retrying
- * (with backoff) so a fixed Redis is picked up. */
-static void on_handshake(redisAsyncContext *ac, void *reply_, void *priv)
+void cache_redis_on_main_ready(redisAsyncContext *ac, void *reply_, void *priv)
 {
     conn_t *c = priv;
-    redisReply *reply = reply_;
-    if (!reply || c->ac != ac) return;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        set_error(c->r, "handshake", reply->str);
-        conn_drop(c);
-    }
-}
-
-/* The handshake's PING answered: 1 when c is up now (its backoff reset),
- * 0 when the reply is stale or an error (c dropped). */
-static int conn_up(conn_t *c, redisAsyncContext *ac, const redisReply *reply)
-{
-    if (!reply || c->ac != ac) return 0;
-    if (reply->type == REDIS_REPLY_ERROR) {
-        set_error(c->r, "ping", reply->str);
-        conn_drop(c);
-        return 0;
-    }
-    c->up = 1;
-    uv_timer_stop(&c->retry);
-    c->backoff_ms = c->r->o.backoff_min_ms;
-    return 1;
-}
-
-static void on_ready(redisAsyncContext *ac, void *reply_, void *priv)
-{
-    conn_t *c = priv;
-    if (!conn_up(c, ac, reply_)) return;
+    if (!cache_redis_conn_up(c, ac, reply_)) return;
     c->r->consecutive_timeouts = 0;
     c->r->st.connects++;
     log_poll(c->r); /* catch up on purges missed while away */
@@ -368,14 +144,14 @@ static void peer_message(cache_redis_t *r, const char *m, size_t n)
     }
 }
 
-static void on_sub(redisAsyncContext *ac, void *reply_, void *priv)
+void cache_redis_on_sub(redisAsyncContext *ac, void *reply_, void *priv)
 {
     conn_t *c = priv;
     redisReply *reply = reply_;
     if (!reply || c->ac != ac) return;
     if (reply->type == REDIS_REPLY_ERROR) {
-        set_error(c->r, "subscribe", reply->str);
-        conn_drop(c);
+        cache_redis_set_error(c->r, "subscribe", reply->str);
+        cache_redis_conn_drop(c);
         return;
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
@@ -402,8 +178,8 @@ static void on_xread(redisAsyncContext *ac, void *reply_, void *priv)
     if (!reply || c->ac != ac) return;
     cache_redis_t *r = c->r;
     if (reply->type == REDIS_REPLY_ERROR) {
-        set_error(r, "xread", reply->str);
-        conn_drop(c);
+        cache_redis_set_error(r, "xread", reply->str);
+        cache_redis_conn_drop(c);
         return;
     }
     /* [[stream, [[id, [field, value, ...]], ...]]] or nil */
@@ -444,10 +220,10 @@ static void tail_read(conn_t *c)
                       r->last_id);
 }
 
-static void on_tail_ready(redisAsyncContext *ac, void *reply_, void *priv)
+void cache_redis_on_tail_ready(redisAsyncContext *ac, void *reply_, void *priv)
 {
     conn_t *c = priv;
-    if (!conn_up(c, ac, reply_)) return;
+    if (!cache_redis_conn_up(c, ac, reply_)) return;
     tail_read(c);
 }
 
@@ -461,128 +237,6 @@ int cache_redis_stream_add(cache_redis_t *r, const void *rec, size_t n)
                       (long long)r->o.stream_maxlen, rec, n);
     r->st.stream_adds++;
     return 0;
-}
-
-static void on_retry(uv_timer_t *t)
-{
-    conn_open(t->data);
-}
-
-/* connected at TCP level but no answer to the handshake: a hung server */
-static void on_handshake_timeout(uv_timer_t *t)
-{
-    conn_t *c = t->data;
-    if (c->ac && !c->up) {
-        set_error(c->r, "handshake", "no reply");
-        conn_drop(c);
-    }
-}
-
-/* Connect to a numeric address (hiredis would resolve a name itself,
- * synchronously, on the loop). */
-static void conn_connect(conn_t *c, const char *addr)
-{
-    cache_redis_t *r = c->r;
-    redisAsyncContext *ac = redisAsyncConnect(addr, r->url.port);
-    if (!ac) {
-        set_error(r, "connect", "out of memory");
-        r->st.conn_failures++;
-        conn_retry(c);
-        return;
-    }
-    if (ac->err) {
-        set_error(r, "connect", ac->errstr);
-        redisAsyncFree(ac);
-        r->st.conn_failures++;
-        conn_retry(c);
-        return;
-    }
-    ac->data = c;
-    if (redisLibuvAttach(ac, r->loop) != REDIS_OK) {
-        set_error(r, "connect", "cannot attach to the event loop");
-        redisAsyncFree(ac);
-        r->st.conn_failures++;
-        conn_retry(c);
-        return;
-    }
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    c->ac = ac;
-    uv_timer_start(&c->retry, on_handshake_timeout, HANDSHAKE_MS, 0);
-    /* queued now, written once the socket connects */
-    if (r->url.password[0]) {
-        if (r->url.user[0])
-            redisAsyncCommand(ac, on_handshake, c, "AUTH %s %s", r->url.user, r->url.password);
-        else
-            redisAsyncCommand(ac, on_handshake, c, "AUTH %s", r->url.password);
-    }
-    if (c->is_sub == 1) {
-        redisAsyncCommand(ac, on_sub, c, "SUBSCRIBE %s", r->channel);
-    } else if (c->is_sub == 2) {
-        if (r->url.db) redisAsyncCommand(ac, on_handshake, c, "SELECT %d", r->url.db);
-        redisAsyncCommand(ac, on_tail_ready, c, "PING");
-    } else {
-        if (r->url.db) redisAsyncCommand(ac, on_handshake, c, "SELECT %d", r->url.db);
-        redisAsyncCommand(ac, on_ready, c, "PING");
-    }
-}
-
-static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
-{
-    conn_t *c = req->data;
-    cache_redis_t *r = c->r;
-    c->resolving = 0;
-    if (r->closing) {
-        if (res) uv_freeaddrinfo(res);
-        if (--r->closes_pending == 0) free(r);
-        return;
-    }
-    char addr[INET6_ADDRSTRLEN] = "";
-    const struct addrinfo *pick = res;
-    for (const struct addrinfo *a = res; a; a = a->ai_next)
-        if (a->ai_family == AF_INET) { /* prefer IPv4, as hiredis does */
-            pick = a;
-            break;
-        }
-    if (status == 0 && pick) {
-        const void *a = pick->ai_family == AF_INET6
-                            ? (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
-                            : (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr;
-        inet_ntop(pick->ai_family, a, addr, sizeof addr);
-    }
-    if (res) uv_freeaddrinfo(res);
-    if (!addr[0]) {
-        set_error(r, "resolve", status ? uv_strerror(status) : "no address");
-        r->st.conn_failures++;
-        conn_retry(c);
-        return;
-    }
-    snprintf(r->addr, sizeof r->addr, "%s", addr);
-    conn_connect(c, addr);
-}
-
-/* Open a connection: a numeric host at once; a name is resolved first on
- * libuv's thread pool (uv_getaddrinfo), on every attempt, so a slow DNS
- * never blocks the loop and a moved Redis is found again. */
-static void conn_open(conn_t *c)
-{
-    cache_redis_t *r = c->r;
-    if (r->closing || c->ac || c->resolving) return;
-    unsigned char tmp[sizeof(struct in6_addr)];
-    if (inet_pton(AF_INET, r->url.host, tmp) == 1 || inet_pton(AF_INET6, r->url.host, tmp) == 1) {
-        conn_connect(c, r->url.host);
-        return;
-    }
-    struct addrinfo hints = {0};
-    hints.ai_socktype = SOCK_STREAM;
-    c->gai.data = c;
-    if (uv_getaddrinfo(r->loop, &c->gai, on_resolved, r->url.host, NULL, &hints)) {
-        set_error(r, "resolve", "cannot start");
-        r->st.conn_failures++;
-        conn_retry(c);
-        return;
-    }
-    c->resolving = 1;
 }
 
 /* ---- the durable purge log ----
@@ -657,17 +311,8 @@ static void on_watchdog(uv_timer_t *t)
     if (uv_now(r->loop) - since < r->o.stall_ms) return;
     r->st.trips++;
     r->consecutive_timeouts = 0;
-    set_error(r, "stalled", "no reply within the stall bound; connection dropped");
-    conn_drop(&r->main); /* pending commands complete now, with NULL replies */
-}
-
-static void conn_init(cache_redis_t *r, conn_t *c, int is_sub)
-{
-    c->r = r;
-    c->is_sub = is_sub;
-    c->backoff_ms = r->o.backoff_min_ms;
-    uv_timer_init(r->loop, &c->retry);
-    c->retry.data = c;
+    cache_redis_set_error(r, "stalled", "no reply within the stall bound; connection dropped");
+    cache_redis_conn_drop(&r->main); /* pending commands complete now, with NULL replies */
 }
 
 cache_redis_t *cache_redis_create(uv_loop_t *loop, const char *url, const cache_redis_opts_t *opts,
@@ -721,12 +366,12 @@ cache_redis_t *cache_redis_create(uv_loop_t *loop, const char *url, const cache_
         uv_timer_start(&r->log_timer, on_log_timer, PURGE_POLL_MS, PURGE_POLL_MS);
         uv_unref((uv_handle_t *)&r->log_timer);
     }
-    conn_init(r, &r->main, 0);
-    conn_init(r, &r->sub, 1);
-    conn_init(r, &r->tailc, 2);
-    conn_open(&r->main);
-    if (o.on_peer_purge) conn_open(&r->sub);
-    if (o.on_stream) conn_open(&r->tailc);
+    cache_redis_conn_init(r, &r->main, 0);
+    cache_redis_conn_init(r, &r->sub, 1);
+    cache_redis_conn_init(r, &r->tailc, 2);
+    cache_redis_conn_open(&r->main);
+    if (o.on_peer_purge) cache_redis_conn_open(&r->sub);
+    if (o.on_stream) cache_redis_conn_open(&r->tailc);
     return r;
 }
 
@@ -831,8 +476,8 @@ static void on_get_timer(uv_timer_t *t)
         /* the server accepts but does not answer (hung, SIGSTOPped, swapping) */
         r->st.trips++;
         r->consecutive_timeouts = 0;
-        set_error(r, "no replies", "connection dropped after consecutive timeouts");
-        conn_drop(&r->main);
+        cache_redis_set_error(r, "no replies", "connection dropped after consecutive timeouts");
+        cache_redis_conn_drop(&r->main);
     }
     arm_timer(r);
 }

@@ -1,4 +1,4 @@
-/* test_cache_redis.c — the Redis L2 (src/cache/cache_redis.c) against a REAL
+/* test_cache_redis.c — the Redis L2 (src/cache/cache_redis*.c) against a REAL
  * redis-server that this test starts on a free port (--save '' --appendonly
  * no) and kills at the end. Hits, misses, PX TTL, garbage values, two
  * instances sharing hits, purges (and the peer-purge message), GET timeouts

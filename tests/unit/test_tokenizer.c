@@ -1,4 +1,4 @@
-/* test_tokenizer.c — engine/tokenizer.c against llama.cpp's ids.
+/* test_tokenizer.c — engine/tokenizer*.c against llama.cpp's ids.
  *
  * Loads the real SmolLM2 GGUF (BARISTA_MODELS or <source>/models; a missing
  * file fails the test, it is not skipped) and tests/ref/tokenizer_vectors.json
