@@ -154,16 +154,7 @@ static void h_cancel(api_t *a, srv_req_t *r, batch_t *x)
         x->st = B_CANCELLING;
         x->cancelling_at = time_now_unix();
         batch_persist(a, x);
-        for (int i = 0; i < x->n_lines; i++) {
-            bline_t *l = &x->lines[i];
-            if (l->st != L_RUNNING || !l->r) continue;
-            srv_req_t *lr = l->r;
-            l->r = NULL;
-            l->st = L_TODO;
-            x->running--;
-            a->batches->running--;
-            srv_local_abort(lr); /* line_done never comes */
-        }
+        batch_abort_lines(x);
     }
     respond_batch(r, x); /* cancelling: the client polls for cancelled */
     batch_finish(a, x);  /* at once unless results are still being written */

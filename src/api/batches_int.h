@@ -98,6 +98,9 @@ void batch_load(api_t *a, batch_t *x);
 /* Everything that will be written is: publish the results, reach the end
  * state (completed, or cancelled/expired as decided before). */
 void batch_finish(api_t *a, batch_t *x);
+/* Abort x's running lines; they are to do again and their line_done never
+ * comes (cancel, shutdown). */
+void batch_abort_lines(batch_t *x);
 /* End x as failed with one error (code, msg). */
 void batch_fail(api_t *a, batch_t *x, const char *code, const char *msg);
 /* Finish x if cancelling or when every line is done. */

@@ -408,21 +408,26 @@ void batches_start(api_t *a)
     if (resumed) fprintf(stderr, "barista: resuming %d unfinished batch(es)\n", resumed);
 }
 
+void batch_abort_lines(batch_t *x)
+{
+    for (int i = 0; i < x->n_lines; i++) {
+        bline_t *l = &x->lines[i];
+        if (l->st != L_RUNNING || !l->r) continue;
+        srv_req_t *lr = l->r;
+        l->r = NULL;
+        l->st = L_TODO;
+        x->running--;
+        x->bs->running--;
+        srv_local_abort(lr);
+    }
+}
+
 void batches_stop(api_t *a)
 {
     batches_t *bs = a->batches;
     if (!bs || bs->stopping) return;
     bs->stopping = 1;
     for (batch_t *x = bs->list; x; x = x->next)
-        for (int i = 0; i < x->n_lines; i++) {
-            bline_t *l = &x->lines[i];
-            if (l->st != L_RUNNING || !l->r) continue;
-            srv_req_t *lr = l->r;
-            l->r = NULL;
-            l->st = L_TODO;
-            x->running--;
-            bs->running--;
-            srv_local_abort(lr);
-        }
+        batch_abort_lines(x);
     if (bs->started) uv_close((uv_handle_t *)&bs->tick, NULL);
 }

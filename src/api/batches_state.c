@@ -11,7 +11,6 @@
  *
  * Not for: running lines (batches_run.c), the HTTP endpoints (batches.c). */
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -450,6 +449,16 @@ static void list_insert(batches_t *bs, batch_t *x)
     *pp = x;
 }
 
+/* One batches/<id>.json record read at start-up (batch_store_each_record). */
+static int take_batch(void *ud, const cJSON *o)
+{
+    batches_t *bs = ud;
+    batch_t *x = o ? batch_from_json(bs, o) : NULL;
+    if (!x) return -1;
+    list_insert(bs, x);
+    return 0;
+}
+
 int batches_init(api_t *a, bar_msg_t *msg)
 {
     batches_t *bs = calloc(1, sizeof *bs);
@@ -459,29 +468,7 @@ int batches_init(api_t *a, bar_msg_t *msg)
     if (!a->files_on) return 0;
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/batches", a->set->data_dir);
-    DIR *d = opendir(dir);
-    if (!d) return bar_fail(msg, BAR_ERR_IO, "cannot read %s", dir);
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        size_t n = strlen(de->d_name);
-        if (n < 6 || strcmp(de->d_name + n - 5, ".json")) continue;
-        char path[API_PATH_MAX];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        buf_t b = {0};
-        bar_msg_t m = {{0}};
-        cJSON *o = NULL;
-        batch_t *x = NULL;
-        if (!batch_store_read(path, &b, &m) && (o = cJSON_ParseWithLength(b.p, b.n)))
-            x = batch_from_json(bs, o);
-        if (x)
-            list_insert(bs, x);
-        else
-            fprintf(stderr, "barista: skipping unreadable batch record %s\n", path);
-        cJSON_Delete(o);
-        buf_free(&b);
-    }
-    closedir(d);
-    return 0;
+    return batch_store_each_record(dir, "batch", take_batch, bs, msg);
 }
 
 void batches_free(api_t *a)

@@ -11,7 +11,6 @@
  *
  * Not for: batches (batches.c), multipart syntax (multipart.c). */
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -143,6 +142,27 @@ static int str_member(const cJSON *o, const char *k, char *out, size_t size)
     return 0;
 }
 
+/* One files/<id>.json record read at start-up (batch_store_each_record). */
+static int take_file(void *ud, const cJSON *o)
+{
+    api_t *a = ud;
+    api_file_t f = {0};
+    if (!o || str_member(o, "id", f.id, sizeof f.id) ||
+        str_member(o, "owner", f.owner, sizeof f.owner) ||
+        str_member(o, "filename", f.filename, sizeof f.filename) ||
+        str_member(o, "purpose", f.purpose, sizeof f.purpose))
+        return -1;
+    f.bytes = (long long)cJSON_GetNumberValue(cJSON_GetObjectItem(o, "bytes"));
+    f.lines = (long)cJSON_GetNumberValue(cJSON_GetObjectItem(o, "lines"));
+    f.created = (long)cJSON_GetNumberValue(cJSON_GetObjectItem(o, "created_at"));
+    api_file_t *x = malloc(sizeof *x);
+    if (x) {
+        *x = f;
+        list_insert(a, x);
+    }
+    return 0;
+}
+
 int files_init(api_t *a, bar_msg_t *msg)
 {
     if (!a->set->data_dir[0]) return 0;
@@ -150,38 +170,7 @@ int files_init(api_t *a, bar_msg_t *msg)
     if (rc) return rc;
     char dir[4200];
     snprintf(dir, sizeof dir, "%s/files", a->set->data_dir);
-    DIR *d = opendir(dir);
-    if (!d) return bar_fail(msg, BAR_ERR_IO, "cannot read %s", dir);
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        size_t n = strlen(de->d_name);
-        if (n < 6 || strcmp(de->d_name + n - 5, ".json")) continue;
-        char path[API_PATH_MAX];
-        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
-        buf_t b = {0};
-        bar_msg_t m = {{0}};
-        cJSON *o = NULL;
-        api_file_t f = {0};
-        if (!batch_store_read(path, &b, &m) && (o = cJSON_ParseWithLength(b.p, b.n)) &&
-            !str_member(o, "id", f.id, sizeof f.id) &&
-            !str_member(o, "owner", f.owner, sizeof f.owner) &&
-            !str_member(o, "filename", f.filename, sizeof f.filename) &&
-            !str_member(o, "purpose", f.purpose, sizeof f.purpose)) {
-            f.bytes = (long long)cJSON_GetNumberValue(cJSON_GetObjectItem(o, "bytes"));
-            f.lines = (long)cJSON_GetNumberValue(cJSON_GetObjectItem(o, "lines"));
-            f.created = (long)cJSON_GetNumberValue(cJSON_GetObjectItem(o, "created_at"));
-            api_file_t *x = malloc(sizeof *x);
-            if (x) {
-                *x = f;
-                list_insert(a, x);
-            }
-        } else {
-            fprintf(stderr, "barista: skipping unreadable file record %s\n", path);
-        }
-        cJSON_Delete(o);
-        buf_free(&b);
-    }
-    closedir(d);
+    if ((rc = batch_store_each_record(dir, "file", take_file, a, msg))) return rc;
     a->files_on = 1;
     return 0;
 }

@@ -3,6 +3,7 @@
 #include "batch/batch_store.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -224,4 +225,28 @@ int batch_result_custom_id(const char *line, size_t n, char out[128])
     int res = cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(root, "response")) && out[0];
     cJSON_Delete(root);
     return res;
+}
+
+int batch_store_each_record(const char *dir, const char *what,
+                            int (*take)(void *ud, const struct cJSON *o), void *ud, bar_msg_t *msg)
+{
+    DIR *d = opendir(dir);
+    if (!d) return bar_fail(msg, BAR_ERR_IO, "cannot read %s", dir);
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        if (n < 6 || strcmp(de->d_name + n - 5, ".json")) continue;
+        char path[PATH_MAX];
+        if (snprintf(path, sizeof path, "%s/%s", dir, de->d_name) >= (int)sizeof path) continue;
+        buf_t b = {0};
+        bar_msg_t m = {{0}};
+        cJSON *o = NULL;
+        if (!batch_store_read(path, &b, &m)) o = cJSON_ParseWithLength(b.p, b.n);
+        if (take(ud, o) < 0)
+            fprintf(stderr, "barista: skipping unreadable %s record %s\n", what, path);
+        cJSON_Delete(o);
+        buf_free(&b);
+    }
+    closedir(d);
+    return 0;
 }

@@ -39,6 +39,15 @@ int batch_store_append(int fd, const void *p, size_t n, bar_msg_t *msg);
  * file's kept contents in out when out is not NULL. 0 also when missing. */
 int batch_store_trim(const char *path, buf_t *out, bar_msg_t *msg);
 
+/* Call take(ud, o) for every "*.json" record in dir (start-up: files/ and
+ * batches/), with o its parsed JSON, NULL when it cannot be read or parsed.
+ * take returns 0 when it kept the record; otherwise the record is reported
+ * on stderr as "skipping unreadable <what> record PATH" and left on disk.
+ * 0, or BAR_ERR_IO when dir cannot be read. */
+struct cJSON;
+int batch_store_each_record(const char *dir, const char *what,
+                            int (*take)(void *ud, const struct cJSON *o), void *ud, bar_msg_t *msg);
+
 /* Hard-link (or copy, when links fail) src to dst atomically. */
 int batch_store_link(const char *src, const char *dst, bar_msg_t *msg);
 

@@ -47,6 +47,11 @@ typedef struct {
 /* 0 or BAR_ERR_INVALID with msg naming what is wrong (startup error). */
 int cache_redis_parse_url(const char *url, cache_redis_url_t *out, bar_msg_t *msg);
 
+/* The address to connect to from a uv_getaddrinfo answer (status, res):
+ * the first IPv4 one (as hiredis prefers), else the first; "" when none.
+ * out has INET6_ADDRSTRLEN (46) bytes. res stays the caller's to free. */
+void cache_redis_pick_addr(int status, const struct addrinfo *res, char out[46]);
+
 typedef enum {
     CACHE_PURGE_ALL = 0,
     CACHE_PURGE_NS = 1,

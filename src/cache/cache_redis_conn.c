@@ -257,18 +257,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
         return;
     }
     char addr[INET6_ADDRSTRLEN] = "";
-    const struct addrinfo *pick = res;
-    for (const struct addrinfo *a = res; a; a = a->ai_next)
-        if (a->ai_family == AF_INET) { /* prefer IPv4, as hiredis does */
-            pick = a;
-            break;
-        }
-    if (status == 0 && pick) {
-        const void *a = pick->ai_family == AF_INET6
-                            ? (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
-                            : (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr;
-        inet_ntop(pick->ai_family, a, addr, sizeof addr);
-    }
+    cache_redis_pick_addr(status, res, addr);
     if (res) uv_freeaddrinfo(res);
     if (!addr[0]) {
         cache_redis_set_error(r, "resolve", status ? uv_strerror(status) : "no address");
@@ -311,4 +300,21 @@ void cache_redis_conn_init(cache_redis_t *r, conn_t *c, int is_sub)
     c->backoff_ms = r->o.backoff_min_ms;
     uv_timer_init(r->loop, &c->retry);
     c->retry.data = c;
+}
+
+void cache_redis_pick_addr(int status, const struct addrinfo *res, char out[46])
+{
+    out[0] = '\0';
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *a = res; a; a = a->ai_next)
+        if (a->ai_family == AF_INET) { /* prefer IPv4, as hiredis does */
+            pick = a;
+            break;
+        }
+    if (status == 0 && pick) {
+        const void *a = pick->ai_family == AF_INET6
+                            ? (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
+                            : (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr;
+        inet_ntop(pick->ai_family, a, out, 46);
+    }
 }

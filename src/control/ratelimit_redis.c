@@ -370,18 +370,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     rlr_t *r = req->data;
     r->resolving = 0;
     char addr[INET6_ADDRSTRLEN] = "";
-    const struct addrinfo *pick = res;
-    for (const struct addrinfo *a = res; a; a = a->ai_next)
-        if (a->ai_family == AF_INET) {
-            pick = a;
-            break;
-        }
-    if (status == 0 && pick) {
-        const void *a = pick->ai_family == AF_INET6
-                            ? (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
-                            : (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr;
-        inet_ntop(pick->ai_family, a, addr, sizeof addr);
-    }
+    cache_redis_pick_addr(status, res, addr);
     if (res) uv_freeaddrinfo(res);
     if (r->closing) {
         r_unref(r);
