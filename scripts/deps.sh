@@ -3,7 +3,8 @@
 BARISTA_APT_PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev \
 libuv1-dev libhttp-parser-dev libcjson-dev libxxhash-dev libpcre2-dev \
 libutf8proc-dev libhiredis-dev libcurl4-openssl-dev libcmocka-dev libyaml-dev libssl-dev \
-redis-server curl python3-venv clang-format"
+redis-server curl python3-venv clang-format \
+prometheus chromium chromium-driver"
 
 barista_install_deps() {
     local missing=""

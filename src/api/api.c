@@ -254,6 +254,7 @@ static void h_metrics(api_t *a, srv_req_t *r)
     obs_metrics_gauge(&b, "barista_model_loaded", "1 once every model is loaded.",
                       a->n_ready == a->n_models ? 1 : 0);
     obs_metrics_gauge(&b, "barista_models_loaded", "Models loaded and serving.", a->n_ready);
+    api_obs_gauges(a, &b);
     api_cache_metrics(a->cache, &b);
     embed_metrics(a, &b);
     upstream_metrics(a, &b);
@@ -300,6 +301,8 @@ enum {
     H_READY,
     H_CONFIG,
     H_METRICS,
+    H_DASHBOARD,
+    H_DASHBOARD_SNAPSHOT,
     H_CACHE_ADMIN,
     H_FILES,
     H_BATCHES,
@@ -317,6 +320,8 @@ static const route_t ROUTES[] = {
     {ROUTE_GET, "/ready", "ready", ROUTE_OPEN, H_READY},
     {ROUTE_GET, "/v1/config", "config", ROUTE_API_KEY, H_CONFIG},
     {ROUTE_GET, "/metrics", "metrics", ROUTE_OPEN, H_METRICS},
+    {ROUTE_GET, "/dashboard", "dashboard", ROUTE_OPEN, H_DASHBOARD},
+    {ROUTE_GET, "/v1/dashboard/snapshot", "dashboard", ROUTE_ADMIN_IF_SET, H_DASHBOARD_SNAPSHOT},
     {ROUTE_GET, "/v1/cache/stats", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
     {ROUTE_DELETE, "/v1/cache", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
     {ROUTE_DELETE, "/v1/cache/", "cache_admin", ROUTE_ADMIN_KEY, H_CACHE_ADMIN},
@@ -349,6 +354,16 @@ static int check_auth(api_t *a, srv_req_t *r, const route_t *row, api_tenant_t *
     memset(tn, 0, sizeof *tn);
     *admin = 0;
     if (row->auth == ROUTE_OPEN) return 0;
+    if (row->auth == ROUTE_ADMIN_IF_SET) { /* open without --admin-key */
+        if (!a->set->admin_key[0] || bearer_is(a->set->admin_key, h)) return 0;
+        if (api_tenants_authed(a->tenants) && api_tenant_resolve(a->tenants, h, tn) == 0) {
+            if (tn->admin) return 0; /* a keys-file key with admin: true */
+            api_tenant_release(tn);
+        }
+        reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
+                    "The dashboard's data needs 'Authorization: Bearer <admin key>'.");
+        return -1;
+    }
     if (row->auth == ROUTE_API_KEY) {
         if (api_tenant_resolve(a->tenants, h, tn) == 0) return 0;
         reply_error(r, 401, "invalid_request_error", "invalid_api_key", NULL,
@@ -418,6 +433,7 @@ void api_handle(void *ud, srv_req_t *r)
     api_tenant_t tn;
     int admin;
     if (check_auth(a, r, row, &tn, &admin) < 0) return;
+    if (tn.name[0]) OBS_TRACE_SET(srv_req_obs(r), tenant, tn.name); /* the access log's tenant */
     switch (row->handler) {
     case H_CHAT:
     case H_COMPLETIONS: {
@@ -455,6 +471,12 @@ void api_handle(void *ud, srv_req_t *r)
     case H_METRICS:
         h_metrics(a, r);
         break;
+    case H_DASHBOARD:
+        api_dashboard_page(a, r);
+        break;
+    case H_DASHBOARD_SNAPSHOT:
+        api_dashboard_snapshot(a, r);
+        break;
     default: {
         api_cache_caller_t who = {admin, &tn, a->tenants};
         api_cache_admin(a->cache, r, &who);
@@ -467,13 +489,6 @@ void api_handle(void *ud, srv_req_t *r)
 int api_reload_keys(api_t *a, bar_msg_t *msg)
 {
     return api_tenants_reload(a->tenants, msg);
-}
-
-void api_on_response(void *ud, const char *label, int status, double seconds)
-{
-    api_t *a = ud;
-    obs_metrics_request(a->metrics, label, status);
-    if (seconds > 0) obs_metrics_duration(a->metrics, label, seconds);
 }
 
 static void api_maybe_free(api_t *a)

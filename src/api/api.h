@@ -47,7 +47,7 @@ void api_set_server(api_t *a, srv_t *s);
 
 /* srv_opts_t hooks: pass `a` as ud. */
 void api_handle(void *ud, srv_req_t *r);
-void api_on_response(void *ud, const char *label, int status, double seconds);
+void api_on_response(void *ud, const obs_trace_t *t);
 
 /* Cancel every generation still running (shutdown grace is over). Streams
  * whose head went out end with finish_reason "timeout"; replies not yet

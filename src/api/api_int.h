@@ -184,6 +184,15 @@ void async_handle(api_t *a, srv_req_t *r, http_slice_t id, const api_tenant_t *t
 void async_stop(api_t *a);
 void async_free(api_t *a);
 
+/* ---- api_obs.c ---- */
+
+/* /metrics: the per-model gauges under vLLM's names (running, waiting, KV use). */
+void api_obs_gauges(api_t *a, buf_t *b);
+/* GET /dashboard: the embedded page. */
+void api_dashboard_page(api_t *a, srv_req_t *r);
+/* GET /v1/dashboard/snapshot: the dashboard's JSON (docs/METRICS.md). */
+void api_dashboard_snapshot(api_t *a, srv_req_t *r);
+
 /* ---- pipeline.c ---- */
 
 /* POST /v1/chat/completions and /v1/completions, for tenant tn (moved into

@@ -16,6 +16,14 @@
 
 #include "cache/cache_redis.h"
 
+#define NS_MEMO 64 /* slots of api_tenants_t.ns_memo (a power of two) */
+
+typedef struct {
+    char name[TENANT_NAME_MAX];
+    uint64_t ns; /* tenant_ns_id(secret, name, no sub-namespace) */
+    int ok;      /* the slot holds name's id */
+} ns_memo_t;
+
 struct api_keyset {
     int refs;
     tenant_table_t *t; /* NULL: no keys file */
@@ -30,6 +38,10 @@ struct api_tenants {
     int has_api_key;
     rl_t *rl;
     rlr_t *rlr; /* rpm/tpm shared through Redis; NULL: local only */
+    /* tenant name -> namespace id without a sub-namespace, direct-mapped:
+     * the HMAC is most of an exact hit's CPU (OpenSSL fetches the MAC on
+     * every call), and a request's tenant is almost always a recent one */
+    ns_memo_t ns_memo[NS_MEMO];
 };
 
 #define SECRET_REDIS_KEY "barista:tenant:ns-secret"
@@ -227,6 +239,22 @@ uint64_t api_tenant_ns(const api_tenants_t *t, const char *name, const char *sub
     return tenant_ns_id(t->secret, name, strlen(name), sub, n);
 }
 
+/* api_tenant_ns(t, name, NULL, 0) through the memo (the secret never
+ * changes after api_tenants_create, so an entry never goes stale). */
+static uint64_t ns_of(api_tenants_t *t, const char *name)
+{
+    size_t n = strlen(name);
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)name[i]) * 16777619u;
+    ns_memo_t *e = &t->ns_memo[h & (NS_MEMO - 1)];
+    if (e->ok && !strcmp(e->name, name)) return e->ns;
+    e->ns = tenant_ns_id(t->secret, name, n, NULL, 0);
+    e->ok = n < sizeof e->name; /* names are < TENANT_NAME_MAX; anything longer is not kept */
+    if (e->ok) memcpy(e->name, name, n + 1);
+    return e->ns;
+}
+
 int api_tenant_limited(const api_tenant_t *tn)
 {
     return tn->limits.rpm > 0 || tn->limits.tpm > 0 || tn->limits.max_concurrency > 0;
@@ -262,7 +290,7 @@ int api_tenant_of_key(api_tenants_t *t, const char *key, size_t n, api_tenant_t 
             tenant_hex(d, 16, hex);
             snprintf(out->name, sizeof out->name, "anon:%s", hex);
         }
-        out->ns = api_tenant_ns(t, out->name, NULL, 0);
+        out->ns = ns_of(t, out->name);
         return 0;
     }
     if (!key || !n) return -1;
@@ -285,7 +313,7 @@ int api_tenant_of_key(api_tenants_t *t, const char *key, size_t n, api_tenant_t 
     }
     out->authed = 1;
     if (api_tenant_limited(out)) out->rl = rl_state(t->rl, out->name);
-    out->ns = api_tenant_ns(t, out->name, NULL, 0);
+    out->ns = ns_of(t, out->name);
     return 0;
 }
 

@@ -350,15 +350,16 @@ static int client_push(client_t *c, int index, const char *text, size_t len, con
 
 /* Close c's stream: the finish chunk of every choice that has not had one
  * (with fin), the usage chunk when asked, [DONE]. */
-static void stream_close(client_t *c, oai_finish_t fin, const oai_usage_t *u)
+static void stream_close(client_t *c, oai_finish_t fin, const oai_usage_t *u, const char *timings,
+                         size_t timings_len)
 {
     buf_t out = {0};
     if (c->n_choices > 1) {
         for (int i = 0; i < c->n_choices; i++)
             if (!c->ended[i]) reply_sse_choice_end(&out, &c->resp, i, fin);
-        reply_sse_end(&out, &c->resp, u, c->include_usage);
+        reply_sse_end_timed(&out, &c->resp, u, c->include_usage, timings, timings_len);
     } else {
-        reply_sse_close(&out, &c->resp, fin, u, c->include_usage);
+        reply_sse_close_timed(&out, &c->resp, fin, u, c->include_usage, timings, timings_len);
     }
     write_sse(c, &out);
 }
@@ -420,7 +421,7 @@ static void on_deadline(uv_timer_t *t)
         stream_flush(c, 1);
         int iu = c->include_usage;
         c->include_usage = 0;
-        stream_close(c, OAI_FINISH_TIMEOUT, NULL);
+        stream_close(c, OAI_FINISH_TIMEOUT, NULL, NULL, 0);
         c->include_usage = iu;
         client_take(c);
         sse_end(c->sse);
@@ -459,6 +460,7 @@ static void cache_headers(const client_t *c, const char *xcache, const char *tie
                           char *out, size_t size)
 {
     reply_cache_headers(xcache, tier, age, c->cq.cacheable ? c->cq.hex : NULL, out, size);
+    if (c->r) obs_trace_cache(srv_req_obs(c->r), tier ? tier : xcache);
     if (c->sem_hit) {
         size_t n = strlen(out);
         snprintf(out + n, size - n, "X-Cache-Similarity: %.3f\r\n", (double)c->sem_sim);
@@ -515,6 +517,7 @@ static void client_start(client_t *c)
             }
             c->got_tok = 1; /* its first tokens are here: that budget is met */
             c->last_tok = time_now_mono();
+            obs_trace_first_token(srv_req_obs(c->r), c->last_tok);
             if (c->n_choices > 1) {
                 /* choices that already ended: their text, then their finish chunk */
                 if (c->stream) stream_flush(c, 1);
@@ -540,6 +543,10 @@ static void client_start(client_t *c)
 void gen_reply_entry(client_t *c, cache_entry_t *e, const char *tier)
 {
     api_t *a = c->a;
+    obs_trace_t *o = srv_req_obs(c->r);
+    obs_trace_first_token(o, o->last); /* the reply goes out now (no new clock read) */
+    obs_trace_tokens(o, e->prompt_tokens, e->completion_tokens, e->cached_tokens);
+    obs_trace_cache(o, tier);
     srv_req_t *r = client_take(c);
     c->rl_used = 0; /* a hit counts against requests, not tokens */
     long long age = (api_cache_now_ms() - e->stored_ms) / 1000;
@@ -675,6 +682,11 @@ static void client_fail(client_t *c, const oai_err_t *e)
 static void finish_client(client_t *c, const bk_event_t *ev)
 {
     oai_usage_t u = {ev->n_prompt, ev->n_gen, ev->n_cached};
+    double now = time_now_mono();
+    obs_trace_t *o = srv_req_obs(c->r);
+    obs_trace_generated(o, now, ev->n_prompt, ev->n_gen, ev->n_cached, ev->t_queue,
+                        ev->t_first_token);
+    if (ev->replica) OBS_TRACE_SET(o, replica, ev->replica);
     c->rl_used = (long long)ev->n_prompt + ev->n_gen;
     if (ev->finish == BK_FINISH_ERROR) {
         oai_err_t e;
@@ -690,7 +702,10 @@ static void finish_client(client_t *c, const bk_event_t *ev)
     oai_finish_t fin = tools_finish(&c->resp, c->text.p, c->text.n, reply_finish(ev->finish));
     if (c->sse) {
         stream_flush(c, 1);
-        stream_close(c, fin, &u);
+        buf_t tj = {0};
+        obs_trace_json(o, now, &tj); /* the full timings: "barista_timings" */
+        stream_close(c, fin, &u, tj.p, tj.n);
+        buf_free(&tj);
         client_take(c);
         sse_end(c->sse);
     } else if (fin == OAI_FINISH_TIMEOUT) {
@@ -769,6 +784,7 @@ static void on_delta(gen_t *g, const bk_event_t *ev)
             int first = !c->got_tok;
             c->got_tok = 1;
             c->last_tok = time_now_mono();
+            if (first) obs_trace_first_token(srv_req_obs(c->r), c->last_tok);
             /* the first-token budget is met; a stream's stall bound restarts */
             if ((first && c->ttft_deadline > 0) || (c->stream && c->itl_s > 0))
                 client_arm_deadline(c);

@@ -852,6 +852,13 @@ int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text
     return out->p ? 0 : -1;
 }
 
+int oai_format_empty_chunk(buf_t *out, const oai_resp_t *r)
+{
+    buf_puts(out, "data: ");
+    put_head(out, r, r->kind == OAI_CHAT ? "chat.completion.chunk" : "text_completion");
+    return buf_puts(out, ",\"choices\":[]}\n\n");
+}
+
 int oai_format_done(buf_t *out)
 {
     return buf_puts(out, "data: [DONE]\n\n");

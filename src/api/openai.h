@@ -185,6 +185,9 @@ int oai_format_chunk(buf_t *out, const oai_resp_t *r, int role, const char *text
                      int want_logprobs);
 
 /* Append "data: [DONE]\n\n". */
+/* A chunk with no choice ("choices": []), for members that follow every
+ * choice's end (barista_timings when no usage chunk is asked for). */
+int oai_format_empty_chunk(buf_t *out, const oai_resp_t *r);
 int oai_format_done(buf_t *out);
 
 /* Append a JSON string literal (quoted, escaped; invalid UTF-8 bytes become

@@ -104,6 +104,12 @@ static client_t *client_new(api_t *a, srv_req_t *r, oai_kind_t kind, double t0, 
     return c;
 }
 
+/* A stage boundary of c's request (its Server-Timing, access log). */
+static void mark(client_t *c, obs_stage_t st)
+{
+    if (c->r) obs_trace_mark(srv_req_obs(c->r), st, time_now_mono());
+}
+
 /* ---- rate limits ---- */
 
 /* The x-ratelimit-* headers every response of a limited tenant carries. */
@@ -263,6 +269,8 @@ static int stage_memo(api_t *a, srv_req_t *r, oai_kind_t kind, double t0, api_te
     c->stream = m->stream;
     c->include_usage = m->include_usage;
     c->want_lp = m->want_lp;
+    OBS_TRACE_SET(srv_req_obs(r), model, c->m->cfg.name);
+    mark(c, OBS_CACHE);
     c->memo_hit = hit;
     /* a hit counts against requests, not tokens */
     int rc = limit_admit(c, 0, memo_reply);
@@ -310,8 +318,10 @@ static int stage_model(client_t *c)
     }
     /* a model the tenant may not use is answered as one that does not exist */
     const tenant_key_t *k = c->tenant.key;
-    if (c->m && tenant_key_allows(k, c->m->cfg.name))
+    if (c->m && tenant_key_allows(k, c->m->cfg.name)) {
+        OBS_TRACE_SET(srv_req_obs(c->r), model, c->m->cfg.name);
         return api_model_check(c->m, &c->q, &e) < 0 ? answer_error(c, &e) : 0;
+    }
     c->m = NULL;
     char names[512];
     size_t n = 0;
@@ -416,6 +426,7 @@ static void on_walk(void *user, cache_entry_t *e, int tier)
 {
     client_t *c = user;
     c->walk = NULL;
+    mark(c, OBS_CACHE);
     if (e) {
         cache_tiers_t *ts = api_cache_tiers(c->a->cache);
         api_cache_count(c->a->cache, tier == 0 ? API_CACHE_HIT_L1 : API_CACHE_HIT_L2);
@@ -454,6 +465,7 @@ static int stage_cache(client_t *c, const cJSON *root)
     in.ns = c->tenant.ns;
     api_cache_decide(a->cache, srv_req_http(c->r), root, &in, &c->cq);
     if (!c->cq.cacheable) {
+        mark(c, OBS_CACHE);
         c->xcache = "BYPASS";
         api_cache_count(a->cache, API_CACHE_BYPASS);
         return 1;
@@ -470,6 +482,7 @@ static int stage_cache(client_t *c, const cJSON *root)
     if (!cache_tiers_lookup(api_cache_tiers(a->cache), &c->cq.key, c->cq.ns,
                             c->cq.max_age >= 0 ? c->cq.max_age * 1000 : -1, now, on_walk, c,
                             &c->walk, &hit, &tier)) {
+        mark(c, OBS_CACHE);
         /* an asynchronous tier (L2) answers later: a twin may start meanwhile */
         sf_t *sf = api_cache_sf(a->cache);
         sf_entry_t *sfe = sf ? sf_find(sf, &c->cq.key) : NULL;
@@ -483,6 +496,7 @@ static int stage_cache(client_t *c, const cJSON *root)
         client_arm_deadline(c);
         return 0;
     }
+    mark(c, OBS_CACHE);
     if (hit) {
         api_cache_count(a->cache, tier == 0 ? API_CACHE_HIT_L1 : API_CACHE_HIT_L2);
         if (tier == 0) {
@@ -618,6 +632,7 @@ int pipeline_fallback(client_t *c)
     fallback_step_t st;
     while (fallback_chain_step(chain, c->fb_next++, &st)) {
         fallback_step_name(&st, c->fb, sizeof c->fb);
+        if (c->r) OBS_TRACE_SET(srv_req_obs(c->r), fallback, c->fb); /* the access log's */
         int done = 0;
         if (st.kind == FALLBACK_STATIC) {
             gen_reply_text(c, st.arg, st.arg_len);
@@ -633,6 +648,7 @@ int pipeline_fallback(client_t *c)
         }
     }
     c->fb[0] = 0;
+    if (c->r) OBS_TRACE_SET(srv_req_obs(c->r), fallback, "exhausted");
     obs_metrics_fallback(a->metrics, "exhausted");
     oai_err_t e;
     oai_err(&e, 504, "timeout", "timeout", NULL,
@@ -654,6 +670,7 @@ static void after_semantic(client_t *c)
         return;
     }
     if (stage_admit(c) < 0) return;
+    mark(c, OBS_ADMIT);
     gen_start(c);
 }
 
@@ -691,6 +708,7 @@ static void on_embedded(client_t *c, int ok)
 {
     api_t *a = c->a;
     api_sem_t *s = c->sem;
+    mark(c, OBS_SEMANTIC);
     semantic_t *st = ok ? api_cache_semantic(a->cache, s->dim) : NULL;
     semantic_hit_t h;
     int64_t now = api_cache_now_ms();
@@ -733,6 +751,7 @@ static void after_walk(client_t *c)
 void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn)
 {
     double t0 = time_now_mono();
+    obs_trace_mark(srv_req_obs(r), OBS_AUTH, t0);
     budget_t budget;
     if (tn->rl) { /* the limits as they stand, for answers before the limit stage */
         rl_verdict_t v;
@@ -761,6 +780,7 @@ void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn)
 /* The limits admitted c: the cache tiers, then the backend. */
 static void after_limit(client_t *c)
 {
+    mark(c, OBS_PARSE); /* parse, model, tenant and limits (a wait for Redis included) */
     cJSON *root = c->root;
     c->root = NULL;
     int go_on = stage_cache(c, root);

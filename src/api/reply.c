@@ -156,6 +156,28 @@ int reply_sse_close(buf_t *out, const oai_resp_t *r, oai_finish_t fin, const oai
     return oai_format_done(out);
 }
 
+/* The timings as a member "barista_timings" of the last chunk in out. */
+static void add_timings(buf_t *out, const char *timings, size_t timings_len)
+{
+    /* the last chunk is "data: {...}\n\n": reopen its object for one member */
+    if (timings && timings_len && out->n >= 3 && !memcmp(out->p + out->n - 3, "}\n\n", 3)) {
+        out->n -= 3;
+        out->p[out->n] = '\0';
+        buf_puts(out, ",\"barista_timings\":");
+        buf_append(out, timings, timings_len);
+        buf_puts(out, "}\n\n");
+    }
+}
+
+int reply_sse_close_timed(buf_t *out, const oai_resp_t *r, oai_finish_t fin, const oai_usage_t *u,
+                          int include_usage, const char *timings, size_t timings_len)
+{
+    oai_format_chunk(out, r, 0, NULL, 0, fin, NULL, NULL, 0, 0);
+    if (include_usage && u) oai_format_chunk(out, r, 0, NULL, 0, OAI_FINISH_NONE, u, NULL, 0, 0);
+    add_timings(out, timings, timings_len);
+    return oai_format_done(out);
+}
+
 int reply_sse_error(buf_t *out, const oai_err_t *e)
 {
     buf_puts(out, "data: ");
@@ -204,7 +226,17 @@ int reply_sse_choice_end(buf_t *out, const oai_resp_t *r, int index, oai_finish_
 
 int reply_sse_end(buf_t *out, const oai_resp_t *r, const oai_usage_t *u, int include_usage)
 {
-    if (include_usage && u) oai_format_chunk(out, r, 0, NULL, 0, OAI_FINISH_NONE, u, NULL, 0, 0);
+    return reply_sse_end_timed(out, r, u, include_usage, NULL, 0);
+}
+
+int reply_sse_end_timed(buf_t *out, const oai_resp_t *r, const oai_usage_t *u, int include_usage,
+                        const char *timings, size_t timings_len)
+{
+    if (include_usage && u)
+        oai_format_chunk(out, r, 0, NULL, 0, OAI_FINISH_NONE, u, NULL, 0, 0);
+    else if (timings && timings_len && !out->n)
+        oai_format_empty_chunk(out, r); /* every choice's end went out already */
+    add_timings(out, timings, timings_len);
     return oai_format_done(out);
 }
 

@@ -47,6 +47,11 @@ int reply_sse_delta(buf_t *out, const oai_resp_t *r, const char *text, size_t le
 /* SSE: the finish chunk, the usage chunk when asked, then [DONE]. */
 int reply_sse_close(buf_t *out, const oai_resp_t *r, oai_finish_t fin, const oai_usage_t *u,
                     int include_usage);
+/* reply_sse_close with the request's timings (a JSON object, obs/trace.h)
+ * as an extra member "barista_timings" of the last chunk; timings NULL: as
+ * reply_sse_close. */
+int reply_sse_close_timed(buf_t *out, const oai_resp_t *r, oai_finish_t fin, const oai_usage_t *u,
+                          int include_usage, const char *timings, size_t timings_len);
 /* SSE: an error event after the head went out, then [DONE]. */
 int reply_sse_error(buf_t *out, const oai_err_t *e);
 
@@ -61,6 +66,9 @@ int reply_sse_choice_delta(buf_t *out, const oai_resp_t *r, int index, const cha
                            const lp_tok_t *lp, int n_lp, int want_lp);
 int reply_sse_choice_end(buf_t *out, const oai_resp_t *r, int index, oai_finish_t fin);
 int reply_sse_end(buf_t *out, const oai_resp_t *r, const oai_usage_t *u, int include_usage);
+/* reply_sse_end with the timings in its last chunk, as reply_sse_close_timed. */
+int reply_sse_end_timed(buf_t *out, const oai_resp_t *r, const oai_usage_t *u, int include_usage,
+                        const char *timings, size_t timings_len);
 
 /* A stored entry as one JSON reply, or replayed as a whole SSE stream cut at
  * the original token events (n > 1: the choices interleaved as generated). */

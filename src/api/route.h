@@ -20,9 +20,10 @@ enum {
 };
 
 typedef enum {
-    ROUTE_OPEN = 0,  /* no key (health probes, metrics scrapes) */
-    ROUTE_API_KEY,   /* --api-key, when set */
-    ROUTE_ADMIN_KEY, /* --admin-key; the route does not exist without one */
+    ROUTE_OPEN = 0,     /* no key (health probes, metrics scrapes) */
+    ROUTE_API_KEY,      /* --api-key, when set */
+    ROUTE_ADMIN_KEY,    /* --admin-key; the route does not exist without one */
+    ROUTE_ADMIN_IF_SET, /* --admin-key when one is set (401 without it), else open */
 } route_auth_t;
 
 typedef struct {

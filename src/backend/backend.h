@@ -110,6 +110,10 @@ typedef struct {
     /* START, DONE: counts */
     int n_prompt, n_cached, n_gen;
     double t_first_token; /* seconds from submit to the first token, 0 if none */
+    double t_queue;       /* seconds from submit to a decoding slot, 0 if unknown */
+    /* DONE: the replica that answered (an upstream's api_base; on an error the
+     * last one tried), NULL: not a replica group (the local engine) */
+    const char *replica;
 } bk_event_t;
 
 typedef void (*bk_event_fn)(void *user, const bk_event_t *ev);

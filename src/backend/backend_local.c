@@ -55,6 +55,7 @@ typedef struct qev {
     int err;
     int n_prompt, n_cached, n_gen;
     double t_first_token;
+    double t_queue;
     size_t text_len;
     char msg[DONE_MSG_MAX + 1];
     char text[]; /* text_len bytes + NUL */
@@ -218,6 +219,7 @@ static void on_engine_event(void *user, const engine_event_t *ev)
     e->n_cached = ev->n_cached;
     e->n_gen = ev->n_gen;
     e->t_first_token = ev->t_first_token;
+    e->t_queue = ev->t_queue;
     queue_push(b, e);
 }
 
@@ -667,6 +669,7 @@ static void deliver(local_t *b, qev_t *q)
     ev.n_cached = q->n_cached;
     ev.n_gen = q->n_gen;
     ev.t_first_token = q->t_first_token;
+    ev.t_queue = q->t_queue;
     if (q->kind == EV_START) {
         ev.type = BK_EV_START;
         j->cb(j->user, &ev);

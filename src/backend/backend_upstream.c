@@ -81,6 +81,7 @@ struct job {
     int started; /* START delivered */
     int sent;    /* a DELTA delivered: no retry from now on */
     double t_submit, t_first;
+    const replica_t *served; /* the winner's replica, else the last one that failed */
     /* DONE owed by the kick timer */
     int done_pending;
     bk_finish_t done_finish;
@@ -201,6 +202,7 @@ static void deliver_done(job_t *j, const attempt_t *a, bk_finish_t fin, int err,
         ev.n_cached = a->n_cached;
     }
     ev.t_first_token = j->t_first > 0 ? j->t_first - j->t_submit : 0;
+    ev.replica = j->served ? j->served->base : NULL; /* the group outlives the callback */
     bk_event_fn cb = j->cb;
     void *user = j->user;
     job_free(j);
@@ -284,6 +286,7 @@ static void win(attempt_t *a)
     job_t *j = a->j;
     if (j->winner >= 0) return;
     j->winner = a->slot;
+    j->served = a->rep;
     j->hedge_at = 0;
     if (a->is_hedge) j->g->n_hedge_wins++;
     abort_attempt(&j->att[!a->slot]);
@@ -495,6 +498,7 @@ static void on_done(void *ud, uphttp_end_t end, long status, const char *why)
     } else {
         snprintf(what, sizeof what, "connection broken (%s)", why);
     }
+    if (j->winner < 0 || j->winner == a->slot) j->served = r;
     if (client_fault)
         bal_ok(&r->h); /* it answered: healthy */
     else
@@ -997,6 +1001,19 @@ static void series(buf_t *out, const char *name, const char *type, const char *h
             buf_printf(out, "%s{model=\"%s\",upstream=\"%s\"} %.9g\n", name, names[k], r->base, v);
         }
     }
+}
+
+int backend_upstream_replica(backend_t *b, int i, bk_upstream_replica_t *out)
+{
+    if (!backend_is_upstream(b)) return 0;
+    const ups_t *g = (const ups_t *)b;
+    if (i < 0 || i >= g->n_reps) return 0;
+    const replica_t *r = &g->reps[i];
+    out->base = r->base;
+    out->requests = r->h.n_req;
+    out->errors = r->h.n_err;
+    out->ejected = r->h.until > time_now_mono();
+    return 1;
 }
 
 void backend_upstream_metrics(backend_t *const *bs, const char *const *names, int n, buf_t *out)

@@ -54,4 +54,15 @@ int backend_is_upstream(const backend_t *b);
  * ejected, peak-EWMA latency. */
 void backend_upstream_metrics(backend_t *const *bs, const char *const *names, int n, buf_t *out);
 
+/* One replica's counters, for the dashboard. base: borrowed from b. */
+typedef struct {
+    const char *base; /* api_base with /v1: the replica's name in metrics and the access log */
+    unsigned long long requests, errors;
+    int ejected; /* the circuit breaker keeps it out of rotation now */
+} bk_upstream_replica_t;
+
+/* Replica i (0-based) of upstream backend b: 1 and *out, or 0 when i is past
+ * the last (or b is not an upstream backend). */
+int backend_upstream_replica(backend_t *b, int i, bk_upstream_replica_t *out);
+
 #endif

@@ -20,6 +20,7 @@
 #include "cache/cache_key.h"
 #include "cli/cli.h"
 #include "engine/engine.h"
+#include "obs/access_log.h"
 #include "server/server.h"
 #include "server/settings.h"
 #include "util/fault.h"
@@ -44,6 +45,7 @@ typedef struct {
     int stopping;
     int cleaned;
     int exit_code;
+    obs_alog_t *alog; /* --access-log, NULL: off */
 } serve_t;
 
 /* IPv6 literals go in brackets in URLs */
@@ -369,6 +371,28 @@ int cli_serve_main(int argc, char **argv)
         free(s);
         return 1;
     }
+    const char *al = s->set.access_log;
+    if (al[0] && strcmp(al, "none")) {
+        if (al[0] == '-' && al[1]) {
+            fprintf(stderr, "barista serve: --access-log needs FILE or '-' (stdout), not '%s'\n",
+                    al);
+            api_destroy(s->api);
+            uv_run(&s->loop, UV_RUN_DEFAULT);
+            uv_loop_close(&s->loop);
+            model_list_free(&s->models);
+            free(s);
+            return 2;
+        }
+        if (obs_alog_open(&s->alog, al, &msg)) {
+            fprintf(stderr, "barista serve: %s\n", msg.text);
+            api_destroy(s->api);
+            uv_run(&s->loop, UV_RUN_DEFAULT);
+            uv_loop_close(&s->loop);
+            model_list_free(&s->models);
+            free(s);
+            return 1;
+        }
+    }
     srv_opts_t o = {0};
     o.host = s->set.host;
     o.port = (int)s->set.port;
@@ -381,7 +405,7 @@ int cli_serve_main(int argc, char **argv)
     o.shutdown_grace_ms = (uint64_t)s->set.shutdown_grace_ms;
     o.write_queue_bytes = (size_t)s->set.write_queue_bytes;
     o.send_buffer_bytes = (int)s->set.send_buffer_bytes;
-    o.access_log = s->set.access_log;
+    o.access_log = s->alog;
     o.handler = api_handle;
     o.ud = s->api;
     o.on_response = api_on_response;
@@ -393,6 +417,7 @@ int cli_serve_main(int argc, char **argv)
         api_destroy(s->api);
         uv_run(&s->loop, UV_RUN_DEFAULT);
         uv_loop_close(&s->loop);
+        obs_alog_close(s->alog);
         free(s);
         return 1;
     }
@@ -420,6 +445,7 @@ int cli_serve_main(int argc, char **argv)
     int rc = uv_loop_close(&s->loop);
     if (rc) fprintf(stderr, "barista serve: loop not empty at exit: %s\n", uv_strerror(rc));
     int code = s->exit_code;
+    obs_alog_close(s->alog);
     model_list_free(&s->models);
     free(s);
     return code;

@@ -88,6 +88,7 @@ typedef struct {
     kv_hash_t *hash;  /* [max_blocks] chained hash of each published block */
     int n_pub;        /* blocks [0, n_pub) are full and were offered to the cache */
     double t_first;
+    double t_admit; /* when the request got this slot (its queue wait ends) */
     sampler_t *smp;
     tok_stream_t ts;
     char hold[HOLD_MAX]; /* text not yet released (a stop string may start here) */
@@ -179,6 +180,7 @@ static engine_event_t event_for(engine_ev_type_t type, const req_t *r, const slo
     ev.n_cached = s ? s->n_cached : 0;
     ev.n_gen = s ? s->n_gen : 0;
     ev.t_first_token = s && s->t_first > 0 ? s->t_first - r->t_submit : 0;
+    ev.t_queue = s && s->t_admit > 0 ? s->t_admit - r->t_submit : 0;
     return ev;
 }
 
@@ -329,6 +331,7 @@ static int slot_admit(engine_t *e, req_t *r)
     s->n_cached = reuse;
     s->n_gen = 0;
     s->t_first = 0;
+    s->t_admit = time_now_mono();
     s->n_hold = 0;
     s->admit = ++e->admit_clock;
     tok_stream_init(&s->ts);

@@ -119,6 +119,7 @@ typedef struct {
     int n_cached; /* prompt tokens reused from the prefix cache */
     int n_gen;
     double t_first_token; /* seconds from submit to first token, 0 if none */
+    double t_queue;       /* seconds from submit to getting a slot, 0 if none */
 } engine_event_t;
 
 typedef void (*engine_cb)(void *user, const engine_event_t *ev);

@@ -13,8 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
+#include "obs/access_log.h"
 #include "util/buf.h"
 #include "util/timeutil.h"
 
@@ -40,7 +42,8 @@ struct srv_req {
     int want_drain;
     double t_start;
     size_t bytes_out;
-    char hdr[384]; /* srv_req_set_headers: lines every response head of this request carries */
+    obs_trace_t obs; /* id, stage timings, access-log fields */
+    char hdr[384];   /* srv_req_set_headers: lines every response head of this request carries */
     size_t hdr_n;
 };
 
@@ -86,6 +89,7 @@ struct srv {
     int grace_over;
     int idle_fired;
     int destroying;
+    obs_idgen_t idgen; /* X-Request-Id for requests without one */
     char rbuf[64 * 1024];
 };
 
@@ -259,6 +263,20 @@ static void conn_unlink(conn_t *c)
         s->n_conns--;
 }
 
+/* The request's last byte went out (or its client left: 499): close its
+ * trace, log it, count it. */
+static void req_log(conn_t *c, srv_req_t *r, int status, double now)
+{
+    srv_t *s = c->s;
+    obs_trace_end(&r->obs, now, status, r->bytes_out);
+    if (s->o.access_log) {
+        const http_req_t *h = &c->rx.req;
+        http_slice_t path = http_req_path(h);
+        obs_alog_write(s->o.access_log, &r->obs, c->peer, http_req_method_name(h), path.p, path.n);
+    }
+    if (s->o.on_response) s->o.on_response(s->o.ud, &r->obs);
+}
+
 static void conn_close(conn_t *c)
 {
     if (c->closing) return;
@@ -267,9 +285,7 @@ static void conn_close(conn_t *c)
     if (c->active) {
         srv_req_t *r = &c->req;
         c->active = 0;
-        if (s->o.on_response)
-            s->o.on_response(s->o.ud, r->label ? r->label : "other", 499,
-                             time_now_mono() - r->t_start);
+        req_log(c, r, 499, time_now_mono());
         if (r->on_abort) r->on_abort(r->user, r);
         r->user = NULL;
     }
@@ -354,8 +370,16 @@ static void conn_error(conn_t *c, int status, const char *text)
                                   status == 503 ? "Retry-After: 1\r\n" : NULL);
     bad = bad || buf_append(&out, body.p, body.n);
     buf_free(&body);
-    if (s->o.access_log) fprintf(stderr, "access: %s - %d (%s)\n", c->peer, status, text);
-    if (s->o.on_response) s->o.on_response(s->o.ud, "other", status, 0);
+    {
+        /* no request was dispatched: a trace of its own, without timings */
+        obs_trace_t t;
+        obs_trace_begin(&t, time_now_mono(), NULL, 0, &s->idgen);
+        t.endpoint = "other";
+        t.status = status;
+        t.finished = 1;
+        if (s->o.access_log) obs_alog_write(s->o.access_log, &t, c->peer, NULL, NULL, 0);
+        if (s->o.on_response) s->o.on_response(s->o.ud, &t);
+    }
     if (bad) { /* out of memory: a half reply is worse than none */
         buf_free(&out);
         conn_close(c);
@@ -470,6 +494,8 @@ static void dispatch(conn_t *c)
     memset(r, 0, sizeof *r);
     r->c = c;
     r->t_start = time_now_mono();
+    http_slice_t id = http_req_header(&c->rx.req, "x-request-id");
+    obs_trace_begin(&r->obs, r->t_start, id.p, id.n, &c->s->idgen);
     c->active = 1;
     uv_timer_stop(&c->timer);
     c->s->o.handler(c->s->o.ud, r);
@@ -640,6 +666,7 @@ int srv_create(srv_t **out, uv_loop_t *loop, const srv_opts_t *o, bar_msg_t *msg
     struct sockaddr_storage bound;
     int len = sizeof bound;
     uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
+    obs_idgen_init(&s->idgen);
     s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                 : ((struct sockaddr_in *)&bound)->sin_port);
     *out = s;
@@ -776,6 +803,12 @@ srv_req_t *srv_local_create(uv_loop_t *loop, int method, const char *target,
     l->active = 1;
     l->req.local = l;
     l->req.t_start = time_now_mono();
+    /* the API layer marks stages and fills fields as for any request; a local
+     * one is never logged, so it takes the caller's id or none */
+    const char *rid = NULL;
+    for (int i = 0; i < n_hdrs && !rid; i++)
+        if (!strcasecmp(hdrs[i].name, "x-request-id")) rid = hdrs[i].value;
+    obs_trace_begin(&l->req.obs, l->req.t_start, rid, rid ? strlen(rid) : 0, NULL);
     http_req_t *h = &l->h;
     h->method = method;
     h->http_major = h->http_minor = 1;
@@ -866,6 +899,12 @@ void srv_req_set_user(srv_req_t *r, void *user, srv_abort_fn on_abort, srv_drain
 void srv_req_set_label(srv_req_t *r, const char *label)
 {
     r->label = label;
+    r->obs.endpoint = label;
+}
+
+obs_trace_t *srv_req_obs(srv_req_t *r)
+{
+    return &r->obs;
 }
 
 int srv_req_set_headers(srv_req_t *r, const char *lines)
@@ -875,14 +914,6 @@ int srv_req_set_headers(srv_req_t *r, const char *lines)
     memcpy(r->hdr, lines, n + 1);
     r->hdr_n = n;
     return 0;
-}
-
-/* extra + the request's own header lines (srv_req_set_headers) */
-static const char *head_extra(srv_req_t *r, const char *extra, char *tmp, size_t size)
-{
-    if (!r->hdr_n) return extra;
-    snprintf(tmp, size, "%s%s", extra ? extra : "", r->hdr);
-    return tmp;
 }
 
 size_t srv_req_queued_bytes(const srv_req_t *r)
@@ -900,19 +931,12 @@ int srv_req_writable(const srv_req_t *r)
     return 0;
 }
 
-static void req_finish(srv_req_t *r)
+/* now: the caller's clock reading (0: read it here). */
+static void req_finish(srv_req_t *r, double now)
 {
     conn_t *c = r->c;
     srv_t *s = c->s;
-    if (s->o.access_log) {
-        const http_req_t *h = &c->rx.req;
-        http_slice_t path = http_req_path(h);
-        fprintf(stderr, "access: %s \"%s %.*s\" %d %zuB %.1fms\n", c->peer, http_req_method_name(h),
-                (int)path.n, path.p, r->status, r->bytes_out, (time_now_mono() - r->t_start) * 1e3);
-    }
-    if (s->o.on_response)
-        s->o.on_response(s->o.ud, r->label ? r->label : "other", r->status,
-                         time_now_mono() - r->t_start);
+    req_log(c, r, r->status, now > 0 ? now : time_now_mono());
     c->active = 0;
     r->hdr_n = 0;
     r->hdr[0] = '\0';
@@ -928,15 +952,27 @@ static void req_finish(srv_req_t *r)
     conn_process(c);
 }
 
+/* The one place a response head is made: the handler's `extra` lines, then
+ * the request's own (srv_req_set_headers: x-ratelimit-*), then X-Request-Id and
+ * Server-Timing, all before the head's final blank line. */
+static int format_head(srv_req_t *r, buf_t *out, int status, const char *ct, long long len,
+                       const char *extra, double now)
+{
+    int rc = http_format_head(out, status, ct, len, r->keep, extra);
+    if (rc) return rc;
+    out->n -= 2; /* the blank line */
+    if (r->hdr_n) rc = buf_append(out, r->hdr, r->hdr_n);
+    if (!rc) rc = obs_trace_headers(&r->obs, now, out);
+    return rc ? rc : buf_append(out, "\r\n", 2);
+}
+
 static int send_head(srv_req_t *r, int status, const char *ct, long long len, const char *extra)
 {
     conn_t *c = r->c;
     r->status = status;
     r->keep = c->rx.req.keep_alive && !c->s->shutting_down;
     buf_t out = {0};
-    char tmp[1024];
-    extra = head_extra(r, extra, tmp, sizeof tmp);
-    if (http_format_head(&out, status, ct, len, r->keep, extra)) {
+    if (format_head(r, &out, status, ct, len, extra, time_now_mono())) {
         buf_free(&out);
         return BAR_ERR_NOMEM;
     }
@@ -962,9 +998,9 @@ int srv_respond(srv_req_t *r, int status, const char *content_type, const char *
     /* the head goes into the connection's reusable buffer; the body is sent
      * from the caller's memory (copied only if the socket cannot take it now) */
     buf_clear(&c->head);
-    char tmp[1024];
-    extra = head_extra(r, extra, tmp, sizeof tmp);
-    int rc = http_format_head(&c->head, status, content_type, (long long)n, r->keep, extra);
+    /* one clock reading for the head's Server-Timing and the trace's end */
+    double now = time_now_mono();
+    int rc = format_head(r, &c->head, status, content_type, (long long)n, extra, now);
     if (rc) {
         r->keep = 0;
     } else {
@@ -972,7 +1008,7 @@ int srv_respond(srv_req_t *r, int status, const char *content_type, const char *
                          uv_buf_init((char *)(body ? body : ""), (unsigned)n)};
         rc = conn_writev(c, v, c->rx.req.method != HTTP_HEAD && n ? 2 : 1);
     }
-    req_finish(r);
+    req_finish(r, now);
     return rc;
 }
 
@@ -1015,6 +1051,6 @@ int srv_stream_end(srv_req_t *r)
     buf_t out = {0};
     buf_puts(&out, "0\r\n\r\n");
     int rc = conn_write(r->c, &out);
-    req_finish(r);
+    req_finish(r, 0);
     return rc;
 }

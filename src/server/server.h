@@ -23,6 +23,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "obs/access_log.h"
+#include "obs/trace.h"
 #include "server/http.h"
 #include "util/err.h"
 
@@ -46,16 +48,16 @@ typedef struct {
     uint64_t header_timeout_ms, body_timeout_ms, idle_timeout_ms, shutdown_grace_ms;
     size_t write_queue_bytes; /* back-pressure bound per connection */
     int send_buffer_bytes;    /* SO_SNDBUF for accepted sockets; 0 = OS default */
-    int access_log;           /* one stderr line per response */
+    obs_alog_t *access_log;   /* one JSON line per response; NULL: off (borrowed) */
     srv_handler_fn handler;
     void *ud;                              /* passed to handler and on_response */
     void *owner;                           /* passed to on_grace_expired and on_idle */
     void (*on_grace_expired)(void *owner); /* shutdown grace is over: cancel what is left */
     void (*on_idle)(void *owner);          /* shutting down and no connection remains */
-    /* every finished response (also the server's own 4xx), for metrics:
-     * seconds from the request's first byte to its last byte written (or to
-     * the disconnect, status 499); 0 for the server's own early errors */
-    void (*on_response)(void *ud, const char *label, int status, double seconds);
+    /* every finished response (also the server's own 4xx), for metrics: its
+     * closed trace (endpoint label, status — 499 when the client left — and
+     * timings; the server's own early errors have no OBS_TOTAL) */
+    void (*on_response)(void *ud, const obs_trace_t *t);
 } srv_opts_t;
 
 /* Bind and listen. Ownership: *out is freed by srv_destroy (after the loop
@@ -94,8 +96,13 @@ uv_loop_t *srv_req_loop(const srv_req_t *r);
 /* Attach the handler's state and hooks (any may be NULL). */
 void srv_req_set_user(srv_req_t *r, void *user, srv_abort_fn on_abort, srv_drain_fn on_drain);
 
-/* Name this request's endpoint for metrics/logs (a static string). */
+/* Name this request's endpoint for metrics/logs (a static string). Every
+ * response head carries X-Request-Id and Server-Timing (obs/trace.h). */
 void srv_req_set_label(srv_req_t *r, const char *label);
+
+/* The request's trace (id, stage timings, access-log fields): the handler
+ * marks its stages and fills what it knows. Valid until the request ends. */
+obs_trace_t *srv_req_obs(srv_req_t *r);
 
 /* Answer in one go and finish the request. `extra` are additional header
  * lines, each ending in "\r\n" (may be NULL). 0 or an error (the request is

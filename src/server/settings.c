@@ -97,8 +97,10 @@ static const cfg_opt_t table[] = {
      "longest wait for Redis's rate-limit verdict; past it (or with Redis down) this replica's "
      "own limiter decides",
      0},
-    {"access-log", 0, BOOL(access_log), "false", 0, 1, NULL, "log one line per request to stderr",
-     0},
+    {"access-log", 0, STR(access_log), "", 0, 0, "FILE|-",
+     "access log: one JSON line per request appended to FILE, or to stdout with '-' (empty or "
+     "--no-access-log = off; docs/METRICS.md)",
+     CFG_NO_NONE},
     {"cache-mem", 0, INT(cache_mem), "268435456", 0, 1LL << 40, "BYTES",
      "response cache (L1) memory budget; 0 disables the in-process cache", 0},
     {"cache-ttl-s", 0, INT(cache_ttl_s), "3600", 0, MAXI, "S",

@@ -43,7 +43,7 @@ typedef struct {
     char keys[4096];                  /* keys file (YAML, docs/TENANTS.md); "" = none */
     char namespace_secret[256];       /* HMAC key of cache namespaces; "" = Redis's or generated */
     long long ratelimit_wait_ms;      /* longest wait for Redis's rate-limit verdict */
-    int access_log;
+    char access_log[4096];            /* access log file, "-" = stdout, "" / "none" = off */
     /* exact-match response cache (docs/CACHE.md) */
     long long cache_mem;            /* L1 byte budget; 0 = no L1 */
     long long cache_ttl_s;          /* default TTL of a stored reply; 0 = none */

@@ -56,7 +56,7 @@ def cluster(barista_bin, gguf_path, tmp_path_factory):
             "  num_retries: 2\n  allowed_fails: 1\n  cooldown_time: 1\n")
     (d / "models.yaml").write_text(cfg)
     gw = Server(barista_bin, None, ["--models", str(d / "models.yaml"),
-                                    "--embedding-model", "none", "--access-log"],
+                                    "--embedding-model", "none", "--access-log", "-"],
                 env={"GW_TEST_KEY": KEY})
     yield {"gw": gw, "reps": reps, "ports": ports, "stub": stub, "key": KEY}
     gw.stop()

@@ -191,6 +191,32 @@ static void test_api_key_shorthand_and_open_server(void **st)
     api_tenants_destroy(t);
 }
 
+/* The namespace memo (api_tenant.c ns_of) answers what the HMAC would, for
+ * more tenants than it has slots, in any order and again. */
+static void test_ns_memo_equals_hmac(void **st)
+{
+    (void)st;
+    srv_settings_t set;
+    memset(&set, 0, sizeof set);
+    api_tenants_t *t = make(&set);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 300; i++) {
+            int k = round == 1 ? 299 - i : (i * 7) % 300; /* three orders */
+            char key[32], hdr[64];
+            snprintf(key, sizeof key, "sk-memo-%d", k);
+            snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", key);
+            api_tenant_t a;
+            assert_int_equal(api_tenant_resolve(t, req(hdr), &a), 0);
+            assert_true(a.ns == api_tenant_ns(t, a.name, NULL, 0));
+            /* a sub-namespace is never memoised: still its own id */
+            assert_int_equal(api_tenant_resolve(t, req("X-Cache-Namespace: s\r\n"), &a), 0);
+            assert_true(a.ns == api_tenant_ns(t, "", "s", 1) &&
+                        a.ns != api_tenant_ns(t, "", NULL, 0));
+        }
+    }
+    api_tenants_destroy(t);
+}
+
 static void test_secret_next_to_the_snapshot(void **st)
 {
     (void)st;
@@ -246,6 +272,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_keys_file_tenants),
         cmocka_unit_test(test_api_key_shorthand_and_open_server),
+        cmocka_unit_test(test_ns_memo_equals_hmac),
         cmocka_unit_test(test_secret_next_to_the_snapshot),
         cmocka_unit_test(test_bad_keys_file_is_an_error),
     };

@@ -38,23 +38,23 @@ static void test_defaults(void **st)
     assert_string_equal(s.host, "127.0.0.1");
     assert_int_equal(s.port, 8080);
     assert_int_equal(s.max_body_bytes, 1048576);
-    assert_int_equal(s.access_log, 0);
+    assert_string_equal(s.access_log, "");
     assert_int_equal(src[cfg_find(&c, "port", 4)], CFG_SRC_DEFAULT);
 }
 
 static void test_flags(void **st)
 {
     (void)st;
-    char *argv[] = {"serve",        "--port",    "9000", "-m", "x.gguf", "--max-body-bytes=100",
-                    "--access-log", "--threads", "3"};
+    char *argv[] = {"serve",        "--port", "9000",      "-m", "x.gguf", "--max-body-bytes=100",
+                    "--access-log", "-",      "--threads", "3"};
     int help = 0;
     bar_msg_t m;
-    assert_int_equal(cfg_load(&c, 9, argv, "config", &help, &m), 0);
+    assert_int_equal(cfg_load(&c, 10, argv, "config", &help, &m), 0);
     assert_int_equal(help, 0);
     assert_int_equal(s.port, 9000);
     assert_string_equal(s.model, "x.gguf");
     assert_int_equal(s.max_body_bytes, 100);
-    assert_int_equal(s.access_log, 1);
+    assert_string_equal(s.access_log, "-");
     assert_int_equal(s.threads, 3);
     assert_int_equal(src[cfg_find(&c, "max_body_bytes", 14)], CFG_SRC_FLAG);
 }
@@ -76,7 +76,7 @@ static void test_bad_flags(void **st)
     assert_int_equal(cfg_load(&c, 2, a4, "config", &help, &m), BAR_ERR_INVALID);
     char *a5[] = {"serve", "stray"};
     assert_int_equal(cfg_load(&c, 2, a5, "config", &help, &m), BAR_ERR_INVALID);
-    char *a6[] = {"serve", "--access-log=maybe"};
+    char *a6[] = {"serve", "--admission=maybe"};
     assert_int_equal(cfg_load(&c, 2, a6, "config", &help, &m), BAR_ERR_INVALID);
     char *a7[] = {"serve", "--bogus", "--help"};
     assert_int_equal(cfg_load(&c, 3, a7, "config", &help, &m), 0);
