@@ -51,7 +51,8 @@ int backend_is_upstream(const backend_t *b);
 
 /* Per-replica Prometheus series of n upstream backends (names[i]: the
  * model_name of bs[i]) appended to out: requests, errors, retries, in-flight,
- * ejected, peak-EWMA latency. */
+ * ejected, peak-EWMA latency, histograms of time to first byte and of the
+ * whole attempt. */
 void backend_upstream_metrics(backend_t *const *bs, const char *const *names, int n, buf_t *out);
 
 #endif
