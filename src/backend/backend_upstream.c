@@ -22,6 +22,7 @@
 #include "control/balance.h"
 #include "upstream/upstream_http.h"
 #include "upstream/upstream_sse.h"
+#include "util/dlist.h"
 #include "util/timeutil.h"
 
 #define ERRBODY_MAX 2048   /* bytes of a failed upstream answer kept for the message */
@@ -156,11 +157,7 @@ static replica_t *pick(ups_t *g, job_t *j)
 static void job_free(job_t *j)
 {
     ups_t *g = j->g;
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        g->jobs = j->next;
-    if (j->next) j->next->prev = j->prev;
+    DLIST_UNLINK(g->jobs, j);
     g->n_jobs--;
     for (int i = 0; i < 2; i++) {
         upsse_free(&j->att[i].sse);
@@ -810,9 +807,7 @@ static int up_submit(backend_t *b, const bk_req_t *q, uint64_t *id, bar_msg_t *m
         free(j);
         return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     }
-    j->next = g->jobs;
-    if (g->jobs) g->jobs->prev = j;
-    g->jobs = j;
+    DLIST_PUSH(g->jobs, j);
     g->n_jobs++;
     g->retry_tokens += RETRY_RATIO;
     if (g->retry_tokens > RETRY_RESERVE) g->retry_tokens = RETRY_RESERVE;
