@@ -507,13 +507,13 @@ static int stage_cache(client_t *c, const cJSON *root)
  * fallback chain answers with the chain instead (pipeline_fallback). An
  * upstream group whose every replica is at its rpm/tpm this minute is
  * refused with 429 (Retry-After: the next minute).
- * admit_why: NULL (admit), "rate", "queue" or "budget" for c on model m. */
+ * admit_why: NULL (admit), "upstream_limit", "queue" or "budget" for c on model m. */
 static const char *admit_why(client_t *c, api_model_t *m, bk_stats_t *st)
 {
     api_t *a = c->a;
     if (!m->bk) return NULL;
     bk_stats(m->bk, st);
-    if (st->rate_wait > 0) return "rate"; /* an upstream group at its rpm/tpm */
+    if (st->rate_wait > 0) return "upstream_limit"; /* an upstream group at its rpm/tpm */
     if (a->set->max_queue > 0 && st->n_waiting >= a->set->max_queue) return "queue";
     if (a->set->admission && st->s_per_output_token > 0 &&
         (c->deadline > 0 || c->ttft_deadline > 0)) {
@@ -537,7 +537,7 @@ static int stage_admit(client_t *c)
     int retry = (int)(st.est_wait + 0.999);
     if (retry < 1) retry = 1;
     oai_err_t e;
-    if (!strcmp(why, "rate")) {
+    if (!strcmp(why, "upstream_limit")) {
         retry = (int)(st.rate_wait + 0.999);
         oai_err(&e, 429, "requests", "rate_limit_exceeded", NULL,
                 "Every replica of model '%s' is at its rpm/tpm limit this minute; retry after "

@@ -402,6 +402,7 @@ def test_admission_rate_limits_and_histograms(barista_bin, tmp_path):
         assert err.code == "rate_limit_exceeded" and "'lim'" in err.message
         assert 1 <= int(err.response.headers["retry-after"]) <= 60
         m = metrics(gw)
+        assert m['barista_rejected_requests_total{reason="upstream_limit"}'] == 1
         reqs = {k: v for k, v in m.items()
                 if k.startswith('barista_upstream_requests_total{model="lim"')}
         assert sorted(reqs.values()) == [2, 2]  # P2C skipped the replica at its rpm
