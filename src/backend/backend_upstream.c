@@ -468,12 +468,12 @@ static void on_done(void *ud, uphttp_end_t end, long status, const char *why)
     a->x = NULL; /* finished: nothing to abort any more */
     if (status) a->status = status;
     int ok2xx = a->status >= 200 && a->status < 300;
-    bal_hist_observe(&r->h.total, now - a->t_start);
     if (a->n_prompt + a->n_gen > 0) bal_count(&r->h, 0, (long long)a->n_prompt + a->n_gen, now);
     if (j->done_pending) { /* the pipeline cancelled from inside a callback */
         end_attempt(a);
         return;
     }
+    bal_hist_observe(&r->h.total, now - a->t_start);
     if (end == UPHTTP_OK && ok2xx && !a->stream_err[0] && (a->saw_done || a->finish)) {
         if (!a->got_event) first_byte(a);
         measure(g, a, now);

@@ -19,7 +19,10 @@
  * group's p95 time to first byte gets a second attempt on another healthy
  * replica; the first to produce text wins, the other is aborted. A job with
  * bk_req_t.whole holds its text until the attempt succeeds, so it can be
- * retried after a failure half way.
+ * retried after a failure half way. A replica at its rpm/tpm this minute
+ * (counted by this process) is not picked; bk_stats reports rate_wait when
+ * every replica is, and est_wait from the replicas' max_parallel_requests
+ * (see up_stats and docs/GATEWAY.md for the formula).
  *
  * API keys are copied into the backend, sent only as the Authorization
  * header, and never appear in messages, logs or metrics.
