@@ -3,7 +3,8 @@
  * src/control/balance.c, which it calls: P2C over
  * peak-EWMA × (in-flight + 1), least-busy, weighted shuffle, the circuit
  * breaker (ejection, growing cooldowns, one half-open trial, panic routing
- * when all are out), the retry budget, the request body sent upstream, and
+ * when all are out), rpm/tpm per minute, the wait estimate (est_wait), the
+ * latency histograms, the retry budget, the request body sent upstream, and
  * the backend's create/destroy with keys from the environment. Transfers
  * themselves are tested end to end (tests/e2e/test_gateway.py). */
 #include <math.h>
