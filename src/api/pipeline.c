@@ -519,13 +519,16 @@ static int stage_cache(client_t *c, const cJSON *root)
  * come before its first-token or total deadline: the backend's estimate of
  * the wait for a slot plus the prompt's prefill at the measured cost (the
  * prompt's size is estimated from its bytes, 4 per token). A model with a
- * fallback chain answers with the chain instead (pipeline_fallback).
- * admit_why: NULL (admit), "queue" or "budget" for c on model m. */
+ * fallback chain answers with the chain instead (pipeline_fallback). An
+ * upstream group whose every replica is at its rpm/tpm this minute is
+ * refused with 429 (Retry-After: the next minute).
+ * admit_why: NULL (admit), "upstream_limit", "queue" or "budget" for c on model m. */
 static const char *admit_why(client_t *c, api_model_t *m, bk_stats_t *st)
 {
     api_t *a = c->a;
     if (!m->bk) return NULL;
     bk_stats(m->bk, st);
+    if (st->rate_wait > 0) return "upstream_limit"; /* an upstream group at its rpm/tpm */
     if (a->set->max_queue > 0 && st->n_waiting >= a->set->max_queue) return "queue";
     if (a->set->admission && st->s_per_output_token > 0 &&
         (c->deadline > 0 || c->ttft_deadline > 0)) {
@@ -549,7 +552,13 @@ static int stage_admit(client_t *c)
     int retry = (int)(st.est_wait + 0.999);
     if (retry < 1) retry = 1;
     oai_err_t e;
-    if (!strcmp(why, "queue"))
+    if (!strcmp(why, "upstream_limit")) {
+        retry = (int)(st.rate_wait + 0.999);
+        oai_err(&e, 429, "requests", "rate_limit_exceeded", NULL,
+                "Every replica of model '%s' is at its rpm/tpm limit this minute; retry after "
+                "%d s.",
+                c->m->cfg.name, retry);
+    } else if (!strcmp(why, "queue"))
         oai_err(&e, 503, "server_error", "overloaded", NULL,
                 "The model's queue is full (%d waiting); retry after %d s.", st.n_waiting, retry);
     else

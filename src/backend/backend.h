@@ -148,6 +148,8 @@ typedef struct {
                                   starts (0 also while nothing was measured yet) */
     double s_per_prompt_token; /* measured prefill cost per prompt token (0: not yet) */
     double s_per_output_token; /* measured time between a sequence's tokens (0: not yet) */
+    double rate_wait;          /* upstream: every replica is at its rpm/tpm this minute;
+                                  seconds until the counts start again (0: not limited) */
     int n_waiting;             /* jobs accepted and not yet producing tokens */
     int n_slots;               /* sequences served at once */
     const char *kind;          /* "local" | "upstream" */

@@ -22,6 +22,7 @@
 #include "control/balance.h"
 #include "upstream/upstream_http.h"
 #include "upstream/upstream_sse.h"
+#include "util/dlist.h"
 #include "util/timeutil.h"
 
 #define ERRBODY_MAX 2048   /* bytes of a failed upstream answer kept for the message */
@@ -39,6 +40,7 @@ typedef struct {
     char model[MODEL_NAME_MAX];
     char *key; /* resolved API key, NULL: none (wiped at destroy) */
     double timeout;
+    long long max_par; /* max_parallel_requests, 0: unknown */
     bal_rep_t h;       /* balancing and health (loop thread) */
     uphttp_xfer_t *hc; /* the active health check in flight, NULL: none */
 } replica_t;
@@ -53,8 +55,9 @@ typedef struct {
     long status;
     buf_t errbody;
     double t_start;
-    int got_event; /* a chunk came */
-    int saw_done;  /* "[DONE]" came */
+    double t_first; /* its first chunk came (mono seconds), 0: not yet */
+    int got_event;  /* a chunk came */
+    int saw_done;   /* "[DONE]" came */
     int has_usage;
     int n_prompt, n_gen, n_cached;
     bk_finish_t finish;
@@ -108,6 +111,8 @@ struct ups {
     uint64_t rng;
     double retry_tokens;
     unsigned long long n_retries, n_budget_denied, n_hedges, n_hedge_wins;
+    double svc_ewma;        /* seconds an attempt takes, start to end (EWMA, 0: none yet) */
+    double tpot_ewma;       /* seconds between an answer's tokens (EWMA, 0: none yet) */
     double ttfb[TTFB_RING]; /* recent first-byte times, a ring */
     int n_ttfb;             /* samples taken (the ring holds the last TTFB_RING) */
     uv_timer_t kick;        /* deferred DONEs */
@@ -153,11 +158,7 @@ static replica_t *pick(ups_t *g, job_t *j)
 static void job_free(job_t *j)
 {
     ups_t *g = j->g;
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        g->jobs = j->next;
-    if (j->next) j->next->prev = j->prev;
+    DLIST_UNLINK(g->jobs, j);
     g->n_jobs--;
     for (int i = 0; i < 2; i++) {
         upsse_free(&j->att[i].sse);
@@ -319,7 +320,11 @@ static void first_byte(attempt_t *a)
 {
     double now = time_now_mono();
     ups_t *g = a->j->g;
-    if (a->rep) bal_observe(&a->rep->h, now - a->t_start, now);
+    a->t_first = now;
+    if (a->rep) {
+        bal_observe(&a->rep->h, now - a->t_start, now);
+        bal_hist_observe(&a->rep->h.ttfb, now - a->t_start);
+    }
     g->ttfb[g->n_ttfb % TTFB_RING] = now - a->t_start;
     g->n_ttfb++;
 }
@@ -443,6 +448,19 @@ static int may_retry(job_t *j)
     return 1;
 }
 
+#define SVC_ALPHA 0.2 /* weight of a new sample in the group's service-time EWMAs */
+
+/* A successful attempt's service time and time per token, for up_stats. */
+static void measure(ups_t *g, const attempt_t *a, double now)
+{
+    double svc = now - a->t_start;
+    g->svc_ewma = g->svc_ewma > 0 ? g->svc_ewma * (1 - SVC_ALPHA) + svc * SVC_ALPHA : svc;
+    double tpot =
+        (now - (a->t_first > 0 ? a->t_first : a->t_start)) / (a->n_gen > 1 ? a->n_gen - 1 : 1);
+    if (tpot < 1e-6) tpot = 1e-6; /* measured: > 0 */
+    g->tpot_ewma = g->tpot_ewma > 0 ? g->tpot_ewma * (1 - SVC_ALPHA) + tpot * SVC_ALPHA : tpot;
+}
+
 static void on_done(void *ud, uphttp_end_t end, long status, const char *why)
 {
     attempt_t *a = ud;
@@ -453,12 +471,15 @@ static void on_done(void *ud, uphttp_end_t end, long status, const char *why)
     a->x = NULL; /* finished: nothing to abort any more */
     if (status) a->status = status;
     int ok2xx = a->status >= 200 && a->status < 300;
+    if (a->n_prompt + a->n_gen > 0) bal_count(&r->h, 0, (long long)a->n_prompt + a->n_gen, now);
     if (j->done_pending) { /* the pipeline cancelled from inside a callback */
         end_attempt(a);
         return;
     }
+    bal_hist_observe(&r->h.total, now - a->t_start);
     if (end == UPHTTP_OK && ok2xx && !a->stream_err[0] && (a->saw_done || a->finish)) {
         if (!a->got_event) first_byte(a);
+        measure(g, a, now);
         bal_ok(&r->h);
         win(a); /* an answer without text: it still wins */
         end_attempt(a);
@@ -578,13 +599,16 @@ static int start_attempt(job_t *j, int slot, bar_msg_t *msg)
         a->stream_err[0] = '\0';
         upsse_init(&a->sse, on_sse, a);
         a->t_start = time_now_mono();
+        a->t_first = 0;
         a->rep = r;
         r->h.inflight++;
         r->h.n_req++;
+        bal_count(&r->h, 1, 0, a->t_start);
         int rc = uphttp_start(g->http, &hr, &a->x, msg);
         buf_free(&body);
         if (rc == 0) return 0;
         r->h.inflight--;
+        bal_count(&r->h, -1, 0, a->t_start);
         a->rep = NULL;
         if (rc == BAR_ERR_NOMEM) return rc;
     }
@@ -787,9 +811,7 @@ static int up_submit(backend_t *b, const bk_req_t *q, uint64_t *id, bar_msg_t *m
         free(j);
         return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     }
-    j->next = g->jobs;
-    if (g->jobs) g->jobs->prev = j;
-    g->jobs = j;
+    DLIST_PUSH(g->jobs, j);
     g->n_jobs++;
     g->retry_tokens += RETRY_RATIO;
     if (g->retry_tokens > RETRY_RESERVE) g->retry_tokens = RETRY_RESERVE;
@@ -821,17 +843,41 @@ static void up_cancel(backend_t *b, uint64_t id)
     }
 }
 
+/* The wait estimate (docs/GATEWAY.md "Admission"): with C = the group's
+ * capacity (the sum of its replicas' max_parallel_requests; unknown when one
+ * lacks it) and N attempts in flight, a request sent now is the
+ * (N - C + 1)-th to wait for one of C slots, each freed after the service
+ * time S: wait = (N - C + 1) × S / C when N >= C, else 0. S is the group's
+ * EWMA of attempt durations, or the age of its oldest attempt in flight when
+ * that is longer (a group that slowed down shows it before its answers are
+ * back). */
 static void up_stats(backend_t *b, bk_stats_t *out)
 {
     ups_t *g = (ups_t *)b;
     memset(out, 0, sizeof *out);
     out->kind = "upstream";
     out->n_jobs = g->n_jobs;
-    int act = 0;
-    for (int i = 0; i < g->n_reps; i++)
-        act += g->reps[i].h.inflight;
+    double now = time_now_mono();
+    int act = 0, limited = 1;
+    long long cap = 0;
+    for (int i = 0; i < g->n_reps; i++) {
+        const replica_t *r = &g->reps[i];
+        act += r->h.inflight;
+        cap = cap < 0 || r->max_par <= 0 ? -1 : cap + r->max_par;
+        if (!bal_over_limit(&r->h, now)) limited = 0;
+    }
     out->n_active = act;
-    out->n_slots = g->n_reps;
+    out->n_slots = cap > 0 && cap < 1 << 30 ? (int)cap : g->n_reps;
+    out->s_per_output_token = g->tpot_ewma;
+    out->s_per_prompt_token = 0; /* inside the upstream's first byte, not measurable here */
+    if (limited && g->n_reps > 0) out->rate_wait = bal_limit_reset(now);
+    if (cap <= 0 || act < cap) return;
+    double svc = g->svc_ewma;
+    for (const job_t *j = g->jobs; j; j = j->next)
+        for (int k = 0; k < 2; k++)
+            if (running(&j->att[k]) && now - j->att[k].t_start > svc) svc = now - j->att[k].t_start;
+    out->n_waiting = (int)(act - cap);
+    out->est_wait = (double)(act - cap + 1) * svc / (double)cap;
 }
 
 static int up_count_tokens(backend_t *b, const bk_req_t *q, size_t *n, bar_msg_t *msg)
@@ -941,6 +987,9 @@ int backend_upstream_create(backend_t **out, uv_loop_t *loop, const model_list_t
         snprintf(r->model, sizeof r->model, "%s", u->model);
         r->timeout = u->timeout;
         r->h.weight = u->weight > 0 ? u->weight : 1;
+        r->h.rpm = u->rpm;
+        r->h.tpm = u->tpm;
+        r->max_par = u->max_parallel < 1 << 20 ? u->max_parallel : 1 << 20;
         g->hs[g->n_reps] = &r->h;
         const char *key = u->api_key;
         if (!strncmp(key, "os.environ/", 11)) {
@@ -1016,6 +1065,31 @@ int backend_upstream_replica(backend_t *b, int i, bk_upstream_replica_t *out)
     return 1;
 }
 
+/* A histogram per replica (total: 1 the attempts' whole time, 0 their time
+ * to first byte), in Prometheus text with src/obs/metrics.c's buckets. */
+static void hist_series(buf_t *out, const char *name, const char *help, backend_t *const *bs,
+                        const char *const *names, int n, int total)
+{
+    buf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (int k = 0; k < n; k++) {
+        if (!backend_is_upstream(bs[k])) continue;
+        const ups_t *g = (const ups_t *)bs[k];
+        for (int i = 0; i < g->n_reps; i++) {
+            const replica_t *r = &g->reps[i];
+            const bal_hist_t *h = total ? &r->h.total : &r->h.ttfb;
+            for (int b = 0; b < BAL_HIST_N; b++)
+                buf_printf(out, "%s_bucket{model=\"%s\",upstream=\"%s\",le=\"%g\"} %llu\n", name,
+                           names[k], r->base, bal_hist_le[b], h->counts[b]);
+            buf_printf(out,
+                       "%s_bucket{model=\"%s\",upstream=\"%s\",le=\"+Inf\"} %llu\n"
+                       "%s_sum{model=\"%s\",upstream=\"%s\"} %.6f\n"
+                       "%s_count{model=\"%s\",upstream=\"%s\"} %llu\n",
+                       name, names[k], r->base, h->n, name, names[k], r->base, h->sum, name,
+                       names[k], r->base, h->n);
+        }
+    }
+}
+
 void backend_upstream_metrics(backend_t *const *bs, const char *const *names, int n, buf_t *out)
 {
     int any = 0;
@@ -1036,6 +1110,13 @@ void backend_upstream_metrics(backend_t *const *bs, const char *const *names, in
     series(out, "barista_upstream_latency_ewma_seconds", "gauge",
            "Peak-EWMA time to the first byte of each replica (what P2C compares).", bs, names, n,
            5);
+    hist_series(out, "barista_upstream_ttfb_seconds",
+                "Time from sending an attempt to the replica's first stream chunk.", bs, names, n,
+                0);
+    hist_series(out, "barista_upstream_duration_seconds",
+                "Time from sending an attempt to its end (success or failure; aborted hedges "
+                "and cancels not counted).",
+                bs, names, n, 1);
     buf_printf(out, "# HELP barista_upstream_retries_total Attempts retried on another replica.\n"
                     "# TYPE barista_upstream_retries_total counter\n");
     for (int k = 0; k < n; k++)

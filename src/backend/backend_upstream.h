@@ -19,7 +19,10 @@
  * group's p95 time to first byte gets a second attempt on another healthy
  * replica; the first to produce text wins, the other is aborted. A job with
  * bk_req_t.whole holds its text until the attempt succeeds, so it can be
- * retried after a failure half way.
+ * retried after a failure half way. A replica at its rpm/tpm this minute
+ * (counted by this process) is not picked; bk_stats reports rate_wait when
+ * every replica is, and est_wait from the replicas' max_parallel_requests
+ * (see up_stats and docs/GATEWAY.md for the formula).
  *
  * API keys are copied into the backend, sent only as the Authorization
  * header, and never appear in messages, logs or metrics.
@@ -51,7 +54,8 @@ int backend_is_upstream(const backend_t *b);
 
 /* Per-replica Prometheus series of n upstream backends (names[i]: the
  * model_name of bs[i]) appended to out: requests, errors, retries, in-flight,
- * ejected, peak-EWMA latency. */
+ * ejected, peak-EWMA latency, histograms of time to first byte and of the
+ * whole attempt. */
 void backend_upstream_metrics(backend_t *const *bs, const char *const *names, int n, buf_t *out);
 
 /* One replica's counters, for the dashboard. base: borrowed from b. */

@@ -168,7 +168,10 @@ typedef struct {
     char api_key[MODEL_KEY_MAX];  /* the key as written ("" none; "os.environ/VAR": read at
                                      start). Never printed. */
     double timeout;               /* seconds per attempt, 0 = the default (600) */
-    long long rpm, tpm;           /* accepted, not enforced (0 = none) */
+    long long rpm, tpm;           /* requests / tokens per minute, counted by this process;
+                                     a replica at its limit is not picked (0 = none) */
+    long long max_parallel;       /* max_parallel_requests: requests it serves at once, for
+                                     the group's wait estimate (0 = unknown) */
     double weight;                /* simple-shuffle weight, default 1 */
     int line;
 } model_upstream_t;

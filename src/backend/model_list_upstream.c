@@ -1,6 +1,6 @@
 /* model_list_upstream.c — the gateway's part of the model list reader:
  * upstream entries (litellm_params.model "openai/NAME" / "hosted_vllm/NAME",
- * api_base, api_key, rpm, tpm, weight; several entries of one name form a
+ * api_base, api_key, rpm, tpm, weight, max_parallel_requests; several entries of one name form a
  * replica group) and router_settings, the one reader of it (the groups'
  * routing and retries, and the fallback chains' `fallbacks`). The rules are
  * model_list.h's; the walk and its helpers are model_list.c's
@@ -37,8 +37,9 @@ int ml_upstream_model(walk_t *w, model_entry_t *e, const yaml_node_t *v)
     return 0;
 }
 
-enum { UP_BASE, UP_KEY, UP_RPM, UP_TPM, UP_WEIGHT, N_UP_KEYS };
-static const char *const up_keys[N_UP_KEYS] = {"api_base", "api_key", "rpm", "tpm", "weight"};
+enum { UP_BASE, UP_KEY, UP_RPM, UP_TPM, UP_WEIGHT, UP_MAXPAR, N_UP_KEYS };
+static const char *const up_keys[N_UP_KEYS] = {"api_base", "api_key", "rpm",
+                                               "tpm",      "weight",  "max_parallel_requests"};
 
 /* One upstream key of litellm_params: 1 handled (or *rc an error), 0 not one. */
 int ml_read_up_param(walk_t *w, const yaml_node_t *k, const yaml_node_t *v, int *rc)
@@ -106,7 +107,7 @@ int ml_read_up_param(walk_t *w, const yaml_node_t *k, const yaml_node_t *v, int 
                            line_of(v), w->who, up_keys[i], txt);
             return 1;
         }
-        *(i == UP_RPM ? &w->up.rpm : &w->up.tpm) = x;
+        *(i == UP_RPM ? &w->up.rpm : i == UP_TPM ? &w->up.tpm : &w->up.max_parallel) = x;
     } else {
         double x = strtod(txt, NULL);
         if (!isfinite(x) || x <= 0 || x > 1e6) {
@@ -127,10 +128,12 @@ int ml_check_upstream(walk_t *w, const model_entry_t *e, const yaml_node_t *m)
 {
     if (e->kind != MODEL_KIND_UPSTREAM) {
         if (w->up_seen)
-            return bar_fail(w->msg, BAR_ERR_INVALID,
-                            "%s:%zu: %s: api_base, api_key, rpm, tpm and weight belong to an "
-                            "upstream (model: openai/NAME or hosted_vllm/NAME)",
-                            w->src, w->up_line, w->who);
+            return bar_fail(
+                w->msg, BAR_ERR_INVALID,
+                "%s:%zu: %s: api_base, api_key, rpm, tpm, weight and max_parallel_requests "
+                "belong to an "
+                "upstream (model: openai/NAME or hosted_vllm/NAME)",
+                w->src, w->up_line, w->who);
         return 0;
     }
     if (!(w->up_seen & (1u << UP_BASE)))

@@ -6,6 +6,45 @@
 #define EWMA_TAU 10.0   /* seconds: decay of the peak-EWMA latency */
 #define EWMA_FLOOR 1e-3 /* seconds: a replica never measured costs this */
 
+const double bal_hist_le[BAL_HIST_N] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                        0.5,   1,    2.5,   5,    10,  30};
+
+void bal_hist_observe(bal_hist_t *h, double v)
+{
+    for (int i = 0; i < BAL_HIST_N; i++)
+        if (v <= bal_hist_le[i]) h->counts[i]++;
+    h->n++;
+    h->sum += v;
+}
+
+static long long minute_of(double now)
+{
+    return (long long)floor(now / 60.0);
+}
+
+int bal_over_limit(const bal_rep_t *r, double now)
+{
+    if (r->minute != minute_of(now)) return 0; /* a new minute: nothing counted yet */
+    return (r->rpm > 0 && r->min_req >= r->rpm) || (r->tpm > 0 && r->min_tok >= r->tpm);
+}
+
+void bal_count(bal_rep_t *r, int n_req, long long n_tok, double now)
+{
+    long long m = minute_of(now);
+    if (r->minute != m) {
+        r->minute = m;
+        r->min_req = 0;
+        r->min_tok = 0;
+    }
+    r->min_req += n_req;
+    r->min_tok += n_tok;
+}
+
+double bal_limit_reset(double now)
+{
+    return (double)(minute_of(now) + 1) * 60.0 - now;
+}
+
 static uint64_t rnd(uint64_t *s)
 {
     *s ^= *s << 13;
@@ -74,6 +113,7 @@ int bal_pick(bal_rep_t *const *reps, int n_reps, unsigned tried, model_route_t s
     int cand[BAL_MAX_REPS], n = 0, n_any = 0, any[BAL_MAX_REPS];
     for (int i = 0; i < n_reps && n_any < BAL_MAX_REPS; i++) {
         if (i < 32 && (tried & (1u << i))) continue;
+        if (bal_over_limit(reps[i], now)) continue; /* not even in panic routing */
         any[n_any++] = i;
         if (bal_eligible(reps[i], now)) cand[n++] = i;
     }

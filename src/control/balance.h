@@ -1,6 +1,8 @@
 /* balance.h — choosing a replica of a group: per-replica health (peak-EWMA
  * latency, in-flight count, consecutive failures, circuit breaker with a
- * doubling cooldown and a half-open trial) and the routing strategies over it.
+ * doubling cooldown and a half-open trial), its rpm/tpm limits (counted per
+ * minute in this process), latency histograms, and the routing strategies
+ * over it.
  * Pure state and arithmetic: no I/O, no clock of its own (callers pass `now`,
  * monotonic seconds), loop thread only.
  *
@@ -16,7 +18,18 @@
 #define BAL_EJECT_MAX_FACTOR 8 /* cooldowns grow ×2 per ejection up to this */
 #define BAL_FAIL_PENALTY 1.0   /* seconds: a failed attempt counts as an answer this slow */
 
-/* One replica's health. Zero it, then set weight (> 0). */
+#define BAL_HIST_N 12 /* histogram buckets: the same bounds as src/obs/metrics.c's */
+extern const double bal_hist_le[BAL_HIST_N];
+
+/* A Prometheus histogram of seconds (cumulative buckets over bal_hist_le). */
+typedef struct {
+    unsigned long long counts[BAL_HIST_N], n;
+    double sum;
+} bal_hist_t;
+
+void bal_hist_observe(bal_hist_t *h, double seconds);
+
+/* One replica's health. Zero it, then set weight (> 0) and rpm/tpm. */
 typedef struct {
     double weight; /* simple-shuffle's weight */
     double ewma;   /* peak-EWMA latency, seconds */
@@ -27,7 +40,23 @@ typedef struct {
     double until;  /* ejected until (mono seconds); 0: closed */
     int probing;   /* the half-open trial is out */
     unsigned long long n_req, n_err, n_ok, n_ejections;
+    /* litellm_params rpm / tpm: requests and tokens (prompt + completion)
+     * per minute, 0: no limit. Counted by this process only, in minutes of
+     * the monotonic clock (floor(now / 60)). */
+    long long rpm, tpm;
+    long long minute, min_req, min_tok; /* the minute counted and its counts */
+    bal_hist_t ttfb, total;             /* attempts' time to first byte, to the end */
 } bal_rep_t;
+
+/* Whether r reached its rpm or tpm in the minute of `now`. */
+int bal_over_limit(const bal_rep_t *r, double now);
+
+/* Count one request sent to r (n_req 1) or tokens it used (n_tok) in the
+ * minute of `now`. */
+void bal_count(bal_rep_t *r, int n_req, long long n_tok, double now);
+
+/* Seconds until the next minute, when rpm/tpm counts start again. */
+double bal_limit_reset(double now);
 
 /* Whether r may take a request now (closed, or its cooldown over and no trial out). */
 int bal_eligible(const bal_rep_t *r, double now);
@@ -49,7 +78,8 @@ void bal_ok(bal_rep_t *r);
 double bal_fail(bal_rep_t *r, double now, int allowed_fails, double cooldown);
 
 /* The replica (index into reps[0..n)) for an attempt, among those whose bit in
- * `tried` is clear (indexes >= 32 are never marked); -1 when all were tried.
+ * `tried` is clear (indexes >= 32 are never marked) and that are under their
+ * rpm/tpm this minute; -1 when none is left.
  * A replica whose cooldown ended goes first; when all are ejected, the one
  * back soonest. Otherwise by strategy: weighted random, fewest in flight, or
  * power of two choices over peak-EWMA × (in-flight + 1). rng: xorshift state. */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "cache/cache_redis.h" /* cache_redis_parse_url: one URL syntax for --redis */
+#include "util/dlist.h"
 
 #define RETRY_MS 500     /* reconnect period */
 #define MAX_INFLIGHT 256 /* more checks than this waiting: decide locally */
@@ -126,11 +127,7 @@ static void op_finish(rlr_op_t *op, const rl_verdict_t *v)
     rlr_t *r = op->r;
     if (op->finished) return;
     op->finished = 1;
-    if (op->prev)
-        op->prev->next = op->next;
-    else
-        r->ops = op->next;
-    if (op->next) op->next->prev = op->prev;
+    DLIST_UNLINK(r->ops, op);
     uv_timer_stop(&op->timer);
     uv_close((uv_handle_t *)&op->timer, op_timer_closed);
     if (!v) r->st.local++;
@@ -253,9 +250,7 @@ int rlr_admit(rlr_t *r, const char *tenant, const tenant_limits_t *lim, long lon
     op->timer.data = op;
     op->timer_open = 1;
     uv_timer_start(&op->timer, on_op_timeout, (uint64_t)r->wait_ms, 0);
-    op->next = r->ops;
-    if (r->ops) r->ops->prev = op;
-    r->ops = op;
+    DLIST_PUSH(r->ops, op);
     *out = op;
     return 1;
 }

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/dlist.h"
+
 struct uphttp_xfer {
     uphttp_t *h;
     uphttp_xfer_t *prev, *next; /* h->xfers */
@@ -76,11 +78,7 @@ static void on_handle_closed(uv_handle_t *hd)
 
 static void sock_close(uphttp_t *h, sock_t *s)
 {
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        h->socks = s->next;
-    if (s->next) s->next->prev = s->prev;
+    DLIST_UNLINK(h->socks, s);
     uv_poll_stop(&s->poll);
     uv_close((uv_handle_t *)&s->poll, on_handle_closed);
 }
@@ -92,13 +90,7 @@ static void xfer_unlink(uphttp_t *h, uphttp_xfer_t *x)
         curl_multi_remove_handle(h->multi, x->e);
         x->in_multi = 0;
     }
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        h->xfers = x->next;
-    if (x->next) x->next->prev = x->prev;
-    x->prev = NULL;
-    x->next = NULL;
+    DLIST_UNLINK(h->xfers, x);
 }
 
 /* Free a transfer already unlinked. */
@@ -243,9 +235,7 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp
         s->fd = fd;
         s->poll.data = s;
         h->open++;
-        s->next = h->socks;
-        if (h->socks) h->socks->prev = s;
-        h->socks = s;
+        DLIST_PUSH(h->socks, s);
         curl_multi_assign(h->multi, fd, s);
     }
     int ev = 0;
@@ -391,9 +381,7 @@ int uphttp_start(uphttp_t *h, const uphttp_req_t *r, uphttp_xfer_t **out, bar_ms
     if (r->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, r->timeout_ms);
     if (r->connect_timeout_ms > 0)
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
-    x->next = h->xfers;
-    if (h->xfers) h->xfers->prev = x;
-    h->xfers = x;
+    DLIST_PUSH(h->xfers, x);
     h->n_active++;
     if (!h->depth) {
         if (curl_multi_add_handle(h->multi, e) != CURLM_OK) {

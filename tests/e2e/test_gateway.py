@@ -359,3 +359,85 @@ def test_replica_killed_and_frozen(cluster, barista_bin, gguf_path):
                     served(0) > n0 and
                     upstream_series(gw, "barista_upstream_ejected")[base[0]] == 0, 20, 0.3)
     assert gw.proc.poll() is None
+
+
+def test_admission_rate_limits_and_histograms(barista_bin, tmp_path):
+    """Latency control on upstream groups: a group full to its
+    max_parallel_requests has a real est_wait, so a request whose budget
+    (X-Timeout-Ms) it cannot meet gets 503 + Retry-After at once instead of
+    queueing; a group whose every replica is at its rpm this minute answers 429
+    rate_limit_exceeded naming it; /metrics has per-upstream TTFB and duration
+    histograms whose counts match the attempts sent."""
+    stub = Stub()
+    cfg = tmp_path / "ctl.yaml"
+    cfg.write_text(
+        "model_list:\n"
+        f"  - model_name: adm\n    litellm_params: {{model: openai/stub, "
+        f"api_base: '{stub.base('slowable')}', max_parallel_requests: 1}}\n"
+        f"  - model_name: lim\n    litellm_params: {{model: openai/stub, "
+        f"api_base: '{stub.base('ok')}/a', rpm: 2}}\n"
+        f"  - model_name: lim\n    litellm_params: {{model: openai/stub, "
+        f"api_base: '{stub.base('ok')}/b', rpm: 2}}\n")
+    gw = Server(barista_bin, None, ["--models", str(cfg), "--embedding-model", "none"])
+    try:
+        c = client(gw.url)
+        body = json.dumps({"model": "adm", "messages": [{"role": "user", "content": "q"}],
+                           "max_tokens": 4})
+        # admission: measured service time first, then a saturated group
+        for i in range(3):
+            assert chat(c, "adm", f"warm {i}").choices[0].message.content == "Hello stub"
+        st, _, _ = request(gw, "POST", "/v1/chat/completions", body, {"X-Timeout-Ms": "300"})
+        assert st == 200  # a free group meets a 300 ms budget
+        stub.slow(2)
+        slow = [threading.Thread(target=chat, args=(c, "adm", f"slow {i}")) for i in range(2)]
+        for t in slow:
+            t.start()
+        inflight = 'barista_upstream_in_flight{model="adm",upstream="%s/v1"}' % stub.base(
+            "slowable")
+        assert wait_for(lambda: metrics(gw).get(inflight) == 2, 5)
+        time.sleep(0.3)  # the oldest attempt's age is the service time now
+        n_calls = len(stub.calls)
+        t0 = time.time()
+        st, hdr, out = request(gw, "POST", "/v1/chat/completions", body, {"X-Timeout-Ms": "300"})
+        took = time.time() - t0
+        assert st == 503, out
+        assert json.loads(out)["error"]["code"] == "overloaded"
+        assert int(hdr["retry-after"]) >= 1
+        assert took < 0.25 * SLOW  # refused at once, not after the budget
+        assert len(stub.calls) == n_calls  # never sent upstream
+        st, _, _ = request(gw, "POST", "/v1/chat/completions", body)  # no budget: served
+        assert st == 200
+        for t in slow:
+            t.join()
+
+        # rpm: 2 per replica and minute; the 5th request of a minute finds none
+        left = 60 - time.monotonic() % 60  # the gateway counts minutes of CLOCK_MONOTONIC
+        if left < 10:
+            time.sleep(left + 0.5)
+        for i in range(4):
+            assert chat(c, "lim", f"r {i}").choices[0].message.content == "Hello stub"
+        with pytest.raises(openai.RateLimitError) as ei:
+            chat(c, "lim", "r 5")
+        err = ei.value
+        assert err.code == "rate_limit_exceeded" and "'lim'" in err.message
+        assert 1 <= int(err.response.headers["retry-after"]) <= 60
+        m = metrics(gw)
+        assert m['barista_rejected_requests_total{reason="upstream_limit"}'] == 1
+        reqs = {k: v for k, v in m.items()
+                if k.startswith('barista_upstream_requests_total{model="lim"')}
+        assert sorted(reqs.values()) == [2, 2]  # P2C skipped the replica at its rpm
+
+        # histograms: one observation per attempt, per replica
+        for rep in ("a", "b"):
+            lab = 'model="lim",upstream="%s/%s/v1"' % (stub.base("ok"), rep)
+            assert m['barista_upstream_ttfb_seconds_count{%s}' % lab] == 2
+            assert m['barista_upstream_duration_seconds_count{%s}' % lab] == 2
+            assert m['barista_upstream_duration_seconds_bucket{%s,le="+Inf"}' % lab] == 2
+            assert m['barista_upstream_ttfb_seconds_bucket{%s,le="30"}' % lab] == 2
+            assert 0 < m['barista_upstream_duration_seconds_sum{%s}' % lab] < 2
+        adm = 'model="adm",upstream="%s/v1"' % stub.base("slowable")
+        assert m['barista_upstream_duration_seconds_count{%s}' % adm] == 7
+        assert m['barista_upstream_duration_seconds_bucket{%s,le="1"}' % adm] == 5  # 2 slow
+    finally:
+        gw.stop()
+        stub.stop()

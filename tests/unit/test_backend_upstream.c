@@ -3,13 +3,16 @@
  * src/control/balance.c, which it calls: P2C over
  * peak-EWMA × (in-flight + 1), least-busy, weighted shuffle, the circuit
  * breaker (ejection, growing cooldowns, one half-open trial, panic routing
- * when all are out), the retry budget, the request body sent upstream, and
+ * when all are out), rpm/tpm per minute, the wait estimate (est_wait), the
+ * latency histograms, the retry budget, the request body sent upstream, and
  * the backend's create/destroy with keys from the environment. Transfers
  * themselves are tested end to end (tests/e2e/test_gateway.py). */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "../../src/backend/backend_upstream.c"
@@ -216,6 +219,100 @@ static void test_hedge_delay(void **st)
     group_free(g);
 }
 
+/* rpm/tpm: a replica at its limit this minute is not picked (not even by
+ * panic routing); when all are, up_stats says how long until the minute
+ * turns; the next minute counts from zero. */
+static void test_rate_limits(void **st)
+{
+    (void)st;
+    ups_t *g = group(2, ROUTE_LATENCY);
+    double t = 6000.5; /* early in a minute */
+    g->reps[0].h.rpm = 2;
+    g->reps[1].h.tpm = 10;
+    assert_false(bal_over_limit(&g->reps[0].h, t));
+    bal_count(&g->reps[0].h, 1, 0, t);
+    assert_false(bal_over_limit(&g->reps[0].h, t + 1));
+    bal_count(&g->reps[0].h, 1, 500, t + 1); /* tokens do not matter without tpm */
+    assert_true(bal_over_limit(&g->reps[0].h, t + 2));
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(bal_pick(g->hs, 2, 0, ROUTE_LATENCY, &g->rng, t + 2), 1);
+    bal_count(&g->reps[1].h, 1, 9, t + 3);
+    assert_false(bal_over_limit(&g->reps[1].h, t + 3));
+    bal_count(&g->reps[1].h, 0, 1, t + 3);
+    assert_true(bal_over_limit(&g->reps[1].h, t + 3));
+    assert_int_equal(bal_pick(g->hs, 2, 0, ROUTE_LATENCY, &g->rng, t + 3), -1);
+    g->reps[0].h.until = t + 100; /* ejected and limited: still not picked */
+    assert_int_equal(bal_pick(g->hs, 2, 0, ROUTE_SHUFFLE, &g->rng, t + 3), -1);
+    g->reps[0].h.until = 0;
+    assert_true(fabs(bal_limit_reset(t + 3) - 56.5) < 1e-6);
+    /* the next minute: both again, counts from zero */
+    assert_false(bal_over_limit(&g->reps[0].h, t + 60));
+    assert_false(bal_over_limit(&g->reps[1].h, t + 60));
+    int seen[2] = {0, 0};
+    for (int i = 0; i < 40; i++)
+        seen[bal_pick(g->hs, 2, 0, ROUTE_SHUFFLE, &g->rng, t + 60)]++;
+    assert_true(seen[0] > 0 && seen[1] > 0);
+    bal_count(&g->reps[0].h, 1, 0, t + 60);
+    assert_int_equal(g->reps[0].h.min_req, 1);
+    /* up_stats on the real clock: rate_wait only while every replica is over */
+    double now = time_now_mono();
+    if (bal_limit_reset(now) < 2) now += bal_limit_reset(now) + 0.5; /* not at a minute's edge */
+    while (time_now_mono() < now)
+        nanosleep(&(struct timespec){0, 50 * 1000 * 1000}, NULL);
+    now = time_now_mono();
+    g->reps[0].h.minute = g->reps[1].h.minute = 0;
+    bal_count(&g->reps[0].h, 2, 0, now);
+    bk_stats_t s;
+    up_stats(&g->base, &s);
+    assert_true(s.rate_wait == 0);
+    bal_count(&g->reps[1].h, 0, 10, now);
+    up_stats(&g->base, &s);
+    assert_true(s.rate_wait > 0 && s.rate_wait <= 60);
+    group_free(g);
+}
+
+/* est_wait: (N - C + 1) × S / C once N attempts fill the capacity C; 0 while
+ * there is room or a replica's capacity is unknown. */
+static void test_est_wait(void **st)
+{
+    (void)st;
+    ups_t *g = group(2, ROUTE_LATENCY);
+    bk_stats_t s;
+    g->svc_ewma = 0.5;
+    g->tpot_ewma = 0.01;
+    g->reps[0].h.inflight = 3;
+    g->reps[1].h.inflight = 2;
+    up_stats(&g->base, &s); /* capacity unknown */
+    assert_true(s.est_wait == 0);
+    assert_true(s.s_per_output_token == 0.01);
+    g->reps[0].max_par = 2;
+    g->reps[1].max_par = 2;
+    up_stats(&g->base, &s); /* N 5, C 4: the 2nd in line for a slot */
+    assert_true(fabs(s.est_wait - 2 * 0.5 / 4) < 1e-9);
+    assert_int_equal(s.n_waiting, 1);
+    assert_int_equal(s.n_slots, 4);
+    g->reps[0].h.inflight = 1;
+    up_stats(&g->base, &s); /* room left */
+    assert_true(s.est_wait == 0);
+    assert_int_equal(s.n_waiting, 0);
+    group_free(g);
+}
+
+/* Histograms: cumulative buckets, count and sum. */
+static void test_hist(void **st)
+{
+    (void)st;
+    bal_hist_t h = {0};
+    bal_hist_observe(&h, 0.003);
+    bal_hist_observe(&h, 0.2);
+    bal_hist_observe(&h, 100);
+    assert_int_equal(h.counts[0], 1);  /* <= 0.005 */
+    assert_int_equal(h.counts[5], 2);  /* <= 0.25 */
+    assert_int_equal(h.counts[11], 2); /* <= 30 */
+    assert_int_equal(h.n, 3);
+    assert_true(fabs(h.sum - 100.203) < 1e-9);
+}
+
 static void test_body(void **st)
 {
     (void)st;
@@ -311,6 +408,9 @@ int main(void)
         cmocka_unit_test(test_panic_and_tried),
         cmocka_unit_test(test_retry_budget),
         cmocka_unit_test(test_hedge_delay),
+        cmocka_unit_test(test_rate_limits),
+        cmocka_unit_test(test_est_wait),
+        cmocka_unit_test(test_hist),
         cmocka_unit_test(test_body),
         cmocka_unit_test(test_create_destroy),
     };

@@ -412,7 +412,8 @@ static void test_upstream(void **st)
     }
     /* upstream keys on a local model */
     expect_err(one("api_base: http://localhost:8000/v1"), BAR_ERR_INVALID,
-               "model \"m\": api_base, api_key, rpm, tpm and weight belong to an upstream");
+               "model \"m\": api_base, api_key, rpm, tpm, weight and max_parallel_requests "
+               "belong to an upstream");
     expect_err(one("api_key: os.environ/OPENAI_API_KEY"), BAR_ERR_INVALID, "belong to an upstream");
     expect_err(one("api_version: 2024-01-01"), BAR_ERR_UNSUPPORTED,
                "litellm_params.api_version is not supported");
@@ -480,7 +481,7 @@ static void test_upstream_group(void **st)
                           "      rpm: 600\n"
                           "  - model_name: g\n"
                           "    params: {model: hosted_vllm/other, api_base: https://b.example, "
-                          "weight: 3}\n"
+                          "weight: 3, tpm: 9000, max_parallel_requests: 8}\n"
                           "router_settings:\n"
                           "  routing_strategy: least-busy\n"
                           "  num_retries: 1\n"
@@ -504,6 +505,9 @@ static void test_upstream_group(void **st)
     assert_true(L.ups[0].weight == 1);
     assert_string_equal(L.ups[1].model, "other");
     assert_true(L.ups[1].weight == 3);
+    assert_int_equal(L.ups[1].tpm, 9000);
+    assert_int_equal(L.ups[1].max_parallel, 8);
+    assert_int_equal(L.ups[0].max_parallel, 0);
     assert_int_equal(L.ups[1].line, 12);
     assert_int_equal(L.has_router, 1);
     assert_int_equal(L.router.strategy, ROUTE_LEAST_BUSY);
