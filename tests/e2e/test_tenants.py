@@ -17,7 +17,7 @@ import pytest
 from serverutil import SLOW, Redis, Server, chat, metrics, request, wait_for
 
 KEYS = {name: f"sk-test-{name}-0123456789" for name in
-        ["a", "a2", "x", "b", "c", "d", "g", "adm", "cc", "t"]}
+        ["a", "a2", "x", "b", "c", "d", "g", "adm", "cc", "t", "e", "f"]}
 
 
 def sha(k):
@@ -36,6 +36,8 @@ def keys_yaml(extra=""):
   - {{key_sha256: {sha(KEYS['d'])}, tenant: team-d, tpm: 150, priority: 5}}
   - {{key_sha256: {sha(KEYS['adm'])}, tenant: ops, admin: true}}
   - {{key_sha256: {sha(KEYS['cc'])}, tenant: team-cc, max_concurrency: 1}}
+  - {{key_sha256: {sha(KEYS['e'])}, tenant: team-e, rpm: 2}}
+  - {{key_sha256: {sha(KEYS['f'])}, tenant: team-f, tpm: 300}}
 {extra}"""
 
 
@@ -227,6 +229,40 @@ def test_admin_tenant_purges_one_tenant_and_tenants_only_their_own(server):
 
 
 ENTRY_KEYS = "barista:" + "?" * 16 + ":*"  # cache entries in Redis: prefix:ns:key
+
+
+def test_embeddings_are_rate_limited_like_generations(server):
+    # rpm: the third embeddings call in a minute is a 429 with the headers
+    ce = client(server, "e")
+    for i in range(2):
+        raw = ce.embeddings.with_raw_response.create(model="default", input=f"a cat, {i}")
+        assert raw.headers["x-ratelimit-limit-requests"] == "2"
+        assert raw.headers["x-ratelimit-remaining-requests"] == str(1 - i)
+        assert len(raw.parse().data[0].embedding) == 384
+    with pytest.raises(openai.RateLimitError) as ei:
+        ce.embeddings.create(model="default", input="a cat, 2")
+    r = ei.value.response
+    assert r.headers["x-ratelimit-limit-requests"] == "2"
+    assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    assert int(r.headers["retry-after"]) >= 1
+    err = r.json()["error"]
+    assert err["code"] == "rate_limit_exceeded" and err["type"] == "requests"
+    # tpm counts the input tokens: reserved as bytes / 4 at admission,
+    # corrected to what the model read when it answers
+    cf = client(server, "f")
+    text = "the quick brown fox jumps over the lazy dog " * 25  # 1,100 bytes: 275 reserved
+    raw = cf.embeddings.with_raw_response.create(model="default", input=text)
+    used = raw.parse().usage.prompt_tokens
+    assert 150 < used <= 256
+    assert raw.headers["x-ratelimit-limit-tokens"] == "300"
+    assert int(raw.headers["x-ratelimit-remaining-tokens"]) < 300 - 250
+    with pytest.raises(openai.RateLimitError) as ei:
+        cf.embeddings.create(model="default", input=text)
+    assert ei.value.response.json()["error"]["type"] == "tokens"
+    # the reservation was corrected to the real count: a small input now sees
+    # at least 300 - used - its own tokens left
+    raw = cf.embeddings.with_raw_response.create(model="default", input="a dog")
+    assert int(raw.headers["x-ratelimit-remaining-tokens"]) >= 300 - used - 2
 
 
 def sub_ns(name, sub):
