@@ -336,6 +336,15 @@ def test_tenant_purge_reaches_redis_and_a_second_replica(barista_bin, gguf_path,
         assert chat(r1, q, headers=sub_ns("a", "Y"))[1]["x-cache"] == "MISS"
         assert chat(r2, q, headers=sub_ns("x", "X"))[1]["x-cache-tier"] == "L1"
         assert chat(r1, q, headers=sub_ns("x", "X"))[1]["x-cache"] == "HIT"
+        # embeddings share the tenant's rpm across replicas (the Redis check)
+        for i, s in enumerate((r1, r2)):
+            st, h, _ = chat(s, {"model": "default", "input": f"a cat, {i}"},
+                            headers=bearer("e"), path="/v1/embeddings")
+            assert st == 200 and h["x-ratelimit-remaining-requests"] == str(1 - i)
+        st, h, r = chat(r1, {"model": "default", "input": "a cat, 2"}, headers=bearer("e"),
+                        path="/v1/embeddings")
+        assert st == 429 and r["error"]["code"] == "rate_limit_exceeded", r
+        assert metrics(r1)["barista_ratelimit_redis_checks_total"] >= 2
         # purging everything leaves the namespace secret in Redis (it used to
         # match prefix:* and go, splitting replicas started after it)
         assert request(r1, "DELETE", "/v1/cache?all=true", headers=bearer("adm"))[0] == 200
