@@ -15,6 +15,14 @@ void api_limit_headers(srv_req_t *r, const rl_verdict_t *v)
     if (h[0] && r) srv_req_set_headers(r, h);
 }
 
+void api_limit_peek_headers(srv_req_t *r, const api_tenant_t *t, double now)
+{
+    if (!t->rl) return;
+    rl_verdict_t v;
+    rl_peek(t->rl, &t->limits, now, &v);
+    api_limit_headers(r, &v);
+}
+
 void api_limit_refuse(api_t *a, srv_req_t *r, const api_tenant_t *t, const rl_verdict_t *v,
                       long long tokens)
 {

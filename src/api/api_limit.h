@@ -26,6 +26,10 @@ typedef struct api api_t;
  * NULL: nothing). */
 void api_limit_headers(srv_req_t *r, const rl_verdict_t *v);
 
+/* The headers of t's limits as they stand (charging nothing), for answers
+ * before admission (a 400, a 404). Nothing when t has no limits. */
+void api_limit_peek_headers(srv_req_t *r, const api_tenant_t *t, double now);
+
 /* Answer r with the 429 of verdict v in OpenAI's words (tokens: what the
  * request asked for) and count the rejection. r is answered (its user data
  * cleared first); NULL: only counted. */

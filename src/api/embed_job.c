@@ -348,6 +348,7 @@ void embed_handle(api_t *a, srv_req_t *r, const api_tenant_t *tn)
     emb_req_t q;
     memset(&q, 0, sizeof q);
     oai_err_t e;
+    api_limit_peek_headers(r, tn, t0); /* for answers before the limit check */
     if (oai_parse_json(h->body.p ? h->body.p : "", h->body.n, &root, &e) < 0 ||
         emb_parse(&q, root, &e) < 0) {
         reply_send_error(r, &e);

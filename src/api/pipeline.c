@@ -685,13 +685,7 @@ void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn)
 {
     double t0 = time_now_mono();
     budget_t budget;
-    if (tn->rl) { /* the limits as they stand, for answers before the limit stage */
-        rl_verdict_t v;
-        rl_peek(tn->rl, &tn->limits, t0, &v);
-        char h[384];
-        rl_headers(&v, h, sizeof h);
-        if (h[0]) srv_req_set_headers(r, h);
-    }
+    api_limit_peek_headers(r, tn, t0); /* for answers before the limit stage */
     if (stage_budget_headers(r, &budget) < 0 || stage_memo(a, r, kind, t0, tn) < 0) {
         api_tenant_release(tn);
         return;

@@ -247,6 +247,10 @@ def test_embeddings_are_rate_limited_like_generations(server):
     assert int(r.headers["retry-after"]) >= 1
     err = r.json()["error"]
     assert err["code"] == "rate_limit_exceeded" and err["type"] == "requests"
+    # a bad request of a limited tenant carries the headers too
+    st, h, r = chat(server, {"model": "default", "input": []}, headers=bearer("e"),
+                    path="/v1/embeddings")
+    assert st == 400 and h["x-ratelimit-remaining-requests"] == "0", r
     # tpm counts the input tokens: reserved as bytes / 4 at admission,
     # corrected to what the model read when it answers
     cf = client(server, "f")
