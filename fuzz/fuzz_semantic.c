@@ -33,7 +33,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             touch(r.e.text, r.e.text_len);
             if (semantic_rec_entry(&b, &r.e, r.dim)) abort();
         } else if (r.type == SEMANTIC_REC_PURGE) {
-            if ((unsigned)r.kind > CACHE_PURGE_KEY) abort();
+            if ((unsigned)r.kind > CACHE_PURGE_TENANT) abort();
             if (semantic_rec_purge(&b, r.kind, r.ns, &r.key)) abort();
         } else {
             abort();

@@ -78,6 +78,8 @@ static void sem_purge(api_cache_t *c, cache_purge_kind_t kind, uint64_t ns, cons
         semantic_purge_all(c->sem);
     else if (kind == CACHE_PURGE_NS)
         semantic_purge_ns(c->sem, ns);
+    else if (kind == CACHE_PURGE_TENANT)
+        semantic_purge_tenant(c->sem, ns);
     else if (key)
         semantic_del(c->sem, key);
 }
@@ -91,6 +93,8 @@ static void on_peer_purge(void *user, cache_purge_kind_t kind, uint64_t ns, cons
         cache_l1_purge_all(c->l1);
     else if (kind == CACHE_PURGE_NS)
         cache_l1_purge_ns(c->l1, ns);
+    else if (kind == CACHE_PURGE_TENANT)
+        cache_l1_purge_tenant(c->l1, ns);
     else if (key)
         cache_l1_del(c->l1, key);
 }
@@ -116,6 +120,8 @@ static void on_sem_record(void *user, const char *rec, size_t n)
             semantic_purge_all(c->sem);
         else if (r.kind == CACHE_PURGE_NS)
             semantic_purge_ns(c->sem, r.ns);
+        else if (r.kind == CACHE_PURGE_TENANT)
+            semantic_purge_tenant(c->sem, r.ns);
         else
             semantic_del(c->sem, &r.key);
         return;
@@ -817,7 +823,7 @@ void api_cache_admin(api_cache_t *c, srv_req_t *r, const api_cache_caller_t *who
         if (!who->admin && (al >= 0 || kl >= 0 || tl >= 0)) {
             admin_error(r, 403, "forbidden",
                         "A tenant's key purges only its own namespaces: use ?namespace=NS "
-                        "(empty: the default one).");
+                        "(empty: the default one), or no parameter for all of them.");
             return;
         }
         if (al >= 0) {
@@ -828,9 +834,9 @@ void api_cache_admin(api_cache_t *c, srv_req_t *r, const api_cache_caller_t *who
             purge(c, r, "all", CACHE_PURGE_ALL, 0, NULL);
             return;
         }
-        if (nl < 0 && kl < 0 && tl < 0) {
+        if (who->admin && nl < 0 && kl < 0 && tl < 0) {
             admin_error(r, 400, "invalid_value",
-                        "Say what to purge: ?all=true, ?namespace=NS[&tenant=T|&api_key=K], or "
+                        "Say what to purge: ?all=true, ?tenant=T|?api_key=K[&namespace=NS], or "
                         "/v1/cache/{key}.");
             return;
         }
@@ -857,7 +863,10 @@ void api_cache_admin(api_cache_t *c, srv_req_t *r, const api_cache_caller_t *who
         api_tenant_release(&t);
         uint64_t id =
             api_tenant_ns(who->tenants, t.name, nl > 0 ? ns : NULL, nl > 0 ? (size_t)nl : 0);
-        purge(c, r, "namespace", CACHE_PURGE_NS, id, NULL);
+        if (nl < 0) /* no namespace named: every one of the tenant's (its HMAC half) */
+            purge(c, r, "tenant", CACHE_PURGE_TENANT, id & CACHE_NS_TENANT_MASK, NULL);
+        else
+            purge(c, r, "namespace", CACHE_PURGE_NS, id, NULL);
         return;
     }
     if (!who->admin) {

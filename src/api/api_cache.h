@@ -165,9 +165,11 @@ typedef struct {
     api_tenants_t *tenants;          /* names → namespace ids */
 } api_cache_caller_t;
 
-/* GET /v1/cache/stats and DELETE /v1/cache[/{key}][?namespace=NS
- * [&tenant=T|&api_key=K]] for an admin; DELETE /v1/cache?namespace=NS (its
- * own) for a tenant. The caller has checked the key. */
+/* GET /v1/cache/stats and DELETE /v1/cache[/{key}][?all=true |
+ * ?tenant=T|?api_key=K [&namespace=NS] | ?namespace=NS] for an admin (without
+ * namespace: every namespace of the tenant); DELETE /v1/cache (all its own
+ * namespaces) or ?namespace=NS (one of its own) for a tenant. The caller has
+ * checked the key. */
 void api_cache_admin(api_cache_t *c, srv_req_t *r, const api_cache_caller_t *who);
 
 /* Append the cache series to a Prometheus scrape. */

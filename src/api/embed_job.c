@@ -4,6 +4,10 @@
  *   parse    JSON + the embeddings schema (embeddings.c)      → 400
  *   model    "model" picks an embedding entry ("" / "default": the default
  *            embedding model)                                  → 404 / 400
+ *   limit    the tenant's rate limits as for generations (api_limit.h):
+ *            rpm, tpm on the input tokens (estimated as text bytes / 4 +
+ *            token ids at admission, corrected to the count the model
+ *            reports), max_concurrency                         → 429
  *   embed    bk_embed on the model's backend; the job waits for its one
  *            callback, the client's disconnect (bk_cancel), or its deadline
  *            (bk_cancel + 504)
@@ -18,6 +22,7 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "api/api_limit.h"
 #include "api/embeddings.h"
 #include "api/reply.h"
 #include "backend/backend_embed.h"
@@ -35,6 +40,13 @@ struct embed_job {
     uv_timer_t timer; /* the deadline, when timer_on */
     int timer_on;
     embed_job_t *prev, *next; /* in a->embeds */
+    api_tenant_t tn;          /* a reference: its limits, until the job ends */
+    cJSON *root;              /* the request, until it is submitted */
+    emb_req_t q;
+    int submitted;         /* the backend has it: id is valid */
+    int rl_held, rl_redis; /* a slot / charge held (settled in job_free); charged in Redis */
+    long long rl_tokens, rl_reserved, rl_used; /* asked, charged, used (-1: unknown) */
+    rlr_op_t *rl_op;                           /* a Redis check in flight */
 };
 
 static void on_timer_closed(uv_handle_t *h)
@@ -46,6 +58,14 @@ static void on_timer_closed(uv_handle_t *h)
 static void job_free(embed_job_t *j)
 {
     api_t *a = j->a;
+    rlr_cancel(j->rl_op);
+    j->rl_op = NULL;
+    if (j->rl_held) api_limit_settle(a, &j->tn, j->rl_redis, j->rl_reserved, j->rl_used);
+    j->rl_held = 0;
+    api_tenant_release(&j->tn);
+    emb_req_free(&j->q);
+    cJSON_Delete(j->root);
+    j->root = NULL;
     if (j->prev)
         j->prev->next = j->next;
     else if (a->embeds == j)
@@ -109,6 +129,7 @@ static void on_result(void *user, const bk_embed_result_t *res)
     long long tokens = 0;
     for (int i = 0; i < res->n; i++)
         tokens += res->n_tokens ? res->n_tokens[i] : 0;
+    j->rl_used = tokens; /* the tokens limit counts what the model read */
     a->emb.requests++;
     a->emb.inputs += (uint64_t)res->n;
     a->emb.tokens += (uint64_t)tokens;
@@ -135,7 +156,7 @@ static void on_abort(void *user, srv_req_t *r)
     embed_job_t *j = user;
     (void)r;
     j->r = NULL;
-    if (j->m->bk) bk_cancel(j->m->bk, j->id);
+    if (j->m->bk && j->submitted) bk_cancel(j->m->bk, j->id);
     obs_metrics_cancelled(j->a->metrics, "disconnect");
     j->a->emb.cancelled++;
     job_free(j);
@@ -144,7 +165,7 @@ static void on_abort(void *user, srv_req_t *r)
 static void on_deadline(uv_timer_t *t)
 {
     embed_job_t *j = t->data;
-    if (j->m->bk) bk_cancel(j->m->bk, j->id);
+    if (j->m->bk && j->submitted) bk_cancel(j->m->bk, j->id);
     obs_metrics_cancelled(j->a->metrics, "timeout");
     j->a->emb.cancelled++;
     oai_err_t e;
@@ -158,7 +179,7 @@ void embed_cancel_all(api_t *a)
 {
     while (a->embeds) {
         embed_job_t *j = a->embeds;
-        if (j->m->bk) bk_cancel(j->m->bk, j->id);
+        if (j->m->bk && j->submitted) bk_cancel(j->m->bk, j->id);
         obs_metrics_cancelled(a->metrics, "shutdown");
         a->emb.cancelled++;
         oai_err_t e;
@@ -225,6 +246,100 @@ static void submit_failed(srv_req_t *r, int rc, const bar_msg_t *msg)
     }
 }
 
+/* Hand j to its backend; on a refusal j's client is answered and j freed. */
+static void job_submit(embed_job_t *j)
+{
+    bk_embed_req_t br = {0};
+    br.n = j->q.n;
+    if (j->q.is_tokens) {
+        br.ids = j->q.ids;
+        br.n_ids = j->q.n_ids;
+    } else {
+        br.texts = j->q.texts;
+        br.lens = j->q.lens;
+    }
+    br.cb = on_result;
+    br.user = j;
+    bar_msg_t msg = {{0}};
+    int rc = bk_embed(j->m->bk, &br, &j->id, &msg);
+    if (rc) {
+        j->a->emb.failed++;
+        srv_req_t *r = j->r;
+        j->r = NULL;
+        if (r) {
+            srv_req_set_user(r, NULL, NULL, NULL);
+            submit_failed(r, rc, &msg);
+        }
+        job_free(j);
+        return;
+    }
+    j->submitted = 1;
+    emb_req_free(&j->q); /* the backend copied the inputs */
+    cJSON_Delete(j->root);
+    j->root = NULL;
+}
+
+/* The rpm/tpm verdict v: headers, then 1 (admitted) or 0 (429 sent, j freed). */
+static int limit_verdict(embed_job_t *j, const rl_verdict_t *v)
+{
+    api_limit_headers(j->r, v);
+    if (v->refused != RL_OK) {
+        srv_req_t *r = j->r;
+        j->r = NULL;
+        api_limit_refuse(j->a, r, &j->tn, v, j->rl_tokens);
+        job_free(j);
+        return 0;
+    }
+    if (j->tn.limits.rpm > 0 || j->tn.limits.tpm > 0) j->rl_reserved = j->rl_tokens;
+    return 1;
+}
+
+/* Redis answered (v), or did not in time (NULL: this replica decides). */
+static void limit_decided(void *user, const rl_verdict_t *v)
+{
+    embed_job_t *j = user;
+    j->rl_op = NULL;
+    rl_verdict_t loc;
+    if (v) {
+        j->rl_redis = v->refused == RL_OK; /* charged in Redis: corrected there */
+    } else {
+        api_limit_local(&j->tn, j->rl_tokens, time_now_mono(), &loc);
+        v = &loc;
+    }
+    if (limit_verdict(j, v)) job_submit(j);
+}
+
+/* The tokens an embeddings request reserves: its texts' bytes / 4 (the
+ * prompt estimate generations use) or its token ids. */
+static long long input_tokens(const emb_req_t *q)
+{
+    long long n = 0;
+    for (int i = 0; i < q->n; i++)
+        n += q->is_tokens ? (long long)q->n_ids[i] : ((long long)q->lens[i] + 3) / 4;
+    return n;
+}
+
+/* The tenant's limits (api_limit.h): 1 admitted, 0 pending (limit_decided
+ * goes on), -1 refused (429 sent, j freed). */
+static int limit_admit(embed_job_t *j)
+{
+    if (!j->tn.rl) return 1;
+    double now = time_now_mono();
+    rl_verdict_t v;
+    j->rl_tokens = input_tokens(&j->q);
+    if (api_limit_slot(&j->tn, now, &v) != RL_OK) {
+        api_limit_headers(j->r, &v);
+        srv_req_t *r = j->r;
+        j->r = NULL;
+        api_limit_refuse(j->a, r, &j->tn, &v, j->rl_tokens);
+        job_free(j);
+        return -1;
+    }
+    j->rl_held = 1;
+    if (api_limit_rate(j->a, &j->tn, j->rl_tokens, now, limit_decided, j, &j->rl_op, &v)) return 0;
+    return limit_verdict(j, &v) ? 1 : -1;
+}
+
 void embed_handle(api_t *a, srv_req_t *r, const api_tenant_t *tn)
 {
     double t0 = time_now_mono();
@@ -233,6 +348,7 @@ void embed_handle(api_t *a, srv_req_t *r, const api_tenant_t *tn)
     emb_req_t q;
     memset(&q, 0, sizeof q);
     oai_err_t e;
+    api_limit_peek_headers(r, tn, t0); /* for answers before the limit check */
     if (oai_parse_json(h->body.p ? h->body.p : "", h->body.n, &root, &e) < 0 ||
         emb_parse(&q, root, &e) < 0) {
         reply_send_error(r, &e);
@@ -259,25 +375,12 @@ void embed_handle(api_t *a, srv_req_t *r, const api_tenant_t *tn)
     j->base64 = q.base64;
     j->dimensions = q.dimensions;
     j->t0 = t0;
-    bk_embed_req_t br = {0};
-    br.n = q.n;
-    if (q.is_tokens) {
-        br.ids = q.ids;
-        br.n_ids = q.n_ids;
-    } else {
-        br.texts = q.texts;
-        br.lens = q.lens;
-    }
-    br.cb = on_result;
-    br.user = j;
-    bar_msg_t msg = {{0}};
-    int rc = bk_embed(m->bk, &br, &j->id, &msg);
-    if (rc) {
-        a->emb.failed++;
-        free(j);
-        submit_failed(r, rc, &msg);
-        goto out;
-    }
+    j->rl_used = -1;
+    api_tenant_copy(&j->tn, tn);
+    j->root = root; /* the job owns the request now */
+    j->q = q;
+    root = NULL;
+    memset(&q, 0, sizeof q);
     j->next = a->embeds;
     if (a->embeds) a->embeds->prev = j;
     a->embeds = j;
@@ -285,7 +388,7 @@ void embed_handle(api_t *a, srv_req_t *r, const api_tenant_t *tn)
     srv_req_set_user(r, j, on_abort, NULL);
     /* the deadline: the body's "timeout", capped by --request-timeout-ms */
     double s = a->set->request_timeout_ms ? (double)a->set->request_timeout_ms / 1e3 : 0;
-    if (q.timeout_s > 0 && (s == 0 || q.timeout_s < s)) s = q.timeout_s;
+    if (j->q.timeout_s > 0 && (s == 0 || j->q.timeout_s < s)) s = j->q.timeout_s;
     if (s > 0) {
         double left = t0 + s - time_now_mono();
         uv_timer_init(a->loop, &j->timer);
@@ -293,6 +396,7 @@ void embed_handle(api_t *a, srv_req_t *r, const api_tenant_t *tn)
         j->timer_on = 1;
         uv_timer_start(&j->timer, on_deadline, left > 0 ? (uint64_t)(left * 1e3) + 1 : 0, 0);
     }
+    if (limit_admit(j) == 1) job_submit(j);
 out:
     emb_req_free(&q);
     cJSON_Delete(root);

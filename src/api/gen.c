@@ -29,9 +29,10 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "api/api_limit.h"
 #include "api/reply.h"
-#include "control/fallback.h"
 #include "api/tools.h"
+#include "control/fallback.h"
 #include "server/sse.h"
 #include "util/timeutil.h"
 
@@ -121,16 +122,8 @@ void client_free(client_t *c)
 {
     rlr_cancel(c->rl_op);
     c->rl_op = NULL;
-    if (c->rl_held && c->tenant.rl) { /* tokens corrected to the real count */
-        tenant_limits_t l = c->tenant.limits;
-        if (c->rl_redis) {
-            if (c->rl_used >= 0)
-                rlr_settle(api_tenants_rlr(c->a->tenants), c->tenant.name, &l,
-                           c->rl_used - c->rl_reserved);
-            l.tpm = 0; /* here: only the concurrency slot */
-        }
-        rl_settle(c->tenant.rl, &l, c->rl_reserved, c->rl_used, time_now_mono());
-    }
+    if (c->rl_held) /* tokens corrected to the real count */
+        api_limit_settle(c->a, &c->tenant, c->rl_redis, c->rl_reserved, c->rl_used);
     c->rl_held = 0;
     cJSON_Delete(c->root);
     c->root = NULL;

@@ -23,6 +23,7 @@
 #include <strings.h>
 
 #include "api/api_int.h"
+#include "api/api_limit.h"
 #include "api/reply.h"
 #include "control/fallback.h"
 #include "util/timeutil.h"
@@ -115,45 +116,15 @@ static void mark(client_t *c, obs_stage_t st)
 /* The x-ratelimit-* headers every response of a limited tenant carries. */
 static void limit_headers(client_t *c, const rl_verdict_t *v)
 {
-    char h[384];
-    rl_headers(v, h, sizeof h);
-    if (h[0] && c->r) srv_req_set_headers(c->r, h);
+    api_limit_headers(c->r, v);
 }
 
 /* The tenant's limits refused c: 429 in OpenAI's words, c freed. */
 static void limit_refuse(client_t *c, const rl_verdict_t *v, long long tokens)
 {
-    api_tenant_t *t = &c->tenant;
-    oai_err_t e;
-    int retry = (int)(v->retry_s + 0.999);
-    if (v->refused == RL_TOKENS && v->too_large) {
-        oai_err(&e, 429, "tokens", "rate_limit_exceeded", NULL,
-                "Request too large for tenant '%s': it needs about %lld tokens and the limit is "
-                "%lld tokens per minute. Send fewer tokens (prompt + max_tokens).",
-                t->name, tokens, t->limits.tpm);
-    } else if (v->refused == RL_TOKENS) {
-        char d[32];
-        rl_duration(v->retry_s, d, sizeof d);
-        oai_err(&e, 429, "tokens", "rate_limit_exceeded", NULL,
-                "Rate limit reached for tenant '%s' on tokens per min (TPM): Limit %lld, "
-                "Remaining %lld, Requested %lld. Please try again in %s.",
-                t->name, t->limits.tpm, v->rem_tok, tokens, d);
-    } else if (v->refused == RL_REQUESTS) {
-        oai_err(&e, 429, "requests", "rate_limit_exceeded", NULL,
-                "Rate limit reached for tenant '%s' on requests per min (RPM): Limit %lld, "
-                "Remaining 0. Please try again in %d s.",
-                t->name, t->limits.rpm, retry < 1 ? 1 : retry);
-    } else {
-        oai_err(&e, 429, "requests", "rate_limit_exceeded", NULL,
-                "Too many requests in flight for tenant '%s': the limit is %d at once.", t->name,
-                t->limits.max_concurrency);
-    }
-    e.retry_after_s = retry < 1 ? 1 : retry;
-    obs_metrics_rejected(c->a->metrics, "rate_limit");
     srv_req_t *r = c->r;
     c->r = NULL;
-    if (r) srv_req_set_user(r, NULL, NULL, NULL);
-    reply_send_error(r, &e);
+    api_limit_refuse(c->a, r, &c->tenant, v, tokens);
     client_free(c);
 }
 
@@ -162,15 +133,12 @@ static void limit_refuse(client_t *c, const rl_verdict_t *v, long long tokens)
 static void limit_decided(void *user, const rl_verdict_t *v)
 {
     client_t *c = user;
-    api_tenant_t *t = &c->tenant;
     c->rl_op = NULL;
     rl_verdict_t loc;
     if (v) {
         c->rl_redis = v->refused == RL_OK; /* charged in Redis: corrected there at the end */
     } else {
-        tenant_limits_t l = t->limits;
-        l.max_concurrency = 0; /* taken already */
-        rl_admit(t->rl, &l, c->rl_tokens, time_now_mono(), &loc);
+        api_limit_local(&c->tenant, c->rl_tokens, time_now_mono(), &loc);
         v = &loc;
     }
     limit_headers(c, v);
@@ -182,8 +150,7 @@ static void limit_decided(void *user, const rl_verdict_t *v)
     c->rl_cont(c);
 }
 
-/* Admit c under its tenant's limits, charging `tokens`: the concurrency cap
- * here, rpm/tpm in Redis when it is configured (a bounded wait) or here.
+/* Admit c under its tenant's limits, charging `tokens` (api_limit.h).
  * 0: admitted, go on now; 1: the answer comes later (cont(c) then, unless
  * refused); -1: refused, a 429 sent (c freed). */
 static int limit_admit(client_t *c, long long tokens, void (*cont)(client_t *c))
@@ -192,39 +159,24 @@ static int limit_admit(client_t *c, long long tokens, void (*cont)(client_t *c))
     if (!t->rl) return 0;
     double now = time_now_mono();
     rl_verdict_t v;
-    tenant_limits_t conc = {0, 0, t->limits.max_concurrency};
-    if (conc.max_concurrency > 0 && rl_admit(t->rl, &conc, 0, now, &v) != RL_OK) {
-        rl_verdict_t pv;
-        rl_peek(t->rl, &t->limits, now, &pv);
-        pv.refused = v.refused;
-        pv.retry_s = v.retry_s;
-        limit_headers(c, &pv);
-        limit_refuse(c, &pv, tokens);
+    if (api_limit_slot(t, now, &v) != RL_OK) {
+        limit_headers(c, &v);
+        limit_refuse(c, &v, tokens);
         return -1;
     }
     c->rl_held = 1; /* the concurrency slot (if any): given back by client_free */
     c->rl_tokens = tokens;
     c->rl_cont = cont;
-    if (t->limits.rpm <= 0 && t->limits.tpm <= 0) {
-        rl_peek(t->rl, &t->limits, now, &v);
-        limit_headers(c, &v);
-        return 0;
-    }
-    rlr_t *rr = api_tenants_rlr(c->a->tenants);
-    if (rr && rlr_admit(rr, t->name, &t->limits, tokens, limit_decided, c, &c->rl_op)) {
+    if (api_limit_rate(c->a, t, tokens, now, limit_decided, c, &c->rl_op, &v)) {
         client_wait(c); /* a disconnect frees c, which cancels the check */
         return 1;
     }
-    /* no Redis (or it is down): this replica decides */
-    tenant_limits_t l = t->limits;
-    l.max_concurrency = 0;
-    rl_admit(t->rl, &l, tokens, now, &v);
     limit_headers(c, &v);
     if (v.refused != RL_OK) {
         limit_refuse(c, &v, tokens);
         return -1;
     }
-    c->rl_reserved = tokens;
+    if (t->limits.rpm > 0 || t->limits.tpm > 0) c->rl_reserved = tokens;
     return 0;
 }
 
@@ -762,13 +714,7 @@ void pipeline_handle(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn)
     double t0 = time_now_mono();
     obs_trace_mark(srv_req_obs(r), OBS_AUTH, t0);
     budget_t budget;
-    if (tn->rl) { /* the limits as they stand, for answers before the limit stage */
-        rl_verdict_t v;
-        rl_peek(tn->rl, &tn->limits, t0, &v);
-        char h[384];
-        rl_headers(&v, h, sizeof h);
-        if (h[0]) srv_req_set_headers(r, h);
-    }
+    api_limit_peek_headers(r, tn, t0); /* for answers before the limit stage */
     if (stage_budget_headers(r, &budget) < 0 || stage_memo(a, r, kind, t0, tn) < 0) {
         api_tenant_release(tn);
         return;

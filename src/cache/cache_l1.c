@@ -474,7 +474,8 @@ int cache_l1_del(cache_l1_t *l1, const cache_key_t *k)
     return had;
 }
 
-size_t cache_l1_purge_ns(cache_l1_t *l1, uint64_t ns)
+/* Drop every entry with (e->ns & mask) == (ns & mask). */
+static size_t purge_masked(cache_l1_t *l1, uint64_t ns, uint64_t mask)
 {
     size_t removed = 0;
     for (int qi = 0; qi < Q_COUNT; qi++) {
@@ -482,7 +483,7 @@ size_t cache_l1_purge_ns(cache_l1_t *l1, uint64_t ns)
         node_t *n = l1->q[qi].head;
         while (n) {
             node_t *next = n->next;
-            if (n->e->ns == ns) {
+            if ((n->e->ns & mask) == (ns & mask)) {
                 node_drop(l1, n);
                 removed++;
             }
@@ -490,6 +491,16 @@ size_t cache_l1_purge_ns(cache_l1_t *l1, uint64_t ns)
         }
     }
     return removed;
+}
+
+size_t cache_l1_purge_ns(cache_l1_t *l1, uint64_t ns)
+{
+    return purge_masked(l1, ns, ~0ull);
+}
+
+size_t cache_l1_purge_tenant(cache_l1_t *l1, uint64_t ns)
+{
+    return purge_masked(l1, ns, 0xffffffff00000000ull);
 }
 
 size_t cache_l1_purge_all(cache_l1_t *l1)

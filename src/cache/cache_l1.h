@@ -103,6 +103,9 @@ int cache_l1_del(cache_l1_t *l1, const cache_key_t *k);
 /* Remove every entry of one namespace (cache_ns_hash) / everything (ghosts
  * too). Return the number of entries removed. O(entries). */
 size_t cache_l1_purge_ns(cache_l1_t *l1, uint64_t ns);
+/* Remove every entry whose namespace has ns's high 32 bits (every
+ * sub-namespace of one tenant, tenant_ns_id). O(entries). */
+size_t cache_l1_purge_tenant(cache_l1_t *l1, uint64_t ns);
 size_t cache_l1_purge_all(cache_l1_t *l1);
 
 /* Drop every expired entry now; returns how many. O(entries). */

@@ -122,7 +122,8 @@ static int seen_before(cache_redis_t *r, const char *id)
     return 0;
 }
 
-/* "<instance>:<seq> all" | "... ns <16 hex>" | "... key <32 hex>", where
+/* "<instance>:<seq> all" | "... ns <16 hex>" | "... tenant <16 hex>" (only
+ * the first 8 digits count) | "... key <32 hex>", where
  * instance and seq are 16 hex digits each: the purge's unique id. */
 static void peer_message(cache_redis_t *r, const char *m, size_t n)
 {
@@ -138,6 +139,9 @@ static void peer_message(cache_redis_t *r, const char *m, size_t n)
     } else if (kn == 19 && !memcmp(k, "ns ", 3) && !hex_u64(k + 3, 16, &ns)) {
         r->st.peer_purges++;
         r->o.on_peer_purge(r->o.peer_user, CACHE_PURGE_NS, ns, NULL);
+    } else if (kn == 23 && !memcmp(k, "tenant ", 7) && !hex_u64(k + 7, 16, &ns)) {
+        r->st.peer_purges++;
+        r->o.on_peer_purge(r->o.peer_user, CACHE_PURGE_TENANT, ns & CACHE_NS_TENANT_MASK, NULL);
     } else if (kn == 36 && !memcmp(k, "key ", 4) && !cache_key_from_hex(&key, k + 4, 32)) {
         r->st.peer_purges++;
         r->o.on_peer_purge(r->o.peer_user, CACHE_PURGE_KEY, 0, &key);
@@ -634,6 +638,9 @@ static void purge_maybe_done(purge_t *p)
             snprintf(m, sizeof m, "%s all", id);
         else if (p->kind == CACHE_PURGE_NS)
             snprintf(m, sizeof m, "%s ns %016llx", id, (unsigned long long)p->ns);
+        else if (p->kind == CACHE_PURGE_TENANT)
+            snprintf(m, sizeof m, "%s tenant %016llx", id,
+                     (unsigned long long)(p->ns & CACHE_NS_TENANT_MASK));
         else {
             cache_key_hex(&p->key, hex);
             snprintf(m, sizeof m, "%s key %s", id, hex);
@@ -735,9 +742,15 @@ int cache_redis_purge(cache_redis_t *r, cache_purge_kind_t kind, uint64_t ns,
     p->user = user;
     char hex[CACHE_KEY_HEX_LEN + 1];
     if (kind == CACHE_PURGE_ALL) {
-        snprintf(p->pattern, sizeof p->pattern, "%s:*", r->prefix);
+        /* entry names only (the ns is always 16 hex digits): the namespace
+         * secret, rate-limit buckets and the record stream under the prefix stay */
+        snprintf(p->pattern, sizeof p->pattern, "%s:????????????????:*", r->prefix);
     } else if (kind == CACHE_PURGE_NS) {
         snprintf(p->pattern, sizeof p->pattern, "%s:%016llx:*", r->prefix, (unsigned long long)ns);
+    } else if (kind == CACHE_PURGE_TENANT) {
+        /* the tenant half is the name's first 8 hex digits: any sub after it */
+        snprintf(p->pattern, sizeof p->pattern, "%s:%08llx????????:*", r->prefix,
+                 (unsigned long long)(ns >> 32));
     } else {
         cache_key_hex(key, hex);
         snprintf(p->pattern, sizeof p->pattern, "%s:*:%s", r->prefix, hex);

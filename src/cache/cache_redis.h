@@ -6,7 +6,8 @@
  *   get    GET with a per-request timeout (default 5 ms; one loop timer for
  *          all outstanding GETs). The callback always comes exactly once.
  *   set    SET key value PX ttl_ms — write-through, fire and forget.
- *   purge  by key, namespace or everything: SCAN MATCH + UNLINK in batches
+ *   purge  by key, namespace, tenant (every namespace sharing the high 32
+ *          bits: MATCH <prefix>:<8 hex>????????:*) or everything: SCAN MATCH + UNLINK in batches
  *          (non-blocking for Redis, cursor-based), then a PUBLISH on
  *          "<prefix>:purge" so every other barista on this Redis purges its
  *          L1 too (on_peer_purge).
@@ -56,10 +57,18 @@ typedef enum {
     CACHE_PURGE_ALL = 0,
     CACHE_PURGE_NS = 1,
     CACHE_PURGE_KEY = 2,
+    /* every namespace of one tenant: those whose high 32 bits (the tenant
+     * half of tenant_ns_id, CACHE_NS_TENANT_MASK) equal ns's */
+    CACHE_PURGE_TENANT = 3,
 } cache_purge_kind_t;
 
+/* The tenant half of a namespace id (tenant_ns_id: HMAC(tenant) in the high
+ * 32 bits, HMAC(tenant NUL sub) in the low ones). */
+#define CACHE_NS_TENANT_MASK 0xffffffff00000000ull
+
 /* Another barista on this Redis purged (apply it to the local L1). key is
- * NULL unless kind is CACHE_PURGE_KEY; ns is 0 unless CACHE_PURGE_NS. */
+ * NULL unless kind is CACHE_PURGE_KEY; ns is 0 unless CACHE_PURGE_NS or
+ * CACHE_PURGE_TENANT (then only its high 32 bits count). */
 typedef void (*cache_redis_peer_fn)(void *user, cache_purge_kind_t kind, uint64_t ns,
                                     const cache_key_t *key);
 
@@ -133,7 +142,7 @@ int cache_redis_stream_add(cache_redis_t *r, const void *rec, size_t n);
  * (destroyed), and how many keys were deleted. */
 typedef void (*cache_redis_done_fn)(void *user, int err, uint64_t n_deleted);
 
-/* Delete by kind: ns for CACHE_PURGE_NS, key for CACHE_PURGE_KEY (any
+/* Delete by kind: ns for CACHE_PURGE_NS and CACHE_PURGE_TENANT, key for CACHE_PURGE_KEY (any
  * namespace). 0: done will be called exactly once; BAR_ERR_BUSY: Redis is
  * down, nothing was deleted, done is not called. */
 int cache_redis_purge(cache_redis_t *r, cache_purge_kind_t kind, uint64_t ns,

@@ -31,6 +31,7 @@ static long long l1_purge(cache_tier_t *t, cache_purge_kind_t kind, uint64_t ns,
     (void)cb, (void)user;
     if (kind == CACHE_PURGE_ALL) return (long long)cache_l1_purge_all(t->impl);
     if (kind == CACHE_PURGE_NS) return (long long)cache_l1_purge_ns(t->impl, ns);
+    if (kind == CACHE_PURGE_TENANT) return (long long)cache_l1_purge_tenant(t->impl, ns);
     return cache_l1_del(t->impl, key) > 0 ? 1 : 0;
 }
 

@@ -43,7 +43,7 @@ typedef struct {
     void (*cancel)(cache_tier_t *t, void *op);
     /* Store e for ttl_ms (0 = no expiry). 0 stored, or a negative code. */
     int (*store)(cache_tier_t *t, cache_entry_t *e, uint64_t ttl_ms);
-    /* Delete by kind (all, a namespace, one key). Synchronous tiers return
+    /* Delete by kind (all, a namespace, a tenant's namespaces, one key). Synchronous tiers return
      * the count (>= 0) and never call cb; asynchronous ones return
      * CACHE_TIER_PENDING and call cb once; a negative code: down. */
     long long (*purge)(cache_tier_t *t, cache_purge_kind_t kind, uint64_t ns,

@@ -233,13 +233,13 @@ int semantic_del(semantic_t *s, const cache_key_t *key)
     return 1;
 }
 
-size_t semantic_purge_ns(semantic_t *s, uint64_t ns)
+static size_t purge_masked(semantic_t *s, uint64_t ns, uint64_t mask)
 {
     size_t k = 0;
     rec_t *r = s->head;
     while (r) {
         rec_t *nx = r->next;
-        if (r->ns == ns) {
+        if ((r->ns & mask) == (ns & mask)) {
             rec_remove(s, r);
             k++;
         }
@@ -247,6 +247,16 @@ size_t semantic_purge_ns(semantic_t *s, uint64_t ns)
     }
     s->st.deletes += k;
     return k;
+}
+
+size_t semantic_purge_ns(semantic_t *s, uint64_t ns)
+{
+    return purge_masked(s, ns, ~0ull);
+}
+
+size_t semantic_purge_tenant(semantic_t *s, uint64_t ns)
+{
+    return purge_masked(s, ns, 0xffffffff00000000ull);
 }
 
 size_t semantic_purge_all(semantic_t *s)
@@ -381,7 +391,7 @@ int semantic_rec_decode(const void *p_, size_t n, semantic_rec_t *out, float *vb
     out->type = p[4];
     if (out->type == SEMANTIC_REC_PURGE) {
         if (body != 1 + 8 + 16) return bar_fail(msg, BAR_ERR_INVALID, "purge record length");
-        if (q[0] > CACHE_PURGE_KEY) return bar_fail(msg, BAR_ERR_INVALID, "purge kind %d", q[0]);
+        if (q[0] > CACHE_PURGE_TENANT) return bar_fail(msg, BAR_ERR_INVALID, "purge kind %d", q[0]);
         out->kind = (cache_purge_kind_t)q[0];
         out->ns = get_u64(q + 1);
         memcpy(out->key.b, q + 9, 16);

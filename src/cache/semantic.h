@@ -92,6 +92,9 @@ int semantic_lookup(semantic_t *s, uint64_t ns, uint64_t part, const float *vec,
 int semantic_del(semantic_t *s, const cache_key_t *key);
 /* Remove every entry of tenant namespace ns; how many. */
 size_t semantic_purge_ns(semantic_t *s, uint64_t ns);
+/* Remove every entry whose tenant namespace has ns's high 32 bits (all the
+ * sub-namespaces of one tenant); how many. */
+size_t semantic_purge_tenant(semantic_t *s, uint64_t ns);
 /* Remove everything; how many. */
 size_t semantic_purge_all(semantic_t *s);
 /* Drop expired entries; how many. */

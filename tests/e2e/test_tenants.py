@@ -17,7 +17,7 @@ import pytest
 from serverutil import SLOW, Redis, Server, chat, metrics, request, wait_for
 
 KEYS = {name: f"sk-test-{name}-0123456789" for name in
-        ["a", "a2", "x", "b", "c", "d", "g", "adm", "cc", "t"]}
+        ["a", "a2", "x", "b", "c", "d", "g", "adm", "cc", "t", "e", "f"]}
 
 
 def sha(k):
@@ -36,6 +36,8 @@ def keys_yaml(extra=""):
   - {{key_sha256: {sha(KEYS['d'])}, tenant: team-d, tpm: 150, priority: 5}}
   - {{key_sha256: {sha(KEYS['adm'])}, tenant: ops, admin: true}}
   - {{key_sha256: {sha(KEYS['cc'])}, tenant: team-cc, max_concurrency: 1}}
+  - {{key_sha256: {sha(KEYS['e'])}, tenant: team-e, rpm: 2}}
+  - {{key_sha256: {sha(KEYS['f'])}, tenant: team-f, tpm: 300}}
 {extra}"""
 
 
@@ -224,6 +226,137 @@ def test_admin_tenant_purges_one_tenant_and_tenants_only_their_own(server):
                          headers=bearer("adm"))
     assert st == 200 and json.loads(raw)["l1_deleted"] >= 1
     assert ask(server, "a", "Name a lake.")[1]["x-cache"] == "MISS"
+
+
+ENTRY_KEYS = "barista:" + "?" * 16 + ":*"  # cache entries in Redis: prefix:ns:key
+
+
+def test_embeddings_are_rate_limited_like_generations(server):
+    # rpm: the third embeddings call in a minute is a 429 with the headers
+    ce = client(server, "e")
+    for i in range(2):
+        raw = ce.embeddings.with_raw_response.create(model="default", input=f"a cat, {i}")
+        assert raw.headers["x-ratelimit-limit-requests"] == "2"
+        assert raw.headers["x-ratelimit-remaining-requests"] == str(1 - i)
+        assert len(raw.parse().data[0].embedding) == 384
+    with pytest.raises(openai.RateLimitError) as ei:
+        ce.embeddings.create(model="default", input="a cat, 2")
+    r = ei.value.response
+    assert r.headers["x-ratelimit-limit-requests"] == "2"
+    assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    assert int(r.headers["retry-after"]) >= 1
+    err = r.json()["error"]
+    assert err["code"] == "rate_limit_exceeded" and err["type"] == "requests"
+    # a bad request of a limited tenant carries the headers too
+    st, h, r = chat(server, {"model": "default", "input": []}, headers=bearer("e"),
+                    path="/v1/embeddings")
+    assert st == 400 and h["x-ratelimit-remaining-requests"] == "0", r
+    # tpm counts the input tokens: reserved as bytes / 4 at admission,
+    # corrected to what the model read when it answers
+    cf = client(server, "f")
+    text = "the quick brown fox jumps over the lazy dog " * 25  # 1,100 bytes: 275 reserved
+    raw = cf.embeddings.with_raw_response.create(model="default", input=text)
+    used = raw.parse().usage.prompt_tokens
+    assert 150 < used <= 256
+    assert raw.headers["x-ratelimit-limit-tokens"] == "300"
+    assert int(raw.headers["x-ratelimit-remaining-tokens"]) < 300 - 250
+    with pytest.raises(openai.RateLimitError) as ei:
+        cf.embeddings.create(model="default", input=text)
+    assert ei.value.response.json()["error"]["type"] == "tokens"
+    # the reservation was corrected to the real count: a small input now sees
+    # at least 300 - used - its own tokens left
+    raw = cf.embeddings.with_raw_response.create(model="default", input="a dog")
+    assert int(raw.headers["x-ratelimit-remaining-tokens"]) >= 300 - used - 2
+
+
+def sub_ns(name, sub):
+    return {**bearer(name), **({"X-Cache-Namespace": sub} if sub else {})}
+
+
+def test_tenant_purge_covers_every_sub_namespace(server):
+    # issue 16 defect 5: a tenant's purge reaches all its sub-namespaces
+    q = body("Name a sea.")
+    for who in ("a", "x"):
+        for sub in (None, "X", "Y"):
+            chat(server, q, headers=sub_ns(who, sub))
+            assert chat(server, q, headers=sub_ns(who, sub))[1]["x-cache"] == "HIT"
+    # a tenant's key with no parameter: all of its own namespaces, no one else's
+    st, _, raw = request(server, "DELETE", "/v1/cache", headers=bearer("a"))
+    r = json.loads(raw)
+    assert st == 200 and r["scope"] == "tenant" and r["l1_deleted"] >= 3, raw
+    for sub in (None, "X", "Y"):
+        assert chat(server, q, headers=sub_ns("a", sub))[1]["x-cache"] == "MISS", sub
+        assert chat(server, q, headers=sub_ns("x", sub))[1]["x-cache"] == "HIT", sub
+    # an admin: ?tenant=T (or ?api_key=K) without a namespace is the whole tenant
+    st, _, raw = request(server, "DELETE", "/v1/cache?api_key=" + KEYS["x"],
+                         headers=bearer("adm"))
+    assert st == 200 and json.loads(raw)["scope"] == "tenant", raw
+    for sub in (None, "X", "Y"):
+        assert chat(server, q, headers=sub_ns("x", sub))[1]["x-cache"] == "MISS", sub
+        assert chat(server, q, headers=sub_ns("a", sub))[1]["x-cache"] == "HIT", sub
+    st, _, raw = request(server, "DELETE", "/v1/cache?tenant=team-a", headers=bearer("adm"))
+    assert st == 200 and json.loads(raw)["l1_deleted"] >= 3, raw
+    assert chat(server, q, headers=sub_ns("a", "Y"))[1]["x-cache"] == "MISS"
+    # an admin still says what it purges: a bare DELETE is not everything
+    assert request(server, "DELETE", "/v1/cache", headers=bearer("adm"))[0] == 400
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_tenant_purge_reaches_redis_and_a_second_replica(barista_bin, gguf_path, tmp_path):
+    import redis as redis_py
+    redis = Redis()
+    p = tmp_path / "keys.yaml"
+    p.write_text(keys_yaml())
+    args = ["--keys", str(p), "--redis", redis.url, "--redis-timeout-ms", str(int(200 * SLOW))]
+    r1 = Server(barista_bin, gguf_path, args=args)
+    r2 = Server(barista_bin, gguf_path, args=args)
+    rc = redis_py.Redis(port=redis.port)
+
+    def l1_entries(s):
+        st, _, raw = request(s, "GET", "/v1/cache/stats", headers=bearer("adm"))
+        assert st == 200
+        return json.loads(raw)
+
+    try:
+        q = body("Name a gulf.")
+        for who, sub in (("a", "X"), ("a", "Y"), ("x", "X")):
+            assert chat(r1, q, headers=sub_ns(who, sub))[1]["x-cache"] == "MISS"
+            # r2 reads it from Redis, then holds it in its own L1
+            wait_for(lambda: chat(r2, q, headers=sub_ns(who, sub))[1]["x-cache"] == "HIT",
+                     timeout=10 * SLOW)
+            assert chat(r2, q, headers=sub_ns(who, sub))[1]["x-cache-tier"] == "L1"
+        assert len(rc.keys(ENTRY_KEYS)) == 3
+        assert l1_entries(r2)["entries"] == 3
+        peer0 = l1_entries(r2)["l2"]["peer_purges"]
+        st, _, raw = request(r1, "DELETE", "/v1/cache", headers=bearer("a"))
+        r = json.loads(raw)
+        assert st == 200 and r["scope"] == "tenant" and r["l1_deleted"] == 2, raw
+        assert r["l2"] == "ok" and r["l2_deleted"] == 2, raw
+        assert len(rc.keys(ENTRY_KEYS)) == 1  # team-x's entry stays in Redis
+        # r2's L1 purges through pub/sub (or the purge log)
+        assert wait_for(lambda: l1_entries(r2)["l2"]["peer_purges"] > peer0, timeout=10 * SLOW)
+        assert l1_entries(r2)["entries"] == 1
+        assert chat(r2, q, headers=sub_ns("a", "X"))[1]["x-cache"] == "MISS"
+        assert chat(r1, q, headers=sub_ns("a", "Y"))[1]["x-cache"] == "MISS"
+        assert chat(r2, q, headers=sub_ns("x", "X"))[1]["x-cache-tier"] == "L1"
+        assert chat(r1, q, headers=sub_ns("x", "X"))[1]["x-cache"] == "HIT"
+        # embeddings share the tenant's rpm across replicas (the Redis check)
+        for i, s in enumerate((r1, r2)):
+            st, h, _ = chat(s, {"model": "default", "input": f"a cat, {i}"},
+                            headers=bearer("e"), path="/v1/embeddings")
+            assert st == 200 and h["x-ratelimit-remaining-requests"] == str(1 - i)
+        st, h, r = chat(r1, {"model": "default", "input": "a cat, 2"}, headers=bearer("e"),
+                        path="/v1/embeddings")
+        assert st == 429 and r["error"]["code"] == "rate_limit_exceeded", r
+        assert metrics(r1)["barista_ratelimit_redis_checks_total"] >= 2
+        # purging everything leaves the namespace secret in Redis (it used to
+        # match prefix:* and go, splitting replicas started after it)
+        assert request(r1, "DELETE", "/v1/cache?all=true", headers=bearer("adm"))[0] == 200
+        assert rc.keys(ENTRY_KEYS) == [] and rc.exists("barista:tenant:ns-secret") == 1
+    finally:
+        assert r1.stop() == 0
+        assert r2.stop() == 0
+        redis.stop()
 
 
 def test_sighup_reloads_keys_without_dropping_connections(server, keyfile):

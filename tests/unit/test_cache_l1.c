@@ -335,6 +335,27 @@ static void test_purge(void **st)
     }
 }
 
+/* a tenant purge: every namespace sharing the high 32 bits, no other */
+static void test_purge_tenant(void **st)
+{
+    (void)st;
+    const uint64_t A = 0x11111111ull << 32, B = 0x22222222ull << 32;
+    const uint64_t ns[4] = {A | 1, A | 0xfffffffful, B | 1, A >> 32};
+    for (int p = 0; p < 2; p++) {
+        cache_l1_t *l1 = mk_l1(1 << 20, (cache_policy_t)p);
+        for (int i = 0; i < 40; i++) {
+            cache_entry_t *e = mk(i, 50, ns[i % 4]);
+            assert_int_equal(cache_l1_put(l1, e, 0, 0), 0);
+            cache_entry_release(e);
+        }
+        assert_int_equal(cache_l1_purge_tenant(l1, A | 0x1234), 20);
+        for (int i = 0; i < 40; i++)
+            assert_int_equal(has(l1, i), i % 4 >= 2);
+        assert_int_equal(cache_l1_purge_tenant(l1, A), 0);
+        cache_l1_destroy(l1);
+    }
+}
+
 static void test_stats(void **st)
 {
     (void)st;
@@ -460,6 +481,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_budget_honest),
+        cmocka_unit_test(test_purge_tenant),
         cmocka_unit_test(test_reject_and_replace),
         cmocka_unit_test(test_ttl),
         cmocka_unit_test(test_ttl_foreach),

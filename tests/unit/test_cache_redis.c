@@ -768,24 +768,45 @@ static void test_shared_and_purge(void **st)
     assert_int_equal(get_sync(a, 100, 0, NULL), CACHE_L2_MISS);
     assert_int_equal(get_sync(a, 103, 0, NULL), CACHE_L2_HIT);
 
-    /* purge all: only our prefix */
+    /* purge a tenant: every namespace with its high 32 bits, no other */
+    const uint64_t T = 0xabcdef01ull << 32, U = 0xabcdef02ull << 32;
+    const uint64_t tns[3] = {T | 1, T | 0x80000000ull, U | 1};
+    for (int i = 0; i < 3; i++) {
+        cache_entry_t *e = mk(200 + i, tns[i]);
+        assert_int_equal(cache_redis_set(a, e, 60000), 0);
+        cache_entry_release(e);
+    }
+    settle(a);
+    d = (done_t){0};
+    assert_int_equal(cache_redis_purge(a, CACHE_PURGE_TENANT, T | 7, NULL, on_done, &d), 0);
+    assert_true(run_until(&d.n, WAIT_MS));
+    assert_int_equal(d.err, 0);
+    assert_int_equal(d.deleted, 2);
+    wait_count(&p2.n, 2);
+    assert_int_equal(p2.kind, CACHE_PURGE_TENANT);
+    assert_true(p2.ns == T); /* the tenant half only */
+    assert_int_equal(get_sync(b, 200, T | 1, NULL), CACHE_L2_MISS);
+    assert_int_equal(get_sync(b, 202, U | 1, NULL), CACHE_L2_HIT);
+
+    /* purge all: only our prefix's entries (the namespace secret stays) */
     freeReplyObject(cmd("SET unrelated:key v"));
+    freeReplyObject(cmd("SET barista:tenant:ns-secret s"));
     d = (done_t){0};
     assert_int_equal(cache_redis_purge(a, CACHE_PURGE_ALL, 0, NULL, on_done, &d), 0);
     assert_true(run_until(&d.n, WAIT_MS));
-    assert_int_equal(d.deleted, 19);
-    wait_count(&p2.n, 2);
+    assert_int_equal(d.deleted, 20);
+    wait_count(&p2.n, 3);
     /* b did not take its own key purge (published before this one) */
-    assert_int_equal(p2.n, 2);
+    assert_int_equal(p2.n, 3);
     assert_int_equal(p2.kind, CACHE_PURGE_ALL);
     redisReply *rp = cmd("DBSIZE");
-    assert_int_equal(rp->integer, 2); /* unrelated:key and the purge log */
+    assert_int_equal(rp->integer, 3); /* unrelated:key, the secret and the purge log */
     freeReplyObject(rp);
     /* every purge is in the durable log (barista.purges), which purge-all
-     * (SCAN barista:*) leaves alone */
+     * (SCAN barista:<16 hex>:*) leaves alone */
     rp = cmd("XLEN barista.purges");
     assert_int_equal(rp->type, REDIS_REPLY_INTEGER);
-    assert_int_equal(rp->integer, 3);
+    assert_int_equal(rp->integer, 4);
     freeReplyObject(rp);
     assert_int_equal(cache_redis_purge(a, CACHE_PURGE_KEY, 0, NULL, on_done, &d), BAR_ERR_INVALID);
     destroy(a);

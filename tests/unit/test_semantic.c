@@ -215,6 +215,15 @@ static void test_store_expiry_purge_bound(void **state)
     semantic_stats(s, &st);
     assert_int_equal(st.entries, 30 - n0);
     assert_int_equal(semantic_lookup(s, 0, 1, v, t, strlen(t), 0.0, 6000, &h), 0);
+    /* a tenant purge: both sub-namespaces of tenant 7, not tenant 8's */
+    const uint64_t T7 = 7ull << 32, T8 = 8ull << 32;
+    put(s, 200, T7 | 1, 1, v, t, 0);
+    put(s, 201, T7 | 2, 1, v, t, 0);
+    put(s, 202, T8 | 1, 1, v, t, 0);
+    assert_int_equal(semantic_purge_tenant(s, T7 | 99), 2);
+    assert_int_equal(semantic_lookup(s, T7 | 1, 1, v, t, strlen(t), 0.0, 6000, &h), 0);
+    assert_int_equal(semantic_lookup(s, T7 | 2, 1, v, t, strlen(t), 0.0, 6000, &h), 0);
+    assert_int_equal(semantic_lookup(s, T8 | 1, 1, v, t, strlen(t), 0.0, 6000, &h), 1);
     assert_true(semantic_purge_all(s) > 0);
     assert_int_equal(semantic_lookup(s, 1, 1, v, t, strlen(t), 0.0, 6000, &h), 0);
     /* an entry past its expiry at lookup time is a miss */
@@ -267,6 +276,12 @@ static void test_records(void **state)
     assert_int_equal(r.type, SEMANTIC_REC_PURGE);
     assert_int_equal(r.kind, CACHE_PURGE_KEY);
     assert_memory_equal(r.key.b, k.b, 16);
+    buf_free(&b);
+    assert_int_equal(semantic_rec_purge(&b, CACHE_PURGE_TENANT, 7ull << 32, NULL), 0);
+    assert_int_equal(semantic_rec_decode(b.p, b.n, &r, out, DIM, &m), 0);
+    assert_true(r.kind == CACHE_PURGE_TENANT && r.ns == 7ull << 32);
+    b.p[5] = CACHE_PURGE_TENANT + 1; /* an unknown kind is refused (checksum aside) */
+    assert_int_equal(semantic_rec_decode(b.p, b.n, &r, out, DIM, &m), BAR_ERR_INVALID);
     buf_free(&b);
 }
 
