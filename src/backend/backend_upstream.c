@@ -11,6 +11,7 @@
  * cancelled jobs and for failures found inside bk_submit is delivered from a
  * zero-delay timer, never synchronously. Not for: client JSON or HTTP. */
 #include "backend/backend_upstream.h"
+#include "backend/backend_upstream_int.h"
 
 #include <cjson/cJSON.h>
 #include <stddef.h>
@@ -30,20 +31,7 @@
 #define RETRY_RESERVE 10.0 /* ... and its cap (also the start) */
 #define CONNECT_TIMEOUT_MS 3000L
 
-typedef struct ups ups_t;
 typedef struct job job_t;
-
-typedef struct {
-    ups_t *g;
-    int idx;
-    char base[MODEL_URL_MAX + 32]; /* api_base with /v1 */
-    char model[MODEL_NAME_MAX];
-    char *key; /* resolved API key, NULL: none (wiped at destroy) */
-    double timeout;
-    long long max_par; /* max_parallel_requests, 0: unknown */
-    bal_rep_t h;       /* balancing and health (loop thread) */
-    uphttp_xfer_t *hc; /* the active health check in flight, NULL: none */
-} replica_t;
 
 /* One transfer of a job to one replica. */
 typedef struct {
@@ -90,36 +78,6 @@ struct job {
     bk_finish_t done_finish;
     int done_err, done_status;
     char done_msg[512];
-};
-
-#define TTFB_RING 128 /* recent first-byte times kept for the hedge delay */
-#define HEDGE_MIN_SAMPLES 20
-#define HEDGE_MIN_DELAY 0.002 /* seconds */
-
-struct ups {
-    backend_t base;
-    uv_loop_t *loop;
-    uphttp_t *http;
-    char name[MODEL_NAME_MAX];
-    replica_t *reps;
-    bal_rep_t **hs; /* hs[i] = &reps[i].h, for bal_pick */
-    int n_reps;
-    model_router_t rt;
-    job_t *jobs;
-    int n_jobs;
-    uint64_t next_id;
-    uint64_t rng;
-    double retry_tokens;
-    unsigned long long n_retries, n_budget_denied, n_hedges, n_hedge_wins;
-    double svc_ewma;        /* seconds an attempt takes, start to end (EWMA, 0: none yet) */
-    double tpot_ewma;       /* seconds between an answer's tokens (EWMA, 0: none yet) */
-    double ttfb[TTFB_RING]; /* recent first-byte times, a ring */
-    int n_ttfb;             /* samples taken (the ring holds the last TTFB_RING) */
-    uv_timer_t kick;        /* deferred DONEs */
-    uv_timer_t hedge;       /* the next hedge */
-    uv_timer_t health;      /* active health checks */
-    int open_handles;
-    int closing;
 };
 
 static const bk_ops_t OPS;
@@ -1027,114 +985,4 @@ int backend_upstream_create(backend_t **out, uv_loop_t *loop, const model_list_t
     }
     *out = &g->base;
     return 0;
-}
-
-/* ---- metrics ----------------------------------------------------------------------------- */
-
-static void series(buf_t *out, const char *name, const char *type, const char *help,
-                   backend_t *const *bs, const char *const *names, int n, int which)
-{
-    buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-    double now = time_now_mono();
-    for (int k = 0; k < n; k++) {
-        if (!backend_is_upstream(bs[k])) continue;
-        const ups_t *g = (const ups_t *)bs[k];
-        for (int i = 0; i < g->n_reps; i++) {
-            const replica_t *r = &g->reps[i];
-            double v = which == 0   ? (double)r->h.n_req
-                       : which == 1 ? (double)r->h.n_err
-                       : which == 2 ? (double)r->h.inflight
-                       : which == 3 ? (r->h.until > now ? 1.0 : 0.0)
-                       : which == 4 ? (double)r->h.n_ejections
-                                    : r->h.ewma;
-            buf_printf(out, "%s{model=\"%s\",upstream=\"%s\"} %.9g\n", name, names[k], r->base, v);
-        }
-    }
-}
-
-int backend_upstream_replica(backend_t *b, int i, bk_upstream_replica_t *out)
-{
-    if (!backend_is_upstream(b)) return 0;
-    const ups_t *g = (const ups_t *)b;
-    if (i < 0 || i >= g->n_reps) return 0;
-    const replica_t *r = &g->reps[i];
-    out->base = r->base;
-    out->requests = r->h.n_req;
-    out->errors = r->h.n_err;
-    out->ejected = r->h.until > time_now_mono();
-    return 1;
-}
-
-/* A histogram per replica (total: 1 the attempts' whole time, 0 their time
- * to first byte), in Prometheus text with src/obs/metrics.c's buckets. */
-static void hist_series(buf_t *out, const char *name, const char *help, backend_t *const *bs,
-                        const char *const *names, int n, int total)
-{
-    buf_printf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-    for (int k = 0; k < n; k++) {
-        if (!backend_is_upstream(bs[k])) continue;
-        const ups_t *g = (const ups_t *)bs[k];
-        for (int i = 0; i < g->n_reps; i++) {
-            const replica_t *r = &g->reps[i];
-            const bal_hist_t *h = total ? &r->h.total : &r->h.ttfb;
-            for (int b = 0; b < BAL_HIST_N; b++)
-                buf_printf(out, "%s_bucket{model=\"%s\",upstream=\"%s\",le=\"%g\"} %llu\n", name,
-                           names[k], r->base, bal_hist_le[b], h->counts[b]);
-            buf_printf(out,
-                       "%s_bucket{model=\"%s\",upstream=\"%s\",le=\"+Inf\"} %llu\n"
-                       "%s_sum{model=\"%s\",upstream=\"%s\"} %.6f\n"
-                       "%s_count{model=\"%s\",upstream=\"%s\"} %llu\n",
-                       name, names[k], r->base, h->n, name, names[k], r->base, h->sum, name,
-                       names[k], r->base, h->n);
-        }
-    }
-}
-
-void backend_upstream_metrics(backend_t *const *bs, const char *const *names, int n, buf_t *out)
-{
-    int any = 0;
-    for (int k = 0; k < n; k++)
-        any |= backend_is_upstream(bs[k]);
-    if (!any) return;
-    series(out, "barista_upstream_requests_total", "counter",
-           "Attempts sent to each upstream replica (retries included).", bs, names, n, 0);
-    series(out, "barista_upstream_errors_total", "counter",
-           "Attempts that failed on the replica (connect, timeout, 5xx, broken stream).", bs, names,
-           n, 1);
-    series(out, "barista_upstream_in_flight", "gauge", "Attempts running on each replica.", bs,
-           names, n, 2);
-    series(out, "barista_upstream_ejected", "gauge",
-           "1 while the replica's circuit breaker keeps it out of rotation.", bs, names, n, 3);
-    series(out, "barista_upstream_ejections_total", "counter",
-           "Times the replica's circuit breaker opened.", bs, names, n, 4);
-    series(out, "barista_upstream_latency_ewma_seconds", "gauge",
-           "Peak-EWMA time to the first byte of each replica (what P2C compares).", bs, names, n,
-           5);
-    hist_series(out, "barista_upstream_ttfb_seconds",
-                "Time from sending an attempt to the replica's first stream chunk.", bs, names, n,
-                0);
-    hist_series(out, "barista_upstream_duration_seconds",
-                "Time from sending an attempt to its end (success or failure; aborted hedges "
-                "and cancels not counted).",
-                bs, names, n, 1);
-    buf_printf(out, "# HELP barista_upstream_retries_total Attempts retried on another replica.\n"
-                    "# TYPE barista_upstream_retries_total counter\n");
-    for (int k = 0; k < n; k++)
-        if (backend_is_upstream(bs[k]))
-            buf_printf(out, "barista_upstream_retries_total{model=\"%s\"} %llu\n", names[k],
-                       ((const ups_t *)bs[k])->n_retries);
-    buf_printf(out, "# HELP barista_upstream_hedges_total Second attempts sent after the group's "
-                    "p95 time to first byte (router_settings.hedging).\n"
-                    "# TYPE barista_upstream_hedges_total counter\n");
-    for (int k = 0; k < n; k++)
-        if (backend_is_upstream(bs[k]))
-            buf_printf(out, "barista_upstream_hedges_total{model=\"%s\"} %llu\n", names[k],
-                       ((const ups_t *)bs[k])->n_hedges);
-    buf_printf(out, "# HELP barista_upstream_hedge_wins_total Hedges that answered first (the "
-                    "first attempt was cancelled).\n"
-                    "# TYPE barista_upstream_hedge_wins_total counter\n");
-    for (int k = 0; k < n; k++)
-        if (backend_is_upstream(bs[k]))
-            buf_printf(out, "barista_upstream_hedge_wins_total{model=\"%s\"} %llu\n", names[k],
-                       ((const ups_t *)bs[k])->n_hedge_wins);
 }
