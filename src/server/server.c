@@ -7,6 +7,7 @@
  * lingering close (shut down our side, discard input until EOF or a short
  * timer, so the client reads the response instead of a reset). */
 #include "server/server.h"
+#include "server/server_int.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -27,25 +28,6 @@
 #define MAX_REJECTING 256 /* connections being sent a 503 at once */
 
 typedef struct conn conn_t;
-typedef struct srv_local srv_local_t;
-
-struct srv_req {
-    conn_t *c;          /* NULL for a local request */
-    srv_local_t *local; /* NULL for a connection's request */
-    void *user;
-    srv_abort_fn on_abort;
-    srv_drain_fn on_drain;
-    const char *label;
-    int status;
-    int streaming;
-    int keep; /* keep-alive decided when the head was sent */
-    int want_drain;
-    double t_start;
-    size_t bytes_out;
-    obs_trace_t obs; /* id, stage timings, access-log fields */
-    char hdr[384];   /* srv_req_set_headers: lines every response head of this request carries */
-    size_t hdr_n;
-};
 
 struct conn {
     uv_tcp_t tcp;
@@ -752,131 +734,6 @@ void srv_destroy(srv_t *s)
     uv_close((uv_handle_t *)&s->accept_retry, on_own_closed);
 }
 
-/* ---- local requests (see server.h) ---- */
-
-struct srv_local {
-    srv_req_t req;
-    uv_loop_t *loop;
-    http_req_t h;
-    srv_local_done_fn done;
-    void *ud;
-    int active; /* with the handler */
-    int orphan; /* the caller gave up: free on the answer, call nothing */
-    buf_t head; /* Content-Type and the handler's header lines */
-    buf_t body;
-    uv_timer_t closer; /* freed from its close callback: never under a caller's feet */
-};
-
-static void local_mem_free(srv_local_t *l)
-{
-    buf_free(&l->h.url);
-    buf_free(&l->h.hbuf);
-    buf_free(&l->h.body);
-    buf_free(&l->head);
-    buf_free(&l->body);
-    free(l);
-}
-
-static void on_local_closed(uv_handle_t *h)
-{
-    local_mem_free(h->data);
-}
-
-/* Free on a later loop turn: the handler that answered (or the caller that
- * aborted) may still read the request on its way out, as it may a
- * connection's. */
-static void local_free(srv_local_t *l)
-{
-    uv_close((uv_handle_t *)&l->closer, on_local_closed);
-}
-
-srv_req_t *srv_local_create(uv_loop_t *loop, int method, const char *target,
-                            const srv_header_t *hdrs, int n_hdrs, const char *body, size_t n,
-                            srv_local_done_fn done, void *ud)
-{
-    if (n_hdrs > HTTP_MAX_HEADERS) return NULL;
-    srv_local_t *l = calloc(1, sizeof *l);
-    if (!l) return NULL;
-    l->loop = loop;
-    l->done = done;
-    l->ud = ud;
-    l->active = 1;
-    l->req.local = l;
-    l->req.t_start = time_now_mono();
-    /* the API layer marks stages and fills fields as for any request; a local
-     * one is never logged, so it takes the caller's id or none */
-    const char *rid = NULL;
-    for (int i = 0; i < n_hdrs && !rid; i++)
-        if (!strcasecmp(hdrs[i].name, "x-request-id")) rid = hdrs[i].value;
-    obs_trace_begin(&l->req.obs, l->req.t_start, rid, rid ? strlen(rid) : 0, NULL);
-    http_req_t *h = &l->h;
-    h->method = method;
-    h->http_major = h->http_minor = 1;
-    size_t tn = strlen(target);
-    const char *q = memchr(target, '?', tn);
-    h->path_len = q ? (size_t)(q - target) : tn;
-    int bad = buf_append(&h->url, target, tn) || buf_append(&h->body, body ? body : "", n);
-    /* hbuf: name NUL value NUL ...; a value offset of 0 means "empty" (http.c) */
-    for (int i = 0; i < n_hdrs && !bad; i++) {
-        http_hdr_t *x = &h->hdrs[h->n_hdrs++];
-        x->name_off = h->hbuf.n;
-        x->name_len = strlen(hdrs[i].name);
-        bad = buf_append(&h->hbuf, hdrs[i].name, x->name_len + 1);
-        x->value_off = h->hbuf.n;
-        x->value_len = strlen(hdrs[i].value);
-        bad = bad || buf_append(&h->hbuf, hdrs[i].value, x->value_len + 1);
-    }
-    if (bad) {
-        local_mem_free(l);
-        return NULL;
-    }
-    uv_timer_init(loop, &l->closer);
-    l->closer.data = l;
-    if (!h->body.p) h->body.n = 0;
-    return &l->req;
-}
-
-int srv_req_is_local(const srv_req_t *r)
-{
-    return r->local != NULL;
-}
-
-/* The handler answered: hand the reply to the caller, free the request. */
-static int local_finish(srv_local_t *l)
-{
-    l->active = 0;
-    if (!l->orphan && l->done)
-        l->done(l->ud, l->req.status, l->head.p ? l->head.p : "", l->body.p ? l->body.p : "",
-                l->body.n);
-    local_free(l);
-    return 0;
-}
-
-static int local_head(srv_local_t *l, int status, const char *ct, const char *extra)
-{
-    l->req.status = status;
-    buf_clear(&l->head);
-    int bad = ct && buf_printf(&l->head, "Content-Type: %s\r\n", ct);
-    if (extra) bad = bad || buf_puts(&l->head, extra);
-    return bad ? BAR_ERR_NOMEM : 0;
-}
-
-void srv_local_abort(srv_req_t *r)
-{
-    srv_local_t *l = r->local;
-    if (!l || !l->active || l->orphan) return;
-    l->orphan = 1;
-    if (r->on_abort) {
-        srv_abort_fn f = r->on_abort;
-        void *user = r->user;
-        r->on_abort = NULL;
-        r->user = NULL;
-        l->active = 0;
-        f(user, r);
-        local_free(l);
-    }
-}
-
 /* ---- requests ---- */
 
 const http_req_t *srv_req_http(const srv_req_t *r)
@@ -985,10 +842,10 @@ int srv_respond(srv_req_t *r, int status, const char *content_type, const char *
     if (r->local) {
         srv_local_t *l = r->local;
         if (!l->active || r->streaming) return BAR_ERR_INVALID;
-        int rc = local_head(l, status, content_type, extra);
+        int rc = srv_local_head(l, status, content_type, extra);
         if (!rc && n) rc = buf_append(&l->body, body, n) ? BAR_ERR_NOMEM : 0;
         if (rc) l->req.status = 500;
-        local_finish(l);
+        srv_local_finish(l);
         return rc;
     }
     conn_t *c = r->c;
@@ -1017,7 +874,7 @@ int srv_stream_begin(srv_req_t *r, int status, const char *content_type, const c
     if (r->local) {
         if (!r->local->active || r->streaming) return BAR_ERR_INVALID;
         r->streaming = 1;
-        return local_head(r->local, status, content_type, extra);
+        return srv_local_head(r->local, status, content_type, extra);
     }
     if (!r->c->active || r->streaming) return BAR_ERR_INVALID;
     r->streaming = 1;
@@ -1045,7 +902,7 @@ int srv_stream_end(srv_req_t *r)
 {
     if (r->local) {
         if (!r->local->active || !r->streaming) return BAR_ERR_INVALID;
-        return local_finish(r->local);
+        return srv_local_finish(r->local);
     }
     if (!r->c->active || !r->streaming) return BAR_ERR_INVALID;
     buf_t out = {0};
