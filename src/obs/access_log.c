@@ -46,35 +46,11 @@ void obs_alog_close(obs_alog_t *l)
     free(l);
 }
 
-/* A JSON string of n bytes (escaped; bytes >= 0x80 are kept, control
- * characters become \u00XX). */
-static void jstr(buf_t *b, const char *s, size_t n)
-{
-    static const char hx[] = "0123456789abcdef";
-    buf_append(b, "\"", 1);
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x20 && ch != '"' && ch != '\\' && ch != 0x7f) continue;
-        buf_append(b, s + run, i - run);
-        run = i + 1;
-        if (ch == '"' || ch == '\\') {
-            char e[2] = {'\\', (char)ch};
-            buf_append(b, e, 2);
-        } else {
-            char e[6] = {'\\', 'u', '0', '0', hx[ch >> 4], hx[ch & 15]};
-            buf_append(b, e, 6);
-        }
-    }
-    buf_append(b, s + run, n - run);
-    buf_append(b, "\"", 1);
-}
-
 static void jfield(buf_t *b, const char *name, const char *v)
 {
     buf_printf(b, ",\"%s\":", name);
     if (v && *v)
-        jstr(b, v, strlen(v));
+        buf_json_str(b, v, strlen(v));
     else
         buf_puts(b, "null");
 }
@@ -92,12 +68,12 @@ void obs_alog_write(obs_alog_t *l, const obs_trace_t *t, const char *peer, const
     char ts[40];
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
     buf_printf(b, "{\"time\":\"%s.%03dZ\",\"id\":", ts, (int)(tv.tv_usec / 1000));
-    jstr(b, t->id, strlen(t->id));
+    buf_json_str(b, t->id, strlen(t->id));
     jfield(b, "peer", peer);
     jfield(b, "method", method);
     buf_puts(b, ",\"path\":");
     if (path)
-        jstr(b, path, path_n);
+        buf_json_str(b, path, path_n);
     else
         buf_puts(b, "null");
     jfield(b, "endpoint", t->endpoint);

@@ -614,21 +614,6 @@ int obs_metrics_gauge_sample(buf_t *out, const char *name, const char *label, co
 
 /* ---- the dashboard snapshot ---- */
 
-static void jstr(buf_t *o, const char *s)
-{
-    buf_puts(o, "\"");
-    for (const char *p = s; p && *p; p++) {
-        unsigned char ch = (unsigned char)*p;
-        if (ch == '"' || ch == '\\')
-            buf_printf(o, "\\%c", ch);
-        else if (ch < 0x20)
-            buf_printf(o, "\\u%04x", ch);
-        else
-            buf_append(o, p, 1);
-    }
-    buf_puts(o, "\"");
-}
-
 static void jnum(buf_t *o, double v)
 {
     if (v < 0 || !isfinite(v))
@@ -708,7 +693,7 @@ int obs_metrics_snapshot(obs_metrics_t *m, long now, buf_t *o)
         buf_printf(o, ",\"%s\":{", by_name[k]);
         for (int i = 0; i < f->n; i++) {
             if (i) buf_puts(o, ",");
-            jstr(o, f->s[i].l[0]);
+            buf_json_str(o, f->s[i].l[0], strlen(f->s[i].l[0]));
             buf_printf(o, ":%llu", (unsigned long long)f->s[i].n);
         }
         buf_puts(o, "}");
@@ -717,7 +702,7 @@ int obs_metrics_snapshot(obs_metrics_t *m, long now, buf_t *o)
     for (int i = 0; i < m->n_models; i++) {
         const model_t *x = &m->models[i];
         buf_puts(o, i ? ",{\"name\":" : "{\"name\":");
-        jstr(o, x->name);
+        buf_json_str(o, x->name, strlen(x->name));
         buf_printf(o,
                    ",\"requests\":%llu,\"errors\":%llu,\"prompt_tokens\":%llu,"
                    "\"generation_tokens\":%llu,\"ttft_mean_s\":",

@@ -318,19 +318,6 @@ static void conn_linger_close(conn_t *c)
     }
 }
 
-static void json_escape_into(buf_t *b, const char *s)
-{
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            buf_printf(b, "\\%c", ch);
-        else if (ch < 0x20)
-            buf_printf(b, "\\u%04x", ch);
-        else
-            buf_append(b, s, 1);
-    }
-}
-
 /* The server's own error answer (parse errors, limits, timeouts): an
  * OpenAI-style error body, Connection: close, then a lingering close. */
 static void conn_error(conn_t *c, int status, const char *text)
@@ -344,10 +331,10 @@ static void conn_error(conn_t *c, int status, const char *text)
                                        : "bad_request";
     const char *type = status >= 500 ? "server_error" : "invalid_request_error";
     buf_t body = {0}, out = {0};
-    int bad = buf_puts(&body, "{\"error\":{\"message\":\"");
-    json_escape_into(&body, text);
-    bad = bad ||
-          buf_printf(&body, "\",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}\n", type, code);
+    int bad = buf_puts(&body, "{\"error\":{\"message\":");
+    bad = bad || buf_json_str(&body, text, strlen(text));
+    bad =
+        bad || buf_printf(&body, ",\"type\":\"%s\",\"param\":null,\"code\":\"%s\"}}\n", type, code);
     bad = bad || http_format_head(&out, status, "application/json", (long long)body.n, 0,
                                   status == 503 ? "Retry-After: 1\r\n" : NULL);
     bad = bad || buf_append(&out, body.p, body.n);

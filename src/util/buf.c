@@ -91,3 +91,26 @@ char *buf_release(buf_t *b)
     b->n = b->cap = 0;
     return p;
 }
+
+int buf_json_str(buf_t *b, const char *s, size_t n)
+{
+    static const char hx[] = "0123456789abcdef";
+    int bad = buf_append(b, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\' && ch != 0x7f) continue;
+        bad |= buf_append(b, s + run, i - run);
+        run = i + 1;
+        if (ch == '"' || ch == '\\') {
+            char e[2] = {'\\', (char)ch};
+            bad |= buf_append(b, e, 2);
+        } else {
+            char e[6] = {'\\', 'u', '0', '0', hx[ch >> 4], hx[ch & 15]};
+            bad |= buf_append(b, e, 6);
+        }
+    }
+    bad |= buf_append(b, s + run, n - run);
+    bad |= buf_append(b, "\"", 1);
+    return bad ? BAR_ERR_NOMEM : 0;
+}

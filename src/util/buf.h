@@ -28,6 +28,11 @@ int buf_puts(buf_t *b, const char *s);
 int buf_printf(buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(buf_t *b, const char *fmt, va_list ap);
 
+/* Append s[0, n) as a JSON string with its quotes: '"' and '\\' escaped,
+ * control characters and DEL as \u00XX, other bytes (UTF-8 included) as
+ * they are. 0 or BAR_ERR_NOMEM. */
+int buf_json_str(buf_t *b, const char *s, size_t n);
+
 /* Drop the first `len` bytes (len <= n), moving the rest to the front. */
 void buf_consume(buf_t *b, size_t len);
 
