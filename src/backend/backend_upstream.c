@@ -161,6 +161,10 @@ static void deliver_done(job_t *j, const attempt_t *a, bk_finish_t fin, int err,
         ev.n_cached = a->n_cached;
     }
     ev.t_first_token = j->t_first > 0 ? j->t_first - j->t_submit : 0;
+    if (a && a->t_first > a->t_start) {
+        ev.t_upstream = a->t_first - a->t_start;
+        ev.t_upstream_first = a->t_first;
+    }
     ev.replica = j->served ? j->served->base : NULL; /* the group outlives the callback */
     bk_event_fn cb = j->cb;
     void *user = j->user;

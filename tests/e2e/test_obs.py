@@ -75,7 +75,7 @@ def test_server_timing_miss_hit_and_stream(srv):
     for k in ("auth", "parse", "cache", "queue", "prefill", "ttft", "decode", "total"):
         assert k in t, (k, h["server-timing"])
     assert t["ttft"] <= t["total"] and t["decode"] <= t["total"]
-    assert t["prefill"] > 0
+    assert t["prefill"] > 0 and "upstream" not in t  # a local model: no upstream part
     st, h, raw = request(srv, "POST", "/v1/chat/completions", body("Name a colour."))
     assert st == 200 and h["x-cache"] == "HIT"
     t = server_timing(h)
@@ -159,10 +159,15 @@ def test_access_log_tenant_and_replica(srv, barista_bin, tmp_path):
     gw = Server(barista_bin, None, ["--models", str(models), "--embedding-model", "none",
                                     "--keys", str(keys), "--access-log", str(log)])
     try:
-        st, _, raw = request(gw, "POST", "/v1/chat/completions",
+        st, h, raw = request(gw, "POST", "/v1/chat/completions",
                              body("Say yes.", model="via-gw"),
                              headers={"Authorization": f"Bearer {key}", "X-Request-Id": "gw-1"})
         assert st == 200, raw
+        # the upstream's part (attempt start to its first byte) is `upstream`, not
+        # prefill; the rest is decode; ttft includes it
+        t = server_timing(h)
+        assert t["upstream"] > 0 and "prefill" not in t and "decode" in t, h["server-timing"]
+        assert t["ttft"] >= t["upstream"] and t["total"] >= t["upstream"] + t["decode"] - 0.01
 
         def line(rid="gw-1"):
             try:
@@ -173,6 +178,7 @@ def test_access_log_tenant_and_replica(srv, barista_bin, tmp_path):
 
         assert wait_for(line)
         assert line()["tenant"] == "team-obs"
+        assert line()["timings_ms"]["upstream"] > 0 and "prefill" not in line()["timings_ms"]
         assert line()["replica"] == f"{srv.url}/v1"
         # the replica's counters are the gateway's: in the dashboard's data (open:
         # no --admin-key) and once in /metrics (promtool refuses a family twice)
@@ -188,6 +194,14 @@ def test_access_log_tenant_and_replica(srv, barista_bin, tmp_path):
                                timeout=30)
             assert p.returncode == 0, p.stdout + p.stderr
         assert line()["fallback"] is None
+        # streamed through the gateway: the last chunk's barista_timings has it too
+        st, h, raw = request(gw, "POST", "/v1/chat/completions",
+                             body("Say no.", model="via-gw", stream=True),
+                             headers={"Authorization": f"Bearer {key}"})
+        assert st == 200, raw
+        ev = [json.loads(e) for e in sse_events(raw) if e.startswith("{")]
+        bt = ev[-1]["barista_timings"]
+        assert bt["upstream"] > 0 and "prefill" not in bt and bt["ttft"] >= bt["upstream"], bt
         # a 1 ms budget no upstream meets: the chain's static step answers, logged
         st, h, raw = request(gw, "POST", "/v1/chat/completions",
                              body("Count to ten.", model="via-gw"),
