@@ -457,3 +457,48 @@ def test_dashboard_in_chromium(barista_bin, gguf_path):
         if driver:
             driver.quit()
         s.stop()
+
+
+# ---- bench plots ----
+
+def test_overload_plot(tmp_path):
+    """bench/overload's curves (issue 14 item 4) on a small synthetic run, as
+    the bench itself takes ~15 minutes: its plot() writes the PNG through
+    bench/plot (the bench venv's matplotlib), and bench/plot reads the table
+    saved in docs/BENCHMARKS.md back."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    if not (pathlib.Path.home() / ".cache/barista/benchvenv/bin/python").exists():
+        pytest.skip("no bench venv (~/.cache/barista/benchvenv, matplotlib): bench/README.md")
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("overload", str(root / "bench" / "overload"))
+    ov = importlib.util.module_from_spec(importlib.util.spec_from_loader("overload", loader))
+    loader.exec_module(ov)
+
+    def req(cls, status, finish, ttft, total, budget=1.0):
+        return {"cls": cls, "status": status, "finish": finish, "ttft": ttft, "total": total,
+                "budget": budget, "fallback": None}
+
+    results = [("barista", 1.0, 2.0, [req("interactive", 200, "stop", 0.1, 0.5),
+                                       req("interactive", 200, "timeout", 0.2, 1.0),
+                                       req("batch", 503, None, None, 0.01)]),
+               ("llama-server", 1.0, 2.0, [req("interactive", "client-timeout", None, None, 1.0)]),
+               ("barista", 2.0, 4.0, [req("interactive", 200, "stop", 0.3, 0.9)])]
+    rows = ov.plot_rows(results)
+    r = next(x for x in rows if x["server"] == "barista" and x["level"] == 1.0
+             and x["cls"] == "interactive")
+    assert (r["n"], r["within"], r["cut"], r["ttft99_ms"]) == (2, 50.0, 1, 100.0)
+    assert [x["rejected"] for x in rows if x["cls"] == "batch"] == [1]
+    out = tmp_path / "overload.png"
+    assert ov.plot(results, "synthetic", str(out))
+    w, h, ch, px = png_pixels(out.read_bytes())
+    assert w > 600 and h > 600
+    blue = sum(1 for row in px[::2] for x in range(0, w * ch, ch * 2)
+               if abs(row[x] - 31) < 12 and abs(row[x + 1] - 119) < 12 and abs(row[x + 2] - 180) < 12)
+    assert blue > 50, blue  # barista's curves (#1f77b4) are drawn
+    # the committed run's table, read back (how docs/bench-overload.png was drawn)
+    py = str(pathlib.Path.home() / ".cache/barista/benchvenv/bin/python")
+    p = subprocess.run([py, str(root / "bench" / "plot"), "overload",
+                        str(root / "docs" / "BENCHMARKS.md"), str(tmp_path / "doc.png")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and (tmp_path / "doc.png").stat().st_size > 20000, p.stderr
