@@ -68,7 +68,8 @@ def body(content, **kw):
 @pytest.fixture(scope="module")
 def srv(barista_bin, gguf_path, tmp_path_factory):
     log = tmp_path_factory.mktemp("obs") / "access.jsonl"
-    s = Server(barista_bin, gguf_path, ["--no-embedding-model", "--access-log", str(log)])
+    s = Server(barista_bin, gguf_path, ["--no-embedding-model", "--access-log", str(log),
+                                        "--data-dir", str(tmp_path_factory.mktemp("data"))])
     s.access_log = log
     yield s
     s.stop()
@@ -172,6 +173,49 @@ def test_access_log_lines(srv):
     # a line is written after the reply's last byte went to the socket: wait for it
     assert wait_for(lambda: any(x["status"] == 400 and x["endpoint"] == "chat_completions"
                                 for x in lines()))
+
+
+def test_access_log_local_request(srv):
+    """A request without a socket (Prefer: respond-async, a batch line) gets
+    its own line: "local": true, its endpoint, status and timings; an async
+    one has the 202's id, and the 202 itself is logged as any reply."""
+    st, h, raw = request(srv, "POST", "/v1/chat/completions", body("Say maybe."),
+                         headers={"Prefer": "respond-async", "X-Request-Id": "async-obs-1"})
+    assert st == 202, raw
+
+    def local_line():
+        try:
+            return next((x for x in map(json.loads, srv.access_log.read_text().splitlines())
+                         if x["id"] == "async-obs-1" and x["local"]), None)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    assert wait_for(local_line)
+    ln = local_line()
+    assert ln["status"] == 200 and ln["endpoint"] == "chat_completions" and ln["peer"] is None
+    assert ln["path"] == "/v1/chat/completions" and ln["tokens_out"] > 0
+    assert ln["timings_ms"]["total"] >= ln["timings_ms"]["ttft"] > 0
+    outer = [x for x in map(json.loads, srv.access_log.read_text().splitlines())
+             if x["id"] == "async-obs-1" and not x["local"]]
+    assert [x["status"] for x in outer] == [202]
+    # a batch of two lines: two local lines (made ids), besides the API calls' own
+    c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
+    data = "".join(json.dumps({"custom_id": f"l{i}", "method": "POST", "url": "/v1/completions",
+                               "body": {"model": "default", "prompt": f"Batch {i}:",
+                                        "max_tokens": 2}}) + "\n" for i in range(2))
+    f = c.files.create(file=("in.jsonl", data.encode()), purpose="batch")
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h")
+
+    def batch_lines():
+        try:
+            return [x for x in map(json.loads, srv.access_log.read_text().splitlines())
+                    if x["local"] and x["endpoint"] == "completions"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return []
+
+    assert wait_for(lambda: len(batch_lines()) == 2), c.batches.retrieve(b.id)
+    assert all(x["status"] == 200 and re.fullmatch(r"[0-9a-f]{32}", x["id"])
+               and x["tokens_out"] > 0 for x in batch_lines())
 
 
 def test_access_log_tenant_and_replica(srv, barista_bin, tmp_path):
