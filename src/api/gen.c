@@ -677,8 +677,9 @@ static void finish_client(client_t *c, const bk_event_t *ev)
     oai_usage_t u = {ev->n_prompt, ev->n_gen, ev->n_cached};
     double now = time_now_mono();
     obs_trace_t *o = srv_req_obs(c->r);
-    /* an upstream's part (its attempt's start to first byte) is upstream, not prefill;
-     * decode runs from that byte (a whole reply reaches the client only at the end) */
+    /* an upstream's part (its attempt's start to its first token) is upstream, not
+     * prefill; decode runs from that token (a whole reply reaches the client only at
+     * the end) */
     obs_trace_generated(o, now, ev->n_prompt, ev->n_gen, ev->n_cached, ev->t_queue,
                         ev->replica ? 0 : ev->t_first_token);
     if (ev->t_upstream > 0) {
