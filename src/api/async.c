@@ -197,6 +197,9 @@ void async_start(api_t *a, srv_req_t *r, oai_kind_t kind, api_tenant_t *tn)
         return;
     }
     x->r = lr;
+    /* its access-log line carries the id of the request that made it (the 202's) */
+    OBS_TRACE_SET(srv_req_obs(lr), id, srv_req_obs(r)->id);
+    srv_local_log(lr, a->srv);
     x->next = t->list;
     t->list = x;
     t->n++;

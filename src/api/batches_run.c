@@ -318,6 +318,7 @@ static void start_line(batches_t *bs, batch_t *x, bline_t *l)
         return;
     }
     l->r = r;
+    srv_local_log(r, a->srv); /* a line in the access log when it is answered */
     l->st = L_RUNNING;
     x->running++;
     bs->running++;

@@ -677,8 +677,15 @@ static void finish_client(client_t *c, const bk_event_t *ev)
     oai_usage_t u = {ev->n_prompt, ev->n_gen, ev->n_cached};
     double now = time_now_mono();
     obs_trace_t *o = srv_req_obs(c->r);
+    /* an upstream's part (its attempt's start to its first token) is upstream, not
+     * prefill; decode runs from that token (a whole reply reaches the client only at
+     * the end) */
     obs_trace_generated(o, now, ev->n_prompt, ev->n_gen, ev->n_cached, ev->t_queue,
-                        ev->t_first_token);
+                        ev->replica ? 0 : ev->t_first_token);
+    if (ev->t_upstream > 0) {
+        obs_trace_set(o, OBS_UPSTREAM, ev->t_upstream);
+        obs_trace_set(o, OBS_DECODE, now - ev->t_upstream_first);
+    }
     if (ev->replica) OBS_TRACE_SET(o, replica, ev->replica);
     c->rl_used = (long long)ev->n_prompt + ev->n_gen;
     if (ev->finish == BK_FINISH_ERROR) {

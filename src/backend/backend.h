@@ -109,8 +109,12 @@ typedef struct {
     const char *param;
     /* START, DONE: counts */
     int n_prompt, n_cached, n_gen;
-    double t_first_token; /* seconds from submit to the first token, 0 if none */
-    double t_queue;       /* seconds from submit to a decoding slot, 0 if unknown */
+    double t_first_token;    /* seconds from submit to the first token, 0 if none */
+    double t_queue;          /* seconds from submit to a decoding slot, 0 if unknown */
+    double t_upstream;       /* DONE, upstream backends: seconds from the answering attempt's
+                                start to its first text (its first token; the first chunk when
+                                no text came), 0: none (the local engine) */
+    double t_upstream_first; /* ... and when that came (time_now_mono seconds) */
     /* DONE: the replica that answered (an upstream's api_base; on an error the
      * last one tried), NULL: not a replica group (the local engine) */
     const char *replica;

@@ -44,6 +44,7 @@ typedef struct {
     buf_t errbody;
     double t_start;
     double t_first; /* its first chunk came (mono seconds), 0: not yet */
+    double t_text;  /* its first text came (0: not yet): the end of the upstream's own wait */
     int got_event;  /* a chunk came */
     int saw_done;   /* "[DONE]" came */
     int has_usage;
@@ -161,6 +162,11 @@ static void deliver_done(job_t *j, const attempt_t *a, bk_finish_t fin, int err,
         ev.n_cached = a->n_cached;
     }
     ev.t_first_token = j->t_first > 0 ? j->t_first - j->t_submit : 0;
+    double t1 = a ? (a->t_text > 0 ? a->t_text : a->t_first) : 0;
+    if (a && t1 > a->t_start) {
+        ev.t_upstream = t1 - a->t_start;
+        ev.t_upstream_first = t1;
+    }
     ev.replica = j->served ? j->served->base : NULL; /* the group outlives the callback */
     bk_event_fn cb = j->cb;
     void *user = j->user;
@@ -345,6 +351,7 @@ static int on_sse(void *ud, const char *data, size_t n)
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c0, "finish_reason");
         if (cJSON_IsString(fr)) a->finish = finish_of(fr->valuestring);
         if (cJSON_IsString(text) && text->valuestring[0]) {
+            if (!a->t_text) a->t_text = time_now_mono();
             if (!a->has_usage) a->n_gen++; /* counted until the usage chunk says */
             if (j->whole) {
                 win(a);
@@ -558,6 +565,7 @@ static int start_attempt(job_t *j, int slot, bar_msg_t *msg)
         upsse_init(&a->sse, on_sse, a);
         a->t_start = time_now_mono();
         a->t_first = 0;
+        a->t_text = 0;
         a->rep = r;
         r->h.inflight++;
         r->h.n_req++;

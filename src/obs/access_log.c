@@ -90,6 +90,7 @@ void obs_alog_write(obs_alog_t *l, const obs_trace_t *t, const char *peer, const
     obs_trace_json(t, t->t0 + (t->have & (1u << OBS_TOTAL) ? t->dur[OBS_TOTAL] : 0), b);
     jfield(b, "fallback", t->fallback);
     jfield(b, "replica", t->replica);
+    buf_puts(b, t->local ? ",\"local\":true" : ",\"local\":false");
     if (buf_puts(b, "}\n")) return; /* out of memory: no half line */
     fwrite(b->p, 1, b->n, l->f);
     fflush(l->f);

@@ -3,7 +3,8 @@
  * `--access-log FILE` appends to FILE, `--access-log -` writes to stdout.
  * Each line (docs/METRICS.md): time (UTC, ms), id, peer, method, path,
  * endpoint, status, model, tenant, cache tier, tokens in/out/cached, bytes,
- * timings in ms (the Server-Timing stages), fallback step, replica. Lines
+ * timings in ms (the Server-Timing stages), fallback step, replica, local
+ * (a request without a socket: batch line, Prefer: respond-async). Lines
  * are written whole with one fwrite on the loop thread and flushed at once,
  * so a crash loses at most the request in flight and `tail -f` works.
  * Not for: debug logging (stderr), metrics. */

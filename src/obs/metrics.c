@@ -141,6 +141,7 @@ static void hfam_init(hfam_t *f, const char *name, const char *help, const char 
     f->lname = lname;
     f->le = le;
     f->nb = nb;
+    f->n = lname ? 0 : 1; /* an unlabelled family's one series shows (zeros) from the start */
 }
 
 obs_metrics_t *obs_metrics_create(void)

@@ -73,6 +73,7 @@ void obs_trace_begin(obs_trace_t *t, double t0, const char *given, size_t n, obs
     t->status = 0;
     t->bytes_out = 0;
     t->finished = 0;
+    t->local = 0;
     if (obs_id_valid(given, n)) {
         memcpy(t->id, given, n);
         t->id[n] = '\0';

@@ -60,6 +60,7 @@ typedef struct {
     int status;
     size_t bytes_out;
     int finished; /* obs_trace_end ran */
+    int local;    /* no socket: a batch line or a Prefer: respond-async request */
 } obs_trace_t;
 
 /* An id maker: a random per-process prefix and a counter. */

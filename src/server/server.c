@@ -642,6 +642,14 @@ int srv_create(srv_t **out, uv_loop_t *loop, const srv_opts_t *o, bar_msg_t *msg
     return 0;
 }
 
+void srv_local_log(srv_req_t *r, srv_t *s)
+{
+    if (!r->local || !s || !s->o.access_log) return;
+    if (!r->obs.id[0]) obs_trace_begin(&r->obs, r->t_start, NULL, 0, &s->idgen);
+    r->obs.local = 1;
+    r->local->alog = s->o.access_log;
+}
+
 int srv_port(const srv_t *s)
 {
     return s->port;

@@ -136,7 +136,7 @@ size_t srv_req_queued_bytes(const srv_req_t *r);
  * the status, the header lines the handler gave (Content-Type first) and the
  * whole body, borrowed for the call, and the request is freed on a later
  * loop turn (run the loop). A local request is always writable; it is never counted in the
- * server's metrics or access log. */
+ * server's metrics, and logged only after srv_local_log. */
 typedef void (*srv_local_done_fn)(void *ud, int status, const char *headers, const char *body,
                                   size_t n);
 
@@ -150,6 +150,11 @@ typedef struct {
 srv_req_t *srv_local_create(uv_loop_t *loop, int method, const char *target,
                             const srv_header_t *hdrs, int n_hdrs, const char *body, size_t n,
                             srv_local_done_fn done, void *ud);
+
+/* Give local request r (just created) a line in s's access log, when one is
+ * open, once it is answered: as a connection's, with "local": true, no peer,
+ * and an id made here when its headers had none. An aborted one has none. */
+void srv_local_log(srv_req_t *r, srv_t *s);
 
 /* The caller gives up on an unanswered local request (batch cancelled,
  * shutdown): done is never called. The handler's on_abort runs now, as for a

@@ -42,6 +42,7 @@ struct srv_local {
     buf_t head; /* Content-Type and the handler's header lines */
     buf_t body;
     uv_timer_t closer; /* freed from its close callback: never under a caller's feet */
+    obs_alog_t *alog;  /* srv_local_log: the server's access log (borrowed), NULL: none */
 };
 
 /* A local request's answer head: its status, Content-Type and the handler's

@@ -46,7 +46,7 @@ srv_req_t *srv_local_create(uv_loop_t *loop, int method, const char *target,
     l->req.local = l;
     l->req.t_start = time_now_mono();
     /* the API layer marks stages and fills fields as for any request; a local
-     * one is never logged, so it takes the caller's id or none */
+     * one takes the caller's id, or none until srv_local_log makes one */
     const char *rid = NULL;
     for (int i = 0; i < n_hdrs && !rid; i++)
         if (!strcasecmp(hdrs[i].name, "x-request-id")) rid = hdrs[i].value;
@@ -86,6 +86,11 @@ int srv_req_is_local(const srv_req_t *r)
 int srv_local_finish(srv_local_t *l)
 {
     l->active = 0;
+    if (l->alog && !l->orphan) {
+        obs_trace_end(&l->req.obs, time_now_mono(), l->req.status, l->body.n);
+        obs_alog_write(l->alog, &l->req.obs, NULL, http_req_method_name(&l->h), l->h.url.p,
+                       l->h.path_len);
+    }
     if (!l->orphan && l->done)
         l->done(l->ud, l->req.status, l->head.p ? l->head.p : "", l->body.p ? l->body.p : "",
                 l->body.n);

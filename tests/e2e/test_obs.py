@@ -29,6 +29,36 @@ def server_timing(h):
     return {k: float(v) for k, v in ST_RE.findall(h.get("server-timing", ""))}
 
 
+# every /metrics name before issue 14 (docs/API.md at 4ae94f5): kept or aliased
+# for one release; the gateway's are checked where a gateway runs
+OLD_NAMES = (
+    "barista_api_generations", "barista_cache_bytes", "barista_cache_entries",
+    "barista_cache_evictions_total", "barista_cache_expirations_total",
+    "barista_cache_requests_total", "barista_cached_prompt_tokens_total",
+    "barista_cancelled_requests_total", "barista_embedding_batches_total",
+    "barista_embedding_encode_seconds_total", "barista_embeddings_in_flight",
+    "barista_embeddings_inputs_total", "barista_embeddings_requests_total",
+    "barista_embeddings_tokens_total", "barista_engine_active_sequences",
+    "barista_engine_queued_requests", "barista_feature_cache_entries",
+    "barista_feature_cache_evictions_total", "barista_feature_cache_hits_total",
+    "barista_feature_cache_misses_total", "barista_generated_tokens_total",
+    "barista_http_connections", "barista_http_output_paused",
+    "barista_http_output_paused_total", "barista_http_output_queued_bytes",
+    "barista_kv_blocks_cached", "barista_kv_blocks_capacity", "barista_kv_blocks_free",
+    "barista_kv_blocks_used", "barista_kv_evictions_total", "barista_model_loaded",
+    "barista_models_loaded", "barista_preemptions_total",
+    "barista_prefix_cache_hit_tokens_total", "barista_prompt_tokens_total",
+    "barista_redis_connected", "barista_redis_errors_total", "barista_rejected_requests_total",
+    "barista_request_duration_seconds", "barista_requests_total", "barista_ttft_seconds",
+)
+OLD_UPSTREAM_NAMES = (
+    "barista_upstream_requests_total", "barista_upstream_errors_total",
+    "barista_upstream_in_flight", "barista_upstream_ejected", "barista_upstream_ejections_total",
+    "barista_upstream_latency_ewma_seconds", "barista_upstream_retries_total",
+    "barista_upstream_hedges_total", "barista_upstream_hedge_wins_total",
+)
+
+
 def body(content, **kw):
     b = {"messages": [{"role": "user", "content": content}], "max_tokens": 4, "temperature": 0}
     b.update(kw)
@@ -38,7 +68,8 @@ def body(content, **kw):
 @pytest.fixture(scope="module")
 def srv(barista_bin, gguf_path, tmp_path_factory):
     log = tmp_path_factory.mktemp("obs") / "access.jsonl"
-    s = Server(barista_bin, gguf_path, ["--no-embedding-model", "--access-log", str(log)])
+    s = Server(barista_bin, gguf_path, ["--no-embedding-model", "--access-log", str(log),
+                                        "--data-dir", str(tmp_path_factory.mktemp("data"))])
     s.access_log = log
     yield s
     s.stop()
@@ -75,7 +106,7 @@ def test_server_timing_miss_hit_and_stream(srv):
     for k in ("auth", "parse", "cache", "queue", "prefill", "ttft", "decode", "total"):
         assert k in t, (k, h["server-timing"])
     assert t["ttft"] <= t["total"] and t["decode"] <= t["total"]
-    assert t["prefill"] > 0
+    assert t["prefill"] > 0 and "upstream" not in t  # a local model: no upstream part
     st, h, raw = request(srv, "POST", "/v1/chat/completions", body("Name a colour."))
     assert st == 200 and h["x-cache"] == "HIT"
     t = server_timing(h)
@@ -144,6 +175,49 @@ def test_access_log_lines(srv):
                                 for x in lines()))
 
 
+def test_access_log_local_request(srv):
+    """A request without a socket (Prefer: respond-async, a batch line) gets
+    its own line: "local": true, its endpoint, status and timings; an async
+    one has the 202's id, and the 202 itself is logged as any reply."""
+    st, h, raw = request(srv, "POST", "/v1/chat/completions", body("Say maybe."),
+                         headers={"Prefer": "respond-async", "X-Request-Id": "async-obs-1"})
+    assert st == 202, raw
+
+    def local_line():
+        try:
+            return next((x for x in map(json.loads, srv.access_log.read_text().splitlines())
+                         if x["id"] == "async-obs-1" and x["local"]), None)
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    assert wait_for(local_line)
+    ln = local_line()
+    assert ln["status"] == 200 and ln["endpoint"] == "chat_completions" and ln["peer"] is None
+    assert ln["path"] == "/v1/chat/completions" and ln["tokens_out"] > 0
+    assert ln["timings_ms"]["total"] >= ln["timings_ms"]["ttft"] > 0
+    outer = [x for x in map(json.loads, srv.access_log.read_text().splitlines())
+             if x["id"] == "async-obs-1" and not x["local"]]
+    assert [x["status"] for x in outer] == [202]
+    # a batch of two lines: two local lines (made ids), besides the API calls' own
+    c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", max_retries=0)
+    data = "".join(json.dumps({"custom_id": f"l{i}", "method": "POST", "url": "/v1/completions",
+                               "body": {"model": "default", "prompt": f"Batch {i}:",
+                                        "max_tokens": 2}}) + "\n" for i in range(2))
+    f = c.files.create(file=("in.jsonl", data.encode()), purpose="batch")
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h")
+
+    def batch_lines():
+        try:
+            return [x for x in map(json.loads, srv.access_log.read_text().splitlines())
+                    if x["local"] and x["endpoint"] == "completions"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return []
+
+    assert wait_for(lambda: len(batch_lines()) == 2), c.batches.retrieve(b.id)
+    assert all(x["status"] == 200 and re.fullmatch(r"[0-9a-f]{32}", x["id"])
+               and x["tokens_out"] > 0 for x in batch_lines())
+
+
 def test_access_log_tenant_and_replica(srv, barista_bin, tmp_path):
     """Through a gateway with a keys file: the line names the key's tenant, the
     replica (the upstream's api_base) that answered, and the fallback step."""
@@ -159,10 +233,18 @@ def test_access_log_tenant_and_replica(srv, barista_bin, tmp_path):
     gw = Server(barista_bin, None, ["--models", str(models), "--embedding-model", "none",
                                     "--keys", str(keys), "--access-log", str(log)])
     try:
-        st, _, raw = request(gw, "POST", "/v1/chat/completions",
+        # an old unlabelled histogram shows (zeros) before anything is observed, as before
+        st, _, raw = request(gw, "GET", "/metrics")
+        assert b'barista_ttft_seconds_bucket{le="+Inf"} 0' in raw, raw
+        st, h, raw = request(gw, "POST", "/v1/chat/completions",
                              body("Say yes.", model="via-gw"),
                              headers={"Authorization": f"Bearer {key}", "X-Request-Id": "gw-1"})
         assert st == 200, raw
+        # the upstream's part (attempt start to its first token) is `upstream`, not
+        # prefill; the rest is decode; ttft includes it
+        t = server_timing(h)
+        assert t["upstream"] > 0 and "prefill" not in t and "decode" in t, h["server-timing"]
+        assert t["ttft"] >= t["upstream"] and t["total"] >= t["upstream"] + t["decode"] - 0.01
 
         def line(rid="gw-1"):
             try:
@@ -173,6 +255,7 @@ def test_access_log_tenant_and_replica(srv, barista_bin, tmp_path):
 
         assert wait_for(line)
         assert line()["tenant"] == "team-obs"
+        assert line()["timings_ms"]["upstream"] > 0 and "prefill" not in line()["timings_ms"]
         assert line()["replica"] == f"{srv.url}/v1"
         # the replica's counters are the gateway's: in the dashboard's data (open:
         # no --admin-key) and once in /metrics (promtool refuses a family twice)
@@ -183,11 +266,23 @@ def test_access_log_tenant_and_replica(srv, barista_bin, tmp_path):
             [(f"{srv.url}/v1", "via-gw", 1)]
         st, _, raw = request(gw, "GET", "/metrics")
         assert raw.count(b"# TYPE barista_upstream_requests_total ") == 1
+        assert [n for n in OLD_UPSTREAM_NAMES if f"# TYPE {n} ".encode() not in raw] == []
         if shutil.which("promtool"):
             p = subprocess.run(["promtool", "check", "metrics"], input=raw, capture_output=True,
                                timeout=30)
             assert p.returncode == 0, p.stdout + p.stderr
         assert line()["fallback"] is None
+        # streamed through the gateway: the last chunk's barista_timings has it too
+        st, h, raw = request(gw, "POST", "/v1/chat/completions",
+                             body("Say no.", model="via-gw", stream=True),
+                             headers={"Authorization": f"Bearer {key}"})
+        assert st == 200, raw
+        ev = [json.loads(e) for e in sse_events(raw) if e.startswith("{")]
+        bt = ev[-1]["barista_timings"]
+        assert bt["upstream"] > 0 and "prefill" not in bt and bt["ttft"] >= bt["upstream"], bt
+        # up to the upstream's first token, not its first byte (a role-only chunk that
+        # comes before its prefill): nearly all of this client's ttft
+        assert bt["upstream"] > 0.5 * bt["ttft"], bt
         # a 1 ms budget no upstream meets: the chain's static step answers, logged
         st, h, raw = request(gw, "POST", "/v1/chat/completions",
                              body("Count to ten.", model="via-gw"),
@@ -229,6 +324,7 @@ def test_promtool_and_names(srv):
                  "barista_kv_cache_usage_perc{", "barista_ttft_seconds_bucket",
                  "barista_request_duration_seconds_bucket", "barista_generated_tokens_total"):
         assert name in text, name
+    assert [n for n in OLD_NAMES if f"# TYPE {n} " not in text] == []
     assert ":" not in "".join(ln.split("{")[0].split(" ")[0] for ln in text.splitlines()
                               if ln and not ln.startswith("#"))
 
@@ -408,3 +504,50 @@ def test_dashboard_in_chromium(barista_bin, gguf_path):
         if driver:
             driver.quit()
         s.stop()
+
+
+# ---- bench plots ----
+
+def test_overload_plot(tmp_path):
+    """bench/overload's curves (issue 14 item 4) on a small synthetic run, as
+    the bench itself takes ~15 minutes: its plot() writes the PNG through
+    bench/plot (the bench venv's matplotlib), and bench/plot reads the table
+    saved in docs/BENCHMARKS.md back."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    if not (pathlib.Path.home() / ".cache/barista/benchvenv/bin/python").exists():
+        pytest.skip("no bench venv (~/.cache/barista/benchvenv, matplotlib): bench/README.md")
+    import importlib.machinery
+    import importlib.util
+    loader = importlib.machinery.SourceFileLoader("overload", str(root / "bench" / "overload"))
+    ov = importlib.util.module_from_spec(importlib.util.spec_from_loader("overload", loader))
+    loader.exec_module(ov)
+
+    def req(cls, status, finish, ttft, total, budget=1.0):
+        return {"cls": cls, "status": status, "finish": finish, "ttft": ttft, "total": total,
+                "budget": budget, "fallback": None}
+
+    results = [("barista", 1.0, 2.0, [req("interactive", 200, "stop", 0.1, 0.5),
+                                       req("interactive", 200, "timeout", 0.2, 1.0),
+                                       req("batch", 503, None, None, 0.01)]),
+               ("llama-server", 1.0, 2.0, [req("interactive", "client-timeout", None, None, 1.0)]),
+               ("barista", 2.0, 4.0, [req("interactive", 200, "stop", 0.3, 0.9)])]
+    rows = ov.plot_rows(results)
+    r = next(x for x in rows if x["server"] == "barista" and x["level"] == 1.0
+             and x["cls"] == "interactive")
+    assert (r["n"], r["within"], r["cut"], r["ttft99_ms"]) == (2, 50.0, 1, 100.0)
+    assert [x["rejected"] for x in rows if x["cls"] == "batch"] == [1]
+    out = tmp_path / "overload.png"
+    assert ov.plot(results, "synthetic", str(out))
+    w, h, ch, px = png_pixels(out.read_bytes())
+    assert w > 600 and h > 600
+    blue = sum(1 for row in px[::2] for x in range(0, w * ch, ch * 2)
+               if abs(row[x] - 31) < 12 and abs(row[x + 1] - 119) < 12 and abs(row[x + 2] - 180) < 12)
+    assert blue > 50, blue  # barista's curves (#1f77b4) are drawn
+    # the committed run's table, read back (how docs/bench-overload.png was drawn)
+    loader = importlib.machinery.SourceFileLoader("plot", str(root / "bench" / "plot"))
+    pl = importlib.util.module_from_spec(importlib.util.spec_from_loader("plot", loader))
+    loader.exec_module(pl)
+    doc = pl.overload_from_doc((root / "docs" / "BENCHMARKS.md").read_text())
+    assert len(doc["rows"]) >= 2 and {r["server"] for r in doc["rows"]} >= {"barista"}
+    assert all(0 <= r["within"] <= 100 and r["n"] > 0 for r in doc["rows"])
+    assert (root / "docs" / "bench-overload.png").stat().st_size > 20000

@@ -101,6 +101,8 @@ static void test_early_errors_and_other_endpoints(void **st)
     obs_metrics_fallback(m, "semantic_relaxed");
     buf_t o = {0};
     obs_metrics_render(m, &o);
+    /* the unlabelled legacy histogram shows zero buckets before it is observed (as before) */
+    assert_non_null(strstr(o.p, "barista_ttft_seconds_bucket{le=\"+Inf\"} 0\n"));
     assert_non_null(strstr(o.p, "barista_requests_total{endpoint=\"other\",code=\"431\"} 1\n"));
     assert_non_null(strstr(o.p, "barista_request_duration_seconds_count{endpoint=\"health\"} 1\n"));
     assert_null(strstr(o.p, "barista_e2e_request_latency_seconds_count")); /* not a generation */

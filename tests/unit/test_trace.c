@@ -148,6 +148,7 @@ static void test_access_log_line(void **st)
     assert_non_null(strstr(line, "\"tenant\":\"acme\""));
     assert_non_null(strstr(line, "\"fallback\":null"));
     assert_non_null(strstr(line, "\"total\":500.000}"));
+    assert_non_null(strstr(line, "\"local\":false}"));
     assert_int_equal(line[strlen(line) - 1], '\n');
     assert_int_not_equal(obs_alog_open(&l, "/nonexistent-dir/x.log", &msg), 0);
     assert_non_null(strstr(msg.text, "access-log"));
