@@ -85,6 +85,7 @@ struct api {
     int closed;
     uint64_t rng; /* response ids */
     api_cache_t *cache;
+    gram_cache_t *grams;    /* compiled response_format / tool schemas, shared by all requests */
     api_tenants_t *tenants; /* keys, namespace ids, rate limits */
     embed_job_t *embeds;    /* /v1/embeddings requests waiting for their backend */
     int n_embeds;

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "engine/json_schema.h"
+#include "engine/gram_cache.h"
 
 #define BAD_REQ "invalid_request_error"
 #define OPEN_TAG "<tool_call>"
@@ -20,26 +20,47 @@ static int nomem(oai_err_t *e)
     return oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
 }
 
-/* Compile schema text to check it; 0 or a 400 at param. */
-static int check_schema(const char *text, const char *param, const char *what, oai_err_t *e)
+/* Compile schema text through the request's grammar cache (r->grams; a
+ * schema seen before is not compiled again): 0 and, when out is non-NULL,
+ * *out (a reference), or a 400 at param. */
+static int compile_schema(const oai_req_t *r, const char *text, const char *param, const char *what,
+                          gram_t **out, oai_err_t *e)
 {
     gram_t *g = NULL;
     bar_msg_t m = {{0}};
-    int rc = json_schema_compile(text, strlen(text), &g, &m);
-    gram_release(g);
+    int rc = gram_cache_get(r->grams, text, strlen(text), &g, &m);
     if (rc == BAR_ERR_NOMEM) return nomem(e);
     if (rc)
         return oai_err(e, 400, BAD_REQ, "invalid_json_schema", param, "Invalid schema for %s: %s",
                        what, m.text);
+    if (out)
+        *out = g;
+    else
+        gram_release(g);
     return 0;
 }
 
-static int set_constraint(oai_req_t *r, char *text, oai_err_t *e)
+/* The output constraint: text (heap, taken) and its grammar g (a reference,
+ * taken; NULL: compile text here). This is the request's one compile of it:
+ * the backend decodes with r->grammar. */
+static int set_constraint(oai_req_t *r, char *text, gram_t *g, const char *param, oai_err_t *e)
 {
-    if (!text) return nomem(e);
+    if (!text) {
+        gram_release(g);
+        return nomem(e);
+    }
+    if (!g) {
+        int rc = compile_schema(r, text, param, param, &g, e);
+        if (rc) {
+            free(text);
+            return rc;
+        }
+    }
     free(r->constraint);
+    gram_release(r->grammar);
     r->constraint = text;
     r->constraint_len = strlen(text);
+    r->grammar = g;
     return 0;
 }
 
@@ -66,7 +87,7 @@ int tools_parse_response_format(oai_req_t *r, const cJSON *root, oai_err_t *e)
     if (!cJSON_IsString(t)) return oai_bad_type(e, "response_format.type", "a string", t);
     if (!strcmp(t->valuestring, "text")) return 0;
     if (!strcmp(t->valuestring, "json_object"))
-        return set_constraint(r, strdup("{\"type\":\"object\"}"), e);
+        return set_constraint(r, strdup("{\"type\":\"object\"}"), NULL, "response_format", e);
     if (strcmp(t->valuestring, "json_schema"))
         return oai_err(e, 400, BAD_REQ, "invalid_value", "response_format.type",
                        "Invalid value for 'response_format.type': '%.32s'. Supported values are: "
@@ -90,19 +111,21 @@ int tools_parse_response_format(oai_req_t *r, const cJSON *root, oai_err_t *e)
     if (strict && !cJSON_IsBool(strict))
         return oai_bad_type(e, "response_format.json_schema.strict", "a boolean", strict);
     const cJSON *schema = oai_member(js, "schema");
-    if (!schema) return set_constraint(r, strdup("{\"type\":\"object\"}"), e);
+    if (!schema)
+        return set_constraint(r, strdup("{\"type\":\"object\"}"), NULL, "response_format", e);
     if (!cJSON_IsObject(schema))
         return oai_bad_type(e, "response_format.json_schema.schema", "an object", schema);
     char *text = cJSON_PrintUnformatted(schema);
     if (!text) return nomem(e);
     char what[128];
     snprintf(what, sizeof what, "response_format '%s'", name->valuestring);
-    int rc = check_schema(text, "response_format.json_schema.schema", what, e);
+    gram_t *g = NULL;
+    int rc = compile_schema(r, text, "response_format.json_schema.schema", what, &g, e);
     if (rc) {
         free(text);
         return rc;
     }
-    return set_constraint(r, text, e);
+    return set_constraint(r, text, g, NULL, e);
 }
 
 /* ---- request: tools ---- */
@@ -280,7 +303,7 @@ int tools_parse_request(oai_req_t *r, const cJSON *root, oai_err_t *e)
             if (!text) return nomem(e);
             char what[128];
             snprintf(what, sizeof what, "function '%s'", name->valuestring);
-            int rc = check_schema(text, param, what, e);
+            int rc = compile_schema(r, text, param, what, NULL, e);
             free(text);
             if (rc) return rc;
         }
@@ -371,7 +394,7 @@ int tools_parse_request(oai_req_t *r, const cJSON *root, oai_err_t *e)
     }
     char *text = cJSON_PrintUnformatted(top);
     cJSON_Delete(top);
-    return set_constraint(r, text, e);
+    return set_constraint(r, text, NULL, "tools", e);
 }
 
 /* ---- request: history ---- */
