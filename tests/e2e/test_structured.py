@@ -142,6 +142,32 @@ def test_max_tokens_cut_is_length(client):
     assert r.usage.completion_tokens == 3
 
 
+STORY = {"type": "object", "properties": {"story": {"type": "string"}},
+         "required": ["story"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("name,schema,max_tokens", [("story", STORY, 24), ("story", STORY, 12),
+                                                    ("person", PERSON, 40)])
+def test_small_budget_still_closes(client, name, schema, max_tokens):
+    # a free string would run into max_tokens mid-JSON; the budget-aware
+    # mask closes the text in time, so it parses, validates and says "stop"
+    r = client.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "Tell me a very long story about a dragon."}],
+        response_format=fmt(name, schema), max_tokens=max_tokens, temperature=0)
+    c = r.choices[0]
+    jsonschema.validate(json.loads(c.message.content), schema)
+    assert c.finish_reason == "stop"
+    assert r.usage.completion_tokens <= max_tokens
+    # streamed, the same text
+    chunks = client.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "Tell me a very long story about a dragon."}],
+        response_format=fmt(name, schema), max_tokens=max_tokens, temperature=0, stream=True)
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == c.message.content
+
+
 @pytest.mark.parametrize("choice", ["required", "named"])
 def test_forced_tool_calls_validate(client, choice):
     tc = "required" if choice == "required" else {"type": "function",
