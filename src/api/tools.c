@@ -505,6 +505,8 @@ static const char *skip_ws(const char *p, const char *end)
     return p;
 }
 
+static void forced_args(const char *text, size_t n, tools_call_t *calls, int k);
+
 int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_out)
 {
     *out = NULL;
@@ -522,6 +524,7 @@ int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_
             ok = j && !read_call(j, calls, &k);
         }
         cJSON_Delete(j);
+        if (ok && k) forced_args(text, n, calls, k);
     } else {
         const char *p = text, *end = text + n;
         p = skip_ws(p, end);
@@ -615,6 +618,206 @@ static void chunk_head(buf_t *out, const oai_resp_t *r)
 static void chunk_tail(buf_t *out)
 {
     buf_puts(out, "}]},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+}
+
+/* ---- the forced calls' scanner ---- */
+
+/* What the scanner found: a call's name is complete (head), or bytes of its
+ * arguments. */
+typedef void (*scan_fn)(void *ctx, int head, int index, const char *name, const char *p, size_t n);
+
+static int utf8_tail_incomplete(const char *p, size_t n)
+{
+    /* bytes at the end of p[0..n) that begin a UTF-8 sequence not yet complete */
+    for (size_t back = 1; back <= 4 && back <= n; back++) {
+        unsigned char c = (unsigned char)p[n - back];
+        if ((c & 0xC0) == 0x80) continue;
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > back ? (int)back : 0;
+    }
+    return 0;
+}
+
+static void scan(tools_stream_t *s, const char *text, size_t n, int final, scan_fn fn, void *ctx)
+{
+    char args[256];
+    size_t na = 0;
+#define FLUSH_ARGS()                                                                               \
+    do {                                                                                           \
+        if (na) fn(ctx, 0, s->n_calls - 1, NULL, args, na);                                        \
+        na = 0;                                                                                    \
+    } while (0)
+#define PUT_ARG(ch)                                                                                \
+    do {                                                                                           \
+        if (na == sizeof args) FLUSH_ARGS();                                                       \
+        args[na++] = (ch);                                                                         \
+    } while (0)
+    if (s->pos > n) memset(s, 0, sizeof *s); /* the text was reset (not streamed yet) */
+    for (int i = 0; i < s->n_pend; i++)
+        PUT_ARG(s->pend[i]);
+    s->n_pend = 0;
+    for (; s->pos < n && !s->broken; s->pos++) {
+        char c = text[s->pos];
+        if (s->in_str) {
+            if (s->in_args) PUT_ARG(c);
+            if (s->esc) {
+                s->esc = 0;
+            } else if (c == '\\') {
+                s->esc = 1;
+            } else if (c == '"') {
+                s->in_str = 0;
+                if (s->reading_key) {
+                    s->reading_key = 0;
+                    s->key[s->key_len] = '\0';
+                    s->want = !strcmp(s->key, "name") ? 1 : !strcmp(s->key, "arguments") ? 2 : 0;
+                } else if (s->in_name) {
+                    s->in_name = 0;
+                    s->name[s->name_len] = '\0';
+                    if (s->n_calls >= MAX_PARALLEL * 4) {
+                        s->broken = 1;
+                        break;
+                    }
+                    FLUSH_ARGS();
+                    s->n_calls++;
+                    fn(ctx, 1, s->n_calls - 1, s->name, NULL, 0);
+                }
+                continue;
+            }
+            if (s->reading_key && s->key_len < (int)sizeof s->key - 1) s->key[s->key_len++] = c;
+            if (s->in_name && s->name_len < (int)sizeof s->name - 1) s->name[s->name_len++] = c;
+            continue;
+        }
+        if (c == ' ' || c == '\n' || c == '\t' || c == '\r') continue;
+        if (s->in_args && s->depth == s->call_depth && (c == ',' || c == '}'))
+            s->in_args = 0; /* a scalar value ended */
+        if (s->in_args) PUT_ARG(c);
+        switch (c) {
+        case '"':
+            s->in_str = 1;
+            if (s->depth == s->call_depth && s->expect_key) {
+                s->reading_key = 1;
+                s->key_len = 0;
+                s->expect_key = 0;
+            } else if (s->depth == s->call_depth && s->want == 1 && !s->in_args) {
+                s->in_name = 1;
+                s->name_len = 0;
+            }
+            break;
+        case '{':
+        case '[':
+            if (s->depth == 0) s->call_depth = c == '[' ? 2 : 1;
+            s->depth++;
+            if (s->depth == s->call_depth && c == '{' && !s->in_args) {
+                s->expect_key = 1;
+                s->want = 0;
+            }
+            break;
+        case '}':
+        case ']':
+            s->depth--;
+            if (s->in_args && s->depth == s->call_depth) s->in_args = 0; /* its object closed */
+            break;
+        case ':':
+            if (s->depth == s->call_depth && !s->in_args && s->want == 2) {
+                if (s->n_calls == 0 || s->name[0] == '\0') {
+                    s->broken = 1; /* arguments before the name */
+                    break;
+                }
+                s->in_args = 1;
+                s->name[0] = '\0'; /* the next call needs its own name first */
+            }
+            break;
+        case ',':
+            if (s->depth == s->call_depth && !s->in_args) s->expect_key = 1;
+            break;
+        default:
+            break;
+        }
+    }
+    if (!final && s->in_args) {
+        /* hold back an incomplete UTF-8 sequence for the next scan */
+        int k = utf8_tail_incomplete(args, na);
+        memcpy(s->pend, args + na - (size_t)k, (size_t)k);
+        s->n_pend = k;
+        na -= (size_t)k;
+    }
+    FLUSH_ARGS();
+#undef PUT_ARG
+#undef FLUSH_ARGS
+}
+
+typedef struct {
+    buf_t *out;
+    const oai_resp_t *r;
+} live_t;
+
+static void live_emit(void *ctx, int head, int index, const char *name, const char *p, size_t n)
+{
+    live_t *l = ctx;
+    chunk_head(l->out, l->r);
+    buf_printf(l->out, "%d,", index);
+    if (head) {
+        buf_puts(l->out, "\"id\":");
+        put_id(l->out, l->r, index);
+        buf_puts(l->out, ",\"type\":\"function\",\"function\":{\"name\":");
+        oai_json_string(l->out, name, strlen(name));
+        buf_puts(l->out, ",\"arguments\":\"\"}");
+    } else {
+        buf_puts(l->out, "\"function\":{\"arguments\":");
+        oai_json_string(l->out, p, n);
+        buf_puts(l->out, "}");
+    }
+    chunk_tail(l->out);
+}
+
+int tools_stream(tools_stream_t *s, buf_t *out, const oai_resp_t *r, const char *text, size_t n,
+                 int final)
+{
+    live_t l = {out, r};
+    scan(s, text, n, final, live_emit, &l);
+    return s->n_calls;
+}
+
+/* The arguments texts of forced calls, as the scanner reads them. */
+typedef struct {
+    tools_call_t *calls;
+    int n;
+    buf_t args[MAX_PARALLEL * 4];
+} collect_t;
+
+static void collect_emit(void *ctx, int head, int index, const char *name, const char *p, size_t n)
+{
+    collect_t *c = ctx;
+    (void)name;
+    if (index < 0 || index >= MAX_PARALLEL * 4) return;
+    if (head) {
+        c->n = index + 1;
+        buf_puts(&c->args[index], "");
+    } else {
+        buf_append(&c->args[index], p, n);
+    }
+}
+
+/* Forced calls read by cJSON get their arguments as the scanner (and so a
+ * live stream) sends them: the generated bytes without the whitespace
+ * outside strings (cJSON would reprint numbers and escapes). */
+static void forced_args(const char *text, size_t n, tools_call_t *calls, int k)
+{
+    tools_stream_t s = {0};
+    collect_t c = {calls, 0, {{0}}};
+    scan(&s, text, n, 1, collect_emit, &c);
+    if (!s.broken && c.n == k)
+        for (int i = 0; i < k; i++) {
+            char *a = c.args[i].p ? strndup(c.args[i].p, c.args[i].n) : NULL;
+            if (a && c.args[i].n) {
+                free(calls[i].args);
+                calls[i].args = a;
+            } else {
+                free(a);
+            }
+        }
+    for (int i = 0; i < MAX_PARALLEL * 4; i++)
+        buf_free(&c.args[i]);
 }
 
 int tools_put_chunks(buf_t *out, const oai_resp_t *r, const char *text, size_t n)
