@@ -976,6 +976,9 @@ static const uint64_t *mask_limited(gram_state_t *s, const gram_vocab_t *v, int 
     }
     memset(s->mask, 0, (size_t)words * sizeof *s->mask);
     *maxd = walk_all(s, v, s->mask, limit);
+    /* a budget-limited mask is not kept: its limit shrinks every step, and
+     * keeping it would push out the masks of states that recur */
+    if (limit != INT_MAX) return s->mask;
     if (!victim->bits) victim->bits = malloc((size_t)words * sizeof *victim->bits);
     if (!victim->bits) return s->mask;
     memcpy(victim->bits, s->mask, (size_t)words * sizeof *s->mask);
