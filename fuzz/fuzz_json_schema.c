@@ -6,7 +6,10 @@
  * with a message and no grammar; an accepted one is run on the text byte by
  * byte: a byte the matcher takes must have been allowed (gram_state_allows),
  * a refused one leaves the state unchanged, and at every step the token mask
- * over a small built-in vocabulary equals a brute-force check of each token.
+ * over a small built-in vocabulary equals a brute-force check of each token;
+ * the shortest completion (gram_state_min_left) is 0 exactly when the text
+ * is complete and shrinks by at most one per byte, and a budget-limited mask
+ * (gram_state_mask_within) is a subset of the plain one.
  * Any violation abort()s. Seeds in fuzz/corpus/json_schema/. Not for:
  * anything but fuzzing. */
 #include <stdint.h>
@@ -39,6 +42,14 @@ static void check_mask(gram_state_t *s, const gram_vocab_t *v)
         int want = gram_state_allows(s, VOCAB[t], strlen(VOCAB[t]));
         if (want != (int)(m[0] >> t & 1)) abort();
     }
+    /* a budget only ever removes tokens */
+    uint64_t all = m[0];
+    int d = gram_state_min_left(s);
+    int limits[3] = {0, d, d + 3};
+    for (int k = 0; k < 3; k++) {
+        const uint64_t *w = gram_state_mask_within(s, v, limits[k]);
+        if (w && (w[0] & ~all)) abort();
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -67,11 +78,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (i < 24) check_mask(s, vocab);
         int done = gram_state_done(s), acc = gram_state_accepting(s);
         if (done && !acc) abort();
+        int d = gram_state_min_left(s);
+        if ((d == 0) != acc) abort(); /* complete: nothing left to add */
         int allowed = gram_state_allows(s, &text[i], 1);
         int fed = gram_state_feed(s, &text[i], 1) == 0;
         if (fed && !allowed) abort();
         if (!fed && (gram_state_done(s) != done || gram_state_accepting(s) != acc)) abort();
-        if (done && fed) abort(); /* nothing may follow a finished text */
+        if (done && fed) abort();                           /* nothing may follow a finished text */
+        if (fed && gram_state_min_left(s) < d - 1) abort(); /* a byte finishes one byte */
     }
     gram_state_destroy(s);
     return 0;

@@ -19,6 +19,8 @@
 
 #include <openssl/crypto.h>
 
+#define API_GRAM_CACHE 64 /* compiled schemas kept (engine/gram_cache.h) */
+
 static void respond_json(srv_req_t *r, int status, buf_t *b)
 {
     srv_respond(r, status, "application/json", b->p ? b->p : "", b->n, NULL);
@@ -497,6 +499,7 @@ static void api_maybe_free(api_t *a)
     batches_free(a);
     async_free(a);
     files_free(a);
+    gram_cache_destroy(a->grams);
     obs_metrics_destroy(a->metrics);
     api_tenants_destroy(a->tenants);
     free(a->models);
@@ -530,11 +533,14 @@ int api_create(api_t **out, uv_loop_t *loop, const srv_settings_t *s, const cfg_
     a->rng = ((uint64_t)time_now_unix() << 20) ^ (uint64_t)getpid() ^
              (uint64_t)(time_now_mono() * 1e9) ^ 0x2545F4914F6CDD1Dull;
     if (!a->rng) a->rng = 1;
-    int rc = api_tenants_create(&a->tenants, loop, s, msg);
+    int rc = gram_cache_create(&a->grams, API_GRAM_CACHE)
+                 ? bar_fail(msg, BAR_ERR_NOMEM, "out of memory")
+                 : api_tenants_create(&a->tenants, loop, s, msg);
     if (!rc) rc = files_init(a, msg);
     if (!rc) rc = batches_init(a, msg);
     if (!rc) rc = api_cache_create(&a->cache, loop, s, gen_on_sf_empty, a, msg);
     if (rc) {
+        gram_cache_destroy(a->grams);
         batches_free(a);
         files_free(a);
         api_tenants_destroy(a->tenants);

@@ -16,6 +16,7 @@
 #include "api/api_cache.h"
 #include "api/api_tenant.h"
 #include "api/openai.h"
+#include "api/tools.h"
 #include "backend/backend.h"
 #include "backend/model_list.h"
 #include "obs/metrics.h"
@@ -85,6 +86,7 @@ struct api {
     int closed;
     uint64_t rng; /* response ids */
     api_cache_t *cache;
+    gram_cache_t *grams;    /* compiled response_format / tool schemas, shared by all requests */
     api_tenants_t *tenants; /* keys, namespace ids, rate limits */
     embed_job_t *embeds;    /* /v1/embeddings requests waiting for their backend */
     int n_embeds;
@@ -262,12 +264,14 @@ struct client {
     int timer_on;
     oai_resp_t resp;
     char id[48];
-    buf_t text;          /* non-stream: all text; stream: not yet written */
-    struct lp_list *lp;  /* same split as text */
-    api_tenant_t tenant; /* who asks (released by client_free) */
-    int rl_held;         /* holds a concurrency slot / a charge: settled in client_free */
-    int rl_redis;        /* the tokens were charged in Redis (corrected there) */
-    long long rl_tokens; /* the tokens asked for at admission */
+    buf_t text;             /* non-stream: all text; stream: not yet written (forced tool
+                               calls streamed: all text, tstream.pos of it written) */
+    tools_stream_t tstream; /* forced tool calls streamed live (tools.h) */
+    struct lp_list *lp;     /* same split as text */
+    api_tenant_t tenant;    /* who asks (released by client_free) */
+    int rl_held;            /* holds a concurrency slot / a charge: settled in client_free */
+    int rl_redis;           /* the tokens were charged in Redis (corrected there) */
+    long long rl_tokens;    /* the tokens asked for at admission */
     long long rl_reserved, rl_used; /* tokens charged at admission / really used (-1: unknown) */
     struct rlr_op *rl_op;           /* a Redis check in flight */
     void (*rl_cont)(client_t *c);   /* where the pipeline goes on once admitted */

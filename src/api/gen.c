@@ -283,6 +283,21 @@ static void stream_flush(client_t *c, int final)
     }
     int n_lp = lp_list_n(c->lp);
     if (c->text.n == 0 && (!final || n_lp == 0)) return;
+    if (c->resp.tool_mode == TOOLS_FORCED && c->resp.kind == OAI_CHAT) {
+        /* forced tool calls go out live, as the scanner reads them (tools.h);
+         * c->text keeps the whole text: the finish reason reads it */
+        if (!final && !sse_writable(c->sse)) {
+            if (c->text.n - c->tstream.pos > (size_t)c->a->set->stream_buffer_bytes) too_slow(c);
+            return;
+        }
+        buf_t out = {0};
+        if (tools_stream(&c->tstream, &out, &c->resp, c->text.p, c->text.n, final) > 0 || !final) {
+            write_sse(c, &out);
+            if (c->lp) lp_list_clear(c->lp);
+            return;
+        }
+        buf_free(&out); /* ended before a call began: the text goes out as content */
+    }
     if (c->resp.tool_mode && !final) {
         /* what may become a tool call is held to the end (tools.h) */
         if (tools_may_be_call(c->resp.tool_mode, c->text.p, c->text.n)) return;

@@ -53,6 +53,7 @@ void api_model_sampling(const api_model_t *m, const oai_req_t *q, bk_sampling_t 
     sp->n_logit_bias = q->n_logit_bias;
     sp->constraint = q->constraint; /* structured outputs, forced tool calls */
     sp->constraint_len = q->constraint_len;
+    sp->grammar = q->grammar;
     sp->stop = (const char *const *)q->stop;
     sp->n_stop = q->n_stop;
     sp->ignore_eos = q->ignore_eos;

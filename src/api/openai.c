@@ -356,6 +356,7 @@ void oai_req_free(oai_req_t *r)
         free(r->stop[i]);
     free(r->logit_bias);
     free(r->constraint);
+    gram_release(r->grammar);
     memset(r, 0, sizeof *r);
 }
 
@@ -552,7 +553,14 @@ int oai_parse_json(const char *body, size_t n, cJSON **out, oai_err_t *e)
 
 int oai_parse_tree(oai_req_t *r, oai_kind_t kind, const cJSON *root, oai_err_t *e)
 {
+    return oai_parse_tree_cached(r, kind, root, NULL, e);
+}
+
+int oai_parse_tree_cached(oai_req_t *r, oai_kind_t kind, const cJSON *root, gram_cache_t *grams,
+                          oai_err_t *e)
+{
     req_init(r, kind);
+    r->grams = grams;
     return parse_root(r, root, e);
 }
 

@@ -17,6 +17,7 @@
 
 #include "backend/backend.h"
 #include "backend/model_list.h"
+#include "engine/gram_cache.h"
 #include "util/buf.h"
 #include "util/logprob.h"
 
@@ -75,6 +76,8 @@ typedef struct {
     /* structured outputs and tools (api/tools.c) */
     char *constraint; /* heap: the JSON Schema the output must match, NULL: none */
     size_t constraint_len;
+    gram_t *grammar;         /* constraint compiled (one reference), NULL: none */
+    gram_cache_t *grams;     /* borrowed: the cache schemas are compiled through, NULL: none */
     int tool_mode;           /* TOOLS_NONE / TOOLS_AUTO / TOOLS_FORCED (tools.h) */
     int parallel_tool_calls; /* default 1 */
 } oai_req_t;
@@ -126,6 +129,11 @@ struct cJSON;
 int oai_parse_json(const char *body, size_t n, struct cJSON **root, oai_err_t *err);
 int oai_parse_tree(oai_req_t *r, oai_kind_t kind, const struct cJSON *root, oai_err_t *err);
 int oai_parse_delivery(oai_req_t *r, oai_kind_t kind, const struct cJSON *root, oai_err_t *err);
+/* oai_parse_tree compiling response_format / tool schemas through grams (a
+ * schema seen before costs a lookup); r->grammar is the compiled constraint,
+ * which the backend decodes with, so a request compiles its schema once. */
+int oai_parse_tree_cached(oai_req_t *r, oai_kind_t kind, const struct cJSON *root,
+                          gram_cache_t *grams, oai_err_t *err);
 void oai_req_free(oai_req_t *r);
 
 /* The JSON error body (with a trailing newline) appended to out. */

@@ -236,7 +236,7 @@ static int stage_parse(client_t *c, cJSON **root)
     const http_req_t *h = srv_req_http(c->r);
     oai_err_t e;
     if (oai_parse_json(h->body.p ? h->body.p : "", h->body.n, root, &e) < 0 ||
-        oai_parse_tree(&c->q, c->kind, *root, &e) < 0)
+        oai_parse_tree_cached(&c->q, c->kind, *root, c->a->grams, &e) < 0)
         return answer_error(c, &e);
     c->stream = c->q.stream;
     c->include_usage = c->q.include_usage;

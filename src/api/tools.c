@@ -7,7 +7,7 @@
 #include <string.h>
 #include <xxhash.h>
 
-#include "engine/json_schema.h"
+#include "engine/gram_cache.h"
 
 #define BAD_REQ "invalid_request_error"
 #define OPEN_TAG "<tool_call>"
@@ -20,26 +20,47 @@ static int nomem(oai_err_t *e)
     return oai_err(e, 500, "server_error", NULL, NULL, "out of memory");
 }
 
-/* Compile schema text to check it; 0 or a 400 at param. */
-static int check_schema(const char *text, const char *param, const char *what, oai_err_t *e)
+/* Compile schema text through the request's grammar cache (r->grams; a
+ * schema seen before is not compiled again): 0 and, when out is non-NULL,
+ * *out (a reference), or a 400 at param. */
+static int compile_schema(const oai_req_t *r, const char *text, const char *param, const char *what,
+                          gram_t **out, oai_err_t *e)
 {
     gram_t *g = NULL;
     bar_msg_t m = {{0}};
-    int rc = json_schema_compile(text, strlen(text), &g, &m);
-    gram_release(g);
+    int rc = gram_cache_get(r->grams, text, strlen(text), &g, &m);
     if (rc == BAR_ERR_NOMEM) return nomem(e);
     if (rc)
         return oai_err(e, 400, BAD_REQ, "invalid_json_schema", param, "Invalid schema for %s: %s",
                        what, m.text);
+    if (out)
+        *out = g;
+    else
+        gram_release(g);
     return 0;
 }
 
-static int set_constraint(oai_req_t *r, char *text, oai_err_t *e)
+/* The output constraint: text (heap, taken) and its grammar g (a reference,
+ * taken; NULL: compile text here). This is the request's one compile of it:
+ * the backend decodes with r->grammar. */
+static int set_constraint(oai_req_t *r, char *text, gram_t *g, const char *param, oai_err_t *e)
 {
-    if (!text) return nomem(e);
+    if (!text) {
+        gram_release(g);
+        return nomem(e);
+    }
+    if (!g) {
+        int rc = compile_schema(r, text, param, param, &g, e);
+        if (rc) {
+            free(text);
+            return rc;
+        }
+    }
     free(r->constraint);
+    gram_release(r->grammar);
     r->constraint = text;
     r->constraint_len = strlen(text);
+    r->grammar = g;
     return 0;
 }
 
@@ -66,7 +87,7 @@ int tools_parse_response_format(oai_req_t *r, const cJSON *root, oai_err_t *e)
     if (!cJSON_IsString(t)) return oai_bad_type(e, "response_format.type", "a string", t);
     if (!strcmp(t->valuestring, "text")) return 0;
     if (!strcmp(t->valuestring, "json_object"))
-        return set_constraint(r, strdup("{\"type\":\"object\"}"), e);
+        return set_constraint(r, strdup("{\"type\":\"object\"}"), NULL, "response_format", e);
     if (strcmp(t->valuestring, "json_schema"))
         return oai_err(e, 400, BAD_REQ, "invalid_value", "response_format.type",
                        "Invalid value for 'response_format.type': '%.32s'. Supported values are: "
@@ -90,19 +111,21 @@ int tools_parse_response_format(oai_req_t *r, const cJSON *root, oai_err_t *e)
     if (strict && !cJSON_IsBool(strict))
         return oai_bad_type(e, "response_format.json_schema.strict", "a boolean", strict);
     const cJSON *schema = oai_member(js, "schema");
-    if (!schema) return set_constraint(r, strdup("{\"type\":\"object\"}"), e);
+    if (!schema)
+        return set_constraint(r, strdup("{\"type\":\"object\"}"), NULL, "response_format", e);
     if (!cJSON_IsObject(schema))
         return oai_bad_type(e, "response_format.json_schema.schema", "an object", schema);
     char *text = cJSON_PrintUnformatted(schema);
     if (!text) return nomem(e);
     char what[128];
     snprintf(what, sizeof what, "response_format '%s'", name->valuestring);
-    int rc = check_schema(text, "response_format.json_schema.schema", what, e);
+    gram_t *g = NULL;
+    int rc = compile_schema(r, text, "response_format.json_schema.schema", what, &g, e);
     if (rc) {
         free(text);
         return rc;
     }
-    return set_constraint(r, text, e);
+    return set_constraint(r, text, g, NULL, e);
 }
 
 /* ---- request: tools ---- */
@@ -280,7 +303,7 @@ int tools_parse_request(oai_req_t *r, const cJSON *root, oai_err_t *e)
             if (!text) return nomem(e);
             char what[128];
             snprintf(what, sizeof what, "function '%s'", name->valuestring);
-            int rc = check_schema(text, param, what, e);
+            int rc = compile_schema(r, text, param, what, NULL, e);
             free(text);
             if (rc) return rc;
         }
@@ -371,7 +394,7 @@ int tools_parse_request(oai_req_t *r, const cJSON *root, oai_err_t *e)
     }
     char *text = cJSON_PrintUnformatted(top);
     cJSON_Delete(top);
-    return set_constraint(r, text, e);
+    return set_constraint(r, text, NULL, "tools", e);
 }
 
 /* ---- request: history ---- */
@@ -482,6 +505,8 @@ static const char *skip_ws(const char *p, const char *end)
     return p;
 }
 
+static int forced_args(const char *text, size_t n, tools_call_t *calls, int k);
+
 int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_out)
 {
     *out = NULL;
@@ -499,6 +524,7 @@ int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_
             ok = j && !read_call(j, calls, &k);
         }
         cJSON_Delete(j);
+        if (ok && k) ok = !forced_args(text, n, calls, k);
     } else {
         const char *p = text, *end = text + n;
         p = skip_ws(p, end);
@@ -592,6 +618,217 @@ static void chunk_head(buf_t *out, const oai_resp_t *r)
 static void chunk_tail(buf_t *out)
 {
     buf_puts(out, "}]},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+}
+
+/* ---- the forced calls' scanner ---- */
+
+/* What the scanner found: a call's name is complete (head), or bytes of its
+ * arguments. */
+typedef void (*scan_fn)(void *ctx, int head, int index, const char *name, const char *p, size_t n);
+
+static int utf8_tail_incomplete(const char *p, size_t n)
+{
+    /* bytes at the end of p[0..n) that begin a UTF-8 sequence not yet complete */
+    for (size_t back = 1; back <= 4 && back <= n; back++) {
+        unsigned char c = (unsigned char)p[n - back];
+        if ((c & 0xC0) == 0x80) continue;
+        size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+        return need > back ? (int)back : 0;
+    }
+    return 0;
+}
+
+static void scan(tools_stream_t *s, const char *text, size_t n, int final, scan_fn fn, void *ctx)
+{
+    char args[256];
+    size_t na = 0;
+#define FLUSH_ARGS()                                                                               \
+    do {                                                                                           \
+        if (na) fn(ctx, 0, s->n_calls - 1, NULL, args, na);                                        \
+        na = 0;                                                                                    \
+    } while (0)
+#define PUT_ARG(ch)                                                                                \
+    do {                                                                                           \
+        if (na == sizeof args) { /* full: send it, but not half a UTF-8 sequence */                \
+            size_t keep_ = (size_t)utf8_tail_incomplete(args, na);                                 \
+            fn(ctx, 0, s->n_calls - 1, NULL, args, na - keep_);                                    \
+            memmove(args, args + na - keep_, keep_);                                               \
+            na = keep_;                                                                            \
+        }                                                                                          \
+        args[na++] = (ch);                                                                         \
+    } while (0)
+    if (s->pos > n) memset(s, 0, sizeof *s); /* the text was reset (not streamed yet) */
+    for (int i = 0; i < s->n_pend; i++)
+        PUT_ARG(s->pend[i]);
+    s->n_pend = 0;
+    for (; s->pos < n && !s->broken; s->pos++) {
+        char c = text[s->pos];
+        if (s->in_str) {
+            if (s->in_args) PUT_ARG(c);
+            if (s->esc) {
+                s->esc = 0;
+            } else if (c == '\\') {
+                s->esc = 1;
+            } else if (c == '"') {
+                s->in_str = 0;
+                if (s->reading_key) {
+                    s->reading_key = 0;
+                    s->key[s->key_len] = '\0';
+                    s->want = !strcmp(s->key, "name") ? 1 : !strcmp(s->key, "arguments") ? 2 : 0;
+                } else if (s->in_name) {
+                    s->in_name = 0;
+                    s->name[s->name_len] = '\0';
+                    if (s->n_calls >= MAX_PARALLEL * 4) {
+                        s->broken = 1;
+                        break;
+                    }
+                    FLUSH_ARGS();
+                    s->n_calls++;
+                    fn(ctx, 1, s->n_calls - 1, s->name, NULL, 0);
+                }
+                continue;
+            }
+            if (s->reading_key && s->key_len < (int)sizeof s->key - 1) s->key[s->key_len++] = c;
+            if (s->in_name && s->name_len < (int)sizeof s->name - 1) s->name[s->name_len++] = c;
+            continue;
+        }
+        if (c == ' ' || c == '\n' || c == '\t' || c == '\r') continue;
+        if (s->in_args && s->depth == s->call_depth && (c == ',' || c == '}'))
+            s->in_args = 0; /* a scalar value ended */
+        if (s->in_args) PUT_ARG(c);
+        switch (c) {
+        case '"':
+            s->in_str = 1;
+            if (s->depth == s->call_depth && s->expect_key) {
+                s->reading_key = 1;
+                s->key_len = 0;
+                s->expect_key = 0;
+            } else if (s->depth == s->call_depth && s->want == 1 && !s->in_args) {
+                s->in_name = 1;
+                s->name_len = 0;
+            }
+            break;
+        case '{':
+        case '[':
+            if (s->depth == 0) s->call_depth = c == '[' ? 2 : 1;
+            s->depth++;
+            if (s->depth == s->call_depth && c == '{' && !s->in_args) {
+                s->expect_key = 1;
+                s->want = 0;
+            }
+            break;
+        case '}':
+        case ']':
+            s->depth--;
+            if (s->in_args && s->depth == s->call_depth) s->in_args = 0; /* its object closed */
+            break;
+        case ':':
+            if (s->depth == s->call_depth && !s->in_args && s->want == 2) {
+                if (s->n_calls == 0 || s->name[0] == '\0') {
+                    s->broken = 1; /* arguments before the name */
+                    break;
+                }
+                s->in_args = 1;
+                s->name[0] = '\0'; /* the next call needs its own name first */
+            }
+            break;
+        case ',':
+            if (s->depth == s->call_depth && !s->in_args) s->expect_key = 1;
+            break;
+        default:
+            break;
+        }
+    }
+    if (!final && s->in_args) {
+        /* hold back an incomplete UTF-8 sequence for the next scan */
+        int k = utf8_tail_incomplete(args, na);
+        memcpy(s->pend, args + na - (size_t)k, (size_t)k);
+        s->n_pend = k;
+        na -= (size_t)k;
+    }
+    FLUSH_ARGS();
+#undef PUT_ARG
+#undef FLUSH_ARGS
+}
+
+typedef struct {
+    buf_t *out;
+    const oai_resp_t *r;
+} live_t;
+
+static void live_emit(void *ctx, int head, int index, const char *name, const char *p, size_t n)
+{
+    live_t *l = ctx;
+    chunk_head(l->out, l->r);
+    buf_printf(l->out, "%d,", index);
+    if (head) {
+        buf_puts(l->out, "\"id\":");
+        put_id(l->out, l->r, index);
+        buf_puts(l->out, ",\"type\":\"function\",\"function\":{\"name\":");
+        oai_json_string(l->out, name, strlen(name));
+        buf_puts(l->out, ",\"arguments\":\"\"}");
+    } else {
+        buf_puts(l->out, "\"function\":{\"arguments\":");
+        oai_json_string(l->out, p, n);
+        buf_puts(l->out, "}");
+    }
+    chunk_tail(l->out);
+}
+
+int tools_stream(tools_stream_t *s, buf_t *out, const oai_resp_t *r, const char *text, size_t n,
+                 int final)
+{
+    live_t l = {out, r};
+    scan(s, text, n, final, live_emit, &l);
+    return s->n_calls;
+}
+
+/* The calls of a forced text, as the scanner reads them. */
+typedef struct {
+    int n;
+    char name[MAX_PARALLEL * 4][65];
+    buf_t args[MAX_PARALLEL * 4];
+} collect_t;
+
+static void collect_emit(void *ctx, int head, int index, const char *name, const char *p, size_t n)
+{
+    collect_t *c = ctx;
+    if (index < 0 || index >= MAX_PARALLEL * 4) return;
+    if (head) {
+        c->n = index + 1;
+        snprintf(c->name[index], sizeof c->name[index], "%s", name);
+    } else {
+        buf_append(&c->args[index], p, n);
+    }
+}
+
+/* Forced calls read by cJSON take their arguments as the scanner (and so a
+ * live stream) sends them: the generated bytes without the whitespace
+ * outside strings (cJSON would reprint numbers and escapes). 0, or -1 when
+ * the scanner reads other calls than cJSON (a text the constraint never
+ * makes: duplicate keys, escaped names, arguments that are no object), so
+ * that what was streamed and what is answered never differ. */
+static int forced_args(const char *text, size_t n, tools_call_t *calls, int k)
+{
+    tools_stream_t s = {0};
+    collect_t *c = calloc(1, sizeof *c);
+    if (!c) return -1;
+    scan(&s, text, n, 1, collect_emit, c);
+    int ok = !s.broken && c->n == k;
+    for (int i = 0; ok && i < k; i++)
+        ok = !strcmp(c->name[i], calls[i].name) && c->args[i].n && c->args[i].p[0] == '{';
+    for (int i = 0; ok && i < k; i++) {
+        char *a = strndup(c->args[i].p, c->args[i].n);
+        ok = a != NULL;
+        if (a) {
+            free(calls[i].args);
+            calls[i].args = a;
+        }
+    }
+    for (int i = 0; i < MAX_PARALLEL * 4; i++)
+        buf_free(&c->args[i]);
+    free(c);
+    return ok ? 0 : -1;
 }
 
 int tools_put_chunks(buf_t *out, const oai_resp_t *r, const char *text, size_t n)

@@ -78,4 +78,39 @@ oai_finish_t tools_finish(const oai_resp_t *r, const char *text, size_t n, oai_f
 int tools_put_message(buf_t *out, const oai_resp_t *r, const char *text, size_t n);
 int tools_put_chunks(buf_t *out, const oai_resp_t *r, const char *text, size_t n);
 
+/* Live streaming of forced tool calls (tool_choice "required" or named: the
+ * output is constrained to calls, {"name": ..., "arguments": {...}} or an
+ * array of them, name first). A scanner over the text generated so far
+ * sends, as OpenAI does, per call a first delta {index, id, type,
+ * function: {name, arguments: ""}} as soon as the name is complete, then
+ * the arguments as they are generated (the value's bytes without the
+ * whitespace outside strings: the same text tools_read gives, so a stream
+ * reassembles to the non-streamed calls). Auto mode is not live: its text is
+ * only known to be calls when it ends. */
+typedef struct {
+    size_t pos;      /* bytes of the text scanned */
+    int depth;       /* containers open */
+    int call_depth;  /* depth inside a call: 1 (one call) or 2 (an array); 0 not yet */
+    int in_str, esc; /* inside a string, after a backslash */
+    int expect_key;  /* the next string at call level is a key */
+    int reading_key; /* that key's bytes */
+    char key[16];    /* (only "name" and "arguments" matter) */
+    int key_len;
+    int want;    /* the value after ':' at call level: 1 name, 2 arguments */
+    int in_name; /* reading the name string */
+    char name[65];
+    int name_len;
+    int in_args;  /* inside the arguments value */
+    int n_calls;  /* calls whose head was sent */
+    int broken;   /* not the expected shape (arguments before name, too many calls) */
+    char pend[8]; /* arguments bytes held: an incomplete UTF-8 sequence */
+    int n_pend;
+} tools_stream_t;
+
+/* Scan text[0..n) (the whole text generated so far; the scanner remembers
+ * where it stopped) and append the chunks it decides to out. final: the
+ * generation ended, send what is held. Returns the calls begun so far. */
+int tools_stream(tools_stream_t *s, buf_t *out, const oai_resp_t *r, const char *text, size_t n,
+                 int final);
+
 #endif

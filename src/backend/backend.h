@@ -65,6 +65,8 @@ typedef struct {
     int n_logit_bias;
     const char *constraint; /* output constraint (JSON schema / grammar), NULL: none */
     size_t constraint_len;
+    struct gram *grammar;    /* constraint already compiled (engine/grammar.h; borrowed: the
+                                backend takes its own reference), NULL: the backend compiles it */
     int max_tokens;          /* > 0; the backend may stop earlier at its context end */
     const char *const *stop; /* n_stop stop strings, borrowed */
     int n_stop;

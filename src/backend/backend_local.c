@@ -24,8 +24,8 @@
 
 #include "engine/chat.h"
 #include "engine/gguf.h"
+#include "engine/gram_cache.h"
 #include "engine/grammar.h"
-#include "engine/json_schema.h"
 #include "engine/tokenizer.h"
 #include "util/timeutil.h"
 
@@ -135,13 +135,7 @@ struct local {
     uint64_t next_id;
     int closing, closed;
     int destroy_pending; /* destroy waits for prompts still tokenizing on the pool */
-    struct {
-        XXH64_hash_t hash;
-        size_t len;
-        gram_t *g; /* one reference */
-        uint64_t used;
-    } gcache[GRAM_CACHE]; /* loop thread */
-    uint64_t gclock;
+    gram_cache_t *grams; /* constraints that came as text only (sp.grammar NULL) */
 };
 
 /* ---- the queue ---- */
@@ -254,8 +248,7 @@ static void job_free(job_t *j)
 static void maybe_free(local_t *b)
 {
     if (!b->closed || b->n_work || b->n_jobs) return;
-    for (int i = 0; i < GRAM_CACHE; i++)
-        gram_release(b->gcache[i].g);
+    gram_cache_destroy(b->grams);
     pthread_mutex_destroy(&b->mu);
     free(b);
 }
@@ -436,31 +429,6 @@ static uint64_t prefix_salt(const char *tenant, const char *cache_salt)
     return XXH3_64bits_digest(&st);
 }
 
-/* The output constraint (a JSON Schema) compiled, from the cache when the
- * same schema came before. 0 and *out (a new reference), or an error with
- * msg naming what the schema does wrong. */
-static int constraint_get(local_t *b, const char *text, size_t n, gram_t **out, bar_msg_t *msg)
-{
-    XXH64_hash_t h = XXH3_64bits(text, n);
-    int victim = 0;
-    for (int i = 0; i < GRAM_CACHE; i++) {
-        if (b->gcache[i].g && b->gcache[i].hash == h && b->gcache[i].len == n) {
-            b->gcache[i].used = ++b->gclock;
-            *out = gram_ref(b->gcache[i].g);
-            return 0;
-        }
-        if (b->gcache[i].used < b->gcache[victim].used) victim = i;
-    }
-    int rc = json_schema_compile(text, n, out, msg);
-    if (rc) return rc;
-    gram_release(b->gcache[victim].g);
-    b->gcache[victim].hash = h;
-    b->gcache[victim].len = n;
-    b->gcache[victim].g = gram_ref(*out);
-    b->gcache[victim].used = ++b->gclock;
-    return 0;
-}
-
 static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_msg_t *msg)
 {
     local_t *b = (local_t *)base;
@@ -547,7 +515,11 @@ static int local_submit(backend_t *base, const bk_req_t *r, uint64_t *id, bar_ms
     sp.n_logit_bias = j->bias ? r->sp.n_logit_bias : 0;
     if (!oom && r->sp.constraint) {
         bar_msg_t cm = {{0}};
-        int rc = constraint_get(b, r->sp.constraint, r->sp.constraint_len, &sp.grammar, &cm);
+        int rc = 0;
+        if (r->sp.grammar) /* compiled by the API layer: this request's one compile */
+            sp.grammar = gram_ref(r->sp.grammar);
+        else
+            rc = gram_cache_get(b->grams, r->sp.constraint, r->sp.constraint_len, &sp.grammar, &cm);
         if (rc) {
             j->sp = sp;
             b->n_jobs++; /* job_free counts it out */
@@ -899,7 +871,10 @@ int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_
                          bar_msg_t *msg)
 {
     local_t *b = calloc(1, sizeof *b);
-    if (!b) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    if (!b || gram_cache_create(&b->grams, GRAM_CACHE)) {
+        free(b);
+        return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
+    }
     b->base.ops = &LOCAL_OPS;
     b->loop = loop;
     b->engine = e;

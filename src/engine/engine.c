@@ -628,7 +628,11 @@ static void sample_job_init(sampler_job_t *j, slot_t *s, float *logits, int tag)
 
 /* The output constraint (sampler hook, on a pool thread): every token whose
  * bytes would leave the grammar gets -INFINITY; end-of-generation tokens
- * keep their logits only when the output is complete. */
+ * keep their logits only when the output is complete. The budget: after this
+ * token `left` more fit (max_tokens, the context), and every token can add
+ * at least one byte, so only tokens after which the output can be finished
+ * in `left` bytes stay allowed; a string cannot run into max_tokens and cut
+ * the JSON (grammar.h, gram_state_mask_within). */
 static void slot_constrain(void *ctx, float *logits)
 {
     slot_t *s = ctx;
@@ -639,7 +643,9 @@ static void slot_constrain(void *ctx, float *logits)
     int n_keep = e->n_eog < 16 ? e->n_eog : 16;
     for (int i = 0; i < n_keep; i++)
         keep[i] = logits[e->eog[i]];
-    const uint64_t *m = gram_state_mask(g, e->gvocab);
+    int left = s->req->sp.max_tokens - s->n_gen - 1;
+    if (e->n_ctx_eff - s->n_tokens - 1 < left) left = e->n_ctx_eff - s->n_tokens - 1;
+    const uint64_t *m = gram_state_mask_within(g, e->gvocab, left);
     int any = 0;
     for (int w = 0; w < (n_vocab + 63) / 64; w++) {
         uint64_t bits = m ? m[w] : 0;

@@ -15,6 +15,7 @@
  * `tmp`, rewound after each trie node. */
 #include "engine/grammar.h"
 
+#include <limits.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #define MASK_CACHE 32     /* masks remembered per state */
 #define CHUNK (64 * 1024) /* arena chunk bytes */
 #define KEEP_COMPACT (4u << 20)
+#define DIST_INF (1 << 29) /* "no completion" in shortest-completion lengths */
 
 struct gram {
     atomic_int refs;
@@ -36,8 +38,9 @@ struct gram {
     uint8_t (*sets)[32];
     int n_sets;
     int n_rules;
-    int *alt_off; /* [n_rules + 1] into alts */
-    int *alts;    /* element index where each alternative starts */
+    int *alt_off;  /* [n_rules + 1] into alts */
+    int *alts;     /* element index where each alternative starts */
+    int32_t *rest; /* [n_el] fewest bytes that finish an alternative from element i */
 };
 
 /* ---- builder ---- */
@@ -198,7 +201,48 @@ static void gram_free(gram_t *g)
     free(g->sets);
     free(g->alt_off);
     free(g->alts);
+    free(g->rest);
     free(g);
+}
+
+/* Shortest completions: minlen of a rule is the fewest bytes of any sentence
+ * it derives (a fixed point: recursion converges, a rule that never ends
+ * stays at DIST_INF); rest[i] is the sum of its elements' costs from i to the
+ * alternative's END. A stack then needs the sum of rest over its frames. */
+static int min_lengths(gram_t *g)
+{
+    int32_t *minlen = malloc((size_t)g->n_rules * sizeof *minlen);
+    g->rest = malloc((size_t)g->n_el * sizeof *g->rest);
+    if (!minlen || !g->rest) {
+        free(minlen);
+        return -1;
+    }
+    for (int r = 0; r < g->n_rules; r++)
+        minlen[r] = DIST_INF;
+    for (int changed = 1; changed;) {
+        changed = 0;
+        for (int r = 0; r < g->n_rules; r++)
+            for (int k = g->alt_off[r]; k < g->alt_off[r + 1]; k++) {
+                int64_t sum = 0;
+                for (int i = g->alts[k]; g->el[i] != E_END && sum < DIST_INF; i++)
+                    sum += (g->el[i] & 3) == K_SET ? 1 : minlen[g->el[i] >> 2];
+                if (sum < minlen[r]) {
+                    minlen[r] = (int32_t)sum;
+                    changed = 1;
+                }
+            }
+    }
+    for (int i = g->n_el - 1; i >= 0; i--) {
+        int32_t e = g->el[i];
+        if (e == E_END) {
+            g->rest[i] = 0;
+            continue;
+        }
+        int64_t sum = (int64_t)((e & 3) == K_SET ? 1 : minlen[e >> 2]) + g->rest[i + 1];
+        g->rest[i] = sum < DIST_INF ? (int32_t)sum : DIST_INF;
+    }
+    free(minlen);
+    return 0;
 }
 
 int gram_build(gram_builder_t *b, gram_t **out, bar_msg_t *msg)
@@ -247,6 +291,7 @@ int gram_build(gram_builder_t *b, gram_t **out, bar_msg_t *msg)
     g->n_sets = b->n_sets;
     b->el = NULL;
     b->sets = NULL;
+    if (min_lengths(g)) goto nomem;
     *out = g;
     goto done;
 nomem:
@@ -355,6 +400,8 @@ typedef struct {
     uint64_t key;
     uint64_t lru;
     uint64_t *bits;
+    int limit; /* tokens after which the shortest completion is <= limit bytes */
+    int maxd;  /* the longest shortest completion after a token it allows */
 } mask_ent_t;
 
 struct gram_state {
@@ -550,6 +597,30 @@ int gram_state_accepting(const gram_state_t *s)
     for (int i = 0; i < s->n_cur; i++)
         if (!s->cur[i]) return 1;
     return 0;
+}
+
+/* Fewest bytes that complete one stack. */
+static int chain_dist(const gram_t *g, const frame_t *f)
+{
+    int64_t d = 0;
+    for (; f && d < DIST_INF; f = f->parent)
+        d += g->rest[f->pos];
+    return d < DIST_INF ? (int)d : DIST_INF;
+}
+
+static int set_dist(const gram_t *g, const frame_t *const *v, int n)
+{
+    int best = DIST_INF;
+    for (int i = 0; i < n && best > 0; i++) {
+        int d = chain_dist(g, v[i]);
+        if (d < best) best = d;
+    }
+    return best;
+}
+
+int gram_state_min_left(const gram_state_t *s)
+{
+    return set_dist(s->g, s->cur, s->n_cur);
 }
 
 int gram_state_done(const gram_state_t *s)
@@ -783,6 +854,7 @@ typedef struct {
     int n;
     uint8_t uni[32]; /* bytes some stack's top admits */
     int *next;       /* [256] state after a byte: -1 dead, -2 not computed yet */
+    int dist;        /* shortest completion from here, bytes */
 } wstate_t;
 
 typedef struct {
@@ -790,6 +862,8 @@ typedef struct {
     wstate_t *st;
     int n_st, cap_st;
     int oom;
+    int limit; /* mark a token only when its state's dist <= limit */
+    int maxd;  /* the largest dist of a marked token's state */
 } walk_t;
 
 static int walk_intern(walk_t *w, const frame_t **v, int n, uint64_t key)
@@ -812,6 +886,7 @@ static int walk_intern(walk_t *w, const frame_t **v, int n, uint64_t key)
     for (int b = 0; b < 256; b++)
         x->next[b] = -2;
     memset(x->uni, 0, sizeof x->uni);
+    x->dist = set_dist(w->s->g, v, n);
     for (int i = 0; i < n; i++)
         if (v[i]) {
             const uint8_t *set = w->s->g->sets[w->s->g->el[v[i]->pos] >> 2];
@@ -850,24 +925,31 @@ static void walk(walk_t *w, const gram_vocab_t *v, int node, int i, uint64_t *ma
         if (!(w->st[i].uni[b >> 3] >> (b & 7) & 1)) continue;
         int j = walk_step(w, i, b);
         if (j < 0) continue;
-        for (int t = v->tok[c]; t >= 0; t = v->tok_next[t])
-            mask[t >> 6] |= 1ull << (t & 63);
+        int d = w->st[j].dist;
+        if (v->tok[c] >= 0 && d <= w->limit) {
+            if (d > w->maxd) w->maxd = d;
+            for (int t = v->tok[c]; t >= 0; t = v->tok_next[t])
+                mask[t >> 6] |= 1ull << (t & 63);
+        }
         if (v->count[c]) walk(w, v, c, j, mask);
     }
 }
 
-static void walk_all(gram_state_t *s, const gram_vocab_t *v, uint64_t *mask)
+/* The walk; returns the largest shortest completion among marked tokens. */
+static int walk_all(gram_state_t *s, const gram_vocab_t *v, uint64_t *mask, int limit)
 {
     walk_t w = {0};
     w.s = s;
+    w.limit = limit;
     mark_t m = arena_mark(&s->tmp);
     int root = walk_intern(&w, s->cur, s->n_cur, s->cur_key);
     if (root >= 0) walk(&w, v, 0, root, mask);
     arena_rewind(&s->tmp, m);
     free(w.st);
+    return w.maxd;
 }
 
-const uint64_t *gram_state_mask(gram_state_t *s, const gram_vocab_t *v)
+static const uint64_t *mask_limited(gram_state_t *s, const gram_vocab_t *v, int limit, int *maxd)
 {
     int words = (v->n_vocab + 63) / 64;
     if (s->mask_words != words) {
@@ -884,19 +966,46 @@ const uint64_t *gram_state_mask(gram_state_t *s, const gram_vocab_t *v)
     mask_ent_t *victim = &s->cache[0];
     for (int i = 0; i < MASK_CACHE; i++) {
         mask_ent_t *c = &s->cache[i];
-        if (c->bits && c->key == s->cur_key) {
+        if (c->bits && c->key == s->cur_key && c->limit == limit) {
             c->lru = s->clock;
+            *maxd = c->maxd;
             return c->bits;
         }
         if (!c->bits || c->lru < victim->lru) victim = c;
         if (!victim->bits) break;
     }
     memset(s->mask, 0, (size_t)words * sizeof *s->mask);
-    walk_all(s, v, s->mask);
+    *maxd = walk_all(s, v, s->mask, limit);
+    /* a budget-limited mask is not kept: its limit shrinks every step, and
+     * keeping it would push out the masks of states that recur */
+    if (limit != INT_MAX) return s->mask;
     if (!victim->bits) victim->bits = malloc((size_t)words * sizeof *victim->bits);
     if (!victim->bits) return s->mask;
     memcpy(victim->bits, s->mask, (size_t)words * sizeof *s->mask);
     victim->key = s->cur_key;
+    victim->limit = limit;
+    victim->maxd = *maxd;
     victim->lru = s->clock;
     return victim->bits;
+}
+
+const uint64_t *gram_state_mask(gram_state_t *s, const gram_vocab_t *v)
+{
+    int maxd;
+    return mask_limited(s, v, INT_MAX, &maxd);
+}
+
+const uint64_t *gram_state_mask_within(gram_state_t *s, const gram_vocab_t *v, int limit)
+{
+    int maxd = 0;
+    const uint64_t *m = mask_limited(s, v, INT_MAX, &maxd);
+    if (!m || limit >= maxd) return m; /* the budget binds no token: the cached mask */
+    if (limit < 0) limit = 0;
+    int words = (v->n_vocab + 63) / 64;
+    m = mask_limited(s, v, limit, &maxd);
+    for (int w = 0; m && w < words; w++)
+        if (m[w]) return m;
+    /* nothing finishes in time: at least make progress toward the end */
+    int d = gram_state_min_left(s);
+    return mask_limited(s, v, d > 0 ? d - 1 : 0, &maxd);
 }

@@ -105,4 +105,17 @@ const uint8_t *gram_vocab_bytes(const gram_vocab_t *v, int id, size_t *n);
  * generation with gram_state_accepting). */
 const uint64_t *gram_state_mask(gram_state_t *s, const gram_vocab_t *v);
 
+/* ---- finishing within a budget ---- */
+
+/* The fewest bytes that complete the input so far into a sentence (0 when it
+ * is one already); every grammar has per element the shortest completion of
+ * its alternative precomputed at build, so this is a sum per stack. */
+int gram_state_min_left(const gram_state_t *s);
+/* As gram_state_mask, but only the tokens after which the output can still
+ * be completed in at most `limit` bytes. When no token can (limit is below
+ * what is left), the tokens that shorten the shortest completion. The
+ * unlimited mask remembers the longest completion it allows, so while the
+ * budget binds no token this costs what gram_state_mask does. */
+const uint64_t *gram_state_mask_within(gram_state_t *s, const gram_vocab_t *v, int limit);
+
 #endif

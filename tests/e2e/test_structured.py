@@ -142,6 +142,32 @@ def test_max_tokens_cut_is_length(client):
     assert r.usage.completion_tokens == 3
 
 
+STORY = {"type": "object", "properties": {"story": {"type": "string"}},
+         "required": ["story"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("name,schema,max_tokens", [("story", STORY, 24), ("story", STORY, 12),
+                                                    ("person", PERSON, 40)])
+def test_small_budget_still_closes(client, name, schema, max_tokens):
+    # a free string would run into max_tokens mid-JSON; the budget-aware
+    # mask closes the text in time, so it parses, validates and says "stop"
+    r = client.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "Tell me a very long story about a dragon."}],
+        response_format=fmt(name, schema), max_tokens=max_tokens, temperature=0)
+    c = r.choices[0]
+    jsonschema.validate(json.loads(c.message.content), schema)
+    assert c.finish_reason == "stop"
+    assert r.usage.completion_tokens <= max_tokens
+    # streamed, the same text
+    chunks = client.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": "Tell me a very long story about a dragon."}],
+        response_format=fmt(name, schema), max_tokens=max_tokens, temperature=0, stream=True)
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert text == c.message.content
+
+
 @pytest.mark.parametrize("choice", ["required", "named"])
 def test_forced_tool_calls_validate(client, choice):
     tc = "required" if choice == "required" else {"type": "function",
@@ -223,6 +249,47 @@ def test_streamed_tool_calls_equal_non_streamed(client):
     s = ask(2, True)
     assert s[0] == "MISS" and s[2] == "tool_calls"
     assert ask(2, False) == ("HIT", s[1], "tool_calls")
+
+
+def test_forced_tool_calls_stream_live(client):
+    """A forced call is streamed while it is generated: its head (index, id,
+    type, name) long before the end, then its arguments token by token (not
+    the 24-byte split of a replay), reassembling to the non-streamed call."""
+    import time
+    kw = dict(model="default", tools=[WEATHER], tool_choice="required",
+              messages=[{"role": "user", "content": "Weather in Reykjavik, in celsius?"}],
+              max_tokens=96, temperature=0, extra_headers={"Cache-Control": "no-store"})
+    t0 = time.monotonic()
+    stamps, frags = [], []
+    calls = {}
+    for chunk in client.chat.completions.create(stream=True, **kw):
+        now = time.monotonic()
+        if not chunk.choices:
+            continue
+        ch = chunk.choices[0]
+        for d in ch.delta.tool_calls or []:
+            if d.id:
+                assert d.type == "function" and d.function.name == "get_weather"
+                assert d.function.arguments == ""
+                calls[d.index] = ""
+                stamps.append(("head", now))
+            elif d.function.arguments:
+                frags.append(d.function.arguments)
+                calls[d.index] += d.function.arguments
+                stamps.append(("args", now))
+        if ch.finish_reason:
+            assert ch.finish_reason == "tool_calls"
+            stamps.append(("end", now))
+    assert [k for k, _ in stamps][0] == "head" and stamps[-1][0] == "end"
+    t_head, t_end = stamps[0][1], stamps[-1][1]
+    # the head came out while the arguments were still being generated
+    assert t_end - t_head > 0.25 * (t_end - t0), (t_head - t0, t_end - t0)
+    # fragments are what each step produced, not a fixed split of the whole
+    assert len(frags) >= 4 and any(len(f) != 24 for f in frags[:-1])
+    r = client.chat.completions.create(**kw)
+    call = r.choices[0].message.tool_calls[0]
+    assert [(call.function.name, call.function.arguments)] == [("get_weather", calls[0])]
+    jsonschema.validate(json.loads(calls[0]), PARAMS["get_weather"])
 
 
 def test_n_choices_each_constrained(client):

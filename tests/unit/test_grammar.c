@@ -109,11 +109,81 @@ static void test_masks(void **state)
     gram_vocab_destroy(v);
 }
 
+/* A state of g after prefix (a fresh one each time: states cannot be copied). */
+static gram_state_t *state_after(gram_t *g, const char *prefix, const char *more)
+{
+    gram_state_t *s;
+    assert_int_equal(gram_state_create(&s, g), 0);
+    assert_int_equal(gram_state_feed(s, prefix, strlen(prefix)), 0);
+    if (more && gram_state_feed(s, more, strlen(more))) {
+        gram_state_destroy(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Finishing within a budget: the shortest completion, and masks limited to
+ * the tokens after which the output can still end in `limit` bytes, checked
+ * against a brute force; with no such token, the tokens that make progress. */
+static void test_budget(void **state)
+{
+    (void)state;
+    gram_vocab_t *v;
+    assert_int_equal(gram_vocab_create(&v, NV, piece, NULL), 0);
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"},"
+                         "\"n\":{\"type\":\"integer\"}},\"required\":[\"a\"],"
+                         "\"additionalProperties\":false}";
+    gram_t *g;
+    bar_msg_t m;
+    assert_int_equal(json_schema_compile(schema, strlen(schema), &g, &m), 0);
+    const struct {
+        const char *prefix;
+        int left; /* bytes of the shortest completion */
+    } at[] = {{"", 8},
+              {"{\"a\":\"ab", 2},
+              {"{\"a\":\"ab\"", 1},
+              {"{\"a\":\"ab\",\"n\":", 2},
+              {"{\"a\":\"\xc3", 3},
+              {"{\"a\":\"x\"}", 0}};
+    for (size_t k = 0; k < sizeof at / sizeof at[0]; k++) {
+        gram_state_t *s = state_after(g, at[k].prefix, NULL);
+        assert_int_equal(gram_state_min_left(s), at[k].left);
+        for (int limit = 0; limit <= 9; limit++) {
+            const uint64_t *mk = gram_state_mask_within(s, v, limit);
+            assert_non_null(mk);
+            int any_fits = 0;
+            for (int t = 1; t < NV; t++) {
+                gram_state_t *a = state_after(g, at[k].prefix, VOCAB[t]);
+                if (a && gram_state_min_left(a) <= limit) any_fits = 1;
+                gram_state_destroy(a);
+            }
+            for (int t = 1; t < NV; t++) {
+                gram_state_t *a = state_after(g, at[k].prefix, VOCAB[t]);
+                int d = a ? gram_state_min_left(a) : -1;
+                gram_state_destroy(a);
+                int want = a != NULL && (any_fits ? d <= limit : d < at[k].left);
+                int got = (int)(mk[t >> 6] >> (t & 63) & 1);
+                if (want != got)
+                    fail_msg("'%s' + '%s', limit %d: mask %d, brute force %d (left %d)",
+                             at[k].prefix, VOCAB[t], limit, got, want, d);
+            }
+        }
+        /* a budget that binds nothing: the plain mask */
+        const uint64_t *plain = gram_state_mask(s, v);
+        uint64_t w0 = plain[0];
+        assert_int_equal(gram_state_mask_within(s, v, 1000)[0], w0);
+        gram_state_destroy(s);
+    }
+    gram_release(g);
+    gram_vocab_destroy(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hand_built),
         cmocka_unit_test(test_masks),
+        cmocka_unit_test(test_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "api/tools.h"
@@ -90,6 +91,51 @@ static void test_read(void **state)
     assert_int_equal(tools_may_be_call(TOOLS_FORCED, "x", 1), 1);
 }
 
+/* The tool_calls deltas in SSE text s: heads counted (names into names[]),
+ * arguments concatenated per index; every fragment ends on a UTF-8
+ * boundary. */
+static int read_deltas(const buf_t *s, char names[][65], char ids[][65], char args[][256])
+{
+    int heads = 0;
+    for (char *p = s->p; p && p < s->p + s->n;) {
+        char *end = strstr(p, "\n\n");
+        assert_non_null(end);
+        assert_memory_equal(p, "data: ", 6);
+        cJSON *ev = cJSON_ParseWithLength(p + 6, (size_t)(end - p - 6));
+        assert_non_null(ev);
+        cJSON *tc = cJSON_GetArrayItem(
+            cJSON_GetObjectItem(
+                cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(ev, "choices"), 0),
+                                    "delta"),
+                "tool_calls"),
+            0);
+        int idx = cJSON_GetObjectItem(tc, "index")->valueint;
+        cJSON *fn = cJSON_GetObjectItem(tc, "function");
+        if (cJSON_GetObjectItem(tc, "id")) {
+            assert_int_equal(idx, heads);
+            assert_string_equal(cJSON_GetObjectItem(tc, "type")->valuestring, "function");
+            snprintf(names[idx], 65, "%s", cJSON_GetObjectItem(fn, "name")->valuestring);
+            snprintf(ids[idx], 65, "%s", cJSON_GetObjectItem(tc, "id")->valuestring);
+            heads++;
+        }
+        const char *a = cJSON_GetObjectItem(fn, "arguments")->valuestring;
+        size_t n = strlen(a);
+        if (n) { /* the last sequence is complete */
+            size_t k = n;
+            while (k > 0 && ((unsigned char)a[k - 1] & 0xC0) == 0x80)
+                k--;
+            assert_true(k > 0);
+            unsigned char lead = (unsigned char)a[k - 1];
+            size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1;
+            assert_int_equal(n - (k - 1), need);
+        }
+        strcat(args[idx], a);
+        cJSON_Delete(ev);
+        p = end + 2;
+    }
+    return heads;
+}
+
 static void test_output(void **state)
 {
     (void)state;
@@ -119,31 +165,12 @@ static void test_output(void **state)
     buf_t s = {0};
     assert_int_equal(
         oai_format_chunk(&s, &r, 0, text, strlen(text), OAI_FINISH_NONE, NULL, NULL, 0, 0), 0);
-    char args[2][256] = {"", ""};
-    int heads = 0;
-    for (char *p = s.p; p < s.p + s.n;) {
-        char *end = strstr(p, "\n\n");
-        assert_non_null(end);
-        assert_memory_equal(p, "data: ", 6);
-        cJSON *ev = cJSON_ParseWithLength(p + 6, (size_t)(end - p - 6));
-        assert_non_null(ev);
-        cJSON *tc = cJSON_GetArrayItem(
-            cJSON_GetObjectItem(
-                cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(ev, "choices"), 0),
-                                    "delta"),
-                "tool_calls"),
-            0);
-        int idx = cJSON_GetObjectItem(tc, "index")->valueint;
-        cJSON *id = cJSON_GetObjectItem(tc, "id");
-        if (id) {
-            heads++;
-            cJSON *want = cJSON_GetArrayItem(calls, idx);
-            assert_string_equal(id->valuestring, cJSON_GetObjectItem(want, "id")->valuestring);
-        }
-        strcat(args[idx],
-               cJSON_GetObjectItem(cJSON_GetObjectItem(tc, "function"), "arguments")->valuestring);
-        cJSON_Delete(ev);
-        p = end + 2;
+    char names[4][65] = {"", "", "", ""}, ids[4][65] = {"", "", "", ""};
+    char args[4][256] = {"", "", "", ""};
+    int heads = read_deltas(&s, names, ids, args);
+    for (int i = 0; i < heads; i++) {
+        cJSON *want = cJSON_GetArrayItem(calls, i);
+        assert_string_equal(ids[i], cJSON_GetObjectItem(want, "id")->valuestring);
     }
     assert_int_equal(heads, 2);
     for (int i = 0; i < 2; i++)
@@ -156,12 +183,82 @@ static void test_output(void **state)
     buf_free(&s);
 }
 
+/* Forced calls streamed live: fed a byte at a time, the scanner sends each
+ * call's head once its name is complete, then the arguments as they come,
+ * never splitting a UTF-8 sequence; they reassemble to tools_read's calls
+ * (whitespace outside strings dropped, numbers as generated). */
+static void test_live(void **state)
+{
+    (void)state;
+    oai_resp_t r = {.kind = OAI_CHAT,
+                    .id = "chatcmpl-2",
+                    .created = 1,
+                    .model = "m",
+                    .tool_mode = TOOLS_FORCED};
+    const char *texts[] = {
+        "[ {\"name\": \"f\", \"arguments\": {\"city\": \"S\xc3\xa3o \\\"P\\\" }\", \"n\": 1.50, "
+        "\"l\": [1, {\"a\": null}]} }, {\"name\":\"g\",\"arguments\":{}} ]",
+        "{\"name\": \"get_time\", \"arguments\": {\"zone\": \"\xe6\x9d\xb1\xe4\xba\xac\"}}",
+    };
+    const char *want0[] = {
+        "{\"city\":\"S\xc3\xa3o \\\"P\\\" }\",\"n\":1.50,\"l\":[1,{\"a\":null}]}",
+        "{\"zone\":\"\xe6\x9d\xb1\xe4\xba\xac\"}"};
+    for (int t = 0; t < 2; t++) {
+        const char *text = texts[t];
+        size_t n = strlen(text);
+        tools_stream_t ts = {0};
+        buf_t s = {0};
+        int saw_head_early = 0;
+        for (size_t i = 1; i <= n; i++) {
+            tools_stream(&ts, &s, &r, text, i, 0);
+            /* the head is out before the arguments are complete */
+            if (i < n - 2 && ts.n_calls >= 1 && strstr(text + i, "}")) saw_head_early = 1;
+        }
+        tools_stream(&ts, &s, &r, text, n, 1);
+        assert_true(saw_head_early);
+        char names[4][65] = {"", "", "", ""};
+        char args[4][256] = {"", "", "", ""};
+        char ids[4][65];
+        int heads = read_deltas(&s, names, ids, args);
+        tools_call_t *calls;
+        int k;
+        assert_int_equal(tools_read(TOOLS_FORCED, text, n, &calls, &k), 0);
+        assert_int_equal(heads, k);
+        for (int i = 0; i < k; i++) {
+            assert_string_equal(names[i], calls[i].name);
+            assert_string_equal(args[i], calls[i].args);
+        }
+        assert_string_equal(calls[0].args, want0[t]);
+        tools_calls_free(calls, k);
+        /* the same text at once (a late joiner) gives the same deltas' sum */
+        tools_stream_t once = {0};
+        buf_t s2 = {0};
+        tools_stream(&once, &s2, &r, text, n, 1);
+        char names2[4][65] = {"", "", "", ""};
+        char args2[4][256] = {"", "", "", ""};
+        char ids2[4][65];
+        assert_int_equal(read_deltas(&s2, names2, ids2, args2), heads);
+        for (int i = 0; i < heads; i++)
+            assert_string_equal(args2[i], args[i]);
+        buf_free(&s);
+        buf_free(&s2);
+    }
+    /* arguments before the name: not streamed live */
+    const char *odd = "{\"arguments\": {\"x\": 1}, \"name\": \"f\"}";
+    tools_stream_t ts = {0};
+    buf_t s = {0};
+    assert_int_equal(tools_stream(&ts, &s, &r, odd, strlen(odd), 1), 0);
+    assert_int_equal(s.n, 0);
+    buf_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request),
         cmocka_unit_test(test_read),
         cmocka_unit_test(test_output),
+        cmocka_unit_test(test_live),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
