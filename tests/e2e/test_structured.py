@@ -100,8 +100,11 @@ def fmt(name, schema):
                                                    "strict": True}}
 
 
-def test_schemas_validate(client):
-    jobs = [(n, p, i) for n in SCHEMAS for i, p in enumerate(PROMPTS[n])]
+def test_schemas_validate(client, sanitized):
+    # the sanitizer build checks the mechanism on one prompt per schema; the
+    # 150-output validity figure is bench/structured's
+    per = 1 if sanitized else len(PROMPTS["person"])
+    jobs = [(n, p, i) for n in SCHEMAS for i, p in enumerate(PROMPTS[n][:per])]
 
     def run(job):
         name, prompt, _ = job
