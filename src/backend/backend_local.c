@@ -103,7 +103,8 @@ struct job {
     qev_t *start_ev;           /* preallocated START */
     /* latency model (loop thread): */
     double t_submit; /* when bk_submit took it */
-    double t_last;   /* its last token's arrival */
+    double t_last;   /* when its last per-token sample was taken (or its first token came) */
+    int n_since;     /* tokens that came since t_last */
     int n_gen;       /* tokens delivered so far */
     int waited;      /* other jobs were waiting or running when it came */
 };
@@ -583,7 +584,13 @@ static double ewma(double old, double x)
     return old > 0 ? 0.8 * old + 0.2 * x : x;
 }
 
-/* A token reached the loop: update the cost model. */
+#define TPOT_WINDOW 0.005 /* seconds: tokens that come in a burst are averaged over their gap */
+
+/* A token reached the loop: update the cost model. Tokens reach the loop in
+ * bursts when the loop or the engine thread was descheduled, so one sample
+ * is the time since the last sample over the tokens that came in it, taken
+ * once at least TPOT_WINDOW passed: a burst of k tokens after a gap G is
+ * G/k each, not G, 0, ..., 0 (which made a loaded machine look fast). */
 static void model_token(local_t *b, job_t *j, const qev_t *q)
 {
     double now = time_now_mono();
@@ -591,10 +598,16 @@ static void model_token(local_t *b, job_t *j, const qev_t *q)
         /* a job that did not wait: its first token took its prefill */
         if (!j->waited && q->n_prompt > 0 && q->t_first_token > 0)
             b->prefill_tok = ewma(b->prefill_tok, q->t_first_token / q->n_prompt);
-    } else if (now > j->t_last) {
-        b->tpot = ewma(b->tpot, now - j->t_last);
+        j->t_last = now;
+        j->n_since = 0;
+    } else {
+        j->n_since++;
+        if (now - j->t_last >= TPOT_WINDOW) {
+            b->tpot = ewma(b->tpot, (now - j->t_last) / j->n_since);
+            j->t_last = now;
+            j->n_since = 0;
+        }
     }
-    j->t_last = now;
     j->n_gen++;
 }
 
