@@ -37,6 +37,7 @@
 #define GRAM_CACHE 16  /* compiled output constraints kept, by the schema's hash */
 #define BATCH_MAX 256  /* step times are kept per batch size 1..BATCH_MAX */
 #define STEP_MIN 3     /* samples before a batch size's step time is trusted */
+#define STEP_TAU 4.0   /* seconds the step time by batch size averages over */
 
 typedef struct local local_t;
 typedef struct job job_t;
@@ -607,6 +608,8 @@ static double ewma(double old, double x)
  * is the time since the last sample over the tokens that came in it, taken
  * once at least TPOT_WINDOW passed: a burst of k tokens after a gap G is
  * G/k each, not G, 0, ..., 0 (which made a loaded machine look fast). */
+static double tpot_at(const local_t *b, int k);
+
 static void model_token(local_t *b, job_t *j, const qev_t *q)
 {
     double now = time_now_mono();
@@ -623,13 +626,28 @@ static void model_token(local_t *b, job_t *j, const qev_t *q)
     } else {
         j->n_since++;
         if (now - j->t_last >= TPOT_WINDOW) {
-            double x = (now - j->t_last) / j->n_since;
+            double dt = now - j->t_last, x = dt / j->n_since;
             b->tpot = ewma(b->tpot, x);
             /* the batch it ran in: the decoding jobs, at most the running places */
             int k = b->n_decoding < b->n_seq_max ? b->n_decoding : b->n_seq_max;
             if (k < 1) k = 1;
             if (k > BATCH_MAX) k = BATCH_MAX;
-            b->step[k] = b->step_n[k] ? 0.8 * b->step[k] + 0.2 * x : x;
+            /* an average over the last STEP_TAU seconds, not the last few
+             * steps: prefill chunks make some steps much longer than others,
+             * and a request's tokens see the mix. k sequences sample the same
+             * steps: each sample weighs dt / (tau k), at most 1/4. A gap of
+             * a parked (pre-empted) sequence, or one spent in others'
+             * prefills, is not a step: a sample counts at most 3 times the
+             * estimate (for a size's first sample: the estimate from the
+             * sizes already measured). */
+            double est = b->step_n[k] ? b->step[k] : tpot_at(b, k);
+            if (est > 0 && x > 3 * est) x = 3 * est;
+            if (!b->step_n[k]) {
+                b->step[k] = x;
+            } else {
+                double w = dt / (STEP_TAU * k);
+                b->step[k] += (w < 0.25 ? w : 0.25) * (x - b->step[k]);
+            }
             b->step_n[k]++;
             b->batch_avg = b->batch_avg > 0 ? 0.95 * b->batch_avg + 0.05 * k : k;
             j->t_last = now;
@@ -643,8 +661,9 @@ static void model_token(local_t *b, job_t *j, const qev_t *q)
  * and had no cap below the server's default tells how long answers run. */
 static void model_done(local_t *b, const job_t *j, const qev_t *q)
 {
-    if (j->sp.ignore_eos || j->n_choices < 1) return;
+    if (j->n_choices < 1) return;
     int per = q->n_gen / j->n_choices;
+    if (j->sp.ignore_eos) return;
     int natural = q->finish == ENGINE_FINISH_STOP ||
                   (q->finish == ENGINE_FINISH_LENGTH && j->sp.max_tokens >= b->max_tokens_default);
     if (!natural || per <= 0) return;
@@ -903,9 +922,26 @@ static double est_wait(local_t *b, int prio, int n_seq)
     return slot[need - 1];
 }
 
-/* A safety factor on the time per token admission counts: the step time's
- * EWMA is a mean, and a machine shared with other work swings around it. */
-#define ADMIT_TPOT_SAFETY 1.15
+/* A safety factor on the time per token admission counts: the step time is
+ * an average over the last seconds, and a machine shared with other work
+ * swings around it. */
+#define ADMIT_TPOT_SAFETY 1.25
+
+/* The sequences a request submitted now decodes alongside (itself
+ * included): those decoding now, those waiting (they start soon), its own;
+ * at least the concurrency tokens saw lately (arrivals keep coming); every
+ * place when it has to wait. */
+static int batch_for(const local_t *b, int n_seq, double wait)
+{
+    int ns = b->n_seq_max < BATCH_MAX ? b->n_seq_max : BATCH_MAX;
+    int waiting = 0;
+    for (const job_t *j = b->jobs; j; j = j->next)
+        if (j->n_gen <= 0 && !j->cancelled) waiting++;
+    int k = (b->n_decoding < ns ? b->n_decoding : ns) + waiting + n_seq;
+    if (k < (int)(b->batch_avg + 0.5)) k = (int)(b->batch_avg + 0.5);
+    if (wait > 0 || k > ns) k = ns;
+    return k;
+}
 
 static void local_estimate(local_t *b, const bk_est_in_t *in, bk_est_t *out)
 {
@@ -914,16 +950,7 @@ static void local_estimate(local_t *b, const bk_est_in_t *in, bk_est_t *out)
     int n_seq = in->n_seq > 1 ? in->n_seq : 1;
     out->known = 1;
     out->wait = est_wait(b, in->priority, n_seq);
-    /* the sequences it will decode alongside: those decoding now, those
-     * waiting (they start soon), itself; at least the concurrency tokens saw
-     * lately (arrivals keep coming); every place when it has to wait */
-    int ns = b->n_seq_max;
-    int waiting = 0;
-    for (job_t *j = b->jobs; j; j = j->next)
-        if (j->n_gen <= 0 && !j->cancelled) waiting++;
-    int k = (b->n_decoding < ns ? b->n_decoding : ns) + waiting + n_seq;
-    if (k < (int)(b->batch_avg + 0.5)) k = (int)(b->batch_avg + 0.5);
-    if (out->wait > 0 || k > ns) k = ns;
+    int k = batch_for(b, n_seq, out->wait);
     out->batch = k;
     out->tpot = tpot_at(b, k) * ADMIT_TPOT_SAFETY;
     out->first = out->wait + in->n_prompt * b->prefill_tok;
