@@ -125,6 +125,7 @@ struct local {
      * token sees lately); n_decoding the jobs that got their first token and
      * have not ended (running or parked). */
     double step[BATCH_MAX + 1];
+    double step_d[BATCH_MAX + 1], step_t[BATCH_MAX + 1]; /* decayed seconds, tokens */
     int step_n[BATCH_MAX + 1];
     double batch_avg;
     int n_decoding;
@@ -632,22 +633,18 @@ static void model_token(local_t *b, job_t *j, const qev_t *q)
             int k = b->n_decoding < b->n_seq_max ? b->n_decoding : b->n_seq_max;
             if (k < 1) k = 1;
             if (k > BATCH_MAX) k = BATCH_MAX;
-            /* an average over the last STEP_TAU seconds, not the last few
-             * steps: prefill chunks make some steps much longer than others,
-             * and a request's tokens see the mix. k sequences sample the same
-             * steps: each sample weighs dt / (tau k), at most 1/4. A gap of
-             * a parked (pre-empted) sequence, or one spent in others'
-             * prefills, is not a step: a sample counts at most 3 times the
-             * estimate (for a size's first sample: the estimate from the
-             * sizes already measured). */
-            double est = b->step_n[k] ? b->step[k] : tpot_at(b, k);
-            if (est > 0 && x > 3 * est) x = 3 * est;
-            if (!b->step_n[k]) {
-                b->step[k] = x;
-            } else {
-                double w = dt / (STEP_TAU * k);
-                b->step[k] += (w < 0.25 ? w : 0.25) * (x - b->step[k]);
-            }
+            /* seconds over tokens in the last ~STEP_TAU seconds of
+             * decoding (both sums decay), not an average of the last few
+             * samples: prefill chunks make some steps much longer than
+             * others, and a request's tokens see the mix. k sequences sample
+             * the same steps, so the decay is per tau k. A gap of a parked
+             * (pre-empted) sequence is not a step: a sample counts at most 3
+             * times the estimate. */
+            if (b->step_n[k] && dt > 3 * b->step[k] * j->n_since) dt = 3 * b->step[k] * j->n_since;
+            double f = 1 / (1 + dt / (STEP_TAU * k));
+            b->step_d[k] = b->step_d[k] * f + dt;
+            b->step_t[k] = b->step_t[k] * f + j->n_since;
+            b->step[k] = b->step_d[k] / b->step_t[k];
             b->step_n[k]++;
             b->batch_avg = b->batch_avg > 0 ? 0.95 * b->batch_avg + 0.05 * k : k;
             j->t_last = now;
