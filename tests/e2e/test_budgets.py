@@ -18,6 +18,10 @@ LONG = {"model": "default", "max_tokens": 3000, "ignore_eos": True, "temperature
 @pytest.fixture(scope="module")
 def server(barista_bin, gguf_path):
     s = Server(barista_bin, gguf_path, args=["--parallel", "1", "--ctx", "4096"])
+    # measured costs (admission judges by them; the tests that cut requests
+    # run on no_admission)
+    st, _, _ = post(s, dict(LONG, max_tokens=16))
+    assert st == 200
     yield s
     assert s.stop() == 0
 
