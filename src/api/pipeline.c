@@ -466,7 +466,7 @@ static int stage_cache(client_t *c, const cJSON *root)
 }
 
 /* admission: refuse at once what cannot be served in time, instead of
- * letting it queue, use capacity and time out (docs/LATENCY.md). Never
+ * letting it queue, use capacity and time out (docs/SERVE.md "Admission control"). Never
  * reached by a cache hit. A request is refused (503 overloaded, Retry-After
  * from the estimate) when its model's queue is at --max-queue, or when the
  * backend's estimate (backend.h bk_est_t: the wait for a decoding place in
