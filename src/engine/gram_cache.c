@@ -75,21 +75,32 @@ int gram_cache_get(gram_cache_t *c, const char *json, size_t n, gram_t **out, ba
     }
     c->compiles++;
     pthread_mutex_unlock(&c->mu);
-    /* compile outside the lock: a big schema does not stall other lookups
-     * (two threads compiling the same new schema at once both keep theirs;
-     * the second one's slot wins, both grammars are correct) */
+    /* compile outside the lock: a big schema does not stall other lookups */
     int rc = json_schema_compile(json, n, out, msg);
     if (rc) return rc;
-    char *text = malloc(n ? n : 1);
-    if (!text) return 0; /* compiled, just not kept */
-    memcpy(text, json, n);
     pthread_mutex_lock(&c->mu);
-    /* the victim may have changed while unlocked: pick again */
+    /* another caller may have stored the same schema meanwhile: take its
+     * grammar (one copy per schema; a second slot would evict another
+     * schema); and the victim may have changed while unlocked: pick again */
     victim = 0;
     for (int i = 0; i < c->cap; i++) {
         slot_t *s = &c->slot[i];
+        if (s->g && s->hash == h && s->len == n && !memcmp(s->text, json, n)) {
+            s->used = ++c->clock;
+            gram_t *mine = *out;
+            *out = gram_ref(s->g);
+            pthread_mutex_unlock(&c->mu);
+            gram_release(mine);
+            return 0;
+        }
         if (!s->g || (c->slot[victim].g && s->used < c->slot[victim].used)) victim = i;
     }
+    char *text = malloc(n ? n : 1);
+    if (!text) {
+        pthread_mutex_unlock(&c->mu);
+        return 0; /* compiled, just not kept */
+    }
+    memcpy(text, json, n);
     slot_t *s = &c->slot[victim];
     gram_release(s->g);
     free(s->text);
