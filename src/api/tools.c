@@ -512,7 +512,8 @@ int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_
     *out = NULL;
     *n_out = 0;
     if (mode == TOOLS_NONE || !text || n == 0) return -1;
-    tools_call_t *calls = calloc(MAX_PARALLEL * 4, sizeof *calls);
+    int cap = MAX_PARALLEL * 4; /* forced: the most the scanner reads; auto: grows */
+    tools_call_t *calls = calloc((size_t)cap, sizeof *calls);
     if (!calls) return -1;
     int k = 0, ok = 1;
     if (mode == TOOLS_FORCED) {
@@ -528,8 +529,17 @@ int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_
     } else {
         const char *p = text, *end = text + n;
         p = skip_ws(p, end);
-        while (ok && p < end && k < MAX_PARALLEL * 4) {
+        while (ok && p < end) {
             size_t ol = strlen(OPEN_TAG);
+            if (k == cap) { /* every call is read: none dropped */
+                tools_call_t *more = realloc(calls, (size_t)cap * 2 * sizeof *calls);
+                if (!more) {
+                    ok = 0;
+                    break;
+                }
+                calls = more;
+                cap *= 2;
+            }
             if ((size_t)(end - p) < ol || memcmp(p, OPEN_TAG, ol)) {
                 ok = 0;
                 break;
@@ -545,6 +555,10 @@ int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_
             cJSON *j = cJSON_ParseWithLength(p, (size_t)(stop - p));
             ok = j && !read_call(j, calls, &k);
             cJSON_Delete(j);
+            /* an object's arguments as generated, not reprinted (cJSON turns
+             * 12345678901234567890 into 1.2345678901234567e+19); string
+             * arguments, or a call the scanner reads otherwise, as read */
+            if (ok) forced_args(p, (size_t)(stop - p), calls + k - 1, 1);
             p = close ? close + strlen(CLOSE_TAG) : end;
             p = skip_ws(p, end);
         }

@@ -91,6 +91,35 @@ static void test_read(void **state)
     assert_int_equal(tools_may_be_call(TOOLS_FORCED, "x", 1), 1);
 }
 
+/* Auto mode (a model's free text): every call is read, however many, and
+ * each call's arguments are the bytes the model wrote (without whitespace
+ * outside strings, as forced calls), not cJSON's reprint of them: a big
+ * integer id or a number's spelling stays as generated. */
+static void test_read_auto_exact(void **state)
+{
+    (void)state;
+    tools_call_t *c;
+    int n;
+    const char *big = "<tool_call>\n{\"name\": \"get\", \"arguments\": {\"id\": "
+                      "12345678901234567890, \"x\": 1.50, \"s\": \"a  b\"}}\n</tool_call>";
+    assert_int_equal(tools_read(TOOLS_AUTO, big, strlen(big), &c, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(c[0].args, "{\"id\":12345678901234567890,\"x\":1.50,\"s\":\"a  b\"}");
+    tools_calls_free(c, n);
+    /* 20 calls in one answer: 20 calls, none dropped */
+    char many[2048];
+    size_t k = 0;
+    for (int i = 0; i < 20; i++)
+        k += (size_t)snprintf(many + k, sizeof many - k,
+                              "<tool_call>{\"name\":\"f%d\",\"arguments\":{\"i\":%d}}</tool_call>\n",
+                              i, i);
+    assert_int_equal(tools_read(TOOLS_AUTO, many, k, &c, &n), 0);
+    assert_int_equal(n, 20);
+    assert_string_equal(c[19].name, "f19");
+    assert_string_equal(c[19].args, "{\"i\":19}");
+    tools_calls_free(c, n);
+}
+
 /* The tool_calls deltas in SSE text s: heads counted (names into names[]),
  * arguments concatenated per index; every fragment ends on a UTF-8
  * boundary. */
@@ -257,6 +286,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request),
         cmocka_unit_test(test_read),
+        cmocka_unit_test(test_read_auto_exact),
         cmocka_unit_test(test_output),
         cmocka_unit_test(test_live),
     };
