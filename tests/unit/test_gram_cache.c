@@ -8,6 +8,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -162,6 +164,58 @@ static void test_same_new_schema_at_once_kept_once(void **state)
     gram_cache_destroy(c);
 }
 
+/* The cache is bounded in bytes, not only in count: 25 distinct schemas of
+ * 100 KB (a grammar is ~4-17x its schema's text) do not all stay in a cache
+ * of 64, the newest does; a schema over the whole budget is compiled but not
+ * kept. */
+static char *enum_schema(size_t len, char fill)
+{
+    char *s = malloc(len + 32);
+    assert_non_null(s);
+    size_t k = (size_t)sprintf(s, "{\"enum\":[\"");
+    memset(s + k, fill, len);
+    k += len;
+    strcpy(s + k, "\"]}");
+    return s;
+}
+
+static void test_bounded_in_bytes(void **state)
+{
+    (void)state;
+    gram_cache_t *c;
+    assert_int_equal(gram_cache_create(&c, 64), 0);
+    gram_cache_stats_t st;
+    char *last = NULL;
+    for (int i = 0; i < 25; i++) {
+        free(last);
+        last = enum_schema(100000, (char)('a' + i));
+        gram_release(get(c, last));
+    }
+    gram_cache_stats(c, &st);
+    assert_true(st.size >= 1);
+    assert_true(st.size <= 20); /* 2 MiB of schema text */
+    gram_release(get(c, last)); /* the newest stayed */
+    gram_cache_stats_t st2;
+    gram_cache_stats(c, &st2);
+    assert_int_equal(st2.compiles, st.compiles);
+    free(last);
+    gram_cache_destroy(c);
+    /* a budget of 200 bytes: S1 and S2 fit, a 300-byte schema is not kept */
+    assert_int_equal(gram_cache_create_sized(&c, 8, 200), 0);
+    gram_release(get(c, S1));
+    gram_release(get(c, S2));
+    char *big = enum_schema(300, 'z');
+    gram_release(get(c, big));
+    gram_cache_stats(c, &st);
+    assert_int_equal(st.size, 2);
+    gram_release(get(c, big)); /* compiled again */
+    gram_release(get(c, S1));  /* still there */
+    gram_cache_stats(c, &st2);
+    assert_int_equal(st2.compiles, st.compiles + 1);
+    free(big);
+    gram_cache_destroy(c);
+}
+
 static int parse(oai_req_t *r, gram_cache_t *c, const char *body)
 {
     cJSON *root = NULL;
@@ -220,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_lru_and_refcount),
         cmocka_unit_test(test_bad_schema_not_kept),
         cmocka_unit_test(test_same_new_schema_at_once_kept_once),
+        cmocka_unit_test(test_bounded_in_bytes),
         cmocka_unit_test(test_request_compiles_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
