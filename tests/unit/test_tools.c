@@ -55,6 +55,36 @@ static void test_request(void **state)
     assert_int_equal(r.n_msgs, 1);
     assert_null(r.constraint);
     oai_req_free(&r);
+    /* the forced schema, exactly (written from the parameters' text) */
+    const char *two = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[" TOOL
+                      ",{\"type\":\"function\",\"function\":{\"name\":\"noop\"}}],"
+                      "\"tool_choice\":\"required\"}";
+    assert_int_equal(oai_parse_request(&r, OAI_CHAT, two, strlen(two), &e), 0);
+    assert_string_equal(
+        r.constraint,
+        "{\"type\":\"array\",\"items\":{\"anyOf\":[{\"type\":\"object\",\"properties\":{\"name\":{"
+        "\"const\":\"get_weather\"},\"arguments\":{\"type\":\"object\",\"properties\":{\"city\":{"
+        "\"type\":\"string\"}},\"required\":[\"city\"]}},\"required\":[\"name\",\"arguments\"],"
+        "\"additionalProperties\":false},{\"type\":\"object\",\"properties\":{\"name\":{\"const\":"
+        "\"noop\"},\"arguments\":{\"type\":\"object\"}},\"required\":[\"name\",\"arguments\"],"
+        "\"additionalProperties\":false}]},\"minItems\":1,\"maxItems\":4}");
+    oai_req_free(&r);
+    /* a bad tool: its parameter and function named in the 400 */
+    const char *bad = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[" TOOL
+                      ",{\"type\":\"function\",\"function\":{\"name\":\"g\",\"parameters\":{"
+                      "\"type\":\"string\",\"pattern\":\"x\"}}}]}";
+    assert_int_not_equal(oai_parse_request(&r, OAI_CHAT, bad, strlen(bad), &e), 0);
+    assert_int_equal(e.status, 400);
+    assert_string_equal(e.param, "tools[1].function.parameters");
+    assert_non_null(strstr(e.message, "Invalid schema for function 'g': "));
+    assert_non_null(strstr(e.message, "pattern"));
+    oai_req_free(&r);
+    const char *badtype = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[" TOOL
+                          ",{\"type\":\"web\"}]}";
+    assert_int_not_equal(oai_parse_request(&r, OAI_CHAT, badtype, strlen(badtype), &e), 0);
+    assert_string_equal(e.param, "tools[1].type");
+    assert_string_equal(e.message, "Invalid 'tools[1].type': only 'function' tools are supported.");
+    oai_req_free(&r);
 }
 
 static void test_read(void **state)
@@ -110,9 +140,9 @@ static void test_read_auto_exact(void **state)
     char many[2048];
     size_t k = 0;
     for (int i = 0; i < 20; i++)
-        k += (size_t)snprintf(many + k, sizeof many - k,
-                              "<tool_call>{\"name\":\"f%d\",\"arguments\":{\"i\":%d}}</tool_call>\n",
-                              i, i);
+        k += (size_t)snprintf(
+            many + k, sizeof many - k,
+            "<tool_call>{\"name\":\"f%d\",\"arguments\":{\"i\":%d}}</tool_call>\n", i, i);
     assert_int_equal(tools_read(TOOLS_AUTO, many, k, &c, &n), 0);
     assert_int_equal(n, 20);
     assert_string_equal(c[19].name, "f19");
