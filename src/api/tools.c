@@ -518,6 +518,20 @@ static const char *skip_ws(const char *p, const char *end)
 
 static int forced_args(const char *text, size_t n, tools_call_t *calls, int k);
 
+/* text[0..n) as one JSON value with nothing but whitespace after it (cJSON
+ * alone ignores what follows: a call's trailing prose would be dropped
+ * unseen), or NULL. */
+static cJSON *parse_whole(const char *text, size_t n)
+{
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, n, &end, 0);
+    if (j && skip_ws(end, text + n) != text + n) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    return j;
+}
+
 int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_out)
 {
     *out = NULL;
@@ -528,7 +542,7 @@ int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_
     if (!calls) return -1;
     int k = 0, ok = 1;
     if (mode == TOOLS_FORCED) {
-        cJSON *j = cJSON_ParseWithLength(text, n);
+        cJSON *j = parse_whole(text, n);
         if (cJSON_IsArray(j)) {
             const cJSON *c;
             cJSON_ArrayForEach(c, j) if (ok && k < MAX_PARALLEL * 4) ok = !read_call(c, calls, &k);
@@ -563,7 +577,7 @@ int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_
                     break;
                 }
             const char *stop = close ? close : end;
-            cJSON *j = cJSON_ParseWithLength(p, (size_t)(stop - p));
+            cJSON *j = parse_whole(p, (size_t)(stop - p));
             ok = j && !read_call(j, calls, &k);
             cJSON_Delete(j);
             /* an object's arguments as generated, not reprinted (cJSON turns

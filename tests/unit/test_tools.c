@@ -136,6 +136,16 @@ static void test_read_auto_exact(void **state)
     assert_int_equal(n, 1);
     assert_string_equal(c[0].args, "{\"id\":12345678901234567890,\"x\":1.50,\"s\":\"a  b\"}");
     tools_calls_free(c, n);
+    /* text after the call's JSON, inside its tags or after a forced call: not
+     * calls (content), never the text dropped */
+    const char *trail = "<tool_call>{\"name\":\"f\",\"arguments\":{\"a\":1}} and I think that "
+                        "is all</tool_call>";
+    assert_int_equal(tools_read(TOOLS_AUTO, trail, strlen(trail), &c, &n), -1);
+    const char *ftrail = "{\"name\":\"f\",\"arguments\":{\"a\":1}} done";
+    assert_int_equal(tools_read(TOOLS_FORCED, ftrail, strlen(ftrail), &c, &n), -1);
+    const char *fws = "{\"name\":\"f\",\"arguments\":{\"a\":1}}\n ";
+    assert_int_equal(tools_read(TOOLS_FORCED, fws, strlen(fws), &c, &n), 0);
+    tools_calls_free(c, n);
     /* 20 calls in one answer: 20 calls, none dropped */
     char many[2048];
     size_t k = 0;
