@@ -145,12 +145,13 @@ int tools_parse_response_format(oai_req_t *r, const cJSON *root, oai_err_t *e)
 
 /* ---- request: tools ---- */
 
-static int tool_choice_of(const cJSON *root, const char **named)
+/* The mode of tool_choice tc (NULL: absent) with tools (NULL: absent):
+ * TOOLS_*, or -1 for a tool_choice of no known shape; *named: a forced
+ * function's name. */
+static int tool_choice_from(const cJSON *tc, const cJSON *tools, const char **named)
 {
     *named = NULL;
-    const cJSON *tc = oai_member(root, "tool_choice");
-    const cJSON *tools = oai_member(root, "tools");
-    int has = cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0;
+    int has = cJSON_IsArray(tools) && tools->child;
     if (!tc) return has ? TOOLS_AUTO : TOOLS_NONE;
     if (cJSON_IsString(tc)) {
         if (!strcmp(tc->valuestring, "none")) return TOOLS_NONE;
@@ -167,6 +168,11 @@ static int tool_choice_of(const cJSON *root, const char **named)
         }
     }
     return -1;
+}
+
+static int tool_choice_of(const cJSON *root, const char **named)
+{
+    return tool_choice_from(oai_member(root, "tool_choice"), oai_member(root, "tools"), named);
 }
 
 int tools_mode_of(const cJSON *root)
@@ -257,6 +263,8 @@ static int parse_tools(oai_req_t *r, const cJSON *root, ptexts_t *pt, oai_err_t 
         r->parallel_tool_calls = cJSON_IsTrue(v);
     }
     const cJSON *tools = oai_member(root, "tools");
+    const cJSON *tc = oai_member(root, "tool_choice");
+    if (!tools && !tc) return 0; /* the common request: nothing more to look at */
     if (tools && !cJSON_IsArray(tools)) return oai_bad_type(e, "tools", "an array", tools);
     int n_tools = tools ? cJSON_GetArraySize(tools) : 0;
     if (n_tools > TOOLS_MAX)
@@ -323,8 +331,7 @@ static int parse_tools(oai_req_t *r, const cJSON *root, ptexts_t *pt, oai_err_t 
     }
 #undef P
     const char *named = NULL;
-    int mode = tool_choice_of(root, &named);
-    const cJSON *tc = oai_member(root, "tool_choice");
+    int mode = tool_choice_from(tc, tools, &named);
     if (mode < 0)
         return oai_err(e, 400, BAD_REQ, "invalid_value", "tool_choice",
                        "Invalid 'tool_choice': expected 'none', 'auto', 'required' or "
