@@ -378,14 +378,6 @@ void rlr_release(rlr_t *r, const char *tenant)
         }
 }
 
-int rlr_leases(const rlr_t *r, const char *tenant)
-{
-    int n = 0;
-    for (const lease_t *l = r ? r->leases : NULL; l; l = l->next)
-        n += !tenant || !strcmp(l->tenant, tenant);
-    return n;
-}
-
 /* Every LEASE_RENEW_MS: push the expiry of this replica's live leases
  * forward (one script per lease; they are few: at most the requests
  * running here). */

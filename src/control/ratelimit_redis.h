@@ -57,9 +57,6 @@ void rlr_settle(rlr_t *r, const char *tenant, const tenant_limits_t *lim, long l
  * replica's leases of tenant (none held: nothing). */
 void rlr_release(rlr_t *r, const char *tenant);
 
-/* Leases this replica holds now, of tenant (NULL: all) (tests, metrics). */
-int rlr_leases(const rlr_t *r, const char *tenant);
-
 typedef struct {
     int up;
     unsigned long long checks, answered, timeouts, local; /* local: decided without Redis */
