@@ -14,6 +14,7 @@
 #include "backend/backend_upstream_int.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 #define RETRY_RATIO 0.2    /* retry budget: tokens earned per request */
 #define RETRY_RESERVE 10.0 /* ... and its cap (also the start) */
 #define CONNECT_TIMEOUT_MS 3000L
+#define PRIORITY_BATCH 10 /* X-Priority: batch (docs/API.md) */
 
 typedef struct job job_t;
 
@@ -63,6 +65,7 @@ struct job {
     void *user;
     int is_chat;
     int whole;  /* bk_req_t.whole: text is held until the attempt succeeds */
+    int batch;  /* the request's priority is the batch class's (>= 10): X-Priority: batch */
     char *tail; /* the body after "model": ",...}" */
     size_t tail_len;
     attempt_t att[2]; /* [1]: a hedge or a retry while [0] runs */
@@ -525,13 +528,9 @@ static int start_attempt(job_t *j, int slot, bar_msg_t *msg)
         if (r->h.until > 0 && time_now_mono() >= r->h.until) r->h.probing = 1;
         /* {"model":"<id>" + tail */
         buf_t body = {0};
-        buf_puts(&body, "{\"model\":");
-        cJSON *s = cJSON_CreateString(r->model);
-        char *qs = s ? cJSON_PrintUnformatted(s) : NULL;
-        cJSON_Delete(s);
-        int bad = !qs || buf_puts(&body, qs) || buf_append(&body, j->tail, j->tail_len);
-        free(qs);
-        if (bad) {
+        if (buf_reserve(&body, 16 + strlen(r->model) + j->tail_len) ||
+            buf_puts(&body, "{\"model\":") || buf_json_str(&body, r->model, strlen(r->model)) ||
+            buf_append(&body, j->tail, j->tail_len)) {
             buf_free(&body);
             return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
         }
@@ -544,6 +543,7 @@ static int start_attempt(job_t *j, int slot, bar_msg_t *msg)
         hr.body = body.p;
         hr.body_len = body.n;
         hr.bearer = r->key;
+        hr.header = j->batch ? "X-Priority: batch" : NULL;
         hr.timeout_ms = (long)((r->timeout > 0 ? r->timeout : 600) * 1000);
         hr.connect_timeout_ms = CONNECT_TIMEOUT_MS;
         hr.on_status = on_status;
@@ -691,63 +691,73 @@ static void on_health(uv_timer_t *t)
 
 /* ---- the vtable -------------------------------------------------------------------------- */
 
-/* The request as OpenAI JSON without "model": ",...}" into j->tail. */
+static int put1(buf_t *o, char c)
+{
+    return buf_append(o, &c, 1);
+}
+
+/* ", "key": v" with v a number written as cJSON writes one (an integer
+ * as such, else the shortest of %.15g / %.17g that reads back the same). */
+static int put_num(buf_t *o, const char *key, double v)
+{
+    char t[48];
+    int n;
+    if (!isfinite(v))
+        n = snprintf(t, sizeof t, "null");
+    else if (v == (double)(long long)v && v > -1e15 && v < 1e15)
+        n = snprintf(t, sizeof t, "%lld", (long long)v);
+    else if (n = snprintf(t, sizeof t, "%.15g", v), strtod(t, NULL) != v)
+        n = snprintf(t, sizeof t, "%.17g", v);
+    return put1(o, ',') || buf_json_str(o, key, strlen(key)) || put1(o, ':') ||
+           buf_append(o, t, (size_t)n);
+}
+
+/* The request as OpenAI JSON without "model": ",...}" into j->tail, written
+ * straight into a buffer (no cJSON tree: this is every request's work). */
 static int build_tail(job_t *j, const bk_req_t *q)
 {
     const bk_sampling_t *sp = &q->sp;
-    cJSON *o = cJSON_CreateObject();
-    if (!o) return BAR_ERR_NOMEM;
+    buf_t o = {0};
+    int bad = 0;
     if (q->is_chat) {
-        cJSON *arr = cJSON_AddArrayToObject(o, "messages");
-        for (int i = 0; arr && i < q->n_msgs; i++) {
-            cJSON *m = cJSON_CreateObject();
-            if (!m) break;
-            cJSON_AddItemToArray(arr, m);
-            cJSON_AddStringToObject(m, "role", q->msgs[i].role);
-            char *c = malloc(q->msgs[i].content_len + 1);
-            if (!c) break;
-            memcpy(c, q->msgs[i].content, q->msgs[i].content_len);
-            c[q->msgs[i].content_len] = '\0';
-            cJSON_AddStringToObject(m, "content", c);
-            free(c);
+        bad |= buf_puts(&o, ",\"messages\":[");
+        for (int i = 0; i < q->n_msgs; i++) {
+            const char *role = q->msgs[i].role ? q->msgs[i].role : "";
+            bad |= buf_puts(&o, i ? ",{\"role\":" : "{\"role\":") ||
+                   buf_json_str(&o, role, strlen(role)) || buf_puts(&o, ",\"content\":") ||
+                   buf_json_str(&o, q->msgs[i].content ? q->msgs[i].content : "",
+                                q->msgs[i].content_len) ||
+                   put1(&o, '}');
         }
+        bad |= put1(&o, ']');
     } else {
-        char *p = malloc(q->prompt_len + 1);
-        if (p) {
-            memcpy(p, q->prompt, q->prompt_len);
-            p[q->prompt_len] = '\0';
-            cJSON_AddStringToObject(o, "prompt", p);
-            free(p);
-        }
+        bad |= buf_puts(&o, ",\"prompt\":") ||
+               buf_json_str(&o, q->prompt ? q->prompt : "", q->prompt_len);
     }
-    if (sp->max_tokens > 0) cJSON_AddNumberToObject(o, "max_tokens", sp->max_tokens);
-    cJSON_AddNumberToObject(o, "temperature", sp->temperature);
-    cJSON_AddNumberToObject(o, "top_p", sp->top_p);
-    if (sp->top_k > 0) cJSON_AddNumberToObject(o, "top_k", sp->top_k);
-    if (sp->min_p > 0) cJSON_AddNumberToObject(o, "min_p", sp->min_p);
+    if (sp->max_tokens > 0) bad |= put_num(&o, "max_tokens", sp->max_tokens);
+    bad |= put_num(&o, "temperature", sp->temperature);
+    bad |= put_num(&o, "top_p", sp->top_p);
+    if (sp->top_k > 0) bad |= put_num(&o, "top_k", sp->top_k);
+    if (sp->min_p > 0) bad |= put_num(&o, "min_p", sp->min_p);
     if (sp->repeat_penalty != 1.0 && sp->repeat_penalty > 0)
-        cJSON_AddNumberToObject(o, "repeat_penalty", sp->repeat_penalty);
-    if (sp->presence_penalty != 0)
-        cJSON_AddNumberToObject(o, "presence_penalty", sp->presence_penalty);
-    if (sp->frequency_penalty != 0)
-        cJSON_AddNumberToObject(o, "frequency_penalty", sp->frequency_penalty);
-    if (sp->has_seed) cJSON_AddNumberToObject(o, "seed", (double)sp->seed);
-    if (sp->ignore_eos) cJSON_AddTrueToObject(o, "ignore_eos");
+        bad |= put_num(&o, "repeat_penalty", sp->repeat_penalty);
+    if (sp->presence_penalty != 0) bad |= put_num(&o, "presence_penalty", sp->presence_penalty);
+    if (sp->frequency_penalty != 0) bad |= put_num(&o, "frequency_penalty", sp->frequency_penalty);
+    if (sp->has_seed) bad |= buf_printf(&o, ",\"seed\":%llu", (unsigned long long)sp->seed);
+    if (sp->ignore_eos) bad |= buf_puts(&o, ",\"ignore_eos\":true");
     if (sp->n_stop > 0) {
-        cJSON *st = cJSON_AddArrayToObject(o, "stop");
-        for (int i = 0; st && i < sp->n_stop; i++)
-            cJSON_AddItemToArray(st, cJSON_CreateString(sp->stop[i]));
+        bad |= buf_puts(&o, ",\"stop\":[");
+        for (int i = 0; i < sp->n_stop; i++)
+            bad |= (i && put1(&o, ',')) || buf_json_str(&o, sp->stop[i], strlen(sp->stop[i]));
+        bad |= put1(&o, ']');
     }
-    cJSON_AddTrueToObject(o, "stream");
-    cJSON *so = cJSON_AddObjectToObject(o, "stream_options");
-    if (so) cJSON_AddTrueToObject(so, "include_usage");
-    char *txt = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!txt) return BAR_ERR_NOMEM;
-    size_t n = strlen(txt); /* "{...}" with at least "stream" */
-    j->tail = txt;
-    txt[0] = ',';
-    j->tail_len = n;
+    bad |= buf_puts(&o, ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    if (bad) {
+        buf_free(&o);
+        return BAR_ERR_NOMEM;
+    }
+    j->tail_len = o.n;
+    j->tail = buf_release(&o);
     return 0;
 }
 
@@ -772,6 +782,7 @@ static int up_submit(backend_t *b, const bk_req_t *q, uint64_t *id, bar_msg_t *m
     j->user = q->user;
     j->is_chat = q->is_chat;
     j->whole = q->whole;
+    j->batch = q->priority >= PRIORITY_BATCH;
     j->t_submit = time_now_mono();
     if (build_tail(j, q)) {
         free(j);

@@ -19,6 +19,8 @@
 
 #include "util/dlist.h"
 
+#define IDLE_EASY 16 /* easy handles kept for reuse */
+
 struct uphttp_xfer {
     uphttp_t *h;
     uphttp_xfer_t *prev, *next; /* h->xfers */
@@ -52,6 +54,10 @@ struct uphttp {
     int depth; /* inside a curl call */
     int open;  /* libuv handles not yet closed */
     int destroyed;
+    /* easy handles of finished transfers, reset and kept for the next ones:
+     * curl_easy_init + curl_easy_cleanup were ~15,000 instructions a request */
+    CURL *idle[IDLE_EASY];
+    int n_idle;
 };
 
 static int curl_ready;
@@ -96,8 +102,14 @@ static void xfer_unlink(uphttp_t *h, uphttp_xfer_t *x)
 /* Free a transfer already unlinked. */
 static void xfer_free(uphttp_xfer_t *x)
 {
-    x->h->n_active--;
-    curl_easy_cleanup(x->e);
+    uphttp_t *h = x->h;
+    h->n_active--;
+    if (!h->destroyed && !x->aborted && h->n_idle < IDLE_EASY) {
+        curl_easy_reset(x->e); /* every option goes; the multi keeps the connections */
+        h->idle[h->n_idle++] = x->e;
+    } else {
+        curl_easy_cleanup(x->e);
+    }
     curl_slist_free_all(x->hdrs);
     free(x->body);
     if (x->auth) {
@@ -307,7 +319,7 @@ int uphttp_start(uphttp_t *h, const uphttp_req_t *r, uphttp_xfer_t **out, bar_ms
     if (!x) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     x->h = h;
     x->r = *r;
-    x->e = curl_easy_init();
+    x->e = h->n_idle ? h->idle[--h->n_idle] : curl_easy_init();
     if (!x->e) {
         free(x);
         return bar_fail(msg, BAR_ERR_NOMEM, "curl_easy_init failed");
@@ -333,6 +345,13 @@ int uphttp_start(uphttp_t *h, const uphttp_req_t *r, uphttp_xfer_t **out, bar_ms
     }
     if (!bad) {
         l = curl_slist_append(x->hdrs, "Expect:"); /* no 100-continue round trip */
+        if (l)
+            x->hdrs = l;
+        else
+            bad = 1;
+    }
+    if (!bad && r->header) {
+        l = curl_slist_append(x->hdrs, r->header);
         if (l)
             x->hdrs = l;
         else
@@ -412,6 +431,8 @@ void uphttp_destroy(uphttp_t *h)
     while (h->xfers)
         xfer_unlink_free(h->xfers);
     h->destroyed = 1;
+    while (h->n_idle)
+        curl_easy_cleanup(h->idle[--h->n_idle]);
     curl_multi_cleanup(h->multi); /* closes pooled connections */
     h->multi = NULL;
     while (h->socks)
