@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "control/balance.h"
+#include "upstream/upstream_chunk.h"
 #include "upstream/upstream_http.h"
 #include "upstream/upstream_sse.h"
 #include "util/dlist.h"
@@ -54,6 +55,7 @@ typedef struct {
     bk_finish_t finish;
     int is_hedge;
     buf_t held; /* whole jobs: the text so far, passed on at the end */
+    buf_t text; /* a chunk's text (upchunk_read's scratch) */
     char stream_err[256];
 } attempt_t;
 
@@ -126,6 +128,7 @@ static void job_free(job_t *j)
         upsse_free(&j->att[i].sse);
         buf_free(&j->att[i].errbody);
         buf_free(&j->att[i].held);
+        buf_free(&j->att[i].text);
     }
     free(j->tail);
     free(j);
@@ -310,65 +313,39 @@ static int on_sse(void *ud, const char *data, size_t n)
         a->saw_done = 1;
         return 0;
     }
-    cJSON *root = cJSON_ParseWithLength(data, n);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+    upchunk_t ck;
+    if (upchunk_read(data, n, j->is_chat, &ck, &a->text) < 0) {
         snprintf(a->stream_err, sizeof a->stream_err, "a stream chunk is not JSON");
         return 1;
     }
-    const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
-    if (err) {
-        const cJSON *m =
-            cJSON_IsObject(err) ? cJSON_GetObjectItemCaseSensitive(err, "message") : err;
-        snprintf(a->stream_err, sizeof a->stream_err, "error in stream: %.200s",
-                 cJSON_IsString(m) ? m->valuestring : "(no message)");
-        cJSON_Delete(root);
+    if (ck.has_error) {
+        snprintf(a->stream_err, sizeof a->stream_err, "error in stream: %.200s", ck.error);
         return 1;
     }
-    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
-    if (cJSON_IsObject(usage)) {
-        const cJSON *pt = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
-        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
-        const cJSON *det = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details");
-        const cJSON *cached =
-            cJSON_IsObject(det) ? cJSON_GetObjectItemCaseSensitive(det, "cached_tokens") : NULL;
-        if (cJSON_IsNumber(pt) && pt->valuedouble >= 0 && pt->valuedouble < 1e9)
-            a->n_prompt = (int)pt->valuedouble;
-        if (cJSON_IsNumber(ct) && ct->valuedouble >= 0 && ct->valuedouble < 1e9)
-            a->n_gen = (int)ct->valuedouble;
-        if (cJSON_IsNumber(cached) && cached->valuedouble >= 0 && cached->valuedouble < 1e9)
-            a->n_cached = (int)cached->valuedouble;
+    if (ck.has_usage) {
+        if (ck.has_pt && ck.pt >= 0 && ck.pt < 1e9) a->n_prompt = (int)ck.pt;
+        if (ck.has_ct && ck.ct >= 0 && ck.ct < 1e9) a->n_gen = (int)ck.ct;
+        if (ck.has_cached && ck.cached >= 0 && ck.cached < 1e9) a->n_cached = (int)ck.cached;
         a->has_usage = 1;
     }
-    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
-    const cJSON *c0 = cJSON_IsArray(choices) ? cJSON_GetArrayItem(choices, 0) : NULL;
     int rc = 0;
-    if (cJSON_IsObject(c0)) {
-        const cJSON *text;
-        if (j->is_chat) {
-            const cJSON *d = cJSON_GetObjectItemCaseSensitive(c0, "delta");
-            text = cJSON_IsObject(d) ? cJSON_GetObjectItemCaseSensitive(d, "content") : NULL;
-        } else {
-            text = cJSON_GetObjectItemCaseSensitive(c0, "text");
-        }
-        const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c0, "finish_reason");
-        if (cJSON_IsString(fr)) a->finish = finish_of(fr->valuestring);
-        if (cJSON_IsString(text) && text->valuestring[0]) {
+    if (ck.has_c0) {
+        if (ck.has_finish) a->finish = finish_of(ck.finish);
+        if (ck.has_text && ck.text_len) {
             if (!a->t_text) a->t_text = time_now_mono();
             if (!a->has_usage) a->n_gen++; /* counted until the usage chunk says */
             if (j->whole) {
                 win(a);
-                if (buf_append(&a->held, text->valuestring, strlen(text->valuestring))) {
+                if (buf_append(&a->held, ck.text, ck.text_len)) {
                     snprintf(a->stream_err, sizeof a->stream_err, "out of memory");
                     rc = 1;
                 }
             } else {
-                emit_delta(a, text->valuestring, strlen(text->valuestring));
+                emit_delta(a, ck.text, ck.text_len);
                 if (j->done_pending) rc = 1;
             }
         }
     }
-    cJSON_Delete(root);
     return rc;
 }
 
