@@ -108,12 +108,19 @@ static void ws(scan_t *s)
 /* A string at s->p ('"'): its raw bytes [*a, *b) between the quotes. dec:
  * NULL (only find the end), or a buffer for the decoded bytes. Escapes other
  * than \uXXXX are decoded; \u, raw control bytes: LEAVE. */
+/* The bytes that end a string's plain run: '"', '\\' and control bytes. */
+static const unsigned char STR_STOP[256] = {
+    1,         1,          1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00-0x0f */
+    1,         1,          1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10-0x1f */
+    ['"'] = 1, ['\\'] = 1,
+};
+
 static int str(scan_t *s, const char **a, const char **b, buf_t *dec)
 {
     const char *q = ++s->p;
     for (;;) {
         const char *r = q;
-        while (r < s->end && *r != '"' && *r != '\\' && (unsigned char)*r >= 0x20)
+        while (r < s->end && !STR_STOP[(unsigned char)*r])
             r++;
         if (r >= s->end || (unsigned char)*r < 0x20) return LEAVE;
         if (dec && r > q && buf_append(dec, q, (size_t)(r - q))) return LEAVE;
