@@ -681,9 +681,19 @@ static int put_num(buf_t *o, const char *key, double v)
     int n;
     if (!isfinite(v))
         n = snprintf(t, sizeof t, "null");
-    else if (v == (double)(long long)v && v > -1e15 && v < 1e15)
-        n = snprintf(t, sizeof t, "%lld", (long long)v);
-    else if (n = snprintf(t, sizeof t, "%.15g", v), strtod(t, NULL) != v)
+    else if (v == (double)(long long)v && v > -1e15 && v < 1e15) { /* digits by hand */
+        long long x = (long long)v;
+        unsigned long long u = x < 0 ? 0ull - (unsigned long long)x : (unsigned long long)x;
+        char r[24];
+        int k = 0;
+        do
+            r[k++] = (char)('0' + u % 10);
+        while (u /= 10);
+        n = 0;
+        if (x < 0) t[n++] = '-';
+        while (k)
+            t[n++] = r[--k];
+    } else if (n = snprintf(t, sizeof t, "%.15g", v), strtod(t, NULL) != v)
         n = snprintf(t, sizeof t, "%.17g", v);
     return put1(o, ',') || buf_json_str(o, key, strlen(key)) || put1(o, ':') ||
            buf_append(o, t, (size_t)n);

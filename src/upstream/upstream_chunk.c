@@ -222,11 +222,8 @@ static int lit(scan_t *s, const char *w, size_t n)
 
 static int value(scan_t *s, want_t w, upchunk_t *out, int is_chat, buf_t *scratch);
 
-static int key_is(const char *a, const char *b, const char *k)
-{
-    size_t n = strlen(k);
-    return (size_t)(b - a) == n && !memcmp(a, k, n);
-}
+/* The key [a, b) is the literal k (its length first: most keys differ there). */
+#define KEY_IS(a, b, k) ((size_t)((b) - (a)) == sizeof(k) - 1 && !memcmp((a), (k), sizeof(k) - 1))
 
 /* The members of an object at s->p ('{') read for w. The first member of a
  * name counts (cJSON_GetObjectItemCaseSensitive's answer). */
@@ -258,32 +255,32 @@ static int object(scan_t *s, want_t w, upchunk_t *out, int is_chat, buf_t *scrat
         case W_SKIP:
             break;
         case W_USAGE:
-            if (key_is(ka, kb, "prompt_tokens"))
+            if (KEY_IS(ka, kb, "prompt_tokens"))
                 id = 0;
-            else if (key_is(ka, kb, "completion_tokens"))
+            else if (KEY_IS(ka, kb, "completion_tokens"))
                 id = 1;
-            else if (key_is(ka, kb, "prompt_tokens_details"))
+            else if (KEY_IS(ka, kb, "prompt_tokens_details"))
                 id = 2, sub = W_DETAILS;
             break;
         case W_DETAILS:
-            if (key_is(ka, kb, "cached_tokens")) id = 0;
+            if (KEY_IS(ka, kb, "cached_tokens")) id = 0;
             break;
         case W_C0:
-            if (is_chat && key_is(ka, kb, "delta"))
+            if (is_chat && KEY_IS(ka, kb, "delta"))
                 id = 0, sub = W_DELTA;
-            else if (!is_chat && key_is(ka, kb, "text"))
+            else if (!is_chat && KEY_IS(ka, kb, "text"))
                 id = 1;
-            else if (key_is(ka, kb, "finish_reason"))
+            else if (KEY_IS(ka, kb, "finish_reason"))
                 id = 2;
             break;
         case W_DELTA:
-            if (key_is(ka, kb, "content")) id = 0;
+            if (KEY_IS(ka, kb, "content")) id = 0;
             break;
         default:                                       /* the top level */
-            if (key_is(ka, kb, "error")) return LEAVE; /* rare: cJSON reads it */
-            if (key_is(ka, kb, "usage"))
+            if (KEY_IS(ka, kb, "error")) return LEAVE; /* rare: cJSON reads it */
+            if (KEY_IS(ka, kb, "usage"))
                 id = 0, sub = W_USAGE;
-            else if (key_is(ka, kb, "choices"))
+            else if (KEY_IS(ka, kb, "choices"))
                 id = 1, sub = W_CHOICES;
             break;
         }

@@ -58,6 +58,9 @@ struct uphttp {
      * curl_easy_init + curl_easy_cleanup were ~15,000 instructions a request */
     CURL *idle[IDLE_EASY];
     int n_idle;
+    /* no proxy variable was set at start: transfers say "no proxy" instead
+     * of curl reading the environment for each one */
+    int no_proxy_env;
 };
 
 static int curl_ready;
@@ -306,6 +309,11 @@ int uphttp_create(uphttp_t **out, uv_loop_t *loop, int max_conns, bar_msg_t *msg
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     if (max_conns > 0) curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)max_conns);
+    static const char *const proxy_env[] = {"http_proxy",  "HTTP_PROXY", "https_proxy",
+                                            "HTTPS_PROXY", "all_proxy",  "ALL_PROXY"};
+    h->no_proxy_env = 1;
+    for (size_t i = 0; i < sizeof proxy_env / sizeof proxy_env[0]; i++)
+        if (getenv(proxy_env[i])) h->no_proxy_env = 0;
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
     h->open = 1;
@@ -392,6 +400,7 @@ int uphttp_start(uphttp_t *h, const uphttp_req_t *r, uphttp_xfer_t **out, bar_ms
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+    if (h->no_proxy_env) curl_easy_setopt(e, CURLOPT_PROXY, "");
     if (r->body) {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
