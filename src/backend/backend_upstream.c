@@ -681,7 +681,7 @@ static int put_num(buf_t *o, const char *key, double v)
     int n;
     if (!isfinite(v))
         n = snprintf(t, sizeof t, "null");
-    else if (v == (double)(long long)v && v > -1e15 && v < 1e15) { /* digits by hand */
+    else if (v > -1e15 && v < 1e15 && v == (double)(long long)v) { /* digits by hand */
         long long x = (long long)v;
         unsigned long long u = x < 0 ? 0ull - (unsigned long long)x : (unsigned long long)x;
         char r[24];
@@ -730,7 +730,9 @@ static int build_tail(job_t *j, const bk_req_t *q)
         bad |= put_num(&o, "repeat_penalty", sp->repeat_penalty);
     if (sp->presence_penalty != 0) bad |= put_num(&o, "presence_penalty", sp->presence_penalty);
     if (sp->frequency_penalty != 0) bad |= put_num(&o, "frequency_penalty", sp->frequency_penalty);
-    if (sp->has_seed) bad |= buf_printf(&o, ",\"seed\":%llu", (unsigned long long)sp->seed);
+    /* the seed as the client gave it (the parser keeps a negative one as its
+     * two's complement) */
+    if (sp->has_seed) bad |= buf_printf(&o, ",\"seed\":%lld", (long long)(int64_t)sp->seed);
     if (sp->ignore_eos) bad |= buf_puts(&o, ",\"ignore_eos\":true");
     if (sp->n_stop > 0) {
         bad |= buf_puts(&o, ",\"stop\":[");

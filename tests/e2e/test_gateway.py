@@ -205,7 +205,7 @@ def test_priority_and_body_reach_the_upstream(cluster):
     chat(c, "stub-ok", "prio one", extra_headers={"X-Priority": "batch"})
     chat(c, "stub-ok", "prio two", extra_body={"priority": 10})
     text = 'prio three "quoted" \\ tab\t newline\n \u00e9 \x01'
-    chat(c, "stub-ok", text, extra_headers={"X-Priority": "interactive"}, top_p=0.5, seed=7,
+    chat(c, "stub-ok", text, extra_headers={"X-Priority": "interactive"}, top_p=0.5, seed=-7,
          stop=["\n\n", "END"])
     posts = [x for x in stub.calls[n0:] if x["mode"] == "ok"]
     assert [x["priority"] for x in posts] == ["batch", "batch", None]
@@ -213,7 +213,7 @@ def test_priority_and_body_reach_the_upstream(cluster):
     assert b["model"] == "stub"
     assert b["messages"] == [{"role": "user", "content": text}]
     assert b["max_tokens"] == 6 and b["temperature"] == 0 and b["top_p"] == 0.5
-    assert b["seed"] == 7 and b["stop"] == ["\n\n", "END"]
+    assert b["seed"] == -7 and b["stop"] == ["\n\n", "END"]
     assert b["stream"] is True and b["stream_options"] == {"include_usage": True}
 
 
