@@ -19,7 +19,7 @@ import redis as redis_py
 from serverutil import SLOW, Redis, Server, chat, metrics, request, wait_for
 
 KEYS = {name: f"sk-test-{name}-0123456789" for name in
-        ["a", "a2", "x", "b", "c", "d", "g", "adm", "cc", "t", "e", "f", "m"]}
+        ["a", "a2", "x", "b", "c", "d", "g", "adm", "cc", "t", "e", "f", "h", "m"]}
 
 
 def sha(k):
@@ -40,6 +40,7 @@ def keys_yaml(extra=""):
   - {{key_sha256: {sha(KEYS['cc'])}, tenant: team-cc, max_concurrency: 1}}
   - {{key_sha256: {sha(KEYS['e'])}, tenant: team-e, rpm: 2}}
   - {{key_sha256: {sha(KEYS['f'])}, tenant: team-f, tpm: 300}}
+  - {{key_sha256: {sha(KEYS['h'])}, tenant: team-h, tpm: 3000}}
 {extra}"""
 
 
@@ -208,6 +209,24 @@ def test_tpm_limit_429_on_tokens_and_streams_carry_headers(server):
     # a request larger than the whole limit is refused as too large
     st, h, r = chat(server, body("x" * 2000), headers=bearer("d"))
     assert st == 429 and "too large" in r["error"]["message"]
+
+
+def test_server_refusal_after_admission_keeps_no_tokens(server):
+    # the tenant's limits admit a request (reserving ~ body/4 + max_tokens
+    # tokens), then the server refuses it (503 overloaded: its first token
+    # cannot come within 1 ms). Nothing was generated: nothing stays charged,
+    # so four such refusals (~3,600 tokens reserved in all) never turn into a
+    # 429 on a tpm of 3,000
+    warm = body("Count to twenty.", max_tokens=24, ignore_eos=True)
+    assert chat(server, warm, headers=bearer("h"))[0] == 200  # the engine's costs measured
+    big = body("Describe the sea in detail. " * 72, max_tokens=400)  # ~2,000 bytes
+    hdr = dict(bearer("h"), **{"X-First-Token-Timeout-Ms": "1", "Cache-Control": "no-store"})
+    for i in range(4):
+        st, h, r = chat(server, big, headers=hdr)
+        assert st == 503 and r["error"]["code"] == "overloaded", (i, st, r)
+    st, h, r = chat(server, body("Name a fish."), headers=bearer("h"))
+    assert st == 200, r
+    assert int(h["x-ratelimit-remaining-tokens"]) > 2000, h
 
 
 def test_admin_tenant_purges_one_tenant_and_tenants_only_their_own(server):
