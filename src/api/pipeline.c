@@ -534,6 +534,7 @@ static int stage_admit(client_t *c)
     const char *why = admit_why(c, c->m, &st, &est, 0);
     if (!why) return 0;
     if (pipeline_fallback(c)) return -1; /* the model's fallback chain answers */
+    c->rl_used = 0; /* refused before generating: the tenant keeps its tokens */
     double wait = est.known ? est.wait : st.est_wait;
     int retry = (int)(wait + 0.999);
     if (retry < 1) retry = 1;
