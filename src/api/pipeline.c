@@ -25,6 +25,7 @@
 #include "api/api_int.h"
 #include "api/api_limit.h"
 #include "api/reply.h"
+#include "backend/backend_local.h"
 #include "control/fallback.h"
 #include "util/timeutil.h"
 
@@ -465,32 +466,63 @@ static int stage_cache(client_t *c, const cJSON *root)
 }
 
 /* admission: refuse at once what cannot be served in time, instead of
- * letting it queue, use capacity and time out. Never reached by a cache hit.
- * A request is refused (503 overloaded, Retry-After from the estimate) when
- * its model's queue is at --max-queue, or when even its first token cannot
- * come before its first-token or total deadline: the backend's estimate of
- * the wait for a slot plus the prompt's prefill at the measured cost (the
- * prompt's size is estimated from its bytes, 4 per token). A model with a
- * fallback chain answers with the chain instead (pipeline_fallback). An
- * upstream group whose every replica is at its rpm/tpm this minute is
- * refused with 429 (Retry-After: the next minute).
- * admit_why: NULL (admit), "upstream_limit", "queue" or "budget" for c on model m. */
-static const char *admit_why(client_t *c, api_model_t *m, bk_stats_t *st)
+ * letting it queue, use capacity and time out (docs/SERVE.md "Admission control"). Never
+ * reached by a cache hit. A request is refused (503 overloaded, Retry-After
+ * from the estimate) when its model's queue is at --max-queue, or when the
+ * backend's estimate (backend.h bk_est_t: the wait for a decoding place in
+ * the request's priority class, the prompt's prefill, then its output tokens
+ * at the step time of the batch it will run in) says that its first token
+ * cannot come before its first-token deadline or its last token before its
+ * total deadline. A model with a fallback chain answers with the chain
+ * instead (pipeline_fallback). An upstream group whose every replica is at
+ * its rpm/tpm this minute is refused with 429 (Retry-After: the next
+ * minute). */
+
+/* The output tokens per choice admission counts for c on m: the request's
+ * max_tokens — an upper bound, exact with ignore_eos; without one, the cap
+ * that applies (the model entry's max_tokens or the server's default), or,
+ * when the answer may stop early (no ignore_eos) and the backend has seen
+ * such answers end, their mean length + 2 mean deviations when that is
+ * smaller. Never more than the context leaves after the prompt. */
+static int admit_out_tokens(const client_t *c, const api_model_t *m, const bk_stats_t *st,
+                            double n_prompt)
+{
+    int n;
+    if (c->q.max_tokens > 0) {
+        n = c->q.max_tokens;
+    } else {
+        bk_sampling_t sp;
+        api_model_sampling(m, &c->q, &sp);
+        n = sp.max_tokens > 0 ? sp.max_tokens : (int)c->a->set->max_tokens_default;
+        double e = st->mean_out_tokens + 2 * st->dev_out_tokens;
+        if (!c->q.ignore_eos && st->mean_out_tokens > 0 && e < n) n = (int)e + 1;
+    }
+    if (st->n_ctx > 0 && n > st->n_ctx - (int)n_prompt) n = st->n_ctx - (int)n_prompt;
+    return n > 1 ? n : 1;
+}
+
+/* admit_why: NULL (admit), "upstream_limit", "queue" or "budget" for c on
+ * model m; *st and *est what the backend said. always: judge the budget even
+ * with --no-admission (a fallback step choosing whether to start). */
+static const char *admit_why(client_t *c, api_model_t *m, bk_stats_t *st, bk_est_t *est, int always)
 {
     api_t *a = c->a;
+    memset(est, 0, sizeof *est);
     if (!m->bk) return NULL;
     bk_stats(m->bk, st);
     if (st->rate_wait > 0) return "upstream_limit"; /* an upstream group at its rpm/tpm */
     if (a->set->max_queue > 0 && st->n_waiting >= a->set->max_queue) return "queue";
-    if (a->set->admission && st->s_per_output_token > 0 &&
-        (c->deadline > 0 || c->ttft_deadline > 0)) {
-        const http_req_t *h = srv_req_http(c->r);
-        double first =
-            time_now_mono() + st->est_wait + (double)h->body.n / 4.0 * st->s_per_prompt_token;
-        if ((c->ttft_deadline > 0 && first > c->ttft_deadline) ||
-            (c->deadline > 0 && first > c->deadline))
-            return "budget";
-    }
+    if ((!a->set->admission && !always) || (c->deadline <= 0 && c->ttft_deadline <= 0)) return NULL;
+    bk_est_in_t in = {0};
+    in.priority = c->q.priority;
+    in.n_prompt = (double)srv_req_http(c->r)->body.n / 4.0; /* 4 bytes a token */
+    in.n_out = admit_out_tokens(c, m, st, in.n_prompt);
+    in.n_seq = c->q.n > 1 ? c->q.n : 1;
+    if (backend_local_estimate(m->bk, &in, est) < 0) bk_estimate_from_stats(st, &in, est);
+    if (!est->known) return NULL; /* nothing measured yet: nothing to judge by */
+    double now = time_now_mono();
+    if (c->ttft_deadline > 0 && now + est->first > c->ttft_deadline) return "budget";
+    if (c->deadline > 0 && now + est->done > c->deadline) return "budget";
     return NULL;
 }
 
@@ -498,11 +530,13 @@ static int stage_admit(client_t *c)
 {
     api_t *a = c->a;
     bk_stats_t st = {0};
-    const char *why = admit_why(c, c->m, &st);
+    bk_est_t est;
+    const char *why = admit_why(c, c->m, &st, &est, 0);
     if (!why) return 0;
     if (pipeline_fallback(c)) return -1; /* the model's fallback chain answers */
     c->rl_used = 0; /* refused before generating: the tenant keeps its tokens */
-    int retry = (int)(st.est_wait + 0.999);
+    double wait = est.known ? est.wait : st.est_wait;
+    int retry = (int)(wait + 0.999);
     if (retry < 1) retry = 1;
     oai_err_t e;
     if (!strcmp(why, "upstream_limit")) {
@@ -516,9 +550,10 @@ static int stage_admit(client_t *c)
                 "The model's queue is full (%d waiting); retry after %d s.", st.n_waiting, retry);
     else
         oai_err(&e, 503, "server_error", "overloaded", NULL,
-                "The model cannot answer within this request's budget now (about %.0f ms of "
-                "queue ahead); retry after %d s.",
-                st.est_wait * 1e3, retry);
+                "The model cannot answer within this request's budget now (expected: first "
+                "token in %.0f ms, about %.0f ms of it queue ahead; completion in %.0f ms at "
+                "%.1f ms per token); retry after %d s.",
+                est.first * 1e3, est.wait * 1e3, est.done * 1e3, est.tpot * 1e3, retry);
     e.retry_after_s = retry;
     obs_metrics_rejected(a->metrics, why);
     return answer_error(c, &e);
@@ -573,8 +608,16 @@ static int fallback_model(client_t *c, const fallback_step_t *st)
     if (c->deadline > 0 && now >= c->deadline) return 0; /* no time left to generate */
     if (c->ttft_deadline > 0 && now >= c->ttft_deadline)
         c->ttft_deadline = 0; /* that budget is spent: the total one bounds the step */
+    /* the same test as admission, with what is left of the budget: a
+     * generation the budget would cut is not started (the next step answers) */
     bk_stats_t bs = {0};
-    if (admit_why(c, m, &bs)) return 0;
+    bk_est_t est;
+    if (admit_why(c, m, &bs, &est, 1)) return 0;
+    /* a local engine with nothing measured yet and every place taken: it
+     * would queue for an unknown time */
+    if (!est.known && bs.kind && !strcmp(bs.kind, "local") && bs.n_slots > 0 &&
+        bs.n_jobs >= bs.n_slots)
+        return 0;
     c->m = m;
     /* the reply comes from another model: it is neither looked up nor stored
      * under the request's key, nor shared with twins */

@@ -150,12 +150,16 @@ typedef struct {
     int n_active;              /* sequences running */
     int n_queued;              /* waiting for a slot */
     int n_jobs;                /* submitted and not yet DONE */
-    double est_wait;           /* seconds a request submitted now would wait before its prefill
-                                  starts (0 also while nothing was measured yet) */
+    double est_wait;           /* seconds a request of priority 0 submitted now would wait
+                                  before its prefill starts (0 also while nothing was measured
+                                  yet; admission asks backend_local_estimate, per class) */
     double s_per_prompt_token; /* measured prefill cost per prompt token (0: not yet) */
     double s_per_output_token; /* measured time between a sequence's tokens (0: not yet) */
     double rate_wait;          /* upstream: every replica is at its rpm/tpm this minute;
                                   seconds until the counts start again (0: not limited) */
+    double mean_out_tokens;    /* local: output length per choice of the requests that set no
+                                  max_tokens and could stop early, EWMA (0: none seen yet) */
+    double dev_out_tokens;     /* ... and the EWMA of its absolute deviation */
     int n_waiting;             /* jobs accepted and not yet producing tokens */
     int n_slots;               /* sequences served at once */
     const char *kind;          /* "local" | "upstream" */
@@ -167,6 +171,27 @@ typedef struct {
     unsigned long long kv_evictions, prefix_hit_tokens, preemptions;
     unsigned long long prefill_tokens; /* local: prompt positions computed (n > 1 choices: once) */
 } bk_stats_t;
+
+/* What admission asks a backend about a request it may submit now
+ * (bk_estimate). */
+typedef struct {
+    int priority;    /* the request's: lower runs sooner (it pre-empts higher numbers) */
+    double n_prompt; /* prompt tokens (an estimate) */
+    int n_out;       /* tokens per choice it will generate (an upper bound: max_tokens) */
+    int n_seq;       /* choices (sequences), >= 1 */
+} bk_est_in_t;
+
+/* The backend's answer, in seconds from now. known 0: nothing measured yet
+ * (every figure 0; admission cannot judge and lets the request in). */
+typedef struct {
+    int known;
+    double wait;  /* until it gets a decoding place (work of lower priority that it
+                     pre-empts is not counted) */
+    double first; /* until its first token: wait + its prefill */
+    double done;  /* until its last token: first + n_out steps at `tpot` */
+    double tpot;  /* seconds per token it will see: the step time at `batch` */
+    int batch;    /* sequences modelled to decode alongside it (itself included) */
+} bk_est_t;
 
 /* An embedding job's answer, borrowed for the callback's duration. On
  * success (err == 0) vecs holds n * dim floats, row i for input i,
@@ -243,6 +268,23 @@ static inline int bk_embed(backend_t *b, const bk_embed_req_t *r, uint64_t *id, 
     return b->ops->embed ? b->ops->embed(b, r, id, msg)
                          : bar_fail(msg, BAR_ERR_UNSUPPORTED, "this model does not embed");
 }
+/* The estimate from a backend's stats alone (an upstream, which has no
+ * model of its own: backend_local_estimate is the local engine's): its queue
+ * wait, then n_out tokens at the measured time between tokens; the prefill
+ * is inside that (the upstream's first byte). */
+static inline void bk_estimate_from_stats(const bk_stats_t *st, const bk_est_in_t *in,
+                                          bk_est_t *out)
+{
+    *out = (bk_est_t){0};
+    if (st->s_per_output_token <= 0) return;
+    out->known = 1;
+    out->wait = st->est_wait;
+    out->first = st->est_wait + in->n_prompt * st->s_per_prompt_token;
+    out->tpot = st->s_per_output_token;
+    out->done = out->first + (double)in->n_out * out->tpot;
+    out->batch = 1;
+}
+
 static inline void bk_destroy(backend_t *b)
 {
     if (b) b->ops->destroy(b);

@@ -18,6 +18,21 @@ LONG = {"model": "default", "max_tokens": 3000, "ignore_eos": True, "temperature
 @pytest.fixture(scope="module")
 def server(barista_bin, gguf_path):
     s = Server(barista_bin, gguf_path, args=["--parallel", "1", "--ctx", "4096"])
+    # measured costs (admission judges by them; the tests that cut requests
+    # run on no_admission)
+    st, _, _ = post(s, dict(LONG, max_tokens=16))
+    assert st == 200
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def no_admission(barista_bin, gguf_path):
+    """The enforcement itself (504s, streams cut by the budget): with
+    admission on, a measured engine refuses these requests at once, since
+    their expected completion (3000 tokens) is far beyond their budget."""
+    s = Server(barista_bin, gguf_path, args=["--parallel", "1", "--ctx", "4096",
+                                             "--no-admission"])
     yield s
     assert s.stop() == 0
 
@@ -29,7 +44,8 @@ def post(server, body, headers=None, timeout=120):
                    timeout=timeout)
 
 
-def test_total_budget_header_non_stream(server):
+def test_total_budget_header_non_stream(no_admission):
+    server = no_admission
     t0 = time.time()
     st, _, raw = post(server, LONG, {"X-Timeout-Ms": "300"})
     took = time.time() - t0
@@ -39,7 +55,8 @@ def test_total_budget_header_non_stream(server):
     assert wait_for(lambda: metrics(server)["barista_engine_active_sequences"] == 0)
 
 
-def test_total_budget_body_timeout_stream(server):
+def test_total_budget_body_timeout_stream(no_admission):
+    server = no_admission
     st, _, raw = post(server, dict(LONG, stream=True, timeout=0.4))
     assert st == 200
     ev = sse_events(raw)

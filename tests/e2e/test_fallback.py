@@ -153,16 +153,24 @@ def test_exhausted_chain_is_504_timeout(server):
     assert metrics(server)['barista_fallbacks_total{step="exhausted"}'] >= 1
 
 
-def test_mid_stream_expiry_ends_cleanly_and_is_not_cached(server):
-    body = dict(LONG, model="lone", max_tokens=400, stream=True)
-    for _ in range(2):
-        st, h, ev = chat(server, body, {"X-Timeout-Ms": str(int(400 * SLOW))})
-        assert st == 200
-        assert h.get("x-cache") == "MISS"  # the cut-short first one was never stored
-        assert "x-fallback" not in h       # bytes went out: no fallback
-        assert ev[-1] == "[DONE]"
-        last = json.loads(ev[-2])
-        assert last["choices"][0]["finish_reason"] == "timeout"
+def test_mid_stream_expiry_ends_cleanly_and_is_not_cached(barista_bin, gguf_path, tmp_path):
+    # --no-admission: with admission a measured engine refuses (here: runs
+    # the chain for) a request whose 400 tokens cannot come within its budget
+    f = tmp_path / "models.yaml"
+    f.write_text(model_list(gguf_path))
+    server = Server(barista_bin, gguf_path, args=["--models", str(f), "--no-admission"])
+    try:
+        body = dict(LONG, model="lone", max_tokens=400, stream=True)
+        for _ in range(2):
+            st, h, ev = chat(server, body, {"X-Timeout-Ms": str(int(400 * SLOW))})
+            assert st == 200
+            assert h.get("x-cache") == "MISS"  # the cut-short first one was never stored
+            assert "x-fallback" not in h       # bytes went out: no fallback
+            assert ev[-1] == "[DONE]"
+            last = json.loads(ev[-2])
+            assert last["choices"][0]["finish_reason"] == "timeout"
+    finally:
+        assert server.stop() == 0
 
 
 def refused(barista_bin, gguf_path, f):

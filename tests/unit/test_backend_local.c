@@ -2,8 +2,10 @@
  * mapping (src/backend/backend_local.c, included for its statics): a job
  * whose token event was lost to out-of-memory ends with an error, never with
  * a normal finish (so its reply is never completed or cached); the engine's
- * finish reasons map one to one. The whole backend against a real engine is
- * exercised end to end by tests/e2e. */
+ * finish reasons map one to one; admission's estimate (step time by batch
+ * size within its bounds, the wait per priority class, the completion). The
+ * whole backend against a real engine is exercised end to end by tests/e2e. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -116,12 +118,142 @@ static void test_finish_names(void **st)
     assert_string_equal(bk_finish_name((bk_finish_t)99), "?");
 }
 
+/* A job as the cost model sees it: priority, tokens generated so far (0:
+ * waiting), its max_tokens. */
+static job_t *cost_job(local_t *b, int prio, int n_gen, int max_tokens)
+{
+    job_t *j = job_new(b);
+    j->priority = prio;
+    j->n_gen = n_gen;
+    j->sp.max_tokens = max_tokens;
+    if (n_gen > 0) {
+        j->decoding = 1;
+        b->n_decoding++;
+    }
+    return j;
+}
+
+static void cost_free(local_t *b)
+{
+    while (b->jobs)
+        job_free(b->jobs);
+    assert_int_equal(b->n_decoding, 0);
+}
+
+static void step(local_t *b, int k, double t)
+{
+    b->step[k] = t;
+    b->step_n[k] = STEP_MIN;
+}
+
+static void test_step_time_by_batch_size(void **st)
+{
+    (void)st;
+    local_t b;
+    memset(&b, 0, sizeof b);
+    b.n_seq_max = 4;
+    b.tpot = 0.5;
+    assert_true(tpot_at(&b, 2) == 0.5); /* nothing by size: the overall EWMA */
+    step(&b, 1, 0.010);
+    /* one size measured: itself, never faster for more, at most serial */
+    assert_true(fabs(tpot_at(&b, 1) - 0.010) < 1e-12);
+    assert_true(fabs(tpot_at(&b, 2) - 0.020) < 1e-12);
+    assert_true(fabs(tpot_at(&b, 4) - 0.040) < 1e-12);
+    assert_true(fabs(tpot_at(&b, 9) - 0.040) < 1e-12); /* beyond the places: every place */
+    b.step_n[1] = STEP_MIN - 1;                        /* too few samples: not trusted */
+    assert_true(tpot_at(&b, 1) == 0.5);
+    step(&b, 1, 0.010);
+    step(&b, 2, 0.012);
+    /* two: the line t = 0.008 + 0.002 k through them, within the bounds */
+    assert_true(fabs(tpot_at(&b, 3) - 0.014) < 1e-9);
+    assert_true(fabs(tpot_at(&b, 4) - 0.016) < 1e-9);
+    /* a line that would fall below a measured smaller batch is raised to it */
+    step(&b, 2, 0.009);
+    assert_true(tpot_at(&b, 3) >= 0.010 - 1e-12);
+    assert_true(tpot_at(&b, 4) >= 0.010 - 1e-12);
+    /* a measured bigger batch bounds a smaller one from above */
+    memset(b.step_n, 0, sizeof b.step_n);
+    step(&b, 4, 0.020);
+    assert_true(tpot_at(&b, 2) <= 0.020 + 1e-12 && tpot_at(&b, 2) >= 0.010 - 1e-12);
+}
+
+static void test_wait_per_priority_class(void **st)
+{
+    (void)st;
+    local_t b;
+    memset(&b, 0, sizeof b);
+    pthread_mutex_init(&b.mu, NULL);
+    b.n_seq_max = 2;
+    b.tpot = 0.01;
+    b.max_tokens_default = 100;
+    step(&b, 2, 0.01);
+    step(&b, 1, 0.01);
+    /* both places run batch work (100 tokens left each), one batch job waits */
+    cost_job(&b, 10, 10, 110);
+    cost_job(&b, 10, 10, 110);
+    cost_job(&b, 10, 0, 100);
+    /* an interactive request pre-empts the batch work: no wait */
+    assert_true(est_wait(&b, 0, 1) == 0);
+    /* a batch request waits for the first place to free up (1 s), and the
+     * waiting batch job takes it: its place frees after ~1 s more */
+    assert_true(fabs(est_wait(&b, 10, 1) - 1.0) < 1e-9);
+    assert_true(fabs(est_wait(&b, 10, 2) - 2.0) < 1e-9);
+    /* interactive work ahead counts for an interactive request */
+    cost_free(&b);
+    cost_job(&b, 0, 10, 110);
+    cost_job(&b, 10, 10, 60);
+    assert_true(est_wait(&b, 0, 1) == 0);                /* the batch one is pre-empted */
+    assert_true(fabs(est_wait(&b, 0, 2) - 1.0) < 1e-9);  /* two places: the other frees */
+    assert_true(fabs(est_wait(&b, 10, 1) - 0.5) < 1e-9); /* batch: the batch one ends first */
+    /* no parking place left (two sequences parked already): no pre-emption */
+    cost_free(&b);
+    for (int i = 0; i < 4; i++)
+        cost_job(&b, 10, 10, 110);
+    assert_true(est_wait(&b, 0, 1) > 0.9);
+    cost_free(&b);
+    pthread_mutex_destroy(&b.mu);
+}
+
+static void test_estimate_completion(void **st)
+{
+    (void)st;
+    local_t b;
+    memset(&b, 0, sizeof b);
+    pthread_mutex_init(&b.mu, NULL);
+    b.n_seq_max = 2;
+    b.max_tokens_default = 100;
+    bk_est_in_t in = {0, 40, 101, 1};
+    bk_est_t e;
+    local_estimate(&b, &in, &e);
+    assert_int_equal(e.known, 0); /* nothing measured: no judgement */
+    b.tpot = 0.01;
+    b.prefill_tok = 0.001;
+    step(&b, 1, 0.010);
+    step(&b, 2, 0.015);
+    local_estimate(&b, &in, &e);
+    assert_int_equal(e.known, 1);
+    assert_int_equal(e.batch, 1); /* alone on an idle engine */
+    assert_true(e.wait == 0 && fabs(e.first - 0.040) < 1e-9);
+    assert_true(fabs(e.done - (0.040 + 100 * 0.010 * ADMIT_TPOT_SAFETY)) < 1e-9);
+    /* one sequence decoding: it runs in a batch of two, every step slower */
+    cost_job(&b, 0, 5, 50);
+    local_estimate(&b, &in, &e);
+    assert_int_equal(e.batch, 2);
+    assert_true(fabs(e.tpot - 0.015 * ADMIT_TPOT_SAFETY) < 1e-9);
+    assert_true(e.done > e.first + 100 * 0.015);
+    cost_free(&b);
+    pthread_mutex_destroy(&b.mu);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lost_token_fails_the_job),
         cmocka_unit_test(test_finish_mapping),
         cmocka_unit_test(test_finish_names),
+        cmocka_unit_test(test_step_time_by_batch_size),
+        cmocka_unit_test(test_wait_per_priority_class),
+        cmocka_unit_test(test_estimate_completion),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
