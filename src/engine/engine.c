@@ -200,8 +200,15 @@ static void slot_constrain(void *ctx, float *logits)
         any |= bits != 0;
         int base = w * 64, end = base + 64 < n_vocab ? base + 64 : n_vocab;
         if (bits == ~0ull) continue;
-        for (int t = base; t < end; t++)
-            if (!(bits >> (t - base) & 1)) logits[t] = -INFINITY;
+        if (bits == 0) { /* most words of a narrow mask: a plain fill */
+            for (int t = base; t < end; t++)
+                logits[t] = -INFINITY;
+            continue;
+        }
+        /* the refused tokens of a mixed word, one per zero bit */
+        uint64_t zero = ~bits & (end - base == 64 ? ~0ull : (1ull << (end - base)) - 1);
+        for (; zero; zero &= zero - 1)
+            logits[base + __builtin_ctzll(zero)] = -INFINITY;
     }
     /* complete, or a dead end (out of memory): end of generation may come */
     if (gram_state_accepting(g) || !any)

@@ -118,4 +118,16 @@ int gram_state_min_left(const gram_state_t *s);
  * budget binds no token this costs what gram_state_mask does. */
 const uint64_t *gram_state_mask_within(gram_state_t *s, const gram_vocab_t *v, int limit);
 
+/* The vocabulary's shared mask cache: masks served from it (hits) and walks
+ * (misses), entries and bytes held (tests, bench). */
+typedef struct {
+    uint64_t hits, misses;
+    int entries;
+    size_t bytes;
+} gram_mask_stats_t;
+void gram_vocab_mask_stats(const gram_vocab_t *v, gram_mask_stats_t *out);
+/* The cache's budget in bytes (default 48 MiB), applied at once (tests set
+ * a tiny one to exercise eviction). */
+void gram_vocab_set_mask_budget(gram_vocab_t *v, size_t bytes);
+
 #endif

@@ -17,7 +17,6 @@
 #define K_REF 2
 #define SET_MAX 256       /* stacks kept alive at once (more are dropped) */
 #define EXPAND_DEPTH 256  /* rule references expanded without a byte */
-#define MASK_CACHE 32     /* masks remembered per state */
 #define CHUNK (64 * 1024) /* arena chunk bytes */
 #define KEEP_COMPACT (4u << 20)
 #define DIST_INF (1 << 29) /* "no completion" in shortest-completion lengths */
@@ -66,13 +65,7 @@ typedef struct {
     int oom;
 } set_t;
 
-typedef struct {
-    uint64_t key;
-    uint64_t lru;
-    uint64_t *bits;
-    int limit; /* tokens after which the shortest completion is <= limit bytes */
-    int maxd;  /* the longest shortest completion after a token it allows */
-} mask_ent_t;
+typedef struct mask_ent mask_ent_t; /* a shared mask cache entry (grammar_mask.c) */
 
 struct gram_state {
     gram_t *g;
@@ -80,11 +73,13 @@ struct gram_state {
     const frame_t **cur; /* [SET_MAX] */
     int n_cur;
     const frame_t **nxt; /* [SET_MAX] */
-    uint64_t *mask;
+    uint64_t cur_key;    /* structure hash of cur */
+    /* masks (grammar_mask.c) */
+    mask_ent_t *ent; /* the cache entry of the last mask asked for (a reference) */
+    uint64_t *mask;  /* a budget-limited mask built here */
     int mask_words;
-    mask_ent_t cache[MASK_CACHE];
-    uint64_t clock;
-    uint64_t cur_key; /* structure hash of cur */
+    int mask_r;      /* s->mask holds the tokens of ent's lowest mask_r levels; -1: other */
+    int32_t *tstate; /* [n_vocab] walk scratch: the walk state each marked token reached */
 };
 
 /* Grow *p (an array of elsz-byte elements, *cap of them) to hold need. */
@@ -99,7 +94,7 @@ void gram_advance(const gram_t *g, arena_t *a, const frame_t *const *in, int n_i
 uint64_t gram_set_key(const frame_t *const *v, int n);
 /* Fewest bytes that complete one of the stacks. */
 int gram_set_dist(const gram_t *g, const frame_t *const *v, int n);
-/* Free a state's masks and mask cache (grammar_mask.c). */
+/* Free a state's mask buffers and drop its cache reference (grammar_mask.c). */
 void gram_state_masks_free(gram_state_t *s);
 
 #endif

@@ -4,11 +4,59 @@
  * and the per-state mask cache keyed by the state's structure. The matcher
  * it walks with is grammar.c's. */
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "engine/grammar.h"
 #include "engine/grammar_int.h"
+
+#define MC_BUCKETS 1024      /* hash chains of the shared mask cache */
+#define MC_BYTES (48u << 20) /* the shared mask cache's budget per vocabulary */
+#define RANK_NONE 255        /* a token's rank: not allowed */
+#define LEVELS_MAX 254       /* ranks kept for at most this many distinct completions */
+
+/* One state's masks: the tokens that keep it a valid prefix, and for the
+ * budget (gram_state_mask_within) each allowed token's rank among the
+ * distinct shortest completions after it (lv, ascending), so the tokens
+ * after which the output finishes in `limit` bytes are those whose rank's
+ * level is <= limit, found without a walk. Immutable once built; freed when
+ * out of the table and unreferenced. */
+struct mask_ent {
+    struct mask_ent *hnext; /* bucket chain */
+    gram_t *g;              /* a reference: the key's grammar (its address stays unique) */
+    uint64_t key;           /* the state's structure (gram_set_key) */
+    uint64_t lru;
+    int refs; /* the table's (while in it) and the states' (under the cache's mu) */
+    int in_table;
+    int maxd;      /* the longest shortest completion after an allowed token */
+    int n_lv;      /* distinct shortest completions after allowed tokens; > LEVELS_MAX: no ranks */
+    int *lv;       /* [n_lv] ascending */
+    uint8_t *rank; /* [n_vocab] index into lv, RANK_NONE: not allowed; NULL when n_lv <= 1 */
+    size_t bytes;
+    struct mcache *owner;
+    uint64_t bits[]; /* the plain mask */
+};
+
+/* The shared mask cache: (grammar, state structure) -> entry, the least
+ * recently used out first when over MC_BYTES. Sequences decoding with the
+ * same schema reach the same states (inside a string, after a key), so one
+ * walk serves all of them, and the next request with the schema too. */
+typedef struct mcache {
+    pthread_mutex_t mu;
+    mask_ent_t *tab[MC_BUCKETS];
+    size_t bytes, budget;
+    int n;
+    uint64_t clock, hits, misses;
+} mcache_t;
+
+static void ent_free(mask_ent_t *e)
+{
+    gram_release(e->g);
+    free(e->lv);
+    free(e->rank);
+    free(e);
+}
 
 /* ---- vocabulary trie ---- */
 
@@ -30,6 +78,7 @@ struct gram_vocab {
     int *tok_next;  /* [n_vocab] */
     uint32_t *off;  /* [n_vocab + 1] into bytes */
     uint8_t *bytes; /* every token's bytes */
+    mcache_t *mc;   /* the masks of the states seen, shared by every state (locked) */
 };
 
 /* Build-time index of the linked trie: (node, byte) -> child, open
@@ -95,6 +144,12 @@ int gram_vocab_create(gram_vocab_t **out, int n_vocab, gram_piece_fn piece, void
     gram_vocab_t *v = calloc(1, sizeof *v);
     if (!v) return BAR_ERR_NOMEM;
     v->n_vocab = n_vocab;
+    if (!(v->mc = calloc(1, sizeof *v->mc))) {
+        free(v);
+        return BAR_ERR_NOMEM;
+    }
+    pthread_mutex_init(&v->mc->mu, NULL);
+    v->mc->budget = MC_BYTES;
     v->tok_next = malloc((size_t)(n_vocab > 0 ? n_vocab : 1) * sizeof *v->tok_next);
     v->off = calloc((size_t)n_vocab + 1, sizeof *v->off);
     size_t cap = 0, used = 0;
@@ -173,6 +228,16 @@ out:
 void gram_vocab_destroy(gram_vocab_t *v)
 {
     if (!v) return;
+    if (v->mc) {
+        for (int b = 0; b < MC_BUCKETS; b++)
+            while (v->mc->tab[b]) {
+                mask_ent_t *e = v->mc->tab[b];
+                v->mc->tab[b] = e->hnext;
+                ent_free(e);
+            }
+        pthread_mutex_destroy(&v->mc->mu);
+        free(v->mc);
+    }
     free(v->nodes);
     free(v->first);
     free(v->count);
@@ -212,6 +277,7 @@ typedef struct {
     uint8_t uni[32]; /* bytes some stack's top admits */
     int *next;       /* [256] state after a byte: -1 dead, -2 not computed yet */
     int dist;        /* shortest completion from here, bytes */
+    int marked;      /* some token ends here */
 } wstate_t;
 
 typedef struct {
@@ -219,8 +285,9 @@ typedef struct {
     wstate_t *st;
     int n_st, cap_st;
     int oom;
-    int limit; /* mark a token only when its state's dist <= limit */
-    int maxd;  /* the largest dist of a marked token's state */
+    int limit;       /* mark a token only when its state's dist <= limit */
+    int maxd;        /* the largest dist of a marked token's state */
+    int32_t *tstate; /* [n_vocab] the state each marked token reached, or NULL */
 } walk_t;
 
 static int walk_intern(walk_t *w, const frame_t **v, int n, uint64_t key)
@@ -244,6 +311,7 @@ static int walk_intern(walk_t *w, const frame_t **v, int n, uint64_t key)
         x->next[b] = -2;
     memset(x->uni, 0, sizeof x->uni);
     x->dist = gram_set_dist(w->s->g, v, n);
+    x->marked = 0;
     for (int i = 0; i < n; i++)
         if (v[i]) {
             const uint8_t *set = w->s->g->sets[w->s->g->el[v[i]->pos] >> 2];
@@ -285,91 +353,309 @@ static void walk(walk_t *w, const gram_vocab_t *v, int node, int i, uint64_t *ma
         int d = w->st[j].dist;
         if (v->tok[c] >= 0 && d <= w->limit) {
             if (d > w->maxd) w->maxd = d;
-            for (int t = v->tok[c]; t >= 0; t = v->tok_next[t])
+            w->st[j].marked = 1;
+            for (int t = v->tok[c]; t >= 0; t = v->tok_next[t]) {
                 mask[t >> 6] |= 1ull << (t & 63);
+                if (w->tstate) w->tstate[t] = j;
+            }
         }
         if (v->count[c]) walk(w, v, c, j, mask);
     }
 }
 
-/* The walk; returns the largest shortest completion among marked tokens. */
-static int walk_all(gram_state_t *s, const gram_vocab_t *v, uint64_t *mask, int limit)
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* e's levels (the distinct shortest completions after its allowed tokens)
+ * and each allowed token's rank among them, from the walk that built e. */
+static void ent_levels(mask_ent_t *e, const walk_t *w, const gram_vocab_t *v, int words)
+{
+    int n = 0;
+    for (int j = 0; j < w->n_st; j++)
+        n += w->st[j].marked;
+    if (n == 0) return;
+    int *lv = malloc((size_t)n * sizeof *lv);
+    if (!lv) {
+        e->n_lv = LEVELS_MAX + 1; /* budget masks by walk */
+        return;
+    }
+    int k = 0;
+    for (int j = 0; j < w->n_st; j++)
+        if (w->st[j].marked) lv[k++] = w->st[j].dist;
+    qsort(lv, (size_t)n, sizeof *lv, cmp_int);
+    int u = 0;
+    for (int i = 0; i < n; i++)
+        if (u == 0 || lv[i] != lv[u - 1]) lv[u++] = lv[i];
+    e->lv = lv;
+    e->n_lv = u;
+    if (u < 2 || u > LEVELS_MAX) return;
+    uint8_t *srank = malloc((size_t)w->n_st);
+    e->rank = malloc((size_t)v->n_vocab);
+    if (!srank || !e->rank) {
+        free(srank);
+        free(e->rank);
+        e->rank = NULL;
+        e->n_lv = LEVELS_MAX + 1;
+        return;
+    }
+    for (int j = 0; j < w->n_st; j++)
+        if (w->st[j].marked) {
+            int lo = 0, hi = u - 1; /* lv[r] == dist */
+            while (lo < hi) {
+                int mid = (lo + hi) / 2;
+                if (lv[mid] < w->st[j].dist)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            srank[j] = (uint8_t)lo;
+        }
+    memset(e->rank, RANK_NONE, (size_t)v->n_vocab);
+    for (int i = 0; i < words; i++)
+        for (uint64_t b = e->bits[i]; b; b &= b - 1) {
+            int t = i * 64 + __builtin_ctzll(b);
+            e->rank[t] = srank[w->tstate[t]];
+        }
+    free(srank);
+}
+
+/* The walk from s: every token whose shortest completion after it is <=
+ * limit is set in mask; returns the largest such completion. With e (and
+ * tstate, [n_vocab] scratch), e's levels and ranks are filled too. */
+static int walk_all(gram_state_t *s, const gram_vocab_t *v, uint64_t *mask, int limit,
+                    mask_ent_t *e, int32_t *tstate, int *oom)
 {
     walk_t w = {0};
     w.s = s;
     w.limit = limit;
+    w.tstate = tstate;
     mark_t m = gram_arena_mark(&s->tmp);
     int root = walk_intern(&w, s->cur, s->n_cur, s->cur_key);
     if (root >= 0) walk(&w, v, 0, root, mask);
+    if (e && tstate && !w.oom) ent_levels(e, &w, v, (v->n_vocab + 63) / 64);
+    if (e && (!tstate || w.oom)) e->n_lv = LEVELS_MAX + 1; /* no ranks: budget masks by walk */
     gram_arena_rewind(&s->tmp, m);
     free(w.st);
+    *oom = w.oom;
     return w.maxd;
 }
 
-static const uint64_t *mask_limited(gram_state_t *s, const gram_vocab_t *v, int limit, int *maxd)
+/* A new entry for s's state (one reference: the caller's), or NULL. */
+static mask_ent_t *ent_build(gram_state_t *s, const gram_vocab_t *v, int *cacheable)
 {
     int words = (v->n_vocab + 63) / 64;
-    if (s->mask_words != words) {
-        free(s->mask);
-        for (int i = 0; i < MASK_CACHE; i++) {
-            free(s->cache[i].bits);
-            s->cache[i].bits = NULL;
+    mask_ent_t *e = calloc(1, sizeof *e + (size_t)words * sizeof(uint64_t));
+    if (!e) return NULL;
+    e->g = gram_ref(s->g);
+    e->key = s->cur_key;
+    e->refs = 1;
+    e->owner = v->mc;
+    int32_t *tstate = malloc((size_t)(v->n_vocab > 0 ? v->n_vocab : 1) * sizeof *tstate);
+    int oom;
+    e->maxd = walk_all(s, v, e->bits, INT_MAX, e, tstate, &oom);
+    free(tstate);
+    *cacheable = !oom; /* a walk cut short by OOM is not kept */
+    e->bytes = sizeof *e + (size_t)words * sizeof(uint64_t) + (e->rank ? (size_t)v->n_vocab : 0) +
+               (e->lv ? (size_t)e->n_lv * sizeof(int) : 0);
+    return e;
+}
+
+static void ent_drop(mask_ent_t *e)
+{
+    if (!e) return;
+    mcache_t *mc = e->owner;
+    pthread_mutex_lock(&mc->mu);
+    int last = --e->refs == 0;
+    pthread_mutex_unlock(&mc->mu);
+    if (last) ent_free(e);
+}
+
+static mask_ent_t **mc_slot(mcache_t *mc, const gram_t *g, uint64_t key)
+{
+    uint64_t h = (key ^ (uint64_t)(uintptr_t)g) * 0x9e3779b97f4a7c15ull;
+    mask_ent_t **pp = &mc->tab[h >> 54 & (MC_BUCKETS - 1)];
+    while (*pp && !((*pp)->key == key && (*pp)->g == g))
+        pp = &(*pp)->hnext;
+    return pp;
+}
+
+/* Take the least recently used entries but `keep` out of the table (mu
+ * held) while over budget; those no state holds are chained on *dead. */
+static void mc_evict(mcache_t *mc, const mask_ent_t *keep, mask_ent_t **dead)
+{
+    while (mc->bytes > mc->budget && mc->n > (keep ? 1 : 0)) {
+        mask_ent_t *old = NULL;
+        for (int b = 0; b < MC_BUCKETS; b++)
+            for (mask_ent_t *x = mc->tab[b]; x; x = x->hnext)
+                if (x != keep && (!old || x->lru < old->lru)) old = x;
+        if (!old) break;
+        mask_ent_t **op = mc_slot(mc, old->g, old->key);
+        *op = old->hnext;
+        old->in_table = 0;
+        mc->bytes -= old->bytes;
+        mc->n--;
+        if (--old->refs == 0) {
+            old->hnext = *dead;
+            *dead = old;
         }
-        s->mask = calloc((size_t)words, sizeof *s->mask);
-        s->mask_words = s->mask ? words : 0;
-        if (!s->mask) return NULL;
     }
-    s->clock++;
-    mask_ent_t *victim = &s->cache[0];
-    for (int i = 0; i < MASK_CACHE; i++) {
-        mask_ent_t *c = &s->cache[i];
-        if (c->bits && c->key == s->cur_key && c->limit == limit) {
-            c->lru = s->clock;
-            *maxd = c->maxd;
-            return c->bits;
+}
+
+static void free_chain(mask_ent_t *dead)
+{
+    while (dead) {
+        mask_ent_t *x = dead;
+        dead = x->hnext;
+        ent_free(x);
+    }
+}
+
+/* Put e in the table (mu held), the least recently used out while over
+ * budget (chained on *dead when no state holds them). */
+static void mc_insert(mcache_t *mc, mask_ent_t *e, mask_ent_t **dead)
+{
+    mask_ent_t **pp = mc_slot(mc, e->g, e->key);
+    e->hnext = NULL;
+    *pp = e;
+    e->in_table = 1;
+    e->refs++;
+    e->lru = ++mc->clock;
+    mc->bytes += e->bytes;
+    mc->n++;
+    mc_evict(mc, e, dead);
+}
+
+/* The entry of s's current state: the one it holds, one from the shared
+ * cache, or a walk's (kept in the cache for every state). NULL: OOM. */
+static mask_ent_t *state_entry(gram_state_t *s, const gram_vocab_t *v)
+{
+    mask_ent_t *e = s->ent;
+    if (e && e->key == s->cur_key && e->g == s->g && e->owner == v->mc) return e;
+    mcache_t *mc = v->mc;
+    pthread_mutex_lock(&mc->mu);
+    e = *mc_slot(mc, s->g, s->cur_key);
+    if (e) {
+        e->refs++;
+        e->lru = ++mc->clock;
+        mc->hits++;
+    }
+    pthread_mutex_unlock(&mc->mu);
+    if (!e) {
+        int cacheable;
+        mask_ent_t *fresh = ent_build(s, v, &cacheable), *dead = NULL;
+        if (!fresh) return NULL;
+        pthread_mutex_lock(&mc->mu);
+        mc->misses++;
+        e = *mc_slot(mc, s->g, s->cur_key); /* another thread's walk may have won */
+        if (e) {
+            e->refs++;
+            e->lru = ++mc->clock;
+        } else {
+            e = fresh;
+            fresh = NULL;
+            if (cacheable) mc_insert(mc, e, &dead);
         }
-        if (!c->bits || c->lru < victim->lru) victim = c;
-        if (!victim->bits) break;
+        pthread_mutex_unlock(&mc->mu);
+        if (fresh) ent_free(fresh);
+        free_chain(dead);
     }
-    memset(s->mask, 0, (size_t)words * sizeof *s->mask);
-    *maxd = walk_all(s, v, s->mask, limit);
-    /* a budget-limited mask is not kept: its limit shrinks every step, and
-     * keeping it would push out the masks of states that recur */
-    if (limit != INT_MAX) return s->mask;
-    if (!victim->bits) victim->bits = malloc((size_t)words * sizeof *victim->bits);
-    if (!victim->bits) return s->mask;
-    memcpy(victim->bits, s->mask, (size_t)words * sizeof *s->mask);
-    victim->key = s->cur_key;
-    victim->limit = limit;
-    victim->maxd = *maxd;
-    victim->lru = s->clock;
-    return victim->bits;
+    ent_drop(s->ent);
+    s->ent = e;
+    s->mask_r = -1;
+    return e;
+}
+
+/* The tokens of e after which the output can be finished in `limit` bytes,
+ * in s->mask (or e's own bits when that is all of them); *any: some are. */
+static const uint64_t *ent_within(gram_state_t *s, const gram_vocab_t *v, mask_ent_t *e, int limit,
+                                  int *any)
+{
+    int r = 0;
+    while (r < e->n_lv && e->n_lv <= LEVELS_MAX && e->lv[r] <= limit)
+        r++;
+    int words = (v->n_vocab + 63) / 64;
+    if (e->n_lv > LEVELS_MAX) { /* no ranks kept: walk with the limit */
+        int oom;
+        memset(s->mask, 0, (size_t)words * sizeof *s->mask);
+        walk_all(s, v, s->mask, limit, NULL, NULL, &oom);
+        s->mask_r = -1;
+        *any = 0;
+        for (int w = 0; w < words && !*any; w++)
+            *any = s->mask[w] != 0;
+        return s->mask;
+    }
+    *any = r > 0; /* every level has a token */
+    if (r == e->n_lv) return e->bits;
+    if (s->mask_r == r) return s->mask;
+    if (r == 0) {
+        memset(s->mask, 0, (size_t)words * sizeof *s->mask);
+    } else {
+        const uint8_t *rank = e->rank;
+        for (int w = 0; w < words; w++) {
+            uint64_t b = 0;
+            int base = w * 64, n = v->n_vocab - base < 64 ? v->n_vocab - base : 64;
+            for (int k = 0; k < n; k++)
+                b |= (uint64_t)(rank[base + k] < r) << k;
+            s->mask[w] = b;
+        }
+    }
+    s->mask_r = r;
+    return s->mask;
 }
 
 const uint64_t *gram_state_mask(gram_state_t *s, const gram_vocab_t *v)
 {
-    int maxd;
-    return mask_limited(s, v, INT_MAX, &maxd);
+    mask_ent_t *e = state_entry(s, v);
+    return e ? e->bits : NULL;
 }
 
 const uint64_t *gram_state_mask_within(gram_state_t *s, const gram_vocab_t *v, int limit)
 {
-    int maxd = 0;
-    const uint64_t *m = mask_limited(s, v, INT_MAX, &maxd);
-    if (!m || limit >= maxd) return m; /* the budget binds no token: the cached mask */
+    mask_ent_t *e = state_entry(s, v);
+    if (!e || limit >= e->maxd) return e ? e->bits : NULL; /* the budget binds no token */
     if (limit < 0) limit = 0;
     int words = (v->n_vocab + 63) / 64;
-    m = mask_limited(s, v, limit, &maxd);
-    for (int w = 0; m && w < words; w++)
-        if (m[w]) return m;
+    if (s->mask_words != words) {
+        free(s->mask);
+        s->mask = malloc((size_t)words * sizeof *s->mask);
+        s->mask_words = s->mask ? words : 0;
+        s->mask_r = -1;
+        if (!s->mask) return NULL;
+    }
+    int any;
+    const uint64_t *m = ent_within(s, v, e, limit, &any);
+    if (any) return m;
     /* nothing finishes in time: at least make progress toward the end */
     int d = gram_state_min_left(s);
-    return mask_limited(s, v, d > 0 ? d - 1 : 0, &maxd);
+    return ent_within(s, v, e, d > 0 ? d - 1 : 0, &any);
+}
+
+void gram_vocab_mask_stats(const gram_vocab_t *v, gram_mask_stats_t *out)
+{
+    pthread_mutex_lock(&v->mc->mu);
+    out->hits = v->mc->hits;
+    out->misses = v->mc->misses;
+    out->entries = v->mc->n;
+    out->bytes = v->mc->bytes;
+    pthread_mutex_unlock(&v->mc->mu);
+}
+
+void gram_vocab_set_mask_budget(gram_vocab_t *v, size_t bytes)
+{
+    mask_ent_t *dead = NULL;
+    pthread_mutex_lock(&v->mc->mu);
+    v->mc->budget = bytes;
+    mc_evict(v->mc, NULL, &dead);
+    pthread_mutex_unlock(&v->mc->mu);
+    free_chain(dead);
 }
 
 void gram_state_masks_free(gram_state_t *s)
 {
+    ent_drop(s->ent);
+    s->ent = NULL;
     free(s->mask);
-    for (int i = 0; i < MASK_CACHE; i++)
-        free(s->cache[i].bits);
 }
