@@ -79,7 +79,7 @@ struct gram_state {
     uint64_t *mask;  /* a budget-limited mask built here */
     int mask_words;
     int mask_r;      /* s->mask holds the tokens of ent's lowest mask_r levels; -1: other */
-    int32_t *tstate; /* [n_vocab] walk scratch: the walk state each marked token reached */
+    int32_t *tstate; /* [mask_words * 64] walk scratch: the walk state each token reached */
 };
 
 /* Grow *p (an array of elsz-byte elements, *cap of them) to hold need. */

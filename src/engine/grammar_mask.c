@@ -443,6 +443,19 @@ static int walk_all(gram_state_t *s, const gram_vocab_t *v, uint64_t *mask, int 
     return w.maxd;
 }
 
+/* s's mask buffer and walk scratch for `words` words of tokens: 0, or -1 (OOM). */
+static int mask_buffers(gram_state_t *s, int words)
+{
+    if (s->mask_words == words) return 0;
+    free(s->mask);
+    free(s->tstate);
+    s->mask = malloc((size_t)words * sizeof *s->mask);
+    s->tstate = malloc((size_t)words * 64 * sizeof *s->tstate);
+    s->mask_words = s->mask && s->tstate ? words : 0;
+    s->mask_r = -1;
+    return s->mask_words ? 0 : -1;
+}
+
 /* A new entry for s's state (one reference: the caller's), or NULL. */
 static mask_ent_t *ent_build(gram_state_t *s, const gram_vocab_t *v, int *cacheable)
 {
@@ -453,10 +466,12 @@ static mask_ent_t *ent_build(gram_state_t *s, const gram_vocab_t *v, int *cachea
     e->key = s->cur_key;
     e->refs = 1;
     e->owner = v->mc;
-    int32_t *tstate = malloc((size_t)(v->n_vocab > 0 ? v->n_vocab : 1) * sizeof *tstate);
+    if (mask_buffers(s, words)) {
+        ent_free(e);
+        return NULL;
+    }
     int oom;
-    e->maxd = walk_all(s, v, e->bits, INT_MAX, e, tstate, &oom);
-    free(tstate);
+    e->maxd = walk_all(s, v, e->bits, INT_MAX, e, s->tstate, &oom);
     *cacheable = !oom; /* a walk cut short by OOM is not kept */
     e->bytes = sizeof *e + (size_t)words * sizeof(uint64_t) + (e->rank ? (size_t)v->n_vocab : 0) +
                (e->lv ? (size_t)e->n_lv * sizeof(int) : 0);
@@ -569,9 +584,10 @@ static mask_ent_t *state_entry(gram_state_t *s, const gram_vocab_t *v)
 }
 
 /* The tokens of e after which the output can be finished in `limit` bytes,
- * in s->mask (or e's own bits when that is all of them); *any: some are. */
+ * in s->mask (or e's own bits when that is all of them); *any: some are.
+ * With none, and `last` 0, nothing is built (NULL): the caller asks again. */
 static const uint64_t *ent_within(gram_state_t *s, const gram_vocab_t *v, mask_ent_t *e, int limit,
-                                  int *any)
+                                  int last, int *any)
 {
     int r = 0;
     while (r < e->n_lv && e->n_lv <= LEVELS_MAX && e->lv[r] <= limit)
@@ -588,6 +604,7 @@ static const uint64_t *ent_within(gram_state_t *s, const gram_vocab_t *v, mask_e
         return s->mask;
     }
     *any = r > 0; /* every level has a token */
+    if (r == 0 && !last) return NULL;
     if (r == e->n_lv) return e->bits;
     if (s->mask_r == r) return s->mask;
     if (r == 0) {
@@ -617,20 +634,13 @@ const uint64_t *gram_state_mask_within(gram_state_t *s, const gram_vocab_t *v, i
     mask_ent_t *e = state_entry(s, v);
     if (!e || limit >= e->maxd) return e ? e->bits : NULL; /* the budget binds no token */
     if (limit < 0) limit = 0;
-    int words = (v->n_vocab + 63) / 64;
-    if (s->mask_words != words) {
-        free(s->mask);
-        s->mask = malloc((size_t)words * sizeof *s->mask);
-        s->mask_words = s->mask ? words : 0;
-        s->mask_r = -1;
-        if (!s->mask) return NULL;
-    }
+    if (mask_buffers(s, (v->n_vocab + 63) / 64)) return NULL;
     int any;
-    const uint64_t *m = ent_within(s, v, e, limit, &any);
+    const uint64_t *m = ent_within(s, v, e, limit, 0, &any);
     if (any) return m;
     /* nothing finishes in time: at least make progress toward the end */
     int d = gram_state_min_left(s);
-    return ent_within(s, v, e, d > 0 ? d - 1 : 0, &any);
+    return ent_within(s, v, e, d > 0 ? d - 1 : 0, 1, &any);
 }
 
 void gram_vocab_mask_stats(const gram_vocab_t *v, gram_mask_stats_t *out)
@@ -658,4 +668,5 @@ void gram_state_masks_free(gram_state_t *s)
     ent_drop(s->ent);
     s->ent = NULL;
     free(s->mask);
+    free(s->tstate);
 }
