@@ -6,7 +6,8 @@
  * whole. Every event must be one `data: {json}` line; the calls reassembled
  * from the split feed must equal the ones from the whole feed; and when the
  * text reads as forced calls (tools_read), the stream must carry exactly
- * those names and arguments. Texts with a NUL byte are skipped: the events
+ * those names and arguments, and a single call wrapped in <tool_call> tags
+ * reads (tools_read, auto mode) as the same call. Texts with a NUL byte are skipped: the events
  * carry it as \u0000, which cJSON (reading them back) ends a string at.
  * Texts that are not well-formed UTF-8 are skipped too (the constraint only
  * generates UTF-8; the JSON writer turns a bad byte into U+FFFD, so where a
@@ -126,6 +127,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (strcmp(calls[i].name, cs.name[i]) || strlen(calls[i].args) != cs.args[i].n ||
                 memcmp(calls[i].args, cs.args[i].p ? cs.args[i].p : "", cs.args[i].n))
                 abort();
+        /* one call, as auto mode's free text would hold it: the same call */
+        const char *open = "<tool_call>\n", *close = "\n</tool_call>";
+        char *w = malloc(n + 32);
+        if (k == 1 && w && !memmem(text, n, "</tool_call>", 12) && text[0] == '{') {
+            memcpy(w, open, strlen(open));
+            memcpy(w + strlen(open), text, n);
+            memcpy(w + strlen(open) + n, close, strlen(close));
+            tools_call_t *ac;
+            int ak;
+            if (tools_read(TOOLS_AUTO, w, strlen(open) + n + strlen(close), &ac, &ak) != 0 ||
+                ak != 1 || strcmp(ac[0].name, calls[0].name) || strcmp(ac[0].args, calls[0].args))
+                abort();
+            tools_calls_free(ac, ak);
+        }
+        free(w);
         tools_calls_free(calls, k);
     }
     calls_free(&cs);

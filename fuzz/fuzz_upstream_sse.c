@@ -65,7 +65,7 @@ static void chunks(const rec_t *r)
         j.winner = -1;
         attempt_t *at = &j.att[0];
         at->j = &j;
-        const char *p = r->all.p, *end = p + r->all.n;
+        const char *p = r->all.p, *end = p ? p + r->all.n : NULL;
         while (p && p < end) {
             const char *sep = memchr(p, '\x1e', (size_t)(end - p));
             if (!sep) abort();
@@ -74,6 +74,8 @@ static void chunks(const rec_t *r)
         }
         if (at->n_prompt < 0 || at->n_gen < 0 || at->n_cached < 0) abort();
         upsse_free(&at->sse);
+        buf_free(&at->text); /* the chunk reader's scratch */
+        buf_free(&at->held);
     }
 }
 

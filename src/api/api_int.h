@@ -162,6 +162,25 @@ int files_add(api_t *a, const api_file_t *f, bar_msg_t *msg);
 /* Answer 404 "the Files/Batch API needs --data-dir" when it is off: -1. */
 int files_check_on(api_t *a, srv_req_t *r);
 
+/* A request under /v1/files/ or /v1/batches/ that names one item. */
+typedef struct {
+    char owner[API_OWNER_LEN + 1]; /* the request's owner (api_owner_of) */
+    http_slice_t id;               /* the item's id: rest up to the first '/' */
+    int sub;                       /* the id is followed by `sub` ("/content", "/cancel") */
+} api_route_path_t;
+
+/* A handler of a collection (POST creates, GET lists) for owner. */
+typedef void (*api_collection_fn)(api_t *a, srv_req_t *r, const char *owner);
+
+/* The prologue the Files and Batches handlers share; rest is what follows
+ * base + "/". Returns 1 when rest names one item (p->owner, p->id, p->sub
+ * set: the caller goes on), or 0 when it answered the request itself: 404
+ * when the API is off (no --data-dir) or rest is neither "{id}" nor "{id}"
+ * + sub, and for the collection (rest empty) post or get, by method. */
+int files_route_split(api_t *a, srv_req_t *r, http_slice_t rest, const api_tenant_t *tn,
+                      const char *base, const char *sub, api_collection_fn post,
+                      api_collection_fn get, api_route_path_t *p);
+
 /* ---- batches.c, batches_run.c, batches_state.c: /v1/batches[...] ---- */
 
 /* Read the batch records (start-up; blocking; no loop handle yet). */

@@ -81,7 +81,7 @@ void api_limit_local(const api_tenant_t *t, long long tokens, double now, rl_ver
 int api_limit_rate(api_t *a, const api_tenant_t *t, long long tokens, double now, rlr_done_fn done,
                    void *user, rlr_op_t **op, rl_verdict_t *v)
 {
-    if (t->limits.rpm <= 0 && t->limits.tpm <= 0) {
+    if (t->limits.rpm <= 0 && t->limits.tpm <= 0 && t->limits.max_concurrency <= 0) {
         rl_peek(t->rl, &t->limits, now, v);
         v->refused = RL_OK;
         return 0;
@@ -98,6 +98,7 @@ void api_limit_settle(api_t *a, const api_tenant_t *t, int redis, long long rese
     if (!t->rl) return;
     tenant_limits_t l = t->limits;
     if (redis) {
+        rlr_release(api_tenants_rlr(a->tenants), t->name); /* its lease, if it took one */
         if (used >= 0) rlr_settle(api_tenants_rlr(a->tenants), t->name, &l, used - reserved);
         l.tpm = 0; /* here: only the concurrency slot */
     }

@@ -2,9 +2,10 @@
  * tpm, max_concurrency; docs/TENANTS.md), shared by chat/completions
  * (pipeline.c's limit stage) and embeddings (embed_job.c).
  *
- * The steps, in order: api_limit_slot (the concurrency cap, always this
- * replica's), then api_limit_rate (rpm/tpm: one Redis check when --redis is
- * up, a bounded wait; else this replica's limiter), api_limit_local when
+ * The steps, in order: api_limit_slot (the concurrency cap as this
+ * replica counts it), then api_limit_rate (rpm/tpm and, with Redis, the
+ * concurrency cap across replicas: one Redis check when --redis is up, a
+ * bounded wait; else this replica's limiter), api_limit_local when
  * Redis gave no answer in time; api_limit_headers on every answer and
  * api_limit_refuse for a 429; api_limit_settle when an admitted request
  * ends. The caller keeps the state (held, redis, reserved, the Redis op):
@@ -42,8 +43,10 @@ void api_limit_refuse(api_t *a, srv_req_t *r, const api_tenant_t *t, const rl_ve
 rl_what_t api_limit_slot(const api_tenant_t *t, double now, rl_verdict_t *v);
 
 /* Check and charge rpm/tpm for a request of `tokens` tokens (the slot is
- * already taken). 1: asked Redis (done(user, v or NULL) comes later; *op
- * cancels it); 0: decided now into v (v->refused; no rpm/tpm: always OK). */
+ * already taken) and, through Redis, take a place under the tenant's
+ * max_concurrency across replicas. 1: asked Redis (done(user, v or NULL)
+ * comes later; *op cancels it); 0: decided now into v (v->refused; no limits:
+ * always OK). */
 int api_limit_rate(api_t *a, const api_tenant_t *t, long long tokens, double now, rlr_done_fn done,
                    void *user, rlr_op_t **op, rl_verdict_t *v);
 

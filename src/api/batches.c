@@ -221,27 +221,12 @@ static void h_list(api_t *a, srv_req_t *r, const char *owner)
 
 void batches_handle(api_t *a, srv_req_t *r, http_slice_t rest, const api_tenant_t *tn)
 {
-    if (files_check_on(a, r) < 0) return;
+    api_route_path_t p;
+    if (!files_route_split(a, r, rest, tn, "/v1/batches", "/cancel", h_create, h_list, &p)) return;
     const http_req_t *h = srv_req_http(r);
-    char owner[API_OWNER_LEN + 1];
-    api_owner_of(tn, h, owner);
-    if (!rest.n) {
-        if (h->method == HTTP_POST)
-            h_create(a, r, owner);
-        else
-            h_list(a, r, owner);
-        return;
-    }
-    size_t idn = 0;
-    while (idn < rest.n && rest.p[idn] != '/')
-        idn++;
-    int cancel = idn < rest.n;
-    if (cancel && (rest.n - idn != 7 || memcmp(rest.p + idn, "/cancel", 7))) {
-        reply_error(r, 404, "invalid_request_error", "not_found", NULL,
-                    "Unknown request URL under /v1/batches/: use /v1/batches/{id} or "
-                    "/v1/batches/{id}/cancel.");
-        return;
-    }
+    const char *owner = p.owner;
+    size_t idn = p.id.n;
+    int cancel = p.sub;
     batch_t *x = a->batches->list;
     while (x && !(strlen(x->id) == idn && !memcmp(x->id, rest.p, idn) && !strcmp(x->owner, owner)))
         x = x->next;

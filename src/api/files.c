@@ -468,35 +468,44 @@ static void h_list(api_t *a, srv_req_t *r, const char *owner)
     respond_buf(r, 200, &b);
 }
 
+int files_route_split(api_t *a, srv_req_t *r, http_slice_t rest, const api_tenant_t *tn,
+                      const char *base, const char *sub, api_collection_fn post,
+                      api_collection_fn get, api_route_path_t *p)
+{
+    if (files_check_on(a, r) < 0) return 0;
+    api_owner_of(tn, srv_req_http(r), p->owner);
+    p->id = (http_slice_t){rest.p, 0};
+    p->sub = 0;
+    if (!rest.n) {
+        (srv_req_http(r)->method == HTTP_POST ? post : get)(a, r, p->owner);
+        return 0;
+    }
+    while (p->id.n < rest.n && rest.p[p->id.n] != '/')
+        p->id.n++;
+    size_t subn = strlen(sub);
+    p->sub = p->id.n < rest.n;
+    if (p->sub && (rest.n - p->id.n != subn || memcmp(rest.p + p->id.n, sub, subn))) {
+        reply_error(r, 404, "invalid_request_error", "not_found", NULL,
+                    "Unknown request URL under %s/: use %s/{id} or %s/{id}%s.", base, base, base,
+                    sub);
+        return 0;
+    }
+    return 1;
+}
+
 void files_handle(api_t *a, srv_req_t *r, http_slice_t rest, const api_tenant_t *tn)
 {
-    if (files_check_on(a, r) < 0) return;
+    api_route_path_t p;
+    if (!files_route_split(a, r, rest, tn, "/v1/files", "/content", h_upload, h_list, &p)) return;
     const http_req_t *h = srv_req_http(r);
-    char owner[API_OWNER_LEN + 1];
-    api_owner_of(tn, h, owner);
-    if (!rest.n) {
-        if (h->method == HTTP_POST)
-            h_upload(a, r, owner);
-        else
-            h_list(a, r, owner);
-        return;
-    }
     char id[64];
-    size_t idn = 0;
-    while (idn < rest.n && rest.p[idn] != '/')
-        idn++;
-    int content = idn < rest.n;
-    if (content && (rest.n - idn != 8 || memcmp(rest.p + idn, "/content", 8))) {
-        reply_error(r, 404, "invalid_request_error", "not_found", NULL,
-                    "Unknown request URL under /v1/files/: use /v1/files/{id} or "
-                    "/v1/files/{id}/content.");
-        return;
-    }
+    size_t idn = p.id.n;
+    int content = p.sub;
     api_file_t *f = NULL;
     if (idn < sizeof id) {
         memcpy(id, rest.p, idn);
         id[idn] = '\0';
-        f = files_find(a, id, owner);
+        f = files_find(a, id, p.owner);
     }
     if (!f) {
         reply_error(r, 404, "invalid_request_error", "not_found", "file_id",

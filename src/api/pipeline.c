@@ -501,6 +501,7 @@ static int stage_admit(client_t *c)
     const char *why = admit_why(c, c->m, &st);
     if (!why) return 0;
     if (pipeline_fallback(c)) return -1; /* the model's fallback chain answers */
+    c->rl_used = 0; /* refused before generating: the tenant keeps its tokens */
     int retry = (int)(st.est_wait + 0.999);
     if (retry < 1) retry = 1;
     oai_err_t e;

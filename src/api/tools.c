@@ -14,6 +14,7 @@
 #define CLOSE_TAG "</tool_call>"
 #define MAX_PARALLEL 4  /* calls in one forced reply with parallel_tool_calls */
 #define ARG_FRAGMENT 24 /* bytes of arguments per streamed delta */
+#define TOOLS_MAX 128   /* tools in one request (OpenAI's limit) */
 
 static int nomem(oai_err_t *e)
 {
@@ -22,22 +23,36 @@ static int nomem(oai_err_t *e)
 
 /* Compile schema text through the request's grammar cache (r->grams; a
  * schema seen before is not compiled again): 0 and, when out is non-NULL,
- * *out (a reference), or a 400 at param. */
-static int compile_schema(const oai_req_t *r, const char *text, const char *param, const char *what,
-                          gram_t **out, oai_err_t *e)
+ * *out (a reference), or gram_cache_get's error with m. */
+static int compile_text(const oai_req_t *r, const char *text, gram_t **out, bar_msg_t *m)
 {
     gram_t *g = NULL;
-    bar_msg_t m = {{0}};
-    int rc = gram_cache_get(r->grams, text, strlen(text), &g, &m);
-    if (rc == BAR_ERR_NOMEM) return nomem(e);
-    if (rc)
-        return oai_err(e, 400, BAD_REQ, "invalid_json_schema", param, "Invalid schema for %s: %s",
-                       what, m.text);
+    int rc = gram_cache_get(r->grams, text, strlen(text), &g, m);
+    if (rc) return rc;
     if (out)
         *out = g;
     else
         gram_release(g);
     return 0;
+}
+
+/* The 400 (or 500) of compile_text's failure rc for the schema at param. */
+static int schema_error(oai_err_t *e, int rc, const char *param, const char *what,
+                        const bar_msg_t *m)
+{
+    if (rc == BAR_ERR_NOMEM) return nomem(e);
+    return oai_err(e, 400, BAD_REQ, "invalid_json_schema", param, "Invalid schema for %s: %s", what,
+                   m->text);
+}
+
+/* compile_text, answering a failure as schema_error. */
+static int compile_schema(const oai_req_t *r, const char *text, const char *param, const char *what,
+                          gram_t **out, oai_err_t *e)
+{
+    bar_msg_t m;
+    m.text[0] = '\0';
+    int rc = compile_text(r, text, out, &m);
+    return rc ? schema_error(e, rc, param, what, &m) : 0;
 }
 
 /* The output constraint: text (heap, taken) and its grammar g (a reference,
@@ -130,12 +145,13 @@ int tools_parse_response_format(oai_req_t *r, const cJSON *root, oai_err_t *e)
 
 /* ---- request: tools ---- */
 
-static int tool_choice_of(const cJSON *root, const char **named)
+/* The mode of tool_choice tc (NULL: absent) with tools (NULL: absent):
+ * TOOLS_*, or -1 for a tool_choice of no known shape; *named: a forced
+ * function's name. */
+static int tool_choice_from(const cJSON *tc, const cJSON *tools, const char **named)
 {
     *named = NULL;
-    const cJSON *tc = oai_member(root, "tool_choice");
-    const cJSON *tools = oai_member(root, "tools");
-    int has = cJSON_IsArray(tools) && cJSON_GetArraySize(tools) > 0;
+    int has = cJSON_IsArray(tools) && tools->child;
     if (!tc) return has ? TOOLS_AUTO : TOOLS_NONE;
     if (cJSON_IsString(tc)) {
         if (!strcmp(tc->valuestring, "none")) return TOOLS_NONE;
@@ -152,6 +168,11 @@ static int tool_choice_of(const cJSON *root, const char **named)
         }
     }
     return -1;
+}
+
+static int tool_choice_of(const cJSON *root, const char **named)
+{
+    return tool_choice_from(oai_member(root, "tool_choice"), oai_member(root, "tools"), named);
 }
 
 int tools_mode_of(const cJSON *root)
@@ -211,36 +232,29 @@ static int merge_system(oai_req_t *r, const char *text, size_t n, oai_err_t *e)
     return 0;
 }
 
-/* {"type":"object","properties":{"name":{"const":NAME},"arguments":PARAMS},...} */
-static cJSON *call_schema(const cJSON *fn)
+/* {"type":"object","properties":{"name":{"const":NAME},"arguments":PARAMS},...}
+ * into b, PARAMS the tool's parameters as printed for their own compile
+ * (NULL: any object): the bytes cJSON would print for that tree, without
+ * building and printing it again on every request. 0 or NOMEM. */
+static int put_call_schema(buf_t *b, const char *name, const char *params)
 {
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
-    const cJSON *params = oai_member(fn, "parameters");
-    cJSON *s = cJSON_CreateObject(), *props = cJSON_CreateObject(), *n = cJSON_CreateObject();
-    cJSON *req = cJSON_CreateArray();
-    cJSON *args = params ? cJSON_Duplicate(params, 1) : cJSON_CreateObject();
-    if (!s || !props || !n || !req || !args) goto fail;
-    if (!params) cJSON_AddStringToObject(args, "type", "object");
-    cJSON_AddStringToObject(n, "const", name->valuestring);
-    cJSON_AddItemToObject(props, "name", n);
-    cJSON_AddItemToObject(props, "arguments", args);
-    cJSON_AddStringToObject(s, "type", "object");
-    cJSON_AddItemToObject(s, "properties", props);
-    cJSON_AddItemToArray(req, cJSON_CreateString("name"));
-    cJSON_AddItemToArray(req, cJSON_CreateString("arguments"));
-    cJSON_AddItemToObject(s, "required", req);
-    cJSON_AddBoolToObject(s, "additionalProperties", 0);
-    return s;
-fail:
-    cJSON_Delete(s);
-    cJSON_Delete(props);
-    cJSON_Delete(n);
-    cJSON_Delete(req);
-    cJSON_Delete(args);
-    return NULL;
+    int rc = buf_puts(b, "{\"type\":\"object\",\"properties\":{\"name\":{\"const\":");
+    rc |= buf_json_str(b, name, strlen(name)); /* a valid name: nothing to escape */
+    rc |= buf_puts(b, "},\"arguments\":");
+    rc |= buf_puts(b, params ? params : "{\"type\":\"object\"}");
+    rc |= buf_puts(b, "},\"required\":[\"name\",\"arguments\"],\"additionalProperties\":false}");
+    return rc ? BAR_ERR_NOMEM : 0;
 }
 
-int tools_parse_request(oai_req_t *r, const cJSON *root, oai_err_t *e)
+/* The tools' parameters as printed: p[i] tool i's (NULL: none), n of them
+ * (p and each text heap; tools_parse_request frees them). */
+typedef struct {
+    char **p;
+    int n;
+} ptexts_t;
+
+/* tools_parse_request with pt: filled as the tools are checked. */
+static int parse_tools(oai_req_t *r, const cJSON *root, ptexts_t *pt, oai_err_t *e)
 {
     r->parallel_tool_calls = 1;
     const cJSON *v = oai_member(root, "parallel_tool_calls");
@@ -249,69 +263,75 @@ int tools_parse_request(oai_req_t *r, const cJSON *root, oai_err_t *e)
         r->parallel_tool_calls = cJSON_IsTrue(v);
     }
     const cJSON *tools = oai_member(root, "tools");
+    const cJSON *tc = oai_member(root, "tool_choice");
+    if (!tools && !tc) return 0; /* the common request: nothing more to look at */
     if (tools && !cJSON_IsArray(tools)) return oai_bad_type(e, "tools", "an array", tools);
     int n_tools = tools ? cJSON_GetArraySize(tools) : 0;
-    if (n_tools > 128)
+    if (n_tools > TOOLS_MAX)
         return oai_err(e, 400, BAD_REQ, "invalid_value", "tools",
-                       "Invalid 'tools': at most 128 tools, got %d.", n_tools);
+                       "Invalid 'tools': at most %d tools, got %d.", TOOLS_MAX, n_tools);
+    if (n_tools > 0) {
+        if (!(pt->p = calloc((size_t)n_tools, sizeof *pt->p))) return nomem(e);
+        pt->n = n_tools;
+    }
+    char **ptext = pt->p;
     char param[96];
+/* a parameter's name, written only for an error */
+#define P(field) (snprintf(param, sizeof param, "tools[%d]" field, i), param)
     int i = 0;
     const cJSON *t;
     cJSON_ArrayForEach(t, tools)
     {
-        snprintf(param, sizeof param, "tools[%d]", i);
-        if (!cJSON_IsObject(t)) return oai_bad_type(e, param, "an object", t);
+        if (!cJSON_IsObject(t)) return oai_bad_type(e, P(""), "an object", t);
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(t, "type");
-        snprintf(param, sizeof param, "tools[%d].type", i);
         if (!cJSON_IsString(type) || strcmp(type->valuestring, "function"))
-            return oai_err(e, 400, BAD_REQ, "invalid_value", param,
-                           "Invalid '%s': only 'function' tools are supported.", param);
+            return oai_err(e, 400, BAD_REQ, "invalid_value", P(".type"),
+                           "Invalid '%s': only 'function' tools are supported.", P(".type"));
         const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
-        snprintf(param, sizeof param, "tools[%d].function", i);
         if (!fn)
-            return oai_err(e, 400, BAD_REQ, "missing_required_parameter", param,
-                           "Missing required parameter: '%s'.", param);
-        if (!cJSON_IsObject(fn)) return oai_bad_type(e, param, "an object", fn);
+            return oai_err(e, 400, BAD_REQ, "missing_required_parameter", P(".function"),
+                           "Missing required parameter: '%s'.", P(".function"));
+        if (!cJSON_IsObject(fn)) return oai_bad_type(e, P(".function"), "an object", fn);
         const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
-        snprintf(param, sizeof param, "tools[%d].function.name", i);
         if (!name)
-            return oai_err(e, 400, BAD_REQ, "missing_required_parameter", param,
-                           "Missing required parameter: '%s'.", param);
+            return oai_err(e, 400, BAD_REQ, "missing_required_parameter", P(".function.name"),
+                           "Missing required parameter: '%s'.", P(".function.name"));
         if (!cJSON_IsString(name) || !valid_name(name->valuestring))
-            return oai_err(e, 400, BAD_REQ, "invalid_value", param,
+            return oai_err(e, 400, BAD_REQ, "invalid_value", P(".function.name"),
                            "Invalid '%s': a function name is 1 to 64 letters, digits, '_' or '-'.",
-                           param);
+                           P(".function.name"));
         for (const cJSON *u = tools->child; u && u != t; u = u->next) {
             const cJSON *un = cJSON_GetObjectItemCaseSensitive(
                 cJSON_GetObjectItemCaseSensitive(u, "function"), "name");
             if (cJSON_IsString(un) && !strcmp(un->valuestring, name->valuestring))
-                return oai_err(e, 400, BAD_REQ, "invalid_value", param,
-                               "Invalid '%s': the function name '%s' is used twice.", param,
-                               name->valuestring);
+                return oai_err(e, 400, BAD_REQ, "invalid_value", P(".function.name"),
+                               "Invalid '%s': the function name '%s' is used twice.",
+                               P(".function.name"), name->valuestring);
         }
         const cJSON *d = oai_member(fn, "description");
-        snprintf(param, sizeof param, "tools[%d].function.description", i);
-        if (d && !cJSON_IsString(d)) return oai_bad_type(e, param, "a string", d);
+        if (d && !cJSON_IsString(d))
+            return oai_bad_type(e, P(".function.description"), "a string", d);
         const cJSON *st = oai_member(fn, "strict");
-        snprintf(param, sizeof param, "tools[%d].function.strict", i);
-        if (st && !cJSON_IsBool(st)) return oai_bad_type(e, param, "a boolean", st);
+        if (st && !cJSON_IsBool(st)) return oai_bad_type(e, P(".function.strict"), "a boolean", st);
         const cJSON *p = oai_member(fn, "parameters");
-        snprintf(param, sizeof param, "tools[%d].function.parameters", i);
         if (p) {
-            if (!cJSON_IsObject(p)) return oai_bad_type(e, param, "an object", p);
-            char *text = cJSON_PrintUnformatted(p);
-            if (!text) return nomem(e);
-            char what[128];
-            snprintf(what, sizeof what, "function '%s'", name->valuestring);
-            int rc = compile_schema(r, text, param, what, NULL, e);
-            free(text);
-            if (rc) return rc;
+            if (!cJSON_IsObject(p))
+                return oai_bad_type(e, P(".function.parameters"), "an object", p);
+            if (!(ptext[i] = cJSON_PrintUnformatted(p))) return nomem(e);
+            bar_msg_t m;
+            m.text[0] = '\0';
+            int rc = compile_text(r, ptext[i], NULL, &m);
+            if (rc) {
+                char what[128];
+                snprintf(what, sizeof what, "function '%s'", name->valuestring);
+                return schema_error(e, rc, P(".function.parameters"), what, &m);
+            }
         }
         i++;
     }
+#undef P
     const char *named = NULL;
-    int mode = tool_choice_of(root, &named);
-    const cJSON *tc = oai_member(root, "tool_choice");
+    int mode = tool_choice_from(tc, tools, &named);
     if (mode < 0)
         return oai_err(e, 400, BAD_REQ, "invalid_value", "tool_choice",
                        "Invalid 'tool_choice': expected 'none', 'auto', 'required' or "
@@ -320,15 +340,17 @@ int tools_parse_request(oai_req_t *r, const cJSON *root, oai_err_t *e)
         return oai_err(e, 400, BAD_REQ, "invalid_value", "tool_choice",
                        "Invalid value for 'tool_choice': 'tool_choice' is only allowed when "
                        "'tools' are specified.");
-    const cJSON *chosen = NULL;
+    int chosen = -1;
     if (named) {
+        i = 0;
         cJSON_ArrayForEach(t, tools)
         {
             const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
             if (!strcmp(cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring, named))
-                chosen = fn;
+                chosen = i;
+            i++;
         }
-        if (!chosen)
+        if (chosen < 0)
             return oai_err(e, 400, BAD_REQ, "invalid_value", "tool_choice",
                            "Invalid 'tool_choice': no function named '%.64s' in 'tools'.", named);
     }
@@ -343,58 +365,54 @@ int tools_parse_request(oai_req_t *r, const cJSON *root, oai_err_t *e)
                        "'none' or drop response_format.");
     /* the system text: every tool as one JSON line */
     buf_t b = {0};
-    buf_puts(&b, TOOLS_INTRO);
+    int oom = buf_puts(&b, TOOLS_INTRO);
     cJSON_ArrayForEach(t, tools)
     {
         char *line = cJSON_PrintUnformatted(t);
-        if (!line) {
-            buf_free(&b);
-            return nomem(e);
-        }
-        buf_puts(&b, line);
-        buf_puts(&b, "\n");
+        oom |= !line || buf_puts(&b, line) || buf_puts(&b, "\n");
         free(line);
     }
-    buf_puts(&b, TOOLS_OUTRO);
-    if (!b.p) return nomem(e);
+    oom |= buf_puts(&b, TOOLS_OUTRO);
+    if (oom) { /* never a system text cut short */
+        buf_free(&b);
+        return nomem(e);
+    }
     int rc = merge_system(r, b.p, b.n, e);
     buf_free(&b);
     if (rc || r->tool_mode != TOOLS_FORCED) return rc;
-    /* forced: the output is a call (or with parallel calls an array of them) */
-    cJSON *one = NULL;
-    if (chosen) {
-        one = call_schema(chosen);
-    } else {
-        one = cJSON_CreateObject();
-        cJSON *any = cJSON_CreateArray();
-        if (!one || !any) {
-            cJSON_Delete(one);
-            cJSON_Delete(any);
-            return nomem(e);
+    /* forced: the output is a call (or with parallel calls an array of them),
+     * the schema written from the parameters' texts printed above */
+    if (r->parallel_tool_calls && chosen < 0) oom |= buf_puts(&b, "{\"type\":\"array\",\"items\":");
+    if (chosen < 0) oom |= buf_puts(&b, "{\"anyOf\":[");
+    i = 0;
+    cJSON_ArrayForEach(t, tools)
+    {
+        if (chosen < 0 || chosen == i) {
+            const cJSON *fn = cJSON_GetObjectItemCaseSensitive(t, "function");
+            if (chosen < 0 && i) oom |= buf_puts(&b, ",");
+            oom |= put_call_schema(&b, cJSON_GetObjectItemCaseSensitive(fn, "name")->valuestring,
+                                   ptext[i]);
         }
-        cJSON_ArrayForEach(t, tools)
-        {
-            cJSON *cs = call_schema(cJSON_GetObjectItemCaseSensitive(t, "function"));
-            if (cs) cJSON_AddItemToArray(any, cs);
-        }
-        cJSON_AddItemToObject(one, "anyOf", any);
+        i++;
     }
-    if (!one) return nomem(e);
-    cJSON *top = one;
-    if (r->parallel_tool_calls && !chosen) {
-        top = cJSON_CreateObject();
-        if (!top) {
-            cJSON_Delete(one);
-            return nomem(e);
-        }
-        cJSON_AddStringToObject(top, "type", "array");
-        cJSON_AddItemToObject(top, "items", one);
-        cJSON_AddNumberToObject(top, "minItems", 1);
-        cJSON_AddNumberToObject(top, "maxItems", MAX_PARALLEL);
+    if (chosen < 0) oom |= buf_puts(&b, "]}");
+    if (r->parallel_tool_calls && chosen < 0)
+        oom |= buf_printf(&b, ",\"minItems\":1,\"maxItems\":%d}", MAX_PARALLEL);
+    if (oom) {
+        buf_free(&b);
+        return nomem(e);
     }
-    char *text = cJSON_PrintUnformatted(top);
-    cJSON_Delete(top);
-    return set_constraint(r, text, NULL, "tools", e);
+    return set_constraint(r, buf_release(&b), NULL, "tools", e);
+}
+
+int tools_parse_request(oai_req_t *r, const cJSON *root, oai_err_t *e)
+{
+    ptexts_t pt = {NULL, 0};
+    int rc = parse_tools(r, root, &pt, e);
+    for (int i = 0; i < pt.n; i++)
+        free(pt.p[i]);
+    free(pt.p);
+    return rc;
 }
 
 /* ---- request: history ---- */
@@ -507,16 +525,31 @@ static const char *skip_ws(const char *p, const char *end)
 
 static int forced_args(const char *text, size_t n, tools_call_t *calls, int k);
 
+/* text[0..n) as one JSON value with nothing but whitespace after it (cJSON
+ * alone ignores what follows: a call's trailing prose would be dropped
+ * unseen), or NULL. */
+static cJSON *parse_whole(const char *text, size_t n)
+{
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(text, n, &end, 0);
+    if (j && skip_ws(end, text + n) != text + n) {
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    return j;
+}
+
 int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_out)
 {
     *out = NULL;
     *n_out = 0;
     if (mode == TOOLS_NONE || !text || n == 0) return -1;
-    tools_call_t *calls = calloc(MAX_PARALLEL * 4, sizeof *calls);
+    int cap = MAX_PARALLEL * 4; /* forced: the most the scanner reads; auto: grows */
+    tools_call_t *calls = calloc((size_t)cap, sizeof *calls);
     if (!calls) return -1;
     int k = 0, ok = 1;
     if (mode == TOOLS_FORCED) {
-        cJSON *j = cJSON_ParseWithLength(text, n);
+        cJSON *j = parse_whole(text, n);
         if (cJSON_IsArray(j)) {
             const cJSON *c;
             cJSON_ArrayForEach(c, j) if (ok && k < MAX_PARALLEL * 4) ok = !read_call(c, calls, &k);
@@ -528,8 +561,17 @@ int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_
     } else {
         const char *p = text, *end = text + n;
         p = skip_ws(p, end);
-        while (ok && p < end && k < MAX_PARALLEL * 4) {
+        while (ok && p < end) {
             size_t ol = strlen(OPEN_TAG);
+            if (k == cap) { /* every call is read: none dropped */
+                tools_call_t *more = realloc(calls, (size_t)cap * 2 * sizeof *calls);
+                if (!more) {
+                    ok = 0;
+                    break;
+                }
+                calls = more;
+                cap *= 2;
+            }
             if ((size_t)(end - p) < ol || memcmp(p, OPEN_TAG, ol)) {
                 ok = 0;
                 break;
@@ -542,9 +584,13 @@ int tools_read(int mode, const char *text, size_t n, tools_call_t **out, int *n_
                     break;
                 }
             const char *stop = close ? close : end;
-            cJSON *j = cJSON_ParseWithLength(p, (size_t)(stop - p));
+            cJSON *j = parse_whole(p, (size_t)(stop - p));
             ok = j && !read_call(j, calls, &k);
             cJSON_Delete(j);
+            /* an object's arguments as generated, not reprinted (cJSON turns
+             * 12345678901234567890 into 1.2345678901234567e+19); string
+             * arguments, or a call the scanner reads otherwise, as read */
+            if (ok) forced_args(p, (size_t)(stop - p), calls + k - 1, 1);
             p = close ? close + strlen(CLOSE_TAG) : end;
             p = skip_ws(p, end);
         }

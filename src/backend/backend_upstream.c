@@ -14,6 +14,7 @@
 #include "backend/backend_upstream_int.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,6 +22,7 @@
 #include <string.h>
 
 #include "control/balance.h"
+#include "upstream/upstream_chunk.h"
 #include "upstream/upstream_http.h"
 #include "upstream/upstream_sse.h"
 #include "util/dlist.h"
@@ -30,6 +32,7 @@
 #define RETRY_RATIO 0.2    /* retry budget: tokens earned per request */
 #define RETRY_RESERVE 10.0 /* ... and its cap (also the start) */
 #define CONNECT_TIMEOUT_MS 3000L
+#define PRIORITY_BATCH 10 /* X-Priority: batch (docs/API.md) */
 
 typedef struct job job_t;
 
@@ -52,6 +55,7 @@ typedef struct {
     bk_finish_t finish;
     int is_hedge;
     buf_t held; /* whole jobs: the text so far, passed on at the end */
+    buf_t text; /* a chunk's text (upchunk_read's scratch) */
     char stream_err[256];
 } attempt_t;
 
@@ -63,6 +67,7 @@ struct job {
     void *user;
     int is_chat;
     int whole;  /* bk_req_t.whole: text is held until the attempt succeeds */
+    int batch;  /* the request's priority is the batch class's (>= 10): X-Priority: batch */
     char *tail; /* the body after "model": ",...}" */
     size_t tail_len;
     attempt_t att[2]; /* [1]: a hedge or a retry while [0] runs */
@@ -123,6 +128,7 @@ static void job_free(job_t *j)
         upsse_free(&j->att[i].sse);
         buf_free(&j->att[i].errbody);
         buf_free(&j->att[i].held);
+        buf_free(&j->att[i].text);
     }
     free(j->tail);
     free(j);
@@ -307,65 +313,39 @@ static int on_sse(void *ud, const char *data, size_t n)
         a->saw_done = 1;
         return 0;
     }
-    cJSON *root = cJSON_ParseWithLength(data, n);
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+    upchunk_t ck;
+    if (upchunk_read(data, n, j->is_chat, &ck, &a->text) < 0) {
         snprintf(a->stream_err, sizeof a->stream_err, "a stream chunk is not JSON");
         return 1;
     }
-    const cJSON *err = cJSON_GetObjectItemCaseSensitive(root, "error");
-    if (err) {
-        const cJSON *m =
-            cJSON_IsObject(err) ? cJSON_GetObjectItemCaseSensitive(err, "message") : err;
-        snprintf(a->stream_err, sizeof a->stream_err, "error in stream: %.200s",
-                 cJSON_IsString(m) ? m->valuestring : "(no message)");
-        cJSON_Delete(root);
+    if (ck.has_error) {
+        snprintf(a->stream_err, sizeof a->stream_err, "error in stream: %.200s", ck.error);
         return 1;
     }
-    const cJSON *usage = cJSON_GetObjectItemCaseSensitive(root, "usage");
-    if (cJSON_IsObject(usage)) {
-        const cJSON *pt = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens");
-        const cJSON *ct = cJSON_GetObjectItemCaseSensitive(usage, "completion_tokens");
-        const cJSON *det = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details");
-        const cJSON *cached =
-            cJSON_IsObject(det) ? cJSON_GetObjectItemCaseSensitive(det, "cached_tokens") : NULL;
-        if (cJSON_IsNumber(pt) && pt->valuedouble >= 0 && pt->valuedouble < 1e9)
-            a->n_prompt = (int)pt->valuedouble;
-        if (cJSON_IsNumber(ct) && ct->valuedouble >= 0 && ct->valuedouble < 1e9)
-            a->n_gen = (int)ct->valuedouble;
-        if (cJSON_IsNumber(cached) && cached->valuedouble >= 0 && cached->valuedouble < 1e9)
-            a->n_cached = (int)cached->valuedouble;
+    if (ck.has_usage) {
+        if (ck.has_pt && ck.pt >= 0 && ck.pt < 1e9) a->n_prompt = (int)ck.pt;
+        if (ck.has_ct && ck.ct >= 0 && ck.ct < 1e9) a->n_gen = (int)ck.ct;
+        if (ck.has_cached && ck.cached >= 0 && ck.cached < 1e9) a->n_cached = (int)ck.cached;
         a->has_usage = 1;
     }
-    const cJSON *choices = cJSON_GetObjectItemCaseSensitive(root, "choices");
-    const cJSON *c0 = cJSON_IsArray(choices) ? cJSON_GetArrayItem(choices, 0) : NULL;
     int rc = 0;
-    if (cJSON_IsObject(c0)) {
-        const cJSON *text;
-        if (j->is_chat) {
-            const cJSON *d = cJSON_GetObjectItemCaseSensitive(c0, "delta");
-            text = cJSON_IsObject(d) ? cJSON_GetObjectItemCaseSensitive(d, "content") : NULL;
-        } else {
-            text = cJSON_GetObjectItemCaseSensitive(c0, "text");
-        }
-        const cJSON *fr = cJSON_GetObjectItemCaseSensitive(c0, "finish_reason");
-        if (cJSON_IsString(fr)) a->finish = finish_of(fr->valuestring);
-        if (cJSON_IsString(text) && text->valuestring[0]) {
+    if (ck.has_c0) {
+        if (ck.has_finish) a->finish = finish_of(ck.finish);
+        if (ck.has_text && ck.text_len) {
             if (!a->t_text) a->t_text = time_now_mono();
             if (!a->has_usage) a->n_gen++; /* counted until the usage chunk says */
             if (j->whole) {
                 win(a);
-                if (buf_append(&a->held, text->valuestring, strlen(text->valuestring))) {
+                if (buf_append(&a->held, ck.text, ck.text_len)) {
                     snprintf(a->stream_err, sizeof a->stream_err, "out of memory");
                     rc = 1;
                 }
             } else {
-                emit_delta(a, text->valuestring, strlen(text->valuestring));
+                emit_delta(a, ck.text, ck.text_len);
                 if (j->done_pending) rc = 1;
             }
         }
     }
-    cJSON_Delete(root);
     return rc;
 }
 
@@ -525,13 +505,9 @@ static int start_attempt(job_t *j, int slot, bar_msg_t *msg)
         if (r->h.until > 0 && time_now_mono() >= r->h.until) r->h.probing = 1;
         /* {"model":"<id>" + tail */
         buf_t body = {0};
-        buf_puts(&body, "{\"model\":");
-        cJSON *s = cJSON_CreateString(r->model);
-        char *qs = s ? cJSON_PrintUnformatted(s) : NULL;
-        cJSON_Delete(s);
-        int bad = !qs || buf_puts(&body, qs) || buf_append(&body, j->tail, j->tail_len);
-        free(qs);
-        if (bad) {
+        if (buf_reserve(&body, 16 + strlen(r->model) + j->tail_len) ||
+            buf_puts(&body, "{\"model\":") || buf_json_str(&body, r->model, strlen(r->model)) ||
+            buf_append(&body, j->tail, j->tail_len)) {
             buf_free(&body);
             return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
         }
@@ -544,6 +520,7 @@ static int start_attempt(job_t *j, int slot, bar_msg_t *msg)
         hr.body = body.p;
         hr.body_len = body.n;
         hr.bearer = r->key;
+        hr.header = j->batch ? "X-Priority: batch" : NULL;
         hr.timeout_ms = (long)((r->timeout > 0 ? r->timeout : 600) * 1000);
         hr.connect_timeout_ms = CONNECT_TIMEOUT_MS;
         hr.on_status = on_status;
@@ -691,63 +668,85 @@ static void on_health(uv_timer_t *t)
 
 /* ---- the vtable -------------------------------------------------------------------------- */
 
-/* The request as OpenAI JSON without "model": ",...}" into j->tail. */
+static int put1(buf_t *o, char c)
+{
+    return buf_append(o, &c, 1);
+}
+
+/* ", "key": v" with v a number written as cJSON writes one (an integer
+ * as such, else the shortest of %.15g / %.17g that reads back the same). */
+static int put_num(buf_t *o, const char *key, double v)
+{
+    char t[48];
+    int n;
+    if (!isfinite(v))
+        n = snprintf(t, sizeof t, "null");
+    else if (v > -1e15 && v < 1e15 && v == (double)(long long)v) { /* digits by hand */
+        long long x = (long long)v;
+        unsigned long long u = x < 0 ? 0ull - (unsigned long long)x : (unsigned long long)x;
+        char r[24];
+        int k = 0;
+        do
+            r[k++] = (char)('0' + u % 10);
+        while (u /= 10);
+        n = 0;
+        if (x < 0) t[n++] = '-';
+        while (k)
+            t[n++] = r[--k];
+    } else if (n = snprintf(t, sizeof t, "%.15g", v), strtod(t, NULL) != v)
+        n = snprintf(t, sizeof t, "%.17g", v);
+    return put1(o, ',') || buf_json_str(o, key, strlen(key)) || put1(o, ':') ||
+           buf_append(o, t, (size_t)n);
+}
+
+/* The request as OpenAI JSON without "model": ",...}" into j->tail, written
+ * straight into a buffer (no cJSON tree: this is every request's work). */
 static int build_tail(job_t *j, const bk_req_t *q)
 {
     const bk_sampling_t *sp = &q->sp;
-    cJSON *o = cJSON_CreateObject();
-    if (!o) return BAR_ERR_NOMEM;
+    buf_t o = {0};
+    int bad = 0;
     if (q->is_chat) {
-        cJSON *arr = cJSON_AddArrayToObject(o, "messages");
-        for (int i = 0; arr && i < q->n_msgs; i++) {
-            cJSON *m = cJSON_CreateObject();
-            if (!m) break;
-            cJSON_AddItemToArray(arr, m);
-            cJSON_AddStringToObject(m, "role", q->msgs[i].role);
-            char *c = malloc(q->msgs[i].content_len + 1);
-            if (!c) break;
-            memcpy(c, q->msgs[i].content, q->msgs[i].content_len);
-            c[q->msgs[i].content_len] = '\0';
-            cJSON_AddStringToObject(m, "content", c);
-            free(c);
+        bad |= buf_puts(&o, ",\"messages\":[");
+        for (int i = 0; i < q->n_msgs; i++) {
+            const char *role = q->msgs[i].role ? q->msgs[i].role : "";
+            bad |= buf_puts(&o, i ? ",{\"role\":" : "{\"role\":") ||
+                   buf_json_str(&o, role, strlen(role)) || buf_puts(&o, ",\"content\":") ||
+                   buf_json_str(&o, q->msgs[i].content ? q->msgs[i].content : "",
+                                q->msgs[i].content_len) ||
+                   put1(&o, '}');
         }
+        bad |= put1(&o, ']');
     } else {
-        char *p = malloc(q->prompt_len + 1);
-        if (p) {
-            memcpy(p, q->prompt, q->prompt_len);
-            p[q->prompt_len] = '\0';
-            cJSON_AddStringToObject(o, "prompt", p);
-            free(p);
-        }
+        bad |= buf_puts(&o, ",\"prompt\":") ||
+               buf_json_str(&o, q->prompt ? q->prompt : "", q->prompt_len);
     }
-    if (sp->max_tokens > 0) cJSON_AddNumberToObject(o, "max_tokens", sp->max_tokens);
-    cJSON_AddNumberToObject(o, "temperature", sp->temperature);
-    cJSON_AddNumberToObject(o, "top_p", sp->top_p);
-    if (sp->top_k > 0) cJSON_AddNumberToObject(o, "top_k", sp->top_k);
-    if (sp->min_p > 0) cJSON_AddNumberToObject(o, "min_p", sp->min_p);
+    if (sp->max_tokens > 0) bad |= put_num(&o, "max_tokens", sp->max_tokens);
+    bad |= put_num(&o, "temperature", sp->temperature);
+    bad |= put_num(&o, "top_p", sp->top_p);
+    if (sp->top_k > 0) bad |= put_num(&o, "top_k", sp->top_k);
+    if (sp->min_p > 0) bad |= put_num(&o, "min_p", sp->min_p);
     if (sp->repeat_penalty != 1.0 && sp->repeat_penalty > 0)
-        cJSON_AddNumberToObject(o, "repeat_penalty", sp->repeat_penalty);
-    if (sp->presence_penalty != 0)
-        cJSON_AddNumberToObject(o, "presence_penalty", sp->presence_penalty);
-    if (sp->frequency_penalty != 0)
-        cJSON_AddNumberToObject(o, "frequency_penalty", sp->frequency_penalty);
-    if (sp->has_seed) cJSON_AddNumberToObject(o, "seed", (double)sp->seed);
-    if (sp->ignore_eos) cJSON_AddTrueToObject(o, "ignore_eos");
+        bad |= put_num(&o, "repeat_penalty", sp->repeat_penalty);
+    if (sp->presence_penalty != 0) bad |= put_num(&o, "presence_penalty", sp->presence_penalty);
+    if (sp->frequency_penalty != 0) bad |= put_num(&o, "frequency_penalty", sp->frequency_penalty);
+    /* the seed as the client gave it (the parser keeps a negative one as its
+     * two's complement) */
+    if (sp->has_seed) bad |= buf_printf(&o, ",\"seed\":%lld", (long long)(int64_t)sp->seed);
+    if (sp->ignore_eos) bad |= buf_puts(&o, ",\"ignore_eos\":true");
     if (sp->n_stop > 0) {
-        cJSON *st = cJSON_AddArrayToObject(o, "stop");
-        for (int i = 0; st && i < sp->n_stop; i++)
-            cJSON_AddItemToArray(st, cJSON_CreateString(sp->stop[i]));
+        bad |= buf_puts(&o, ",\"stop\":[");
+        for (int i = 0; i < sp->n_stop; i++)
+            bad |= (i && put1(&o, ',')) || buf_json_str(&o, sp->stop[i], strlen(sp->stop[i]));
+        bad |= put1(&o, ']');
     }
-    cJSON_AddTrueToObject(o, "stream");
-    cJSON *so = cJSON_AddObjectToObject(o, "stream_options");
-    if (so) cJSON_AddTrueToObject(so, "include_usage");
-    char *txt = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!txt) return BAR_ERR_NOMEM;
-    size_t n = strlen(txt); /* "{...}" with at least "stream" */
-    j->tail = txt;
-    txt[0] = ',';
-    j->tail_len = n;
+    bad |= buf_puts(&o, ",\"stream\":true,\"stream_options\":{\"include_usage\":true}}");
+    if (bad) {
+        buf_free(&o);
+        return BAR_ERR_NOMEM;
+    }
+    j->tail_len = o.n;
+    j->tail = buf_release(&o);
     return 0;
 }
 
@@ -772,6 +771,7 @@ static int up_submit(backend_t *b, const bk_req_t *q, uint64_t *id, bar_msg_t *m
     j->user = q->user;
     j->is_chat = q->is_chat;
     j->whole = q->whole;
+    j->batch = q->priority >= PRIORITY_BATCH;
     j->t_submit = time_now_mono();
     if (build_tail(j, q)) {
         free(j);

@@ -1,6 +1,12 @@
-/* ratelimit_redis.c — shared rpm/tpm limits: one Lua script per check on
- * our own hiredis connection over libuv (resolved off the loop with
- * uv_getaddrinfo, reconnected on a timer), each check bounded by a timer.
+/* ratelimit_redis.c — shared rpm/tpm limits and concurrency cap: one Lua
+ * script per check on our own hiredis connection over libuv (resolved off
+ * the loop with uv_getaddrinfo, reconnected on a timer), each check bounded
+ * by a timer. The concurrency cap is a sorted set of leases per tenant
+ * (member: this replica's id and a counter; score: when it expires, ms of
+ * Redis's clock): a check drops the expired ones, counts the rest and adds
+ * one; this replica renews its live leases every LEASE_RENEW_MS and removes
+ * one when a request ends, so a replica that dies without ending its
+ * requests frees their places within LEASE_MS.
  * Not for: the local limiter (ratelimit.c), the response cache's Redis. */
 #include "control/ratelimit_redis.h"
 
@@ -10,6 +16,7 @@
 #include <hiredis/hiredis.h>
 #include <netdb.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,14 +27,19 @@
 #define RETRY_MS 500     /* reconnect period */
 #define MAX_INFLIGHT 256 /* more checks than this waiting: decide locally */
 #define STALL_TIMEOUTS 3 /* this many checks in a row past their wait: drop the connection */
+#define LEASE_MS 10000   /* a concurrency lease lives this long unless renewed */
+#define LEASE_RENEW_MS 3000
 
-/* GCRA over two TATs (ms, Redis's clock). ARGV: rpm, tpm, tokens.
- * Returns {refused 0|1 requests|2 tokens, retry_ms, req_used_ms, tok_used_ms,
- * too_large}. A refused request charges nothing. */
+/* GCRA over two TATs (ms, Redis's clock) and the concurrency leases
+ * (KEYS[3], a sorted set). ARGV: rpm, tpm, tokens, max_concurrency, the lease
+ * member, the lease's life in ms. Returns {refused 0|1 requests|2 tokens|3
+ * concurrency, retry_ms, req_used_ms, tok_used_ms, too_large}. A refused
+ * request charges nothing and takes no lease. */
 static const char CHECK_LUA[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000\n"
     "local rpm, tpm, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local conc, lease = tonumber(ARGV[4]), tonumber(ARGV[6])\n"
     "local W = 60000\n"
     "local tr = tonumber(redis.call('GET', KEYS[1]) or '0')\n"
     "local tt = tonumber(redis.call('GET', KEYS[2]) or '0')\n"
@@ -44,7 +56,13 @@ static const char CHECK_LUA[] =
     "    if nt - now > W + 0.001 then refused = 2; retry = nt - now - W end\n"
     "  end\n"
     "end\n"
+    "if refused == 0 and conc > 0 then\n"
+    "  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)\n"
+    "  if redis.call('ZCARD', KEYS[3]) >= conc then refused = 3; retry = 1000 end\n"
+    "end\n"
     "if refused == 0 then\n"
+    "  if conc > 0 then redis.call('ZADD', KEYS[3], now + lease, ARGV[5]); "
+    "redis.call('PEXPIRE', KEYS[3], lease + 1000) end\n"
     "  if rpm > 0 then redis.call('SET', KEYS[1], tostring(nr), 'PX', math.ceil(nr - now) + 1000) "
     "end\n"
     "  if tpm > 0 then redis.call('SET', KEYS[2], tostring(nt), 'PX', math.ceil(nt - now) + 1000) "
@@ -63,6 +81,23 @@ static const char SETTLE_LUA[] =
     "redis.call('SET', KEYS[1], tostring(nt), 'PX', math.ceil(nt - now) + 1000)\n"
     "return 0\n";
 
+/* ARGV: the lease's life in ms, then members: (re)set each one's expiry.
+ * Re-adds a lease Redis lost (a restart): its request is still running. */
+static const char RENEW_LUA[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000\n"
+    "local lease = tonumber(ARGV[1])\n"
+    "for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + lease, ARGV[i]) end\n"
+    "redis.call('PEXPIRE', KEYS[1], lease + 1000)\n"
+    "return 0\n";
+
+/* A concurrency lease this replica holds in Redis for a running request. */
+typedef struct lease {
+    struct lease *prev, *next;
+    char tenant[TENANT_NAME_MAX];
+    char member[48];
+} lease_t;
+
 struct rlr_op {
     rlr_t *r;
     rlr_op_t *prev, *next; /* in r->ops until finished */
@@ -71,6 +106,7 @@ struct rlr_op {
     void *user;
     tenant_limits_t lim;
     char tenant[TENANT_NAME_MAX];
+    char member[48]; /* the concurrency lease it asks for (lim.max_concurrency > 0) */
     long long tokens;
     int finished, cancelled, reply_pending, timer_open, retried;
 };
@@ -86,6 +122,10 @@ struct rlr {
     int resolving;
     char sha_check[41], sha_settle[41];
     rlr_op_t *ops;
+    lease_t *leases; /* held by this replica's running requests */
+    uv_timer_t renew;
+    char id[17]; /* this replica's, in lease members */
+    unsigned long long n_lease;
     int inflight, consec_timeouts;
     int closing, alive; /* alive: handles and ops not yet closed/freed */
     rlr_stats_t st;
@@ -136,9 +176,10 @@ static void op_finish(rlr_op_t *op, const rl_verdict_t *v)
 
 int rlr_parse_reply(const long long *x, int n, const tenant_limits_t *lim, rl_verdict_t *v)
 {
-    if (n != 5 || x[0] < 0 || x[0] > 2) return -1;
+    if (n != 5 || x[0] < 0 || x[0] > 3) return -1;
     memset(v, 0, sizeof *v);
-    v->refused = x[0] == 1 ? RL_REQUESTS : x[0] == 2 ? RL_TOKENS : RL_OK;
+    static const rl_what_t what[4] = {RL_OK, RL_REQUESTS, RL_TOKENS, RL_CONCURRENCY};
+    v->refused = what[x[0]];
     v->retry_s = (double)x[1] / 1e3;
     v->too_large = x[4] != 0;
     v->lim_req = lim->rpm;
@@ -160,6 +201,48 @@ int rlr_parse_reply(const long long *x, int n, const tenant_limits_t *lim, rl_ve
 }
 
 static int send_check(rlr_op_t *op, int eval);
+
+static void lease_key(const char *tenant, char *out, size_t size)
+{
+    snprintf(out, size, "barista:rl:{%s}:conc", tenant);
+}
+
+static void on_fire_and_forget(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    (void)reply;
+    rlr_t *r = priv;
+    r->inflight--;
+    r_unref(r);
+}
+
+/* Take lease `member` of tenant out of Redis; fire and forget (not sent:
+ * it expires within LEASE_MS). */
+static void lease_drop(rlr_t *r, const char *tenant, const char *member)
+{
+    if (r->closing || !r->up || !r->ac) return;
+    char k[TENANT_NAME_MAX + 32];
+    lease_key(tenant, k, sizeof k);
+    if (redisAsyncCommand(r->ac, on_fire_and_forget, r, "ZREM %s %s", k, member) == REDIS_OK) {
+        r->inflight++;
+        r->alive++;
+    }
+}
+
+/* A check admitted op with a lease: keep it (renewed until rlr_release),
+ * or, when nobody waits for the answer any more, give it back at once. */
+static void lease_taken(rlr_op_t *op)
+{
+    rlr_t *r = op->r;
+    lease_t *l = op->finished ? NULL : calloc(1, sizeof *l);
+    if (!l) {
+        lease_drop(r, op->tenant, op->member);
+        return;
+    }
+    snprintf(l->tenant, sizeof l->tenant, "%s", op->tenant);
+    snprintf(l->member, sizeof l->member, "%s", op->member);
+    DLIST_PUSH(r->leases, l);
+}
 
 static void on_check(redisAsyncContext *ac, void *reply_, void *priv)
 {
@@ -184,10 +267,14 @@ static void on_check(redisAsyncContext *ac, void *reply_, void *priv)
         if (ok && rlr_parse_reply(x, 5, &op->lim, &v) == 0) {
             r->st.answered++;
             r->consec_timeouts = 0;
+            if (v.refused == RL_OK && op->member[0]) lease_taken(op);
             op_finish(op, &v);
         } else {
             op_finish(op, NULL);
         }
+    } else if (op->member[0] && rep && rep->type == REDIS_REPLY_ARRAY && rep->elements == 5 &&
+               rep->element[0]->type == REDIS_REPLY_INTEGER && rep->element[0]->integer == 0) {
+        lease_taken(op); /* admitted after its wait ran out (or it was cancelled): give it back */
     }
     if (!op->timer_open) {
         free(op);
@@ -198,13 +285,15 @@ static void on_check(redisAsyncContext *ac, void *reply_, void *priv)
 static int send_check(rlr_op_t *op, int eval)
 {
     rlr_t *r = op->r;
-    char k1[TENANT_NAME_MAX + 32], k2[TENANT_NAME_MAX + 32];
+    char k1[TENANT_NAME_MAX + 32], k2[TENANT_NAME_MAX + 32], k3[TENANT_NAME_MAX + 32];
     snprintf(k1, sizeof k1, "barista:rl:{%s}:req", op->tenant);
     snprintf(k2, sizeof k2, "barista:rl:{%s}:tok", op->tenant);
-    int rc = eval ? redisAsyncCommand(r->ac, on_check, op, "EVAL %s 2 %s %s %lld %lld %lld",
-                                      CHECK_LUA, k1, k2, op->lim.rpm, op->lim.tpm, op->tokens)
-                  : redisAsyncCommand(r->ac, on_check, op, "EVALSHA %s 2 %s %s %lld %lld %lld",
-                                      r->sha_check, k1, k2, op->lim.rpm, op->lim.tpm, op->tokens);
+    lease_key(op->tenant, k3, sizeof k3);
+    const char *member = op->member[0] ? op->member : "-";
+    int conc = op->member[0] ? op->lim.max_concurrency : 0;
+    int rc = redisAsyncCommand(r->ac, on_check, op, "%s %s 3 %s %s %s %lld %lld %lld %d %s %d",
+                               eval ? "EVAL" : "EVALSHA", eval ? CHECK_LUA : r->sha_check, k1, k2,
+                               k3, op->lim.rpm, op->lim.tpm, op->tokens, conc, member, LEASE_MS);
     if (rc != REDIS_OK) return -1;
     op->retried |= eval;
     op->reply_pending = 1;
@@ -239,6 +328,8 @@ int rlr_admit(rlr_t *r, const char *tenant, const tenant_limits_t *lim, long lon
     op->lim = *lim;
     op->tokens = tokens < 0 ? 0 : tokens;
     snprintf(op->tenant, sizeof op->tenant, "%s", tenant);
+    if (lim->max_concurrency > 0)
+        snprintf(op->member, sizeof op->member, "%s:%llu", r->id, ++r->n_lease);
     if (send_check(op, 0)) {
         free(op);
         r->st.local++;
@@ -262,25 +353,47 @@ void rlr_cancel(rlr_op_t *op)
     op_finish(op, NULL);
 }
 
-static void on_settle(redisAsyncContext *ac, void *reply, void *priv)
-{
-    (void)ac;
-    (void)reply;
-    rlr_t *r = priv;
-    r->inflight--;
-    r_unref(r);
-}
-
 void rlr_settle(rlr_t *r, const char *tenant, const tenant_limits_t *lim, long long delta)
 {
     if (!r || r->closing || !r->up || !r->ac || lim->tpm <= 0 || delta == 0) return;
     char k[TENANT_NAME_MAX + 32];
     snprintf(k, sizeof k, "barista:rl:{%s}:tok", tenant);
     /* EVAL, not EVALSHA: nobody waits for this one, so no NOSCRIPT round */
-    if (redisAsyncCommand(r->ac, on_settle, r, "EVAL %s 1 %s %lld %lld", SETTLE_LUA, k, lim->tpm,
-                          delta) == REDIS_OK) {
+    if (redisAsyncCommand(r->ac, on_fire_and_forget, r, "EVAL %s 1 %s %lld %lld", SETTLE_LUA, k,
+                          lim->tpm, delta) == REDIS_OK) {
         r->inflight++;
         r->alive++;
+    }
+}
+
+void rlr_release(rlr_t *r, const char *tenant)
+{
+    if (!r) return;
+    for (lease_t *l = r->leases; l; l = l->next)
+        if (!strcmp(l->tenant, tenant)) {
+            DLIST_UNLINK(r->leases, l);
+            lease_drop(r, l->tenant, l->member);
+            free(l);
+            return;
+        }
+}
+
+/* Every LEASE_RENEW_MS: push the expiry of this replica's live leases
+ * forward (one script per lease; they are few: at most the requests
+ * running here). */
+static void on_renew(uv_timer_t *t)
+{
+    rlr_t *r = t->data;
+    if (r->closing || !r->up || !r->ac) return;
+    for (lease_t *l = r->leases; l; l = l->next) {
+        if (r->inflight >= MAX_INFLIGHT) return;
+        char k[TENANT_NAME_MAX + 32];
+        lease_key(l->tenant, k, sizeof k);
+        if (redisAsyncCommand(r->ac, on_fire_and_forget, r, "EVAL %s 1 %s %d %s", RENEW_LUA, k,
+                              LEASE_MS, l->member) == REDIS_OK) {
+            r->inflight++;
+            r->alive++;
+        }
     }
 }
 
@@ -427,14 +540,25 @@ rlr_t *rlr_create(uv_loop_t *loop, const char *url, int wait_ms, bar_msg_t *msg)
     r->wait_ms = wait_ms > 0 ? wait_ms : 20;
     sha1_hex(CHECK_LUA, r->sha_check);
     sha1_hex(SETTLE_LUA, r->sha_settle);
+    unsigned char rnd[8];
+    if (RAND_bytes(rnd, sizeof rnd) != 1) {
+        unsigned long long x = (unsigned long long)uv_hrtime() ^ (unsigned long long)uv_os_getpid();
+        memcpy(rnd, &x, sizeof rnd);
+    }
+    for (int i = 0; i < 8; i++)
+        snprintf(r->id + 2 * i, 3, "%02x", rnd[i]);
     uv_timer_init(loop, &r->retry);
     r->retry.data = r;
-    r->alive = 1; /* the retry timer */
+    uv_timer_init(loop, &r->renew);
+    r->renew.data = r;
+    uv_timer_start(&r->renew, on_renew, LEASE_RENEW_MS, LEASE_RENEW_MS);
+    uv_unref((uv_handle_t *)&r->renew);
+    r->alive = 2; /* the retry and renew timers */
     conn_start(r);
     return r;
 }
 
-static void on_retry_closed(uv_handle_t *h)
+static void on_timer_closed(uv_handle_t *h)
 {
     r_unref(h->data);
 }
@@ -451,6 +575,13 @@ void rlr_destroy(rlr_t *r)
         redisAsyncFree(ac); /* pending callbacks run now with NULL */
     }
     if (r->resolving) uv_cancel((uv_req_t *)&r->gai);
+    while (r->leases) { /* they expire in Redis within LEASE_MS */
+        lease_t *l = r->leases;
+        DLIST_UNLINK(r->leases, l);
+        free(l);
+    }
     uv_timer_stop(&r->retry);
-    uv_close((uv_handle_t *)&r->retry, on_retry_closed);
+    uv_close((uv_handle_t *)&r->retry, on_timer_closed);
+    uv_timer_stop(&r->renew);
+    uv_close((uv_handle_t *)&r->renew, on_timer_closed);
 }

@@ -120,6 +120,12 @@ const tenant_key_t *tenant_table_find(const tenant_table_t *t, const char *key, 
     if (!t || !key || !n) return NULL;
     uint8_t d[32];
     tenant_sha256(key, n, d);
+    return tenant_table_find_digest(t, d);
+}
+
+const tenant_key_t *tenant_table_find_digest(const tenant_table_t *t, const uint8_t d[32])
+{
+    if (!t) return NULL;
     const tenant_key_t *found = NULL;
     /* every entry, each in constant time: the time depends on the number of
      * entries only, never on the key */

@@ -67,6 +67,8 @@ void tenant_table_free(tenant_table_t *t);
 /* The entry whose digest is SHA-256(key[0..n)), or NULL. Every entry is
  * compared, in constant time each. */
 const tenant_key_t *tenant_table_find(const tenant_table_t *t, const char *key, size_t n);
+/* The same by the key's SHA-256 (the caller hashed it, e.g. through a memo). */
+const tenant_key_t *tenant_table_find_digest(const tenant_table_t *t, const uint8_t d[32]);
 
 /* Whether the key may use the model named `name` (its resolved name). */
 int tenant_key_allows(const tenant_key_t *k, const char *name);

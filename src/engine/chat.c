@@ -136,7 +136,8 @@ static int ids_encode(ids_t *v, const tok_t *tok, const char *text, size_t len, 
 {
     for (;;) {
         size_t need = 0;
-        int rc = tok_encode(tok, text, len, 0, special, v->p + v->n, v->cap - v->n, &need);
+        int32_t *at = v->p ? v->p + v->n : NULL; /* NULL + 0 is undefined */
+        int rc = tok_encode(tok, text, len, 0, special, at, v->cap - v->n, &need);
         if (rc == 0) {
             v->n += need;
             return 0;

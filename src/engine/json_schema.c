@@ -12,6 +12,7 @@
 
 #include <cjson/cJSON.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +36,7 @@ typedef struct {
     int err;
     char path[512];
     size_t plen;
-    memo_t *memo;
+    memo_t *memo; /* open addressing by node address; cap_memo a power of two */
     int n_memo, cap_memo;
     int r_ws, r_str, r_int, r_num, r_bool, r_null, r_any, r_digits[INT_DIGITS + 1];
 } cc_t;
@@ -687,24 +688,59 @@ static int node_body(cc_t *c, int r, const cJSON *s, int depth)
     return 0;
 }
 
+/* The memo: schema node -> its rule, hashed by the node's address (a
+ * linear scan made a schema with thousands of properties quadratic). */
+static size_t memo_slot(const cJSON *node, int cap)
+{
+    uint64_t h = (uint64_t)(uintptr_t)node * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 32) & (size_t)(cap - 1);
+}
+
+static int memo_find(const cc_t *c, const cJSON *node)
+{
+    if (!c->cap_memo) return -1;
+    for (size_t i = memo_slot(node, c->cap_memo);; i = (i + 1) & (size_t)(c->cap_memo - 1)) {
+        if (!c->memo[i].node) return -1;
+        if (c->memo[i].node == node) return c->memo[i].rule;
+    }
+}
+
+static int memo_put(cc_t *c, const cJSON *node, int rule)
+{
+    if (2 * (c->n_memo + 1) > c->cap_memo) { /* at most half full */
+        int nc = c->cap_memo ? c->cap_memo * 2 : 64;
+        memo_t *m = calloc((size_t)nc, sizeof *m);
+        if (!m) return nomem(c);
+        for (int k = 0; k < c->cap_memo; k++) {
+            if (!c->memo[k].node) continue;
+            size_t i = memo_slot(c->memo[k].node, nc);
+            while (m[i].node)
+                i = (i + 1) & (size_t)(nc - 1);
+            m[i] = c->memo[k];
+        }
+        free(c->memo);
+        c->memo = m;
+        c->cap_memo = nc;
+    }
+    size_t i = memo_slot(node, c->cap_memo);
+    while (c->memo[i].node)
+        i = (i + 1) & (size_t)(c->cap_memo - 1);
+    c->memo[i] = (memo_t){node, rule};
+    c->n_memo++;
+    return 0;
+}
+
 static int node_rule(cc_t *c, const cJSON *s, int depth)
 {
     if (c->err) return -1;
     if (depth > MAX_DEPTH)
         return fail(c, BAR_ERR_INVALID, "the schema nests deeper than %d levels at %s", MAX_DEPTH,
                     c->path);
-    for (int i = 0; i < c->n_memo; i++)
-        if (c->memo[i].node == s) return c->memo[i].rule;
-    int r = rule_new(c);
+    int r = memo_find(c, s);
+    if (r >= 0) return r;
+    r = rule_new(c);
     if (r < 0) return -1;
-    if (c->n_memo == c->cap_memo) {
-        int nc = c->cap_memo ? c->cap_memo * 2 : 32;
-        memo_t *m = realloc(c->memo, (size_t)nc * sizeof *m);
-        if (!m) return nomem(c);
-        c->memo = m;
-        c->cap_memo = nc;
-    }
-    c->memo[c->n_memo++] = (memo_t){s, r};
+    if (memo_put(c, s, r)) return -1;
     if (node_body(c, r, s, depth)) return -1;
     return r;
 }

@@ -16,8 +16,11 @@
 #include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util/dlist.h"
+
+#define IDLE_EASY 16 /* easy handles kept for reuse */
 
 struct uphttp_xfer {
     uphttp_t *h;
@@ -35,11 +38,21 @@ struct uphttp_xfer {
     char err[CURL_ERROR_SIZE];
 };
 
+/* A socket curl uses, watched by a uv_poll handle. When a transfer ends,
+ * curl stops watching its kept-alive connection (CURL_POLL_REMOVE) and the
+ * next transfer watches it again: the handle stays open and registered for
+ * reading meanwhile (`idle`), so a request on a reused connection changes
+ * nothing in epoll (closing it and opening a new one was up to three
+ * epoll_ctl calls a request). An idle socket that becomes readable (the
+ * upstream closed it) is closed here; a socket curl closes is closed here
+ * first (close_cb), so a handle never outlives its descriptor. */
 typedef struct sock {
     uv_poll_t poll;
     uphttp_t *h;
     struct sock *prev, *next;
     curl_socket_t fd;
+    int events; /* UV_READABLE | UV_WRITABLE being watched */
+    int idle;   /* curl does not watch it now (between transfers) */
 } sock_t;
 
 struct uphttp {
@@ -52,6 +65,13 @@ struct uphttp {
     int depth; /* inside a curl call */
     int open;  /* libuv handles not yet closed */
     int destroyed;
+    /* easy handles of finished transfers, reset and kept for the next ones:
+     * curl_easy_init + curl_easy_cleanup were ~15,000 instructions a request */
+    CURL *idle[IDLE_EASY];
+    int n_idle;
+    /* no proxy variable was set at start: transfers say "no proxy" instead
+     * of curl reading the environment for each one */
+    int no_proxy_env;
 };
 
 static int curl_ready;
@@ -96,8 +116,14 @@ static void xfer_unlink(uphttp_t *h, uphttp_xfer_t *x)
 /* Free a transfer already unlinked. */
 static void xfer_free(uphttp_xfer_t *x)
 {
-    x->h->n_active--;
-    curl_easy_cleanup(x->e);
+    uphttp_t *h = x->h;
+    h->n_active--;
+    if (!h->destroyed && !x->aborted && h->n_idle < IDLE_EASY) {
+        curl_easy_reset(x->e); /* every option goes; the multi keeps the connections */
+        h->idle[h->n_idle++] = x->e;
+    } else {
+        curl_easy_cleanup(x->e);
+    }
     curl_slist_free_all(x->hdrs);
     free(x->body);
     if (x->auth) {
@@ -197,6 +223,10 @@ static void flush(uphttp_t *h)
 static void on_poll(uv_poll_t *p, int status, int events)
 {
     sock_t *s = p->data;
+    if (s->idle) { /* the upstream closed it (or sent what nobody asked for) */
+        sock_close(s->h, s);
+        return;
+    }
     int flags = 0;
     if (status < 0)
         flags = CURL_CSELECT_ERR;
@@ -212,6 +242,13 @@ static void on_timer(uv_timer_t *t)
     run_action(t->data, CURL_SOCKET_TIMEOUT, 0);
 }
 
+static sock_t *sock_find(uphttp_t *h, curl_socket_t fd)
+{
+    for (sock_t *s = h->socks; s; s = s->next)
+        if (s->fd == fd) return s;
+    return NULL;
+}
+
 static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
 {
     (void)e;
@@ -219,11 +256,16 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp
     sock_t *s = sockp;
     if (what == CURL_POLL_REMOVE) {
         if (s) {
-            sock_close(h, s);
             if (!h->destroyed) curl_multi_assign(h->multi, fd, NULL);
+            s->idle = 1; /* kept, watched for reading: see sock_t */
+            if (s->events != UV_READABLE) {
+                s->events = UV_READABLE;
+                uv_poll_start(&s->poll, UV_READABLE, on_poll);
+            }
         }
         return 0;
     }
+    if (!s && (s = sock_find(h, fd)) != NULL) curl_multi_assign(h->multi, fd, s);
     if (!s) {
         s = calloc(1, sizeof *s);
         if (!s) return -1;
@@ -238,11 +280,24 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp
         DLIST_PUSH(h->socks, s);
         curl_multi_assign(h->multi, fd, s);
     }
+    s->idle = 0;
     int ev = 0;
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev |= UV_READABLE;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev |= UV_WRITABLE;
-    uv_poll_start(&s->poll, ev, on_poll);
+    if (ev != s->events || !uv_is_active((uv_handle_t *)&s->poll)) {
+        s->events = ev;
+        uv_poll_start(&s->poll, ev, on_poll);
+    }
     return 0;
+}
+
+/* curl closes a socket: its handle goes first (see sock_t). */
+static int close_cb(void *userp, curl_socket_t fd)
+{
+    uphttp_t *h = userp;
+    sock_t *s = sock_find(h, fd);
+    if (s) sock_close(h, s);
+    return close(fd);
 }
 
 static int timer_cb(CURLM *m, long timeout_ms, void *userp)
@@ -294,6 +349,11 @@ int uphttp_create(uphttp_t **out, uv_loop_t *loop, int max_conns, bar_msg_t *msg
     curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
     if (max_conns > 0) curl_multi_setopt(h->multi, CURLMOPT_MAXCONNECTS, (long)max_conns);
+    static const char *const proxy_env[] = {"http_proxy",  "HTTP_PROXY", "https_proxy",
+                                            "HTTPS_PROXY", "all_proxy",  "ALL_PROXY"};
+    h->no_proxy_env = 1;
+    for (size_t i = 0; i < sizeof proxy_env / sizeof proxy_env[0]; i++)
+        if (getenv(proxy_env[i])) h->no_proxy_env = 0;
     uv_timer_init(loop, &h->timer);
     h->timer.data = h;
     h->open = 1;
@@ -307,7 +367,7 @@ int uphttp_start(uphttp_t *h, const uphttp_req_t *r, uphttp_xfer_t **out, bar_ms
     if (!x) return bar_fail(msg, BAR_ERR_NOMEM, "out of memory");
     x->h = h;
     x->r = *r;
-    x->e = curl_easy_init();
+    x->e = h->n_idle ? h->idle[--h->n_idle] : curl_easy_init();
     if (!x->e) {
         free(x);
         return bar_fail(msg, BAR_ERR_NOMEM, "curl_easy_init failed");
@@ -333,6 +393,13 @@ int uphttp_start(uphttp_t *h, const uphttp_req_t *r, uphttp_xfer_t **out, bar_ms
     }
     if (!bad) {
         l = curl_slist_append(x->hdrs, "Expect:"); /* no 100-continue round trip */
+        if (l)
+            x->hdrs = l;
+        else
+            bad = 1;
+    }
+    if (!bad && r->header) {
+        l = curl_slist_append(x->hdrs, r->header);
         if (l)
             x->hdrs = l;
         else
@@ -373,6 +440,9 @@ int uphttp_start(uphttp_t *h, const uphttp_req_t *r, uphttp_xfer_t **out, bar_ms
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, h);
+    if (h->no_proxy_env) curl_easy_setopt(e, CURLOPT_PROXY, "");
     if (r->body) {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->body);
@@ -412,6 +482,8 @@ void uphttp_destroy(uphttp_t *h)
     while (h->xfers)
         xfer_unlink_free(h->xfers);
     h->destroyed = 1;
+    while (h->n_idle)
+        curl_easy_cleanup(h->idle[--h->n_idle]);
     curl_multi_cleanup(h->multi); /* closes pooled connections */
     h->multi = NULL;
     while (h->socks)

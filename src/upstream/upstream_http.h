@@ -35,6 +35,7 @@ typedef struct {
     const char *body;   /* copied; NULL for GET */
     size_t body_len;
     const char *bearer; /* API key for "Authorization: Bearer", NULL: none; copied */
+    const char *header; /* one more header line "Name: value", NULL: none; copied */
     long timeout_ms;    /* whole transfer, 0 = none */
     long connect_timeout_ms;
     /* The response status, once its head is in (before any on_data). */

@@ -45,9 +45,12 @@ int upsse_feed(upsse_t *s, const char *p, size_t n)
     if (s->after_cr && n && p[0] == '\n') i = 1; /* the LF of a CRLF split across feeds */
     s->after_cr = 0;
     while (i < n) {
-        size_t j = i;
-        while (j < n && p[j] != '\n' && p[j] != '\r')
-            j++;
+        /* the line ends at the first LF or CR: memchr for both (LF is the usual end;
+         * a CR before it is looked for only up to it) */
+        const char *lf = memchr(p + i, '\n', n - i);
+        size_t j = lf ? (size_t)(lf - p) : n;
+        const char *cr = memchr(p + i, '\r', j - i);
+        if (cr) j = (size_t)(cr - p);
         if (j == n) { /* no line end: keep the piece */
             if (s->line.n + (n - i) > UPSSE_LINE_MAX) return BAR_ERR_RANGE;
             if (buf_append(&s->line, p + i, n - i)) return BAR_ERR_NOMEM;

@@ -140,6 +140,10 @@ def test_bad_requests_get_openai_errors(srv):
     assert r.status_code == 400
     r = httpx.get(srv.url + f"/v1/batches/x/{f.id}", headers=h)
     assert r.status_code == 404 and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.get(srv.url + f"/v1/files/{f.id}/bogus", headers=h)
+    assert r.status_code == 404 and "/v1/files/{id}/content" in r.json()["error"]["message"]
+    r = httpx.post(srv.url + "/v1/batches/batch_x/cancelled", headers=h)
+    assert r.status_code == 404 and "/v1/batches/{id}/cancel" in r.json()["error"]["message"]
     with pytest.raises(openai.ConflictError):
         b = wait_batch(c, c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
                                            completion_window="24h").id)

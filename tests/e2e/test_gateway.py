@@ -194,6 +194,29 @@ def test_key_sent_but_never_shown(cluster):
     assert KEY not in gw.log
 
 
+def test_priority_and_body_reach_the_upstream(cluster):
+    """A batch-class request (X-Priority: batch, or a body priority of 10) reaches the
+    upstream with X-Priority: batch; an interactive one with none. The body the gateway
+    writes is the request's: messages (escapes intact), sampling values, a stream with
+    usage, the upstream's model id."""
+    gw, stub = cluster["gw"], cluster["stub"]
+    c = client(gw.url)
+    n0 = len(stub.calls)
+    chat(c, "stub-ok", "prio one", extra_headers={"X-Priority": "batch"})
+    chat(c, "stub-ok", "prio two", extra_body={"priority": 10})
+    text = 'prio three "quoted" \\ tab\t newline\n \u00e9 \x01'
+    chat(c, "stub-ok", text, extra_headers={"X-Priority": "interactive"}, top_p=0.5, seed=-7,
+         stop=["\n\n", "END"])
+    posts = [x for x in stub.calls[n0:] if x["mode"] == "ok"]
+    assert [x["priority"] for x in posts] == ["batch", "batch", None]
+    b = json.loads(posts[2]["body"])
+    assert b["model"] == "stub"
+    assert b["messages"] == [{"role": "user", "content": text}]
+    assert b["max_tokens"] == 6 and b["temperature"] == 0 and b["top_p"] == 0.5
+    assert b["seed"] == -7 and b["stop"] == ["\n\n", "END"]
+    assert b["stream"] is True and b["stream_options"] == {"include_usage": True}
+
+
 @pytest.mark.parametrize("mode,status", [("500", 502), ("badjson", 502), ("reset", 502),
                                          ("hang", 504)])
 def test_faulty_upstream_clean_error(cluster, mode, status):

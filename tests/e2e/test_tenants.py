@@ -9,15 +9,17 @@ import json
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import openai
 import pytest
+import redis as redis_py
 
 from serverutil import SLOW, Redis, Server, chat, metrics, request, wait_for
 
 KEYS = {name: f"sk-test-{name}-0123456789" for name in
-        ["a", "a2", "x", "b", "c", "d", "g", "adm", "cc", "t", "e", "f"]}
+        ["a", "a2", "x", "b", "c", "d", "g", "adm", "cc", "t", "e", "f", "h", "m"]}
 
 
 def sha(k):
@@ -38,6 +40,7 @@ def keys_yaml(extra=""):
   - {{key_sha256: {sha(KEYS['cc'])}, tenant: team-cc, max_concurrency: 1}}
   - {{key_sha256: {sha(KEYS['e'])}, tenant: team-e, rpm: 2}}
   - {{key_sha256: {sha(KEYS['f'])}, tenant: team-f, tpm: 300}}
+  - {{key_sha256: {sha(KEYS['h'])}, tenant: team-h, tpm: 3000}}
 {extra}"""
 
 
@@ -206,6 +209,24 @@ def test_tpm_limit_429_on_tokens_and_streams_carry_headers(server):
     # a request larger than the whole limit is refused as too large
     st, h, r = chat(server, body("x" * 2000), headers=bearer("d"))
     assert st == 429 and "too large" in r["error"]["message"]
+
+
+def test_server_refusal_after_admission_keeps_no_tokens(server):
+    # the tenant's limits admit a request (reserving ~ body/4 + max_tokens
+    # tokens), then the server refuses it (503 overloaded: its first token
+    # cannot come within 1 ms). Nothing was generated: nothing stays charged,
+    # so four such refusals (~3,600 tokens reserved in all) never turn into a
+    # 429 on a tpm of 3,000
+    warm = body("Count to twenty.", max_tokens=24, ignore_eos=True)
+    assert chat(server, warm, headers=bearer("h"))[0] == 200  # the engine's costs measured
+    big = body("Describe the sea in detail. " * 72, max_tokens=400)  # ~2,000 bytes
+    hdr = dict(bearer("h"), **{"X-First-Token-Timeout-Ms": "1", "Cache-Control": "no-store"})
+    for i in range(4):
+        st, h, r = chat(server, big, headers=hdr)
+        assert st == 503 and r["error"]["code"] == "overloaded", (i, st, r)
+    st, h, r = chat(server, body("Name a fish."), headers=bearer("h"))
+    assert st == 200, r
+    assert int(h["x-ratelimit-remaining-tokens"]) > 2000, h
 
 
 def test_admin_tenant_purges_one_tenant_and_tenants_only_their_own(server):
@@ -494,3 +515,57 @@ def test_two_replicas_hold_one_limit_through_redis(barista_bin, gguf_path, tmp_p
         assert r1.stop() == 0
         assert r2.stop() == 0
         redis.stop()
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed")
+def test_two_replicas_share_one_concurrency_cap_through_redis(barista_bin, gguf_path, tmp_path):
+    """max_concurrency 2 across two replicas sharing Redis: two long requests
+    on r1 fill it, so r2 refuses a third with 429 (each replica alone would
+    admit it); a lease outlives its 10 s expiry while its request runs (r1
+    renews it); once r1 is SIGKILLed its leases expire and r2 admits again."""
+    rs = Redis()
+    p = tmp_path / "keys.yaml"
+    p.write_text(keys_yaml(f"  - {{key_sha256: {sha(KEYS['m'])}, tenant: team-m, "
+                           f"max_concurrency: 2}}\n"))
+    args = ["--keys", str(p), "--redis", rs.url, "--redis-timeout-ms", "200",
+            "--ratelimit-wait-ms", str(int(1000 * SLOW)), "--parallel", "2"]
+    r1 = Server(barista_bin, gguf_path, args=args)
+    r2 = Server(barista_bin, gguf_path, args=args)
+    rc = redis_py.Redis(port=rs.port)
+    leases = "barista:rl:{team-m}:conc"
+    h = {**bearer("m"), "Cache-Control": "no-store"}
+    try:
+        # a request that ends gives its lease back at once (not after 10 s)
+        assert chat(r2, body("Say hi."), headers=h)[0] == 200
+        assert wait_for(lambda: rc.zcard(leases) == 0, timeout=2)
+        def run(i):  # two different prompts: two generations, not one shared
+            try:
+                chat(r1, body(f"Tell a very long story, number {i}.", max_tokens=1500,
+                              ignore_eos=True), headers=h)
+            except OSError:
+                pass  # r1 is killed under it
+        ts = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(2)]
+        t0 = time.monotonic()
+        for t in ts:
+            t.start()
+        assert wait_for(lambda: rc.zcard(leases) == 2, timeout=10)
+        st, hd, r = chat(r2, body("Name a moon."), headers=h)
+        assert st == 429, r
+        assert r["error"]["code"] == "rate_limit_exceeded" and "in flight" in r["error"]["message"]
+        assert int(hd["retry-after"]) >= 1
+        # past a lease's 10 s life the requests still run, their leases renewed
+        time.sleep(max(0.0, 11.5 - (time.monotonic() - t0)))
+        assert metrics(r1)["barista_engine_active_sequences"] == 2, "the long requests ended"
+        assert rc.zcard(leases) == 2
+        assert chat(r2, body("Name a comet."), headers=h)[0] == 429
+        # r1 dies without ending them: its leases expire, r2 admits again
+        r1.signal(signal.SIGKILL)
+        r1.wait()
+        t1 = time.monotonic()
+        assert wait_for(lambda: chat(r2, body("Name a star."), headers=h)[0] == 200,
+                        timeout=20, interval=0.5)
+        assert time.monotonic() - t1 < 12 * SLOW
+    finally:
+        r1.kill()
+        assert r2.stop() == 0
+        rs.stop()

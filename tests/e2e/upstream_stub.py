@@ -60,6 +60,7 @@ class _Handler(BaseHTTPRequestHandler):
         mode = self.path.strip("/").split("/")[0]
         self.server.calls.append({"path": self.path, "mode": mode,
                                   "auth": self.headers.get("Authorization"),
+                                  "priority": self.headers.get("X-Priority"),
                                   "body": body.decode(errors="replace")})
         if mode == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,

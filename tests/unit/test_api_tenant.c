@@ -217,6 +217,36 @@ static void test_ns_memo_equals_hmac(void **st)
     api_tenants_destroy(t);
 }
 
+/* The key memo (api_tenant.c key_digest) gives what SHA-256 gives, for more
+ * keys than it has slots, in any order and again; keys of one length that
+ * differ in their last byte, and keys longer than the memo keeps, too. */
+static void test_key_memo_equals_sha256(void **st)
+{
+    (void)st;
+    srv_settings_t set;
+    memset(&set, 0, sizeof set);
+    api_tenants_t *t = make(&set);
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 300; i++) {
+            int k = round == 1 ? 299 - i : (i * 7) % 300;
+            char key[160], hdr[200];
+            if (k % 3 == 2) /* longer than KEY_MEMO_MAX */
+                snprintf(key, sizeof key, "sk-%0120d", k);
+            else
+                snprintf(key, sizeof key, "sk-memo-%03d", k);
+            snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", key);
+            api_tenant_t a;
+            assert_int_equal(api_tenant_resolve(t, req(hdr), &a), 0);
+            uint8_t d[32];
+            char want[64] = "anon:";
+            tenant_sha256(key, strlen(key), d);
+            tenant_hex(d, 16, want + 5);
+            assert_string_equal(a.name, want);
+        }
+    }
+    api_tenants_destroy(t);
+}
+
 static void test_secret_next_to_the_snapshot(void **st)
 {
     (void)st;
@@ -273,6 +303,7 @@ int main(void)
         cmocka_unit_test(test_keys_file_tenants),
         cmocka_unit_test(test_api_key_shorthand_and_open_server),
         cmocka_unit_test(test_ns_memo_equals_hmac),
+        cmocka_unit_test(test_key_memo_equals_sha256),
         cmocka_unit_test(test_secret_next_to_the_snapshot),
         cmocka_unit_test(test_bad_keys_file_is_an_error),
     };

@@ -29,8 +29,8 @@ static const char *const TEXTS[] = {
     "He drove to the stadium.",
     "a",
     "Café crème brûlée, 我爱北京天安门, emoji 😀 and code: for (i = 0; i < n; i++) x[i] += y;",
-    "The quick brown fox jumps over the lazy dog, again and again, until the dog finally wakes "
-    "up and chases the fox across the whole field and into the forest beyond the river.",
+    ("The quick brown fox jumps over the lazy dog, again and again, until the dog finally wakes "
+     "up and chases the fox across the whole field and into the forest beyond the river."),
 };
 #define NT ((int)(sizeof TEXTS / sizeof TEXTS[0]))
 

@@ -298,12 +298,55 @@ static void test_budget(void **state)
     gram_vocab_destroy(v);
 }
 
+/* Shortest completions over a long chain of rules declared in the order
+ * that made the old fixed-point iteration take one pass per rule (r_i ::=
+ * "a" r_{i+1} | "b" r_{i+1} r_{i+1}; the last ::= "c"): 50,000 rules were
+ * ~10^9 element visits, an object schema with thousands of optional
+ * properties seconds of event-loop time. The worklist gives every rule its
+ * length in one sweep; the lengths must be exact. */
+static void test_long_chain_min_lengths(void **state)
+{
+    (void)state;
+    enum { N = 50000 };
+    gram_builder_t *b;
+    assert_int_equal(gram_builder_create(&b), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(gram_rule_new(b), i);
+    gram_seq_t s = {0};
+    for (int i = 0; i + 1 < N; i++) {
+        gram_seq_lit(b, &s, "a", 1);
+        gram_seq_ref(&s, i + 1);
+        assert_int_equal(gram_rule_add(b, i, &s), 0);
+        gram_seq_free(&s);
+        gram_seq_lit(b, &s, "b", 1);
+        gram_seq_ref(&s, i + 1);
+        gram_seq_ref(&s, i + 1);
+        assert_int_equal(gram_rule_add(b, i, &s), 0);
+        gram_seq_free(&s);
+    }
+    gram_seq_lit(b, &s, "c", 1);
+    assert_int_equal(gram_rule_add(b, N - 1, &s), 0);
+    gram_seq_free(&s);
+    gram_t *g = NULL;
+    bar_msg_t m = {0};
+    assert_int_equal(gram_build(b, &g, &m), 0);
+    gram_state_t *st;
+    assert_int_equal(gram_state_create(&st, g), 0);
+    assert_int_equal(gram_state_min_left(st), N); /* N-1 a's and the c */
+    assert_int_equal(gram_state_feed(st, "aaa", 3), 0);
+    assert_int_equal(gram_state_min_left(st), N - 3);
+    assert_int_equal(gram_state_feed(st, "b", 1), 0); /* two copies of the rest now */
+    assert_int_equal(gram_state_min_left(st), 2 * (N - 4));
+    gram_state_destroy(st);
+    gram_release(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hand_built),   cmocka_unit_test(test_masks),
         cmocka_unit_test(test_shared_cache), cmocka_unit_test(test_shared_threads),
-        cmocka_unit_test(test_budget),
+        cmocka_unit_test(test_budget),       cmocka_unit_test(test_long_chain_min_lengths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -177,6 +177,14 @@ static void test_redis_reply(void **st)
     assert_true(v.too_large);
     assert_true(v.retry_s == 1.5);
     assert_int_equal(v.rem_tok, 0);
+    /* 3: the shared concurrency cap (the Redis leases) is full */
+    long long conc[5] = {3, 1000, 20000, 30000, 0};
+    assert_int_equal(rlr_parse_reply(conc, 5, &lim, &v), 0);
+    assert_int_equal(v.refused, RL_CONCURRENCY);
+    assert_true(v.retry_s == 1.0);
+    assert_int_equal(v.rem_req, 4);
+    long long four[5] = {4, 0, 0, 0, 0};
+    assert_int_equal(rlr_parse_reply(four, 5, &lim, &v), -1);
     long long bad[5] = {7, 0, 0, 0, 0};
     assert_int_equal(rlr_parse_reply(bad, 5, &lim, &v), -1);
     assert_int_equal(rlr_parse_reply(ok, 4, &lim, &v), -1);

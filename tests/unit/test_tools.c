@@ -55,6 +55,36 @@ static void test_request(void **state)
     assert_int_equal(r.n_msgs, 1);
     assert_null(r.constraint);
     oai_req_free(&r);
+    /* the forced schema, exactly (written from the parameters' text) */
+    const char *two = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[" TOOL
+                      ",{\"type\":\"function\",\"function\":{\"name\":\"noop\"}}],"
+                      "\"tool_choice\":\"required\"}";
+    assert_int_equal(oai_parse_request(&r, OAI_CHAT, two, strlen(two), &e), 0);
+    assert_string_equal(
+        r.constraint,
+        "{\"type\":\"array\",\"items\":{\"anyOf\":[{\"type\":\"object\",\"properties\":{\"name\":{"
+        "\"const\":\"get_weather\"},\"arguments\":{\"type\":\"object\",\"properties\":{\"city\":{"
+        "\"type\":\"string\"}},\"required\":[\"city\"]}},\"required\":[\"name\",\"arguments\"],"
+        "\"additionalProperties\":false},{\"type\":\"object\",\"properties\":{\"name\":{\"const\":"
+        "\"noop\"},\"arguments\":{\"type\":\"object\"}},\"required\":[\"name\",\"arguments\"],"
+        "\"additionalProperties\":false}]},\"minItems\":1,\"maxItems\":4}");
+    oai_req_free(&r);
+    /* a bad tool: its parameter and function named in the 400 */
+    const char *bad = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[" TOOL
+                      ",{\"type\":\"function\",\"function\":{\"name\":\"g\",\"parameters\":{"
+                      "\"type\":\"string\",\"pattern\":\"x\"}}}]}";
+    assert_int_not_equal(oai_parse_request(&r, OAI_CHAT, bad, strlen(bad), &e), 0);
+    assert_int_equal(e.status, 400);
+    assert_string_equal(e.param, "tools[1].function.parameters");
+    assert_non_null(strstr(e.message, "Invalid schema for function 'g': "));
+    assert_non_null(strstr(e.message, "pattern"));
+    oai_req_free(&r);
+    const char *badtype = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[" TOOL
+                          ",{\"type\":\"web\"}]}";
+    assert_int_not_equal(oai_parse_request(&r, OAI_CHAT, badtype, strlen(badtype), &e), 0);
+    assert_string_equal(e.param, "tools[1].type");
+    assert_string_equal(e.message, "Invalid 'tools[1].type': only 'function' tools are supported.");
+    oai_req_free(&r);
 }
 
 static void test_read(void **state)
@@ -89,6 +119,45 @@ static void test_read(void **state)
     assert_int_equal(tools_may_be_call(TOOLS_AUTO, "<tool_call>{", 12), 1);
     assert_int_equal(tools_may_be_call(TOOLS_AUTO, "Hi", 2), 0);
     assert_int_equal(tools_may_be_call(TOOLS_FORCED, "x", 1), 1);
+}
+
+/* Auto mode (a model's free text): every call is read, however many, and
+ * each call's arguments are the bytes the model wrote (without whitespace
+ * outside strings, as forced calls), not cJSON's reprint of them: a big
+ * integer id or a number's spelling stays as generated. */
+static void test_read_auto_exact(void **state)
+{
+    (void)state;
+    tools_call_t *c;
+    int n;
+    const char *big = "<tool_call>\n{\"name\": \"get\", \"arguments\": {\"id\": "
+                      "12345678901234567890, \"x\": 1.50, \"s\": \"a  b\"}}\n</tool_call>";
+    assert_int_equal(tools_read(TOOLS_AUTO, big, strlen(big), &c, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(c[0].args, "{\"id\":12345678901234567890,\"x\":1.50,\"s\":\"a  b\"}");
+    tools_calls_free(c, n);
+    /* text after the call's JSON, inside its tags or after a forced call: not
+     * calls (content), never the text dropped */
+    const char *trail = "<tool_call>{\"name\":\"f\",\"arguments\":{\"a\":1}} and I think that "
+                        "is all</tool_call>";
+    assert_int_equal(tools_read(TOOLS_AUTO, trail, strlen(trail), &c, &n), -1);
+    const char *ftrail = "{\"name\":\"f\",\"arguments\":{\"a\":1}} done";
+    assert_int_equal(tools_read(TOOLS_FORCED, ftrail, strlen(ftrail), &c, &n), -1);
+    const char *fws = "{\"name\":\"f\",\"arguments\":{\"a\":1}}\n ";
+    assert_int_equal(tools_read(TOOLS_FORCED, fws, strlen(fws), &c, &n), 0);
+    tools_calls_free(c, n);
+    /* 20 calls in one answer: 20 calls, none dropped */
+    char many[2048];
+    size_t k = 0;
+    for (int i = 0; i < 20; i++)
+        k += (size_t)snprintf(
+            many + k, sizeof many - k,
+            "<tool_call>{\"name\":\"f%d\",\"arguments\":{\"i\":%d}}</tool_call>\n", i, i);
+    assert_int_equal(tools_read(TOOLS_AUTO, many, k, &c, &n), 0);
+    assert_int_equal(n, 20);
+    assert_string_equal(c[19].name, "f19");
+    assert_string_equal(c[19].args, "{\"i\":19}");
+    tools_calls_free(c, n);
 }
 
 /* The tool_calls deltas in SSE text s: heads counted (names into names[]),
@@ -257,6 +326,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request),
         cmocka_unit_test(test_read),
+        cmocka_unit_test(test_read_auto_exact),
         cmocka_unit_test(test_output),
         cmocka_unit_test(test_live),
     };
