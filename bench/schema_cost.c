@@ -2,8 +2,13 @@
  * (bench/structured compiles and runs it against the core library):
  *   compile_us   json_schema_compile of a 50-property object schema
  *   vocab_ms     building the vocabulary trie of the model (once per engine)
- *   mask_cold_us one token mask computed from scratch (a state not seen before)
- *   mask_warm_us one token mask from the state's cache (a state seen before)
+ *   mask_cold_us   one token mask computed from scratch (a grammar state no
+ *                  sequence has reached: a walk of the vocabulary trie)
+ *   mask_warm_us   the same state's mask again (the entry it holds)
+ *   mask_shared_us another sequence's state reaching the same place (the
+ *                  vocabulary's shared mask cache: no walk)
+ *   mask_budget_us a budget-limited mask there, below what any token can
+ *                  finish in (gram_state_mask_within: from the entry's ranks)
  * Each the median of 15 runs; lines "name value". Usage: schema_cost MODEL.gguf */
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,23 +89,41 @@ int main(int argc, char **argv)
         t[r] = (now_us() - t0) / 1e3;
     }
     printf("vocab_ms %.2f\n", median(t, 5));
-    /* cold: a fresh state inside a string value (the widest mask), warm: again */
+    /* cold: a state inside a string value (the widest mask) of a grammar
+     * compiled for the round, so no sequence has reached it; warm: again;
+     * shared: a second state there; budget: the second state's mask when the
+     * budget binds (half its shortest completion: the progress fallback) */
     const char *prefix = "{\"field_0\":\"ab";
-    double tw[15];
+    double tw[15], tsh[15], tb[15];
     for (int r = 0; r < 15; r++) {
-        gram_state_t *s;
-        gram_state_create(&s, g);
+        gram_t *gr;
+        if (json_schema_compile(schema, strlen(schema), &gr, &m)) return 1;
+        gram_state_t *s, *s2;
+        gram_state_create(&s, gr);
+        gram_state_create(&s2, gr);
+        gram_release(gr);
         gram_state_feed(s, prefix, strlen(prefix));
+        gram_state_feed(s2, prefix, strlen(prefix));
         double t0 = now_us();
         gram_state_mask(s, v);
         t[r] = now_us() - t0;
         t0 = now_us();
         gram_state_mask(s, v);
         tw[r] = now_us() - t0;
+        t0 = now_us();
+        gram_state_mask(s2, v);
+        tsh[r] = now_us() - t0;
+        int limit = gram_state_min_left(s2) / 2;
+        t0 = now_us();
+        gram_state_mask_within(s2, v, limit);
+        tb[r] = now_us() - t0;
         gram_state_destroy(s);
+        gram_state_destroy(s2);
     }
     printf("mask_cold_us %.1f\n", median(t, 15));
     printf("mask_warm_us %.2f\n", median(tw, 15));
+    printf("mask_shared_us %.2f\n", median(tsh, 15));
+    printf("mask_budget_us %.2f\n", median(tb, 15));
     gram_release(g);
     gram_vocab_destroy(v);
     tok_destroy(tok);

@@ -9,7 +9,9 @@
  * over a small built-in vocabulary equals a brute-force check of each token;
  * the shortest completion (gram_state_min_left) is 0 exactly when the text
  * is complete and shrinks by at most one per byte, and a budget-limited mask
- * (gram_state_mask_within) is a subset of the plain one.
+ * (gram_state_mask_within) equals a brute force of each token's shortest
+ * completion. The vocabulary's mask cache (shared by every input) gets a
+ * budget of a few entries, so its eviction runs too.
  * Any violation abort()s. Seeds in fuzz/corpus/json_schema/. Not for:
  * anything but fuzzing. */
 #include <stdint.h>
@@ -34,7 +36,21 @@ static size_t piece(void *ctx, int id, char *buf, size_t cap)
     return n;
 }
 
-static void check_mask(gram_state_t *s, const gram_vocab_t *v)
+/* The shortest completion after prefix + token t, or -1 when the grammar
+ * refuses it (a fresh state: states cannot be copied). */
+static int dist_after(gram_t *g, const uint8_t *prefix, size_t n, int t)
+{
+    gram_state_t *a;
+    if (gram_state_create(&a, g)) return -2;
+    int d = -1;
+    if (!gram_state_feed(a, prefix, n) && !gram_state_feed(a, VOCAB[t], strlen(VOCAB[t])))
+        d = gram_state_min_left(a);
+    gram_state_destroy(a);
+    return d;
+}
+
+static void check_mask(gram_state_t *s, const gram_vocab_t *v, gram_t *g, const uint8_t *prefix,
+                       size_t n)
 {
     const uint64_t *m = gram_state_mask(s, v);
     if (!m) return; /* out of memory */
@@ -42,20 +58,35 @@ static void check_mask(gram_state_t *s, const gram_vocab_t *v)
         int want = gram_state_allows(s, VOCAB[t], strlen(VOCAB[t]));
         if (want != (int)(m[0] >> t & 1)) abort();
     }
-    /* a budget only ever removes tokens */
+    /* a budget keeps exactly the tokens after which the text can be finished
+     * in `limit` bytes; with none, those that shorten the shortest completion */
     uint64_t all = m[0];
     int d = gram_state_min_left(s);
+    int dist[NV];
+    for (int t = 0; t < NV; t++)
+        if ((dist[t] = all >> t & 1 ? dist_after(g, prefix, n, t) : -1) == -2) return;
     int limits[3] = {0, d, d + 3};
     for (int k = 0; k < 3; k++) {
         const uint64_t *w = gram_state_mask_within(s, v, limits[k]);
-        if (w && (w[0] & ~all)) abort();
+        if (!w) continue; /* out of memory */
+        int fits = 0;
+        for (int t = 0; t < NV; t++)
+            fits |= dist[t] >= 0 && dist[t] <= limits[k];
+        for (int t = 0; t < NV; t++) {
+            int want =
+                dist[t] >= 0 && (fits ? dist[t] <= limits[k] : dist[t] <= (d > 0 ? d - 1 : 0));
+            if (want != (int)(w[0] >> t & 1)) abort();
+        }
     }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static gram_vocab_t *vocab;
-    if (!vocab && gram_vocab_create(&vocab, NV, piece, NULL)) abort();
+    if (!vocab) {
+        if (gram_vocab_create(&vocab, NV, piece, NULL)) abort();
+        gram_vocab_set_mask_budget(vocab, 1 << 14); /* a few entries: eviction runs */
+    }
     const uint8_t *sep = memchr(data, 0xFF, size);
     size_t n_schema = sep ? (size_t)(sep - data) : size;
     const uint8_t *text = sep ? sep + 1 : data + size;
@@ -73,9 +104,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         gram_release(g);
         return 0;
     }
-    gram_release(g);
+    uint8_t fed_bytes[256]; /* the bytes the state took */
+    size_t n_fed = 0;
     for (size_t i = 0; i < n_text && i < 256; i++) {
-        if (i < 24) check_mask(s, vocab);
+        if (i < 24) check_mask(s, vocab, g, fed_bytes, n_fed);
         int done = gram_state_done(s), acc = gram_state_accepting(s);
         if (done && !acc) abort();
         int d = gram_state_min_left(s);
@@ -86,7 +118,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (!fed && (gram_state_done(s) != done || gram_state_accepting(s) != acc)) abort();
         if (done && fed) abort();                           /* nothing may follow a finished text */
         if (fed && gram_state_min_left(s) < d - 1) abort(); /* a byte finishes one byte */
+        if (fed) fed_bytes[n_fed++] = text[i];
     }
     gram_state_destroy(s);
+    gram_release(g);
     return 0;
 }

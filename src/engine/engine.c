@@ -19,12 +19,7 @@
  * blocks that filled, samples, and emits events. Text is released only when
  * it is complete UTF-8 and cannot be the start of a stop string.
  *
- * Numerics of sharing: a block is shared under the salt only when every
- * position in it was computed as part of a prompt prefill (llama.cpp's
- * batched order), so a request that maps it gets the logits of an uncached
- * run bit for bit; blocks with generated positions (single-row order) are
- * published under a key private to their request, found only by its own
- * resume after a pre-emption.
+ * Slot lifecycle and the numerics of sharing: engine_slot.c.
  * Not for: HTTP, JSON, response caching (callers own those). */
 #include "engine/engine.h"
 
@@ -35,113 +30,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine/engine_int.h"
 #include "engine/kernels/kern.h"
-#include "engine/kv_pool.h"
-#include "engine/model.h"
-#include "engine/pool.h"
-#include "engine/grammar.h"
-#include "engine/sampler.h"
-#include "engine/tokenizer.h"
 #include "util/timeutil.h"
-
-#define N_BATCH 512
-#define HOLD_MAX 4096
-
-typedef struct req {
-    uint64_t id;
-    int32_t *prompt;
-    int n_prompt;
-    engine_sampling_t sp;
-    int index;                 /* choice index (0: the request itself) */
-    engine_bias_t *bias_store; /* sp.logit_bias, copied */
-    char *stop_store;          /* the stop strings, copied */
-    size_t stop_len[4];
-    double deadline;
-    int priority;
-    uint64_t salt;
-    engine_cb cb;
-    void *user;
-    double t_submit;
-    gram_state_t *gst; /* the output constraint's state, NULL: none */
-    struct req *next;
-} req_t;
-
-typedef struct engine engine_t;
-
-typedef struct {
-    engine_t *owner;
-    req_t *req;      /* NULL when free */
-    int32_t *tokens; /* [n_ctx] prompt + generated */
-    int n_tokens;    /* valid entries in tokens */
-    int n_past;      /* positions already in the KV cache */
-    int n_prefill;   /* positions to fill before sampling: the prompt, or all tokens on resume */
-    int n_cached;    /* prompt tokens mapped from the prefix cache at admission */
-    int n_gen;
-    int want_logits;  /* set while building a batch */
-    int plan;         /* tokens of this sequence in the batch being planned */
-    int parked;       /* pre-empted: holds no blocks, waits to resume */
-    int fork_pending; /* n > 1: fork into the reserved slots at the first sample */
-    int reserved;     /* 1 + the slot whose choices will fork into this one; 0: none */
-    uint64_t admit;   /* admission order (larger = younger) */
-    int *blocks;      /* [max_blocks] block table */
-    int n_blk;        /* entries of blocks in use */
-    kv_hash_t *hash;  /* [max_blocks] chained hash of each published block */
-    int n_pub;        /* blocks [0, n_pub) are full and were offered to the cache */
-    double t_first;
-    double t_admit; /* when the request got this slot (its queue wait ends) */
-    sampler_t *smp;
-    tok_stream_t ts;
-    char hold[HOLD_MAX]; /* text not yet released (a stop string may start here) */
-    size_t n_hold;
-} slot_t;
-
-struct engine {
-    model_t *model;
-    tok_t *tok;
-    kv_cache_t *kv;
-    kv_pool_t *kvp;
-    model_ctx_t *ctx;
-    pool_t *pool;
-    int n_ctx, n_threads;
-    int n_slots;        /* slot structs: n_run running places + as many parking places */
-    int n_run;          /* sequences decoded together at most (n_seq_max) */
-    int n_ctx_eff;      /* min(n_ctx, what the KV pool can hold): a sequence's limit */
-    int max_blocks;     /* block table entries per sequence */
-    size_t kv_mem;      /* bytes of the pool */
-    const int **tables; /* [n_slots] the slots' block tables, for the forward pass */
-    char model_id[256];
-    slot_t *slots;
-    float *logits; /* [n_slots][n_vocab] */
-    char *piece;   /* one token's text */
-    size_t piece_cap;
-    gram_vocab_t *gvocab; /* the vocabulary as bytes, for grammar masks */
-    int *eog;             /* end-of-generation ids */
-    int n_eog;
-
-    /* batch scratch */
-    int32_t *b_tok;
-    int *b_pos, *b_slot, *b_row;
-    sampler_job_t *jobs; /* [n_slots] one step's sampling, run on the pool */
-
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int stopping;
-    req_t *queue; /* priority-ordered */
-    int n_queued;
-    uint64_t next_id;
-    uint64_t *cancels; /* pending cancellations (grows; swapped with `taken`) */
-    int n_cancels, cap_cancels;
-    uint64_t *taken; /* the engine thread's copy for one iteration */
-    int cap_taken;
-    uint64_t admit_clock;
-
-    /* stats (under mu) */
-    int n_active;
-    uint64_t n_requests, n_tok_prompt, n_tok_gen;
-    uint64_t n_hit_tokens, n_preempt;
-    kv_pool_stats_t kvs; /* copied after every step */
-};
 
 engine_sampling_t engine_sampling_default(void)
 {
@@ -154,22 +45,11 @@ engine_sampling_t engine_sampling_default(void)
     return s;
 }
 
-static void req_free(req_t *r)
-{
-    if (!r) return;
-    free(r->prompt);
-    free(r->stop_store);
-    free(r->bias_store);
-    gram_state_destroy(r->gst);
-    gram_release(r->sp.grammar);
-    free(r);
-}
-
 /* ------------------------------------------------------------- events */
 
 /* An event of `type` for r with the counts every event carries (s may be
  * NULL for a request that never reached a slot). */
-static engine_event_t event_for(engine_ev_type_t type, const req_t *r, const slot_t *s)
+engine_event_t event_for(engine_ev_type_t type, const req_t *r, const slot_t *s)
 {
     engine_event_t ev;
     memset(&ev, 0, sizeof ev);
@@ -212,338 +92,6 @@ static void emit_text(req_t *r, slot_t *s, const char *text, size_t n, int token
     ev.top = top;
     ev.n_top = n_top;
     r->cb(r->user, &ev);
-}
-
-/* ------------------------------------------------------- slot lifecycle */
-
-/* The hash key of s's block j: the tenant's shared chain while every
- * position of the block was computed in a prompt prefill, else a chain
- * private to the request (see the top of the file). */
-static kv_hash_t block_key(const slot_t *s, int j)
-{
-    kv_hash_t parent = j == 0 ? kv_pool_root(s->req->salt) : s->hash[j - 1];
-    if ((j + 1) * KV_BLOCK > s->req->n_prompt) {
-        parent.lo ^= s->req->id * 0x9e3779b97f4a7c15ULL;
-        parent.hi ^= 0x7072697661746521ULL ^ (uint64_t)s->req->index * 0xbf58476d1ce4e5b9ULL;
-    }
-    return kv_pool_chain(parent, s->tokens + (size_t)j * KV_BLOCK, KV_BLOCK);
-}
-
-/* Release s's blocks, the last first: the cache evicts the least recently
- * released first, so a prefix's head outlives its tail (vLLM's order). Blocks
- * under a private key are forgotten unless the sequence will resume (`keep`). */
-static void seq_drop_blocks(engine_t *e, slot_t *s, int keep)
-{
-    for (int j = s->n_blk - 1; j >= 0; j--) {
-        int priv = (j + 1) * KV_BLOCK > s->req->n_prompt;
-        kv_pool_release(e->kvp, s->blocks[j], priv && !keep);
-    }
-    s->n_blk = 0;
-    s->n_pub = 0;
-}
-
-static void slot_release(engine_t *e, slot_t *s)
-{
-    seq_drop_blocks(e, s, 0);
-    if (s->fork_pending) /* ended before forking: its reservations go */
-        for (int i = 0; i < e->n_slots; i++)
-            if (e->slots[i].reserved == (int)(s - e->slots) + 1) e->slots[i].reserved = 0;
-    s->fork_pending = 0;
-    s->parked = 0;
-    req_free(s->req);
-    s->req = NULL;
-    pthread_mutex_lock(&e->mu);
-    e->n_active--;
-    kv_pool_stats(e->kvp, &e->kvs);
-    pthread_mutex_unlock(&e->mu);
-}
-
-/* Map the longest cached prefix of s->tokens[0, s->n_prefill) and check that
- * the pool can hold the rest. 0: started (n_past set); -1: not enough free
- * blocks now (nothing kept). `resume`: a pre-empted sequence, which may
- * re-evaluate a single token (it was decoded one at a time before). */
-static int seq_start(engine_t *e, slot_t *s, int resume)
-{
-    int n = s->n_prefill, hit = 0;
-    while ((hit + 1) * KV_BLOCK <= n) {
-        kv_hash_t h = block_key(s, hit);
-        int b = kv_pool_lookup(e->kvp, h, s->tokens + (size_t)hit * KV_BLOCK);
-        if (b < 0) break;
-        s->blocks[hit] = b;
-        s->hash[hit] = h;
-        hit++;
-    }
-    s->n_blk = hit;
-    s->n_pub = hit;
-    /* keep at least one token to evaluate, so we get logits, and never
-     * exactly one for a new prompt: a lone token is summed in llama.cpp's
-     * single-row order, and a repeated prompt should give the logits of its
-     * first evaluation (engine_prefill_take) */
-    int reuse = hit * KV_BLOCK;
-    if (reuse > n - 1) reuse = n - 1;
-    if (!resume && reuse > 0 && n - reuse == 1) reuse--;
-    int need = (n + KV_BLOCK - 1) / KV_BLOCK - hit;
-    int cow = hit > 0 && reuse < hit * KV_BLOCK; /* the last mapped block gets rewritten */
-    if (kv_pool_available(e->kvp) < need + cow) {
-        seq_drop_blocks(e, s, 1);
-        return -1;
-    }
-    if (cow) { /* a private copy of the shared block: positions >= reuse are recomputed */
-        int b = kv_pool_alloc(e->kvp);
-        kv_copy_block(e->kv, b, s->blocks[hit - 1]);
-        kv_pool_release(e->kvp, s->blocks[hit - 1], 0);
-        s->blocks[hit - 1] = b;
-        s->n_pub = hit - 1; /* offered again when full: the original keeps the key */
-    }
-    s->n_past = reuse;
-    s->parked = 0;
-    return reuse;
-}
-
-/* A slot struct holding no sequence (running or parked) and kept for no
- * fork (n > 1), or NULL. */
-static slot_t *slot_free(engine_t *e)
-{
-    for (int i = 0; i < e->n_slots; i++)
-        if (!e->slots[i].req && !e->slots[i].reserved) return &e->slots[i];
-    return NULL;
-}
-
-/* Put r into a free slot if the pool can take its prompt; returns 0, or -1
- * when no slot is free or the blocks are not there yet (the caller checks
- * that a running place is free). Called with mu held. */
-static int slot_admit(engine_t *e, req_t *r)
-{
-    slot_t *s = slot_free(e);
-    int n_free = 0, n_need = r->sp.n > 1 ? r->sp.n : 1;
-    for (int i = 0; i < e->n_slots; i++)
-        n_free += !e->slots[i].req && !e->slots[i].reserved;
-    if (!s || n_free < n_need) return -1; /* n choices wait for n slots */
-    memcpy(s->tokens, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
-    s->n_tokens = r->n_prompt;
-    s->n_prefill = r->n_prompt;
-    s->req = r;
-    int reuse = seq_start(e, s, 0);
-    if (reuse < 0) {
-        s->req = NULL;
-        return -1;
-    }
-    s->n_cached = reuse;
-    s->n_gen = 0;
-    s->t_first = 0;
-    s->t_admit = time_now_mono();
-    s->n_hold = 0;
-    s->admit = ++e->admit_clock;
-    tok_stream_init(&s->ts);
-    sampler_reset(s->smp, &r->sp, r->prompt, r->n_prompt);
-    s->fork_pending = n_need > 1;
-    for (int i = 0, left = n_need - 1; i < e->n_slots && left > 0; i++)
-        if (!e->slots[i].req && !e->slots[i].reserved && &e->slots[i] != s) {
-            e->slots[i].reserved = (int)(s - e->slots) + 1;
-            left--;
-        }
-    e->n_active++;
-    e->n_hit_tokens += (uint64_t)reuse;
-    return 0;
-}
-
-/* Pre-empt s: give its blocks back (published ones stay cached) and let it
- * wait; it keeps its tokens, sampler and the text it has emitted, and
- * resumes by re-prefilling everything it has (seq_start). */
-static void seq_preempt_locked(engine_t *e, slot_t *s)
-{
-    seq_drop_blocks(e, s, 1);
-    s->parked = 1;
-    s->n_past = 0;
-    s->n_prefill = s->n_tokens;
-    s->plan = 0;
-    s->want_logits = -1;
-    e->n_preempt++;
-}
-
-static void seq_preempt(engine_t *e, slot_t *s)
-{
-    pthread_mutex_lock(&e->mu);
-    seq_preempt_locked(e, s);
-    pthread_mutex_unlock(&e->mu);
-}
-
-/* The sequence to pre-empt: lowest priority, then the youngest. */
-static slot_t *pick_victim(engine_t *e)
-{
-    slot_t *v = NULL;
-    for (int i = 0; i < e->n_slots; i++) {
-        slot_t *s = &e->slots[i];
-        if (!s->req || s->parked) continue;
-        if (!v || s->req->priority < v->req->priority ||
-            (s->req->priority == v->req->priority && s->admit > v->admit))
-            v = s;
-    }
-    return v;
-}
-
-/* A free block for s, pre-empting others (or s) when the pool is out: the
- * block, or -1 when s itself was pre-empted. Adjusts *n_planned by the plans
- * it voided. */
-static int seq_alloc(engine_t *e, slot_t *s, int *n_planned)
-{
-    for (;;) {
-        int b = kv_pool_alloc(e->kvp);
-        if (b >= 0) return b;
-        slot_t *v = pick_victim(e);
-        *n_planned -= v->plan;
-        seq_preempt(e, v);
-        if (v == s) return -1;
-    }
-}
-
-/* Blocks for s's positions up to `last`; pre-empts others (or s) when the
- * pool is out. Returns 0, or -1 when s itself was pre-empted. Adjusts *n_planned
- * by the plans it voided. */
-static int seq_reserve(engine_t *e, slot_t *s, int last, int *n_planned)
-{
-    /* copy on write: after a fork the partial block is shared by the
-     * choices; whoever writes into it first takes a private copy (a
-     * pre-emption on the way may leave s the last holder: then no copy) */
-    int j = s->n_past / KV_BLOCK;
-    if (j < s->n_blk && kv_pool_refs(e->kvp, s->blocks[j]) > 1) {
-        int b = seq_alloc(e, s, n_planned);
-        if (b < 0) return -1;
-        if (kv_pool_refs(e->kvp, s->blocks[j]) > 1) {
-            kv_copy_block(e->kv, b, s->blocks[j]);
-            kv_pool_release(e->kvp, s->blocks[j], 0);
-            s->blocks[j] = b;
-        } else {
-            kv_pool_release(e->kvp, b, 1);
-        }
-    }
-    while (s->n_blk <= last / KV_BLOCK) {
-        int b = seq_alloc(e, s, n_planned);
-        if (b < 0) return -1;
-        s->blocks[s->n_blk++] = b;
-    }
-    return 0;
-}
-
-/* A copy of parent r for its choice `index` (prompt not copied: a choice
- * starts from the parent's slot), or NULL on OOM. */
-static req_t *req_clone(const req_t *r, int index)
-{
-    req_t *c = calloc(1, sizeof *c);
-    if (!c) return NULL;
-    *c = *r;
-    c->prompt = NULL;
-    c->next = NULL;
-    c->index = index;
-    c->bias_store = NULL;
-    c->stop_store = NULL;
-    c->gst = NULL; /* its own constraint state, from the grammar's start */
-    c->sp.grammar = NULL;
-    size_t stop_total = 0;
-    for (int i = 0; i < r->sp.n_stop; i++)
-        stop_total += r->stop_len[i] + 1;
-    c->stop_store = malloc(stop_total + 1);
-    if (r->sp.n_logit_bias > 0)
-        c->bias_store = malloc((size_t)r->sp.n_logit_bias * sizeof *c->bias_store);
-    if (!c->stop_store || (r->sp.n_logit_bias > 0 && !c->bias_store)) {
-        free(c->stop_store);
-        free(c->bias_store);
-        free(c);
-        return NULL;
-    }
-    char *p = c->stop_store;
-    for (int i = 0; i < r->sp.n_stop; i++) {
-        memcpy(p, r->sp.stop[i], r->stop_len[i] + 1);
-        c->sp.stop[i] = p;
-        p += r->stop_len[i] + 1;
-    }
-    if (c->bias_store)
-        memcpy(c->bias_store, r->sp.logit_bias, (size_t)r->sp.n_logit_bias * sizeof *c->bias_store);
-    c->sp.logit_bias = c->bias_store;
-    /* a choice forks before the parent's first sample: the constraint starts
-     * where the parent's does, at the grammar's start */
-    if (r->sp.grammar) {
-        c->sp.grammar = gram_ref(r->sp.grammar);
-        if (gram_state_create(&c->gst, c->sp.grammar)) {
-            req_free(c);
-            return NULL;
-        }
-    }
-    return c;
-}
-
-/* Fork s (its prompt just prefilled; logits in row s->want_logits) into its
- * reserved slots: each choice shares s's KV blocks by reference (the partial
- * last one is copied on its first write, seq_reserve), starts with s's
- * sampler state, its own RNG stream, and a copy of the logits row. */
-static void seq_fork(engine_t *e, slot_t *s, int *n_rows, int n_vocab)
-{
-    req_t *r = s->req;
-    int me = (int)(s - e->slots) + 1, index = 1;
-    s->fork_pending = 0;
-    for (int i = 0; i < e->n_slots && index < r->sp.n; i++) {
-        slot_t *c = &e->slots[i];
-        if (c->reserved != me) continue;
-        c->reserved = 0;
-        req_t *cr = req_clone(r, index);
-        if (!cr) {
-            engine_event_t ev = event_for(ENGINE_EV_DONE, r, NULL);
-            ev.index = index++;
-            ev.finish = ENGINE_FINISH_ERROR;
-            ev.err = BAR_ERR_NOMEM;
-            ev.msg = "out of memory forking a choice";
-            r->cb(r->user, &ev);
-            continue;
-        }
-        c->req = cr;
-        memcpy(c->tokens, s->tokens, (size_t)s->n_tokens * sizeof(int32_t));
-        c->n_tokens = s->n_tokens;
-        c->n_past = s->n_past;
-        c->n_prefill = s->n_prefill;
-        c->n_cached = s->n_cached;
-        c->n_gen = 0;
-        c->plan = 0;
-        c->parked = 0;
-        c->fork_pending = 0;
-        c->admit = s->admit;
-        for (int j = 0; j < s->n_blk; j++) {
-            c->blocks[j] = s->blocks[j];
-            kv_pool_share(e->kvp, s->blocks[j]);
-        }
-        memcpy(c->hash, s->hash, (size_t)s->n_blk * sizeof *c->hash);
-        c->n_blk = s->n_blk;
-        c->n_pub = s->n_pub;
-        c->t_first = 0;
-        tok_stream_init(&c->ts);
-        c->n_hold = 0;
-        sampler_fork(c->smp, s->smp, &cr->sp, index);
-        c->want_logits = (*n_rows)++;
-        memcpy(e->logits + (size_t)c->want_logits * n_vocab,
-               e->logits + (size_t)s->want_logits * n_vocab, (size_t)n_vocab * sizeof(float));
-        pthread_mutex_lock(&e->mu);
-        e->n_active++;
-        pthread_mutex_unlock(&e->mu);
-        index++;
-    }
-    for (; index < r->sp.n; index++) { /* a reservation went missing: never, but end it */
-        engine_event_t ev = event_for(ENGINE_EV_DONE, r, NULL);
-        ev.index = index;
-        ev.finish = ENGINE_FINISH_ERROR;
-        ev.err = BAR_ERR_INTERNAL;
-        ev.msg = "no sequence slot for a choice";
-        r->cb(r->user, &ev);
-    }
-}
-
-/* Offer s's blocks that filled up to the prefix cache. */
-static void seq_publish(engine_t *e, slot_t *s)
-{
-    int full = s->n_past / KV_BLOCK;
-    for (int j = s->n_pub; j < full; j++) {
-        s->hash[j] = block_key(s, j);
-        kv_pool_publish(e->kvp, s->blocks[j], s->hash[j], s->tokens + (size_t)j * KV_BLOCK);
-    }
-    if (full > s->n_pub) s->n_pub = full;
 }
 
 /* --------------------------------------------------------- text release */
@@ -652,8 +200,15 @@ static void slot_constrain(void *ctx, float *logits)
         any |= bits != 0;
         int base = w * 64, end = base + 64 < n_vocab ? base + 64 : n_vocab;
         if (bits == ~0ull) continue;
-        for (int t = base; t < end; t++)
-            if (!(bits >> (t - base) & 1)) logits[t] = -INFINITY;
+        if (bits == 0) { /* most words of a narrow mask: a plain fill */
+            for (int t = base; t < end; t++)
+                logits[t] = -INFINITY;
+            continue;
+        }
+        /* the refused tokens of a mixed word, one per zero bit */
+        uint64_t zero = ~bits & (end - base == 64 ? ~0ull : (1ull << (end - base)) - 1);
+        for (; zero; zero &= zero - 1)
+            logits[base + __builtin_ctzll(zero)] = -INFINITY;
     }
     /* complete, or a dead end (out of memory): end of generation may come */
     if (gram_state_accepting(g) || !any)

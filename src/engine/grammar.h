@@ -17,15 +17,21 @@
  * grammars are not supported (the builder never needs them); expansion is
  * depth-bounded, so a pathological grammar fails closed, never loops.
  *
- * The token mask (gram_state_mask) walks a trie of the vocabulary's byte
- * strings from the current state, pruning a subtree at its first rejected
- * byte, and caches each result keyed by the state's structure (states recur:
- * every character inside a string leaves the same stack), so a steady state
- * costs one hash. Not for: JSON (json_schema.c), logits or sampling
- * (engine.c applies the mask), tokenization (the caller supplies bytes).
+ * The token mask (gram_state_mask, grammar_mask.c) walks a trie of the
+ * vocabulary's byte strings from the current state, pruning a subtree at its
+ * first rejected byte, and keeps each result in the vocabulary's mask cache,
+ * keyed by (grammar, the state's structure): states recur (every character
+ * inside a string leaves the same stack) and every sequence decoding with
+ * the same grammar reaches the same states, so a steady state costs a
+ * pointer compare and a state another sequence reached one hash lookup.
+ * Not for: JSON (json_schema.c), logits or sampling (engine.c applies the
+ * mask), tokenization (the caller supplies bytes).
  *
- * Threads: a gram_t is immutable (refcount atomic); a gram_vocab_t is
- * immutable after create; a gram_state_t belongs to one thread at a time. */
+ * Threads: a gram_t is immutable (refcount atomic); a gram_vocab_t's trie is
+ * immutable after create and its mask cache is locked, so states on
+ * different threads may ask masks of one vocabulary at once; a gram_state_t
+ * belongs to one thread at a time. A state that asked for masks holds a
+ * reference into the vocabulary's cache: destroy it before the vocabulary. */
 #ifndef BARISTA_ENGINE_GRAMMAR_H
 #define BARISTA_ENGINE_GRAMMAR_H
 
@@ -100,9 +106,10 @@ int gram_vocab_n(const gram_vocab_t *v);
 const uint8_t *gram_vocab_bytes(const gram_vocab_t *v, int id, size_t *n);
 
 /* The tokens whose bytes keep the state a valid prefix: a bitset of
- * (n_vocab + 63) / 64 words, owned by the state and valid until its next
- * call. Tokens with no bytes are never set (the caller decides about end of
- * generation with gram_state_accepting). */
+ * (n_vocab + 63) / 64 words, held by the state (it may be shared with other
+ * states: read only) and valid until its next mask call or destroy. Tokens
+ * with no bytes are never set (the caller decides about end of generation
+ * with gram_state_accepting). */
 const uint64_t *gram_state_mask(gram_state_t *s, const gram_vocab_t *v);
 
 /* ---- finishing within a budget ---- */
@@ -115,7 +122,21 @@ int gram_state_min_left(const gram_state_t *s);
  * be completed in at most `limit` bytes. When no token can (limit is below
  * what is left), the tokens that shorten the shortest completion. The
  * unlimited mask remembers the longest completion it allows, so while the
- * budget binds no token this costs what gram_state_mask does. */
+ * budget binds no token this costs what gram_state_mask does; when it binds,
+ * the mask is built from each allowed token's rank kept with the cached
+ * mask (no walk). */
 const uint64_t *gram_state_mask_within(gram_state_t *s, const gram_vocab_t *v, int limit);
+
+/* The vocabulary's shared mask cache: masks served from it (hits) and walks
+ * (misses), entries and bytes held (tests, bench). */
+typedef struct {
+    uint64_t hits, misses;
+    int entries;
+    size_t bytes;
+} gram_mask_stats_t;
+void gram_vocab_mask_stats(const gram_vocab_t *v, gram_mask_stats_t *out);
+/* The cache's budget in bytes (default 48 MiB), applied at once (tests set
+ * a tiny one to exercise eviction). */
+void gram_vocab_set_mask_budget(gram_vocab_t *v, size_t bytes);
 
 #endif

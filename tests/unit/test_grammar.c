@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <string.h>
 
 #include "engine/grammar.h"
@@ -106,6 +107,125 @@ static void test_masks(void **state)
     const uint64_t *mk = gram_state_mask(s, v);
     assert_int_equal(mk[0], 0);
     gram_state_destroy(s);
+    gram_vocab_destroy(v);
+}
+
+/* The shared mask cache: a second state in a state the first one reached
+ * gets the first one's mask (a hit, no walk) and the same bits; with a
+ * budget of one entry, a state keeps the mask it was given while others
+ * push the entry out of the cache, and masks stay right. */
+static const char *SHARED_STEPS[] = {"{\"",  "a",    "\":", " ",  "\"a",
+                                     "\xc3", "\xa9", "ab",  "\"", "}"};
+#define N_SHARED ((int)(sizeof SHARED_STEPS / sizeof SHARED_STEPS[0]))
+
+static void test_shared_cache(void **state)
+{
+    (void)state;
+    gram_vocab_t *v;
+    assert_int_equal(gram_vocab_create(&v, NV, piece, NULL), 0);
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"},"
+                         "\"n\":{\"type\":\"integer\"}},\"required\":[\"a\"]}";
+    gram_t *g;
+    bar_msg_t m;
+    assert_int_equal(json_schema_compile(schema, strlen(schema), &g, &m), 0);
+    gram_state_t *s1, *s2;
+    assert_int_equal(gram_state_create(&s1, g), 0);
+    assert_int_equal(gram_state_create(&s2, g), 0);
+    gram_mask_stats_t a, b;
+    for (int i = 0; i < N_SHARED; i++) {
+        check_mask(s1, v);
+        gram_vocab_mask_stats(v, &a);
+        check_mask(s2, v);
+        gram_vocab_mask_stats(v, &b);
+        assert_int_equal(b.misses, a.misses); /* s2 walked nothing */
+        assert_ptr_equal(gram_state_mask(s1, v), gram_state_mask(s2, v));
+        assert_int_equal(gram_state_feed(s1, SHARED_STEPS[i], strlen(SHARED_STEPS[i])), 0);
+        assert_int_equal(gram_state_feed(s2, SHARED_STEPS[i], strlen(SHARED_STEPS[i])), 0);
+    }
+    gram_vocab_mask_stats(v, &a);
+    assert_true(a.misses > 0 && a.misses < N_SHARED); /* a state inside the string recurs */
+    assert_true(a.entries == (int)a.misses && a.hits >= a.misses && a.bytes > 0);
+    gram_state_destroy(s2);
+    /* one entry at most: s1 holds its mask while s3 pushes it out */
+    gram_vocab_set_mask_budget(v, 1);
+    gram_state_t *s3;
+    assert_int_equal(gram_state_create(&s3, g), 0);
+    gram_state_destroy(s1);
+    assert_int_equal(gram_state_create(&s1, g), 0);
+    assert_int_equal(gram_state_feed(s1, "{\"a\":\"", 6), 0);
+    const uint64_t *held = gram_state_mask(s1, v);
+    uint64_t w0 = held[0];
+    for (int i = 0; i < N_SHARED; i++) {
+        check_mask(s3, v);
+        uint64_t within = gram_state_mask_within(s3, v, i)[0];
+        assert_int_equal(within & ~gram_state_mask(s3, v)[0], 0);
+        assert_int_equal(held[0], w0); /* still readable (ASan) and unchanged */
+        assert_int_equal(gram_state_feed(s3, SHARED_STEPS[i], strlen(SHARED_STEPS[i])), 0);
+    }
+    gram_vocab_mask_stats(v, &a);
+    assert_int_equal(a.entries, 1);
+    check_mask(s1, v);
+    gram_state_destroy(s1);
+    gram_state_destroy(s3);
+    gram_release(g);
+    gram_vocab_destroy(v);
+}
+
+/* Threads (as the engine's sampling pool) asking masks of one grammar at
+ * once, with a budget small enough that entries come and go under them. */
+typedef struct {
+    gram_vocab_t *v;
+    gram_t *g;
+    int bad;
+} shared_arg_t;
+
+static void *shared_worker(void *p)
+{
+    shared_arg_t *a = p;
+    for (int round = 0; round < 20; round++) {
+        gram_state_t *s;
+        if (gram_state_create(&s, a->g)) {
+            a->bad = 1;
+            return NULL;
+        }
+        for (int i = 0; i < N_SHARED; i++) {
+            const uint64_t *mk = gram_state_mask(s, a->v);
+            for (int t = 0; t < NV && mk; t++) {
+                int want = VOCAB[t][0] && gram_state_allows(s, VOCAB[t], strlen(VOCAB[t]));
+                if (want != (int)(mk[t >> 6] >> (t & 63) & 1)) a->bad = 1;
+            }
+            if (!mk || gram_state_feed(s, SHARED_STEPS[i], strlen(SHARED_STEPS[i]))) a->bad = 1;
+        }
+        gram_state_destroy(s);
+    }
+    return NULL;
+}
+
+static void test_shared_threads(void **state)
+{
+    (void)state;
+    gram_vocab_t *v;
+    assert_int_equal(gram_vocab_create(&v, NV, piece, NULL), 0);
+    gram_vocab_set_mask_budget(v, 3000); /* a few entries */
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"},"
+                         "\"n\":{\"type\":\"integer\"}},\"required\":[\"a\"]}";
+    gram_t *g;
+    bar_msg_t m;
+    assert_int_equal(json_schema_compile(schema, strlen(schema), &g, &m), 0);
+    shared_arg_t arg[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        arg[i] = (shared_arg_t){v, g, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, shared_worker, &arg[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(arg[i].bad, 0);
+    }
+    gram_mask_stats_t st;
+    gram_vocab_mask_stats(v, &st);
+    assert_true(st.misses > 0 && st.hits > st.misses && st.entries >= 1);
+    gram_release(g);
     gram_vocab_destroy(v);
 }
 
@@ -224,10 +344,9 @@ static void test_long_chain_min_lengths(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hand_built),
-        cmocka_unit_test(test_masks),
-        cmocka_unit_test(test_budget),
-        cmocka_unit_test(test_long_chain_min_lengths),
+        cmocka_unit_test(test_hand_built),   cmocka_unit_test(test_masks),
+        cmocka_unit_test(test_shared_cache), cmocka_unit_test(test_shared_threads),
+        cmocka_unit_test(test_budget),       cmocka_unit_test(test_long_chain_min_lengths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
