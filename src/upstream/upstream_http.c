@@ -16,7 +16,6 @@
 #include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "util/dlist.h"
 
@@ -38,21 +37,11 @@ struct uphttp_xfer {
     char err[CURL_ERROR_SIZE];
 };
 
-/* A socket curl uses, watched by a uv_poll handle. When a transfer ends,
- * curl stops watching its kept-alive connection (CURL_POLL_REMOVE) and the
- * next transfer watches it again: the handle stays open and registered for
- * reading meanwhile (`idle`), so a request on a reused connection changes
- * nothing in epoll (closing it and opening a new one was up to three
- * epoll_ctl calls a request). An idle socket that becomes readable (the
- * upstream closed it) is closed here; a socket curl closes is closed here
- * first (close_cb), so a handle never outlives its descriptor. */
 typedef struct sock {
     uv_poll_t poll;
     uphttp_t *h;
     struct sock *prev, *next;
     curl_socket_t fd;
-    int events; /* UV_READABLE | UV_WRITABLE being watched */
-    int idle;   /* curl does not watch it now (between transfers) */
 } sock_t;
 
 struct uphttp {
@@ -223,10 +212,6 @@ static void flush(uphttp_t *h)
 static void on_poll(uv_poll_t *p, int status, int events)
 {
     sock_t *s = p->data;
-    if (s->idle) { /* the upstream closed it (or sent what nobody asked for) */
-        sock_close(s->h, s);
-        return;
-    }
     int flags = 0;
     if (status < 0)
         flags = CURL_CSELECT_ERR;
@@ -242,13 +227,6 @@ static void on_timer(uv_timer_t *t)
     run_action(t->data, CURL_SOCKET_TIMEOUT, 0);
 }
 
-static sock_t *sock_find(uphttp_t *h, curl_socket_t fd)
-{
-    for (sock_t *s = h->socks; s; s = s->next)
-        if (s->fd == fd) return s;
-    return NULL;
-}
-
 static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
 {
     (void)e;
@@ -256,16 +234,11 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp
     sock_t *s = sockp;
     if (what == CURL_POLL_REMOVE) {
         if (s) {
+            sock_close(h, s);
             if (!h->destroyed) curl_multi_assign(h->multi, fd, NULL);
-            s->idle = 1; /* kept, watched for reading: see sock_t */
-            if (s->events != UV_READABLE) {
-                s->events = UV_READABLE;
-                uv_poll_start(&s->poll, UV_READABLE, on_poll);
-            }
         }
         return 0;
     }
-    if (!s && (s = sock_find(h, fd)) != NULL) curl_multi_assign(h->multi, fd, s);
     if (!s) {
         s = calloc(1, sizeof *s);
         if (!s) return -1;
@@ -280,24 +253,11 @@ static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp
         DLIST_PUSH(h->socks, s);
         curl_multi_assign(h->multi, fd, s);
     }
-    s->idle = 0;
     int ev = 0;
     if (what == CURL_POLL_IN || what == CURL_POLL_INOUT) ev |= UV_READABLE;
     if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT) ev |= UV_WRITABLE;
-    if (ev != s->events || !uv_is_active((uv_handle_t *)&s->poll)) {
-        s->events = ev;
-        uv_poll_start(&s->poll, ev, on_poll);
-    }
+    uv_poll_start(&s->poll, ev, on_poll);
     return 0;
-}
-
-/* curl closes a socket: its handle goes first (see sock_t). */
-static int close_cb(void *userp, curl_socket_t fd)
-{
-    uphttp_t *h = userp;
-    sock_t *s = sock_find(h, fd);
-    if (s) sock_close(h, s);
-    return close(fd);
 }
 
 static int timer_cb(CURLM *m, long timeout_ms, void *userp)
@@ -440,8 +400,6 @@ int uphttp_start(uphttp_t *h, const uphttp_req_t *r, uphttp_xfer_t **out, bar_ms
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, NULL);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, h);
     if (h->no_proxy_env) curl_easy_setopt(e, CURLOPT_PROXY, "");
     if (r->body) {
         curl_easy_setopt(e, CURLOPT_POST, 1L);
