@@ -35,10 +35,27 @@ static void check_entry(const model_list_t *l, int i)
         if (!strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:/-",
                     e->name[k]))
             abort();
-    size_t pn = strnlen(e->path, sizeof e->path);
-    if (pn == 0 || pn >= sizeof e->path) abort();
-    touch(e->path, pn);
-    if (e->kind != MODEL_KIND_LOCAL) abort();
+    if (e->kind == MODEL_KIND_UPSTREAM) {
+        /* a replica group: its replicas carry the addresses, no path */
+        int reps = 0;
+        for (int u = 0; u < l->n_ups; u++) {
+            const model_upstream_t *up = &l->ups[u];
+            if (up->entry < 0 || up->entry >= l->n) abort();
+            if (up->entry != i) continue;
+            reps++;
+            size_t bn = strnlen(up->api_base, sizeof up->api_base);
+            if (bn == 0 || bn >= sizeof up->api_base || strncmp(up->api_base, "http", 4)) abort();
+            touch(up->api_base, bn);
+            if (up->rpm < 0 || up->tpm < 0 || up->max_parallel < 0) abort();
+            if (!(up->weight > 0 && up->weight <= 1e6) || !(up->timeout >= 0)) abort();
+        }
+        if (reps == 0) abort();
+    } else {
+        size_t pn = strnlen(e->path, sizeof e->path);
+        if (pn == 0 || pn >= sizeof e->path) abort();
+        touch(e->path, pn);
+        if (e->kind != MODEL_KIND_LOCAL) abort();
+    }
     if (e->threads != -1 && (e->threads < 1 || e->threads > 1024)) abort();
     if (e->ctx != -1 && (e->ctx < 16 || e->ctx > 1048576)) abort();
     if (e->parallel != -1 && (e->parallel < 1 || e->parallel > 1024)) abort();
