@@ -105,6 +105,23 @@ static void ws(scan_t *s)
         s->p++;
 }
 
+/* After a member or an element: a ',' (MORE follows), the closer (0:
+ * the object or array ends here) or anything else (LEAVE). */
+#define MORE 2
+static int list_next(scan_t *s, char close)
+{
+    ws(s);
+    if (s->p >= s->end) return LEAVE;
+    if (*s->p == ',') {
+        s->p++;
+        return MORE;
+    }
+    if (*s->p != close) return LEAVE;
+    s->p++;
+    s->depth--;
+    return 0;
+}
+
 /* A string at s->p ('"'): its raw bytes [*a, *b) between the quotes. dec:
  * NULL (only find the end), or a buffer for the decoded bytes. Escapes other
  * than \uXXXX are decoded; \u, raw control bytes: LEAVE. */
@@ -324,16 +341,8 @@ static int object(scan_t *s, want_t w, upchunk_t *out, int is_chat, buf_t *scrat
         } else if (value(s, W_SKIP, out, is_chat, scratch)) {
             return LEAVE;
         }
-        ws(s);
-        if (s->p >= s->end) return LEAVE;
-        if (*s->p == ',') {
-            s->p++;
-            continue;
-        }
-        if (*s->p != '}') return LEAVE;
-        s->p++;
-        s->depth--;
-        return 0;
+        int k = list_next(s, '}');
+        if (k != MORE) return k;
     }
 }
 
@@ -357,16 +366,8 @@ static int array(scan_t *s, want_t w, upchunk_t *out, int is_chat, buf_t *scratc
         } else if (value(s, W_SKIP, out, is_chat, scratch)) {
             return LEAVE;
         }
-        ws(s);
-        if (s->p >= s->end) return LEAVE;
-        if (*s->p == ',') {
-            s->p++;
-            continue;
-        }
-        if (*s->p != ']') return LEAVE;
-        s->p++;
-        s->depth--;
-        return 0;
+        int k = list_next(s, ']');
+        if (k != MORE) return k;
     }
 }
 
