@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "backend/backend_local.c"
+#include "backend/backend_local_cost.c"
 
 static bk_event_t got;
 static int n_got;
@@ -193,23 +194,23 @@ static void test_wait_per_priority_class(void **st)
     cost_job(&b, 10, 10, 110);
     cost_job(&b, 10, 0, 100);
     /* an interactive request pre-empts the batch work: no wait */
-    assert_true(est_wait(&b, 0, 1) == 0);
+    assert_true(lcost_wait(&b, 0, 1) == 0);
     /* a batch request waits for the first place to free up (1 s), and the
      * waiting batch job takes it: its place frees after ~1 s more */
-    assert_true(fabs(est_wait(&b, 10, 1) - 1.0) < 1e-9);
-    assert_true(fabs(est_wait(&b, 10, 2) - 2.0) < 1e-9);
+    assert_true(fabs(lcost_wait(&b, 10, 1) - 1.0) < 1e-9);
+    assert_true(fabs(lcost_wait(&b, 10, 2) - 2.0) < 1e-9);
     /* interactive work ahead counts for an interactive request */
     cost_free(&b);
     cost_job(&b, 0, 10, 110);
     cost_job(&b, 10, 10, 60);
-    assert_true(est_wait(&b, 0, 1) == 0);                /* the batch one is pre-empted */
-    assert_true(fabs(est_wait(&b, 0, 2) - 1.0) < 1e-9);  /* two places: the other frees */
-    assert_true(fabs(est_wait(&b, 10, 1) - 0.5) < 1e-9); /* batch: the batch one ends first */
+    assert_true(lcost_wait(&b, 0, 1) == 0);                /* the batch one is pre-empted */
+    assert_true(fabs(lcost_wait(&b, 0, 2) - 1.0) < 1e-9);  /* two places: the other frees */
+    assert_true(fabs(lcost_wait(&b, 10, 1) - 0.5) < 1e-9); /* batch: the batch one ends first */
     /* no parking place left (two sequences parked already): no pre-emption */
     cost_free(&b);
     for (int i = 0; i < 4; i++)
         cost_job(&b, 10, 10, 110);
-    assert_true(est_wait(&b, 0, 1) > 0.9);
+    assert_true(lcost_wait(&b, 0, 1) > 0.9);
     cost_free(&b);
     pthread_mutex_destroy(&b.mu);
 }
@@ -224,20 +225,20 @@ static void test_estimate_completion(void **st)
     b.max_tokens_default = 100;
     bk_est_in_t in = {0, 40, 101, 1};
     bk_est_t e;
-    local_estimate(&b, &in, &e);
+    lcost_estimate(&b, &in, &e);
     assert_int_equal(e.known, 0); /* nothing measured: no judgement */
     b.tpot = 0.01;
     b.prefill_tok = 0.001;
     step(&b, 1, 0.010);
     step(&b, 2, 0.015);
-    local_estimate(&b, &in, &e);
+    lcost_estimate(&b, &in, &e);
     assert_int_equal(e.known, 1);
     assert_int_equal(e.batch, 1); /* alone on an idle engine */
     assert_true(e.wait == 0 && fabs(e.first - 0.040) < 1e-9);
     assert_true(fabs(e.done - (0.040 + 100 * 0.010 * ADMIT_TPOT_SAFETY)) < 1e-9);
     /* one sequence decoding: it runs in a batch of two, every step slower */
     cost_job(&b, 0, 5, 50);
-    local_estimate(&b, &in, &e);
+    lcost_estimate(&b, &in, &e);
     assert_int_equal(e.batch, 2);
     assert_true(fabs(e.tpot - 0.015 * ADMIT_TPOT_SAFETY) < 1e-9);
     assert_true(e.done > e.first + 100 * 0.015);
