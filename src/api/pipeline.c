@@ -25,7 +25,6 @@
 #include "api/api_int.h"
 #include "api/api_limit.h"
 #include "api/reply.h"
-#include "backend/backend_local.h"
 #include "control/fallback.h"
 #include "util/timeutil.h"
 
@@ -518,7 +517,7 @@ static const char *admit_why(client_t *c, api_model_t *m, bk_stats_t *st, bk_est
     in.n_prompt = (double)srv_req_http(c->r)->body.n / 4.0; /* 4 bytes a token */
     in.n_out = admit_out_tokens(c, m, st, in.n_prompt);
     in.n_seq = c->q.n > 1 ? c->q.n : 1;
-    if (backend_local_estimate(m->bk, &in, est) < 0) bk_estimate_from_stats(st, &in, est);
+    bk_estimate(m->bk, st, &in, est);
     if (!est->known) return NULL; /* nothing measured yet: nothing to judge by */
     double now = time_now_mono();
     if (c->ttft_deadline > 0 && now + est->first > c->ttft_deadline) return "budget";

@@ -152,7 +152,7 @@ typedef struct {
     int n_jobs;                /* submitted and not yet DONE */
     double est_wait;           /* seconds a request of priority 0 submitted now would wait
                                   before its prefill starts (0 also while nothing was measured
-                                  yet; admission asks backend_local_estimate, per class) */
+                                  yet; admission asks bk_estimate, per class) */
     double s_per_prompt_token; /* measured prefill cost per prompt token (0: not yet) */
     double s_per_output_token; /* measured time between a sequence's tokens (0: not yet) */
     double rate_wait;          /* upstream: every replica is at its rpm/tpm this minute;
@@ -243,6 +243,10 @@ typedef struct {
     /* Stop: every job still running gets DONE (CANCELLED) before this
      * returns or on the next loop turns; then free. */
     void (*destroy)(backend_t *b);
+    /* Admission's estimate for a request from a cost model of the backend's
+     * own (the local engine's: per priority class and batch size). NULL:
+     * bk_estimate works it out from the stats (bk_estimate_from_stats). */
+    void (*estimate)(backend_t *b, const bk_est_in_t *in, bk_est_t *out);
 } bk_ops_t;
 
 /* Every backend starts with this header (the implementation's struct embeds
@@ -269,7 +273,7 @@ static inline int bk_embed(backend_t *b, const bk_embed_req_t *r, uint64_t *id, 
                          : bar_fail(msg, BAR_ERR_UNSUPPORTED, "this model does not embed");
 }
 /* The estimate from a backend's stats alone (an upstream, which has no
- * model of its own: backend_local_estimate is the local engine's): its queue
+ * cost model of its own): its queue
  * wait, then n_out tokens at the measured time between tokens; the prefill
  * is inside that (the upstream's first byte). */
 static inline void bk_estimate_from_stats(const bk_stats_t *st, const bk_est_in_t *in,
@@ -283,6 +287,16 @@ static inline void bk_estimate_from_stats(const bk_stats_t *st, const bk_est_in_
     out->tpot = st->s_per_output_token;
     out->done = out->first + (double)in->n_out * out->tpot;
     out->batch = 1;
+}
+
+/* Admission's estimate for in on b; st: b's stats, taken just before. */
+static inline void bk_estimate(backend_t *b, const bk_stats_t *st, const bk_est_in_t *in,
+                               bk_est_t *out)
+{
+    if (b->ops->estimate)
+        b->ops->estimate(b, in, out);
+    else
+        bk_estimate_from_stats(st, in, out);
 }
 
 static inline void bk_destroy(backend_t *b)

@@ -632,7 +632,7 @@ static void emb_destroy(backend_t *base)
 }
 
 static const bk_ops_t EMBED_OPS = {
-    emb_submit, emb_cancel, emb_stats, emb_count_tokens, emb_embed, emb_destroy,
+    emb_submit, emb_cancel, emb_stats, emb_count_tokens, emb_embed, emb_destroy, NULL,
 };
 
 int backend_is_embed(const backend_t *b)

@@ -699,8 +699,20 @@ static void local_destroy(backend_t *base)
     finish_destroy(b);
 }
 
+/* Admission's question (backend.h bk_estimate): when would a request
+ * submitted now get a decoding place, its first token and its last? Its own
+ * priority class counts: running work of a lower class it would pre-empt is
+ * not in its way, waiting work of a lower class runs after it. The time per
+ * token is the step time measured online at the number of sequences it will
+ * decode alongside (more sequences, slower steps). */
+static void local_estimate(backend_t *base, const bk_est_in_t *in, bk_est_t *out)
+{
+    lcost_estimate((local_t *)base, in, out);
+}
+
 static const bk_ops_t LOCAL_OPS = {
-    local_submit, local_cancel, local_stats, local_count_tokens, NULL, local_destroy,
+    local_submit, local_cancel,  local_stats,    local_count_tokens,
+    NULL,         local_destroy, local_estimate,
 };
 
 int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_tokens_default,
@@ -772,13 +784,6 @@ static int gguf_num(const gguf_t *g, const char *key, double lo, double hi, doub
     if (!(v >= lo && v <= hi)) return 0; /* NaN or out of range: ignored */
     *out = v;
     return 1;
-}
-
-int backend_local_estimate(backend_t *base, const bk_est_in_t *in, bk_est_t *out)
-{
-    if (!base || base->ops != &LOCAL_OPS) return -1;
-    lcost_estimate((local_t *)base, in, out);
-    return 0;
 }
 
 int backend_local_sampling_defaults(const backend_t *base, model_sampling_t *out)

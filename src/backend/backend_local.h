@@ -25,15 +25,6 @@ int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_
 /* The engine (for the model id and stats); valid until bk_destroy. */
 engine_t *backend_local_engine(backend_t *b);
 
-/* Admission's question (backend.h): when would a request submitted now get
- * a decoding place, its first token and its last? Its own priority class
- * counts: running work of a lower class it would pre-empt is not in its way,
- * waiting work of a lower class runs after it. The time per token is the
- * step time measured online at the number of sequences it will decode
- * alongside (more sequences, slower steps). 0, or -1 when b is not a local
- * backend (out untouched). */
-int backend_local_estimate(backend_t *b, const bk_est_in_t *in, bk_est_t *out);
-
 /* The sampling defaults of b's model (model_list.h): barista's, with every
  * general.sampling.{temp,top_k,top_p,min_p,penalty_repeat} its GGUF carries
  * (in range) taking precedence. 0, or -1 when b is not a local backend. */

@@ -2,7 +2,7 @@
  * thread only): the prefill cost per prompt token, the time between a
  * sequence's tokens by batch size, the length answers run to, and from them
  * the wait for a place and the expected first and last token of a request
- * that admission judges (backend_local_estimate). Not for: the queue, jobs
+ * that admission judges (bk_estimate). Not for: the queue, jobs
  * and events (backend_local.c). */
 #include <stdlib.h>
 #include <string.h>

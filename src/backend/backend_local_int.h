@@ -149,7 +149,7 @@ void lcost_done(local_t *b, const job_t *j, const qev_t *q);
 /* Seconds until a request of priority prio with n_seq sequences gets its
  * places (0 while nothing was measured). */
 double lcost_wait(local_t *b, int prio, int n_seq);
-/* Admission's estimate for a request (backend_local_estimate). */
+/* Admission's estimate for a request (the backend's bk_estimate). */
 void lcost_estimate(local_t *b, const bk_est_in_t *in, bk_est_t *out);
 
 #endif

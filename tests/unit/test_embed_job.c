@@ -156,15 +156,16 @@ static void fake_destroy(backend_t *b)
     uv_close((uv_handle_t *)&f->tick, fake_closed);
 }
 
-static const bk_ops_t FAKE_OPS = {fake_submit, fake_cancel, fake_stats,
-                                  NULL,        fake_embed,  fake_destroy};
+static const bk_ops_t FAKE_OPS = {fake_submit, fake_cancel,  fake_stats, NULL,
+                                  fake_embed,  fake_destroy, NULL};
 
 /* A chat model that is never asked to generate here. */
 static void chat_destroy(backend_t *b)
 {
     free(b);
 }
-static const bk_ops_t CHAT_OPS = {fake_submit, fake_cancel, fake_stats, NULL, NULL, chat_destroy};
+static const bk_ops_t CHAT_OPS = {fake_submit, fake_cancel,  fake_stats, NULL,
+                                  NULL,        chat_destroy, NULL};
 
 /* ---- the client thread ---- */
 
