@@ -437,22 +437,38 @@ void embed_metrics(const api_t *a, buf_t *b)
         t.batches += x.batches;
         t.encode_seconds += x.encode_seconds;
     }
+    /* the local models' prompt text -> token ids caches (cache="tokens") */
+    unsigned long long th = 0, tm = 0, tev = 0, ten = 0;
+    for (int i = 0; i < a->n_models; i++) {
+        backend_t *bk = a->models[i].bk;
+        if (!bk || backend_is_embed(bk)) continue;
+        bk_stats_t x;
+        bk_stats(bk, &x);
+        th += x.tok_cache_hits;
+        tm += x.tok_cache_misses;
+        tev += x.tok_cache_evictions;
+        ten += x.tok_cache_entries;
+    }
     buf_printf(b,
                "# HELP barista_feature_cache_hits_total Feature-cache lookups that found the "
                "value (embedding: input to vector).\n"
                "# TYPE barista_feature_cache_hits_total counter\n"
                "barista_feature_cache_hits_total{cache=\"embedding\"} %llu\n"
+               "barista_feature_cache_hits_total{cache=\"tokens\"} %llu\n"
                "# HELP barista_feature_cache_misses_total Feature-cache lookups that had to "
                "compute the value.\n"
                "# TYPE barista_feature_cache_misses_total counter\n"
                "barista_feature_cache_misses_total{cache=\"embedding\"} %llu\n"
+               "barista_feature_cache_misses_total{cache=\"tokens\"} %llu\n"
                "# HELP barista_feature_cache_evictions_total Feature-cache entries dropped for "
                "room.\n"
                "# TYPE barista_feature_cache_evictions_total counter\n"
                "barista_feature_cache_evictions_total{cache=\"embedding\"} %llu\n"
+               "barista_feature_cache_evictions_total{cache=\"tokens\"} %llu\n"
                "# HELP barista_feature_cache_entries Entries in the feature cache.\n"
                "# TYPE barista_feature_cache_entries gauge\n"
                "barista_feature_cache_entries{cache=\"embedding\"} %d\n"
+               "barista_feature_cache_entries{cache=\"tokens\"} %llu\n"
                "# HELP barista_embedding_batches_total Forward passes of the embedding models.\n"
                "# TYPE barista_embedding_batches_total counter\n"
                "barista_embedding_batches_total %llu\n"
@@ -460,8 +476,8 @@ void embed_metrics(const api_t *a, buf_t *b)
                "in forward passes.\n"
                "# TYPE barista_embedding_encode_seconds_total counter\n"
                "barista_embedding_encode_seconds_total %.6f\n",
-               (unsigned long long)t.hits, (unsigned long long)t.misses,
-               (unsigned long long)t.evictions, t.entries, (unsigned long long)t.batches,
+               (unsigned long long)t.hits, th, (unsigned long long)t.misses, tm,
+               (unsigned long long)t.evictions, tev, t.entries, ten, (unsigned long long)t.batches,
                t.encode_seconds);
     obs_metrics_gauge(b, "barista_embeddings_in_flight", "Embeddings requests not yet answered.",
                       a->n_embeds);

@@ -170,6 +170,9 @@ typedef struct {
     int kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_free;
     unsigned long long kv_evictions, prefix_hit_tokens, preemptions;
     unsigned long long prefill_tokens; /* local: prompt positions computed (n > 1 choices: once) */
+    /* local: the prompt text -> token ids feature cache (engine/tokenizer_cache.h) */
+    unsigned long long tok_cache_hits, tok_cache_misses, tok_cache_evictions;
+    unsigned long long tok_cache_entries, tok_cache_bytes;
 } bk_stats_t;
 
 /* What admission asks a backend about a request it may submit now

@@ -27,6 +27,7 @@
 #include "engine/gram_cache.h"
 #include "engine/grammar.h"
 #include "engine/tokenizer.h"
+#include "engine/tokenizer_cache.h"
 #include "util/timeutil.h"
 
 #include "backend/backend_local_int.h"
@@ -143,6 +144,7 @@ static void maybe_free(local_t *b)
 {
     if (!b->closed || b->n_work || b->n_jobs) return;
     gram_cache_destroy(b->grams);
+    tok_cache_destroy(b->tcache);
     pthread_mutex_destroy(&b->mu);
     free(b);
 }
@@ -178,13 +180,25 @@ static void prepare(job_t *j)
             return;
         }
         int32_t *ids = NULL;
-        bar_msg_t msg = {{0}};
-        rc = chat_encode(b->chat_tmpl, b->tok, j->msgs, (size_t)j->n_msgs, 1, &ids, &n_tok, &msg);
-        if (rc) {
-            job_fail(j, rc, 500, NULL, "chat template: %s", msg.text);
-            return;
+        tok_cache_key_t key = tok_cache_key_chat_init((int)b->chat_tmpl, 1);
+        for (int i = 0; i < j->n_msgs; i++) {
+            tok_cache_key_add(&key, j->msgs[i].role, j->msgs[i].role_len);
+            tok_cache_key_add(&key, j->msgs[i].content, j->msgs[i].content_len);
+        }
+        if (!tok_cache_get(b->tcache, key, &ids, &n_tok)) {
+            bar_msg_t msg = {{0}};
+            rc = chat_encode(b->chat_tmpl, b->tok, j->msgs, (size_t)j->n_msgs, 1, &ids, &n_tok,
+                             &msg);
+            if (rc) {
+                job_fail(j, rc, 500, NULL, "chat template: %s", msg.text);
+                return;
+            }
+            tok_cache_put(b->tcache, key, ids, n_tok);
         }
         j->toks = ids;
+    } else if (tok_cache_get(b->tcache, tok_cache_key_text(j->prompt, j->prompt_len, 1, 0),
+                             &j->toks, &n_tok)) {
+        /* the same prompt was tokenized before: its ids, copied */
     } else {
         size_t cap = (size_t)b->n_ctx;
         j->toks = malloc(cap * sizeof *j->toks);
@@ -198,6 +212,9 @@ static void prepare(job_t *j)
             return;
         }
         if (rc == BAR_ERR_RANGE && n_tok <= cap) n_tok = cap + 1; /* at least */
+        if (!rc) /* whole prompts only: a cut one is refused below anyway */
+            tok_cache_put(b->tcache, tok_cache_key_text(j->prompt, j->prompt_len, 1, 0), j->toks,
+                          n_tok);
     }
     j->n_tok = n_tok;
     if (n_tok >= (size_t)b->n_ctx && b->kv_limited)
@@ -638,6 +655,13 @@ static void local_stats(backend_t *base, bk_stats_t *out)
     out->prefix_hit_tokens = st.prefix_hit_tokens;
     out->preemptions = st.preemptions;
     out->prefill_tokens = st.n_tokens_prompt;
+    tok_cache_stats_t tc;
+    tok_cache_stats(b->tcache, &tc);
+    out->tok_cache_hits = tc.hits;
+    out->tok_cache_misses = tc.misses;
+    out->tok_cache_evictions = tc.evictions;
+    out->tok_cache_entries = tc.entries;
+    out->tok_cache_bytes = tc.bytes;
 }
 
 static int local_count_tokens(backend_t *base, const bk_req_t *r, size_t *n, bar_msg_t *msg)
@@ -747,6 +771,20 @@ int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_
     uv_async_init(loop, &b->async, on_async);
     b->async.data = b;
     *out = &b->base;
+    return 0;
+}
+
+int backend_local_set_token_cache(backend_t *base, size_t max_bytes)
+{
+    local_t *b = (local_t *)base;
+    if (b->base.ops != &LOCAL_OPS) return BAR_ERR_INVALID;
+    tok_cache_t *c = NULL;
+    if (max_bytes) {
+        int rc = tok_cache_create(&c, max_bytes);
+        if (rc) return rc;
+    }
+    tok_cache_destroy(b->tcache); /* nothing is tokenizing yet: set once, before traffic */
+    b->tcache = c;
     return 0;
 }
 

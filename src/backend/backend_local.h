@@ -22,6 +22,12 @@
 int backend_local_create(backend_t **out, uv_loop_t *loop, engine_t *e, int max_tokens_default,
                          bar_msg_t *msg);
 
+/* Keep a feature cache of prompt text -> token ids of max_bytes
+ * (engine/tokenizer_cache.h; 0: none, the default). Call once after
+ * backend_local_create, before the first submit. 0, BAR_ERR_INVALID (not a
+ * local backend) or BAR_ERR_NOMEM. */
+int backend_local_set_token_cache(backend_t *b, size_t max_bytes);
+
 /* The engine (for the model id and stats); valid until bk_destroy. */
 engine_t *backend_local_engine(backend_t *b);
 

@@ -12,6 +12,7 @@
 #include "engine/chat.h"
 #include "engine/gram_cache.h"
 #include "engine/tokenizer.h"
+#include "engine/tokenizer_cache.h"
 
 #define DONE_MSG_MAX 400
 #define PREPARE_INLINE_MAX 8192 /* bodies above this are tokenized off the loop */
@@ -138,6 +139,7 @@ struct local {
     int closing, closed;
     int destroy_pending; /* destroy waits for prompts still tokenizing on the pool */
     gram_cache_t *grams; /* constraints that came as text only (sp.grammar NULL) */
+    tok_cache_t *tcache; /* prompt text -> token ids (NULL: off); its own mutex */
 };
 
 /* ---- the cost model (backend_local_cost.c; loop thread) ---- */

@@ -17,12 +17,15 @@
 #define MAX_NUMS 32
 
 typedef struct {
-    uint64_t h; /* hash of the stemmed lower-case form */
+    uint64_t h;     /* hash of the stemmed lower-case form */
+    uint64_t h_pre; /* ... of it without a negating prefix (0: none) */
+    int opp;        /* 2 x pair + side + 1 of OPP, 0: none */
     unsigned name : 1, stop : 1, neg : 1;
 } word_t;
 
 typedef struct {
-    unsigned wh; /* bit per where / when / who / why */
+    unsigned wh;     /* bit per where / when / who / why, appendices left out */
+    unsigned wh_all; /* ... every one */
     word_t w[SEMANTIC_GUARD_MAX_WORDS];
     int n;
     uint64_t num[MAX_NUMS]; /* hashes of normalised numbers */
@@ -32,13 +35,14 @@ typedef struct {
 
 semantic_guard_opts_t semantic_guard_default(void)
 {
-    semantic_guard_opts_t o = {1, 1, 1, 1, 2, 0.0, 0.5};
+    semantic_guard_opts_t o = {1, 1, 2, 1, 2, 0.0, 0.5, 1};
     return o;
 }
 
 const char *semantic_guard_verdict_name(semantic_guard_verdict_t v)
 {
-    static const char *const names[] = {"pass", "number", "negation", "question", "name", "words"};
+    static const char *const names[] = {"pass", "number", "negation", "question",
+                                        "name", "words",  "opposite"};
     return (unsigned)v < SEMANTIC_GUARD_N_VERDICTS ? names[v] : "?";
 }
 
@@ -102,6 +106,22 @@ static const char *const NUMW[] = {
     "million",  "1000000", "billion",  "1000000000", "second",  "2",   "third",     "3",
     "fourth",   "4",       "fifth",    "5",          "tenth",   "10",  NULL,        NULL,
 };
+
+/* Opposites, as pairs of stemmed forms (normalise()'s output). */
+static const char *const OPP[] = {
+    "increase", "decrease", "buy",   "sell",   "pro",       "con",   "max",   "min",   "maximum",
+    "minimum",  "rich",     "poor",  "cheap",  "expensive", "early", "late",  "easy",  "hard",
+    "high",     "low",      "fast",  "slow",   "big",       "small", "old",   "new",   "male",
+    "female",   "men",      "women", "boy",    "girl",      "right", "wrong", "true",  "false",
+    "win",      "lose",     "love",  "hate",   "pass",      "fail",  "worst", "best",  "positive",
+    "negative", "strong",   "weak",  "import", "export",    "first", "last",  "least", "most",
+    "less",     "more",     "start", "stop",   "open",      "close", "up",    "down",  "before",
+    "after",    "above",    "below", "inside", "outside",   "gain",  "loss",  "hot",   "cold",
+    NULL,       NULL,
+};
+
+/* Prefixes that turn a word into its opposite: "dis"+"advantage". */
+static const char *const NEG_PREFIX[] = {"dis", "un", "in", "im", "ir", "il", "non", NULL};
 
 static int is_alnum(unsigned char ch)
 {
@@ -210,14 +230,15 @@ static void parse(text_t *t, const char *s, size_t n)
 {
     memset(t, 0, sizeof *t);
     scan_numbers(t, s, n);
-    int sentence_start = 1;
+    int sentence_start = 1, clause_start = 1, prev_and = 0;
     size_t i = 0;
     while (i < n && t->n < SEMANTIC_GUARD_MAX_WORDS) {
         unsigned char ch = (unsigned char)s[i];
         if (!is_alnum(ch)) {
             if (ch == '.' || ch == '?' || ch == '!' || ch == '\n' || ch == ':' || ch == ';' ||
                 ch == '"')
-                sentence_start = 1;
+                sentence_start = clause_start = 1;
+            if (ch == ',') clause_start = 1;
             i++;
             continue;
         }
@@ -258,9 +279,33 @@ static void parse(text_t *t, const char *s, size_t n)
         w->name = (has_digit && has_alpha) ||
                   (nn > 1 && (upper_inner || (upper_first && !sentence_start)));
         w->stop = in_list(norm, nn, STOP);
+        for (int j = 0; NEG_PREFIX[j]; j++) {
+            size_t pl = strlen(NEG_PREFIX[j]);
+            if (nn >= pl + 4 && !memcmp(norm, NEG_PREFIX[j], pl)) {
+                w->h_pre = fnv(norm + pl, nn - pl);
+                break;
+            }
+        }
+        for (int j = 0; OPP[j]; j++)
+            if (strlen(OPP[j]) == nn && !memcmp(OPP[j], norm, nn)) {
+                w->opp = j + 1;
+                break;
+            }
         static const char *const WH[] = {"where", "when", "who", "why"};
+        /* "... and why", "Why?", "If so, why?": an appendix, not the question */
+        int appendix = prev_and;
+        if (clause_start) {
+            size_t q = i;
+            while (q < n && (s[q] == ' ' || s[q] == '\t'))
+                q++;
+            if (q >= n || s[q] == '?') appendix = 1;
+        }
         for (unsigned j = 0; j < 4; j++)
-            if (strlen(WH[j]) == nn && !memcmp(WH[j], norm, nn)) t->wh |= 1u << j;
+            if (strlen(WH[j]) == nn && !memcmp(WH[j], norm, nn)) {
+                t->wh_all |= 1u << j;
+                if (!appendix) t->wh |= 1u << j;
+            }
+        prev_and = (nn == 3 && !memcmp(norm, "and", 3)) || (nn == 2 && !memcmp(norm, "or", 2));
         w->neg = in_list(norm, nn, NEG) || (k > 3 && !memcmp(raw + k - 3, "n't", 3));
         if (w->neg) {
             t->neg = 1;
@@ -274,7 +319,7 @@ static void parse(text_t *t, const char *s, size_t n)
                     break;
                 }
         if (has_digit && !has_alpha) w->stop = 1; /* numbers have their own check */
-        sentence_start = 0;
+        sentence_start = clause_start = 0;
     }
 }
 
@@ -320,6 +365,24 @@ static int name_missing(const text_t *a, const text_t *b)
     return k;
 }
 
+/* A word of a that b lacks whose opposite b has and a lacks. */
+static int opposite_in(const text_t *a, const text_t *b)
+{
+    for (int i = 0; i < a->n; i++) {
+        const word_t *w = &a->w[i];
+        if (has_word(b, w->h)) continue;
+        /* b has w's prefixed form: "advantage" / "disadvantage" */
+        for (int j = 0; j < b->n; j++)
+            if (b->w[j].h_pre == w->h && !has_word(a, b->w[j].h)) return 1;
+        if (w->opp) {
+            int other = (w->opp - 1) ^ 1; /* the pair's other side */
+            for (int j = 0; j < b->n; j++)
+                if (b->w[j].opp == other + 1 && !has_word(a, b->w[j].h)) return 1;
+        }
+    }
+    return 0;
+}
+
 semantic_guard_verdict_t semantic_guard_check(const semantic_guard_opts_t *opts, const char *a,
                                               size_t na, const char *b, size_t nb)
 {
@@ -335,7 +398,9 @@ semantic_guard_verdict_t semantic_guard_check(const semantic_guard_opts_t *opts,
             if (!has_num(&tb, ta.num[i])) return SEMANTIC_GUARD_NUMBER;
     }
     if (o->negation && ta.neg != tb.neg) return SEMANTIC_GUARD_NEGATION;
-    if (o->wh && ta.wh != tb.wh) return SEMANTIC_GUARD_WH;
+    if (o->wh == 1 ? ta.wh_all != tb.wh_all : o->wh && ta.wh != tb.wh) return SEMANTIC_GUARD_WH;
+    if (o->opposite && (opposite_in(&ta, &tb) || opposite_in(&tb, &ta)))
+        return SEMANTIC_GUARD_OPPOSITE;
     if (o->names) {
         int na_ = name_missing(&ta, &tb), nb_ = name_missing(&tb, &ta);
         /* 1: any name of one missing from the other; 2: only a swap (a name

@@ -10,7 +10,12 @@
  *     million, billion),
  *   - a negation is present in one only (not, no, never, n't, without,
  *     nothing, none, nobody, neither, nor, cannot),
- *   - one asks where / when / who / why and the other does not ask the same,
+ *   - one asks where / when / who / why and the other does not ask the same
+ *     (an appended "and why" / "Why?" / "If so, why?" is not a question of
+ *     its own: QQP's askers use it as a flourish),
+ *   - a word of one only has its opposite in the other only: a negating
+ *     prefix (dis-, un-, in-, im-, ir-, il-, non-) or a pair of a short list
+ *     (increase / decrease, buy / sell, pros / cons ...),
  *   - a name-like word of one is missing from the other: a word written with
  *     a capital letter anywhere but at the start of a sentence, or mixing
  *     letters and digits ("iPhone", "Python3", "GPT-4"), compared
@@ -39,11 +44,15 @@
 typedef struct {
     int numbers;  /* numbers must be equal (as sets) */
     int negation; /* negation present in both or in neither */
-    int wh;       /* the same of where / when / who / why (a place, a time, a person, a reason) */
+    int wh;       /* the same of where / when / who / why (a place, a time, a person, a
+                     reason); 1: every one counts, 2: an appended "and why" / "Why?" does not */
     int names;    /* 1: name-like words of each must occur in the other; 2: only a swap refused */
     int max_diff; /* at most this many content words in one text only; < 0: off */
     double min_overlap; /* content-word Jaccard at least this; 0: off */
     double diff_frac;   /* ... or this share of both texts' distinct content words, if more */
+    int opposite;       /* refuse opposites: a word of one only whose opposite is in the other
+                           only ("advantages" / "disadvantages", "legal" / "illegal",
+                           "increase" / "decrease", "buy" / "sell" ...) */
 } semantic_guard_opts_t;
 
 /* Why a candidate was refused (SEMANTIC_GUARD_PASS: it was not). */
@@ -54,13 +63,14 @@ typedef enum {
     SEMANTIC_GUARD_WH,
     SEMANTIC_GUARD_NAME,
     SEMANTIC_GUARD_WORDS,
+    SEMANTIC_GUARD_OPPOSITE,
     SEMANTIC_GUARD_N_VERDICTS,
 } semantic_guard_verdict_t;
 
 /* The defaults (tuned on one QQP slice, checked on another: docs/CACHE.md). */
 semantic_guard_opts_t semantic_guard_default(void);
 
-/* "pass", "number", "negation", "name", "words". */
+/* "pass", "number", "negation", "question", "name", "words", "opposite". */
 const char *semantic_guard_verdict_name(semantic_guard_verdict_t v);
 
 /* Compare texts a (na bytes) and b (nb bytes) under opts (NULL: the

@@ -239,6 +239,12 @@ static void after_load(uv_work_t *w, int status)
         fail_start(s);
         return;
     }
+    if (backend_local_set_token_cache(b, (size_t)s->set.token_cache_bytes)) {
+        fprintf(stderr, "barista serve: out of memory for the token cache\n");
+        bk_destroy(b);
+        fail_start(s);
+        return;
+    }
     engine_stats_t st;
     engine_stats(s->loaded, &st);
     api_set_backend(s->api, s->cur, b, s->digest);

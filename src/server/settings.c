@@ -30,6 +30,10 @@ static const cfg_opt_t table[] = {
      CFG_NO_NONE},
     {"embedding-cache-entries", 0, INT(embedding_cache_entries), "10000", 0, 100000000, "N",
      "feature cache of the embedding model: recent texts whose vectors are kept (0 = off)", 0},
+    {"token-cache-bytes", 0, INT(token_cache_bytes), "16777216", 0, 1LL << 40, "BYTES",
+     "feature cache of each local model: recent prompts' token ids, at most this many bytes "
+     "(0 = off)",
+     0},
     {"config", 'c', STR(config), "", 0, 0, "FILE", "config file of 'name = value' lines",
      CFG_NO_FILE},
     {"threads", 't', INT(threads), "0", 0, 1024, "N", "matmul threads (0 = number of cores)", 0},

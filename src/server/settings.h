@@ -17,6 +17,7 @@ typedef struct {
     char model_id[256];                /* "" = the model file's basename */
     char embedding_model[4096];        /* "[NAME=]PATH" | "auto" | "none" */
     long long embedding_cache_entries; /* feature cache: texts whose vectors are kept */
+    long long token_cache_bytes;       /* feature cache: prompt text -> token ids, bytes */
     char config[4096];                 /* config file path (flag or env only) */
     long long threads;                 /* 0 = number of cores */
     long long ctx;                     /* 0 = the model's, capped by the engine */

@@ -63,6 +63,51 @@ static void test_guard_negation(void **state)
                      SEMANTIC_GUARD_NEGATION);
 }
 
+/* An appended "and why" / "Why?" asks nothing new; a question word that
+ * leads a question still must match. Opposites refuse. */
+static void test_guard_appendix_and_opposites(void **state)
+{
+    (void)state;
+    assert_int_equal(check("What is the best ginger ale? Why?", "What's the best ginger ale?"),
+                     SEMANTIC_GUARD_PASS);
+    assert_int_equal(check("Who is the best football player in the world and why?",
+                           "Who is the best football player in the world?"),
+                     SEMANTIC_GUARD_PASS);
+    assert_int_equal(check("Is alcohol bad for health? If so, why?", "Is alcohol bad for health?"),
+                     SEMANTIC_GUARD_PASS);
+    assert_int_equal(check("Why is money important to society?", "Is money important to society?"),
+                     SEMANTIC_GUARD_WH);
+    assert_int_equal(
+        check("How did boxing get popular in England?", "Why did boxing get popular in England?"),
+        SEMANTIC_GUARD_WH);
+    /* a prefix that turns a word round */
+    assert_int_equal(check("What are the advantages of the Right to Information Act?",
+                           "What are the disadvantages of the Right to Information Act?"),
+                     SEMANTIC_GUARD_OPPOSITE);
+    assert_int_equal(
+        check("Is it legal to record a phone call?", "Is it illegal to record a phone call?"),
+        SEMANTIC_GUARD_OPPOSITE);
+    /* a pair of the list */
+    assert_int_equal(check("What causes the price of gold to increase?",
+                           "What causes the price of gold to decrease?"),
+                     SEMANTIC_GUARD_OPPOSITE);
+    assert_int_equal(check("Should I buy bitcoin now?", "Should I sell bitcoin now?"),
+                     SEMANTIC_GUARD_OPPOSITE);
+    /* both words in both texts: no opposite */
+    assert_int_equal(
+        check("Should I buy or sell bitcoin now?", "Should I sell or buy bitcoin now?"),
+        SEMANTIC_GUARD_PASS);
+    /* a word with such a prefix whose stem is not in the other text: no opposite */
+    assert_int_equal(check("How do I install Python?", "How can I install Python?"),
+                     SEMANTIC_GUARD_PASS);
+    semantic_guard_opts_t o = semantic_guard_default();
+    o.opposite = 0;
+    const char *a = "Should I buy bitcoin now?", *b = "Should I sell bitcoin now?";
+    /* without it one swapped word is within the word check's allowance */
+    assert_int_equal(semantic_guard_check(&o, a, strlen(a), b, strlen(b)), SEMANTIC_GUARD_PASS);
+    assert_string_equal(semantic_guard_verdict_name(SEMANTIC_GUARD_OPPOSITE), "opposite");
+}
+
 static void test_guard_names(void **state)
 {
     (void)state;
@@ -94,10 +139,10 @@ static void test_guard_words_and_paraphrases(void **state)
         check("What are the health benefits of green tea?", "What are the health risks of coffee?"),
         SEMANTIC_GUARD_WORDS);
     /* the checks can be switched off one by one */
-    semantic_guard_opts_t off = {0, 0, 0, 0, -1, 0, 0};
+    semantic_guard_opts_t off = {0, 0, 0, 0, -1, 0, 0, 0};
     const char *a = "Can I not go in 4 days to Paris?", *b = "Can I go in 10 days to Rome, friend?";
     assert_int_equal(semantic_guard_check(&off, a, strlen(a), b, strlen(b)), SEMANTIC_GUARD_PASS);
-    semantic_guard_opts_t jac = {0, 0, 0, 0, -1, 0.9, 0};
+    semantic_guard_opts_t jac = {0, 0, 0, 0, -1, 0.9, 0, 0};
     assert_int_equal(semantic_guard_check(&jac, a, strlen(a), b, strlen(b)), SEMANTIC_GUARD_WORDS);
     /* empty and odd input */
     assert_int_equal(semantic_guard_check(NULL, NULL, 0, "", 0), SEMANTIC_GUARD_PASS);
@@ -288,9 +333,13 @@ static void test_records(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_guard_numbers), cmocka_unit_test(test_guard_negation),
-        cmocka_unit_test(test_guard_names),   cmocka_unit_test(test_guard_words_and_paraphrases),
-        cmocka_unit_test(test_store_lookup),  cmocka_unit_test(test_store_expiry_purge_bound),
+        cmocka_unit_test(test_guard_numbers),
+        cmocka_unit_test(test_guard_negation),
+        cmocka_unit_test(test_guard_names),
+        cmocka_unit_test(test_guard_words_and_paraphrases),
+        cmocka_unit_test(test_guard_appendix_and_opposites),
+        cmocka_unit_test(test_store_lookup),
+        cmocka_unit_test(test_store_expiry_purge_bound),
         cmocka_unit_test(test_records),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
