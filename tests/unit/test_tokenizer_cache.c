@@ -172,7 +172,9 @@ static void *worker(void *p)
     int32_t ids[50];
     for (int r = 0; r < 3000; r++) {
         char t[16];
-        int key = (r * 7 + w->seed) % 300;
+        /* every other request is one of 10 hot keys (hits whatever the
+         * scheduling), the rest cycle through 1,000 cold ones (evictions) */
+        int key = r % 2 ? (r / 2) % 10 : 100 + (r * 7 + w->seed) % 1000;
         int len = snprintf(t, sizeof t, "p%d", key);
         tok_cache_key_t k = tok_cache_key_text(t, (size_t)len, 1, 0);
         int32_t *got;
